@@ -1,0 +1,1 @@
+//! builder: Dockerfile → step graph → executed steps → layers and image config.

@@ -1,0 +1,1 @@
+//! layer-cache: the content-addressed store on disk.

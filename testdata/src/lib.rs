@@ -1,0 +1,1 @@
+//! Test fixtures: busybox base images, hostile tars, a registry on a free port.
