@@ -1,1 +1,2 @@
 //! layer-cache: the content-addressed store on disk.
+pub mod unpack;

@@ -1,1 +1,2 @@
 //! Test fixtures: busybox base images, hostile tars, a registry on a free port.
+pub mod tars;
