@@ -1,25 +1,100 @@
+mod changes;
 mod commands;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "mybuild", version, about = "Daemonless container image builder")]
+#[command(name = "mybuild", version, about = "Daemonless container image builder and registry toolkit")]
 struct Cli {
+    /// Store directory (default: $MYBUILD_ROOT, /var/lib/mybuild as root, else $XDG_DATA_HOME/mybuild)
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print detailed logs (same as RUST_LOG=debug)
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// List tagged images
+    Images(commands::store::ImagesArgs),
+    /// Print an image's manifest and config as JSON
+    Inspect(commands::store::InspectArgs),
+    /// Give an image another name
+    Tag(commands::store::TagArgs),
+    /// Remove image tags
+    Rmi(commands::store::RmiArgs),
+    /// Remove blobs that no tag references
+    Prune(commands::store::PruneArgs),
+    /// Verify every blob and every tag in the store
+    Fsck(commands::store::FsckArgs),
+    /// Create a one-layer image from a rootfs tarball
+    Import(commands::archive::ImportArgs),
+    /// Write images to a tar that docker load and OCI tools accept
+    Save(commands::archive::SaveArgs),
+    /// Load images from a Docker or OCI archive
+    Load(commands::archive::LoadArgs),
     /// Lint a Dockerfile
     Check(commands::check::CheckArgs),
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
 }
 
+/// Where the store lives when no `--root` is given.
+fn default_root() -> PathBuf {
+    if let Some(r) = std::env::var_os("MYBUILD_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(r);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/mybuild");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("mybuild");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/mybuild")
+}
+
+pub struct Globals {
+    pub root: PathBuf,
+}
+
+impl Globals {
+    pub fn store(&self) -> anyhow::Result<layer_cache::Store> {
+        Ok(layer_cache::Store::open(&self.root)?)
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let filter = if cli.debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let g = Globals {
+        root: cli.root.clone().unwrap_or_else(default_root),
+    };
     let result = match &cli.command {
+        Command::Images(a) => commands::store::images(&g, a),
+        Command::Inspect(a) => commands::store::inspect(&g, a),
+        Command::Tag(a) => commands::store::tag(&g, a),
+        Command::Rmi(a) => commands::store::rmi(&g, a),
+        Command::Prune(a) => commands::store::prune(&g, a),
+        Command::Fsck(a) => commands::store::fsck(&g, a),
+        Command::Import(a) => commands::archive::import(&g, a),
+        Command::Save(a) => commands::archive::save(&g, a),
+        Command::Load(a) => commands::archive::load(&g, a),
         Command::Check(a) => commands::check::run(a),
         Command::Parse(a) => commands::parse::run(a),
     };

@@ -1,2 +1,25 @@
 //! layer-cache: the content-addressed store on disk.
+//!
+//! Blobs by digest in an OCI image layout (so skopeo and umoci read our images),
+//! tags in the layout's `index.json`, verified reads, garbage collection and
+//! consistency checks, safe unpacking of layers, and image archives (save/load).
+//! It knows nothing of Dockerfiles or HTTP.
+
+pub mod archive;
+pub mod digest;
+pub mod error;
+pub mod image;
+pub mod import;
+pub mod fsck;
+pub mod gc;
+pub mod ingest;
+pub mod layer;
+pub mod lock;
+pub mod refs;
+pub mod store;
 pub mod unpack;
+
+pub use digest::Digest;
+pub use error::StoreError;
+pub use refs::ImageRef;
+pub use store::Store;

@@ -1,0 +1,138 @@
+//! import, save and load: images in and out of the store as tar files.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use layer_cache::image::{self, Compression, ContainerConfig};
+use layer_cache::import::ImportOptions;
+use layer_cache::layer::LayerOptions;
+use layer_cache::ImageRef;
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Rootfs tarball (plain, gzip or zstd), or - for standard input
+    source: String,
+    /// Name for the new image
+    reference: String,
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    #[arg(short = 'c', long = "change")]
+    changes: Vec<String>,
+    /// Set the commit message in the history
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Layer compression
+    #[arg(long, value_parser = ["gzip", "zstd", "uncompressed"], default_value = "gzip")]
+    compression: String,
+}
+
+pub fn import(g: &Globals, a: &ImportArgs) -> Result<i32> {
+    let name = ImageRef::parse(&a.reference)?;
+    if name.digest.is_some() {
+        bail!("cannot import as {:?}: a name takes a tag, not a digest", a.reference);
+    }
+    let mut config = ContainerConfig::default();
+    for c in &a.changes {
+        crate::changes::apply(&mut config, c)?;
+    }
+    let compression = match a.compression.as_str() {
+        "zstd" => Compression::Zstd,
+        "uncompressed" => Compression::None,
+        _ => Compression::Gzip,
+    };
+    let store = g.store()?;
+    let opts = ImportOptions {
+        config,
+        created: image::rfc3339(image::build_time()),
+        source: a.message.clone().unwrap_or_else(|| a.source.clone()),
+        layer: LayerOptions {
+            compression,
+            level: None,
+        },
+    };
+    let desc = if a.source == "-" {
+        store.import_rootfs(std::io::stdin(), &name, opts)?
+    } else {
+        let f = File::open(&a.source).with_context(|| format!("opening {}", a.source))?;
+        store.import_rootfs(f, &name, opts)?
+    };
+    println!("{}", image::descriptor_digest(&desc)?);
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SaveArgs {
+    /// Write to this file instead of standard output
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Images to save
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
+    let store = g.store()?;
+    let mut images = Vec::new();
+    for name in &a.images {
+        let desc = store.resolve(name)?;
+        let r = ImageRef::parse(name).unwrap_or_else(|_| ImageRef {
+            repo: "unnamed".into(),
+            tag: None,
+            digest: None,
+        });
+        images.push((r, desc));
+    }
+    match &a.output {
+        Some(path) => {
+            // Write beside the target and rename, so a failed save leaves no partial archive.
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+            store.save(&images, BufWriter::new(tmp.as_file()))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if std::io::IsTerminal::is_terminal(&stdout) {
+                bail!("refusing to write an archive to a terminal; use -o FILE or redirect");
+            }
+            let mut w = BufWriter::new(stdout.lock());
+            store.save(&images, &mut w)?;
+            w.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// Read from this file instead of standard input
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Print only the loaded names
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn load(g: &Globals, a: &LoadArgs) -> Result<i32> {
+    let store = g.store()?;
+    let loaded = match &a.input {
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            store.load(f, &p.display().to_string())?
+        }
+        None => store.load(std::io::stdin(), "-")?,
+    };
+    for l in loaded {
+        let digest = image::descriptor_digest(&l.descriptor)?;
+        match l.name {
+            Some(n) if a.quiet => println!("{}", ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)),
+            Some(n) => println!("Loaded image: {} ({digest})", ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)),
+            None => println!("Loaded image ID: {digest}"),
+        }
+    }
+    Ok(0)
+}

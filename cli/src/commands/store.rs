@@ -1,0 +1,160 @@
+//! Store commands: images, inspect, tag, rmi, prune, fsck.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use layer_cache::image::descriptor_digest;
+use layer_cache::ImageRef;
+use serde_json::Value;
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct ImagesArgs {
+    /// Show only image ids
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show full digests
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
+    let store = g.store()?;
+    let mut out = std::io::stdout().lock();
+    if !a.quiet {
+        writeln!(out, "{:<40} {:<16} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
+    }
+    for t in store.tags()? {
+        let (repo, tag) = t.name.rsplit_once(':').unwrap_or((&t.name, ""));
+        let digest = descriptor_digest(&t.descriptor)?;
+        let id = if a.no_trunc { digest.to_string() } else { digest.short().to_string() };
+        if a.quiet {
+            writeln!(out, "{id}")?;
+            continue;
+        }
+        let (created, size) = match store.load_image(&t.descriptor) {
+            Ok(img) => (
+                img.config.created.clone().unwrap_or_default(),
+                img.manifest.layers().iter().map(|l| l.size()).sum::<u64>() + img.manifest.config().size(),
+            ),
+            Err(_) => ("<damaged: run mybuild fsck>".to_string(), 0),
+        };
+        writeln!(
+            out,
+            "{repo:<40} {tag:<16} {id:<14} {:<22} {}",
+            created.get(..20).unwrap_or(&created),
+            super::human_size(size)
+        )?;
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Image name, name@digest or id
+    image: String,
+}
+
+pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
+    let store = g.store()?;
+    let desc = store.resolve(&a.image)?;
+    let img = store.load_image(&desc)?;
+    let manifest: Value = serde_json::from_slice(&img.manifest_bytes).context("manifest")?;
+    let config: Value = serde_json::from_slice(&img.config_bytes).context("config")?;
+    let top = descriptor_digest(&desc)?;
+    let names: Vec<String> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| descriptor_digest(&t.descriptor).ok().as_ref() == Some(&top))
+        .map(|t| t.name)
+        .collect();
+    let doc = serde_json::json!({
+        "Id": img.manifest_digest.to_string(),
+        "RepoTags": names,
+        "Digest": top.to_string(),
+        "MediaType": desc.media_type().to_string(),
+        "ConfigDigest": img.config_digest.to_string(),
+        "Manifest": manifest,
+        "Config": config,
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TagArgs {
+    /// Existing image
+    source: String,
+    /// New name
+    target: String,
+}
+
+pub fn tag(g: &Globals, a: &TagArgs) -> Result<i32> {
+    let store = g.store()?;
+    let desc = store.resolve(&a.source)?;
+    let target = ImageRef::parse(&a.target)?;
+    if target.digest.is_some() {
+        anyhow::bail!("cannot tag {:?}: a new name takes a tag, not a digest", a.target);
+    }
+    store.set_tag(&target, &desc)?;
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmiArgs {
+    /// Image names to untag
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn rmi(g: &Globals, a: &RmiArgs) -> Result<i32> {
+    let store = g.store()?;
+    let mut code = 0;
+    for name in &a.images {
+        let r = ImageRef::parse(name)?;
+        if store.remove_tag(&r)? {
+            println!("Untagged: {}", r.tagged_name());
+        } else {
+            eprintln!("error: no such image: {name}");
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {}
+
+pub fn prune(g: &Globals, _a: &PruneArgs) -> Result<i32> {
+    let store = g.store()?;
+    let s = store.prune(&[])?;
+    println!(
+        "Deleted {} blobs and {} stale ingest files, reclaimed {}",
+        s.blobs_removed,
+        s.ingests_removed,
+        super::human_size(s.bytes_removed)
+    );
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FsckArgs {}
+
+pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
+    let store = g.store()?;
+    let r = store.fsck()?;
+    for p in &r.problems {
+        println!("{p}");
+    }
+    println!(
+        "checked {} blobs ({}) and {} tags: {}",
+        r.blobs_checked,
+        super::human_size(r.bytes_checked),
+        r.tags_checked,
+        if r.is_ok() { "ok".to_string() } else { format!("{} problems", r.problems.len()) }
+    );
+    Ok(if r.is_ok() { 0 } else { 1 })
+}

@@ -1,0 +1,305 @@
+//! Image archives. `save` writes one tar that is both an OCI layout (`oci-layout`,
+//! `index.json`, `blobs/sha256/`) and a `docker load` archive (`manifest.json` whose
+//! paths point into `blobs/sha256/`), as Docker 25+ does. `load` reads either form.
+//! Blobs are streamed and verified; nothing from the archive is written by path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufReader, Read, Write};
+
+use oci_spec::image::Descriptor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::error::{Result, StoreError};
+use crate::image::{self, canonical_json, Compression, ImageConfig, MAX_JSON_BLOB};
+use crate::layer::decompress;
+use crate::refs::ImageRef;
+use crate::store::{Store, OCI_LAYOUT};
+
+/// Archive members up to this size that are not blobs are held in memory while loading.
+const SMALL_FILE: u64 = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default, deserialize_with = "null_vec")]
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
+fn null_vec<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An image loaded from an archive: its name (if the archive gave one) and manifest.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub name: Option<String>,
+    pub descriptor: Descriptor,
+}
+
+impl Store {
+    /// Writes the named images as one tar to `out`.
+    pub fn save(&self, images: &[(ImageRef, Descriptor)], out: impl Write) -> Result<()> {
+        let mut builder = tar::Builder::new(out);
+        let err = |e: io::Error| StoreError::io("archive", e);
+        append_bytes(&mut builder, "oci-layout", OCI_LAYOUT).map_err(err)?;
+        let mut written = BTreeSet::new();
+        let mut index = Vec::new();
+        let mut docker = Vec::new();
+        for (name, desc) in images {
+            let mut blobs = BTreeSet::new();
+            self.reachable_from(desc, &mut blobs)?;
+            for d in &blobs {
+                if written.insert(d.clone()) {
+                    let size = self.blob_size(d)?.ok_or_else(|| StoreError::BlobNotFound(d.clone()))?;
+                    let reader = self.open_blob(d, Some(size))?;
+                    let mut header = tar_header(size);
+                    builder
+                        .append_data(&mut header, format!("blobs/sha256/{}", d.hex()), reader)
+                        .map_err(|e| StoreError::invalid(format!("saving blob {d}"), e.to_string()))?;
+                }
+            }
+            let mut entry = desc.clone();
+            let mut ann = entry.annotations().clone().unwrap_or_default();
+            ann.insert(image::REF_NAME_ANNOTATION.into(), name.tagged_name());
+            ann.insert(image::IMAGE_NAME_ANNOTATION.into(), name.full_name());
+            entry.set_annotations(Some(ann));
+            index.push(entry);
+            let img = self.load_image(desc)?;
+            docker.push(DockerManifestEntry {
+                config: format!("blobs/sha256/{}", img.config_digest.hex()),
+                repo_tags: vec![name.tagged_name()],
+                layers: img
+                    .manifest
+                    .layers()
+                    .iter()
+                    .map(|l| image::descriptor_digest(l).map(|d| format!("blobs/sha256/{}", d.hex())))
+                    .collect::<Result<_>>()?,
+            });
+        }
+        let index_doc = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": image::OCI_INDEX,
+            "manifests": index,
+        });
+        append_bytes(&mut builder, "index.json", &canonical_json(&index_doc)?).map_err(err)?;
+        let manifest_json = serde_json::to_vec(&docker).map_err(|e| StoreError::json("manifest.json", e))?;
+        append_bytes(&mut builder, "manifest.json", &manifest_json).map_err(err)?;
+        builder.into_inner().and_then(|mut w| w.flush()).map_err(err)?;
+        Ok(())
+    }
+
+    /// Reads an OCI or Docker archive and tags what it names. Holds the usage lock so
+    /// `prune` cannot sweep blobs between ingest and tagging.
+    pub fn load(&self, input: impl Read + Send, source: &str) -> Result<Vec<Loaded>> {
+        let _usage = self.usage_lock()?;
+        let bad = |reason: String| StoreError::Archive {
+            path: source.into(),
+            reason,
+        };
+        let plain = decompress(BufReader::with_capacity(1 << 20, input))
+            .map_err(|e| bad(e.to_string()))?;
+        let mut archive = tar::Archive::new(plain);
+        // path in archive → (digest, size, compression of the content)
+        let mut files: BTreeMap<String, (Digest, u64, Compression)> = BTreeMap::new();
+        let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut links: BTreeMap<String, String> = BTreeMap::new();
+        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
+            let path = clean(&entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy());
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                if let Some(target) = entry.link_name().map_err(|e| bad(e.to_string()))? {
+                    let t = target.to_string_lossy();
+                    let resolved = if kind.is_symlink() {
+                        match path.rsplit_once('/') {
+                            Some((dir, _)) => clean(&format!("{dir}/{t}")),
+                            None => clean(&t),
+                        }
+                    } else {
+                        clean(&t)
+                    };
+                    links.insert(path, resolved);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let size = entry.size();
+            let expected = path
+                .strip_prefix("blobs/sha256/")
+                .and_then(|h| Digest::from_hex(h).ok());
+            // Small metadata stays in memory and enters the store only if a manifest names it.
+            if expected.is_none() && size <= SMALL_FILE {
+                let mut buf = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut buf).map_err(|e| bad(format!("{path}: {e}")))?;
+                small.insert(path, buf);
+                continue;
+            }
+            let mut w = self.ingest()?;
+            let mut head = [0u8; 4];
+            let mut head_len = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = entry.read(&mut buf).map_err(|e| bad(format!("{path}: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                while head_len < 4 && head_len < n {
+                    head[head_len] = buf[head_len];
+                    head_len += 1;
+                }
+                w.write_all(&buf[..n]).map_err(|e| StoreError::io(self.ingest_dir(), e))?;
+            }
+            let c = w.commit(expected.as_ref(), Some(size))?;
+            files.insert(path, (c.digest, c.size, Compression::sniff(&head[..head_len])));
+        }
+        let lookup = |p: &str| -> Result<(Digest, u64, Compression)> {
+            let mut p = clean(p);
+            for _ in 0..8 {
+                if let Some(f) = files.get(&p) {
+                    return Ok(f.clone());
+                }
+                if let Some(buf) = small.get(&p) {
+                    let c = self.write_blob(buf)?;
+                    return Ok((c.digest, c.size, Compression::sniff(buf)));
+                }
+                match links.get(&p) {
+                    Some(t) => p = t.clone(),
+                    None => break,
+                }
+            }
+            Err(bad(format!("{p} is named by the archive's manifest but not present")))
+        };
+
+        let mut loaded = Vec::new();
+        if let Some(index_bytes) = small.get("index.json") {
+            let index: Value = serde_json::from_slice(index_bytes).map_err(|e| StoreError::json("index.json", e))?;
+            let manifests: Vec<Descriptor> = serde_json::from_value(
+                index.get("manifests").cloned().unwrap_or(Value::Array(Vec::new())),
+            )
+            .map_err(|e| StoreError::json("index.json", e))?;
+            for m in manifests {
+                let digest = image::descriptor_digest(&m)?;
+                if !self.has_blob(&digest) {
+                    return Err(bad(format!("index.json names manifest {digest}, which the archive lacks")));
+                }
+                let ann = m.annotations().clone().unwrap_or_default();
+                let name = ann
+                    .get(image::IMAGE_NAME_ANNOTATION)
+                    .or_else(|| ann.get(image::REF_NAME_ANNOTATION).filter(|n| n.contains(':') || n.contains('/')))
+                    .cloned();
+                let mut plain = m.clone();
+                plain.set_annotations(None);
+                // Prove the image is complete before tagging it.
+                self.load_image(&plain)?;
+                loaded.push(Loaded {
+                    name,
+                    descriptor: plain,
+                });
+            }
+        } else if let Some(mbytes) = small.get("manifest.json") {
+            let entries: Vec<DockerManifestEntry> =
+                serde_json::from_slice(mbytes).map_err(|e| StoreError::json("manifest.json", e))?;
+            for e in entries {
+                let (cfg_digest, cfg_size, _) = lookup(&e.config)?;
+                let cfg_bytes = self.read_blob(&cfg_digest, MAX_JSON_BLOB)?;
+                let config = ImageConfig::parse(&cfg_bytes, &format!("config {}", e.config))?;
+                if config.rootfs.diff_ids.len() != e.layers.len() {
+                    return Err(bad(format!(
+                        "config {} lists {} diff_ids but manifest.json names {} layers",
+                        e.config,
+                        config.rootfs.diff_ids.len(),
+                        e.layers.len()
+                    )));
+                }
+                let mut layers = Vec::new();
+                for (path, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
+                    let (d, size, comp) = lookup(path)?;
+                    let actual = if comp == Compression::None {
+                        d.clone()
+                    } else {
+                        self.diff_id_of(&d, size)?
+                    };
+                    if actual != *diff_id {
+                        return Err(bad(format!(
+                            "layer {path} hashes to {actual} uncompressed, but the config says {diff_id}"
+                        )));
+                    }
+                    layers.push(image::descriptor(comp.oci_media_type(), &d, size));
+                }
+                let manifest = serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": image::OCI_MANIFEST,
+                    "config": image::descriptor(image::OCI_CONFIG, &cfg_digest, cfg_size),
+                    "layers": layers,
+                });
+                let c = self.write_blob(&canonical_json(&manifest)?)?;
+                let desc = image::descriptor(image::OCI_MANIFEST, &c.digest, c.size);
+                if e.repo_tags.is_empty() {
+                    loaded.push(Loaded {
+                        name: None,
+                        descriptor: desc.clone(),
+                    });
+                }
+                for t in &e.repo_tags {
+                    loaded.push(Loaded {
+                        name: Some(t.clone()),
+                        descriptor: desc.clone(),
+                    });
+                }
+            }
+        } else {
+            return Err(bad("neither index.json (OCI) nor manifest.json (Docker) found".into()));
+        }
+        for l in &loaded {
+            if let Some(n) = &l.name {
+                self.set_tag(&ImageRef::parse(n)?, &l.descriptor)?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// sha256 of a stored layer's uncompressed content.
+    pub fn diff_id_of(&self, digest: &Digest, size: u64) -> Result<Digest> {
+        let reader = BufReader::new(self.open_blob(digest, Some(size))?);
+        let mut plain = crate::digest::HashingReader::new(
+            decompress(reader).map_err(|e| StoreError::io(self.blob_path(digest), e))?,
+        );
+        io::copy(&mut plain, &mut io::sink()).map_err(|e| crate::store::verify_error(digest, &self.blob_path(digest), e))?;
+        Ok(plain.finish().1)
+    }
+}
+
+fn tar_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h
+}
+
+fn append_bytes<W: Write>(b: &mut tar::Builder<W>, path: &str, data: &[u8]) -> io::Result<()> {
+    let mut h = tar_header(data.len() as u64);
+    b.append_data(&mut h, path, data)
+}
+
+/// Normalises an archive path: no leading `./` or `/`, `.`/`..` folded.
+fn clean(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            x => out.push(x),
+        }
+    }
+    out.join("/")
+}

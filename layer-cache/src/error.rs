@@ -1,0 +1,70 @@
+//! The store's error type: each variant names the path, digest or reference it concerns.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, DigestError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("blob {expected} failed verification: content hashes to {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {digest} has {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("blob {0} is not in the store")]
+    BlobNotFound(Digest),
+    #[error("no such image: {0}")]
+    ImageNotFound(String),
+    #[error("invalid reference {name:?}: {reason}")]
+    InvalidReference { name: String, reason: String },
+    #[error("{what} is not valid JSON: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("{what} is {size} bytes, more than the {limit} allowed")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    #[error("archive {}: {reason}", path.display())]
+    Archive { path: PathBuf, reason: String },
+    #[error("tar entry {entry:?}: {reason}")]
+    TarEntry { entry: String, reason: String },
+}
+
+impl StoreError {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn json(what: impl Into<String>, source: serde_json::Error) -> StoreError {
+        StoreError::Json {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,163 @@
+//! Consistency check: every blob hashes to its name, every tag's image is complete.
+
+use std::collections::BTreeSet;
+
+use crate::digest::{Digest, HashingReader};
+use crate::error::Result;
+use crate::image::{self, ImageConfig, ParsedManifest, MAX_JSON_BLOB};
+use crate::store::Store;
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub tags_checked: u64,
+    /// One line per problem, naming the blob or tag.
+    pub problems: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Store {
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let mut corrupt = BTreeSet::new();
+        let dir = self.blobs_dir();
+        for entry in std::fs::read_dir(&dir).map_err(|e| crate::StoreError::io(&dir, e))? {
+            let entry = entry.map_err(|e| crate::StoreError::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(expected) = Digest::from_hex(&name) else {
+                report.problems.push(format!("blobs/sha256/{name}: file name is not a sha256 digest"));
+                continue;
+            };
+            report.blobs_checked += 1;
+            match hash_file(&entry.path()) {
+                Ok((actual, len)) => {
+                    report.bytes_checked += len;
+                    if actual != expected {
+                        report
+                            .problems
+                            .push(format!("blob {expected} is corrupt: content hashes to {actual}"));
+                        corrupt.insert(expected);
+                    }
+                }
+                Err(e) => {
+                    report.problems.push(format!("blob {expected} cannot be read: {e}"));
+                    corrupt.insert(expected);
+                }
+            }
+        }
+        for tag in self.tags()? {
+            report.tags_checked += 1;
+            let mut problems = Vec::new();
+            self.check_manifest(&tag.descriptor, &corrupt, true, &mut problems);
+            for p in problems {
+                report.problems.push(format!("tag {}: {p}", tag.name));
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_manifest(
+        &self,
+        desc: &oci_spec::image::Descriptor,
+        corrupt: &BTreeSet<Digest>,
+        required: bool,
+        problems: &mut Vec<String>,
+    ) {
+        let digest = match image::descriptor_digest(desc) {
+            Ok(d) => d,
+            Err(e) => return problems.push(e.to_string()),
+        };
+        if !self.check_blob(desc, &digest, "manifest", corrupt, required, problems) {
+            return;
+        }
+        let bytes = match self.read_blob(&digest, MAX_JSON_BLOB) {
+            Ok(b) => b,
+            Err(e) => return problems.push(e.to_string()),
+        };
+        match image::parse_manifest(&bytes, &format!("manifest {digest}")) {
+            Err(e) => problems.push(e.to_string()),
+            Ok(ParsedManifest::Index(idx)) => {
+                for child in idx.manifests() {
+                    // Platforms never fetched are absent by design; present ones must be whole.
+                    self.check_manifest(child, corrupt, false, problems);
+                }
+            }
+            Ok(ParsedManifest::Image(m)) => {
+                let config = m.config();
+                let Ok(cd) = image::descriptor_digest(config) else {
+                    return problems.push(format!("manifest {digest}: bad config digest"));
+                };
+                let mut diff_ids = None;
+                if self.check_blob(config, &cd, "config", corrupt, true, problems) {
+                    match self
+                        .read_blob(&cd, MAX_JSON_BLOB)
+                        .and_then(|b| ImageConfig::parse(&b, &format!("config {cd}")))
+                    {
+                        Ok(c) => diff_ids = Some(c.rootfs.diff_ids),
+                        Err(e) => problems.push(e.to_string()),
+                    }
+                }
+                for l in m.layers() {
+                    match image::descriptor_digest(l) {
+                        Ok(ld) => {
+                            self.check_blob(l, &ld, "layer", corrupt, true, problems);
+                        }
+                        Err(e) => problems.push(e.to_string()),
+                    }
+                }
+                if let Some(ids) = diff_ids {
+                    if ids.len() != m.layers().len() {
+                        problems.push(format!(
+                            "manifest {digest} has {} layers but its config lists {} diff_ids",
+                            m.layers().len(),
+                            ids.len()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Presence and size of a referenced blob; false when it cannot be used further.
+    fn check_blob(
+        &self,
+        desc: &oci_spec::image::Descriptor,
+        digest: &Digest,
+        kind: &str,
+        corrupt: &BTreeSet<Digest>,
+        required: bool,
+        problems: &mut Vec<String>,
+    ) -> bool {
+        match self.blob_size(digest) {
+            Ok(None) => {
+                if required {
+                    problems.push(format!("{kind} {digest} is missing"));
+                }
+                false
+            }
+            Ok(Some(size)) if size != desc.size() => {
+                problems.push(format!("{kind} {digest} has {size} bytes, descriptor says {}", desc.size()));
+                false
+            }
+            Ok(Some(_)) => !corrupt.contains(digest),
+            Err(e) => {
+                problems.push(e.to_string());
+                false
+            }
+        }
+    }
+}
+
+fn hash_file(path: &std::path::Path) -> std::io::Result<(Digest, u64)> {
+    let file = std::fs::File::open(path)?;
+    let mut r = HashingReader::new(file);
+    std::io::copy(&mut r, &mut std::io::sink())?;
+    let (_, d, len) = r.finish();
+    Ok((d, len))
+}

@@ -1,0 +1,137 @@
+//! Streaming ingest: bytes go to a temp file under `ingest/`, are hashed on the way,
+//! and become visible under `blobs/sha256/` only after fsync and a digest check.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{flock, FlockOperation};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Result, StoreError};
+use crate::store::Store;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A blob being written. Dropping it without `commit` removes the temp file.
+pub struct BlobWriter {
+    file: Option<BufWriter<File>>,
+    temp: PathBuf,
+    blobs_dir: PathBuf,
+    hasher: Hasher,
+}
+
+/// A committed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl BlobWriter {
+    pub(crate) fn new(store: &Store) -> Result<BlobWriter> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            nanos,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let temp = store.ingest_dir().join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp)
+            .map_err(|e| StoreError::io(&temp, e))?;
+        // The lock tells `prune` this ingest is alive; it dies with the process.
+        flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| StoreError::io(&temp, e.into()))?;
+        Ok(BlobWriter {
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            temp,
+            blobs_dir: store.blobs_dir(),
+            hasher: Hasher::new(),
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    /// Verifies against `expected` (when given), then makes the blob visible.
+    /// A blob that already exists is success: the temp file is dropped.
+    pub fn commit(mut self, expected: Option<&Digest>, expected_size: Option<u64>) -> Result<Committed> {
+        let Some(buf) = self.file.take() else {
+            return Err(StoreError::invalid("ingest", "writer already finished"));
+        };
+        let file = buf
+            .into_inner()
+            .map_err(|e| StoreError::io(&self.temp, e.into_error()))?;
+        file.sync_all().map_err(|e| StoreError::io(&self.temp, e))?;
+        let size = self.hasher.len();
+        let digest = std::mem::take(&mut self.hasher).finish();
+        if let Some(expected) = expected {
+            if let Some(expected_size) = expected_size {
+                if expected_size != size {
+                    return Err(StoreError::SizeMismatch {
+                        digest: expected.clone(),
+                        expected: expected_size,
+                        actual: size,
+                    });
+                }
+            }
+            if *expected != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let dest = self.blobs_dir.join(digest.hex());
+        if dest.exists() {
+            return Ok(Committed { digest, size });
+        }
+        std::fs::rename(&self.temp, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        sync_dir(&self.blobs_dir)?;
+        drop(file);
+        Ok(Committed { digest, size })
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // After a successful rename the temp path no longer exists; ignore that.
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}

@@ -1,0 +1,204 @@
+//! Layers: one streaming pass from an uncompressed tar to a stored, compressed blob.
+//! tar bytes → sha256 (diff_id) → compressor → sha256 (digest) → ingest file → commit.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use oci_spec::image::{Descriptor, ImageManifest};
+
+use crate::digest::{Digest, Hasher};
+use crate::ingest::BlobWriter;
+use crate::error::{Result, StoreError};
+use crate::image::{self, Compression, ImageConfig, ParsedManifest, MAX_JSON_BLOB};
+use crate::store::Store;
+
+/// A layer as written: the blob's digest and size and the uncompressed diff_id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub compression: Compression,
+}
+
+impl LayerInfo {
+    pub fn descriptor(&self) -> Descriptor {
+        image::descriptor(self.compression.oci_media_type(), &self.digest, self.size)
+    }
+}
+
+/// How new layers are compressed.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// gzip 0-9 or zstd 1-22; `None` picks the tool's default (gzip 6, zstd 3).
+    pub level: Option<u32>,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            compression: Compression::Gzip,
+            level: None,
+        }
+    }
+}
+
+enum Encoder {
+    Plain(BlobWriter),
+    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
+}
+
+/// Accepts uncompressed tar bytes; `finish` stores the compressed layer.
+pub struct LayerWriter {
+    encoder: Encoder,
+    diff: Hasher,
+    compression: Compression,
+    ingest: std::path::PathBuf,
+}
+
+impl LayerWriter {
+    pub fn finish(self) -> Result<LayerInfo> {
+        let ioerr = |e: io::Error| StoreError::io(&self.ingest, e);
+        let blob = match self.encoder {
+            Encoder::Plain(b) => b,
+            Encoder::Gzip(e) => e.finish().map_err(ioerr)?,
+            Encoder::Zstd(e) => e.finish().map_err(ioerr)?,
+        };
+        let committed = blob.commit(None, None)?;
+        Ok(LayerInfo {
+            digest: committed.digest,
+            size: committed.size,
+            diff_id: self.diff.finish(),
+            compression: self.compression,
+        })
+    }
+}
+
+impl Write for LayerWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.encoder {
+            Encoder::Plain(w) => w.write(buf)?,
+            Encoder::Gzip(w) => w.write(buf)?,
+            Encoder::Zstd(w) => w.write(buf)?,
+        };
+        self.diff.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.encoder {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+impl Store {
+    pub fn layer_writer(&self, opts: LayerOptions) -> Result<LayerWriter> {
+        let blob = self.ingest()?;
+        let ingest = self.ingest_dir();
+        let encoder = match opts.compression {
+            Compression::None => Encoder::Plain(blob),
+            Compression::Gzip => {
+                let level = flate2::Compression::new(opts.level.unwrap_or(6).min(9));
+                Encoder::Gzip(flate2::write::GzEncoder::new(blob, level))
+            }
+            Compression::Zstd => {
+                let level = opts.level.unwrap_or(3).clamp(1, 22) as i32;
+                let mut enc = zstd::stream::write::Encoder::new(blob, level)
+                    .map_err(|e| StoreError::io(&ingest, e))?;
+                let threads = std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(1);
+                if threads > 1 {
+                    enc.multithread(threads).map_err(|e| StoreError::io(&ingest, e))?;
+                }
+                Encoder::Zstd(enc)
+            }
+        };
+        Ok(LayerWriter {
+            encoder,
+            diff: Hasher::new(),
+            compression: opts.compression,
+            ingest,
+        })
+    }
+
+    /// Stores an uncompressed tar stream as a layer in one pass.
+    pub fn write_layer(&self, tar: &mut dyn Read, opts: LayerOptions) -> Result<LayerInfo> {
+        let mut w = self.layer_writer(opts)?;
+        io::copy(tar, &mut w).map_err(|e| StoreError::io(self.ingest_dir(), e))?;
+        w.finish()
+    }
+
+    /// Opens a stored layer as its uncompressed tar stream, verifying the blob digest.
+    pub fn open_layer(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        let digest = image::descriptor_digest(desc)?;
+        let reader = BufReader::new(self.open_blob(&digest, Some(desc.size()))?);
+        decompress(reader).map_err(|e| StoreError::io(self.blob_path(&digest), e))
+    }
+
+    /// Loads an image by manifest descriptor; an index resolves to the host platform.
+    pub fn load_image(&self, desc: &Descriptor) -> Result<Image> {
+        let mut digest = image::descriptor_digest(desc)?;
+        for _ in 0..4 {
+            let bytes = self.read_blob(&digest, MAX_JSON_BLOB)?;
+            match image::parse_manifest(&bytes, &format!("manifest {digest}"))? {
+                ParsedManifest::Index(index) => {
+                    digest = pick_platform(&index, &digest)?;
+                }
+                ParsedManifest::Image(manifest) => {
+                    let config_digest = image::descriptor_digest(manifest.config())?;
+                    let config_bytes = self.read_blob(&config_digest, MAX_JSON_BLOB)?;
+                    let config = ImageConfig::parse(&config_bytes, &format!("config {config_digest}"))?;
+                    return Ok(Image {
+                        manifest_digest: digest,
+                        manifest_bytes: bytes,
+                        manifest,
+                        config_digest,
+                        config_bytes,
+                        config,
+                    });
+                }
+            }
+        }
+        Err(StoreError::invalid(format!("manifest {digest}"), "indexes nested too deeply"))
+    }
+}
+
+fn pick_platform(index: &oci_spec::image::ImageIndex, digest: &Digest) -> Result<Digest> {
+    let (os, arch, _) = image::host_platform();
+    let found = index.manifests().iter().find(|m| match m.platform() {
+        Some(p) => p.os().to_string() == os && p.architecture().to_string() == arch,
+        None => false,
+    });
+    match found {
+        Some(m) => image::descriptor_digest(m),
+        None => Err(StoreError::invalid(
+            format!("index {digest}"),
+            format!("no manifest for platform {os}/{arch}"),
+        )),
+    }
+}
+
+/// A single-platform image read from the store, with the exact bytes of its documents.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest_digest: Digest,
+    pub manifest_bytes: Vec<u8>,
+    pub manifest: ImageManifest,
+    pub config_digest: Digest,
+    pub config_bytes: Vec<u8>,
+    pub config: ImageConfig,
+}
+
+/// Wraps a reader so it yields the uncompressed stream, sniffing gzip and zstd.
+pub fn decompress<'a, R: BufRead + Send + 'a>(mut reader: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let head = reader.fill_buf()?;
+    Ok(match Compression::sniff(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
+        Compression::None => Box::new(reader),
+    })
+}

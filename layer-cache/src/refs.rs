@@ -1,0 +1,345 @@
+//! Local image names and the tags kept in the layout's `index.json`.
+//!
+//! Names are stored in Docker's familiar form (`busybox:latest`,
+//! `localhost:5000/app:1`): `docker.io/library/` is dropped, a missing tag is
+//! `latest`. That string is the `org.opencontainers.image.ref.name` annotation, so
+//! `skopeo inspect oci:$ROOT:busybox:latest` finds the image.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use oci_spec::image::{Descriptor, ImageIndex};
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::error::{Result, StoreError};
+use crate::image::{self, canonical_json, descriptor_digest, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+use crate::store::Store;
+
+/// A parsed local reference: `repo[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Familiar repository, e.g. `busybox` or `localhost:5000/team/app`.
+    pub repo: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl ImageRef {
+    pub fn parse(input: &str) -> Result<ImageRef> {
+        let bad = |reason: &str| StoreError::InvalidReference {
+            name: input.to_string(),
+            reason: reason.to_string(),
+        };
+        if input.is_empty() {
+            return Err(bad("empty name"));
+        }
+        let (rest, digest) = match input.split_once('@') {
+            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?)),
+            None => (input, None),
+        };
+        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (repo, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(tag) = tag {
+            let valid = !tag.is_empty()
+                && tag.len() <= 128
+                && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !valid {
+                return Err(bad("tag must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+            }
+        }
+        let mut parts: Vec<&str> = repo.split('/').collect();
+        let has_domain = parts.len() > 1
+            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost");
+        let mut domain = None;
+        if has_domain {
+            let d = parts.remove(0);
+            if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) {
+                return Err(bad("invalid registry host"));
+            }
+            domain = Some(d);
+        }
+        if parts.is_empty() {
+            return Err(bad("missing repository name"));
+        }
+        for p in &parts {
+            if !valid_path_component(p) {
+                return Err(bad(
+                    "repository name must be lowercase letters, digits and separators (. _ __ -)",
+                ));
+            }
+        }
+        // Familiar form: Docker Hub's official images lose their domain and `library/`.
+        let domain = match domain {
+            Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => None,
+            d => d,
+        };
+        if domain.is_none() && parts.len() == 2 && parts[0] == "library" {
+            parts.remove(0);
+        }
+        let path = parts.join("/");
+        let repo = match domain {
+            Some(d) => format!("{d}/{path}"),
+            None => path,
+        };
+        Ok(ImageRef {
+            repo,
+            tag: tag.map(str::to_string),
+            digest,
+        })
+    }
+
+    /// The name under which a tag is stored: `repo:tag`, `latest` by default.
+    pub fn tagged_name(&self) -> String {
+        format!("{}:{}", self.repo, self.tag.as_deref().unwrap_or("latest"))
+    }
+
+    /// The full name Docker and containerd write (`docker.io/library/busybox:latest`).
+    pub fn full_name(&self) -> String {
+        let first = self.repo.split('/').next().unwrap_or("");
+        let has_domain = self.repo.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        let repo = if has_domain {
+            self.repo.clone()
+        } else if self.repo.contains('/') {
+            format!("docker.io/{}", self.repo)
+        } else {
+            format!("docker.io/library/{}", self.repo)
+        };
+        format!("{repo}:{}", self.tag.as_deref().unwrap_or("latest"))
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.repo)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+fn valid_path_component(p: &str) -> bool {
+    // [a-z0-9]+ separated by one of: '.', '_', '__', one or more '-'
+    let b = p.as_bytes();
+    if b.is_empty() || !b[0].is_ascii_lowercase() && !b[0].is_ascii_digit() {
+        return false;
+    }
+    let last = b[b.len() - 1];
+    if !last.is_ascii_lowercase() && !last.is_ascii_digit() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
+            i += 1;
+        }
+        let sep = &p[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// One tag in the store.
+#[derive(Debug, Clone)]
+pub struct TagEntry {
+    pub name: String,
+    pub descriptor: Descriptor,
+}
+
+impl Store {
+    fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.index_path();
+        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::json(path.display().to_string(), e))
+    }
+
+    /// All tags, sorted by name.
+    pub fn tags(&self) -> Result<Vec<TagEntry>> {
+        let index = self.read_index()?;
+        let mut out: Vec<TagEntry> = index
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                let name = d.annotations().as_ref()?.get(REF_NAME_ANNOTATION)?.clone();
+                Some(TagEntry {
+                    name,
+                    descriptor: d.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Points `name` (a tagged name, see [`ImageRef::tagged_name`]) at a manifest.
+    pub fn set_tag(&self, r: &ImageRef, manifest: &Descriptor) -> Result<()> {
+        let name = r.tagged_name();
+        let full = r.full_name();
+        let digest = descriptor_digest(manifest)?;
+        if !self.has_blob(&digest) {
+            return Err(StoreError::BlobNotFound(digest));
+        }
+        self.update_index(|entries| {
+            let mut d = manifest.clone();
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            ann.insert(REF_NAME_ANNOTATION.to_string(), name.clone());
+            ann.insert(IMAGE_NAME_ANNOTATION.to_string(), full.clone());
+            d.set_annotations(Some(ann));
+            entries.insert(name.clone(), d);
+            true
+        })
+    }
+
+    /// Removes a tag; `false` when there was none.
+    pub fn remove_tag(&self, r: &ImageRef) -> Result<bool> {
+        let name = r.tagged_name();
+        let mut removed = false;
+        self.update_index(|entries| {
+            removed = entries.remove(&name).is_some();
+            removed
+        })?;
+        Ok(removed)
+    }
+
+    /// Read-modify-write of index.json under the index lock.
+    fn update_index(&self, f: impl FnOnce(&mut BTreeMap<String, Descriptor>) -> bool) -> Result<()> {
+        let _lock = self.index_lock()?;
+        let index = self.read_index()?;
+        let mut untagged = Vec::new();
+        let mut entries = BTreeMap::new();
+        for d in index.manifests() {
+            match d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)) {
+                Some(n) => {
+                    entries.insert(n.clone(), d.clone());
+                }
+                None => untagged.push(d.clone()),
+            }
+        }
+        if !f(&mut entries) {
+            return Ok(());
+        }
+        let mut manifests: Vec<Value> = Vec::new();
+        for d in entries.values().chain(untagged.iter()) {
+            manifests.push(serde_json::to_value(d).map_err(|e| StoreError::json("index.json", e))?);
+        }
+        let doc = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": image::OCI_INDEX,
+            "manifests": manifests,
+        });
+        let bytes = canonical_json(&doc)?;
+        self.replace_file(&self.index_path(), &bytes)
+    }
+
+    /// Finds an image by tag, `name@digest`, full digest, or an id prefix of 12+ hex.
+    pub fn resolve(&self, input: &str) -> Result<Descriptor> {
+        let tags = self.tags()?;
+        let hexish = input.strip_prefix("sha256:").unwrap_or(input);
+        let looks_like_id = hexish.len() >= 12
+            && hexish.len() <= 64
+            && hexish.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if looks_like_id {
+            for t in &tags {
+                if descriptor_digest(&t.descriptor)?.hex().starts_with(hexish) {
+                    return Ok(strip_ref_annotations(&t.descriptor));
+                }
+            }
+            if hexish.len() == 64 {
+                if let Ok(d) = Digest::from_hex(hexish) {
+                    if let Some(size) = self.blob_size(&d)? {
+                        let bytes = self.read_blob(&d, image::MAX_JSON_BLOB)?;
+                        let mt = media_type_of(&bytes);
+                        return Ok(image::descriptor(&mt, &d, size));
+                    }
+                }
+            }
+        }
+        let r = ImageRef::parse(input)?;
+        if let Some(digest) = &r.digest {
+            for t in &tags {
+                if descriptor_digest(&t.descriptor)? == *digest {
+                    return Ok(strip_ref_annotations(&t.descriptor));
+                }
+            }
+            if let Some(size) = self.blob_size(digest)? {
+                let bytes = self.read_blob(digest, image::MAX_JSON_BLOB)?;
+                return Ok(image::descriptor(&media_type_of(&bytes), digest, size));
+            }
+            return Err(StoreError::ImageNotFound(input.to_string()));
+        }
+        let name = r.tagged_name();
+        tags.into_iter()
+            .find(|t| t.name == name)
+            .map(|t| strip_ref_annotations(&t.descriptor))
+            .ok_or_else(|| StoreError::ImageNotFound(input.to_string()))
+    }
+}
+
+fn strip_ref_annotations(d: &Descriptor) -> Descriptor {
+    let mut d = d.clone();
+    if let Some(mut ann) = d.annotations().clone() {
+        ann.remove(REF_NAME_ANNOTATION);
+        ann.remove(IMAGE_NAME_ANNOTATION);
+        d.set_annotations(if ann.is_empty() { None } else { Some(ann) });
+    }
+    d
+}
+
+fn media_type_of(bytes: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    match v.get("mediaType").and_then(Value::as_str) {
+        Some(mt) => mt.to_string(),
+        None if v.get("manifests").is_some() => image::OCI_INDEX.to_string(),
+        None => image::OCI_MANIFEST.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_like_docker() {
+        let cases = [
+            ("busybox", "busybox:latest", "docker.io/library/busybox:latest"),
+            ("docker.io/library/busybox:1.36", "busybox:1.36", "docker.io/library/busybox:1.36"),
+            ("index.docker.io/foo/bar", "foo/bar:latest", "docker.io/foo/bar:latest"),
+            ("localhost:5000/app:1", "localhost:5000/app:1", "localhost:5000/app:1"),
+            ("localhost/app", "localhost/app:latest", "localhost/app:latest"),
+            ("ghcr.io/a/b/c:v1.2", "ghcr.io/a/b/c:v1.2", "ghcr.io/a/b/c:v1.2"),
+            ("hello:1", "hello:1", "docker.io/library/hello:1"),
+        ];
+        for (input, tagged, full) in cases {
+            let r = ImageRef::parse(input).expect(input);
+            assert_eq!(r.tagged_name(), tagged, "{input}");
+            assert_eq!(r.full_name(), full, "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_names() {
+        for bad in ["", "UPPER", "a//b", "a:", "a:-x", "-a", "a@sha256:1234", "a_-b", "a/"] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad} should be refused");
+        }
+        let err = ImageRef::parse("Busybox").unwrap_err().to_string();
+        assert!(err.contains("\"Busybox\"") && err.contains("lowercase"), "{err}");
+    }
+}
