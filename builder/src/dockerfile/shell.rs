@@ -1,0 +1,691 @@
+//! Word expansion, a port of BuildKit's shell lexer (`frontend/dockerfile/shell/lex.go`).
+//!
+//! It does what BuildKit does for ADD, COPY, ENV, EXPOSE, FROM, LABEL, STOPSIGNAL, USER,
+//! VOLUME, WORKDIR and ARG defaults: quote removal, escapes, `$VAR`, `${VAR}` and the
+//! `${VAR<op>word}` operators. It is not a shell: no command substitution, no globbing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Where the lexer reads variables from.
+pub trait EnvLookup {
+    /// The value of `name`, or `None` when it is unset (set-but-empty is `Some("")`).
+    fn lookup(&self, name: &str) -> Option<&str>;
+}
+
+impl EnvLookup for HashMap<String, String> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+impl EnvLookup for BTreeMap<String, String> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+/// An ordered `KEY=VALUE` list where a later entry wins (as BuildKit's env lists).
+impl EnvLookup for [(String, String)] {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl EnvLookup for Vec<(String, String)> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.as_slice().lookup(name)
+    }
+}
+
+/// No variables at all.
+pub struct NoEnv;
+
+impl EnvLookup for NoEnv {
+    fn lookup(&self, _name: &str) -> Option<&str> {
+        None
+    }
+}
+
+/// Why an expansion failed. `Display` gives BuildKit's text after `failed to process "word": `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandErrorKind {
+    #[error("unexpected end of statement while looking for matching single-quote")]
+    UnterminatedSingleQuote,
+    #[error("unexpected end of statement while looking for matching double-quote")]
+    UnterminatedDoubleQuote,
+    #[error("unexpected end of statement while looking for matching {0}")]
+    UnexpectedEnd(char),
+    #[error("syntax error: missing '}}'")]
+    MissingBrace,
+    #[error("syntax error: missing '/' in ${{}}")]
+    MissingSlash,
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(String),
+    #[error("{name}: {message}")]
+    Required { name: String, message: String },
+    #[error("invalid pattern ({pattern}) in substitution: invalid escape '\\{ch}'")]
+    InvalidPattern { pattern: String, ch: char },
+}
+
+/// An expansion error, naming the word that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to process \"{word}\": {kind}")]
+pub struct ExpandError {
+    pub word: String,
+    pub kind: ExpandErrorKind,
+}
+
+/// What a word expanded to, with the variables it referenced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expansion {
+    /// The single-word result (quotes removed, variables substituted).
+    pub result: String,
+    /// The result split into words on unquoted whitespace.
+    pub words: Vec<String>,
+    /// Names referenced and set (even if empty).
+    pub matched: BTreeSet<String>,
+    /// Names referenced and unset.
+    pub unmatched: BTreeSet<String>,
+}
+
+/// BuildKit's `shell.Lex`, with its mode switches.
+#[derive(Debug, Clone, Copy)]
+pub struct Lexer {
+    pub escape: char,
+    /// Keep quote characters in the output.
+    pub raw_quotes: bool,
+    /// Keep escape characters in the output.
+    pub raw_escapes: bool,
+    /// Leave references to unset variables as written.
+    pub skip_unset_env: bool,
+    /// Treat quotes as ordinary characters.
+    pub skip_process_quotes: bool,
+}
+
+impl Lexer {
+    pub fn new(escape: char) -> Self {
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_unset_env: false,
+            skip_process_quotes: false,
+        }
+    }
+
+    /// Expand `word` into one string (BuildKit's `ProcessWord`).
+    pub fn process_word(&self, word: &str, env: &dyn EnvLookup) -> Result<String, ExpandError> {
+        self.process(word, env).map(|e| e.result)
+    }
+
+    /// Expand and split on unquoted whitespace (BuildKit's `ProcessWords`).
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &dyn EnvLookup,
+    ) -> Result<Vec<String>, ExpandError> {
+        self.process(word, env).map(|e| e.words)
+    }
+
+    /// Expand, reporting which variables were found and which were not.
+    pub fn process(&self, word: &str, env: &dyn EnvLookup) -> Result<Expansion, ExpandError> {
+        let mut sw = ShellWord {
+            chars: word.chars().collect(),
+            pos: 0,
+            env,
+            lex: *self,
+            raw_escapes: self.raw_escapes,
+            matched: BTreeSet::new(),
+            unmatched: BTreeSet::new(),
+        };
+        match sw.process_stop_on(None, self.raw_escapes) {
+            Ok((result, words)) => Ok(Expansion {
+                result,
+                words,
+                matched: sw.matched,
+                unmatched: sw.unmatched,
+            }),
+            Err(kind) => Err(ExpandError {
+                word: word.to_string(),
+                kind,
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Words {
+    word: String,
+    words: Vec<String>,
+    in_word: bool,
+}
+
+impl Words {
+    fn add_char(&mut self, ch: char) {
+        if ch.is_whitespace() {
+            if self.in_word && !self.word.is_empty() {
+                self.words.push(std::mem::take(&mut self.word));
+                self.in_word = false;
+            }
+        } else {
+            self.add_raw_char(ch);
+        }
+    }
+    fn add_raw_char(&mut self, ch: char) {
+        self.word.push(ch);
+        self.in_word = true;
+    }
+    fn add_string(&mut self, s: &str) {
+        for ch in s.chars() {
+            self.add_char(ch);
+        }
+    }
+    fn add_raw_string(&mut self, s: &str) {
+        self.word.push_str(s);
+        self.in_word = true;
+    }
+    fn finish(mut self) -> Vec<String> {
+        if !self.word.is_empty() {
+            self.words.push(self.word);
+        }
+        self.words
+    }
+}
+
+struct ShellWord<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    env: &'a dyn EnvLookup,
+    lex: Lexer,
+    raw_escapes: bool,
+    matched: BTreeSet<String>,
+    unmatched: BTreeSet<String>,
+}
+
+type R<T> = Result<T, ExpandErrorKind>;
+
+impl ShellWord<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+    fn next(&mut self) -> Option<char> {
+        let c = self.chars.get(self.pos).copied();
+        if c.is_some() {
+            self.pos += 1;
+        }
+        c
+    }
+
+    fn get_env(&mut self, name: &str) -> Option<String> {
+        match self.env.lookup(name) {
+            Some(v) => {
+                self.matched.insert(name.to_string());
+                Some(v.to_string())
+            }
+            None => {
+                self.unmatched.insert(name.to_string());
+                None
+            }
+        }
+    }
+
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> R<(String, Vec<String>)> {
+        let saved = self.raw_escapes;
+        self.raw_escapes = raw_escapes;
+        let r = self.stop_on_inner(stop);
+        self.raw_escapes = saved;
+        r
+    }
+
+    fn stop_on_inner(&mut self, stop: Option<char>) -> R<(String, Vec<String>)> {
+        let mut result = String::new();
+        let mut words = Words::default();
+        while let Some(ch) = self.peek() {
+            if Some(ch) == stop {
+                self.next();
+                return Ok((result, words.finish()));
+            }
+            let quotes = !self.lex.skip_process_quotes;
+            if ch == '$' {
+                let tmp = self.process_dollar()?;
+                result.push_str(&tmp);
+                words.add_string(&tmp);
+            } else if quotes && ch == '\'' {
+                let tmp = self.process_single_quote()?;
+                result.push_str(&tmp);
+                words.add_raw_string(&tmp);
+            } else if quotes && ch == '"' {
+                let tmp = self.process_double_quote()?;
+                result.push_str(&tmp);
+                words.add_raw_string(&tmp);
+            } else {
+                self.next();
+                if ch == self.lex.escape {
+                    if self.raw_escapes {
+                        words.add_raw_char(ch);
+                        result.push(ch);
+                    }
+                    match self.next() {
+                        None => break,
+                        Some(c) => {
+                            words.add_raw_char(c);
+                            result.push(c);
+                        }
+                    }
+                } else {
+                    words.add_char(ch);
+                    result.push(ch);
+                }
+            }
+        }
+        if let Some(s) = stop {
+            return Err(ExpandErrorKind::UnexpectedEnd(s));
+        }
+        Ok((result, words.finish()))
+    }
+
+    fn process_single_quote(&mut self) -> R<String> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.lex.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.next() {
+                None => return Err(ExpandErrorKind::UnterminatedSingleQuote),
+                Some('\'') => {
+                    if self.lex.raw_quotes {
+                        result.push('\'');
+                    }
+                    return Ok(result);
+                }
+                Some(c) => result.push(c),
+            }
+        }
+    }
+
+    fn process_double_quote(&mut self) -> R<String> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.lex.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.peek() {
+                None => return Err(ExpandErrorKind::UnterminatedDoubleQuote),
+                Some('"') => {
+                    self.next();
+                    if self.lex.raw_quotes {
+                        result.push('"');
+                    }
+                    return Ok(result);
+                }
+                Some('$') => {
+                    let v = self.process_dollar()?;
+                    result.push_str(&v);
+                }
+                Some(_) => {
+                    let Some(mut ch) = self.next() else { continue };
+                    if ch == self.lex.escape {
+                        match self.peek() {
+                            // A lone escape at the end is dropped; the loop then reports the quote.
+                            None => continue,
+                            Some(c) if c == '"' || c == '$' || c == self.lex.escape => {
+                                if self.raw_escapes {
+                                    result.push(ch);
+                                }
+                                self.next();
+                                ch = c;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    result.push(ch);
+                }
+            }
+        }
+    }
+
+    fn process_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(ch) = self.peek() {
+            if name.is_empty() && ch.is_ascii_digit() {
+                while let Some(d) = self.peek().filter(|c| c.is_ascii_digit()) {
+                    self.next();
+                    name.push(d);
+                }
+                return name;
+            }
+            if name.is_empty() && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
+                self.next();
+                return ch.to_string();
+            }
+            if !ch.is_alphanumeric() && ch != '_' {
+                break;
+            }
+            self.next();
+            name.push(ch);
+        }
+        name
+    }
+
+    fn process_dollar(&mut self) -> R<String> {
+        self.next();
+        if self.peek() != Some('{') {
+            let name = self.process_name();
+            if name.is_empty() {
+                return Ok("$".to_string());
+            }
+            return Ok(match self.get_env(&name) {
+                Some(v) => v,
+                None if self.lex.skip_unset_env => format!("${name}"),
+                None => String::new(),
+            });
+        }
+        self.next();
+        match self.peek() {
+            None => return Err(ExpandErrorKind::MissingBrace),
+            Some('{' | '}' | ':') => return Err(ExpandErrorKind::BadSubstitution),
+            _ => {}
+        }
+        let name = self.process_name();
+        let Some(mut ch) = self.next() else {
+            return Err(ExpandErrorKind::MissingBrace);
+        };
+        let mut chs = ch.to_string();
+        match ch {
+            '}' => Ok(match self.get_env(&name) {
+                Some(v) => v,
+                None if self.lex.skip_unset_env => format!("${{{name}}}"),
+                None => String::new(),
+            }),
+            ':' | '+' | '-' | '?' | '#' | '%' => {
+                let null_is_unset = ch == ':';
+                if null_is_unset {
+                    match self.next() {
+                        Some(c) => {
+                            ch = c;
+                            chs.push(c);
+                        }
+                        None => return Err(ExpandErrorKind::MissingBrace),
+                    }
+                }
+                let raw = ch == '#' || ch == '%';
+                if null_is_unset && raw {
+                    return Err(ExpandErrorKind::UnsupportedModifier(chs));
+                }
+                let word = match self.process_stop_on(Some('}'), raw) {
+                    Ok((w, _)) => w,
+                    Err(e) => {
+                        if self.peek().is_none() {
+                            return Err(ExpandErrorKind::MissingBrace);
+                        }
+                        return Err(e);
+                    }
+                };
+                let value = self.get_env(&name);
+                if self.lex.skip_unset_env && value.is_none() {
+                    return Ok(format!("${{{name}{chs}{word}}}"));
+                }
+                let unsetish = match &value {
+                    None => true,
+                    Some(v) => null_is_unset && v.is_empty(),
+                };
+                match ch {
+                    '-' => Ok(if unsetish {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
+                    '+' => Ok(if unsetish { String::new() } else { word }),
+                    '?' => match value {
+                        None => Err(ExpandErrorKind::Required {
+                            name,
+                            message: if word.is_empty() {
+                                "is not allowed to be unset".into()
+                            } else {
+                                word
+                            },
+                        }),
+                        Some(v) if null_is_unset && v.is_empty() => {
+                            Err(ExpandErrorKind::Required {
+                                name,
+                                message: if word.is_empty() {
+                                    "is not allowed to be empty".into()
+                                } else {
+                                    word
+                                },
+                            })
+                        }
+                        Some(v) => Ok(v),
+                    },
+                    '%' | '#' => {
+                        let value = value.unwrap_or_default();
+                        let (pat, greedy) = match word.strip_prefix(ch) {
+                            Some(rest) => (rest.to_string(), true),
+                            None => (word.clone(), false),
+                        };
+                        if ch == '%' {
+                            trim_suffix(&pat, &value, greedy)
+                        } else {
+                            trim_prefix(&pat, &value, greedy)
+                        }
+                    }
+                    _ => Err(ExpandErrorKind::UnsupportedModifier(chs)),
+                }
+            }
+            '/' => {
+                let replace_all = self.peek() == Some('/');
+                if replace_all {
+                    self.next();
+                }
+                let pattern = match self.process_stop_on(Some('/'), true) {
+                    Ok((w, _)) => w,
+                    Err(e) => {
+                        if self.peek().is_none() {
+                            return Err(ExpandErrorKind::MissingSlash);
+                        }
+                        return Err(e);
+                    }
+                };
+                let replacement = match self.process_stop_on(Some('}'), true) {
+                    Ok((w, _)) => w,
+                    Err(e) => {
+                        if self.peek().is_none() {
+                            return Err(ExpandErrorKind::MissingBrace);
+                        }
+                        return Err(e);
+                    }
+                };
+                let value = self.get_env(&name);
+                if self.lex.skip_unset_env && value.is_none() {
+                    return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+                }
+                let value = value.unwrap_or_default();
+                let pat = compile_pattern(&pattern)?;
+                Ok(replace(&pat, &value, &replacement, replace_all))
+            }
+            _ => Err(ExpandErrorKind::UnsupportedModifier(chs)),
+        }
+    }
+}
+
+/// One element of a shell pattern (`*`, `?`, or a literal), as BuildKit's regexp conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pat {
+    Star,
+    Any,
+    Lit(char),
+}
+
+fn compile_pattern(pattern: &str) -> R<Vec<Pat>> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' => out.push(Pat::Star),
+            '?' => out.push(Pat::Any),
+            '\\' => {
+                // `\}` and `\/` only protect the ${} syntax; the escape is not in the pattern.
+                if matches!(chars.get(i), Some('}' | '/')) {
+                    continue;
+                }
+                match chars.get(i) {
+                    Some(&n @ ('*' | '?' | '\\')) => {
+                        out.push(Pat::Lit(n));
+                        i += 1;
+                    }
+                    other => {
+                        return Err(ExpandErrorKind::InvalidPattern {
+                            pattern: pattern.to_string(),
+                            // Go's scanner yields EOF (-1) here, printed as U+FFFD.
+                            ch: other.copied().unwrap_or('\u{FFFD}'),
+                        });
+                    }
+                }
+            }
+            c => out.push(Pat::Lit(c)),
+        }
+    }
+    Ok(out)
+}
+
+/// Backtracking match at `start`, with the preference order of a leftmost-first regexp
+/// engine (greedy stars try longest first). Returns the end of the preferred match.
+fn match_at(pat: &[Pat], s: &[char], pos: usize, greedy: bool) -> Option<usize> {
+    let Some((first, rest)) = pat.split_first() else {
+        return Some(pos);
+    };
+    match first {
+        // `.` in Go's regexp does not match a newline.
+        Pat::Any => match s.get(pos) {
+            Some(&c) if c != '\n' => match_at(rest, s, pos + 1, greedy),
+            _ => None,
+        },
+        Pat::Lit(l) => match s.get(pos) {
+            Some(c) if c == l => match_at(rest, s, pos + 1, greedy),
+            _ => None,
+        },
+        Pat::Star => {
+            let mut max = pos;
+            while max < s.len() && s[max] != '\n' {
+                max += 1;
+            }
+            if greedy {
+                (pos..=max).rev().find_map(|e| match_at(rest, s, e, greedy))
+            } else {
+                (pos..=max).find_map(|e| match_at(rest, s, e, greedy))
+            }
+        }
+    }
+}
+
+fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> R<String> {
+    let pat = compile_pattern(pattern)?;
+    let s: Vec<char> = value.chars().collect();
+    Ok(match match_at(&pat, &s, 0, greedy) {
+        Some(end) => s[end..].iter().collect(),
+        None => value.to_string(),
+    })
+}
+
+/// Reverse a pattern without splitting an escape from the character it escapes.
+fn reverse_pattern(pattern: &str) -> String {
+    let p: Vec<char> = pattern.chars().collect();
+    let mut out = vec!['\0'; p.len()];
+    let last = p.len().saturating_sub(1);
+    let mut i = 0;
+    while i < p.len() {
+        let o = last - i;
+        if p[i] == '\\' && i != last {
+            out[o - 1] = '\\';
+            out[o] = p[i + 1];
+            i += 2;
+        } else {
+            out[o] = p[i];
+            i += 1;
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> R<String> {
+    // Matching the shortest rightmost suffix = the shortest prefix of the reversed text.
+    let rp = reverse_pattern(pattern);
+    let rv: String = value.chars().rev().collect();
+    let r = trim_prefix(&rp, &rv, greedy)?;
+    Ok(r.chars().rev().collect())
+}
+
+fn replace(pat: &[Pat], value: &str, replacement: &str, all: bool) -> String {
+    let s: Vec<char> = value.chars().collect();
+    let mut out = String::new();
+    let mut pos = 0;
+    let mut replaced = false;
+    while pos <= s.len() {
+        if all || !replaced {
+            if let Some(end) = match_at(pat, &s, pos, true) {
+                out.push_str(replacement);
+                replaced = true;
+                if end > pos {
+                    pos = end;
+                    continue;
+                }
+                // Empty match: copy one char and move on, as Go's ReplaceAll does.
+                if let Some(&c) = s.get(pos) {
+                    out.push(c);
+                }
+                pos += 1;
+                continue;
+            }
+        }
+        if let Some(&c) = s.get(pos) {
+            out.push(c);
+        }
+        pos += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn operators() {
+        let e = env(&[("A", "hello.tar.gz"), ("E", "")]);
+        let l = Lexer::new('\\');
+        let w = |s: &str| l.process_word(s, &e);
+        assert_eq!(w("${A%.*}").as_deref(), Ok("hello.tar"));
+        assert_eq!(w("${A%%.*}").as_deref(), Ok("hello"));
+        assert_eq!(w("${A#*.}").as_deref(), Ok("tar.gz"));
+        assert_eq!(w("${A##*.}").as_deref(), Ok("gz"));
+        assert_eq!(w("${A/l/L}").as_deref(), Ok("heLlo.tar.gz"));
+        assert_eq!(w("${A//l/L}").as_deref(), Ok("heLLo.tar.gz"));
+        assert_eq!(w("${E:-x}").as_deref(), Ok("x"));
+        assert_eq!(w("${E-x}").as_deref(), Ok(""));
+        assert_eq!(
+            w("${E:?boom}").map_err(|e| e.to_string()),
+            Err("failed to process \"${E:?boom}\": E: boom".to_string())
+        );
+    }
+}
