@@ -1,0 +1,137 @@
+//! Library-level tests of the content store.
+
+use std::io::{Read, Write};
+
+use layer_cache::image::{self, Compression, ContainerConfig, ImageConfig};
+use layer_cache::layer::LayerOptions;
+use layer_cache::{Digest, ImageRef, Store, StoreError};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::TempDir::new().expect("tmp");
+    let s = Store::open(tmp.path().join("root")).expect("open");
+    (tmp, s)
+}
+
+#[test]
+fn opening_creates_an_oci_layout() {
+    let (_t, s) = store();
+    let layout = std::fs::read_to_string(s.root().join("oci-layout")).expect("oci-layout");
+    assert_eq!(layout, r#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.index_path()).expect("index")).expect("json");
+    assert_eq!(index["schemaVersion"], 2);
+    assert!(index["manifests"].as_array().expect("array").is_empty());
+    // Re-opening keeps what is there.
+    s.write_blob(b"x").expect("blob");
+    let again = Store::open(s.root()).expect("reopen");
+    assert!(again.has_blob(&Digest::of(b"x")));
+}
+
+#[test]
+fn blob_round_trip_and_idempotent_commit() {
+    let (_t, s) = store();
+    let c = s.write_blob(b"hello world").expect("write");
+    assert_eq!(c.digest, Digest::of(b"hello world"));
+    assert_eq!(c.size, 11);
+    assert_eq!(s.read_blob(&c.digest, 100).expect("read"), b"hello world");
+    let again = s.write_blob(b"hello world").expect("already exists is success");
+    assert_eq!(again, c);
+    assert_eq!(s.list_blobs().expect("list"), vec![c.digest.clone()]);
+    let err = s.read_blob(&c.digest, 5).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn commit_with_wrong_digest_or_size_leaves_nothing() {
+    let (_t, s) = store();
+    let expected = Digest::of(b"the real content");
+    let mut w = s.ingest().expect("ingest");
+    w.write_all(b"something else").expect("write");
+    let err = w.commit(Some(&expected), None).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    let mut w = s.ingest().expect("ingest");
+    w.write_all(b"the real content").expect("write");
+    let err = w.commit(Some(&expected), Some(3)).unwrap_err();
+    assert!(err.to_string().contains("has 16 bytes, expected 3"), "{err}");
+    assert!(s.list_blobs().expect("list").is_empty());
+    assert_eq!(std::fs::read_dir(s.ingest_dir()).expect("ingest").count(), 0);
+}
+
+#[test]
+fn verified_read_fails_on_corruption() {
+    let (_t, s) = store();
+    let c = s.write_blob(b"precious bytes").expect("write");
+    std::fs::write(s.blob_path(&c.digest), b"precious bytez").expect("corrupt");
+    let mut r = s.open_blob(&c.digest, Some(c.size)).expect("open");
+    let mut out = Vec::new();
+    let err = r.read_to_end(&mut out).unwrap_err();
+    assert!(err.to_string().contains("failed verification"), "{err}");
+    let err = s.read_blob(&c.digest, 100).unwrap_err();
+    assert!(err.to_string().contains(&c.digest.to_string()), "{err}");
+}
+
+#[test]
+fn layers_are_deterministic_and_decompress_to_the_input() {
+    let (_t, s) = store();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "a.txt", &b"hello"[..]).expect("append");
+    let tar = tar.into_inner().expect("tar");
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let opts = LayerOptions { compression, level: None };
+        let a = s.write_layer(&mut &tar[..], opts).expect("layer");
+        let b = s.write_layer(&mut &tar[..], opts).expect("layer");
+        assert_eq!(a, b, "{compression:?} must be deterministic");
+        assert_eq!(a.diff_id, Digest::of(&tar));
+        let mut back = Vec::new();
+        s.open_layer(&a.descriptor()).expect("open").read_to_end(&mut back).expect("read");
+        assert_eq!(back, tar);
+        assert_eq!(s.diff_id_of(&a.digest, a.size).expect("diff id"), a.diff_id);
+    }
+}
+
+#[test]
+fn tags_resolve_by_name_digest_and_id() {
+    let (_t, s) = store();
+    let layer = s
+        .write_layer(&mut &[0u8; 1024][..], LayerOptions::default())
+        .expect("layer");
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: Some(ContainerConfig::default()),
+        rootfs: image::RootFs { kind: "layers".into(), diff_ids: vec![layer.diff_id.clone()] },
+        ..ImageConfig::default()
+    };
+    let m = s.write_image(&config, &[layer.descriptor()]).expect("image");
+    let digest = image::descriptor_digest(&m).expect("digest");
+    s.set_tag(&ImageRef::parse("docker.io/library/app:1").expect("ref"), &m).expect("tag");
+    for name in [
+        "app:1".to_string(),
+        "docker.io/library/app:1".to_string(),
+        format!("app@{digest}"),
+        digest.to_string(),
+        digest.short().to_string(),
+    ] {
+        let d = s.resolve(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(image::descriptor_digest(&d).expect("digest"), digest, "{name}");
+    }
+    let err = s.resolve("app:2").unwrap_err();
+    assert_eq!(err.to_string(), "no such image: app:2");
+    let img = s.load_image(&m).expect("load");
+    assert_eq!(img.config, config);
+    assert!(s.remove_tag(&ImageRef::parse("app:1").expect("ref")).expect("rm"));
+    assert!(!s.remove_tag(&ImageRef::parse("app:1").expect("ref")).expect("rm"));
+    assert!(s.tags().expect("tags").is_empty());
+}
+
+#[test]
+fn tagging_a_missing_manifest_is_refused() {
+    let (_t, s) = store();
+    let d = image::descriptor(image::OCI_MANIFEST, &Digest::of(b"nothing"), 7);
+    let err = s.set_tag(&ImageRef::parse("x").expect("ref"), &d).unwrap_err();
+    assert!(err.to_string().contains("is not in the store"), "{err}");
+}
