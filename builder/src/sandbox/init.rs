@@ -1,0 +1,457 @@
+//! The sandbox init: runs in the re-executed `mybuild`, never in the library caller.
+//! Everything here ends in `exit`; setup errors go to the error file the parent named
+//! and end with [`SETUP_FAILED`].
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use super::{MountKind, Network, SandboxSpec, EXEC_FAILED, SETUP_FAILED};
+
+struct Fail(String);
+
+type R<T = ()> = Result<T, Fail>;
+
+fn errno(what: &str, path: &Path) -> Fail {
+    Fail(format!(
+        "{what} {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    ))
+}
+
+fn cpath(p: &Path) -> R<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Fail(format!("path {} contains NUL", p.display())))
+}
+
+fn cstr(s: &str) -> R<CString> {
+    CString::new(s).map_err(|_| Fail(format!("{s:?} contains NUL")))
+}
+
+fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> R {
+    let src_c = cstr(src)?;
+    let target_c = cpath(target)?;
+    let fstype_c = cstr(fstype)?;
+    let data_c = data.map(cstr).transpose()?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the call's duration.
+    let rc = unsafe {
+        libc::mount(
+            src_c.as_ptr(),
+            target_c.as_ptr(),
+            fstype_c.as_ptr(),
+            flags,
+            data_c
+                .as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if rc != 0 {
+        return Err(errno(&format!("mount {fstype} {src} on"), target));
+    }
+    Ok(())
+}
+
+fn bind(src: &Path, target: &Path, readonly: bool) -> R {
+    let src_s = src.to_string_lossy().into_owned();
+    mount(&src_s, target, "none", libc::MS_BIND | libc::MS_REC, None)?;
+    if readonly {
+        mount(
+            "none",
+            target,
+            "none",
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn ensure_dir(p: &Path) -> R {
+    std::fs::create_dir_all(p).map_err(|e| Fail(format!("mkdir {}: {e}", p.display())))
+}
+
+fn ensure_file(p: &Path) -> R {
+    if p.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = p.parent() {
+        ensure_dir(parent)?;
+    }
+    File::create(p)
+        .map(drop)
+        .map_err(|e| Fail(format!("create {}: {e}", p.display())))
+}
+
+/// Resolves a container path under `root` without leaving it (`..` and absolute
+/// symlinks are taken relative to `root`).
+fn in_root(root: &Path, path: &str) -> PathBuf {
+    let mut out = root.to_path_buf();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out != root {
+                    out.pop();
+                }
+            }
+            p => out.push(p),
+        }
+    }
+    out
+}
+
+fn setup_dev(dev: &Path) -> R {
+    ensure_dir(dev)?;
+    mount(
+        "tmpfs",
+        dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        ensure_file(&target)?;
+        bind(&Path::new("/dev").join(name), &target, false)?;
+    }
+    let pts = dev.join("pts");
+    ensure_dir(&pts)?;
+    mount(
+        "devpts",
+        &pts,
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm = dev.join("shm");
+    ensure_dir(&shm)?;
+    mount(
+        "shm",
+        &shm,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link)).map_err(|e| Fail(format!("symlink /dev/{link}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn loopback_up() -> R {
+    // SAFETY: plain socket/ioctl calls on a zeroed, correctly sized ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(Fail(format!("socket: {}", std::io::Error::last_os_error())));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if !ok {
+            return Err(Fail(format!("bringing up lo: {err}")));
+        }
+    }
+    Ok(())
+}
+
+fn setup_root(spec: &SandboxSpec, bundle: &Path) -> R {
+    let root = Path::new("/");
+    mount("none", root, "none", libc::MS_REC | libc::MS_PRIVATE, None)?;
+    if spec.lowerdirs.is_empty() {
+        return Err(Fail("no lowerdir given".into()));
+    }
+    let lowers: Vec<String> = spec
+        .lowerdirs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        spec.upperdir.display(),
+        spec.workdir.display()
+    );
+    let rootfs = &spec.rootfs;
+    ensure_dir(rootfs)?;
+    mount("overlay", rootfs, "overlay", 0, Some(&data))?;
+
+    let proc_dir = rootfs.join("proc");
+    ensure_dir(&proc_dir)?;
+    mount(
+        "proc",
+        &proc_dir,
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    setup_dev(&rootfs.join("dev"))?;
+    let sys = rootfs.join("sys");
+    ensure_dir(&sys)?;
+    let sys_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+    if spec.network == Network::None {
+        mount("sysfs", &sys, "sysfs", sys_flags, None)?;
+    } else {
+        bind(Path::new("/sys"), &sys, true)?;
+    }
+
+    for (name, content) in [
+        ("hosts", &spec.hosts),
+        ("resolv.conf", &spec.resolv_conf),
+        ("hostname", &format!("{}\n", spec.hostname)),
+    ] {
+        let src = bundle.join(name);
+        std::fs::write(&src, content).map_err(|e| Fail(format!("write {}: {e}", src.display())))?;
+        let target = in_root(rootfs, &format!("/etc/{name}"));
+        ensure_file(&target)?;
+        bind(&src, &target, false)?;
+    }
+
+    for m in &spec.mounts {
+        let target = in_root(rootfs, &m.target);
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                if source.is_dir() {
+                    ensure_dir(&target)?;
+                } else {
+                    ensure_file(&target)?;
+                }
+                bind(source, &target, *readonly)?;
+            }
+            MountKind::Tmpfs { size } => {
+                ensure_dir(&target)?;
+                let data = size.map(|s| format!("size={s}"));
+                mount(
+                    "tmpfs",
+                    &target,
+                    "tmpfs",
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_deref(),
+                )?;
+            }
+        }
+    }
+
+    let rootfs_c = cpath(rootfs)?;
+    let dot = cstr(".")?;
+    // SAFETY: valid C strings; pivot_root(".", ".") stacks the old root under the new
+    // one, and the lazy unmount then drops it.
+    unsafe {
+        if libc::chdir(rootfs_c.as_ptr()) != 0 {
+            return Err(errno("chdir", rootfs));
+        }
+        if libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) != 0 {
+            return Err(errno("pivot_root", rootfs));
+        }
+        if libc::umount2(dot.as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(errno("unmount old root at", Path::new("/")));
+        }
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(errno("chdir", Path::new("/")));
+        }
+        let host = spec.hostname.as_bytes();
+        if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
+            return Err(Fail(format!(
+                "sethostname: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    if spec.network == Network::None {
+        loopback_up()?;
+    }
+    // WORKDIR is created as root before privileges drop, as Docker does.
+    ensure_dir(&in_root(Path::new("/"), &spec.cwd))?;
+    Ok(())
+}
+
+/// Finds `arg0` on the container's PATH, as execvp would.
+fn resolve_program(arg0: &str, env: &[String]) -> PathBuf {
+    if arg0.contains('/') {
+        return PathBuf::from(arg0);
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(arg0);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    PathBuf::from(arg0)
+}
+
+/// In the forked command process: drop privileges and exec. Never returns.
+fn exec_command(spec: &SandboxSpec) -> ! {
+    let fail = |msg: String| -> ! {
+        let _ = writeln!(std::io::stderr(), "{msg}");
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(EXEC_FAILED) }
+    };
+    let Some(arg0) = spec.args.first() else {
+        fail("mybuild sandbox: empty command".into())
+    };
+    let program = resolve_program(arg0, &spec.env);
+    let Ok(prog_c) = cpath(&program) else {
+        fail(format!("exec {arg0}: bad path"))
+    };
+    let Ok(args_c) = spec.args.iter().map(|a| cstr(a)).collect::<R<Vec<_>>>() else {
+        fail("mybuild sandbox: argument contains NUL".into())
+    };
+    let Ok(env_c) = spec.env.iter().map(|a| cstr(a)).collect::<R<Vec<_>>>() else {
+        fail("mybuild sandbox: environment contains NUL".into())
+    };
+    let mut argv: Vec<*const libc::c_char> = args_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let cwd = in_root(Path::new("/"), &spec.cwd);
+    let Ok(cwd_c) = cpath(&cwd) else {
+        fail("bad working directory".into())
+    };
+    // SAFETY: single-threaded child after fork; all pointers outlive the calls.
+    unsafe {
+        let gids: Vec<libc::gid_t> = spec.additional_gids.clone();
+        if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
+            fail(format!("setgroups: {}", std::io::Error::last_os_error()));
+        }
+        if libc::setgid(spec.gid) != 0 {
+            fail(format!(
+                "setgid {}: {}",
+                spec.gid,
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::setuid(spec.uid) != 0 {
+            fail(format!(
+                "setuid {}: {}",
+                spec.uid,
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::chdir(cwd_c.as_ptr()) != 0 {
+            fail(format!(
+                "chdir {}: {}",
+                spec.cwd,
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::execve(prog_c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    fail(format!("exec {arg0}: {}", std::io::Error::last_os_error()))
+}
+
+fn wait_status_to_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        SETUP_FAILED
+    }
+}
+
+/// PID 1 of the sandbox: set up, run the command, reap, exit with its status.
+fn pid1(spec: &SandboxSpec, bundle: &Path, err: &mut File) -> ! {
+    // SAFETY: prctl with these arguments has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if let Err(Fail(msg)) = setup_root(spec, bundle) {
+        let _ = err.write_all(msg.as_bytes());
+        std::process::exit(SETUP_FAILED);
+    }
+    // SAFETY: fork in a single-threaded process.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        let _ = write!(err, "fork: {}", std::io::Error::last_os_error());
+        std::process::exit(SETUP_FAILED);
+    }
+    if child == 0 {
+        exec_command(spec);
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == child {
+            // Exiting as PID 1 kills everything else left in the namespace.
+            std::process::exit(wait_status_to_code(status));
+        }
+        if pid < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            std::process::exit(SETUP_FAILED);
+        }
+    }
+}
+
+/// Entry point for `mybuild __mybuild-sandbox-init SPEC ERRFILE`. Call it first thing
+/// in `main`, before any thread starts.
+pub fn init_main(args: &[OsString]) -> ! {
+    let (Some(spec_path), Some(err_path)) = (args.get(2), args.get(3)) else {
+        let _ = writeln!(std::io::stderr(), "mybuild sandbox init: missing arguments");
+        std::process::exit(SETUP_FAILED);
+    };
+    let mut err = match File::create(err_path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "mybuild sandbox init: {e}");
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    let spec: SandboxSpec = match std::fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write!(err, "reading sandbox spec: {e}");
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    let bundle = PathBuf::from(spec_path)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    // SAFETY: prctl with these arguments has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The parent unshared CLONE_NEWPID: our first child is PID 1 of the new namespace.
+    // SAFETY: fork in a single-threaded process (init_main runs before any thread).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let _ = write!(err, "fork: {}", std::io::Error::last_os_error());
+        std::process::exit(SETUP_FAILED);
+    }
+    if pid == 0 {
+        pid1(&spec, &bundle, &mut err);
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only to `status`.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            break;
+        }
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            std::process::exit(SETUP_FAILED);
+        }
+    }
+    std::process::exit(wait_status_to_code(status))
+}

@@ -1,0 +1,229 @@
+//! The RUN sandbox: a command in new mount, PID, UTS and IPC namespaces (and a new
+//! network namespace for `--network=none`), inside an overlayfs whose lowerdirs are
+//! the parent snapshots and whose upperdir collects the step's changes.
+//!
+//! The `mybuild` binary re-executes itself as the sandbox's init ([`INIT_ARG`]), as
+//! runc and buildah do, instead of forking inside a threaded process. The parent
+//! unshares the namespaces between fork and exec; the re-executed process forks once
+//! more so that its child is PID 1 of the new PID namespace. PID 1 sets up the mounts,
+//! `pivot_root`s, forks the command (which so sees itself as PID 1's child), reaps,
+//! and exits with the command's status. When PID 1 exits the kernel kills whatever
+//! the step left running, and the mount namespace, with every mount in it, goes away:
+//! nothing is left mounted on the host on any path, Ctrl-C included.
+//! cgroups are not used.
+
+mod init;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+pub use init::init_main;
+
+/// argv[1] that makes `mybuild` act as the sandbox init.
+pub const INIT_ARG: &str = "__mybuild-sandbox-init";
+
+/// Exit status the init uses when the sandbox itself could not be set up.
+pub const SETUP_FAILED: i32 = 125;
+/// Exit status when the command could not be executed (not found, not executable).
+pub const EXEC_FAILED: i32 = 127;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace.
+    Host,
+    /// A new network namespace with only `lo`.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// Bind `source` (a host path) at `target`.
+    Bind { source: PathBuf, readonly: bool },
+    /// An empty tmpfs at `target`.
+    Tmpfs { size: Option<u64> },
+}
+
+/// An extra mount inside the rootfs (`RUN --mount`, secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path inside the container.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+/// Everything the init needs; plain data, serialized to the bundle directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Overlay lowerdirs, topmost first. Empty means an empty root (FROM scratch).
+    pub lowerdirs: Vec<PathBuf>,
+    pub upperdir: PathBuf,
+    /// Overlay's work directory, on the same filesystem as `upperdir`.
+    pub workdir: PathBuf,
+    /// Where the merged root is mounted (inside the private mount namespace).
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Working directory inside the container; created when missing.
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    pub network: Network,
+    /// Content of `/etc/hosts` inside the container.
+    pub hosts: String,
+    /// Content of `/etc/resolv.conf` inside the container.
+    pub resolv_conf: String,
+    pub mounts: Vec<Mount>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the sandbox ({}): {source}", exe.display())]
+    Spawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error("sandbox spec: {0}")]
+    Spec(#[from] serde_json::Error),
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Paths inside the container that the sandbox creates as mount points when the
+/// image lacks them. The caller removes them from the upperdir if they were absent
+/// before, so they never reach a layer.
+pub const MOUNT_POINTS: &[&str] = &[
+    "proc",
+    "dev",
+    "sys",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/hostname",
+];
+
+/// Runs the spec'd command in the sandbox using `exe` (the `mybuild` binary) as init,
+/// passing its output to `on_output` as it arrives. `bundle` is a private scratch
+/// directory for this run.
+pub fn run(
+    exe: &Path,
+    bundle: &Path,
+    spec: &SandboxSpec,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<Outcome, SandboxError> {
+    let spec_path = bundle.join("spec.json");
+    let bytes = serde_json::to_vec(spec)?;
+    std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
+        path: spec_path.clone(),
+        source: e,
+    })?;
+    let setup_err_path = bundle.join("setup-error");
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let mut cmd = Command::new(exe);
+    cmd.arg(INIT_ARG)
+        .arg(&spec_path)
+        .arg(&setup_err_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear();
+    // SAFETY: between fork and exec only async-signal-safe calls are made (unshare).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::unshare(flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+        exe: exe.to_path_buf(),
+        source: e,
+    })?;
+    let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
+    let mut readers = Vec::new();
+    for (stream, pipe) in [
+        (
+            Stream::Stdout,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            Stream::Stderr,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((stream, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for (stream, chunk) in rx {
+        on_output(stream, &chunk);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait().map_err(|e| SandboxError::Spawn {
+        exe: exe.to_path_buf(),
+        source: e,
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        return Ok(Outcome::Signaled(sig));
+    }
+    let code = status.code().unwrap_or(SETUP_FAILED);
+    if code == SETUP_FAILED {
+        if let Ok(msg) = std::fs::read_to_string(&setup_err_path) {
+            if !msg.is_empty() {
+                return Err(SandboxError::Setup(msg.trim().to_string()));
+            }
+        }
+    }
+    Ok(Outcome::Exited(code))
+}
