@@ -70,6 +70,11 @@ impl Globals {
 }
 
 fn main() -> std::process::ExitCode {
+    // The sandbox init must run before anything starts a thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == builder::sandbox::INIT_ARG) {
+        builder::sandbox::init_main(&args);
+    }
     let cli = Cli::parse();
     let filter = if cli.debug {
         tracing_subscriber::EnvFilter::new("debug")

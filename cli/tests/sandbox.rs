@@ -1,0 +1,145 @@
+//! The RUN sandbox in real namespaces on a real overlayfs (needs root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use builder::sandbox::{self, Mount, MountKind, Network, Outcome, SandboxSpec, Stream};
+use tempfile::TempDir;
+
+fn exe() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("mybuild")
+}
+
+/// A busybox rootfs unpacked into `dir/lower`, plus the spec for a run on it.
+fn setup(tmp: &Path, args: &[&str]) -> SandboxSpec {
+    let lower = tmp.join("lower");
+    std::fs::create_dir_all(&lower).expect("lower");
+    let tarball = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
+    let st = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&lower).status().expect("tar");
+    assert!(st.success());
+    for d in ["upper", "work", "bundle"] {
+        std::fs::create_dir_all(tmp.join(d)).expect("dir");
+    }
+    SandboxSpec {
+        lowerdirs: vec![lower],
+        upperdir: tmp.join("upper"),
+        workdir: tmp.join("work"),
+        rootfs: tmp.join("bundle/rootfs"),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec!["PATH=/bin".into(), "HOME=/root".into()],
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![],
+        hostname: "buildbox".into(),
+        network: Network::Host,
+        hosts: "127.0.0.1 localhost buildbox\n".into(),
+        resolv_conf: "nameserver 127.0.0.1\n".into(),
+        mounts: vec![],
+    }
+}
+
+fn run(tmp: &Path, spec: &SandboxSpec) -> (Outcome, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = sandbox::run(&exe(), &tmp.join("bundle"), spec, &mut |s, b| match s {
+        Stream::Stdout => out.extend_from_slice(b),
+        Stream::Stderr => err.extend_from_slice(b),
+    })
+    .expect("sandbox runs");
+    (outcome, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+}
+
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo")
+}
+
+#[test]
+fn runs_in_its_own_namespaces_and_changes_land_in_the_upperdir() {
+    if !testdata::require_root() || !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let marker = tmp.path().join("host-marker");
+    std::fs::write(&marker, "secret").expect("marker");
+    let script = format!(
+        "echo pid=$$ ppid=$PPID; hostname; cat {} 2>&1; echo made > /made.txt; rm /etc/passwd; echo err >&2; exit 3",
+        marker.display()
+    );
+    let spec = setup(tmp.path(), &["/bin/sh", "-c", &script]);
+    let before = mountinfo();
+    let (outcome, out, err) = run(tmp.path(), &spec);
+    assert_eq!(outcome, Outcome::Exited(3), "{out}{err}");
+    assert!(out.starts_with("pid=2 ppid=1\nbuildbox\n"), "{out}");
+    assert!(out.contains("No such file or directory"), "host file visible: {out}");
+    assert_eq!(err, "err\n");
+    let upper = tmp.path().join("upper");
+    assert_eq!(std::fs::read_to_string(upper.join("made.txt")).expect("made"), "made\n");
+    // The deleted file is an overlay whiteout (char device 0/0) in the upperdir.
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let wh = std::fs::symlink_metadata(upper.join("etc/passwd")).expect("whiteout");
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    assert_eq!(mountinfo(), before, "mounts leaked onto the host");
+}
+
+#[test]
+fn network_none_has_only_loopback_and_proc_dev_work() {
+    if !testdata::require_root() || !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let mut spec = setup(
+        tmp.path(),
+        &["/bin/sh", "-c", "ls /sys/class/net; echo x > /dev/null; head -c 4 /dev/zero | wc -c; cat /etc/hosts; ps -o pid | wc -l"],
+    );
+    spec.network = Network::None;
+    let (outcome, out, err) = run(tmp.path(), &spec);
+    assert_eq!(outcome, Outcome::Exited(0), "{out}{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("lo"), "{out}");
+    assert_eq!(lines.next(), Some("4"), "{out}");
+    assert_eq!(lines.next(), Some("127.0.0.1 localhost buildbox"), "{out}");
+}
+
+#[test]
+fn user_workdir_and_mounts_are_applied() {
+    if !testdata::require_root() || !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::write(ctx.join("in.txt"), "from context\n").expect("in");
+    let mut spec = setup(
+        tmp.path(),
+        &["sh", "-c", "id -u; id -g; pwd; cat /src/in.txt; touch /src/x 2>/dev/null || echo readonly; echo t > /scratch/t && cat /scratch/t"],
+    );
+    spec.uid = 1000;
+    spec.gid = 1000;
+    spec.cwd = "/work/dir".into();
+    spec.mounts = vec![
+        Mount { target: "/src".into(), kind: MountKind::Bind { source: ctx.clone(), readonly: true } },
+        Mount { target: "/scratch".into(), kind: MountKind::Tmpfs { size: None } },
+    ];
+    let (outcome, out, err) = run(tmp.path(), &spec);
+    assert_eq!(outcome, Outcome::Exited(0), "{out}{err}");
+    assert_eq!(out, "1000\n1000\n/work/dir\nfrom context\nreadonly\nt\n");
+    assert!(tmp.path().join("upper/work/dir").is_dir(), "WORKDIR is part of the layer");
+    assert!(!ctx.join("x").exists());
+}
+
+#[test]
+fn exec_failures_and_setup_failures_are_reported() {
+    if !testdata::require_root() || !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let spec = setup(tmp.path(), &["/no/such/program"]);
+    let (outcome, _out, err) = run(tmp.path(), &spec);
+    assert_eq!(outcome, Outcome::Exited(sandbox::EXEC_FAILED));
+    assert!(err.contains("exec /no/such/program: No such file or directory"), "{err}");
+
+    let mut bad = spec.clone();
+    bad.lowerdirs = vec![tmp.path().join("missing-lower")];
+    let e = sandbox::run(&exe(), &tmp.path().join("bundle"), &bad, &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("mount overlay"), "{e}");
+}
