@@ -143,3 +143,53 @@ fn exec_failures_and_setup_failures_are_reported() {
     let e = sandbox::run(&exe(), &tmp.path().join("bundle"), &bad, &mut |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("mount overlay"), "{e}");
 }
+
+#[test]
+fn upperdir_diff_becomes_an_oci_layer() {
+    if !testdata::require_root() || !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let spec = setup(
+        tmp.path(),
+        &[
+            "/bin/sh",
+            "-c",
+            "rm /etc/group; rm -rf /usr/bin && mkdir /usr/bin && echo new > /usr/bin/tool; \
+             mkdir -p /app && echo data > /app/a && ln /app/a /app/b && ln -s a /app/c && chmod 4755 /app/a",
+        ],
+    );
+    let (outcome, out, err) = run(tmp.path(), &spec);
+    assert_eq!(outcome, Outcome::Exited(0), "{out}{err}");
+    // The sandbox's own mount points and /etc files already exist in busybox's tree,
+    // so only the step's changes are in the upperdir.
+    let mut tar = Vec::new();
+    builder::layer::diff::write_upperdir(&tmp.path().join("upper"), &mut tar, &Default::default()).expect("diff");
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut seen = Vec::new();
+    for e in archive.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").display().to_string();
+        let kind = e.header().entry_type();
+        let mut body = String::new();
+        if kind.is_file() {
+            std::io::Read::read_to_string(&mut e, &mut body).expect("body");
+        }
+        let link = e.link_name().expect("link").map(|l| l.display().to_string());
+        seen.push((path, format!("{kind:?}"), body, link, e.header().mode().expect("mode")));
+    }
+    let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["app/", "app/a", "app/b", "app/c", "etc/", "etc/.wh.group", "usr/", "usr/bin/", "usr/bin/.wh..wh..opq", "usr/bin/tool"],
+        "{seen:?}"
+    );
+    let get = |n: &str| seen.iter().find(|s| s.0 == n).expect(n);
+    assert_eq!(get("app/a").2, "data\n");
+    assert_eq!(get("app/a").4, 0o4755);
+    assert_eq!(get("app/b").1, "Link");
+    assert_eq!(get("app/b").3.as_deref(), Some("app/a"));
+    assert_eq!(get("app/c").1, "Symlink");
+    assert_eq!(get("app/c").3.as_deref(), Some("a"));
+    assert_eq!(get("usr/bin/tool").2, "new\n");
+}

@@ -114,17 +114,69 @@ pub enum Outcome {
     Signaled(i32),
 }
 
-/// Paths inside the container that the sandbox creates as mount points when the
-/// image lacks them. The caller removes them from the upperdir if they were absent
-/// before, so they never reach a layer.
-pub const MOUNT_POINTS: &[&str] = &[
-    "proc",
-    "dev",
-    "sys",
-    "etc/hosts",
-    "etc/resolv.conf",
-    "etc/hostname",
+/// Mount points every sandbox needs: (path, is_dir).
+const MOUNT_POINTS: &[(&str, bool)] = &[
+    ("proc", true),
+    ("dev", true),
+    ("sys", true),
+    ("etc/hosts", false),
+    ("etc/resolv.conf", false),
+    ("etc/hostname", false),
 ];
+
+/// Builds a private lowerdir holding every mount point, to sit above the image's
+/// layers. Mount points then exist without anything being created in the upperdir,
+/// so they never reach a layer. Parent directories copy their owner and mode from
+/// the image so the merged view keeps the image's metadata.
+fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { path, source }
+    };
+    let mut targets: Vec<(String, bool)> = MOUNT_POINTS
+        .iter()
+        .map(|(p, d)| (p.to_string(), *d))
+        .collect();
+    for m in &spec.mounts {
+        let is_dir = match &m.kind {
+            MountKind::Bind { source, .. } => source.is_dir(),
+            MountKind::Tmpfs { .. } => true,
+        };
+        targets.push((m.target.trim_start_matches('/').to_string(), is_dir));
+    }
+    for (target, is_dir) in targets {
+        let parts: Vec<&str> = target
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+            .collect();
+        let mut rel = PathBuf::new();
+        for (i, part) in parts.iter().enumerate() {
+            rel.push(part);
+            let here = dir.join(&rel);
+            let leaf = i + 1 == parts.len();
+            if here.symlink_metadata().is_ok() {
+                continue;
+            }
+            let want_dir = !leaf || is_dir;
+            if want_dir {
+                std::fs::create_dir(&here).map_err(io(&here))?;
+            } else {
+                std::fs::write(&here, b"").map_err(io(&here))?;
+            }
+            let from_image = spec
+                .lowerdirs
+                .iter()
+                .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok());
+            if let Some(md) = from_image.filter(|m| m.is_dir() == want_dir) {
+                std::fs::set_permissions(&here, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                    .map_err(io(&here))?;
+                std::os::unix::fs::lchown(&here, Some(md.uid()), Some(md.gid())).map_err(io(&here))?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Runs the spec'd command in the sandbox using `exe` (the `mybuild` binary) as init,
 /// passing its output to `on_output` as it arrives. `bundle` is a private scratch
@@ -135,6 +187,21 @@ pub fn run(
     spec: &SandboxSpec,
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
+    let mountpoints = bundle.join("mountpoints");
+    if mountpoints.exists() {
+        std::fs::remove_dir_all(&mountpoints).map_err(|e| SandboxError::Io {
+            path: mountpoints.clone(),
+            source: e,
+        })?;
+    }
+    std::fs::create_dir_all(&mountpoints).map_err(|e| SandboxError::Io {
+        path: mountpoints.clone(),
+        source: e,
+    })?;
+    mountpoint_layer(spec, &mountpoints)?;
+    let mut effective = spec.clone();
+    effective.lowerdirs.insert(0, mountpoints);
+    let spec = &effective;
     let spec_path = bundle.join("spec.json");
     let bytes = serde_json::to_vec(spec)?;
     std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {

@@ -1,0 +1,240 @@
+//! Turns an overlay upperdir into an OCI layer tar without walking the whole rootfs.
+//!
+//! Overlay whiteouts (character device 0/0) become `.wh.<name>` entries, opaque
+//! directories (`trusted.overlay.opaque=y`) get a `.wh..wh..opq` entry, hard links
+//! within the diff become link entries, and xattrs other than overlay's own are kept
+//! as PAX `SCHILY.xattr.*` records. Entries are sorted by name so equal trees give
+//! equal bytes; with `clamp_mtime` (SOURCE_DATE_EPOCH) no mtime is later than it.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiffError + '_ {
+    move |source| DiffError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Upper bound for entry mtimes (seconds since the epoch).
+    pub clamp_mtime: Option<i64>,
+}
+
+/// Writes the layer tar for `upper` to `out`. Returns the number of entries.
+pub fn write_upperdir<W: Write>(upper: &Path, out: W, opts: &DiffOptions) -> Result<u64, DiffError> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    b.follow_symlinks(false);
+    let mut state = State {
+        opts,
+        links: HashMap::new(),
+        count: 0,
+    };
+    walk(&mut b, upper, Path::new(""), &mut state)?;
+    b.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io_err(upper))?;
+    Ok(state.count)
+}
+
+struct State<'a> {
+    opts: &'a DiffOptions,
+    /// (dev, ino) → first path written, for hard links.
+    links: HashMap<(u64, u64), PathBuf>,
+    count: u64,
+}
+
+fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>, DiffError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+fn walk<W: Write>(b: &mut tar::Builder<W>, abs: &Path, rel: &Path, st: &mut State) -> Result<(), DiffError> {
+    for name in sorted_children(abs)? {
+        let path = abs.join(&name);
+        let rel_path = rel.join(&name);
+        let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        let ft = md.file_type();
+        if ft.is_char_device() && md.rdev() == 0 {
+            let mut wh = std::ffi::OsString::from(".wh.");
+            wh.push(&name);
+            let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_size(0);
+            append(b, h, &rel.join(wh), io::empty(), &path)?;
+            st.count += 1;
+            continue;
+        }
+        let xattrs = read_xattrs(&path)?;
+        if ft.is_dir() {
+            let opaque = xattrs
+                .iter()
+                .any(|(k, v)| k == "trusted.overlay.opaque" && v.as_slice() == b"y");
+            pax(b, &xattrs, &path)?;
+            let h = base_header(&md, st.opts, tar::EntryType::Directory);
+            append(b, h, &rel_path, io::empty(), &path)?;
+            st.count += 1;
+            if opaque {
+                let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
+                h.set_mode(0o600);
+                h.set_size(0);
+                append(b, h, &rel_path.join(".wh..wh..opq"), io::empty(), &path)?;
+                st.count += 1;
+            }
+            walk(b, &path, &rel_path, st)?;
+            continue;
+        }
+        if !ft.is_symlink() && md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = st.links.get(&key) {
+                let mut h = base_header(&md, st.opts, tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, &rel_path, first).map_err(io_err(&path))?;
+                st.count += 1;
+                continue;
+            }
+            st.links.insert(key, rel_path.clone());
+        }
+        pax(b, &xattrs, &path)?;
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io_err(&path))?;
+            let mut h = base_header(&md, st.opts, tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, &rel_path, &target).map_err(io_err(&path))?;
+        } else if ft.is_file() {
+            let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
+            h.set_size(md.len());
+            let f = File::open(&path).map_err(io_err(&path))?;
+            append(b, h, &rel_path, f, &path)?;
+        } else {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else {
+                // Sockets cannot be stored in a tar; Docker skips them too.
+                continue;
+            };
+            let mut h = base_header(&md, st.opts, kind);
+            h.set_size(0);
+            let rdev = md.rdev();
+            h.set_device_major(libc::major(rdev)).map_err(io_err(&path))?;
+            h.set_device_minor(libc::minor(rdev)).map_err(io_err(&path))?;
+            append(b, h, &rel_path, io::empty(), &path)?;
+        }
+        st.count += 1;
+    }
+    Ok(())
+}
+
+fn base_header(md: &std::fs::Metadata, opts: &DiffOptions, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(0);
+    h.set_mode(md.mode() & 0o7777);
+    h.set_uid(u64::from(md.uid()));
+    h.set_gid(u64::from(md.gid()));
+    let mtime = match opts.clamp_mtime {
+        Some(c) => md.mtime().min(c),
+        None => md.mtime(),
+    };
+    h.set_mtime(mtime.max(0) as u64);
+    h
+}
+
+fn append<W: Write, R: io::Read>(
+    b: &mut tar::Builder<W>,
+    mut h: tar::Header,
+    rel: &Path,
+    data: R,
+    abs: &Path,
+) -> Result<(), DiffError> {
+    let mut name = rel.as_os_str().to_owned();
+    if h.entry_type() == tar::EntryType::Directory {
+        name.push("/");
+    }
+    b.append_data(&mut h, Path::new(&name), data).map_err(io_err(abs))
+}
+
+fn pax<W: Write>(b: &mut tar::Builder<W>, xattrs: &[(String, Vec<u8>)], path: &Path) -> Result<(), DiffError> {
+    let records: Vec<(String, &[u8])> = xattrs
+        .iter()
+        .filter(|(k, _)| !k.starts_with("trusted.overlay."))
+        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+        .map_err(io_err(path))
+}
+
+/// All xattrs of `path` (not following symlinks), sorted by name.
+fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DiffError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| DiffError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"),
+    })?;
+    // SAFETY: a null buffer with size 0 asks for the needed size.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTSUP) {
+            return Ok(Vec::new());
+        }
+        return Err(io_err(path)(e));
+    }
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut names = vec![0u8; size as usize];
+    // SAFETY: the buffer is `names.len()` bytes long.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if size < 0 {
+        return Err(io_err(path)(io::Error::last_os_error()));
+    }
+    names.truncate(size as usize);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name_c) = CString::new(name) else { continue };
+        // SAFETY: size query with a null buffer.
+        let len = unsafe { libc::lgetxattr(c.as_ptr(), name_c.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            continue;
+        }
+        let mut value = vec![0u8; len as usize];
+        // SAFETY: the buffer is `value.len()` bytes long.
+        let len = unsafe { libc::lgetxattr(c.as_ptr(), name_c.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        if len < 0 {
+            continue;
+        }
+        value.truncate(len as usize);
+        out.push((String::from_utf8_lossy(name).into_owned(), value));
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,2 @@
+//! Layers from filesystem changes: the overlay upperdir of a step *is* its diff.
+pub mod diff;
