@@ -2,3 +2,4 @@
 pub mod diagnostic;
 pub mod dockerfile;
 pub mod sandbox;
+pub mod layer;
