@@ -40,6 +40,8 @@ pub enum StoreError {
     TooLarge { what: String, size: u64, limit: u64 },
     #[error("archive {}: {reason}", path.display())]
     Archive { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Unpack(#[from] crate::unpack::UnpackError),
     #[error("tar entry {entry:?}: {reason}")]
     TarEntry { entry: String, reason: String },
 }

@@ -1,7 +1,7 @@
 //! Layers: one streaming pass from an uncompressed tar to a stored, compressed blob.
 //! tar bytes → sha256 (diff_id) → compressor → sha256 (digest) → ingest file → commit.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 use oci_spec::image::{Descriptor, ImageManifest};
 
@@ -10,6 +10,7 @@ use crate::ingest::BlobWriter;
 use crate::error::{Result, StoreError};
 use crate::image::{self, Compression, ImageConfig, ParsedManifest, MAX_JSON_BLOB};
 use crate::store::Store;
+pub use crate::unpack::decompress;
 
 /// A layer as written: the blob's digest and size and the uncompressed diff_id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,14 +192,4 @@ pub struct Image {
     pub config_digest: Digest,
     pub config_bytes: Vec<u8>,
     pub config: ImageConfig,
-}
-
-/// Wraps a reader so it yields the uncompressed stream, sniffing gzip and zstd.
-pub fn decompress<'a, R: BufRead + Send + 'a>(mut reader: R) -> io::Result<Box<dyn Read + Send + 'a>> {
-    let head = reader.fill_buf()?;
-    Ok(match Compression::sniff(head) {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
-        Compression::None => Box::new(reader),
-    })
 }

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod layer;
 pub mod lock;
 pub mod refs;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;
 

@@ -1,0 +1,111 @@
+//! Snapshots: each layer unpacked once, in overlay form (whiteouts as 0/0 devices,
+//! opaque dirs as xattrs), under `snapshots-v1/<diff_id hex>/`, and reused as an
+//! overlay lowerdir by every build. A step's upperdir is already a snapshot of the
+//! layer made from it, so it is moved in rather than unpacked again.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::Descriptor;
+
+use crate::digest::Digest;
+use crate::error::{Result, StoreError};
+use crate::lock::FileLock;
+use crate::store::Store;
+use crate::unpack::{unpack, UnpackOptions, WhiteoutMode};
+
+impl Store {
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root().join("snapshots-v1")
+    }
+
+    /// The committed snapshot of the layer with this diff_id, if present.
+    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
+        self.snapshots_dir().join(diff_id.hex())
+    }
+
+    /// A fresh private directory on the store's filesystem, for upper/work dirs and
+    /// unpacking; it is removed when the returned guard drops.
+    pub fn scratch_dir(&self, prefix: &str) -> Result<ScratchDir> {
+        let base = self.snapshots_dir().join("tmp");
+        std::fs::create_dir_all(&base).map_err(|e| StoreError::io(&base, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = base.join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| StoreError::io(&path, e))?;
+        Ok(ScratchDir { path: Some(path) })
+    }
+
+    /// Returns the snapshot directory of a layer, unpacking the blob the first time.
+    /// Concurrent callers for the same layer wait for one unpack.
+    pub fn ensure_snapshot(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+        let target = self.snapshot_path(diff_id);
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let locks = self.locks_dir();
+        let _lock = FileLock::exclusive(&locks.join(format!("snapshot-{}.lock", diff_id.hex())))?;
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let scratch = self.scratch_dir("unpack")?;
+        let mut reader = crate::digest::HashingReader::new(self.open_layer(layer)?);
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            preserve_owner: true,
+            same_permissions: true,
+        };
+        unpack(&mut reader, scratch.path(), &opts)?;
+        // Drain trailing padding so the whole stream is hashed and the blob verified.
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| StoreError::io(scratch.path(), e))?;
+        let (_, actual, _) = reader.finish();
+        if actual != *diff_id {
+            return Err(StoreError::invalid(
+                format!("layer {}", crate::image::descriptor_digest(layer)?),
+                format!("uncompressed content hashes to {actual}, but the config says {diff_id}"),
+            ));
+        }
+        self.commit_snapshot(scratch, diff_id)
+    }
+
+    /// Moves a finished directory (a step's upperdir) in as the snapshot of `diff_id`.
+    pub fn commit_snapshot(&self, mut dir: ScratchDir, diff_id: &Digest) -> Result<PathBuf> {
+        let target = self.snapshot_path(diff_id);
+        let Some(src) = dir.path.take() else {
+            return Err(StoreError::invalid("snapshot", "scratch directory already used"));
+        };
+        match std::fs::rename(&src, &target) {
+            Ok(()) => Ok(target),
+            // Someone committed the same content first; theirs is as good as ours.
+            Err(_) if target.is_dir() => {
+                let _ = std::fs::remove_dir_all(&src);
+                Ok(target)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&src);
+                Err(StoreError::io(&target, e))
+            }
+        }
+    }
+}
+
+/// A directory under the store that is deleted on drop unless committed.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: Option<PathBuf>,
+}
+
+impl ScratchDir {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
