@@ -65,7 +65,9 @@ fn command(rest: &str) -> Vec<String> {
 fn key_values(rest: &str, kw: &str) -> Result<Vec<(String, String)>> {
     let first = rest.split_whitespace().next().unwrap_or("");
     if !first.contains('=') {
-        let (k, v) = rest.split_once(char::is_whitespace).with_context(|| format!("{kw} {rest:?}: expected KEY=VALUE"))?;
+        let (k, v) = rest
+            .split_once(char::is_whitespace)
+            .with_context(|| format!("{kw} {rest:?}: expected KEY=VALUE"))?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     let mut out = Vec::new();
@@ -138,7 +140,10 @@ mod tests {
         apply(&mut c, "EXPOSE 80 53/udp").unwrap();
         assert_eq!(c.env, vec!["A=x y", "B=2", "PATH=/bin"]);
         assert_eq!(c.cmd, Some(vec!["/bin/sh".to_string()]));
-        assert_eq!(c.entrypoint, Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]));
+        assert_eq!(
+            c.entrypoint,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
         assert!(c.exposed_ports.contains_key("80/tcp") && c.exposed_ports.contains_key("53/udp"));
         let err = apply(&mut c, "RUN true").unwrap_err().to_string();
         assert!(err.contains("RUN is not supported"), "{err}");

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "mybuild", version, about = "Daemonless container image builder and registry toolkit")]
+#[command(
+    name = "mybuild",
+    version,
+    about = "Daemonless container image builder and registry toolkit"
+)]
 struct Cli {
     /// Store directory (default: $MYBUILD_ROOT, /var/lib/mybuild as root, else $XDG_DATA_HOME/mybuild)
     #[arg(long, global = true, value_name = "DIR")]
@@ -55,7 +59,9 @@ fn default_root() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("mybuild");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/mybuild")
 }
 

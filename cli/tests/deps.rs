@@ -6,11 +6,21 @@ use std::process::Command;
 #[test]
 fn crate_dependencies_point_the_right_way() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let mut deps: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
     for p in meta["packages"].as_array().expect("packages") {
@@ -37,8 +47,18 @@ fn crate_dependencies_point_the_right_way() {
     };
     for lib in ["layer-cache", "registry-client", "builder"] {
         let d = normal(lib);
-        for banned in ["mybuild", "clap", "indicatif", "anyhow", "miette", "testdata"] {
-            assert!(!d.contains(&banned.to_string()), "{lib} must not depend on {banned}");
+        for banned in [
+            "mybuild",
+            "clap",
+            "indicatif",
+            "anyhow",
+            "miette",
+            "testdata",
+        ] {
+            assert!(
+                !d.contains(&banned.to_string()),
+                "{lib} must not depend on {banned}"
+            );
         }
     }
     assert!(!normal("layer-cache").contains(&"registry-client".to_string()));

@@ -15,7 +15,13 @@ fn setup(tmp: &Path, args: &[&str]) -> SandboxSpec {
     let lower = tmp.join("lower");
     std::fs::create_dir_all(&lower).expect("lower");
     let tarball = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
-    let st = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&lower).status().expect("tar");
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&lower)
+        .status()
+        .expect("tar");
     assert!(st.success());
     for d in ["upper", "work", "bundle"] {
         std::fs::create_dir_all(tmp.join(d)).expect("dir");
@@ -46,7 +52,11 @@ fn run(tmp: &Path, spec: &SandboxSpec) -> (Outcome, String, String) {
         Stream::Stderr => err.extend_from_slice(b),
     })
     .expect("sandbox runs");
-    (outcome, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    (
+        outcome,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
 
 fn mountinfo() -> String {
@@ -70,10 +80,16 @@ fn runs_in_its_own_namespaces_and_changes_land_in_the_upperdir() {
     let (outcome, out, err) = run(tmp.path(), &spec);
     assert_eq!(outcome, Outcome::Exited(3), "{out}{err}");
     assert!(out.starts_with("pid=2 ppid=1\nbuildbox\n"), "{out}");
-    assert!(out.contains("No such file or directory"), "host file visible: {out}");
+    assert!(
+        out.contains("No such file or directory"),
+        "host file visible: {out}"
+    );
     assert_eq!(err, "err\n");
     let upper = tmp.path().join("upper");
-    assert_eq!(std::fs::read_to_string(upper.join("made.txt")).expect("made"), "made\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("made.txt")).expect("made"),
+        "made\n"
+    );
     // The deleted file is an overlay whiteout (char device 0/0) in the upperdir.
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let wh = std::fs::symlink_metadata(upper.join("etc/passwd")).expect("whiteout");
@@ -117,13 +133,25 @@ fn user_workdir_and_mounts_are_applied() {
     spec.gid = 1000;
     spec.cwd = "/work/dir".into();
     spec.mounts = vec![
-        Mount { target: "/src".into(), kind: MountKind::Bind { source: ctx.clone(), readonly: true } },
-        Mount { target: "/scratch".into(), kind: MountKind::Tmpfs { size: None } },
+        Mount {
+            target: "/src".into(),
+            kind: MountKind::Bind {
+                source: ctx.clone(),
+                readonly: true,
+            },
+        },
+        Mount {
+            target: "/scratch".into(),
+            kind: MountKind::Tmpfs { size: None },
+        },
     ];
     let (outcome, out, err) = run(tmp.path(), &spec);
     assert_eq!(outcome, Outcome::Exited(0), "{out}{err}");
     assert_eq!(out, "1000\n1000\n/work/dir\nfrom context\nreadonly\nt\n");
-    assert!(tmp.path().join("upper/work/dir").is_dir(), "WORKDIR is part of the layer");
+    assert!(
+        tmp.path().join("upper/work/dir").is_dir(),
+        "WORKDIR is part of the layer"
+    );
     assert!(!ctx.join("x").exists());
 }
 
@@ -136,7 +164,10 @@ fn exec_failures_and_setup_failures_are_reported() {
     let spec = setup(tmp.path(), &["/no/such/program"]);
     let (outcome, _out, err) = run(tmp.path(), &spec);
     assert_eq!(outcome, Outcome::Exited(sandbox::EXEC_FAILED));
-    assert!(err.contains("exec /no/such/program: No such file or directory"), "{err}");
+    assert!(
+        err.contains("exec /no/such/program: No such file or directory"),
+        "{err}"
+    );
 
     let mut bad = spec.clone();
     bad.lowerdirs = vec![tmp.path().join("missing-lower")];
@@ -164,7 +195,8 @@ fn upperdir_diff_becomes_an_oci_layer() {
     // The sandbox's own mount points and /etc files already exist in busybox's tree,
     // so only the step's changes are in the upperdir.
     let mut tar = Vec::new();
-    builder::layer::diff::write_upperdir(&tmp.path().join("upper"), &mut tar, &Default::default()).expect("diff");
+    builder::layer::diff::write_upperdir(&tmp.path().join("upper"), &mut tar, &Default::default())
+        .expect("diff");
     let mut archive = tar::Archive::new(&tar[..]);
     let mut seen = Vec::new();
     for e in archive.entries().expect("entries") {
@@ -175,13 +207,33 @@ fn upperdir_diff_becomes_an_oci_layer() {
         if kind.is_file() {
             std::io::Read::read_to_string(&mut e, &mut body).expect("body");
         }
-        let link = e.link_name().expect("link").map(|l| l.display().to_string());
-        seen.push((path, format!("{kind:?}"), body, link, e.header().mode().expect("mode")));
+        let link = e
+            .link_name()
+            .expect("link")
+            .map(|l| l.display().to_string());
+        seen.push((
+            path,
+            format!("{kind:?}"),
+            body,
+            link,
+            e.header().mode().expect("mode"),
+        ));
     }
     let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(
         names,
-        ["app/", "app/a", "app/b", "app/c", "etc/", "etc/.wh.group", "usr/", "usr/bin/", "usr/bin/.wh..wh..opq", "usr/bin/tool"],
+        [
+            "app/",
+            "app/a",
+            "app/b",
+            "app/c",
+            "etc/",
+            "etc/.wh.group",
+            "usr/",
+            "usr/bin/",
+            "usr/bin/.wh..wh..opq",
+            "usr/bin/tool"
+        ],
         "{seen:?}"
     );
     let get = |n: &str| seen.iter().find(|s| s.0 == n).expect(n);

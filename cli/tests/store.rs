@@ -57,7 +57,9 @@ fn blob_files(root: &Path) -> Vec<String> {
 
 #[test]
 fn import_is_read_by_skopeo_and_umoci() {
-    let Some((tmp, root)) = store_with_busybox() else { return };
+    let Some((tmp, root)) = store_with_busybox() else {
+        return;
+    };
     if !testdata::require_tool("skopeo") || !testdata::require_tool("umoci") {
         return;
     }
@@ -82,7 +84,8 @@ fn import_is_read_by_skopeo_and_umoci() {
         .arg(format!("{}:busybox:latest", root.display()))
         .arg(&bundle));
     let busybox = std::fs::read(bundle.join("rootfs/bin/busybox")).expect("busybox unpacked");
-    let original = std::fs::read(testdata::images::busybox_binary().expect("busybox")).expect("read");
+    let original =
+        std::fs::read(testdata::images::busybox_binary().expect("busybox")).expect("read");
     assert_eq!(busybox, original);
     assert_eq!(
         std::fs::read_link(bundle.join("rootfs/bin/sh")).expect("link"),
@@ -94,7 +97,9 @@ fn import_is_read_by_skopeo_and_umoci() {
 
 #[test]
 fn save_is_read_as_docker_and_oci_archive_and_loads_back() {
-    let Some((tmp, root)) = store_with_busybox() else { return };
+    let Some((tmp, root)) = store_with_busybox() else {
+        return;
+    };
     if !testdata::require_tool("skopeo") {
         return;
     }
@@ -107,10 +112,12 @@ fn save_is_read_as_docker_and_oci_archive_and_loads_back() {
     let want: serde_json::Value =
         serde_json::from_str(&run(mybuild(&root).args(["inspect", "busybox"]))).expect("json");
 
-    let docker: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("docker-archive:{}:busybox:latest", archive.display()))))
-    .expect("json");
+    let docker: serde_json::Value =
+        serde_json::from_str(&run(Command::new("skopeo").arg("inspect").arg(format!(
+            "docker-archive:{}:busybox:latest",
+            archive.display()
+        ))))
+        .expect("json");
     assert_eq!(docker["Env"][0], "PATH=/bin");
     let oci: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
         .arg("inspect")
@@ -123,15 +130,19 @@ fn save_is_read_as_docker_and_oci_archive_and_loads_back() {
     let out = run(mybuild(&root2).arg("load").arg("-i").arg(&archive));
     assert!(out.contains("busybox:latest"), "{out}");
     assert!(out.contains("localhost:5000/team/bb:v2"), "{out}");
-    let got: serde_json::Value =
-        serde_json::from_str(&run(mybuild(&root2).args(["inspect", "localhost:5000/team/bb:v2"]))).expect("json");
+    let got: serde_json::Value = serde_json::from_str(&run(
+        mybuild(&root2).args(["inspect", "localhost:5000/team/bb:v2"])
+    ))
+    .expect("json");
     assert_eq!(got["Digest"], want["Digest"]);
     run(mybuild(&root2).arg("fsck"));
 }
 
 #[test]
 fn loads_a_docker_archive_written_by_skopeo() {
-    let Some((tmp, root)) = store_with_busybox() else { return };
+    let Some((tmp, root)) = store_with_busybox() else {
+        return;
+    };
     if !testdata::require_tool("skopeo") {
         return;
     }
@@ -139,15 +150,23 @@ fn loads_a_docker_archive_written_by_skopeo() {
     run(Command::new("skopeo")
         .args(["copy", "-q"])
         .arg(format!("oci:{}:busybox:latest", root.display()))
-        .arg(format!("docker-archive:{}:example/from-skopeo:1", archive.display())));
+        .arg(format!(
+            "docker-archive:{}:example/from-skopeo:1",
+            archive.display()
+        )));
     let root2 = tmp.path().join("store2");
     let out = run(mybuild(&root2).arg("load").arg("-i").arg(&archive));
     assert!(out.contains("example/from-skopeo:1"), "{out}");
-    let img: serde_json::Value =
-        serde_json::from_str(&run(mybuild(&root2).args(["inspect", "example/from-skopeo:1"]))).expect("json");
+    let img: serde_json::Value = serde_json::from_str(&run(
+        mybuild(&root2).args(["inspect", "example/from-skopeo:1"])
+    ))
+    .expect("json");
     assert_eq!(img["Config"]["config"]["Env"][0], "PATH=/bin");
     // skopeo writes uncompressed layers; their digest is the config's diff_id.
-    assert_eq!(img["Manifest"]["layers"][0]["digest"], img["Config"]["rootfs"]["diff_ids"][0]);
+    assert_eq!(
+        img["Manifest"]["layers"][0]["digest"],
+        img["Config"]["rootfs"]["diff_ids"][0]
+    );
     let fsck = run(mybuild(&root2).arg("fsck"));
     assert!(fsck.contains(": ok"), "{fsck}");
     // Only what the image needs was kept: manifest, config, one layer.
@@ -156,11 +175,18 @@ fn loads_a_docker_archive_written_by_skopeo() {
 
 #[test]
 fn fsck_and_verified_reads_catch_a_corrupted_blob() {
-    let Some((_tmp, root)) = store_with_busybox() else { return };
+    let Some((_tmp, root)) = store_with_busybox() else {
+        return;
+    };
     let img: serde_json::Value =
         serde_json::from_str(&run(mybuild(&root).args(["inspect", "busybox"]))).expect("json");
-    let layer = img["Manifest"]["layers"][0]["digest"].as_str().expect("layer").to_string();
-    let path = root.join("blobs/sha256").join(layer.trim_start_matches("sha256:"));
+    let layer = img["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let path = root
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
     let mut bytes = std::fs::read(&path).expect("layer blob");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -173,25 +199,42 @@ fn fsck_and_verified_reads_catch_a_corrupted_blob() {
 
     // Saving reads the blob through a verifying reader and must refuse it.
     let err = run_fail(mybuild(&root).args(["save", "-o", "/dev/null", "busybox"]));
-    assert!(err.contains(&layer) && err.contains("verification"), "{err}");
+    assert!(
+        err.contains(&layer) && err.contains("verification"),
+        "{err}"
+    );
 }
 
 #[test]
 fn fsck_reports_a_missing_layer() {
-    let Some((_tmp, root)) = store_with_busybox() else { return };
+    let Some((_tmp, root)) = store_with_busybox() else {
+        return;
+    };
     let img: serde_json::Value =
         serde_json::from_str(&run(mybuild(&root).args(["inspect", "busybox"]))).expect("json");
-    let layer = img["Manifest"]["layers"][0]["digest"].as_str().expect("layer").to_string();
-    std::fs::remove_file(root.join("blobs/sha256").join(layer.trim_start_matches("sha256:"))).expect("rm");
+    let layer = img["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    std::fs::remove_file(
+        root.join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:")),
+    )
+    .expect("rm");
     let out = mybuild(&root).arg("fsck").output().expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("tag busybox:latest: layer {layer} is missing")), "{text}");
+    assert!(
+        text.contains(&format!("tag busybox:latest: layer {layer} is missing")),
+        "{text}"
+    );
 }
 
 #[test]
 fn concurrent_processes_never_lose_a_tag() {
-    let Some((_tmp, root)) = store_with_busybox() else { return };
+    let Some((_tmp, root)) = store_with_busybox() else {
+        return;
+    };
     let spawn = |prefix: &'static str| {
         let root = root.clone();
         std::thread::spawn(move || {
@@ -208,7 +251,10 @@ fn concurrent_processes_never_lose_a_tag() {
     for prefix in ["left", "right"] {
         for i in 0..25 {
             let line = format!("{prefix:<40} {:<16}", i);
-            assert!(listing.contains(&line), "missing {prefix}:{i} in\n{listing}");
+            assert!(
+                listing.contains(&line),
+                "missing {prefix}:{i} in\n{listing}"
+            );
         }
     }
     run(mybuild(&root).arg("fsck"));
@@ -216,7 +262,9 @@ fn concurrent_processes_never_lose_a_tag() {
 
 #[test]
 fn killed_import_leaves_no_visible_blob_and_prune_cleans_up() {
-    let Some((tmp, root)) = store_with_busybox() else { return };
+    let Some((tmp, root)) = store_with_busybox() else {
+        return;
+    };
     let before = blob_files(&root);
     let mut child = mybuild(&root)
         .args(["import", "-", "half:1"])
@@ -227,31 +275,53 @@ fn killed_import_leaves_no_visible_blob_and_prune_cleans_up() {
         .expect("spawn");
     {
         use std::io::Write;
-        let rootfs = std::fs::read(testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs")).expect("read");
+        let rootfs =
+            std::fs::read(testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs"))
+                .expect("read");
         let stdin = child.stdin.as_mut().expect("stdin");
-        stdin.write_all(&rootfs[..rootfs.len() / 2]).expect("half written");
+        stdin
+            .write_all(&rootfs[..rootfs.len() / 2])
+            .expect("half written");
         stdin.flush().expect("flush");
     }
     // Wait until the writer has created its ingest file, then kill it mid-stream.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_dir(root.join("ingest")).expect("ingest").count() == 0 {
-        assert!(std::time::Instant::now() < deadline, "import never started ingesting");
+    while std::fs::read_dir(root.join("ingest"))
+        .expect("ingest")
+        .count()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "import never started ingesting"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.kill().expect("kill");
     child.wait().expect("reaped");
-    assert_eq!(blob_files(&root), before, "a half-written blob became visible");
+    assert_eq!(
+        blob_files(&root),
+        before,
+        "a half-written blob became visible"
+    );
     let listing = run(mybuild(&root).arg("images"));
     assert!(!listing.contains("half"), "{listing}");
     let pruned = run(mybuild(&root).arg("prune"));
     assert!(pruned.contains("1 stale ingest files"), "{pruned}");
-    assert_eq!(std::fs::read_dir(root.join("ingest")).expect("ingest").count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.join("ingest"))
+            .expect("ingest")
+            .count(),
+        0
+    );
     assert!(run(mybuild(&root).arg("fsck")).contains(": ok"));
 }
 
 #[test]
 fn prune_removes_only_unreachable_blobs() {
-    let Some((tmp, root)) = store_with_busybox() else { return };
+    let Some((tmp, root)) = store_with_busybox() else {
+        return;
+    };
     let before = blob_files(&root);
     // Not a tar: refused with the reason, and nothing is left behind.
     let err = run_fail(
@@ -265,8 +335,16 @@ fn prune_removes_only_unreachable_blobs() {
 
     // A second image sharing the layer, with its own config.
     let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    run(mybuild(&root).arg("import").args(["-c", "ENV X=1"]).arg(&rootfs).arg("other:1"));
-    assert_eq!(blob_files(&root).len(), 5, "shared layer plus two manifests and configs");
+    run(mybuild(&root)
+        .arg("import")
+        .args(["-c", "ENV X=1"])
+        .arg(&rootfs)
+        .arg("other:1"));
+    assert_eq!(
+        blob_files(&root).len(),
+        5,
+        "shared layer plus two manifests and configs"
+    );
     let pruned = run(mybuild(&root).arg("prune"));
     assert!(pruned.starts_with("Deleted 0 blobs"), "{pruned}");
 
@@ -289,5 +367,8 @@ fn errors_are_one_clear_line() {
     let err = run_fail(mybuild(&root).args(["tag", "nope", "Bad"]));
     assert_eq!(err.trim(), "error: no such image: nope");
     let err = run_fail(mybuild(&root).args(["import", "/definitely/missing.tar", "x"]));
-    assert!(err.starts_with("error: opening /definitely/missing.tar"), "{err}");
+    assert!(
+        err.starts_with("error: opening /definitely/missing.tar"),
+        "{err}"
+    );
 }

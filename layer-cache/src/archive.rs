@@ -54,12 +54,16 @@ impl Store {
             self.reachable_from(desc, &mut blobs)?;
             for d in &blobs {
                 if written.insert(d.clone()) {
-                    let size = self.blob_size(d)?.ok_or_else(|| StoreError::BlobNotFound(d.clone()))?;
+                    let size = self
+                        .blob_size(d)?
+                        .ok_or_else(|| StoreError::BlobNotFound(d.clone()))?;
                     let reader = self.open_blob(d, Some(size))?;
                     let mut header = tar_header(size);
                     builder
                         .append_data(&mut header, format!("blobs/sha256/{}", d.hex()), reader)
-                        .map_err(|e| StoreError::invalid(format!("saving blob {d}"), e.to_string()))?;
+                        .map_err(|e| {
+                            StoreError::invalid(format!("saving blob {d}"), e.to_string())
+                        })?;
                 }
             }
             let mut entry = desc.clone();
@@ -76,7 +80,9 @@ impl Store {
                     .manifest
                     .layers()
                     .iter()
-                    .map(|l| image::descriptor_digest(l).map(|d| format!("blobs/sha256/{}", d.hex())))
+                    .map(|l| {
+                        image::descriptor_digest(l).map(|d| format!("blobs/sha256/{}", d.hex()))
+                    })
                     .collect::<Result<_>>()?,
             });
         }
@@ -86,9 +92,13 @@ impl Store {
             "manifests": index,
         });
         append_bytes(&mut builder, "index.json", &canonical_json(&index_doc)?).map_err(err)?;
-        let manifest_json = serde_json::to_vec(&docker).map_err(|e| StoreError::json("manifest.json", e))?;
+        let manifest_json =
+            serde_json::to_vec(&docker).map_err(|e| StoreError::json("manifest.json", e))?;
         append_bytes(&mut builder, "manifest.json", &manifest_json).map_err(err)?;
-        builder.into_inner().and_then(|mut w| w.flush()).map_err(err)?;
+        builder
+            .into_inner()
+            .and_then(|mut w| w.flush())
+            .map_err(err)?;
         Ok(())
     }
 
@@ -100,8 +110,8 @@ impl Store {
             path: source.into(),
             reason,
         };
-        let plain = decompress(BufReader::with_capacity(1 << 20, input))
-            .map_err(|e| bad(e.to_string()))?;
+        let plain =
+            decompress(BufReader::with_capacity(1 << 20, input)).map_err(|e| bad(e.to_string()))?;
         let mut archive = tar::Archive::new(plain);
         // path in archive → (digest, size, compression of the content)
         let mut files: BTreeMap<String, (Digest, u64, Compression)> = BTreeMap::new();
@@ -109,7 +119,12 @@ impl Store {
         let mut links: BTreeMap<String, String> = BTreeMap::new();
         for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
-            let path = clean(&entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy());
+            let path = clean(
+                &entry
+                    .path()
+                    .map_err(|e| bad(e.to_string()))?
+                    .to_string_lossy(),
+            );
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
                 if let Some(target) = entry.link_name().map_err(|e| bad(e.to_string()))? {
@@ -136,7 +151,9 @@ impl Store {
             // Small metadata stays in memory and enters the store only if a manifest names it.
             if expected.is_none() && size <= SMALL_FILE {
                 let mut buf = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut buf).map_err(|e| bad(format!("{path}: {e}")))?;
+                entry
+                    .read_to_end(&mut buf)
+                    .map_err(|e| bad(format!("{path}: {e}")))?;
                 small.insert(path, buf);
                 continue;
             }
@@ -145,7 +162,9 @@ impl Store {
             let mut head_len = 0;
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                let n = entry.read(&mut buf).map_err(|e| bad(format!("{path}: {e}")))?;
+                let n = entry
+                    .read(&mut buf)
+                    .map_err(|e| bad(format!("{path}: {e}")))?;
                 if n == 0 {
                     break;
                 }
@@ -153,10 +172,14 @@ impl Store {
                     head[head_len] = buf[head_len];
                     head_len += 1;
                 }
-                w.write_all(&buf[..n]).map_err(|e| StoreError::io(self.ingest_dir(), e))?;
+                w.write_all(&buf[..n])
+                    .map_err(|e| StoreError::io(self.ingest_dir(), e))?;
             }
             let c = w.commit(expected.as_ref(), Some(size))?;
-            files.insert(path, (c.digest, c.size, Compression::sniff(&head[..head_len])));
+            files.insert(
+                path,
+                (c.digest, c.size, Compression::sniff(&head[..head_len])),
+            );
         }
         let lookup = |p: &str| -> Result<(Digest, u64, Compression)> {
             let mut p = clean(p);
@@ -173,25 +196,36 @@ impl Store {
                     None => break,
                 }
             }
-            Err(bad(format!("{p} is named by the archive's manifest but not present")))
+            Err(bad(format!(
+                "{p} is named by the archive's manifest but not present"
+            )))
         };
 
         let mut loaded = Vec::new();
         if let Some(index_bytes) = small.get("index.json") {
-            let index: Value = serde_json::from_slice(index_bytes).map_err(|e| StoreError::json("index.json", e))?;
+            let index: Value = serde_json::from_slice(index_bytes)
+                .map_err(|e| StoreError::json("index.json", e))?;
             let manifests: Vec<Descriptor> = serde_json::from_value(
-                index.get("manifests").cloned().unwrap_or(Value::Array(Vec::new())),
+                index
+                    .get("manifests")
+                    .cloned()
+                    .unwrap_or(Value::Array(Vec::new())),
             )
             .map_err(|e| StoreError::json("index.json", e))?;
             for m in manifests {
                 let digest = image::descriptor_digest(&m)?;
                 if !self.has_blob(&digest) {
-                    return Err(bad(format!("index.json names manifest {digest}, which the archive lacks")));
+                    return Err(bad(format!(
+                        "index.json names manifest {digest}, which the archive lacks"
+                    )));
                 }
                 let ann = m.annotations().clone().unwrap_or_default();
                 let name = ann
                     .get(image::IMAGE_NAME_ANNOTATION)
-                    .or_else(|| ann.get(image::REF_NAME_ANNOTATION).filter(|n| n.contains(':') || n.contains('/')))
+                    .or_else(|| {
+                        ann.get(image::REF_NAME_ANNOTATION)
+                            .filter(|n| n.contains(':') || n.contains('/'))
+                    })
                     .cloned();
                 let mut plain = m.clone();
                 plain.set_annotations(None);
@@ -254,7 +288,9 @@ impl Store {
                 }
             }
         } else {
-            return Err(bad("neither index.json (OCI) nor manifest.json (Docker) found".into()));
+            return Err(bad(
+                "neither index.json (OCI) nor manifest.json (Docker) found".into(),
+            ));
         }
         for l in &loaded {
             if let Some(n) = &l.name {
@@ -270,7 +306,8 @@ impl Store {
         let mut plain = crate::digest::HashingReader::new(
             decompress(reader).map_err(|e| StoreError::io(self.blob_path(digest), e))?,
         );
-        io::copy(&mut plain, &mut io::sink()).map_err(|e| crate::store::verify_error(digest, &self.blob_path(digest), e))?;
+        io::copy(&mut plain, &mut io::sink())
+            .map_err(|e| crate::store::verify_error(digest, &self.blob_path(digest), e))?;
         Ok(plain.finish().1)
     }
 }

@@ -39,7 +39,10 @@ impl Digest {
                 reason: "sha256 hex must be 64 characters",
             });
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError {
                 input: hex.to_string(),
                 reason: "sha256 hex must be lowercase hexadecimal",
@@ -259,7 +262,10 @@ impl<R: Read> Read for VerifyingReader<R> {
         if actual != self.expected {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("blob {} failed verification: content hashes to {actual}", self.expected),
+                format!(
+                    "blob {} failed verification: content hashes to {actual}",
+                    self.expected
+                ),
             ));
         }
         Ok(0)
@@ -280,7 +286,9 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>().ok(), Some(d));
         assert!("sha512:abcd".parse::<Digest>().is_err());
         assert!("sha256:ABCDEF".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "G".repeat(64)).parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "G".repeat(64))
+            .parse::<Digest>()
+            .is_err());
     }
 
     #[test]
@@ -293,6 +301,10 @@ mod tests {
         let err = bad.read_to_end(&mut out).unwrap_err();
         assert!(err.to_string().contains("failed verification"), "{err}");
         let mut short = VerifyingReader::new(&b"hell"[..], expected, Some(5));
-        assert!(short.read_to_end(&mut out).unwrap_err().to_string().contains("4 bytes"));
+        assert!(short
+            .read_to_end(&mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("4 bytes"));
     }
 }

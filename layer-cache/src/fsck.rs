@@ -31,7 +31,9 @@ impl Store {
             let entry = entry.map_err(|e| crate::StoreError::io(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(expected) = Digest::from_hex(&name) else {
-                report.problems.push(format!("blobs/sha256/{name}: file name is not a sha256 digest"));
+                report.problems.push(format!(
+                    "blobs/sha256/{name}: file name is not a sha256 digest"
+                ));
                 continue;
             };
             report.blobs_checked += 1;
@@ -39,14 +41,16 @@ impl Store {
                 Ok((actual, len)) => {
                     report.bytes_checked += len;
                     if actual != expected {
-                        report
-                            .problems
-                            .push(format!("blob {expected} is corrupt: content hashes to {actual}"));
+                        report.problems.push(format!(
+                            "blob {expected} is corrupt: content hashes to {actual}"
+                        ));
                         corrupt.insert(expected);
                     }
                 }
                 Err(e) => {
-                    report.problems.push(format!("blob {expected} cannot be read: {e}"));
+                    report
+                        .problems
+                        .push(format!("blob {expected} cannot be read: {e}"));
                     corrupt.insert(expected);
                 }
             }
@@ -142,7 +146,10 @@ impl Store {
                 false
             }
             Ok(Some(size)) if size != desc.size() => {
-                problems.push(format!("{kind} {digest} has {size} bytes, descriptor says {}", desc.size()));
+                problems.push(format!(
+                    "{kind} {digest} has {size} bytes, descriptor says {}",
+                    desc.size()
+                ));
                 false
             }
             Ok(Some(_)) => !corrupt.contains(digest),

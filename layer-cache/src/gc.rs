@@ -27,7 +27,10 @@ impl Store {
         }
         let is_manifest = matches!(
             desc.media_type().to_string().as_str(),
-            image::OCI_MANIFEST | image::OCI_INDEX | image::DOCKER_MANIFEST | image::DOCKER_MANIFEST_LIST
+            image::OCI_MANIFEST
+                | image::OCI_INDEX
+                | image::DOCKER_MANIFEST
+                | image::DOCKER_MANIFEST_LIST
         );
         if !is_manifest {
             return Ok(());

@@ -44,13 +44,15 @@ pub enum Compression {
 impl Compression {
     pub fn of_media_type(mt: &str) -> Option<Compression> {
         match mt {
-            OCI_LAYER | DOCKER_LAYER | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
-                Some(Compression::None)
-            }
+            OCI_LAYER
+            | DOCKER_LAYER
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(Compression::None),
             OCI_LAYER_GZIP
             | DOCKER_LAYER_GZIP
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
             OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
                 Some(Compression::Zstd)
             }
@@ -101,8 +103,8 @@ pub fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
 /// A manifest as stored: the exact bytes plus the parsed form.
 #[derive(Debug, Clone)]
 pub enum ParsedManifest {
-    Image(ImageManifest),
-    Index(ImageIndex),
+    Image(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 /// Parses manifest bytes by their `mediaType` (or shape when absent), refusing schema 1.
@@ -129,11 +131,11 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ParsedManifest> {
     };
     if is_index {
         serde_json::from_value(v)
-            .map(ParsedManifest::Index)
+            .map(|i| ParsedManifest::Index(Box::new(i)))
             .map_err(|e| StoreError::json(what, e))
     } else {
         serde_json::from_value(v)
-            .map(ParsedManifest::Image)
+            .map(|m| ParsedManifest::Image(Box::new(m)))
             .map_err(|e| StoreError::json(what, e))
     }
 }
@@ -151,7 +153,11 @@ pub struct ImageConfig {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ContainerConfig>,
@@ -202,19 +208,35 @@ pub struct History {
 pub struct ContainerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub exposed_ports: BTreeMap<String, Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub volumes: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
@@ -311,7 +333,10 @@ mod tests {
     #[test]
     fn docker_v2_manifest_parses() {
         let raw = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#;
-        assert!(matches!(parse_manifest(raw, "m"), Ok(ParsedManifest::Image(_))));
+        assert!(matches!(
+            parse_manifest(raw, "m"),
+            Ok(ParsedManifest::Image(_))
+        ));
     }
 }
 

@@ -77,7 +77,10 @@ impl Store {
             let mut count = 0u64;
             for entry in archive.entries().map_err(source_err)? {
                 let mut entry = entry.map_err(|e| bad_tar(&opts.source, e))?;
-                let path = entry.path().map_err(|e| bad_tar(&opts.source, e))?.into_owned();
+                let path = entry
+                    .path()
+                    .map_err(|e| bad_tar(&opts.source, e))?
+                    .into_owned();
                 let shown = path.display().to_string();
                 check_entry_name(&path, &shown)?;
                 if entry.header().entry_type().is_hard_link() {

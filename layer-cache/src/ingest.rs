@@ -67,7 +67,11 @@ impl BlobWriter {
 
     /// Verifies against `expected` (when given), then makes the blob visible.
     /// A blob that already exists is success: the temp file is dropped.
-    pub fn commit(mut self, expected: Option<&Digest>, expected_size: Option<u64>) -> Result<Committed> {
+    pub fn commit(
+        mut self,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<Committed> {
         let Some(buf) = self.file.take() else {
             return Err(StoreError::invalid("ingest", "writer already finished"));
         };

@@ -6,9 +6,9 @@ use std::io::{self, BufReader, Read, Write};
 use oci_spec::image::{Descriptor, ImageManifest};
 
 use crate::digest::{Digest, Hasher};
-use crate::ingest::BlobWriter;
 use crate::error::{Result, StoreError};
 use crate::image::{self, Compression, ImageConfig, ParsedManifest, MAX_JSON_BLOB};
+use crate::ingest::BlobWriter;
 use crate::store::Store;
 pub use crate::unpack::decompress;
 
@@ -113,7 +113,8 @@ impl Store {
                     .map(|n| n.get() as u32)
                     .unwrap_or(1);
                 if threads > 1 {
-                    enc.multithread(threads).map_err(|e| StoreError::io(&ingest, e))?;
+                    enc.multithread(threads)
+                        .map_err(|e| StoreError::io(&ingest, e))?;
                 }
                 Encoder::Zstd(enc)
             }
@@ -152,11 +153,12 @@ impl Store {
                 ParsedManifest::Image(manifest) => {
                     let config_digest = image::descriptor_digest(manifest.config())?;
                     let config_bytes = self.read_blob(&config_digest, MAX_JSON_BLOB)?;
-                    let config = ImageConfig::parse(&config_bytes, &format!("config {config_digest}"))?;
+                    let config =
+                        ImageConfig::parse(&config_bytes, &format!("config {config_digest}"))?;
                     return Ok(Image {
                         manifest_digest: digest,
                         manifest_bytes: bytes,
-                        manifest,
+                        manifest: *manifest,
                         config_digest,
                         config_bytes,
                         config,
@@ -164,7 +166,10 @@ impl Store {
                 }
             }
         }
-        Err(StoreError::invalid(format!("manifest {digest}"), "indexes nested too deeply"))
+        Err(StoreError::invalid(
+            format!("manifest {digest}"),
+            "indexes nested too deeply",
+        ))
     }
 }
 

@@ -8,10 +8,10 @@
 pub mod archive;
 pub mod digest;
 pub mod error;
-pub mod image;
-pub mod import;
 pub mod fsck;
 pub mod gc;
+pub mod image;
+pub mod import;
 pub mod ingest;
 pub mod layer;
 pub mod lock;

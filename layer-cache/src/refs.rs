@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
-use crate::image::{self, canonical_json, descriptor_digest, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+use crate::image::{
+    self, canonical_json, descriptor_digest, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION,
+};
 use crate::store::Store;
 
 /// A parsed local reference: `repo[:tag][@digest]`.
@@ -35,7 +37,10 @@ impl ImageRef {
             return Err(bad("empty name"));
         }
         let (rest, digest) = match input.split_once('@') {
-            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?)),
+            Some((r, d)) => (
+                r,
+                Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?),
+            ),
             None => (input, None),
         };
         let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
@@ -47,9 +52,13 @@ impl ImageRef {
             let valid = !tag.is_empty()
                 && tag.len() <= 128
                 && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !valid {
-                return Err(bad("tag must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(bad(
+                    "tag must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let mut parts: Vec<&str> = repo.split('/').collect();
@@ -58,7 +67,11 @@ impl ImageRef {
         let mut domain = None;
         if has_domain {
             let d = parts.remove(0);
-            if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) {
+            if d.is_empty()
+                || !d
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            {
                 return Err(bad("invalid registry host"));
             }
             domain = Some(d);
@@ -220,13 +233,20 @@ impl Store {
     }
 
     /// Read-modify-write of index.json under the index lock.
-    fn update_index(&self, f: impl FnOnce(&mut BTreeMap<String, Descriptor>) -> bool) -> Result<()> {
+    fn update_index(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Descriptor>) -> bool,
+    ) -> Result<()> {
         let _lock = self.index_lock()?;
         let index = self.read_index()?;
         let mut untagged = Vec::new();
         let mut entries = BTreeMap::new();
         for d in index.manifests() {
-            match d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)) {
+            match d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME_ANNOTATION))
+            {
                 Some(n) => {
                     entries.insert(n.clone(), d.clone());
                 }
@@ -255,7 +275,9 @@ impl Store {
         let hexish = input.strip_prefix("sha256:").unwrap_or(input);
         let looks_like_id = hexish.len() >= 12
             && hexish.len() <= 64
-            && hexish.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hexish
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if looks_like_id {
             for t in &tags {
                 if descriptor_digest(&t.descriptor)?.hex().starts_with(hexish) {
@@ -319,12 +341,36 @@ mod tests {
     #[test]
     fn normalizes_like_docker() {
         let cases = [
-            ("busybox", "busybox:latest", "docker.io/library/busybox:latest"),
-            ("docker.io/library/busybox:1.36", "busybox:1.36", "docker.io/library/busybox:1.36"),
-            ("index.docker.io/foo/bar", "foo/bar:latest", "docker.io/foo/bar:latest"),
-            ("localhost:5000/app:1", "localhost:5000/app:1", "localhost:5000/app:1"),
-            ("localhost/app", "localhost/app:latest", "localhost/app:latest"),
-            ("ghcr.io/a/b/c:v1.2", "ghcr.io/a/b/c:v1.2", "ghcr.io/a/b/c:v1.2"),
+            (
+                "busybox",
+                "busybox:latest",
+                "docker.io/library/busybox:latest",
+            ),
+            (
+                "docker.io/library/busybox:1.36",
+                "busybox:1.36",
+                "docker.io/library/busybox:1.36",
+            ),
+            (
+                "index.docker.io/foo/bar",
+                "foo/bar:latest",
+                "docker.io/foo/bar:latest",
+            ),
+            (
+                "localhost:5000/app:1",
+                "localhost:5000/app:1",
+                "localhost:5000/app:1",
+            ),
+            (
+                "localhost/app",
+                "localhost/app:latest",
+                "localhost/app:latest",
+            ),
+            (
+                "ghcr.io/a/b/c:v1.2",
+                "ghcr.io/a/b/c:v1.2",
+                "ghcr.io/a/b/c:v1.2",
+            ),
             ("hello:1", "hello:1", "docker.io/library/hello:1"),
         ];
         for (input, tagged, full) in cases {
@@ -336,10 +382,23 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names() {
-        for bad in ["", "UPPER", "a//b", "a:", "a:-x", "-a", "a@sha256:1234", "a_-b", "a/"] {
+        for bad in [
+            "",
+            "UPPER",
+            "a//b",
+            "a:",
+            "a:-x",
+            "-a",
+            "a@sha256:1234",
+            "a_-b",
+            "a/",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad} should be refused");
         }
         let err = ImageRef::parse("Busybox").unwrap_err().to_string();
-        assert!(err.contains("\"Busybox\"") && err.contains("lowercase"), "{err}");
+        assert!(
+            err.contains("\"Busybox\"") && err.contains("lowercase"),
+            "{err}"
+        );
     }
 }

@@ -58,7 +58,8 @@ impl Store {
         };
         unpack(&mut reader, scratch.path(), &opts)?;
         // Drain trailing padding so the whole stream is hashed and the blob verified.
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| StoreError::io(scratch.path(), e))?;
+        std::io::copy(&mut reader, &mut std::io::sink())
+            .map_err(|e| StoreError::io(scratch.path(), e))?;
         let (_, actual, _) = reader.finish();
         if actual != *diff_id {
             return Err(StoreError::invalid(
@@ -73,7 +74,10 @@ impl Store {
     pub fn commit_snapshot(&self, mut dir: ScratchDir, diff_id: &Digest) -> Result<PathBuf> {
         let target = self.snapshot_path(diff_id);
         let Some(src) = dir.path.take() else {
-            return Err(StoreError::invalid("snapshot", "scratch directory already used"));
+            return Err(StoreError::invalid(
+                "snapshot",
+                "scratch directory already used",
+            ));
         };
         match std::fs::rename(&src, &target) {
             Ok(()) => Ok(target),

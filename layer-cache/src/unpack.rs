@@ -121,12 +121,21 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// `what` is "name" for the entry's own name, "hardlink target" for a link.
     #[error(
-        "tar entry {entry:?}: {path:?} is an absolute path, which would land outside the target"
+        "tar entry {entry:?}: {what} {path:?} is absolute, which would land outside the target"
     )]
-    AbsolutePath { entry: String, path: String },
-    #[error("tar entry {entry:?}: {path:?} climbs above the target with `..`")]
-    EscapesRoot { entry: String, path: String },
+    AbsolutePath {
+        entry: String,
+        what: &'static str,
+        path: String,
+    },
+    #[error("tar entry {entry:?}: {what} {path:?} climbs above the target with `..`")]
+    EscapesRoot {
+        entry: String,
+        what: &'static str,
+        path: String,
+    },
     #[error("tar entry {entry:?} would go through symlink {link:?} -> {target:?}, which leaves the target")]
     SymlinkEscape {
         entry: String,
@@ -172,7 +181,9 @@ pub enum UnpackError {
 
 /// Sniff gzip / zstd / plain from the first bytes and return a reader of the
 /// uncompressed stream.
-pub fn decompress<'a, R: BufRead + 'a>(mut reader: R) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decompress<'a, R: BufRead + Send + 'a>(
+    mut reader: R,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
     // Read the magic ourselves: one `fill_buf` may legitimately return fewer
     // bytes than the magic is long.
     let mut magic = [0u8; 4];
@@ -375,19 +386,21 @@ impl Unpacker<'_> {
         }
     }
 
-    fn name_err(entry: &str, name: &[u8], p: NameProblem) -> UnpackError {
+    fn name_err(entry: &str, what: &'static str, name: &[u8], p: NameProblem) -> UnpackError {
         match p {
             NameProblem::Absolute => UnpackError::AbsolutePath {
                 entry: entry.to_string(),
+                what,
                 path: lossy(name),
             },
             NameProblem::Escapes => UnpackError::EscapesRoot {
                 entry: entry.to_string(),
+                what,
                 path: lossy(name),
             },
             NameProblem::Nul => UnpackError::InvalidName {
                 entry: entry.to_string(),
-                reason: "name contains a nul byte",
+                reason: "name or link target contains a nul byte",
             },
         }
     }
@@ -403,7 +416,7 @@ impl Unpacker<'_> {
         self.stats.entries += 1;
 
         let meta = self.meta(entry, &name)?;
-        let comps = clean(&raw_name).map_err(|p| Self::name_err(&name, &raw_name, p))?;
+        let comps = clean(&raw_name).map_err(|p| Self::name_err(&name, "name", &raw_name, p))?;
         let Some((last, parent_comps)) = comps.split_last() else {
             // The root itself (`./`): keep the caller's directory as it is.
             return if kind.is_dir() {
@@ -756,7 +769,8 @@ impl Unpacker<'_> {
         comps: &[Vec<u8>],
         target: &[u8],
     ) -> Result<(), UnpackError> {
-        let tcomps = clean(target).map_err(|p| Self::name_err(entry, target, p))?;
+        let tcomps =
+            clean(target).map_err(|p| Self::name_err(entry, "hardlink target", target, p))?;
         let Some((tname, tparent)) = tcomps.split_last() else {
             return Err(UnpackError::HardlinkToDirectory {
                 entry: entry.to_string(),

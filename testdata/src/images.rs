@@ -13,9 +13,41 @@ pub fn busybox_binary() -> Option<PathBuf> {
 }
 
 const APPLETS: &[&str] = &[
-    "sh", "ls", "cat", "echo", "mkdir", "rm", "cp", "mv", "ln", "touch", "chmod", "chown", "id",
-    "env", "true", "false", "test", "[", "sleep", "head", "tail", "wc", "grep", "sed", "stat",
-    "readlink", "find", "tar", "hostname", "ps", "ip", "printf", "sha256sum", "seq", "uname",
+    "sh",
+    "ls",
+    "cat",
+    "echo",
+    "mkdir",
+    "rm",
+    "cp",
+    "mv",
+    "ln",
+    "touch",
+    "chmod",
+    "chown",
+    "id",
+    "env",
+    "true",
+    "false",
+    "test",
+    "[",
+    "sleep",
+    "head",
+    "tail",
+    "wc",
+    "grep",
+    "sed",
+    "stat",
+    "readlink",
+    "find",
+    "tar",
+    "hostname",
+    "ps",
+    "ip",
+    "printf",
+    "sha256sum",
+    "seq",
+    "uname",
 ];
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -31,7 +63,8 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 /// Writes a busybox rootfs tar to `out`. Panics (test fixture) when busybox is missing.
 pub fn write_busybox_rootfs(out: impl Write) -> std::io::Result<()> {
-    let bin = busybox_binary().ok_or_else(|| std::io::Error::other("busybox-static is not installed"))?;
+    let bin =
+        busybox_binary().ok_or_else(|| std::io::Error::other("busybox-static is not installed"))?;
     let mut b = tar::Builder::new(out);
     for (dir, mode) in [
         ("bin", 0o755),

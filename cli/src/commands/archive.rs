@@ -32,7 +32,10 @@ pub struct ImportArgs {
 pub fn import(g: &Globals, a: &ImportArgs) -> Result<i32> {
     let name = ImageRef::parse(&a.reference)?;
     if name.digest.is_some() {
-        bail!("cannot import as {:?}: a name takes a tag, not a digest", a.reference);
+        bail!(
+            "cannot import as {:?}: a name takes a tag, not a digest",
+            a.reference
+        );
     }
     let mut config = ContainerConfig::default();
     for c in &a.changes {
@@ -88,11 +91,16 @@ pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
     match &a.output {
         Some(path) => {
             // Write beside the target and rename, so a failed save leaves no partial archive.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("creating a file in {}", dir.display()))?;
             store.save(&images, BufWriter::new(tmp.as_file()))?;
             tmp.as_file().sync_all()?;
-            tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         None => {
             let stdout = std::io::stdout();
@@ -129,8 +137,14 @@ pub fn load(g: &Globals, a: &LoadArgs) -> Result<i32> {
     for l in loaded {
         let digest = image::descriptor_digest(&l.descriptor)?;
         match l.name {
-            Some(n) if a.quiet => println!("{}", ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)),
-            Some(n) => println!("Loaded image: {} ({digest})", ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)),
+            Some(n) if a.quiet => println!(
+                "{}",
+                ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)
+            ),
+            Some(n) => println!(
+                "Loaded image: {} ({digest})",
+                ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)
+            ),
             None => println!("Loaded image ID: {digest}"),
         }
     }

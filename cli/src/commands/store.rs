@@ -23,12 +23,20 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
     let store = g.store()?;
     let mut out = std::io::stdout().lock();
     if !a.quiet {
-        writeln!(out, "{:<40} {:<16} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
+        writeln!(
+            out,
+            "{:<40} {:<16} {:<14} {:<22} SIZE",
+            "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+        )?;
     }
     for t in store.tags()? {
         let (repo, tag) = t.name.rsplit_once(':').unwrap_or((&t.name, ""));
         let digest = descriptor_digest(&t.descriptor)?;
-        let id = if a.no_trunc { digest.to_string() } else { digest.short().to_string() };
+        let id = if a.no_trunc {
+            digest.to_string()
+        } else {
+            digest.short().to_string()
+        };
         if a.quiet {
             writeln!(out, "{id}")?;
             continue;
@@ -36,7 +44,8 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
         let (created, size) = match store.load_image(&t.descriptor) {
             Ok(img) => (
                 img.config.created.clone().unwrap_or_default(),
-                img.manifest.layers().iter().map(|l| l.size()).sum::<u64>() + img.manifest.config().size(),
+                img.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+                    + img.manifest.config().size(),
             ),
             Err(_) => ("<damaged: run mybuild fsck>".to_string(), 0),
         };
@@ -97,7 +106,10 @@ pub fn tag(g: &Globals, a: &TagArgs) -> Result<i32> {
     let desc = store.resolve(&a.source)?;
     let target = ImageRef::parse(&a.target)?;
     if target.digest.is_some() {
-        anyhow::bail!("cannot tag {:?}: a new name takes a tag, not a digest", a.target);
+        anyhow::bail!(
+            "cannot tag {:?}: a new name takes a tag, not a digest",
+            a.target
+        );
     }
     store.set_tag(&target, &desc)?;
     Ok(0)
@@ -154,7 +166,11 @@ pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
         r.blobs_checked,
         super::human_size(r.bytes_checked),
         r.tags_checked,
-        if r.is_ok() { "ok".to_string() } else { format!("{} problems", r.problems.len()) }
+        if r.is_ok() {
+            "ok".to_string()
+        } else {
+            format!("{} problems", r.problems.len())
+        }
     );
     Ok(if r.is_ok() { 0 } else { 1 })
 }
