@@ -1,5 +1,4 @@
 //! builder: Dockerfile → step graph → executed steps → layers and image config.
 pub mod diagnostic;
 pub mod dockerfile;
-pub mod sandbox;
-pub mod layer;
+pub mod plan;

@@ -1,0 +1,887 @@
+//! Planning: a parsed [`Dockerfile`] → a [`StepGraph`] the executor runs.
+//!
+//! This is where BuildKit's dispatch-time rules live: ARG scoping (global ARGs are seen by
+//! FROM and must be redeclared inside a stage), `--build-arg` overrides, the predefined
+//! platform and proxy ARGs, word expansion of the instructions BuildKit expands, stage
+//! resolution by name and index, ONBUILD triggers of base images, the dependency graph with
+//! cycle detection, and pruning to `--target`. No I/O: base images are known only through
+//! the caller's [`BaseInfo`].
+
+mod platform;
+pub mod reference;
+
+pub use platform::{Platform, PLATFORM_ARGS, PROXY_ARGS};
+
+use crate::diagnostic::{render, Location};
+use crate::dockerfile::shell::{ExpandError, Lexer};
+use crate::dockerfile::{
+    ast, instructions, ArgDecl, Command, Dockerfile, Healthcheck, Heredoc, Instruction,
+    InstructionKind, Mount, Span,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the planner may know about a base image. The cli answers from the store or a
+/// registry; tests answer from a table.
+pub trait BaseInfo {
+    /// The image's ONBUILD triggers (`Config.OnBuild`), in order.
+    fn onbuild(&self, _image: &str, _platform: Option<&Platform>) -> Vec<String> {
+        Vec::new()
+    }
+    /// The image's environment (`Config.Env`), used for expansion inside the stage.
+    fn env(&self, _image: &str, _platform: Option<&Platform>) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// A [`BaseInfo`] that knows nothing about any image.
+pub struct NoBaseInfo;
+impl BaseInfo for NoBaseInfo {}
+
+/// Inputs of planning besides the file.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: a stage name (case-insensitive) or index; default: the last stage.
+    pub target: Option<String>,
+    pub target_platform: Platform,
+    pub build_platform: Platform,
+    /// Plan every stage instead of only what the target needs (used by `check`).
+    pub all_stages: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            target_platform: Platform::host(),
+            build_platform: Platform::host(),
+            all_stages: false,
+        }
+    }
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Base {
+    Scratch,
+    /// Another stage, by its index in the file.
+    Stage {
+        index: usize,
+    },
+    Image {
+        reference: String,
+    },
+}
+
+/// Where COPY --from or a RUN mount reads from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Source {
+    Context,
+    Stage { index: usize },
+    Image { reference: String },
+}
+
+/// COPY and ADD after expansion.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CopyStep {
+    pub from: Source,
+    pub sources: Vec<String>,
+    /// Heredoc sources: (file name, data), data expanded when the delimiter was unquoted.
+    pub contents: Vec<(String, String)>,
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub parents: bool,
+    pub exclude: Vec<String>,
+    pub checksum: Option<String>,
+    pub keep_git_dir: Option<bool>,
+    pub unpack: Option<bool>,
+}
+
+/// A RUN mount with its source resolved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunMount {
+    pub mount: Mount,
+    /// For `from=`: the stage or image it reads.
+    pub from: Option<Source>,
+}
+
+/// One executable step, fully expanded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum StepKind {
+    Run {
+        command: Command,
+        files: Vec<Heredoc>,
+        mounts: Vec<RunMount>,
+        network: Option<String>,
+        security: Option<String>,
+        devices: Vec<String>,
+        /// ARGs in scope with a value: the executor adds them to the environment of this RUN.
+        build_args: Vec<(String, String)>,
+    },
+    Copy(CopyStep),
+    Add(CopyStep),
+    Env {
+        pairs: Vec<(String, String)>,
+    },
+    Label {
+        pairs: Vec<(String, String)>,
+    },
+    Cmd {
+        command: Command,
+    },
+    Entrypoint {
+        command: Command,
+    },
+    Expose {
+        ports: Vec<String>,
+    },
+    Volume {
+        paths: Vec<String>,
+    },
+    User {
+        user: String,
+    },
+    Workdir {
+        path: String,
+    },
+    /// An ARG after resolution: the names and the values they took (None: declared, unset).
+    Arg {
+        args: Vec<(String, Option<String>)>,
+    },
+    Onbuild {
+        expression: String,
+    },
+    StopSignal {
+        signal: String,
+    },
+    Healthcheck(Healthcheck),
+    Shell {
+        shell: Vec<String>,
+    },
+    Maintainer {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    pub kind: StepKind,
+    /// Where the instruction is (for an ONBUILD trigger: the FROM that ran it).
+    pub span: Span,
+    /// The instruction as written.
+    pub original: String,
+    /// True when this step is a base image's ONBUILD trigger.
+    pub onbuild: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedStage {
+    /// Index of the stage in the file.
+    pub index: usize,
+    pub name: Option<String>,
+    pub base: Base,
+    /// The expanded `FROM --platform`, when given.
+    pub platform: Option<Platform>,
+    pub span: Span,
+    pub steps: Vec<Step>,
+    /// File indices of the stages this one needs (base, COPY --from, RUN --mount from=).
+    pub depends_on: Vec<usize>,
+}
+
+/// A warning found while planning.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlanWarning {
+    pub message: String,
+    pub span: Option<Span>,
+}
+
+/// The plan: the stages to build, in an order where each comes after what it needs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepGraph {
+    pub stages: Vec<PlannedStage>,
+    /// File index of the stage whose result is the image.
+    pub target: usize,
+    pub warnings: Vec<PlanWarning>,
+}
+
+impl StepGraph {
+    pub fn stage(&self, index: usize) -> Option<&PlannedStage> {
+        self.stages.iter().find(|s| s.index == index)
+    }
+}
+
+/// Why a plan failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanErrorKind {
+    #[error("{0}")]
+    Expand(#[from] ExpandError),
+    #[error("base name ({0}) should not be blank")]
+    BlankBase(String),
+    #[error("FROM argument '{name}' is not declared: base name ({word}) expands to \"{result}\"")]
+    UndeclaredArgInFrom {
+        name: String,
+        word: String,
+        result: String,
+    },
+    #[error("failed to parse stage name \"{name}\": {error}")]
+    InvalidBase {
+        name: String,
+        error: reference::ReferenceError,
+    },
+    #[error("failed to parse platform {0}")]
+    InvalidPlatform(String),
+    #[error("target stage \"{0}\" could not be found")]
+    UnknownTarget(String),
+    #[error("invalid stage index {0}")]
+    UnknownStageIndex(String),
+    #[error("circular dependency detected on stage: {0}")]
+    Cycle(String),
+    #[error("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround")]
+    FromExpansion,
+    #[error("invalid field '{0}' must be a key=value pair")]
+    MountField(String),
+    #[error("invalid network mode \"{0}\"")]
+    NetworkMode(String),
+    #[error("{0}")]
+    Onbuild(String),
+    #[error("dockerfile has no build stages")]
+    NoStages,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}:{}: {kind}", location.file, location.line, location.column)]
+pub struct PlanError {
+    pub kind: PlanErrorKind,
+    pub location: Location,
+}
+
+impl PlanError {
+    pub fn render(&self) -> String {
+        render(&self.kind.to_string(), &self.location)
+    }
+}
+
+/// An ordered variable scope (later entries win), as BuildKit's env lists.
+#[derive(Debug, Clone, Default)]
+struct Vars(Vec<(String, String)>);
+
+impl Vars {
+    fn set(&mut self, k: &str, v: &str) {
+        self.0.retain(|(n, _)| n != k);
+        self.0.push((k.to_string(), v.to_string()));
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Ctx<'a> {
+    df: &'a Dockerfile,
+    lex: Lexer,
+    opts: &'a PlanOptions,
+    used_args: BTreeSet<String>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, kind: PlanErrorKind, span: Span, needle: Option<&str>) -> PlanError {
+        PlanError {
+            kind,
+            location: self.df.locate(span, needle),
+        }
+    }
+    fn expand(&self, word: &str, env: &Vars, span: Span) -> Result<String, PlanError> {
+        self.lex
+            .process_word(word, &env.0)
+            .map_err(|e| self.err(e.into(), span, Some(word)))
+    }
+}
+
+/// Find the stage a `--from`/`FROM` word names: a stage name, or (when `by_index`) a number.
+fn find_stage(df: &Dockerfile, word: &str, by_index: bool) -> Option<usize> {
+    if by_index {
+        if let Ok(i) = word.parse::<usize>() {
+            return (i < df.stages.len()).then_some(i);
+        }
+    }
+    df.stages.iter().position(|s| s.name() == Some(word))
+}
+
+/// Plan `df`: expand, resolve stages, apply ONBUILD triggers, prune to the target.
+pub fn plan(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    bases: &dyn BaseInfo,
+) -> Result<StepGraph, PlanError> {
+    let mut ctx = Ctx {
+        df,
+        lex: Lexer::new(df.escape),
+        opts,
+        used_args: BTreeSet::new(),
+    };
+    let mut warnings = Vec::new();
+    if df.stages.is_empty() {
+        return Err(PlanError {
+            kind: PlanErrorKind::NoStages,
+            location: Location::find(&df.file_name, &df.source, 1, 1, None),
+        });
+    }
+
+    // Global scope: platform ARGs, then the meta ARGs in order.
+    let mut global = Vars::default();
+    let mut declared_global: BTreeSet<String> = BTreeSet::new();
+    for (k, v) in opts
+        .target_platform
+        .args("TARGET")
+        .into_iter()
+        .chain(opts.build_platform.args("BUILD"))
+    {
+        global.set(&k, &v);
+    }
+    for ins in &df.meta_args {
+        if let InstructionKind::Arg { args } = &ins.kind {
+            for a in args {
+                let v = resolve_arg(&mut ctx, a, &global, None, ins.span)?;
+                declared_global.insert(a.name.clone());
+                if let Some(v) = v {
+                    global.set(&a.name, &v);
+                }
+            }
+        }
+    }
+
+    // Target and the stages it needs.
+    let target = match &opts.target {
+        None => df.stages.len() - 1,
+        Some(t) => find_stage(df, &t.to_ascii_lowercase(), true).ok_or_else(|| PlanError {
+            kind: PlanErrorKind::UnknownTarget(t.clone()),
+            location: Location::find(&df.file_name, &df.source, 1, 1, None),
+        })?,
+    };
+
+    let mut planned: Vec<Option<PlannedStage>> = vec![None; df.stages.len()];
+    let mut final_env: Vec<Vars> = vec![Vars::default(); df.stages.len()];
+    let mut onbuilds: Vec<Vec<String>> = vec![Vec::new(); df.stages.len()];
+    for (i, stage) in df.stages.iter().enumerate() {
+        let from = stage
+            .from_instr()
+            .ok_or_else(|| ctx.err(PlanErrorKind::NoStages, stage.from.span, None))?;
+        let span = stage.from.span;
+        // FROM sees the global scope only.
+        let exp = ctx
+            .lex
+            .process(&from.image, &global.0)
+            .map_err(|e| ctx.err(e.into(), span, Some(&from.image)))?;
+        let undeclared: Vec<&String> = exp
+            .unmatched
+            .iter()
+            .filter(|n| !declared_global.contains(*n))
+            .collect();
+        let image = exp.result;
+        let platform = match &from.platform {
+            None => None,
+            Some(p) => {
+                let v = ctx.expand(p, &global, span)?;
+                Some(Platform::parse(&v).ok_or_else(|| {
+                    ctx.err(PlanErrorKind::InvalidPlatform(v.clone()), span, Some(p))
+                })?)
+            }
+        };
+        let base = if image.is_empty() {
+            if let Some(name) = undeclared.first() {
+                return Err(ctx.err(
+                    PlanErrorKind::UndeclaredArgInFrom {
+                        name: (*name).clone(),
+                        word: from.image.clone(),
+                        result: image.clone(),
+                    },
+                    span,
+                    Some(&from.image),
+                ));
+            }
+            return Err(ctx.err(
+                PlanErrorKind::BlankBase(from.image.clone()),
+                span,
+                Some(&from.image),
+            ));
+        } else if image.eq_ignore_ascii_case("scratch") {
+            Base::Scratch
+        } else if let Some(j) = find_stage(df, &image, false).filter(|&j| j < i) {
+            Base::Stage { index: j }
+        } else {
+            if let Err(e) = reference::validate(&image) {
+                if let Some(name) = undeclared.first() {
+                    return Err(ctx.err(
+                        PlanErrorKind::UndeclaredArgInFrom {
+                            name: (*name).clone(),
+                            word: from.image.clone(),
+                            result: image.clone(),
+                        },
+                        span,
+                        Some(&from.image),
+                    ));
+                }
+                return Err(ctx.err(
+                    PlanErrorKind::InvalidBase {
+                        name: image.clone(),
+                        error: e,
+                    },
+                    span,
+                    Some(&from.image),
+                ));
+            }
+            Base::Image {
+                reference: image.clone(),
+            }
+        };
+
+        // Stage scope: the base's env, then ARGs as they are declared.
+        let mut env = match &base {
+            Base::Stage { index } => final_env[*index].clone(),
+            Base::Image { reference } => Vars(bases.env(reference, platform.as_ref())),
+            Base::Scratch => Vars::default(),
+        };
+        let mut args = Vars::default();
+        let mut steps = Vec::new();
+        let mut deps = BTreeSet::new();
+        if let Base::Stage { index } = base {
+            deps.insert(index);
+        }
+
+        // ONBUILD triggers of the base run first.
+        let triggers = match &base {
+            Base::Stage { index } => onbuilds[*index].clone(),
+            Base::Image { reference } => bases.onbuild(reference, platform.as_ref()),
+            Base::Scratch => Vec::new(),
+        };
+        let mut trigger_instrs = Vec::new();
+        for t in &triggers {
+            let a = ast::parse_ast(t).map_err(|e| {
+                ctx.err(
+                    PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {e}")),
+                    span,
+                    None,
+                )
+            })?;
+            for n in &a.nodes {
+                let mut ins = instructions::convert(n, span.column).map_err(|e| {
+                    ctx.err(
+                        PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {}", e.0)),
+                        span,
+                        None,
+                    )
+                })?;
+                ins.span = span;
+                trigger_instrs.push((ins, true));
+            }
+        }
+        let body = trigger_instrs
+            .into_iter()
+            .chain(stage.instructions.iter().map(|i| (i.clone(), false)));
+        let mut my_onbuild = Vec::new();
+        for (ins, is_trigger) in body {
+            let merged = merged_env(&args, &env);
+            let kind = plan_instruction(
+                &mut ctx,
+                &ins,
+                &merged,
+                &mut env,
+                &mut args,
+                &global,
+                i,
+                &mut deps,
+                &mut my_onbuild,
+            )?;
+            steps.push(Step {
+                kind,
+                span: ins.span,
+                original: ins.original.clone(),
+                onbuild: is_trigger,
+            });
+        }
+        final_env[i] = env;
+        onbuilds[i] = my_onbuild;
+        planned[i] = Some(PlannedStage {
+            index: i,
+            name: stage.name().map(str::to_string),
+            base,
+            platform,
+            span,
+            steps,
+            depends_on: deps.into_iter().collect(),
+        });
+    }
+
+    // Cycles, then pruning.
+    let graph: Vec<Vec<usize>> = planned
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.depends_on.clone()).unwrap_or_default())
+        .collect();
+    if let Some(c) = find_cycle(&graph) {
+        let s = &df.stages[c];
+        let name = s.name().map_or_else(|| c.to_string(), str::to_string);
+        return Err(ctx.err(PlanErrorKind::Cycle(name), s.from.span, None));
+    }
+    let mut needed = vec![opts.all_stages; df.stages.len()];
+    let mut stack = vec![target];
+    while let Some(s) = stack.pop() {
+        if !needed[s] {
+            needed[s] = true;
+            stack.extend(graph[s].iter().copied());
+        }
+    }
+    needed[target] = true;
+    let order = topo_order(&graph, &needed);
+    let stages: Vec<PlannedStage> = order
+        .into_iter()
+        .filter_map(|i| planned[i].take())
+        .collect();
+
+    let unused: Vec<String> = opts
+        .build_args
+        .keys()
+        .filter(|k| !ctx.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !unused.is_empty() {
+        warnings.push(PlanWarning {
+            message: format!(
+                "[Warning] One or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+            span: None,
+        });
+    }
+    Ok(StepGraph {
+        stages,
+        target,
+        warnings,
+    })
+}
+
+/// ENV wins over an ARG of the same name.
+fn merged_env(args: &Vars, env: &Vars) -> Vars {
+    let mut m = args.clone();
+    for (k, v) in &env.0 {
+        m.set(k, v);
+    }
+    m
+}
+
+/// The value an ARG takes: `--build-arg`, else its default (expanded), else the global value.
+fn resolve_arg(
+    ctx: &mut Ctx<'_>,
+    a: &ArgDecl,
+    scope: &Vars,
+    global: Option<&Vars>,
+    span: Span,
+) -> Result<Option<String>, PlanError> {
+    if let Some(v) = ctx.opts.build_args.get(&a.name) {
+        ctx.used_args.insert(a.name.clone());
+        return Ok(Some(v.clone()));
+    }
+    if let Some(d) = &a.default {
+        return ctx.expand(d, scope, span).map(Some);
+    }
+    Ok(global.and_then(|g| g.get(&a.name)).map(str::to_string))
+}
+
+fn resolve_source(
+    ctx: &Ctx<'_>,
+    word: &str,
+    me: usize,
+    span: Span,
+    deps: &mut BTreeSet<usize>,
+) -> Result<Source, PlanError> {
+    if word.contains('$') {
+        return Err(ctx.err(PlanErrorKind::FromExpansion, span, Some(word)));
+    }
+    if let Some(j) = find_stage(ctx.df, word, true) {
+        if j == me {
+            let name = ctx.df.stages[j]
+                .name()
+                .map_or_else(|| j.to_string(), str::to_string);
+            return Err(ctx.err(PlanErrorKind::Cycle(name), span, Some(word)));
+        }
+        deps.insert(j);
+        return Ok(Source::Stage { index: j });
+    }
+    if word.parse::<usize>().is_ok() {
+        return Err(ctx.err(
+            PlanErrorKind::UnknownStageIndex(word.to_string()),
+            span,
+            Some(word),
+        ));
+    }
+    reference::validate(word).map_err(|error| {
+        ctx.err(
+            PlanErrorKind::InvalidBase {
+                name: word.to_string(),
+                error,
+            },
+            span,
+            Some(word),
+        )
+    })?;
+    Ok(Source::Image {
+        reference: word.to_string(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_instruction(
+    ctx: &mut Ctx<'_>,
+    ins: &Instruction,
+    scope: &Vars,
+    env: &mut Vars,
+    args: &mut Vars,
+    global: &Vars,
+    me: usize,
+    deps: &mut BTreeSet<usize>,
+    my_onbuild: &mut Vec<String>,
+) -> Result<StepKind, PlanError> {
+    let span = ins.span;
+    let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
+    let xopt = |ctx: &Ctx<'_>, w: &Option<String>| w.as_ref().map(|w| x(ctx, w)).transpose();
+    Ok(match &ins.kind {
+        InstructionKind::From(_) => return Err(ctx.err(PlanErrorKind::NoStages, span, None)),
+        InstructionKind::Run(r) => {
+            let mut mounts = Vec::new();
+            for m in &r.mounts {
+                if let Some((k, _)) = m.options.iter().find(|(_, v)| v.is_none()) {
+                    // BuildKit accepts only a few bare boolean fields.
+                    if !matches!(
+                        k.as_str(),
+                        "readonly" | "ro" | "readwrite" | "rw" | "required"
+                    ) {
+                        return Err(ctx.err(PlanErrorKind::MountField(k.clone()), span, Some(k)));
+                    }
+                }
+                // Mount sources match stage names case-insensitively, unlike COPY --from.
+                let from = match m.get("from").filter(|f| !f.is_empty()) {
+                    Some(f) => {
+                        let lower = f.to_ascii_lowercase();
+                        let word = if find_stage(ctx.df, &lower, true).is_some() {
+                            lower.as_str()
+                        } else {
+                            f
+                        };
+                        Some(resolve_source(ctx, word, me, span, deps)?)
+                    }
+                    None => None,
+                };
+                mounts.push(RunMount {
+                    mount: m.clone(),
+                    from,
+                });
+            }
+            if let Some(n) = &r.network {
+                if !matches!(n.as_str(), "default" | "none" | "host") {
+                    return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
+                }
+            }
+            let mut build_args: Vec<(String, String)> = args.0.clone();
+            for p in PROXY_ARGS {
+                if let Some(v) = ctx.opts.build_args.get(p) {
+                    if !build_args.iter().any(|(k, _)| k == p) {
+                        build_args.push((p.to_string(), v.clone()));
+                    }
+                }
+            }
+            StepKind::Run {
+                command: r.command.clone(),
+                files: r.files.clone(),
+                mounts,
+                network: r.network.clone(),
+                security: r.security.clone(),
+                devices: r.devices.iter().map(|d| d.name.clone()).collect(),
+                build_args,
+            }
+        }
+        InstructionKind::Copy(c) | InstructionKind::Add(c) => {
+            let from = match &c.from {
+                Some(f) => resolve_source(ctx, f, me, span, deps)?,
+                None => Source::Context,
+            };
+            let mut heredoc_lex = ctx.lex;
+            heredoc_lex.skip_process_quotes = true;
+            let mut contents = Vec::new();
+            for s in &c.contents {
+                let data = if s.expand {
+                    heredoc_lex
+                        .process_word(&s.data, &scope.0)
+                        .map_err(|e| ctx.err(e.into(), span, None))?
+                } else {
+                    s.data.clone()
+                };
+                contents.push((s.path.clone(), data));
+            }
+            let step = CopyStep {
+                from,
+                sources: c
+                    .sources
+                    .iter()
+                    .map(|s| x(ctx, s))
+                    .collect::<Result<_, _>>()?,
+                contents,
+                dest: x(ctx, &c.dest)?,
+                chown: xopt(ctx, &c.chown)?,
+                chmod: xopt(ctx, &c.chmod)?,
+                link: c.link,
+                parents: c.parents,
+                exclude: c
+                    .exclude
+                    .iter()
+                    .map(|s| x(ctx, s))
+                    .collect::<Result<_, _>>()?,
+                checksum: xopt(ctx, &c.checksum)?,
+                keep_git_dir: c.keep_git_dir,
+                unpack: c.unpack,
+            };
+            if matches!(ins.kind, InstructionKind::Add(_)) {
+                StepKind::Add(step)
+            } else {
+                StepKind::Copy(step)
+            }
+        }
+        InstructionKind::Env { pairs } => {
+            let mut out = Vec::new();
+            // Each pair sees the ones before it on the same line.
+            let mut s = scope.clone();
+            for p in pairs {
+                let k = ctx.expand(&p.key, &s, span)?;
+                let v = ctx.expand(&p.value, &s, span)?;
+                s.set(&k, &v);
+                env.set(&k, &v);
+                out.push((k, v));
+            }
+            StepKind::Env { pairs: out }
+        }
+        InstructionKind::Label { pairs } => StepKind::Label {
+            pairs: pairs
+                .iter()
+                .map(|p| Ok((x(ctx, &p.key)?, x(ctx, &p.value)?)))
+                .collect::<Result<_, PlanError>>()?,
+        },
+        InstructionKind::Cmd { command } => StepKind::Cmd {
+            command: command.clone(),
+        },
+        InstructionKind::Entrypoint { command } => StepKind::Entrypoint {
+            command: command.clone(),
+        },
+        InstructionKind::Expose { ports } => {
+            let mut out = Vec::new();
+            for p in ports {
+                out.extend(
+                    ctx.lex
+                        .process_words(p, &scope.0)
+                        .map_err(|e| ctx.err(e.into(), span, Some(p)))?,
+                );
+            }
+            StepKind::Expose { ports: out }
+        }
+        InstructionKind::Volume { paths } => StepKind::Volume {
+            paths: paths.iter().map(|p| x(ctx, p)).collect::<Result<_, _>>()?,
+        },
+        InstructionKind::User { user } => StepKind::User {
+            user: x(ctx, user)?,
+        },
+        InstructionKind::Workdir { path } => StepKind::Workdir {
+            path: x(ctx, path)?,
+        },
+        InstructionKind::StopSignal { signal } => StepKind::StopSignal {
+            signal: x(ctx, signal)?,
+        },
+        InstructionKind::Arg { args: decls } => {
+            let mut out = Vec::new();
+            for a in decls {
+                let s = merged_env(args, env);
+                let platform_default = PLATFORM_ARGS
+                    .contains(&a.name.as_str())
+                    .then(|| global.get(&a.name).map(str::to_string))
+                    .flatten();
+                let v = match resolve_arg(ctx, a, &s, Some(global), span)? {
+                    Some(v) => Some(v),
+                    None => platform_default,
+                };
+                if let Some(v) = &v {
+                    args.set(&a.name, v);
+                }
+                out.push((a.name.clone(), v));
+            }
+            StepKind::Arg { args: out }
+        }
+        InstructionKind::Onbuild { expression, .. } => {
+            my_onbuild.push(expression.clone());
+            StepKind::Onbuild {
+                expression: expression.clone(),
+            }
+        }
+        InstructionKind::Healthcheck(h) => StepKind::Healthcheck(h.clone()),
+        InstructionKind::Shell { shell } => StepKind::Shell {
+            shell: shell.clone(),
+        },
+        InstructionKind::Maintainer { name } => StepKind::Maintainer { name: name.clone() },
+    })
+}
+
+/// A stage on a dependency cycle, if any.
+fn find_cycle(graph: &[Vec<usize>]) -> Option<usize> {
+    // 0 = unvisited, 1 = on stack, 2 = done
+    let mut state = vec![0u8; graph.len()];
+    fn visit(n: usize, g: &[Vec<usize>], st: &mut [u8]) -> Option<usize> {
+        st[n] = 1;
+        for &d in &g[n] {
+            match st[d] {
+                1 => return Some(d),
+                0 => {
+                    if let Some(c) = visit(d, g, st) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        st[n] = 2;
+        None
+    }
+    (0..graph.len()).find_map(|n| {
+        if state[n] == 0 {
+            visit(n, graph, &mut state)
+        } else {
+            None
+        }
+    })
+}
+
+/// Needed stages, dependencies first, otherwise in file order.
+fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
+    let mut done = vec![false; graph.len()];
+    let mut out = Vec::new();
+    fn visit(n: usize, g: &[Vec<usize>], done: &mut [bool], out: &mut Vec<usize>) {
+        if done[n] {
+            return;
+        }
+        done[n] = true;
+        for &d in &g[n] {
+            visit(d, g, done, out);
+        }
+        out.push(n);
+    }
+    for n in 0..graph.len() {
+        if needed[n] {
+            visit(n, graph, &mut done, &mut out);
+        }
+    }
+    out
+}
