@@ -1,0 +1,175 @@
+//! USER and `--chown` resolution through the image's own `/etc/passwd` and
+//! `/etc/group`, read from the merged view of snapshot directories (topmost first).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoGroup(String),
+    #[error("invalid user {0:?}")]
+    Invalid(String),
+}
+
+/// uid, gid and supplementary groups for a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Reads a file as the merged overlay would show it: the topmost layer that has the
+/// path decides; a whiteout (0/0 char device) or an opaque parent hides lower ones.
+pub fn read_merged(lowerdirs: &[PathBuf], path: &str) -> Option<Vec<u8>> {
+    let rel = path.trim_start_matches('/');
+    for dir in lowerdirs {
+        let p = dir.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.file_type().is_char_device() && md.rdev() == 0 => return None,
+            Ok(md) if md.is_file() => return std::fs::read(&p).ok(),
+            Ok(_) => return None,
+            Err(_) => {
+                if has_opaque_parent(dir, rel) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+fn has_opaque_parent(dir: &Path, rel: &str) -> bool {
+    let mut cur = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        cur.push(part);
+        if xattr_is(&cur, "trusted.overlay.opaque", b"y") {
+            return true;
+        }
+    }
+    false
+}
+
+fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(p), Ok(n)) = (
+        std::ffi::CString::new(path.as_os_str().as_bytes()),
+        std::ffi::CString::new(name),
+    ) else {
+        return false;
+    };
+    let mut buf = [0u8; 8];
+    // SAFETY: buffer pointer and length match.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    len >= 0 && &buf[..len as usize] == want
+}
+
+fn lookup_line<'a>(file: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    file.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == name)
+}
+
+fn numeric(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Resolves `user[:group]` (names or numbers) as Docker does for USER and RUN.
+pub fn resolve(spec: &str, lowerdirs: &[PathBuf]) -> Result<Ids, UserError> {
+    let passwd = read_merged(lowerdirs, "/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned());
+    let group = read_merged(lowerdirs, "/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned());
+    resolve_in(spec, passwd.as_deref(), group.as_deref())
+}
+
+pub fn resolve_in(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<Ids, UserError> {
+    let spec = if spec.is_empty() { "root" } else { spec };
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err(UserError::Invalid(spec.to_string()));
+    }
+    let entry = passwd.and_then(|p| {
+        lookup_line(p, user).or_else(|| {
+            numeric(user).and_then(|n| {
+                p.lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 4 && numeric(f[2]) == Some(n))
+            })
+        })
+    });
+    let (uid, primary_gid, username) = match (&entry, numeric(user)) {
+        (Some(f), _) if f.len() >= 4 => (
+            numeric(f[2]).ok_or_else(|| UserError::Invalid(spec.to_string()))?,
+            numeric(f[3]).unwrap_or(0),
+            Some(f[0]),
+        ),
+        (_, Some(n)) => (n, 0, None),
+        _ => return Err(UserError::NoUser(user.to_string())),
+    };
+    let gid = match grp {
+        None => primary_gid,
+        Some("") => return Err(UserError::Invalid(spec.to_string())),
+        Some(g) => match numeric(g) {
+            Some(n) => n,
+            None => group
+                .and_then(|gf| lookup_line(gf, g))
+                .and_then(|f| numeric(f[2]))
+                .ok_or_else(|| UserError::NoGroup(g.to_string()))?,
+        },
+    };
+    // Supplementary groups apply only when the group was not given explicitly.
+    let mut additional_gids = Vec::new();
+    if grp.is_none() {
+        if let (Some(name), Some(gf)) = (username, group) {
+            for f in gf.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+                if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                    if let Some(g) = numeric(f[2]) {
+                        if g != gid && !additional_gids.contains(&g) {
+                            additional_gids.push(g);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ids {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:app\nappgrp:x:1001:\n";
+
+    #[test]
+    fn resolves_names_numbers_and_groups() {
+        let r = |s| resolve_in(s, Some(PASSWD), Some(GROUP));
+        assert_eq!(r("app"), Ok(Ids { uid: 1000, gid: 1001, additional_gids: vec![50] }));
+        assert_eq!(r("1000"), Ok(Ids { uid: 1000, gid: 1001, additional_gids: vec![50] }));
+        assert_eq!(r("app:staff"), Ok(Ids { uid: 1000, gid: 50, additional_gids: vec![] }));
+        assert_eq!(r("4242:7"), Ok(Ids { uid: 4242, gid: 7, additional_gids: vec![] }));
+        assert_eq!(r(""), Ok(Ids { uid: 0, gid: 0, additional_gids: vec![] }));
+        assert_eq!(
+            r("nobody").unwrap_err().to_string(),
+            "unable to find user nobody: no matching entries in passwd file"
+        );
+        assert_eq!(
+            r("app:nogrp").unwrap_err().to_string(),
+            "unable to find group nogrp: no matching entries in group file"
+        );
+    }
+}
