@@ -300,6 +300,20 @@ fn file_replaces_symlink_instead_of_writing_through_it() {
 }
 
 #[test]
+fn directory_replaces_symlink_instead_of_following_it() {
+    let sb = sandbox();
+    let bytes = RawTar::new()
+        .symlink(b"d", b"../../sentinel")
+        .dir(b"d/")
+        .file(b"d/file", b"inside")
+        .finish();
+    run(&bytes, &sb.target, WhiteoutMode::Apply).unwrap();
+    sb.assert_untouched();
+    assert!(fs::symlink_metadata(sb.target.join("d")).unwrap().is_dir());
+    assert_eq!(fs::read(sb.target.join("d/file")).unwrap(), b"inside");
+}
+
+#[test]
 fn hardlink_replacing_file_does_not_write_into_the_shared_inode() {
     let sb = sandbox();
     let bytes = RawTar::new()
