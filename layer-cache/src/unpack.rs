@@ -331,9 +331,11 @@ struct Unpacker<'o> {
     umask: u32,
     /// Resolved paths written by this tar, for whiteouts that must only hide
     /// earlier layers.
-    layer_paths: HashSet<Comps>,
-    /// Every proper ancestor of `layer_paths`.
-    layer_ancestors: HashSet<Comps>,
+    /// Joined with `/` rather than kept as components: one allocation per
+    /// entry matters for layers with many files.
+    layer_paths: HashSet<Vec<u8>>,
+    /// Every proper ancestor of `layer_paths`, joined the same way.
+    layer_ancestors: HashSet<Vec<u8>>,
     dirs: Vec<PendingDir>,
     stats: UnpackStats,
 }
@@ -644,9 +646,9 @@ impl Unpacker<'_> {
 
     fn record(&mut self, path: Comps) {
         for i in 0..path.len() {
-            self.layer_ancestors.insert(path[..i].to_vec());
+            self.layer_ancestors.insert(path[..i].join(&b'/'));
         }
-        self.layer_paths.insert(path);
+        self.layer_paths.insert(path.join(&b'/'));
     }
 
     fn file_type_at(
@@ -908,7 +910,7 @@ impl Unpacker<'_> {
             return Ok(());
         };
         let path = parent.child(hidden);
-        if self.layer_paths.contains(&path) {
+        if self.layer_paths.contains(&path.join(&b'/')) {
             // Whiteouts only hide earlier layers, never this one.
             return Ok(());
         }
@@ -969,9 +971,10 @@ impl Unpacker<'_> {
                 }
                 ft => ft,
             };
-            let ours = self.layer_paths.contains(&cpath);
+            let key = cpath.join(&b'/');
+            let ours = self.layer_paths.contains(&key);
             if ft == FileType::Directory {
-                if ours || self.layer_ancestors.contains(&cpath) {
+                if ours || self.layer_ancestors.contains(&key) {
                     let sub = rustix::fs::openat(dir, os(&child), read_dir_flags(), Mode::empty())
                         .map_err(|e| (cpath.clone(), e))?;
                     self.clear_earlier(sub.as_fd(), &cpath)?;

@@ -459,6 +459,9 @@ fn applies_user_xattrs() {
         .file(b"f", b"x")
         .pax(&[("SCHILY.xattr.user.dir", b"d")])
         .dir(b"d/")
+        // Linux refuses user.* on symlinks: skipped with a warning, not fatal.
+        .pax(&[("SCHILY.xattr.user.link", b"l")])
+        .symlink(b"l", b"f")
         .finish();
     let sb = sandbox();
     run(&bytes, &sb.target, WhiteoutMode::Apply).unwrap();
@@ -469,6 +472,24 @@ fn applies_user_xattrs() {
     assert_eq!(
         xattr(&sb.target.join("d"), "user.dir").as_deref(),
         Some(&b"d"[..])
+    );
+    assert_eq!(fs::read_link(sb.target.join("l")).unwrap(), Path::new("f"));
+}
+
+#[test]
+fn applies_trusted_xattrs_to_symlinks_as_root() {
+    if !need_root("setting trusted.* xattrs") {
+        return;
+    }
+    let bytes = RawTar::new()
+        .pax(&[("SCHILY.xattr.trusted.mybuild", b"t")])
+        .symlink(b"l", b"/nowhere")
+        .finish();
+    let sb = sandbox();
+    run(&bytes, &sb.target, WhiteoutMode::Apply).unwrap();
+    assert_eq!(
+        xattr(&sb.target.join("l"), "trusted.mybuild").as_deref(),
+        Some(&b"t"[..])
     );
 }
 
