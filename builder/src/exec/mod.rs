@@ -1,0 +1,618 @@
+//! The executor: runs a [`StepGraph`] against the store. Each stage starts from
+//! scratch, an image in the store, or another stage; config instructions edit the
+//! image config; RUN runs in the [`sandbox`](crate::sandbox) on an overlay of the
+//! stage's snapshots; COPY/ADD write into a fresh directory. A step's new directory
+//! is diffed into a layer in one streaming pass and then kept as that layer's
+//! snapshot, so nothing is unpacked twice.
+
+pub mod copy;
+pub mod merged;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use layer_cache::image::{self, ContainerConfig, History, HealthConfig, ImageConfig};
+use layer_cache::layer::LayerOptions;
+use layer_cache::oci_spec::image::Descriptor;
+use layer_cache::{Digest, Store, StoreError};
+
+use crate::dockerfile::{Command, Healthcheck};
+use crate::layer::diff::{self, DiffError};
+use crate::plan::{Base, Source, Step, StepGraph, StepKind};
+use crate::sandbox::{self, Network, Outcome, SandboxError, SandboxSpec, Stream};
+use crate::users;
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct BuildRequest<'a> {
+    pub graph: &'a StepGraph,
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile's name as the user gave it, for error locations.
+    pub dockerfile: String,
+    /// The `mybuild` binary, re-executed as the sandbox init.
+    pub exe: PathBuf,
+    /// `--network` for RUN steps that do not say.
+    pub network: Network,
+    pub layer: LayerOptions,
+    /// `--label`s added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// SOURCE_DATE_EPOCH: fixes `created` and clamps file times in new layers.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Progress, as data; the cli renders it.
+#[derive(Debug)]
+pub enum BuildEvent<'a> {
+    StepStarted { id: usize, stage: &'a str, text: &'a str },
+    Output { id: usize, stream: Stream, data: &'a [u8] },
+    StepDone { id: usize, elapsed: Duration },
+}
+
+pub trait BuildReporter {
+    fn event(&mut self, event: BuildEvent<'_>);
+}
+
+/// Reports nothing.
+pub struct NoReporter;
+impl BuildReporter for NoReporter {
+    fn event(&mut self, _: BuildEvent<'_>) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{location}: {step}: {source}")]
+    Sandbox {
+        location: String,
+        step: String,
+        #[source]
+        source: SandboxError,
+    },
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+    #[error("{location}: {step}: process {command:?} did not complete successfully: exit code: {code}")]
+    RunFailed {
+        location: String,
+        step: String,
+        command: String,
+        code: i32,
+    },
+    #[error("{location}: base image {reference:?} is not in the store (import or load it first; pulling from registries is not available yet)")]
+    BaseNotFound { location: String, reference: String },
+    #[error("{location}: {step}: {source}")]
+    User {
+        location: String,
+        step: String,
+        #[source]
+        source: users::UserError,
+    },
+    #[error("{location}: {step}: {source}")]
+    Copy {
+        location: String,
+        step: String,
+        #[source]
+        source: copy::CopyError,
+    },
+    #[error("{location}: {step}: {what} is not supported yet")]
+    Unsupported {
+        location: String,
+        step: String,
+        what: String,
+    },
+}
+
+pub struct BuildResult {
+    pub manifest: Descriptor,
+    pub config: ImageConfig,
+}
+
+/// A stage as it grows: layers, their snapshots, the config.
+#[derive(Clone, Default)]
+struct StageState {
+    layers: Vec<Descriptor>,
+    /// Snapshot directories, bottom layer first.
+    snapshots: Vec<PathBuf>,
+    config: ImageConfig,
+}
+
+impl StageState {
+    fn topmost_first(&self) -> Vec<PathBuf> {
+        self.snapshots.iter().rev().cloned().collect()
+    }
+    fn container(&mut self) -> &mut ContainerConfig {
+        self.config.config.get_or_insert_with(ContainerConfig::default)
+    }
+}
+
+struct Exec<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest<'a>,
+    reporter: &'a mut dyn BuildReporter,
+    created: String,
+    next_id: usize,
+}
+
+pub fn build(store: &Store, req: &BuildRequest, reporter: &mut dyn BuildReporter) -> Result<BuildResult, BuildError> {
+    let _usage = store.usage_lock()?;
+    let created = image::rfc3339(req.source_date_epoch.unwrap_or_else(image::build_time));
+    let mut ex = Exec {
+        store,
+        req,
+        reporter,
+        created,
+        next_id: 1,
+    };
+    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+    for stage in &req.graph.stages {
+        let name = stage.name.clone().unwrap_or_else(|| format!("stage-{}", stage.index));
+        let location = format!("{}:{}", req.dockerfile, stage.span.start_line);
+        let mut st = match &stage.base {
+            Base::Scratch => {
+                let (os, arch, variant) = image::host_platform();
+                let mut s = StageState::default();
+                s.config.os = os.into();
+                s.config.architecture = arch.into();
+                s.config.variant = variant.filter(|_| arch == "arm").map(str::to_string);
+                s
+            }
+            Base::Stage { index } => done
+                .get(index)
+                .cloned()
+                .ok_or_else(|| StoreError::invalid("build plan", format!("stage {index} used before it was built")))?,
+            Base::Image { reference } => ex.base_image(reference, &location)?,
+        };
+        for step in &stage.steps {
+            ex.step(&name, &mut st, step, &done)?;
+        }
+        done.insert(stage.index, st);
+    }
+    let mut st = done
+        .remove(&req.graph.target)
+        .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
+    for (k, v) in &req.labels {
+        st.container().labels.insert(k.clone(), v.clone());
+    }
+    st.config.created = Some(ex.created.clone());
+    let manifest = store.write_image(&st.config, &st.layers)?;
+    Ok(BuildResult {
+        manifest,
+        config: st.config,
+    })
+}
+
+impl Exec<'_> {
+    fn base_image(&mut self, reference: &str, location: &str) -> Result<StageState, BuildError> {
+        let desc = match self.store.resolve(reference) {
+            Ok(d) => d,
+            Err(StoreError::ImageNotFound(_)) | Err(StoreError::InvalidReference { .. }) => {
+                return Err(BuildError::BaseNotFound {
+                    location: location.to_string(),
+                    reference: reference.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let img = self.store.load_image(&desc)?;
+        let layers = img.manifest.layers().clone();
+        let diff_ids = img.config.rootfs.diff_ids.clone();
+        if layers.len() != diff_ids.len() {
+            return Err(StoreError::invalid(
+                format!("image {reference}"),
+                "layer count and diff_ids differ",
+            )
+            .into());
+        }
+        let mut snapshots = Vec::new();
+        for (l, d) in layers.iter().zip(&diff_ids) {
+            snapshots.push(self.store.ensure_snapshot(l, d)?);
+        }
+        Ok(StageState {
+            layers,
+            snapshots,
+            config: img.config,
+        })
+    }
+
+    fn history(&self, st: &mut StageState, created_by: String, empty: bool) {
+        st.config.history.push(History {
+            created: Some(self.created.clone()),
+            created_by: Some(created_by),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: empty,
+            ..History::default()
+        });
+    }
+
+    fn step(
+        &mut self,
+        stage: &str,
+        st: &mut StageState,
+        step: &Step,
+        done: &BTreeMap<usize, StageState>,
+    ) -> Result<(), BuildError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = step.original.trim().to_string();
+        let location = format!("{}:{}", self.req.dockerfile, step.span.start_line);
+        let started = Instant::now();
+        self.reporter.event(BuildEvent::StepStarted { id, stage, text: &text });
+        let unsupported = |what: &str| BuildError::Unsupported {
+            location: location.clone(),
+            step: text.clone(),
+            what: what.to_string(),
+        };
+        match &step.kind {
+            StepKind::Env { pairs } => {
+                let c = st.container();
+                for (k, v) in pairs {
+                    c.env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
+                    c.env.push(format!("{k}={v}"));
+                }
+                let desc = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                self.history(st, format!("ENV {desc}"), true);
+            }
+            StepKind::Label { pairs } => {
+                for (k, v) in pairs {
+                    st.container().labels.insert(k.clone(), v.clone());
+                }
+                let desc = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                self.history(st, format!("LABEL {desc}"), true);
+            }
+            StepKind::Cmd { command } => {
+                let argv = self.argv(st, command);
+                st.container().cmd = Some(argv.clone());
+                self.history(st, format!("CMD {}", json(&argv)), true);
+            }
+            StepKind::Entrypoint { command } => {
+                let argv = self.argv(st, command);
+                let c = st.container();
+                c.entrypoint = Some(argv.clone());
+                // Docker resets an inherited CMD when ENTRYPOINT changes.
+                c.cmd = None;
+                self.history(st, format!("ENTRYPOINT {}", json(&argv)), true);
+            }
+            StepKind::Expose { ports } => {
+                for p in ports {
+                    let key = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+                    st.container().exposed_ports.insert(key, serde_json::json!({}));
+                }
+                self.history(st, format!("EXPOSE map[{}]", ports.join(" ")), true);
+            }
+            StepKind::Volume { paths } => {
+                for p in paths {
+                    st.container().volumes.insert(p.clone(), serde_json::json!({}));
+                }
+                self.history(st, format!("VOLUME {}", json(paths)), true);
+            }
+            StepKind::User { user } => {
+                st.container().user = Some(user.clone());
+                self.history(st, format!("USER {user}"), true);
+            }
+            StepKind::Workdir { path } => {
+                let wd = resolve_path(st.config.config.as_ref().and_then(|c| c.working_dir.as_deref()), path);
+                st.container().working_dir = Some(wd.clone());
+                self.history(st, format!("WORKDIR {wd}"), true);
+            }
+            StepKind::StopSignal { signal } => {
+                st.container().stop_signal = Some(signal.clone());
+                self.history(st, format!("STOPSIGNAL {signal}"), true);
+            }
+            StepKind::Shell { shell } => {
+                st.container().shell = Some(shell.clone());
+                self.history(st, format!("SHELL {}", json(shell)), true);
+            }
+            StepKind::Onbuild { expression } => {
+                st.container().on_build.get_or_insert_with(Vec::new).push(expression.clone());
+                self.history(st, format!("ONBUILD {expression}"), true);
+            }
+            StepKind::Maintainer { name } => {
+                st.config.author = Some(name.clone());
+                self.history(st, format!("MAINTAINER {name}"), true);
+            }
+            StepKind::Healthcheck(h) => {
+                st.container().healthcheck = Some(health_config(h));
+                self.history(st, text.clone(), true);
+            }
+            StepKind::Arg { .. } => {}
+            StepKind::Run {
+                command,
+                files,
+                mounts,
+                network,
+                security,
+                devices,
+                build_args,
+            } => {
+                if !files.is_empty() {
+                    return Err(unsupported("RUN with a heredoc"));
+                }
+                if !mounts.is_empty() {
+                    return Err(unsupported("RUN --mount"));
+                }
+                if security.as_deref().is_some_and(|s| s != "sandbox") {
+                    return Err(unsupported("RUN --security=insecure"));
+                }
+                if !devices.is_empty() {
+                    return Err(unsupported("RUN --device"));
+                }
+                let network = match network.as_deref() {
+                    None | Some("default") => self.req.network,
+                    Some("none") => Network::None,
+                    Some("host") => Network::Host,
+                    Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
+                };
+                self.run(stage, id, st, command, build_args, network, &location, &text)?;
+            }
+            StepKind::Copy(c) | StepKind::Add(c) => {
+                let is_add = matches!(step.kind, StepKind::Add(_));
+                if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
+                    return Err(unsupported("ADD from a URL or git repository"));
+                }
+                if is_add && c.unpack != Some(false) {
+                    // Local archives would be extracted by ADD; refuse rather than copy them wrongly.
+                    for s in &c.sources {
+                        let lower = s.to_ascii_lowercase();
+                        if [".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar.zst"]
+                            .iter()
+                            .any(|ext| lower.ends_with(ext))
+                        {
+                            return Err(unsupported("ADD of a local archive (auto-extraction)"));
+                        }
+                    }
+                }
+                if c.parents || !c.exclude.is_empty() || c.checksum.is_some() {
+                    return Err(unsupported("COPY --parents/--exclude/--checksum"));
+                }
+                let src_layers = match &c.from {
+                    Source::Context => vec![self.req.context.clone()],
+                    Source::Stage { index } => done
+                        .get(index)
+                        .map(|s| s.topmost_first())
+                        .ok_or_else(|| StoreError::invalid("build plan", format!("stage {index} used before it was built")))?,
+                    Source::Image { reference } => self.base_image(reference, &location)?.topmost_first(),
+                };
+                let owner = match &c.chown {
+                    Some(spec) => {
+                        let ids = users::resolve(spec, &st.topmost_first()).map_err(|e| BuildError::User {
+                            location: location.clone(),
+                            step: text.clone(),
+                            source: e,
+                        })?;
+                        (ids.uid, ids.gid)
+                    }
+                    None => (0, 0),
+                };
+                let copy_err = |e| BuildError::Copy {
+                    location: location.clone(),
+                    step: text.clone(),
+                    source: e,
+                };
+                let chmod = c.chmod.as_deref().map(copy::parse_chmod).transpose().map_err(copy_err)?;
+                let workdir = st.config.config.as_ref().and_then(|c| c.working_dir.clone());
+                let mut dest = resolve_path(workdir.as_deref(), &c.dest);
+                if c.dest.ends_with('/') && !dest.ends_with('/') {
+                    dest.push('/');
+                }
+                let upper = self.store.scratch_dir("copy")?;
+                let dest_layers = st.topmost_first();
+                copy::copy(&copy::CopySpec {
+                    src_layers: &src_layers,
+                    dest_layers: &dest_layers,
+                    sources: &c.sources,
+                    contents: &c.contents,
+                    dest: &dest,
+                    owner,
+                    chmod,
+                    upper: upper.path(),
+                })
+                .map_err(copy_err)?;
+                let word = if is_add { "ADD" } else { "COPY" };
+                self.commit_layer(st, upper, format!("{word} {} {dest} # buildkit", c.sources.join(" ")))?;
+            }
+        }
+        self.reporter.event(BuildEvent::StepDone {
+            id,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    /// Exec form as is; shell form through the stage's SHELL (default `/bin/sh -c`).
+    fn argv(&self, st: &StageState, command: &Command) -> Vec<String> {
+        match command {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(s) => {
+                let mut shell = st
+                    .config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.shell.clone())
+                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                shell.push(s.clone());
+                shell
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        stage: &str,
+        id: usize,
+        st: &mut StageState,
+        command: &Command,
+        build_args: &[(String, String)],
+        network: Network,
+        location: &str,
+        text: &str,
+    ) -> Result<(), BuildError> {
+        let argv = self.argv(st, command);
+        let cfg = st.config.config.clone().unwrap_or_default();
+        let mut env = cfg.env.clone();
+        // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
+        for (k, v) in build_args {
+            if !env.iter().any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(DEFAULT_PATH.into());
+        }
+        let lowers = st.topmost_first();
+        let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| BuildError::User {
+            location: location.to_string(),
+            step: text.to_string(),
+            source: e,
+        })?;
+        let work = self.store.scratch_dir("run")?;
+        let upper = self.store.scratch_dir("upper")?;
+        let empty = self.store.scratch_dir("empty")?;
+        let bundle = work.path().join("bundle");
+        let overlay_work = work.path().join("work");
+        for d in [&bundle, &overlay_work] {
+            std::fs::create_dir_all(d).map_err(|e| StoreError::io(d, e))?;
+        }
+        let spec = SandboxSpec {
+            lowerdirs: if lowers.is_empty() { vec![empty.path().to_path_buf()] } else { lowers },
+            upperdir: upper.path().to_path_buf(),
+            workdir: overlay_work,
+            rootfs: bundle.join("rootfs"),
+            args: argv.clone(),
+            env,
+            cwd: cfg.working_dir.clone().unwrap_or_else(|| "/".into()),
+            uid: ids.uid,
+            gid: ids.gid,
+            additional_gids: ids.additional_gids,
+            hostname: "mybuild".into(),
+            network,
+            hosts: "127.0.0.1\tlocalhost mybuild\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+            resolv_conf: match network {
+                Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                Network::None => String::new(),
+            },
+            mounts: Vec::new(),
+        };
+        let reporter = &mut *self.reporter;
+        let outcome = sandbox::run(&self.req.exe, &bundle, &spec, &mut |stream, data| {
+            reporter.event(BuildEvent::Output { id, stream, data })
+        })
+        .map_err(|e| BuildError::Sandbox {
+            location: location.to_string(),
+            step: text.to_string(),
+            source: e,
+        })?;
+        let _ = stage;
+        let code = match outcome {
+            Outcome::Exited(0) => None,
+            Outcome::Exited(c) => Some(c),
+            Outcome::Signaled(s) => Some(128 + s),
+        };
+        if let Some(code) = code {
+            return Err(BuildError::RunFailed {
+                location: location.to_string(),
+                step: text.to_string(),
+                command: argv.join(" "),
+                code,
+            });
+        }
+        let created_by = match command {
+            Command::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
+            Command::Exec(v) => format!("RUN {} # buildkit", json(v)),
+        };
+        self.commit_layer(st, upper, created_by)
+    }
+
+    /// Diffs a step's directory into a layer (or an empty-layer history entry) and keeps
+    /// the directory as the layer's snapshot.
+    fn commit_layer(
+        &mut self,
+        st: &mut StageState,
+        dir: layer_cache::snapshot::ScratchDir,
+        created_by: String,
+    ) -> Result<(), BuildError> {
+        let is_empty = std::fs::read_dir(dir.path())
+            .map_err(|e| StoreError::io(dir.path(), e))?
+            .next()
+            .is_none();
+        if is_empty {
+            self.history(st, created_by, true);
+            return Ok(());
+        }
+        let mut writer = self.store.layer_writer(self.req.layer)?;
+        let opts = diff::DiffOptions {
+            clamp_mtime: self.req.source_date_epoch,
+        };
+        diff::write_upperdir(dir.path(), &mut writer, &opts)?;
+        let layer = writer.finish()?;
+        let snapshot = self.store.commit_snapshot(dir, &layer.diff_id)?;
+        st.layers.push(layer.descriptor());
+        st.snapshots.push(snapshot);
+        st.config.rootfs.diff_ids.push(layer.diff_id.clone());
+        self.history(st, created_by, false);
+        let _: &Digest = &layer.diff_id;
+        Ok(())
+    }
+}
+
+/// WORKDIR and COPY destinations: absolute as given, else relative to the workdir.
+fn resolve_path(workdir: Option<&str>, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{}", workdir.unwrap_or("/").trim_end_matches('/'), path)
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+fn json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn health_config(h: &Healthcheck) -> HealthConfig {
+    match h {
+        Healthcheck::None => HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..HealthConfig::default()
+        },
+        Healthcheck::Cmd {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => HealthConfig {
+            test: Some(test.clone()),
+            interval: interval.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            timeout: timeout.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            start_period: start_period.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            start_interval: start_interval.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            retries: retries.map(|r| r as i64),
+            ..HealthConfig::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resolves_destinations_against_workdir() {
+        assert_eq!(super::resolve_path(Some("/app"), "src"), "/app/src");
+        assert_eq!(super::resolve_path(Some("/app"), "/etc/x"), "/etc/x");
+        assert_eq!(super::resolve_path(None, "../a/./b"), "/a/b");
+        assert_eq!(super::resolve_path(Some("/a/b"), ".."), "/a");
+    }
+}
