@@ -64,7 +64,8 @@ fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
     };
     let mut buf = [0u8; 8];
     // SAFETY: buffer pointer and length match.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     len >= 0 && &buf[..len as usize] == want
 }
 
@@ -83,8 +84,10 @@ fn numeric(s: &str) -> Option<u32> {
 
 /// Resolves `user[:group]` (names or numbers) as Docker does for USER and RUN.
 pub fn resolve(spec: &str, lowerdirs: &[PathBuf]) -> Result<Ids, UserError> {
-    let passwd = read_merged(lowerdirs, "/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned());
-    let group = read_merged(lowerdirs, "/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned());
+    let passwd =
+        read_merged(lowerdirs, "/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned());
+    let group =
+        read_merged(lowerdirs, "/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned());
     resolve_in(spec, passwd.as_deref(), group.as_deref())
 }
 
@@ -158,11 +161,46 @@ mod tests {
     #[test]
     fn resolves_names_numbers_and_groups() {
         let r = |s| resolve_in(s, Some(PASSWD), Some(GROUP));
-        assert_eq!(r("app"), Ok(Ids { uid: 1000, gid: 1001, additional_gids: vec![50] }));
-        assert_eq!(r("1000"), Ok(Ids { uid: 1000, gid: 1001, additional_gids: vec![50] }));
-        assert_eq!(r("app:staff"), Ok(Ids { uid: 1000, gid: 50, additional_gids: vec![] }));
-        assert_eq!(r("4242:7"), Ok(Ids { uid: 4242, gid: 7, additional_gids: vec![] }));
-        assert_eq!(r(""), Ok(Ids { uid: 0, gid: 0, additional_gids: vec![] }));
+        assert_eq!(
+            r("app"),
+            Ok(Ids {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![50]
+            })
+        );
+        assert_eq!(
+            r("1000"),
+            Ok(Ids {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![50]
+            })
+        );
+        assert_eq!(
+            r("app:staff"),
+            Ok(Ids {
+                uid: 1000,
+                gid: 50,
+                additional_gids: vec![]
+            })
+        );
+        assert_eq!(
+            r("4242:7"),
+            Ok(Ids {
+                uid: 4242,
+                gid: 7,
+                additional_gids: vec![]
+            })
+        );
+        assert_eq!(
+            r(""),
+            Ok(Ids {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![]
+            })
+        );
         assert_eq!(
             r("nobody").unwrap_err().to_string(),
             "unable to find user nobody: no matching entries in passwd file"

@@ -80,7 +80,9 @@ fn has_glob(s: &str) -> bool {
 pub fn glob_match(pat: &[u8], name: &[u8]) -> bool {
     match (pat.first(), name.first()) {
         (None, None) => true,
-        (Some(b'*'), _) => glob_match(&pat[1..], name) || (!name.is_empty() && glob_match(pat, &name[1..])),
+        (Some(b'*'), _) => {
+            glob_match(&pat[1..], name) || (!name.is_empty() && glob_match(pat, &name[1..]))
+        }
         (Some(b'?'), Some(_)) => glob_match(&pat[1..], &name[1..]),
         (Some(b'['), Some(c)) => {
             let Some(end) = pat.iter().skip(1).position(|b| *b == b']').map(|i| i + 1) else {
@@ -104,7 +106,9 @@ pub fn glob_match(pat: &[u8], name: &[u8]) -> bool {
             }
             hit != negate && glob_match(&pat[end + 1..], &name[1..])
         }
-        (Some(b'\\'), Some(c)) if pat.len() > 1 => pat[1] == *c && glob_match(&pat[2..], &name[1..]),
+        (Some(b'\\'), Some(c)) if pat.len() > 1 => {
+            pat[1] == *c && glob_match(&pat[2..], &name[1..])
+        }
         (Some(p), Some(c)) => p == c && glob_match(&pat[1..], &name[1..]),
         _ => false,
     }
@@ -135,7 +139,12 @@ fn expand(layers: &[PathBuf], pattern: &Path) -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
-fn set_meta(path: &Path, mode: Option<u32>, owner: (u32, u32), mtime: Option<i64>) -> Result<(), CopyError> {
+fn set_meta(
+    path: &Path,
+    mode: Option<u32>,
+    owner: (u32, u32),
+    mtime: Option<i64>,
+) -> Result<(), CopyError> {
     let md = std::fs::symlink_metadata(path).map_err(io(path))?;
     std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(io(path))?;
     if !md.file_type().is_symlink() {
@@ -144,13 +153,28 @@ fn set_meta(path: &Path, mode: Option<u32>, owner: (u32, u32), mtime: Option<i64
         }
     }
     if let Some(t) = mtime {
-        let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| CopyError::NotFound(path.display().to_string()))?;
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| CopyError::NotFound(path.display().to_string()))?;
         let ts = [
-            libc::timespec { tv_sec: t, tv_nsec: 0 },
-            libc::timespec { tv_sec: t, tv_nsec: 0 },
+            libc::timespec {
+                tv_sec: t,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: t,
+                tv_nsec: 0,
+            },
         ];
         // SAFETY: valid path and a two-element timespec array.
-        if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        if unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                ts.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } != 0
+        {
             return Err(io(path)(std::io::Error::last_os_error()));
         }
     }
@@ -168,8 +192,14 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
             continue;
         }
         std::fs::create_dir(&here).map_err(io(&here))?;
-        match merged::lookup(spec.dest_layers, &cur).and_then(|p| std::fs::symlink_metadata(p).ok()) {
-            Some(md) if md.is_dir() => set_meta(&here, Some(md.mode() & 0o7777), (md.uid(), md.gid()), Some(md.mtime()))?,
+        match merged::lookup(spec.dest_layers, &cur).and_then(|p| std::fs::symlink_metadata(p).ok())
+        {
+            Some(md) if md.is_dir() => set_meta(
+                &here,
+                Some(md.mode() & 0o7777),
+                (md.uid(), md.gid()),
+                Some(md.mtime()),
+            )?,
             _ => set_meta(&here, Some(0o755), (0, 0), None)?,
         }
     }
@@ -177,14 +207,23 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
 }
 
 /// Copies one entry (file, symlink or whole directory) from the merged source view.
-fn copy_entry(spec: &CopySpec, src_rel: &Path, real: &Path, dest_rel: &Path) -> Result<(), CopyError> {
+fn copy_entry(
+    spec: &CopySpec,
+    src_rel: &Path,
+    real: &Path,
+    dest_rel: &Path,
+) -> Result<(), CopyError> {
     let md = std::fs::symlink_metadata(real).map_err(io(real))?;
     let target = spec.upper.join(dest_rel);
     if let Some(parent) = dest_rel.parent() {
         ensure_dirs(spec, parent)?;
     }
     if md.is_dir() {
-        if target.symlink_metadata().map(|m| !m.is_dir()).unwrap_or(false) {
+        if target
+            .symlink_metadata()
+            .map(|m| !m.is_dir())
+            .unwrap_or(false)
+        {
             std::fs::remove_file(&target).map_err(io(&target))?;
         }
         if target.symlink_metadata().is_err() {
@@ -196,7 +235,12 @@ fn copy_entry(spec: &CopySpec, src_rel: &Path, real: &Path, dest_rel: &Path) -> 
                 copy_entry(spec, &child_rel, &child_real, &dest_rel.join(&name))?;
             }
         }
-        set_meta(&target, Some(spec.chmod.unwrap_or(md.mode() & 0o7777)), spec.owner, Some(md.mtime()))?;
+        set_meta(
+            &target,
+            Some(spec.chmod.unwrap_or(md.mode() & 0o7777)),
+            spec.owner,
+            Some(md.mtime()),
+        )?;
         return Ok(());
     }
     if let Ok(existing) = target.symlink_metadata() {
@@ -212,7 +256,12 @@ fn copy_entry(spec: &CopySpec, src_rel: &Path, real: &Path, dest_rel: &Path) -> 
         set_meta(&target, None, spec.owner, Some(md.mtime()))?;
     } else if md.is_file() {
         std::fs::copy(real, &target).map_err(io(&target))?;
-        set_meta(&target, Some(spec.chmod.unwrap_or(md.mode() & 0o7777)), spec.owner, Some(md.mtime()))?;
+        set_meta(
+            &target,
+            Some(spec.chmod.unwrap_or(md.mode() & 0o7777)),
+            spec.owner,
+            Some(md.mtime()),
+        )?;
     }
     // Devices, fifos and sockets in a context are skipped, as Docker does.
     Ok(())
@@ -221,7 +270,8 @@ fn copy_entry(spec: &CopySpec, src_rel: &Path, real: &Path, dest_rel: &Path) -> 
 /// Performs the copy into `spec.upper`.
 pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
     let dest_rel = clean_rel(spec.dest).unwrap_or_default();
-    let many = spec.sources.len() + spec.contents.len() > 1 || spec.sources.iter().any(|s| has_glob(s));
+    let many =
+        spec.sources.len() + spec.contents.len() > 1 || spec.sources.iter().any(|s| has_glob(s));
     let dest_is_dir = spec.dest.ends_with('/')
         || spec.dest.ends_with("/.")
         || many
@@ -239,7 +289,9 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
             return Err(CopyError::NotFound(src.clone()));
         }
         for (rel, real) in matches {
-            let is_dir = std::fs::symlink_metadata(&real).map(|m| m.is_dir()).unwrap_or(false);
+            let is_dir = std::fs::symlink_metadata(&real)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
             let target = if is_dir {
                 if !dest_is_dir {
                     ensure_dirs(spec, &dest_rel)?;
@@ -264,7 +316,11 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
         }
     }
     for (name, data) in spec.contents {
-        let target_rel = if dest_is_dir { dest_rel.join(name) } else { dest_rel.clone() };
+        let target_rel = if dest_is_dir {
+            dest_rel.join(name)
+        } else {
+            dest_rel.clone()
+        };
         if let Some(parent) = target_rel.parent() {
             ensure_dirs(spec, parent)?;
         }

@@ -21,7 +21,8 @@ fn is_opaque(path: &Path) -> bool {
     };
     let mut buf = [0u8; 4];
     // SAFETY: buffer pointer and length match.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     len == 1 && buf[0] == b'y'
 }
 
@@ -37,7 +38,9 @@ pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
         let mut opaque_above = false;
         for (j, c) in comps.iter().enumerate() {
             cur.push(c);
-            let Ok(md) = std::fs::symlink_metadata(&cur) else { break };
+            let Ok(md) = std::fs::symlink_metadata(&cur) else {
+                break;
+            };
             if is_whiteout(&md) {
                 return None;
             }
@@ -62,7 +65,9 @@ pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
     let mut hidden = BTreeSet::new();
     for layer in layers {
         let dir = layer.join(rel);
-        let Ok(md) = std::fs::symlink_metadata(&dir) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
         if !md.is_dir() {
             break;
         }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use layer_cache::image::{self, ContainerConfig, History, HealthConfig, ImageConfig};
+use layer_cache::image::{self, ContainerConfig, HealthConfig, History, ImageConfig};
 use layer_cache::layer::LayerOptions;
 use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{Digest, Store, StoreError};
@@ -45,9 +45,20 @@ pub struct BuildRequest<'a> {
 /// Progress, as data; the cli renders it.
 #[derive(Debug)]
 pub enum BuildEvent<'a> {
-    StepStarted { id: usize, stage: &'a str, text: &'a str },
-    Output { id: usize, stream: Stream, data: &'a [u8] },
-    StepDone { id: usize, elapsed: Duration },
+    StepStarted {
+        id: usize,
+        stage: &'a str,
+        text: &'a str,
+    },
+    Output {
+        id: usize,
+        stream: Stream,
+        data: &'a [u8],
+    },
+    StepDone {
+        id: usize,
+        elapsed: Duration,
+    },
 }
 
 pub trait BuildReporter {
@@ -73,7 +84,9 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Diff(#[from] DiffError),
-    #[error("{location}: {step}: process {command:?} did not complete successfully: exit code: {code}")]
+    #[error(
+        "{location}: {step}: process {command:?} did not complete successfully: exit code: {code}"
+    )]
     RunFailed {
         location: String,
         step: String,
@@ -123,7 +136,9 @@ impl StageState {
         self.snapshots.iter().rev().cloned().collect()
     }
     fn container(&mut self) -> &mut ContainerConfig {
-        self.config.config.get_or_insert_with(ContainerConfig::default)
+        self.config
+            .config
+            .get_or_insert_with(ContainerConfig::default)
     }
 }
 
@@ -135,7 +150,11 @@ struct Exec<'a> {
     next_id: usize,
 }
 
-pub fn build(store: &Store, req: &BuildRequest, reporter: &mut dyn BuildReporter) -> Result<BuildResult, BuildError> {
+pub fn build(
+    store: &Store,
+    req: &BuildRequest,
+    reporter: &mut dyn BuildReporter,
+) -> Result<BuildResult, BuildError> {
     let _usage = store.usage_lock()?;
     let created = image::rfc3339(req.source_date_epoch.unwrap_or_else(image::build_time));
     let mut ex = Exec {
@@ -147,7 +166,10 @@ pub fn build(store: &Store, req: &BuildRequest, reporter: &mut dyn BuildReporter
     };
     let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
     for stage in &req.graph.stages {
-        let name = stage.name.clone().unwrap_or_else(|| format!("stage-{}", stage.index));
+        let name = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
         let location = format!("{}:{}", req.dockerfile, stage.span.start_line);
         let mut st = match &stage.base {
             Base::Scratch => {
@@ -158,10 +180,12 @@ pub fn build(store: &Store, req: &BuildRequest, reporter: &mut dyn BuildReporter
                 s.config.variant = variant.filter(|_| arch == "arm").map(str::to_string);
                 s
             }
-            Base::Stage { index } => done
-                .get(index)
-                .cloned()
-                .ok_or_else(|| StoreError::invalid("build plan", format!("stage {index} used before it was built")))?,
+            Base::Stage { index } => done.get(index).cloned().ok_or_else(|| {
+                StoreError::invalid(
+                    "build plan",
+                    format!("stage {index} used before it was built"),
+                )
+            })?,
             Base::Image { reference } => ex.base_image(reference, &location)?,
         };
         for step in &stage.steps {
@@ -238,7 +262,11 @@ impl Exec<'_> {
         let text = step.original.trim().to_string();
         let location = format!("{}:{}", self.req.dockerfile, step.span.start_line);
         let started = Instant::now();
-        self.reporter.event(BuildEvent::StepStarted { id, stage, text: &text });
+        self.reporter.event(BuildEvent::StepStarted {
+            id,
+            stage,
+            text: &text,
+        });
         let unsupported = |what: &str| BuildError::Unsupported {
             location: location.clone(),
             step: text.clone(),
@@ -248,17 +276,26 @@ impl Exec<'_> {
             StepKind::Env { pairs } => {
                 let c = st.container();
                 for (k, v) in pairs {
-                    c.env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
+                    c.env
+                        .retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
                     c.env.push(format!("{k}={v}"));
                 }
-                let desc = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                let desc = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.history(st, format!("ENV {desc}"), true);
             }
             StepKind::Label { pairs } => {
                 for (k, v) in pairs {
                     st.container().labels.insert(k.clone(), v.clone());
                 }
-                let desc = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                let desc = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.history(st, format!("LABEL {desc}"), true);
             }
             StepKind::Cmd { command } => {
@@ -276,14 +313,22 @@ impl Exec<'_> {
             }
             StepKind::Expose { ports } => {
                 for p in ports {
-                    let key = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
-                    st.container().exposed_ports.insert(key, serde_json::json!({}));
+                    let key = if p.contains('/') {
+                        p.clone()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    st.container()
+                        .exposed_ports
+                        .insert(key, serde_json::json!({}));
                 }
                 self.history(st, format!("EXPOSE map[{}]", ports.join(" ")), true);
             }
             StepKind::Volume { paths } => {
                 for p in paths {
-                    st.container().volumes.insert(p.clone(), serde_json::json!({}));
+                    st.container()
+                        .volumes
+                        .insert(p.clone(), serde_json::json!({}));
                 }
                 self.history(st, format!("VOLUME {}", json(paths)), true);
             }
@@ -292,7 +337,13 @@ impl Exec<'_> {
                 self.history(st, format!("USER {user}"), true);
             }
             StepKind::Workdir { path } => {
-                let wd = resolve_path(st.config.config.as_ref().and_then(|c| c.working_dir.as_deref()), path);
+                let wd = resolve_path(
+                    st.config
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.working_dir.as_deref()),
+                    path,
+                );
                 st.container().working_dir = Some(wd.clone());
                 self.history(st, format!("WORKDIR {wd}"), true);
             }
@@ -305,7 +356,10 @@ impl Exec<'_> {
                 self.history(st, format!("SHELL {}", json(shell)), true);
             }
             StepKind::Onbuild { expression } => {
-                st.container().on_build.get_or_insert_with(Vec::new).push(expression.clone());
+                st.container()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(expression.clone());
                 self.history(st, format!("ONBUILD {expression}"), true);
             }
             StepKind::Maintainer { name } => {
@@ -344,20 +398,29 @@ impl Exec<'_> {
                     Some("host") => Network::Host,
                     Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
                 };
-                self.run(stage, id, st, command, build_args, network, &location, &text)?;
+                self.run(
+                    stage, id, st, command, build_args, network, &location, &text,
+                )?;
             }
             StepKind::Copy(c) | StepKind::Add(c) => {
                 let is_add = matches!(step.kind, StepKind::Add(_));
-                if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
+                if is_add
+                    && c.sources
+                        .iter()
+                        .any(|s| s.contains("://") || s.starts_with("git@"))
+                {
                     return Err(unsupported("ADD from a URL or git repository"));
                 }
                 if is_add && c.unpack != Some(false) {
                     // Local archives would be extracted by ADD; refuse rather than copy them wrongly.
                     for s in &c.sources {
                         let lower = s.to_ascii_lowercase();
-                        if [".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar.zst"]
-                            .iter()
-                            .any(|ext| lower.ends_with(ext))
+                        if [
+                            ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2",
+                            ".tar.zst",
+                        ]
+                        .iter()
+                        .any(|ext| lower.ends_with(ext))
                         {
                             return Err(unsupported("ADD of a local archive (auto-extraction)"));
                         }
@@ -368,18 +431,26 @@ impl Exec<'_> {
                 }
                 let src_layers = match &c.from {
                     Source::Context => vec![self.req.context.clone()],
-                    Source::Stage { index } => done
-                        .get(index)
-                        .map(|s| s.topmost_first())
-                        .ok_or_else(|| StoreError::invalid("build plan", format!("stage {index} used before it was built")))?,
-                    Source::Image { reference } => self.base_image(reference, &location)?.topmost_first(),
+                    Source::Stage { index } => {
+                        done.get(index).map(|s| s.topmost_first()).ok_or_else(|| {
+                            StoreError::invalid(
+                                "build plan",
+                                format!("stage {index} used before it was built"),
+                            )
+                        })?
+                    }
+                    Source::Image { reference } => {
+                        self.base_image(reference, &location)?.topmost_first()
+                    }
                 };
                 let owner = match &c.chown {
                     Some(spec) => {
-                        let ids = users::resolve(spec, &st.topmost_first()).map_err(|e| BuildError::User {
-                            location: location.clone(),
-                            step: text.clone(),
-                            source: e,
+                        let ids = users::resolve(spec, &st.topmost_first()).map_err(|e| {
+                            BuildError::User {
+                                location: location.clone(),
+                                step: text.clone(),
+                                source: e,
+                            }
                         })?;
                         (ids.uid, ids.gid)
                     }
@@ -390,8 +461,17 @@ impl Exec<'_> {
                     step: text.clone(),
                     source: e,
                 };
-                let chmod = c.chmod.as_deref().map(copy::parse_chmod).transpose().map_err(copy_err)?;
-                let workdir = st.config.config.as_ref().and_then(|c| c.working_dir.clone());
+                let chmod = c
+                    .chmod
+                    .as_deref()
+                    .map(copy::parse_chmod)
+                    .transpose()
+                    .map_err(copy_err)?;
+                let workdir = st
+                    .config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.working_dir.clone());
                 let mut dest = resolve_path(workdir.as_deref(), &c.dest);
                 if c.dest.ends_with('/') && !dest.ends_with('/') {
                     dest.push('/');
@@ -410,7 +490,11 @@ impl Exec<'_> {
                 })
                 .map_err(copy_err)?;
                 let word = if is_add { "ADD" } else { "COPY" };
-                self.commit_layer(st, upper, format!("{word} {} {dest} # buildkit", c.sources.join(" ")))?;
+                self.commit_layer(
+                    st,
+                    upper,
+                    format!("{word} {} {dest} # buildkit", c.sources.join(" ")),
+                )?;
             }
         }
         self.reporter.event(BuildEvent::StepDone {
@@ -454,7 +538,10 @@ impl Exec<'_> {
         let mut env = cfg.env.clone();
         // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
         for (k, v) in build_args {
-            if !env.iter().any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+            if !env
+                .iter()
+                .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
+            {
                 env.push(format!("{k}={v}"));
             }
         }
@@ -462,10 +549,12 @@ impl Exec<'_> {
             env.push(DEFAULT_PATH.into());
         }
         let lowers = st.topmost_first();
-        let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| BuildError::User {
-            location: location.to_string(),
-            step: text.to_string(),
-            source: e,
+        let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| {
+            BuildError::User {
+                location: location.to_string(),
+                step: text.to_string(),
+                source: e,
+            }
         })?;
         let work = self.store.scratch_dir("run")?;
         let upper = self.store.scratch_dir("upper")?;
@@ -476,7 +565,11 @@ impl Exec<'_> {
             std::fs::create_dir_all(d).map_err(|e| StoreError::io(d, e))?;
         }
         let spec = SandboxSpec {
-            lowerdirs: if lowers.is_empty() { vec![empty.path().to_path_buf()] } else { lowers },
+            lowerdirs: if lowers.is_empty() {
+                vec![empty.path().to_path_buf()]
+            } else {
+                lowers
+            },
             upperdir: upper.path().to_path_buf(),
             workdir: overlay_work,
             rootfs: bundle.join("rootfs"),
@@ -488,7 +581,8 @@ impl Exec<'_> {
             additional_gids: ids.additional_gids,
             hostname: "mybuild".into(),
             network,
-            hosts: "127.0.0.1\tlocalhost mybuild\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+            hosts: "127.0.0.1\tlocalhost mybuild\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                .into(),
             resolv_conf: match network {
                 Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
                 Network::None => String::new(),

@@ -38,7 +38,11 @@ pub struct DiffOptions {
 }
 
 /// Writes the layer tar for `upper` to `out`. Returns the number of entries.
-pub fn write_upperdir<W: Write>(upper: &Path, out: W, opts: &DiffOptions) -> Result<u64, DiffError> {
+pub fn write_upperdir<W: Write>(
+    upper: &Path,
+    out: W,
+    opts: &DiffOptions,
+) -> Result<u64, DiffError> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
@@ -71,7 +75,12 @@ fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>, DiffError> {
     Ok(names)
 }
 
-fn walk<W: Write>(b: &mut tar::Builder<W>, abs: &Path, rel: &Path, st: &mut State) -> Result<(), DiffError> {
+fn walk<W: Write>(
+    b: &mut tar::Builder<W>,
+    abs: &Path,
+    rel: &Path,
+    st: &mut State,
+) -> Result<(), DiffError> {
     for name in sorted_children(abs)? {
         let path = abs.join(&name);
         let rel_path = rel.join(&name);
@@ -111,7 +120,8 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, abs: &Path, rel: &Path, st: &mut Stat
             if let Some(first) = st.links.get(&key) {
                 let mut h = base_header(&md, st.opts, tar::EntryType::Link);
                 h.set_size(0);
-                b.append_link(&mut h, &rel_path, first).map_err(io_err(&path))?;
+                b.append_link(&mut h, &rel_path, first)
+                    .map_err(io_err(&path))?;
                 st.count += 1;
                 continue;
             }
@@ -122,7 +132,8 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, abs: &Path, rel: &Path, st: &mut Stat
             let target = std::fs::read_link(&path).map_err(io_err(&path))?;
             let mut h = base_header(&md, st.opts, tar::EntryType::Symlink);
             h.set_size(0);
-            b.append_link(&mut h, &rel_path, &target).map_err(io_err(&path))?;
+            b.append_link(&mut h, &rel_path, &target)
+                .map_err(io_err(&path))?;
         } else if ft.is_file() {
             let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
             h.set_size(md.len());
@@ -142,8 +153,10 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, abs: &Path, rel: &Path, st: &mut Stat
             let mut h = base_header(&md, st.opts, kind);
             h.set_size(0);
             let rdev = md.rdev();
-            h.set_device_major(libc::major(rdev)).map_err(io_err(&path))?;
-            h.set_device_minor(libc::minor(rdev)).map_err(io_err(&path))?;
+            h.set_device_major(libc::major(rdev))
+                .map_err(io_err(&path))?;
+            h.set_device_minor(libc::minor(rdev))
+                .map_err(io_err(&path))?;
             append(b, h, &rel_path, io::empty(), &path)?;
         }
         st.count += 1;
@@ -177,10 +190,15 @@ fn append<W: Write, R: io::Read>(
     if h.entry_type() == tar::EntryType::Directory {
         name.push("/");
     }
-    b.append_data(&mut h, Path::new(&name), data).map_err(io_err(abs))
+    b.append_data(&mut h, Path::new(&name), data)
+        .map_err(io_err(abs))
 }
 
-fn pax<W: Write>(b: &mut tar::Builder<W>, xattrs: &[(String, Vec<u8>)], path: &Path) -> Result<(), DiffError> {
+fn pax<W: Write>(
+    b: &mut tar::Builder<W>,
+    xattrs: &[(String, Vec<u8>)],
+    path: &Path,
+) -> Result<(), DiffError> {
     let records: Vec<(String, &[u8])> = xattrs
         .iter()
         .filter(|(k, _)| !k.starts_with("trusted.overlay."))
@@ -220,7 +238,9 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DiffError> {
     names.truncate(size as usize);
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name_c) = CString::new(name) else { continue };
+        let Ok(name_c) = CString::new(name) else {
+            continue;
+        };
         // SAFETY: size query with a null buffer.
         let len = unsafe { libc::lgetxattr(c.as_ptr(), name_c.as_ptr(), std::ptr::null_mut(), 0) };
         if len < 0 {
@@ -228,7 +248,14 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DiffError> {
         }
         let mut value = vec![0u8; len as usize];
         // SAFETY: the buffer is `value.len()` bytes long.
-        let len = unsafe { libc::lgetxattr(c.as_ptr(), name_c.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let len = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name_c.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
         if len < 0 {
             continue;
         }

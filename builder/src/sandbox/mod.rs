@@ -169,9 +169,13 @@ fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> 
                 .iter()
                 .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok());
             if let Some(md) = from_image.filter(|m| m.is_dir() == want_dir) {
-                std::fs::set_permissions(&here, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                std::fs::set_permissions(
+                    &here,
+                    std::fs::Permissions::from_mode(md.mode() & 0o7777),
+                )
+                .map_err(io(&here))?;
+                std::os::unix::fs::lchown(&here, Some(md.uid()), Some(md.gid()))
                     .map_err(io(&here))?;
-                std::os::unix::fs::lchown(&here, Some(md.uid()), Some(md.gid())).map_err(io(&here))?;
             }
         }
     }
