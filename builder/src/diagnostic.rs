@@ -59,9 +59,14 @@ fn word_len(chars: &[char], from: usize) -> usize {
         .count()
 }
 
-/// Render `error: message` with `--> file:line:col` and the line with a caret under the span,
-/// in the style of rustc and codespan-reporting.
+/// Render `error: message` (see [`render_as`]).
 pub fn render(message: &str, loc: &Location) -> String {
+    render_as("error", message, loc)
+}
+
+/// Render `level: message` with `--> file:line:col` and the line with a caret under the span,
+/// in the style of rustc and codespan-reporting.
+pub fn render_as(level: &str, message: &str, loc: &Location) -> String {
     let num = loc.line.to_string();
     let pad = " ".repeat(num.len());
     let indent: String = loc
@@ -71,7 +76,7 @@ pub fn render(message: &str, loc: &Location) -> String {
         .map(|c| if c == '\t' { '\t' } else { ' ' })
         .collect();
     format!(
-        "error: {message}\n{pad}--> {}:{}:{}\n{pad} |\n{num} | {}\n{pad} | {indent}{}\n",
+        "{level}: {message}\n{pad}--> {}:{}:{}\n{pad} |\n{num} | {}\n{pad} | {indent}{}\n",
         loc.file,
         loc.line,
         loc.column,

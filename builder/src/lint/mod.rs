@@ -67,14 +67,19 @@ fn describe(rule: &str) -> &'static str {
 }
 
 fn url_slug(rule: &str) -> String {
+    let c: Vec<char> = rule.chars().collect();
     let mut s = String::new();
-    for (i, c) in rule.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 && !rule[..i].ends_with("JSON") {
+    for i in 0..c.len() {
+        let boundary = i > 0
+            && c[i].is_ascii_uppercase()
+            && (c[i - 1].is_ascii_lowercase()
+                || c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
+        if boundary {
             s.push('-');
         }
-        s.push(c.to_ascii_lowercase());
+        s.push(c[i].to_ascii_lowercase());
     }
-    s.replace("j-s-o-n", "json")
+    s
 }
 
 /// The `check` directive: skipped rules and whether warnings are errors.
