@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an image from a Dockerfile (the default verb: `mybuild -t app:1 .`)
+    Build(commands::build::BuildArgs),
     /// List tagged images
     Images(commands::store::ImagesArgs),
     /// Print an image's manifest and config as JSON
@@ -46,6 +48,33 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
+}
+
+const VERBS: &[&str] = &[
+    "build", "images", "inspect", "tag", "rmi", "prune", "fsck", "import", "save", "load", "check",
+    "parse", "help",
+];
+
+/// `mybuild -t app:1 .` means `mybuild build -t app:1 .`: insert the verb when the first
+/// word after the global options is not one.
+fn with_default_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--root" {
+            i += 2;
+        } else if a.starts_with("--root=") || a == "--debug" {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    match args.get(i).map(|a| a.to_string_lossy().into_owned()) {
+        None => {}
+        Some(a) if VERBS.contains(&a.as_str()) || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
+        Some(_) => args.insert(i, "build".into()),
+    }
+    args
 }
 
 /// Where the store lives when no `--root` is given.
@@ -81,7 +110,7 @@ fn main() -> std::process::ExitCode {
     if args.get(1).is_some_and(|a| a == builder::sandbox::INIT_ARG) {
         builder::sandbox::init_main(&args);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_verb(args));
     let filter = if cli.debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
@@ -97,6 +126,7 @@ fn main() -> std::process::ExitCode {
         root: cli.root.clone().unwrap_or_else(default_root),
     };
     let result = match &cli.command {
+        Command::Build(a) => commands::build::run(&g, a),
         Command::Images(a) => commands::store::images(&g, a),
         Command::Inspect(a) => commands::store::inspect(&g, a),
         Command::Tag(a) => commands::store::tag(&g, a),

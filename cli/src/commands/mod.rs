@@ -1,4 +1,5 @@
 pub mod archive;
+pub mod build;
 pub mod check;
 pub mod parse;
 pub mod store;

@@ -1,0 +1,241 @@
+//! `mybuild [build] [OPTIONS] CONTEXT`: build an image from a Dockerfile.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use builder::exec::{BuildEvent, BuildReporter, BuildRequest};
+use builder::plan::{BaseInfo, PlanOptions, Platform};
+use builder::sandbox::Network;
+use layer_cache::image::{self, Compression};
+use layer_cache::layer::LayerOptions;
+use layer_cache::{ImageRef, Store};
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (name:tag); repeatable
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile); - reads standard input
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Set a build-time variable (NAME=VALUE, or NAME to take it from the environment)
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Build this stage and what it needs
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use cached steps (every step runs)
+    #[arg(long)]
+    no_cache: bool,
+    /// Set metadata on the image (KEY=VALUE)
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Network for RUN steps: default, none or host
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Write the image id to this file
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Progress output: auto or plain
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Suppress build output; print the image id
+    #[arg(short, long)]
+    quiet: bool,
+    /// Layer compression: gzip or zstd
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    compression: String,
+    /// Compression level (gzip 0-9, zstd 1-22)
+    #[arg(long)]
+    compression_level: Option<u32>,
+    /// Build context directory
+    context: String,
+}
+
+/// Answers the planner's questions about base images from the local store.
+struct StoreBases<'a>(&'a Store);
+
+impl StoreBases<'_> {
+    fn config(&self, reference: &str) -> Option<layer_cache::image::ContainerConfig> {
+        let desc = self.0.resolve(reference).ok()?;
+        self.0.load_image(&desc).ok()?.config.config
+    }
+}
+
+impl BaseInfo for StoreBases<'_> {
+    fn onbuild(&self, image: &str, _platform: Option<&Platform>) -> Vec<String> {
+        self.config(image).and_then(|c| c.on_build).unwrap_or_default()
+    }
+    fn env(&self, image: &str, _platform: Option<&Platform>) -> Vec<(String, String)> {
+        self.config(image)
+            .map(|c| {
+                c.env
+                    .iter()
+                    .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Plain progress: `#N [stage] INSTRUCTION`, output prefixed by step, `#N DONE 0.3s`.
+struct Plain {
+    quiet: bool,
+    partial: BTreeMap<usize, Vec<u8>>,
+}
+
+impl BuildReporter for Plain {
+    fn event(&mut self, event: BuildEvent<'_>) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        match event {
+            BuildEvent::StepStarted { id, stage, text } => {
+                let _ = writeln!(err, "#{id} [{stage}] {text}");
+            }
+            BuildEvent::Output { id, stream: _, data } => {
+                let buf = self.partial.entry(id).or_default();
+                buf.extend_from_slice(data);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let _ = writeln!(err, "#{id} {}", String::from_utf8_lossy(&line[..line.len() - 1]));
+                }
+            }
+            BuildEvent::StepDone { id, elapsed } => {
+                if let Some(rest) = self.partial.remove(&id).filter(|r| !r.is_empty()) {
+                    let _ = writeln!(err, "#{id} {}", String::from_utf8_lossy(&rest));
+                }
+                let _ = writeln!(err, "#{id} DONE {}", secs(elapsed));
+            }
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in list {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ if what == "--build-arg" && !item.is_empty() && !item.contains('=') => {
+                // A bare name takes its value from the environment, as docker does.
+                if let Ok(v) = std::env::var(item) {
+                    out.insert(item.clone(), v);
+                }
+            }
+            _ => bail!("{what} {item:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
+    if a.context == "-" {
+        bail!("a build context on standard input (-) is not supported yet; pass a directory");
+    }
+    if !matches!(a.progress.as_str(), "auto" | "plain") {
+        bail!("--progress={} is not supported yet; use plain or auto", a.progress);
+    }
+    let network = match a.network.as_str() {
+        "default" | "host" => Network::Host,
+        "none" => Network::None,
+        other => bail!("--network={other}: expected default, none or host"),
+    };
+    let context = PathBuf::from(&a.context);
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
+    }
+    let tags = a
+        .tags
+        .iter()
+        .map(|t| ImageRef::parse(t).map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()?;
+    let (dockerfile_name, text) = match a.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the Dockerfile from standard input")?;
+            ("-".to_string(), s)
+        }
+        Some(f) => (f.to_string(), std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?),
+        None => {
+            let p = context.join("Dockerfile");
+            let shown = p.display().to_string();
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {shown}"))?;
+            (shown, text)
+        }
+    };
+    let df = match builder::dockerfile::parse(&text, &dockerfile_name) {
+        Ok(df) => df,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return Ok(1);
+        }
+    };
+    let store = g.store()?;
+    let opts = PlanOptions {
+        build_args: key_values(&a.build_args, "--build-arg")?,
+        target: a.target.clone(),
+        ..PlanOptions::default()
+    };
+    let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store)) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return Ok(1);
+        }
+    };
+    for w in &graph.warnings {
+        if !a.quiet {
+            match &w.span {
+                Some(s) => eprintln!("WARNING: {}:{}: {}", dockerfile_name, s.start_line, w.message),
+                None => eprintln!("WARNING: {}", w.message),
+            }
+        }
+    }
+    let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
+    let req = BuildRequest {
+        graph: &graph,
+        context: context.canonicalize().with_context(|| format!("opening {}", context.display()))?,
+        dockerfile: dockerfile_name,
+        exe,
+        network,
+        layer: LayerOptions {
+            compression: if a.compression == "zstd" { Compression::Zstd } else { Compression::Gzip },
+            level: a.compression_level,
+        },
+        labels: key_values(&a.labels, "--label")?,
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()),
+    };
+    let mut reporter = Plain {
+        quiet: a.quiet,
+        partial: BTreeMap::new(),
+    };
+    let result = builder::exec::build(&store, &req, &mut reporter)?;
+    let digest = image::descriptor_digest(&result.manifest)?;
+    for t in &tags {
+        store.set_tag(t, &result.manifest)?;
+    }
+    if let Some(path) = &a.iidfile {
+        std::fs::write(path, digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.quiet {
+        println!("{digest}");
+    } else {
+        eprintln!("writing image {digest} done");
+        for t in &tags {
+            eprintln!("naming to {} done", t.tagged_name());
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,172 @@
+//! `mybuild -t … CONTEXT` end to end: real namespaces, real overlayfs, a busybox base
+//! made with `mybuild import`, results read back with umoci.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+use tempfile::TempDir;
+
+fn mybuild(root: &Path) -> Command {
+    let mut c = Command::cargo_bin("mybuild").expect("binary");
+    c.arg("--root").arg(root);
+    c
+}
+
+fn ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("runs");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
+    (so, se)
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(!out.status.success(), "{cmd:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A store with busybox imported; `None` when the test must skip.
+fn setup() -> Option<(TempDir, PathBuf)> {
+    if !testdata::require_root() || !testdata::require_tool("busybox") || !testdata::require_tool("umoci") {
+        return None;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let root = tmp.path().join("store");
+    ok(mybuild(&root).arg("import").arg(&rootfs).arg("busybox").args(["-c", "ENV PATH=/bin"]));
+    Some((tmp, root))
+}
+
+fn context(tmp: &Path, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    let ctx = tmp.join(format!("ctx-{}", files.len() + dockerfile.len()));
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    for (name, body) in files {
+        let p = ctx.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+        std::fs::write(p, body).expect("file");
+    }
+    ctx
+}
+
+/// Unpacks a built image with umoci and returns the rootfs path.
+fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
+    let bundle = tmp.join(format!("bundle-{}", name.replace([':', '/'], "-")));
+    ok(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{name}", root.display()))
+        .arg(&bundle));
+    bundle.join("rootfs")
+}
+
+fn inspect(root: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(mybuild(root).args(["inspect", name])).0).expect("json")
+}
+
+#[test]
+fn hello_example_builds_as_the_readme_says() {
+    let Some((tmp, root)) = setup() else { return };
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hello");
+    let (_, log) = ok(mybuild(&root).args(["-t", "hello:1"]).arg(&hello));
+    assert!(log.contains("naming to hello:1 done"), "{log}");
+    let rootfs = unpack(tmp.path(), &root, "hello:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("srv/message")).expect("message"),
+        "hello, world\n> built by mybuild\n"
+    );
+    let img = inspect(&root, "hello:1");
+    assert_eq!(img["Config"]["config"]["Cmd"], serde_json::json!(["cat", "/srv/message"]));
+    assert_eq!(img["Config"]["config"]["Labels"]["org.opencontainers.image.title"], "hello");
+    assert!(img["Config"]["config"]["Env"].as_array().expect("env").contains(&"GREETING_FILE=/srv/message".into()));
+    // The build stage's files are not in the final image.
+    assert!(!rootfs.join("src").exists());
+    // Build args reach RUN and never the config.
+    ok(mybuild(&root).args(["build", "-t", "hello:2", "--build-arg", "WHO=mybuild"]).arg(&hello));
+    let rootfs2 = unpack(tmp.path(), &root, "hello:2");
+    assert!(std::fs::read_to_string(rootfs2.join("srv/message")).expect("m").starts_with("hello, mybuild\n"));
+    assert!(!serde_json::to_string(&inspect(&root, "hello:2")["Config"]).expect("s").contains("WHO"));
+}
+
+#[test]
+fn run_changes_copy_metadata_and_whiteouts_reach_the_image() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\n\
+         COPY --chown=app:app --chmod=0640 a.txt /data/\n\
+         COPY dir /data/dir\n\
+         RUN rm /etc/group && ln -s /data/a.txt /link && mkdir -p /opt/x && echo hi > /opt/x/f\n\
+         WORKDIR /work\n\
+         USER app\n\
+         RUN id -u > /tmp/uid; pwd > /tmp/pwd\n\
+         ENTRYPOINT [\"/bin/sh\"]\n\
+         EXPOSE 8080\n",
+        &[("a.txt", "A\n"), ("dir/sub/b.txt", "B\n")],
+    );
+    // The base has an `app` user only if we add one: use a passwd that has it.
+    let base_passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+    let base_ctx = context(tmp.path(), "FROM busybox\nCOPY passwd group /etc/\n", &[("passwd", base_passwd), ("group", "root:x:0:\napp:x:1000:\n")]);
+    ok(mybuild(&root).args(["-t", "busybox"]).arg(&base_ctx));
+    ok(mybuild(&root).args(["-t", "meta:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "meta:1");
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(rootfs.join("data/a.txt")).expect("a");
+    assert_eq!((a.uid(), a.gid(), a.mode() & 0o7777), (1000, 1000, 0o640));
+    assert_eq!(std::fs::read_to_string(rootfs.join("data/dir/sub/b.txt")).expect("b"), "B\n");
+    assert!(!rootfs.join("etc/group").exists(), "deleted by RUN (whiteout)");
+    assert_eq!(std::fs::read_link(rootfs.join("link")).expect("link"), PathBuf::from("/data/a.txt"));
+    assert_eq!(std::fs::read_to_string(rootfs.join("opt/x/f")).expect("f"), "hi\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("tmp/uid")).expect("uid"), "1000\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("tmp/pwd")).expect("pwd"), "/work\n");
+    let img = inspect(&root, "meta:1");
+    let cfg = &img["Config"]["config"];
+    assert_eq!(cfg["User"], "app");
+    assert_eq!(cfg["WorkingDir"], "/work");
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh"]));
+    assert!(cfg["ExposedPorts"]["8080/tcp"].is_object());
+    let history = img["Config"]["history"].as_array().expect("history");
+    let layers = img["Manifest"]["layers"].as_array().expect("layers").len();
+    let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(non_empty, layers, "history and layers agree");
+    ok(mybuild(&root).arg("fsck"));
+}
+
+#[test]
+fn a_failing_run_names_the_line_and_exit_code_and_tags_nothing() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(tmp.path(), "FROM busybox\nRUN echo before\nRUN echo boom >&2; exit 7\n", &[]);
+    let err = fails(mybuild(&root).args(["-t", "broken:1"]).arg(&ctx));
+    assert!(err.contains("#2 boom"), "output is shown live: {err}");
+    assert!(err.contains("Dockerfile:3: RUN echo boom >&2; exit 7: process"), "{err}");
+    assert!(err.contains("exit code: 7"), "{err}");
+    let images = ok(mybuild(&root).arg("images")).0;
+    assert!(!images.contains("broken"), "{images}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&root.display().to_string()), "leftover mounts: {mounts}");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let Some((tmp, root)) = setup() else { return };
+    let missing = context(tmp.path(), "FROM busybox\nCOPY nope.txt /\n", &[]);
+    let err = fails(mybuild(&root).arg(&missing));
+    assert!(err.contains("Dockerfile:2: COPY nope.txt /: source \"nope.txt\" not found"), "{err}");
+
+    let chown = context(tmp.path(), "FROM busybox\nCOPY Dockerfile /\nCOPY --chown=ghost Dockerfile /x\n", &[("f", "")]);
+    let err = fails(mybuild(&root).arg(&chown));
+    assert!(err.contains("unable to find user ghost"), "{err}");
+
+    let no_base = context(tmp.path(), "FROM nothere:1\n", &[("a", ""), ("b", "")]);
+    let err = fails(mybuild(&root).arg(&no_base));
+    assert!(err.contains("base image \"nothere:1\" is not in the store"), "{err}");
+
+    let syntax = context(tmp.path(), "FROM busybox\nFOO bar\n", &[("a", ""), ("b", ""), ("c", "")]);
+    let err = fails(mybuild(&root).arg(&syntax));
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.to_lowercase().contains("unknown instruction"), "{err}");
+}
