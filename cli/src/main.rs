@@ -71,7 +71,9 @@ fn with_default_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     }
     match args.get(i).map(|a| a.to_string_lossy().into_owned()) {
         None => {}
-        Some(a) if VERBS.contains(&a.as_str()) || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
+        Some(a)
+            if VERBS.contains(&a.as_str())
+                || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
         Some(_) => args.insert(i, "build".into()),
     }
     args

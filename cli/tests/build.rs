@@ -31,13 +31,20 @@ fn fails(cmd: &mut Command) -> String {
 
 /// A store with busybox imported; `None` when the test must skip.
 fn setup() -> Option<(TempDir, PathBuf)> {
-    if !testdata::require_root() || !testdata::require_tool("busybox") || !testdata::require_tool("umoci") {
+    if !testdata::require_root()
+        || !testdata::require_tool("busybox")
+        || !testdata::require_tool("umoci")
+    {
         return None;
     }
     let tmp = TempDir::new().expect("tmp");
     let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
     let root = tmp.path().join("store");
-    ok(mybuild(&root).arg("import").arg(&rootfs).arg("busybox").args(["-c", "ENV PATH=/bin"]));
+    ok(mybuild(&root)
+        .arg("import")
+        .arg(&rootfs)
+        .arg("busybox")
+        .args(["-c", "ENV PATH=/bin"]));
     Some((tmp, root))
 }
 
@@ -80,16 +87,31 @@ fn hello_example_builds_as_the_readme_says() {
         "hello, world\n> built by mybuild\n"
     );
     let img = inspect(&root, "hello:1");
-    assert_eq!(img["Config"]["config"]["Cmd"], serde_json::json!(["cat", "/srv/message"]));
-    assert_eq!(img["Config"]["config"]["Labels"]["org.opencontainers.image.title"], "hello");
-    assert!(img["Config"]["config"]["Env"].as_array().expect("env").contains(&"GREETING_FILE=/srv/message".into()));
+    assert_eq!(
+        img["Config"]["config"]["Cmd"],
+        serde_json::json!(["cat", "/srv/message"])
+    );
+    assert_eq!(
+        img["Config"]["config"]["Labels"]["org.opencontainers.image.title"],
+        "hello"
+    );
+    assert!(img["Config"]["config"]["Env"]
+        .as_array()
+        .expect("env")
+        .contains(&"GREETING_FILE=/srv/message".into()));
     // The build stage's files are not in the final image.
     assert!(!rootfs.join("src").exists());
     // Build args reach RUN and never the config.
-    ok(mybuild(&root).args(["build", "-t", "hello:2", "--build-arg", "WHO=mybuild"]).arg(&hello));
+    ok(mybuild(&root)
+        .args(["build", "-t", "hello:2", "--build-arg", "WHO=mybuild"])
+        .arg(&hello));
     let rootfs2 = unpack(tmp.path(), &root, "hello:2");
-    assert!(std::fs::read_to_string(rootfs2.join("srv/message")).expect("m").starts_with("hello, mybuild\n"));
-    assert!(!serde_json::to_string(&inspect(&root, "hello:2")["Config"]).expect("s").contains("WHO"));
+    assert!(std::fs::read_to_string(rootfs2.join("srv/message"))
+        .expect("m")
+        .starts_with("hello, mybuild\n"));
+    assert!(!serde_json::to_string(&inspect(&root, "hello:2")["Config"])
+        .expect("s")
+        .contains("WHO"));
 }
 
 #[test]
@@ -110,19 +132,44 @@ fn run_changes_copy_metadata_and_whiteouts_reach_the_image() {
     );
     // The base has an `app` user only if we add one: use a passwd that has it.
     let base_passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
-    let base_ctx = context(tmp.path(), "FROM busybox\nCOPY passwd group /etc/\n", &[("passwd", base_passwd), ("group", "root:x:0:\napp:x:1000:\n")]);
+    let base_ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY passwd group /etc/\n",
+        &[
+            ("passwd", base_passwd),
+            ("group", "root:x:0:\napp:x:1000:\n"),
+        ],
+    );
     ok(mybuild(&root).args(["-t", "busybox"]).arg(&base_ctx));
     ok(mybuild(&root).args(["-t", "meta:1"]).arg(&ctx));
     let rootfs = unpack(tmp.path(), &root, "meta:1");
     use std::os::unix::fs::MetadataExt;
     let a = std::fs::metadata(rootfs.join("data/a.txt")).expect("a");
     assert_eq!((a.uid(), a.gid(), a.mode() & 0o7777), (1000, 1000, 0o640));
-    assert_eq!(std::fs::read_to_string(rootfs.join("data/dir/sub/b.txt")).expect("b"), "B\n");
-    assert!(!rootfs.join("etc/group").exists(), "deleted by RUN (whiteout)");
-    assert_eq!(std::fs::read_link(rootfs.join("link")).expect("link"), PathBuf::from("/data/a.txt"));
-    assert_eq!(std::fs::read_to_string(rootfs.join("opt/x/f")).expect("f"), "hi\n");
-    assert_eq!(std::fs::read_to_string(rootfs.join("tmp/uid")).expect("uid"), "1000\n");
-    assert_eq!(std::fs::read_to_string(rootfs.join("tmp/pwd")).expect("pwd"), "/work\n");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("data/dir/sub/b.txt")).expect("b"),
+        "B\n"
+    );
+    assert!(
+        !rootfs.join("etc/group").exists(),
+        "deleted by RUN (whiteout)"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("link")).expect("link"),
+        PathBuf::from("/data/a.txt")
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/x/f")).expect("f"),
+        "hi\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/uid")).expect("uid"),
+        "1000\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/pwd")).expect("pwd"),
+        "/work\n"
+    );
     let img = inspect(&root, "meta:1");
     let cfg = &img["Config"]["config"];
     assert_eq!(cfg["User"], "app");
@@ -139,15 +186,25 @@ fn run_changes_copy_metadata_and_whiteouts_reach_the_image() {
 #[test]
 fn a_failing_run_names_the_line_and_exit_code_and_tags_nothing() {
     let Some((tmp, root)) = setup() else { return };
-    let ctx = context(tmp.path(), "FROM busybox\nRUN echo before\nRUN echo boom >&2; exit 7\n", &[]);
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN echo before\nRUN echo boom >&2; exit 7\n",
+        &[],
+    );
     let err = fails(mybuild(&root).args(["-t", "broken:1"]).arg(&ctx));
     assert!(err.contains("#2 boom"), "output is shown live: {err}");
-    assert!(err.contains("Dockerfile:3: RUN echo boom >&2; exit 7: process"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3: RUN echo boom >&2; exit 7: process"),
+        "{err}"
+    );
     assert!(err.contains("exit code: 7"), "{err}");
     let images = ok(mybuild(&root).arg("images")).0;
     assert!(!images.contains("broken"), "{images}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(&root.display().to_string()), "leftover mounts: {mounts}");
+    assert!(
+        !mounts.contains(&root.display().to_string()),
+        "leftover mounts: {mounts}"
+    );
 }
 
 #[test]
@@ -155,17 +212,31 @@ fn bad_inputs_give_clear_errors() {
     let Some((tmp, root)) = setup() else { return };
     let missing = context(tmp.path(), "FROM busybox\nCOPY nope.txt /\n", &[]);
     let err = fails(mybuild(&root).arg(&missing));
-    assert!(err.contains("Dockerfile:2: COPY nope.txt /: source \"nope.txt\" not found"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2: COPY nope.txt /: source \"nope.txt\" not found"),
+        "{err}"
+    );
 
-    let chown = context(tmp.path(), "FROM busybox\nCOPY Dockerfile /\nCOPY --chown=ghost Dockerfile /x\n", &[("f", "")]);
+    let chown = context(
+        tmp.path(),
+        "FROM busybox\nCOPY Dockerfile /\nCOPY --chown=ghost Dockerfile /x\n",
+        &[("f", "")],
+    );
     let err = fails(mybuild(&root).arg(&chown));
     assert!(err.contains("unable to find user ghost"), "{err}");
 
     let no_base = context(tmp.path(), "FROM nothere:1\n", &[("a", ""), ("b", "")]);
     let err = fails(mybuild(&root).arg(&no_base));
-    assert!(err.contains("base image \"nothere:1\" is not in the store"), "{err}");
+    assert!(
+        err.contains("base image \"nothere:1\" is not in the store"),
+        "{err}"
+    );
 
-    let syntax = context(tmp.path(), "FROM busybox\nFOO bar\n", &[("a", ""), ("b", ""), ("c", "")]);
+    let syntax = context(
+        tmp.path(),
+        "FROM busybox\nFOO bar\n",
+        &[("a", ""), ("b", ""), ("c", "")],
+    );
     let err = fails(mybuild(&root).arg(&syntax));
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.to_lowercase().contains("unknown instruction"), "{err}");

@@ -21,7 +21,7 @@ pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
-pub use oci_spec;
 pub use error::StoreError;
+pub use oci_spec;
 pub use refs::ImageRef;
 pub use store::Store;

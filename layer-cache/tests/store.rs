@@ -34,7 +34,9 @@ fn blob_round_trip_and_idempotent_commit() {
     assert_eq!(c.digest, Digest::of(b"hello world"));
     assert_eq!(c.size, 11);
     assert_eq!(s.read_blob(&c.digest, 100).expect("read"), b"hello world");
-    let again = s.write_blob(b"hello world").expect("already exists is success");
+    let again = s
+        .write_blob(b"hello world")
+        .expect("already exists is success");
     assert_eq!(again, c);
     assert_eq!(s.list_blobs().expect("list"), vec![c.digest.clone()]);
     let err = s.read_blob(&c.digest, 5).unwrap_err();
@@ -52,9 +54,15 @@ fn commit_with_wrong_digest_or_size_leaves_nothing() {
     let mut w = s.ingest().expect("ingest");
     w.write_all(b"the real content").expect("write");
     let err = w.commit(Some(&expected), Some(3)).unwrap_err();
-    assert!(err.to_string().contains("has 16 bytes, expected 3"), "{err}");
+    assert!(
+        err.to_string().contains("has 16 bytes, expected 3"),
+        "{err}"
+    );
     assert!(s.list_blobs().expect("list").is_empty());
-    assert_eq!(std::fs::read_dir(s.ingest_dir()).expect("ingest").count(), 0);
+    assert_eq!(
+        std::fs::read_dir(s.ingest_dir()).expect("ingest").count(),
+        0
+    );
 }
 
 #[test]
@@ -78,16 +86,23 @@ fn layers_are_deterministic_and_decompress_to_the_input() {
     h.set_size(5);
     h.set_mode(0o644);
     h.set_cksum();
-    tar.append_data(&mut h, "a.txt", &b"hello"[..]).expect("append");
+    tar.append_data(&mut h, "a.txt", &b"hello"[..])
+        .expect("append");
     let tar = tar.into_inner().expect("tar");
     for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
-        let opts = LayerOptions { compression, level: None };
+        let opts = LayerOptions {
+            compression,
+            level: None,
+        };
         let a = s.write_layer(&mut &tar[..], opts).expect("layer");
         let b = s.write_layer(&mut &tar[..], opts).expect("layer");
         assert_eq!(a, b, "{compression:?} must be deterministic");
         assert_eq!(a.diff_id, Digest::of(&tar));
         let mut back = Vec::new();
-        s.open_layer(&a.descriptor()).expect("open").read_to_end(&mut back).expect("read");
+        s.open_layer(&a.descriptor())
+            .expect("open")
+            .read_to_end(&mut back)
+            .expect("read");
         assert_eq!(back, tar);
         assert_eq!(s.diff_id_of(&a.digest, a.size).expect("diff id"), a.diff_id);
     }
@@ -103,12 +118,21 @@ fn tags_resolve_by_name_digest_and_id() {
         architecture: "amd64".into(),
         os: "linux".into(),
         config: Some(ContainerConfig::default()),
-        rootfs: image::RootFs { kind: "layers".into(), diff_ids: vec![layer.diff_id.clone()] },
+        rootfs: image::RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![layer.diff_id.clone()],
+        },
         ..ImageConfig::default()
     };
-    let m = s.write_image(&config, &[layer.descriptor()]).expect("image");
+    let m = s
+        .write_image(&config, &[layer.descriptor()])
+        .expect("image");
     let digest = image::descriptor_digest(&m).expect("digest");
-    s.set_tag(&ImageRef::parse("docker.io/library/app:1").expect("ref"), &m).expect("tag");
+    s.set_tag(
+        &ImageRef::parse("docker.io/library/app:1").expect("ref"),
+        &m,
+    )
+    .expect("tag");
     for name in [
         "app:1".to_string(),
         "docker.io/library/app:1".to_string(),
@@ -117,14 +141,22 @@ fn tags_resolve_by_name_digest_and_id() {
         digest.short().to_string(),
     ] {
         let d = s.resolve(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(image::descriptor_digest(&d).expect("digest"), digest, "{name}");
+        assert_eq!(
+            image::descriptor_digest(&d).expect("digest"),
+            digest,
+            "{name}"
+        );
     }
     let err = s.resolve("app:2").unwrap_err();
     assert_eq!(err.to_string(), "no such image: app:2");
     let img = s.load_image(&m).expect("load");
     assert_eq!(img.config, config);
-    assert!(s.remove_tag(&ImageRef::parse("app:1").expect("ref")).expect("rm"));
-    assert!(!s.remove_tag(&ImageRef::parse("app:1").expect("ref")).expect("rm"));
+    assert!(s
+        .remove_tag(&ImageRef::parse("app:1").expect("ref"))
+        .expect("rm"));
+    assert!(!s
+        .remove_tag(&ImageRef::parse("app:1").expect("ref"))
+        .expect("rm"));
     assert!(s.tags().expect("tags").is_empty());
 }
 
@@ -132,6 +164,8 @@ fn tags_resolve_by_name_digest_and_id() {
 fn tagging_a_missing_manifest_is_refused() {
     let (_t, s) = store();
     let d = image::descriptor(image::OCI_MANIFEST, &Digest::of(b"nothing"), 7);
-    let err = s.set_tag(&ImageRef::parse("x").expect("ref"), &d).unwrap_err();
+    let err = s
+        .set_tag(&ImageRef::parse("x").expect("ref"), &d)
+        .unwrap_err();
     assert!(err.to_string().contains("is not in the store"), "{err}");
 }

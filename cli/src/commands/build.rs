@@ -69,14 +69,19 @@ impl StoreBases<'_> {
 
 impl BaseInfo for StoreBases<'_> {
     fn onbuild(&self, image: &str, _platform: Option<&Platform>) -> Vec<String> {
-        self.config(image).and_then(|c| c.on_build).unwrap_or_default()
+        self.config(image)
+            .and_then(|c| c.on_build)
+            .unwrap_or_default()
     }
     fn env(&self, image: &str, _platform: Option<&Platform>) -> Vec<(String, String)> {
         self.config(image)
             .map(|c| {
                 c.env
                     .iter()
-                    .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .filter_map(|e| {
+                        e.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -99,12 +104,20 @@ impl BuildReporter for Plain {
             BuildEvent::StepStarted { id, stage, text } => {
                 let _ = writeln!(err, "#{id} [{stage}] {text}");
             }
-            BuildEvent::Output { id, stream: _, data } => {
+            BuildEvent::Output {
+                id,
+                stream: _,
+                data,
+            } => {
                 let buf = self.partial.entry(id).or_default();
                 buf.extend_from_slice(data);
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let _ = writeln!(err, "#{id} {}", String::from_utf8_lossy(&line[..line.len() - 1]));
+                    let _ = writeln!(
+                        err,
+                        "#{id} {}",
+                        String::from_utf8_lossy(&line[..line.len() - 1])
+                    );
                 }
             }
             BuildEvent::StepDone { id, elapsed } => {
@@ -145,7 +158,10 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         bail!("a build context on standard input (-) is not supported yet; pass a directory");
     }
     if !matches!(a.progress.as_str(), "auto" | "plain") {
-        bail!("--progress={} is not supported yet; use plain or auto", a.progress);
+        bail!(
+            "--progress={} is not supported yet; use plain or auto",
+            a.progress
+        );
     }
     let network = match a.network.as_str() {
         "default" | "host" => Network::Host,
@@ -164,10 +180,15 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let (dockerfile_name, text) = match a.file.as_deref() {
         Some("-") => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the Dockerfile from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from standard input")?;
             ("-".to_string(), s)
         }
-        Some(f) => (f.to_string(), std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?),
+        Some(f) => (
+            f.to_string(),
+            std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?,
+        ),
         None => {
             let p = context.join("Dockerfile");
             let shown = p.display().to_string();
@@ -198,7 +219,10 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     for w in &graph.warnings {
         if !a.quiet {
             match &w.span {
-                Some(s) => eprintln!("WARNING: {}:{}: {}", dockerfile_name, s.start_line, w.message),
+                Some(s) => eprintln!(
+                    "WARNING: {}:{}: {}",
+                    dockerfile_name, s.start_line, w.message
+                ),
                 None => eprintln!("WARNING: {}", w.message),
             }
         }
@@ -206,16 +230,24 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
     let req = BuildRequest {
         graph: &graph,
-        context: context.canonicalize().with_context(|| format!("opening {}", context.display()))?,
+        context: context
+            .canonicalize()
+            .with_context(|| format!("opening {}", context.display()))?,
         dockerfile: dockerfile_name,
         exe,
         network,
         layer: LayerOptions {
-            compression: if a.compression == "zstd" { Compression::Zstd } else { Compression::Gzip },
+            compression: if a.compression == "zstd" {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            },
             level: a.compression_level,
         },
         labels: key_values(&a.labels, "--label")?,
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()),
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
     };
     let mut reporter = Plain {
         quiet: a.quiet,
@@ -227,7 +259,8 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         store.set_tag(t, &result.manifest)?;
     }
     if let Some(path) = &a.iidfile {
-        std::fs::write(path, digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, digest.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if a.quiet {
         println!("{digest}");
