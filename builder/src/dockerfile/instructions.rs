@@ -534,7 +534,7 @@ pub fn convert(node: &Node, column: usize) -> Result<Instruction, ConvertError> 
             if args.is_empty() {
                 return Err((InstructionError::AtLeastOne(kw), None));
             }
-            if args.len() % 3 != 0 {
+            if !args.len().is_multiple_of(3) {
                 return Err((InstructionError::TooMany(kw), None));
             }
             let mut pairs = Vec::new();

@@ -878,10 +878,8 @@ fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
         }
         out.push(n);
     }
-    for n in 0..graph.len() {
-        if needed[n] {
-            visit(n, graph, &mut done, &mut out);
-        }
+    for (n, _) in needed.iter().enumerate().take(graph.len()).filter(|(_, want)| **want) {
+        visit(n, graph, &mut done, &mut out);
     }
     out
 }
