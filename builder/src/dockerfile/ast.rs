@@ -115,9 +115,20 @@ pub struct Directive {
 /// A non-fatal finding of the line parser (BuildKit's empty-continuation warning).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ParseWarning {
+    pub kind: ParseWarningKind,
     pub short: String,
     pub detail: String,
     pub line: usize,
+}
+
+/// Which parser warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParseWarningKind {
+    /// Blank lines inside a continuation (BuildKit's NoEmptyContinuation).
+    EmptyContinuation,
+    /// The file ends while a line continuation is open; BuildKit accepts it silently.
+    ContinuationAtEof,
 }
 
 /// The whole file as the line parser sees it.
@@ -344,8 +355,18 @@ pub fn parse_ast(text: &str) -> Result<Ast, SyntaxError> {
         }
         if empty_continuation {
             warnings.push(ParseWarning {
+                kind: ParseWarningKind::EmptyContinuation,
                 short: format!("Empty continuation line found in: {buf}"),
                 detail: "Empty continuation lines will become errors in a future release".into(),
+                line: current,
+            });
+        }
+        if !eol {
+            warnings.push(ParseWarning {
+                kind: ParseWarningKind::ContinuationAtEof,
+                short: "file ends in a line continuation".into(),
+                detail: "the escape character at the end of the last line continues into nothing"
+                    .into(),
                 line: current,
             });
         }

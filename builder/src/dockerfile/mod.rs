@@ -25,7 +25,8 @@ pub mod instructions;
 pub mod shell;
 
 pub use ast::{
-    parse_ast, Ast, Directive, Heredoc, Node, ParseWarning, SyntaxError, SyntaxErrorKind,
+    parse_ast, Ast, Directive, Heredoc, Node, ParseWarning, ParseWarningKind, SyntaxError,
+    SyntaxErrorKind,
 };
 pub use instructions::{
     ArgDecl, Command, CopyInstr, FromInstr, Healthcheck, Instruction, InstructionError,
@@ -128,8 +129,13 @@ fn keyword_column(source_line: &str) -> usize {
 pub fn parse(text: &str, file_name: &str) -> Result<Dockerfile, ParseError> {
     let ast = parse_ast(text).map_err(|e| {
         let line = e.start_line.max(1);
+        let needle = match e.kind {
+            SyntaxErrorKind::UnterminatedHeredoc => Some("<<"),
+            SyntaxErrorKind::NotStringArray => Some("["),
+            _ => None,
+        };
         ParseError {
-            location: Location::find(file_name, text, line, 1, None),
+            location: Location::find(file_name, text, line, 1, needle),
             kind: ParseErrorKind::Syntax(e.kind),
         }
     })?;

@@ -220,7 +220,11 @@ pub fn lint(df: &Dockerfile, bases: &dyn BaseInfo) -> LintReport {
     };
     let lex = Lexer::new(df.escape);
 
-    for w in &df.warnings {
+    for w in df
+        .warnings
+        .iter()
+        .filter(|w| w.kind == crate::dockerfile::ast::ParseWarningKind::EmptyContinuation)
+    {
         l.warn(
             "NoEmptyContinuation",
             w.line,

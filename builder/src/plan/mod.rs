@@ -878,7 +878,12 @@ fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
         }
         out.push(n);
     }
-    for (n, _) in needed.iter().enumerate().take(graph.len()).filter(|(_, want)| **want) {
+    for (n, _) in needed
+        .iter()
+        .enumerate()
+        .take(graph.len())
+        .filter(|(_, want)| **want)
+    {
         visit(n, graph, &mut done, &mut out);
     }
     out
