@@ -202,6 +202,17 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// Copies every entry of source directory `src_rel` into `dest_rel`.
+fn copy_children(spec: &CopySpec, src_rel: &Path, dest_rel: &Path) -> Result<(), CopyError> {
+    for name in merged::list(spec.src_layers, src_rel) {
+        let child = src_rel.join(&name);
+        if let Some(real) = merged::lookup(spec.src_layers, &child) {
+            copy_entry(spec, &child, &real, &dest_rel.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies one entry (file, symlink or whole directory) from the merged source view.
 fn copy_entry(
     spec: &CopySpec,
@@ -225,12 +236,7 @@ fn copy_entry(
         if target.symlink_metadata().is_err() {
             std::fs::create_dir(&target).map_err(io(&target))?;
         }
-        for name in merged::list(spec.src_layers, src_rel) {
-            let child_rel = src_rel.join(&name);
-            if let Some(child_real) = merged::lookup(spec.src_layers, &child_rel) {
-                copy_entry(spec, &child_rel, &child_real, &dest_rel.join(&name))?;
-            }
-        }
+        copy_children(spec, src_rel, dest_rel)?;
         set_meta(
             &target,
             Some(spec.chmod.unwrap_or(md.mode() & 0o7777)),
@@ -300,12 +306,7 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
             };
             if is_dir {
                 // A directory source copies its contents, not itself.
-                for name in merged::list(spec.src_layers, &rel) {
-                    let child = rel.join(&name);
-                    if let Some(child_real) = merged::lookup(spec.src_layers, &child) {
-                        copy_entry(spec, &child, &child_real, &target.join(&name))?;
-                    }
-                }
+                copy_children(spec, &rel, &target)?;
             } else {
                 copy_entry(spec, &rel, &real, &target)?;
             }

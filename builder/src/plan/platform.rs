@@ -12,18 +12,9 @@ pub struct Platform {
 impl Platform {
     /// The platform this process runs on, in OCI words (`amd64`, `arm64`...).
     pub fn host() -> Platform {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
+        let (os, arch, _) = layer_cache::image::host_platform();
         Platform {
-            os: std::env::consts::OS.to_string(),
+            os: os.to_string(),
             arch: arch.to_string(),
             variant: None,
         }
