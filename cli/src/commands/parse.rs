@@ -33,6 +33,23 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.file.display()))?;
     let text = String::from_utf8_lossy(&bytes);
     let name = args.file.display().to_string();
+    // The plain dump is BuildKit's line parser alone: it accepts what only the instruction
+    // layer rejects (e.g. a bare HEALTHCHECK), as `parser.Parse` does.
+    if !args.json && !args.plan {
+        return match builder::dockerfile::parse_ast(&text) {
+            Ok(ast) => {
+                print!("{}", ast.dump());
+                Ok(0)
+            }
+            Err(_) => {
+                match builder::dockerfile::parse(&text, &name) {
+                    Err(e) => eprint!("{}", e.render()),
+                    Ok(_) => eprintln!("error: {name}: parse failed"),
+                }
+                Ok(1)
+            }
+        };
+    }
     let df = match builder::dockerfile::parse(&text, &name) {
         Ok(df) => df,
         Err(e) => {
@@ -72,11 +89,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<i32> {
     }
     // The line parser cannot fail where `parse` succeeded.
     let ast = builder::dockerfile::parse_ast(&text)?;
-    if args.json {
-        let out = serde_json::json!({ "ast": ast, "dockerfile": df });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        print!("{}", ast.dump());
-    }
+    let out = serde_json::json!({ "ast": ast, "dockerfile": df });
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
 }
