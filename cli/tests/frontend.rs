@@ -51,7 +51,10 @@ fn parse_error_points_at_the_line() {
     // The plain dump is BuildKit's line parser, which accepts unknown keywords (`(foo "")`);
     // --json also converts instructions, which rejects them.
     let out = mybuild().args(["parse", &f]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "(from \"alpine\")\n(foo \"\")\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "(from \"alpine\")\n(foo \"\")\n"
+    );
     let out = mybuild().args(["parse", "--json", &f]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
