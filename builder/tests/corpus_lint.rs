@@ -99,6 +99,34 @@ fn lint_json_expectations() {
         failures.len(),
         failures.join("\n")
     );
+    assert_eq!(pass, 77);
+}
+
+#[test]
+fn descriptions_and_urls_are_buildkits() {
+    let v: Value = serde_json::from_str(
+        &fs::read_to_string(corpus().join("buildkit/extracted/lint.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for c in v["cases"].as_array().unwrap() {
+        let Ok(df) = parse(c["dockerfile"].as_str().unwrap(), "Dockerfile") else {
+            continue;
+        };
+        let report = builder::lint::lint(&df, &PathOnlyBases);
+        for w in c["check_warnings"].as_array().unwrap() {
+            if let Some(got) = report
+                .warnings
+                .iter()
+                .find(|g| g.rule == w["rule"].as_str().unwrap())
+            {
+                assert_eq!(got.description, w["description"].as_str().unwrap());
+                assert_eq!(got.url, w["url"].as_str().unwrap());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "{checked}");
 }
 
 fn reference(set: &str) -> (usize, Vec<String>) {
