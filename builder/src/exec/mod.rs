@@ -6,7 +6,9 @@
 //! snapshot, so nothing is unpacked twice.
 
 pub mod copy;
+mod copy_step;
 pub mod merged;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -267,11 +269,6 @@ impl Exec<'_> {
             stage,
             text: &text,
         });
-        let unsupported = |what: &str| BuildError::Unsupported {
-            location: location.clone(),
-            step: text.clone(),
-            what: what.to_string(),
-        };
         match &step.kind {
             StepKind::Env { pairs } => {
                 let c = st.container();
@@ -371,130 +368,10 @@ impl Exec<'_> {
                 self.history(st, text.clone(), true);
             }
             StepKind::Arg { .. } => {}
-            StepKind::Run {
-                command,
-                files,
-                mounts,
-                network,
-                security,
-                devices,
-                build_args,
-            } => {
-                if !files.is_empty() {
-                    return Err(unsupported("RUN with a heredoc"));
-                }
-                if !mounts.is_empty() {
-                    return Err(unsupported("RUN --mount"));
-                }
-                if security.as_deref().is_some_and(|s| s != "sandbox") {
-                    return Err(unsupported("RUN --security=insecure"));
-                }
-                if !devices.is_empty() {
-                    return Err(unsupported("RUN --device"));
-                }
-                let network = match network.as_deref() {
-                    None | Some("default") => self.req.network,
-                    Some("none") => Network::None,
-                    Some("host") => Network::Host,
-                    Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
-                };
-                self.run(
-                    stage, id, st, command, build_args, network, &location, &text,
-                )?;
-            }
+            StepKind::Run { .. } => self.run_step(id, st, &step.kind, &location, &text)?,
             StepKind::Copy(c) | StepKind::Add(c) => {
                 let is_add = matches!(step.kind, StepKind::Add(_));
-                if is_add
-                    && c.sources
-                        .iter()
-                        .any(|s| s.contains("://") || s.starts_with("git@"))
-                {
-                    return Err(unsupported("ADD from a URL or git repository"));
-                }
-                if is_add && c.unpack != Some(false) {
-                    // Local archives would be extracted by ADD; refuse rather than copy them wrongly.
-                    for s in &c.sources {
-                        let lower = s.to_ascii_lowercase();
-                        if [
-                            ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2",
-                            ".tar.zst",
-                        ]
-                        .iter()
-                        .any(|ext| lower.ends_with(ext))
-                        {
-                            return Err(unsupported("ADD of a local archive (auto-extraction)"));
-                        }
-                    }
-                }
-                if c.parents || !c.exclude.is_empty() || c.checksum.is_some() {
-                    return Err(unsupported("COPY --parents/--exclude/--checksum"));
-                }
-                let src_layers = match &c.from {
-                    Source::Context => vec![self.req.context.clone()],
-                    Source::Stage { index } => {
-                        done.get(index).map(|s| s.topmost_first()).ok_or_else(|| {
-                            StoreError::invalid(
-                                "build plan",
-                                format!("stage {index} used before it was built"),
-                            )
-                        })?
-                    }
-                    Source::Image { reference } => {
-                        self.base_image(reference, &location)?.topmost_first()
-                    }
-                };
-                let owner = match &c.chown {
-                    Some(spec) => {
-                        let ids = users::resolve(spec, &st.topmost_first()).map_err(|e| {
-                            BuildError::User {
-                                location: location.clone(),
-                                step: text.clone(),
-                                source: e,
-                            }
-                        })?;
-                        (ids.uid, ids.gid)
-                    }
-                    None => (0, 0),
-                };
-                let copy_err = |e| BuildError::Copy {
-                    location: location.clone(),
-                    step: text.clone(),
-                    source: e,
-                };
-                let chmod = c
-                    .chmod
-                    .as_deref()
-                    .map(copy::parse_chmod)
-                    .transpose()
-                    .map_err(copy_err)?;
-                let workdir = st
-                    .config
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.working_dir.clone());
-                let mut dest = resolve_path(workdir.as_deref(), &c.dest);
-                if c.dest.ends_with('/') && !dest.ends_with('/') {
-                    dest.push('/');
-                }
-                let upper = self.store.scratch_dir("copy")?;
-                let dest_layers = st.topmost_first();
-                copy::copy(&copy::CopySpec {
-                    src_layers: &src_layers,
-                    dest_layers: &dest_layers,
-                    sources: &c.sources,
-                    contents: &c.contents,
-                    dest: &dest,
-                    owner,
-                    chmod,
-                    upper: upper.path(),
-                })
-                .map_err(copy_err)?;
-                let word = if is_add { "ADD" } else { "COPY" };
-                self.commit_layer(
-                    st,
-                    upper,
-                    format!("{word} {} {dest} # buildkit", c.sources.join(" ")),
-                )?;
+                self.copy_step(st, c, is_add, done, &location, &text)?
             }
         }
         self.reporter.event(BuildEvent::StepDone {
@@ -519,104 +396,6 @@ impl Exec<'_> {
                 shell
             }
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &mut self,
-        stage: &str,
-        id: usize,
-        st: &mut StageState,
-        command: &Command,
-        build_args: &[(String, String)],
-        network: Network,
-        location: &str,
-        text: &str,
-    ) -> Result<(), BuildError> {
-        let argv = self.argv(st, command);
-        let cfg = st.config.config.clone().unwrap_or_default();
-        let mut env = cfg.env.clone();
-        // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
-        for (k, v) in build_args {
-            if !env
-                .iter()
-                .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
-            {
-                env.push(format!("{k}={v}"));
-            }
-        }
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push(DEFAULT_PATH.into());
-        }
-        let lowers = st.topmost_first();
-        let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| {
-            BuildError::User {
-                location: location.to_string(),
-                step: text.to_string(),
-                source: e,
-            }
-        })?;
-        let work = self.store.scratch_dir("run")?;
-        let upper = self.store.scratch_dir("upper")?;
-        let empty = self.store.scratch_dir("empty")?;
-        let bundle = work.path().join("bundle");
-        let overlay_work = work.path().join("work");
-        for d in [&bundle, &overlay_work] {
-            std::fs::create_dir_all(d).map_err(|e| StoreError::io(d, e))?;
-        }
-        let spec = SandboxSpec {
-            lowerdirs: if lowers.is_empty() {
-                vec![empty.path().to_path_buf()]
-            } else {
-                lowers
-            },
-            upperdir: upper.path().to_path_buf(),
-            workdir: overlay_work,
-            rootfs: bundle.join("rootfs"),
-            args: argv.clone(),
-            env,
-            cwd: cfg.working_dir.clone().unwrap_or_else(|| "/".into()),
-            uid: ids.uid,
-            gid: ids.gid,
-            additional_gids: ids.additional_gids,
-            hostname: "mybuild".into(),
-            network,
-            hosts: "127.0.0.1\tlocalhost mybuild\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                .into(),
-            resolv_conf: match network {
-                Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-                Network::None => String::new(),
-            },
-            mounts: Vec::new(),
-        };
-        let reporter = &mut *self.reporter;
-        let outcome = sandbox::run(&self.req.exe, &bundle, &spec, &mut |stream, data| {
-            reporter.event(BuildEvent::Output { id, stream, data })
-        })
-        .map_err(|e| BuildError::Sandbox {
-            location: location.to_string(),
-            step: text.to_string(),
-            source: e,
-        })?;
-        let _ = stage;
-        let code = match outcome {
-            Outcome::Exited(0) => None,
-            Outcome::Exited(c) => Some(c),
-            Outcome::Signaled(s) => Some(128 + s),
-        };
-        if let Some(code) = code {
-            return Err(BuildError::RunFailed {
-                location: location.to_string(),
-                step: text.to_string(),
-                command: argv.join(" "),
-                code,
-            });
-        }
-        let created_by = match command {
-            Command::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
-            Command::Exec(v) => format!("RUN {} # buildkit", json(v)),
-        };
-        self.commit_layer(st, upper, created_by)
     }
 
     /// Diffs a step's directory into a layer (or an empty-layer history entry) and keeps
