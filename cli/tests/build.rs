@@ -241,3 +241,71 @@ fn bad_inputs_give_clear_errors() {
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.to_lowercase().contains("unknown instruction"), "{err}");
 }
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let Some((tmp, root)) = setup() else { return };
+    // Each stage records when its work started and ended; overlap is read from the
+    // image, not from wall-clock time of the test.
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox AS a\n\
+         RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end\n\
+         FROM busybox AS b\n\
+         RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end\n\
+         FROM busybox\n\
+         COPY --from=a /start /a.start\nCOPY --from=a /end /a.end\n\
+         COPY --from=b /start /b.start\nCOPY --from=b /end /b.end\n",
+        &[("x", "")],
+    );
+    ok(mybuild(&root).args(["-t", "par:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "par:1");
+    let t = |n: &str| -> f64 {
+        std::fs::read_to_string(rootfs.join(n))
+            .expect(n)
+            .trim()
+            .parse()
+            .expect("timestamp")
+    };
+    let (a0, a1, b0, b1) = (t("a.start"), t("a.end"), t("b.start"), t("b.end"));
+    assert!(
+        a0 < b1 && b0 < a1,
+        "stages did not overlap: a {a0}..{a1}, b {b0}..{b1}"
+    );
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let Some((tmp, _)) = setup() else { return };
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN echo built > /b.txt && mkdir -p /d && touch /d/e\nENV X=1\n",
+        &[("a.txt", "A\n")],
+    );
+    let mut digests = Vec::new();
+    for n in 0..2 {
+        let root = tmp.path().join(format!("repro-{n}"));
+        ok(mybuild(&root)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("import")
+            .arg(&rootfs)
+            .arg("busybox"));
+        // Different file times in the context between the two builds must not matter.
+        let now = std::time::SystemTime::now();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(ctx.join("a.txt"))
+            .expect("a");
+        f.set_modified(now).expect("mtime");
+        let (id, _) = ok(mybuild(&root)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["-q", "-t", "r:1"])
+            .arg(&ctx));
+        digests.push(id.trim().to_string());
+        let img = inspect(&root, "r:1");
+        assert_eq!(img["Config"]["created"], "2023-11-14T22:13:20Z");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1]);
+}

@@ -10,8 +10,10 @@ mod copy_step;
 pub mod merged;
 mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use layer_cache::image::{self, ContainerConfig, HealthConfig, History, ImageConfig};
@@ -148,10 +150,57 @@ struct Exec<'a> {
     store: &'a Store,
     req: &'a BuildRequest<'a>,
     reporter: &'a mut dyn BuildReporter,
-    created: String,
-    next_id: usize,
+    created: &'a str,
+    next_id: &'a AtomicUsize,
 }
 
+/// An event as it crosses from a stage's thread to the thread that reports.
+enum Msg {
+    Started {
+        id: usize,
+        stage: String,
+        text: String,
+    },
+    Output {
+        id: usize,
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    Done {
+        id: usize,
+        elapsed: Duration,
+    },
+    StageFinished {
+        index: usize,
+        result: Box<Result<StageState, BuildError>>,
+    },
+}
+
+/// A stage thread's reporter: forwards owned events to the reporting thread.
+struct Forward(mpsc::Sender<Msg>);
+
+impl BuildReporter for Forward {
+    fn event(&mut self, event: BuildEvent<'_>) {
+        let msg = match event {
+            BuildEvent::StepStarted { id, stage, text } => Msg::Started {
+                id,
+                stage: stage.to_string(),
+                text: text.to_string(),
+            },
+            BuildEvent::Output { id, stream, data } => Msg::Output {
+                id,
+                stream,
+                data: data.to_vec(),
+            },
+            BuildEvent::StepDone { id, elapsed } => Msg::Done { id, elapsed },
+        };
+        let _ = self.0.send(msg);
+    }
+}
+
+/// Runs the graph. Stages whose dependencies are built run at the same time, each on
+/// its own thread; events reach `reporter` on the calling thread. After a failure no
+/// new stage starts, running ones finish, and the first error is returned.
 pub fn build(
     store: &Store,
     req: &BuildRequest,
@@ -159,20 +208,107 @@ pub fn build(
 ) -> Result<BuildResult, BuildError> {
     let _usage = store.usage_lock()?;
     let created = image::rfc3339(req.source_date_epoch.unwrap_or_else(image::build_time));
-    let mut ex = Exec {
-        store,
-        req,
-        reporter,
-        created,
-        next_id: 1,
-    };
+    let next_id = AtomicUsize::new(1);
     let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
-    for stage in &req.graph.stages {
+    let mut started: BTreeSet<usize> = BTreeSet::new();
+    let mut failure: Option<BuildError> = None;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    std::thread::scope(|scope| {
+        let mut running = 0usize;
+        loop {
+            if failure.is_none() {
+                for stage in &req.graph.stages {
+                    let ready = !started.contains(&stage.index)
+                        && stage.depends_on.iter().all(|d| done.contains_key(d));
+                    if !ready {
+                        continue;
+                    }
+                    started.insert(stage.index);
+                    running += 1;
+                    // A stage sees the finished stages it depends on, nothing else.
+                    let deps: BTreeMap<usize, StageState> = stage
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| done.get(d).map(|s| (*d, s.clone())))
+                        .collect();
+                    let tx = tx.clone();
+                    let (created, next_id) = (&created, &next_id);
+                    scope.spawn(move || {
+                        let mut forward = Forward(tx.clone());
+                        let mut ex = Exec {
+                            store,
+                            req,
+                            reporter: &mut forward,
+                            created,
+                            next_id,
+                        };
+                        let result = ex.stage(stage, &deps);
+                        let _ = tx.send(Msg::StageFinished {
+                            index: stage.index,
+                            result: Box::new(result),
+                        });
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok(msg) = rx.recv() else { break };
+            match msg {
+                Msg::Started { id, stage, text } => reporter.event(BuildEvent::StepStarted {
+                    id,
+                    stage: &stage,
+                    text: &text,
+                }),
+                Msg::Output { id, stream, data } => reporter.event(BuildEvent::Output {
+                    id,
+                    stream,
+                    data: &data,
+                }),
+                Msg::Done { id, elapsed } => reporter.event(BuildEvent::StepDone { id, elapsed }),
+                Msg::StageFinished { index, result } => {
+                    running -= 1;
+                    match *result {
+                        Ok(st) => {
+                            done.insert(index, st);
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut st = done
+        .remove(&req.graph.target)
+        .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
+    for (k, v) in &req.labels {
+        st.container().labels.insert(k.clone(), v.clone());
+    }
+    st.config.created = Some(created.clone());
+    let manifest = store.write_image(&st.config, &st.layers)?;
+    Ok(BuildResult {
+        manifest,
+        config: st.config,
+    })
+}
+
+impl Exec<'_> {
+    /// Builds one stage from its base and the finished stages it depends on.
+    fn stage(
+        &mut self,
+        stage: &crate::plan::PlannedStage,
+        done: &BTreeMap<usize, StageState>,
+    ) -> Result<StageState, BuildError> {
         let name = stage
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
-        let location = format!("{}:{}", req.dockerfile, stage.span.start_line);
+        let location = format!("{}:{}", self.req.dockerfile, stage.span.start_line);
         let mut st = match &stage.base {
             Base::Scratch => {
                 let (os, arch, variant) = image::host_platform();
@@ -188,25 +324,13 @@ pub fn build(
                     format!("stage {index} used before it was built"),
                 )
             })?,
-            Base::Image { reference } => ex.base_image(reference, &location)?,
+            Base::Image { reference } => self.base_image(reference, &location)?,
         };
         for step in &stage.steps {
-            ex.step(&name, &mut st, step, &done)?;
+            self.step(&name, &mut st, step, done)?;
         }
-        done.insert(stage.index, st);
+        Ok(st)
     }
-    let mut st = done
-        .remove(&req.graph.target)
-        .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
-    for (k, v) in &req.labels {
-        st.container().labels.insert(k.clone(), v.clone());
-    }
-    st.config.created = Some(ex.created.clone());
-    let manifest = store.write_image(&st.config, &st.layers)?;
-    Ok(BuildResult {
-        manifest,
-        config: st.config,
-    })
 }
 
 impl Exec<'_> {
@@ -244,7 +368,7 @@ impl Exec<'_> {
 
     fn history(&self, st: &mut StageState, created_by: String, empty: bool) {
         st.config.history.push(History {
-            created: Some(self.created.clone()),
+            created: Some(self.created.to_string()),
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer: empty,
@@ -259,8 +383,7 @@ impl Exec<'_> {
         step: &Step,
         done: &BTreeMap<usize, StageState>,
     ) -> Result<(), BuildError> {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let text = step.original.trim().to_string();
         let location = format!("{}:{}", self.req.dockerfile, step.span.start_line);
         let started = Instant::now();
