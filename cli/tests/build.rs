@@ -309,3 +309,47 @@ fn source_date_epoch_makes_builds_reproducible() {
     }
     assert_eq!(digests[0], digests[1]);
 }
+
+#[test]
+fn podman_loads_and_runs_the_built_image() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("podman") || !testdata::require_tool("runc") {
+        return;
+    }
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hello");
+    ok(mybuild(&root)
+        .args(["-t", "mybuild-podman-test:1"])
+        .arg(&hello));
+    let archive = tmp.path().join("hello.tar");
+    ok(mybuild(&root)
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg("mybuild-podman-test:1"));
+    // This host's cgroups are hybrid: crun refuses them, runc with cgroupfs works.
+    let conf = tmp.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+    )
+    .expect("conf");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(tmp.path().join("podman-root"))
+            .arg("--runroot")
+            .arg(tmp.path().join("podman-run"))
+            .args(args);
+        c
+    };
+    ok(&mut podman(&["load", "-i", &archive.display().to_string()]));
+    let (out, _) = ok(&mut podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "mybuild-podman-test:1",
+    ]));
+    assert_eq!(out, "hello, world\n> built by mybuild\n");
+    let _ = podman(&["rmi", "-a", "-f"]).output();
+}
