@@ -353,3 +353,68 @@ fn podman_loads_and_runs_the_built_image() {
     assert_eq!(out, "hello, world\n> built by mybuild\n");
     let _ = podman(&["rmi", "-a", "-f"]).output();
 }
+
+#[test]
+fn an_interrupted_build_leaves_no_mounts_processes_or_garbage() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN echo sta''rted && sleep 600\n",
+        &[("a", ""), ("b", ""), ("c", ""), ("d", "")],
+    );
+    let mut child = mybuild(&root)
+        .args(["-t", "never:1", "--progress", "plain"])
+        .arg(&ctx)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait for the RUN's own output (the step header spells it differently), so the
+    // sandbox is up.
+    let mut err = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = std::io::Read::read(&mut err, &mut buf).expect("read");
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    // The sandbox's processes die with the build (PDEATHSIG cascade).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sleeping = std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("cmdline")).ok())
+            .any(|c| c == "sleep\u{0}600\u{0}");
+        if !sleeping {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandbox process survived the interrupt"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&root.display().to_string()), "{mounts}");
+    assert!(!ok(mybuild(&root).arg("images")).0.contains("never"));
+    let (pruned, _) = ok(mybuild(&root).arg("prune"));
+    // The killed RUN left its work, upper and empty-lower directories.
+    assert!(
+        pruned.contains("Deleted 0 unused snapshots and 3 leftover build directories"),
+        "{pruned}"
+    );
+    let tmpdirs: Vec<_> = std::fs::read_dir(root.join("snapshots-v1/tmp"))
+        .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).collect())
+        .unwrap_or_default();
+    assert!(tmpdirs.is_empty(), "{tmpdirs:?}");
+    assert!(ok(mybuild(&root).arg("fsck")).0.contains(": ok"));
+}

@@ -15,12 +15,24 @@ pub struct PruneStats {
     pub blobs_removed: u64,
     pub bytes_removed: u64,
     pub ingests_removed: u64,
+    pub snapshots_removed: u64,
+    pub scratch_removed: u64,
 }
 
 impl Store {
     /// Digests reachable from `desc`: the manifest, its config and layers, or an
     /// index and whichever of its children are present.
     pub fn reachable_from(&self, desc: &Descriptor, out: &mut BTreeSet<Digest>) -> Result<()> {
+        self.walk(desc, out, &mut BTreeSet::new())
+    }
+
+    /// Like `reachable_from`, also collecting the image configs met on the way.
+    fn walk(
+        &self,
+        desc: &Descriptor,
+        out: &mut BTreeSet<Digest>,
+        configs: &mut BTreeSet<Digest>,
+    ) -> Result<()> {
         let digest = image::descriptor_digest(desc)?;
         if !out.insert(digest.clone()) {
             return Ok(());
@@ -38,7 +50,9 @@ impl Store {
         let bytes = self.read_blob(&digest, MAX_JSON_BLOB)?;
         match image::parse_manifest(&bytes, &format!("manifest {digest}"))? {
             ParsedManifest::Image(m) => {
-                out.insert(image::descriptor_digest(m.config())?);
+                let config = image::descriptor_digest(m.config())?;
+                configs.insert(config.clone());
+                out.insert(config);
                 for l in m.layers() {
                     out.insert(image::descriptor_digest(l)?);
                 }
@@ -47,7 +61,7 @@ impl Store {
                 for child in idx.manifests() {
                     // An index may name platforms that were never fetched.
                     if self.has_blob(&image::descriptor_digest(child)?) {
-                        self.reachable_from(child, out)?;
+                        self.walk(child, out, configs)?;
                     }
                 }
             }
@@ -57,21 +71,33 @@ impl Store {
 
     /// Every digest some tag or extra root keeps alive.
     pub fn live_blobs(&self, extra_roots: &[Descriptor]) -> Result<BTreeSet<Digest>> {
-        let mut live = BTreeSet::new();
+        Ok(self.live(extra_roots)?.0)
+    }
+
+    /// Live blobs and the live images' configs.
+    fn live(&self, extra_roots: &[Descriptor]) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
+        let (mut live, mut configs) = (BTreeSet::new(), BTreeSet::new());
         for t in self.tags()? {
-            self.reachable_from(&t.descriptor, &mut live)?;
+            self.walk(&t.descriptor, &mut live, &mut configs)?;
         }
         for d in extra_roots {
-            self.reachable_from(d, &mut live)?;
+            self.walk(d, &mut live, &mut configs)?;
         }
-        Ok(live)
+        Ok((live, configs))
     }
 
     /// Removes unreachable blobs. Holds the GC lock exclusively, so no build or load
     /// that is still adding blobs runs at the same time.
     pub fn prune(&self, extra_roots: &[Descriptor]) -> Result<PruneStats> {
         let _gc = self.gc_lock()?;
-        let live = self.live_blobs(extra_roots)?;
+        let (live, configs) = self.live(extra_roots)?;
+        // Snapshots are kept for layers some live image config lists.
+        let mut live_diff_ids = BTreeSet::new();
+        for c in &configs {
+            let bytes = self.read_blob(c, MAX_JSON_BLOB)?;
+            let cfg = image::ImageConfig::parse(&bytes, &format!("config {c}"))?;
+            live_diff_ids.extend(cfg.rootfs.diff_ids);
+        }
         let mut stats = PruneStats::default();
         for d in self.list_blobs()? {
             if live.contains(&d) {
@@ -93,6 +119,9 @@ impl Store {
                 stats.ingests_removed += 1;
             }
         }
+        let (snapshots, scratch) = self.prune_snapshots(&live_diff_ids)?;
+        stats.snapshots_removed = snapshots;
+        stats.scratch_removed = scratch;
         Ok(stats)
     }
 }

@@ -34,7 +34,13 @@ impl Store {
             .unwrap_or(0);
         let path = base.join(format!("{prefix}-{}-{nanos}", std::process::id()));
         std::fs::create_dir(&path).map_err(|e| StoreError::io(&path, e))?;
-        Ok(ScratchDir { path: Some(path) })
+        // Held while the directory is in use, so `prune` removes only leftovers of
+        // processes that died (the kernel drops the lock with them).
+        let lock = FileLock::exclusive(&base.join(format!("{}.lock", file_name(&path))))?;
+        Ok(ScratchDir {
+            path: Some(path),
+            _lock: Some(lock),
+        })
     }
 
     /// Returns the snapshot directory of a layer, unpacking the blob the first time.
@@ -72,6 +78,7 @@ impl Store {
 
     /// Moves a finished directory (a step's upperdir) in as the snapshot of `diff_id`.
     pub fn commit_snapshot(&self, mut dir: ScratchDir, diff_id: &Digest) -> Result<PathBuf> {
+        // The snapshot outlives the scratch lock; only the path moves.
         let target = self.snapshot_path(diff_id);
         let Some(src) = dir.path.take() else {
             return Err(StoreError::invalid(
@@ -98,6 +105,13 @@ impl Store {
 #[derive(Debug)]
 pub struct ScratchDir {
     path: Option<PathBuf>,
+    _lock: Option<FileLock>,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl ScratchDir {
@@ -109,7 +123,52 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         if let Some(p) = self.path.take() {
-            let _ = std::fs::remove_dir_all(p);
+            let _ = std::fs::remove_dir_all(&p);
         }
+        if let Some(lock) = self._lock.take() {
+            let _ = std::fs::remove_file(lock.path());
+        }
+    }
+}
+
+impl Store {
+    /// Removes scratch directories whose process is gone and snapshots no live image
+    /// uses. Call with the GC lock held. Returns (snapshots, scratch dirs) removed.
+    pub(crate) fn prune_snapshots(
+        &self,
+        live_diff_ids: &std::collections::BTreeSet<Digest>,
+    ) -> Result<(u64, u64)> {
+        let dir = self.snapshots_dir();
+        let tmp = dir.join("tmp");
+        let mut scratch = 0;
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "lock") || !p.is_dir() {
+                    continue;
+                }
+                let lock_path = tmp.join(format!("{}.lock", file_name(&p)));
+                if let Some(_held) = FileLock::try_exclusive(&lock_path)? {
+                    std::fs::remove_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
+                    let _ = std::fs::remove_file(&lock_path);
+                    scratch += 1;
+                }
+            }
+        }
+        let mut snapshots = 0;
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(d) = Digest::from_hex(&name) else {
+                    continue;
+                };
+                if !live_diff_ids.contains(&d) {
+                    let p = e.path();
+                    std::fs::remove_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
+                    snapshots += 1;
+                }
+            }
+        }
+        Ok((snapshots, scratch))
     }
 }

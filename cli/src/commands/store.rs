@@ -149,6 +149,10 @@ pub fn prune(g: &Globals, _a: &PruneArgs) -> Result<i32> {
         s.ingests_removed,
         super::human_size(s.bytes_removed)
     );
+    println!(
+        "Deleted {} unused snapshots and {} leftover build directories",
+        s.snapshots_removed, s.scratch_removed
+    );
     Ok(0)
 }
 
