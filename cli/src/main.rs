@@ -1,5 +1,7 @@
 mod changes;
 mod commands;
+mod output;
+mod progress;
 
 use std::path::PathBuf;
 

@@ -41,8 +41,9 @@ pub struct Loaded {
 }
 
 impl Store {
-    /// Writes the named images as one tar to `out`.
-    pub fn save(&self, images: &[(ImageRef, Descriptor)], out: impl Write) -> Result<()> {
+    /// Writes the images as one tar to `out`; an image without a name is listed
+    /// untagged.
+    pub fn save(&self, images: &[(Option<ImageRef>, Descriptor)], out: impl Write) -> Result<()> {
         let mut builder = tar::Builder::new(out);
         let err = |e: io::Error| StoreError::io("archive", e);
         append_bytes(&mut builder, "oci-layout", OCI_LAYOUT).map_err(err)?;
@@ -67,15 +68,17 @@ impl Store {
                 }
             }
             let mut entry = desc.clone();
-            let mut ann = entry.annotations().clone().unwrap_or_default();
-            ann.insert(image::REF_NAME_ANNOTATION.into(), name.tagged_name());
-            ann.insert(image::IMAGE_NAME_ANNOTATION.into(), name.full_name());
-            entry.set_annotations(Some(ann));
+            if let Some(name) = name {
+                let mut ann = entry.annotations().clone().unwrap_or_default();
+                ann.insert(image::REF_NAME_ANNOTATION.into(), name.tagged_name());
+                ann.insert(image::IMAGE_NAME_ANNOTATION.into(), name.full_name());
+                entry.set_annotations(Some(ann));
+            }
             index.push(entry);
             let img = self.load_image(desc)?;
             docker.push(DockerManifestEntry {
                 config: format!("blobs/sha256/{}", img.config_digest.hex()),
-                repo_tags: vec![name.tagged_name()],
+                repo_tags: name.iter().map(ImageRef::tagged_name).collect(),
                 layers: img
                     .manifest
                     .layers()

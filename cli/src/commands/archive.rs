@@ -81,23 +81,35 @@ pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
     let mut images = Vec::new();
     for name in &a.images {
         let desc = store.resolve(name)?;
-        let r = ImageRef::parse(name).unwrap_or_else(|_| ImageRef {
-            repo: "unnamed".into(),
-            tag: None,
-            digest: None,
-        });
-        images.push((r, desc));
+        // An id or digest names no repository; the image is saved untagged.
+        images.push((
+            ImageRef::parse(name).ok().filter(|r| r.digest.is_none()),
+            desc,
+        ));
     }
-    match &a.output {
+    write_tar_to(a.output.as_deref(), |w| Ok(store.save(&images, w)?))?;
+    Ok(0)
+}
+
+/// Streams a tar to `dest`, or to standard output when `dest` is `None` or `-`.
+/// A file is written beside its target and renamed, so a failure leaves no
+/// partial archive.
+pub fn write_tar_to(
+    dest: Option<&std::path::Path>,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    match dest.filter(|p| p.as_os_str() != "-") {
         Some(path) => {
-            // Write beside the target and rename, so a failed save leaves no partial archive.
             let dir = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("creating a file in {}", dir.display()))?;
-            store.save(&images, BufWriter::new(tmp.as_file()))?;
+            let mut w = BufWriter::new(tmp.as_file());
+            write(&mut w)?;
+            w.flush()?;
+            drop(w);
             tmp.as_file().sync_all()?;
             tmp.persist(path)
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -105,14 +117,14 @@ pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
         None => {
             let stdout = std::io::stdout();
             if std::io::IsTerminal::is_terminal(&stdout) {
-                bail!("refusing to write an archive to a terminal; use -o FILE or redirect");
+                bail!("refusing to write an archive to a terminal; name a file or redirect");
             }
             let mut w = BufWriter::new(stdout.lock());
-            store.save(&images, &mut w)?;
+            write(&mut w)?;
             w.flush()?;
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]

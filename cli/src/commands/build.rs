@@ -41,9 +41,12 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
-    /// Progress output: auto or plain
-    #[arg(long, default_value = "auto")]
+    /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "rawjson"])]
     progress: String,
+    /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
     /// Suppress build output; print the image id
     #[arg(short, long)]
     quiet: bool,
@@ -130,6 +133,22 @@ impl BuildReporter for Plain {
     }
 }
 
+/// The renderer `--progress` names; `auto` is tty on a terminal, else plain.
+fn reporter(progress: &str, quiet: bool) -> Result<Box<dyn BuildReporter>> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    Ok(match progress {
+        _ if quiet => Box::new(builder::exec::NoReporter),
+        "json" | "rawjson" => Box::new(crate::progress::Json),
+        "tty" if !terminal => bail!("--progress=tty: standard error is not a terminal"),
+        "tty" | "auto" if terminal => Box::new(crate::progress::Tty::new()),
+        _ => Box::new(Plain {
+            quiet,
+            partial: BTreeMap::new(),
+        }),
+    })
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -157,12 +176,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     if a.context == "-" {
         bail!("a build context on standard input (-) is not supported yet; pass a directory");
     }
-    if !matches!(a.progress.as_str(), "auto" | "plain") {
-        bail!(
-            "--progress={} is not supported yet; use plain or auto",
-            a.progress
-        );
-    }
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| crate::output::parse(o))
+        .collect::<Result<Vec<_>>>()?;
+    let mut reporter = reporter(&a.progress, a.quiet)?;
     let network = match a.network.as_str() {
         "default" | "host" => Network::Host,
         "none" => Network::None,
@@ -249,14 +268,15 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .ok()
             .and_then(|s| s.trim().parse().ok()),
     };
-    let mut reporter = Plain {
-        quiet: a.quiet,
-        partial: BTreeMap::new(),
-    };
-    let result = builder::exec::build(&store, &req, &mut reporter)?;
+    let result = builder::exec::build(&store, &req, reporter.as_mut());
+    drop(reporter);
+    let result = result?;
     let digest = image::descriptor_digest(&result.manifest)?;
     for t in &tags {
         store.set_tag(t, &result.manifest)?;
+    }
+    for o in &outputs {
+        crate::output::write(&store, o, &result.manifest, &tags)?;
     }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, digest.to_string())
@@ -264,6 +284,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     if a.quiet {
         println!("{digest}");
+    } else if matches!(a.progress.as_str(), "json" | "rawjson") {
+        crate::progress::Json::emit(&serde_json::json!({
+            "event": "image",
+            "digest": digest.to_string(),
+            "tags": tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>(),
+        }));
     } else {
         eprintln!("writing image {digest} done");
         for t in &tags {

@@ -1,0 +1,178 @@
+//! `--output` / `-o`: where a finished build goes besides the store, with BuildKit's
+//! syntax: `type=oci|docker,dest=FILE|-[,name=REF]`, `type=local,dest=DIR`,
+//! `type=tar,dest=FILE|-`, `type=image`; a bare `PATH` means `type=local,dest=PATH`
+//! and a bare `-` means `type=tar,dest=-`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use layer_cache::oci_spec::image::Descriptor;
+use layer_cache::unpack::{unpack, UnpackOptions, WhiteoutMode};
+use layer_cache::{ImageRef, Store};
+
+use crate::commands::archive::write_tar_to;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Only the store (the default).
+    Image,
+    /// An archive that is an OCI layout and a docker-archive at once.
+    Archive { dest: PathBuf, name: Option<String> },
+    /// The final filesystem, unpacked into a directory.
+    Local { dest: PathBuf },
+    /// The final filesystem as one tar.
+    Tar { dest: PathBuf },
+}
+
+pub fn parse(spec: &str) -> Result<Output> {
+    if !spec.contains('=') {
+        return Ok(if spec == "-" {
+            Output::Tar { dest: "-".into() }
+        } else {
+            Output::Local { dest: spec.into() }
+        });
+    }
+    let (mut kind, mut dest, mut name) = (None, None, None);
+    for field in spec.split(',') {
+        let Some((k, v)) = field.split_once('=') else {
+            bail!("--output {spec:?}: {field:?} is not KEY=VALUE");
+        };
+        match k.trim() {
+            "type" => kind = Some(v.to_string()),
+            "dest" => dest = Some(PathBuf::from(v)),
+            "name" => name = Some(v.to_string()),
+            // BuildKit's image-exporter keys that change nothing for a local store.
+            "push" | "tar" | "compression" | "oci-mediatypes" | "unpack" | "store" => {
+                if k == "push" && v == "true" {
+                    bail!("--output push=true: use --push");
+                }
+                if k == "tar" && v == "false" {
+                    bail!("--output tar=false: writing an unpacked OCI layout directory is not supported; use type=oci,dest=FILE.tar");
+                }
+            }
+            other => bail!("--output {spec:?}: unknown key {other:?}"),
+        }
+    }
+    let need_dest = |what: &str| -> Result<PathBuf> {
+        dest.clone()
+            .with_context(|| format!("--output type={what} needs dest=PATH"))
+    };
+    match kind.as_deref() {
+        Some("registry") => bail!("--output type=registry: use --push"),
+        Some("image") => Ok(Output::Image),
+        Some("oci") | Some("docker") => Ok(Output::Archive {
+            dest: need_dest(kind.as_deref().unwrap_or_default())?,
+            name,
+        }),
+        Some("local") => Ok(Output::Local {
+            dest: need_dest("local")?,
+        }),
+        Some("tar") => Ok(Output::Tar {
+            dest: need_dest("tar")?,
+        }),
+        Some(other) => bail!("--output type={other}: expected oci, docker, local, tar or image"),
+        None => bail!("--output {spec:?}: missing type="),
+    }
+}
+
+/// Writes the built image where `out` says. `tags` name the image in archives.
+pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRef]) -> Result<()> {
+    match out {
+        Output::Image => Ok(()),
+        Output::Archive { dest, name } => {
+            let name = match name {
+                Some(n) => Some(ImageRef::parse(n)?),
+                None => tags.first().cloned(),
+            };
+            write_tar_to(Some(dest), |w| {
+                Ok(store.save(&[(name, manifest.clone())], w)?)
+            })
+        }
+        Output::Local { dest } => {
+            std::fs::create_dir_all(dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            apply_layers(store, manifest, dest)
+        }
+        Output::Tar { dest } => {
+            // Flatten in a scratch directory of the store, then stream it as one tar.
+            let scratch = store.scratch_dir("output")?;
+            apply_layers(store, manifest, scratch.path())?;
+            write_tar_to(Some(dest), |w| tar_tree(scratch.path(), w))
+        }
+    }
+}
+
+/// Applies every layer of the image, bottom first, with whiteouts applied.
+fn apply_layers(store: &Store, manifest: &Descriptor, dest: &Path) -> Result<()> {
+    let img = store.load_image(manifest)?;
+    let opts = UnpackOptions {
+        whiteouts: WhiteoutMode::Apply,
+        ..UnpackOptions::default()
+    };
+    for layer in img.manifest.layers() {
+        let reader = store.open_layer(layer)?;
+        unpack(reader, dest, &opts).with_context(|| {
+            format!("unpacking layer {} into {}", layer.digest(), dest.display())
+        })?;
+    }
+    Ok(())
+}
+
+fn tar_tree(root: &Path, w: &mut dyn Write) -> Result<()> {
+    let mut b = tar::Builder::new(w);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let mut entries: Vec<_> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("reading {}", root.display()))?;
+    // Directories before their contents, in a stable order.
+    entries.sort_by(|a, b| a.path().cmp(b.path()));
+    for e in entries {
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .context("walking the flattened image")?;
+        b.append_path_with_name(e.path(), rel)
+            .with_context(|| format!("adding {} to the tar", rel.display()))?;
+    }
+    b.finish().context("finishing the tar")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_buildkit_output_specs() {
+        assert_eq!(parse("out").unwrap(), Output::Local { dest: "out".into() });
+        assert_eq!(parse("-").unwrap(), Output::Tar { dest: "-".into() });
+        assert_eq!(
+            parse("type=oci,dest=a.tar,name=x:1").unwrap(),
+            Output::Archive {
+                dest: "a.tar".into(),
+                name: Some("x:1".into())
+            }
+        );
+        assert_eq!(
+            parse("type=docker,dest=-").unwrap(),
+            Output::Archive {
+                dest: "-".into(),
+                name: None
+            }
+        );
+        assert_eq!(parse("type=image").unwrap(), Output::Image);
+        let e = parse("type=local").unwrap_err().to_string();
+        assert!(e.contains("needs dest=PATH"), "{e}");
+        let e = parse("type=registry").unwrap_err().to_string();
+        assert!(e.contains("--push"), "{e}");
+        let e = parse("type=oci,dest=x,bogus=1").unwrap_err().to_string();
+        assert!(e.contains("unknown key \"bogus\""), "{e}");
+        let e = parse("type=zip,dest=x").unwrap_err().to_string();
+        assert!(e.contains("type=zip"), "{e}");
+    }
+}
