@@ -46,7 +46,7 @@ impl Default for LayerOptions {
 
 enum Encoder {
     Plain(BlobWriter),
-    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Gzip(crate::pgzip::ParGzEncoder<BlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
 }
 
@@ -99,19 +99,19 @@ impl Store {
     pub fn layer_writer(&self, opts: LayerOptions) -> Result<LayerWriter> {
         let blob = self.ingest()?;
         let ingest = self.ingest_dir();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
         let encoder = match opts.compression {
             Compression::None => Encoder::Plain(blob),
-            Compression::Gzip => {
-                let level = flate2::Compression::new(opts.level.unwrap_or(6).min(9));
-                Encoder::Gzip(flate2::write::GzEncoder::new(blob, level))
-            }
+            Compression::Gzip => Encoder::Gzip(
+                crate::pgzip::ParGzEncoder::new(blob, opts.level.unwrap_or(6), threads as usize)
+                    .map_err(|e| StoreError::io(&ingest, e))?,
+            ),
             Compression::Zstd => {
                 let level = opts.level.unwrap_or(3).clamp(1, 22) as i32;
                 let mut enc = zstd::stream::write::Encoder::new(blob, level)
                     .map_err(|e| StoreError::io(&ingest, e))?;
-                let threads = std::thread::available_parallelism()
-                    .map(|n| n.get() as u32)
-                    .unwrap_or(1);
                 if threads > 1 {
                     enc.multithread(threads)
                         .map_err(|e| StoreError::io(&ingest, e))?;

@@ -15,6 +15,7 @@ pub mod import;
 pub mod ingest;
 pub mod layer;
 pub mod lock;
+pub mod pgzip;
 pub mod refs;
 pub mod snapshot;
 pub mod store;
