@@ -418,3 +418,45 @@ fn an_interrupted_build_leaves_no_mounts_processes_or_garbage() {
     assert!(tmpdirs.is_empty(), "{tmpdirs:?}");
     assert!(ok(mybuild(&root).arg("fsck")).0.contains(": ok"));
 }
+
+#[test]
+fn symbolic_chmod_gives_directories_and_executables_x() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY --chmod=u=rwX,go=rX tree /t\nCOPY --chmod=0600 tree/run.sh /octal.sh\n",
+        &[
+            ("tree/plain.txt", "p\n"),
+            ("tree/run.sh", "#!/bin/sh\n"),
+            ("tree/sub/x", ""),
+        ],
+    );
+    for (path, mode) in [
+        ("tree/plain.txt", 0o600),
+        ("tree/run.sh", 0o700),
+        ("tree/sub", 0o700),
+    ] {
+        std::fs::set_permissions(ctx.join(path), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    ok(mybuild(&root).args(["-t", "modes:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "modes:1");
+    let mode = |p: &str| {
+        std::fs::symlink_metadata(rootfs.join(p))
+            .expect(p)
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("t/plain.txt"), 0o644);
+    assert_eq!(mode("t/run.sh"), 0o755);
+    assert_eq!(mode("t/sub"), 0o755);
+    assert_eq!(mode("octal.sh"), 0o600);
+    let err = fails(mybuild(&root).arg(context(
+        tmp.path(),
+        "FROM busybox\nCOPY --chmod=u+q tree /t\n",
+        &[("tree/a", "")],
+    )));
+    assert!(err.contains("invalid --chmod \"u+q\""), "{err}");
+}

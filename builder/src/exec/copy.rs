@@ -15,7 +15,7 @@ pub enum CopyError {
     NotFound(String),
     #[error("source {0:?} leaves the build context")]
     Outside(String),
-    #[error("invalid --chmod {0:?}: expected an octal mode such as 0755")]
+    #[error("invalid --chmod {0:?}: expected an octal mode such as 0755 or a symbolic one such as u=rwX,go=rX")]
     Chmod(String),
     #[error("{}: {source}", path.display())]
     Io {
@@ -43,16 +43,21 @@ pub struct CopySpec<'a> {
     /// Destination, already absolute (WORKDIR applied).
     pub dest: &'a str,
     pub owner: (u32, u32),
-    pub chmod: Option<u32>,
+    pub chmod: Option<super::chmod::Chmod>,
     /// The directory that becomes the layer.
     pub upper: &'a Path,
 }
 
-pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| CopyError::Chmod(s.to_string()))
+pub fn parse_chmod(s: &str) -> Result<super::chmod::Chmod, CopyError> {
+    super::chmod::Chmod::parse(s).ok_or_else(|| CopyError::Chmod(s.to_string()))
+}
+
+/// An entry's mode after `--chmod`, which may depend on its own mode.
+fn mode_for(spec: &CopySpec, mode: u32, is_dir: bool) -> u32 {
+    match &spec.chmod {
+        Some(c) => c.apply(mode, is_dir),
+        None => mode & 0o7777,
+    }
 }
 
 /// Cleans a path to components under the root; `..` may not climb above it.
@@ -239,7 +244,7 @@ fn copy_entry(
         copy_children(spec, src_rel, dest_rel)?;
         set_meta(
             &target,
-            Some(spec.chmod.unwrap_or(md.mode() & 0o7777)),
+            Some(mode_for(spec, md.mode(), true)),
             spec.owner,
             Some(md.mtime()),
         )?;
@@ -260,7 +265,7 @@ fn copy_entry(
         std::fs::copy(real, &target).map_err(io(&target))?;
         set_meta(
             &target,
-            Some(spec.chmod.unwrap_or(md.mode() & 0o7777)),
+            Some(mode_for(spec, md.mode(), false)),
             spec.owner,
             Some(md.mtime()),
         )?;
@@ -323,7 +328,12 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
         }
         let target = spec.upper.join(&target_rel);
         std::fs::write(&target, data).map_err(io(&target))?;
-        set_meta(&target, Some(spec.chmod.unwrap_or(0o644)), spec.owner, None)?;
+        set_meta(
+            &target,
+            Some(mode_for(spec, 0o644, false)),
+            spec.owner,
+            None,
+        )?;
     }
     Ok(())
 }

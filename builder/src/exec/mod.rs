@@ -5,6 +5,7 @@
 //! is diffed into a layer in one streaming pass and then kept as that layer's
 //! snapshot, so nothing is unpacked twice.
 
+pub mod chmod;
 pub mod copy;
 mod copy_step;
 pub mod merged;
