@@ -1,6 +1,6 @@
 //! Consistency check: every blob hashes to its name, every tag's image is complete.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::Result;
@@ -55,10 +55,17 @@ impl Store {
                 }
             }
         }
+        let mut diff_ids = BTreeMap::new();
         for tag in self.tags()? {
             report.tags_checked += 1;
             let mut problems = Vec::new();
-            self.check_manifest(&tag.descriptor, &corrupt, true, &mut problems);
+            self.check_manifest(
+                &tag.descriptor,
+                &corrupt,
+                &mut diff_ids,
+                true,
+                &mut problems,
+            );
             for p in problems {
                 report.problems.push(format!("tag {}: {p}", tag.name));
             }
@@ -70,6 +77,7 @@ impl Store {
         &self,
         desc: &oci_spec::image::Descriptor,
         corrupt: &BTreeSet<Digest>,
+        diff_id_of: &mut BTreeMap<Digest, Digest>,
         required: bool,
         problems: &mut Vec<String>,
     ) {
@@ -89,7 +97,7 @@ impl Store {
             Ok(ParsedManifest::Index(idx)) => {
                 for child in idx.manifests() {
                     // Platforms never fetched are absent by design; present ones must be whole.
-                    self.check_manifest(child, corrupt, false, problems);
+                    self.check_manifest(child, corrupt, diff_id_of, false, problems);
                 }
             }
             Ok(ParsedManifest::Image(m)) => {
@@ -107,20 +115,46 @@ impl Store {
                         Err(e) => problems.push(e.to_string()),
                     }
                 }
-                for l in m.layers() {
-                    match image::descriptor_digest(l) {
-                        Ok(ld) => {
-                            self.check_blob(l, &ld, "layer", corrupt, true, problems);
-                        }
-                        Err(e) => problems.push(e.to_string()),
-                    }
-                }
-                if let Some(ids) = diff_ids {
+                if let Some(ids) = &diff_ids {
                     if ids.len() != m.layers().len() {
                         problems.push(format!(
                             "manifest {digest} has {} layers but its config lists {} diff_ids",
                             m.layers().len(),
                             ids.len()
+                        ));
+                    }
+                }
+                for (i, l) in m.layers().iter().enumerate() {
+                    let ld = match image::descriptor_digest(l) {
+                        Ok(ld) => ld,
+                        Err(e) => {
+                            problems.push(e.to_string());
+                            continue;
+                        }
+                    };
+                    if !self.check_blob(l, &ld, "layer", corrupt, true, problems) {
+                        continue;
+                    }
+                    // The uncompressed content must be what the config promises.
+                    let Some(want) = diff_ids.as_ref().and_then(|ids| ids.get(i)) else {
+                        continue;
+                    };
+                    let got = match diff_id_of.get(&ld) {
+                        Some(d) => d.clone(),
+                        None => match self.diff_id_of(&ld, l.size()) {
+                            Ok(d) => {
+                                diff_id_of.insert(ld.clone(), d.clone());
+                                d
+                            }
+                            Err(e) => {
+                                problems.push(format!("layer {ld} cannot be decompressed: {e}"));
+                                continue;
+                            }
+                        },
+                    };
+                    if &got != want {
+                        problems.push(format!(
+                            "layer {ld} uncompresses to {got}, config {cd} says {want}"
                         ));
                     }
                 }

@@ -169,3 +169,47 @@ fn tagging_a_missing_manifest_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("is not in the store"), "{err}");
 }
+
+#[test]
+fn fsck_checks_layers_against_the_config_diff_ids() {
+    let (_t, s) = store();
+    let good = s
+        .write_layer(&mut &[1u8; 2048][..], LayerOptions::default())
+        .expect("layer");
+    let other = s
+        .write_layer(&mut &[2u8; 2048][..], LayerOptions::default())
+        .expect("layer");
+    let image_with = |diff_id: &Digest| {
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            rootfs: image::RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![diff_id.clone()],
+            },
+            ..ImageConfig::default()
+        };
+        s.write_image(&config, &[good.descriptor()]).expect("image")
+    };
+    s.set_tag(
+        &ImageRef::parse("ok:1").expect("ref"),
+        &image_with(&good.diff_id),
+    )
+    .expect("tag");
+    assert!(s.fsck().expect("fsck").is_ok());
+    // Every blob hashes to its name, but the config promises other content.
+    s.set_tag(
+        &ImageRef::parse("lying:1").expect("ref"),
+        &image_with(&other.diff_id),
+    )
+    .expect("tag");
+    let report = s.fsck().expect("fsck");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    let p = &report.problems[0];
+    assert!(p.starts_with("tag lying:1: layer "), "{p}");
+    assert!(
+        p.contains(&format!("uncompresses to {}", good.diff_id)),
+        "{p}"
+    );
+    assert!(p.contains(&format!("says {}", other.diff_id)), "{p}");
+}
