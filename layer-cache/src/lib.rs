@@ -6,6 +6,7 @@
 //! It knows nothing of Dockerfiles or HTTP.
 
 pub mod archive;
+pub mod cache_mounts;
 pub mod digest;
 pub mod error;
 pub mod fsck;
