@@ -261,11 +261,8 @@ mod tests {
             .unwrap();
         std::fs::create_dir(a.path().join("ro")).unwrap();
         std::fs::write(a.path().join("ro/f"), "x").unwrap();
-        std::fs::set_permissions(
-            a.path().join("ro"),
-            std::fs::Permissions::from_mode(0o500),
-        )
-        .unwrap();
+        std::fs::set_permissions(a.path().join("ro"), std::fs::Permissions::from_mode(0o500))
+            .unwrap();
         drop(a);
         assert_eq!(store.prune_cache_mounts().unwrap(), 1);
         assert!(store.list_cache_mounts().unwrap().is_empty());

@@ -9,6 +9,7 @@ pub mod chmod;
 pub mod copy;
 mod copy_step;
 pub mod merged;
+mod mounts;
 mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +46,8 @@ pub struct BuildRequest<'a> {
     pub labels: BTreeMap<String, String>,
     /// SOURCE_DATE_EPOCH: fixes `created` and clamps file times in new layers.
     pub source_date_epoch: Option<i64>,
+    /// `--secret` values by id, for `RUN --mount=type=secret`; never written to an image.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// Progress, as data; the cli renders it.
@@ -113,6 +116,13 @@ pub enum BuildError {
         step: String,
         #[source]
         source: copy::CopyError,
+    },
+    #[error("{location}: {step}: --mount={mount}: {message}")]
+    Mount {
+        location: String,
+        step: String,
+        mount: String,
+        message: String,
     },
     #[error("{location}: {step}: {what} is not supported yet")]
     Unsupported {
@@ -492,7 +502,7 @@ impl Exec<'_> {
                 self.history(st, text.clone(), true);
             }
             StepKind::Arg { .. } => {}
-            StepKind::Run { .. } => self.run_step(id, st, &step.kind, &location, &text)?,
+            StepKind::Run { .. } => self.run_step(id, st, &step.kind, done, &location, &text)?,
             StepKind::Copy(c) | StepKind::Add(c) => {
                 let is_add = matches!(step.kind, StepKind::Add(_));
                 self.copy_step(st, c, is_add, done, &location, &text)?

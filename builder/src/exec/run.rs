@@ -1,14 +1,72 @@
 //! The RUN step: checks its flags, runs the command in the sandbox on an overlay of
-//! the stage's snapshots, and turns the upperdir into a layer.
+//! the stage's snapshots, with its `--mount`s, and turns the upperdir into a layer.
 
 use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::dockerfile::ast::parse_heredoc_word;
+use crate::dockerfile::Heredoc;
+use crate::plan::RunMount;
+use crate::sandbox::{Mount, MountKind};
+
+/// Where a heredoc that starts with `#!` is mounted to be executed, as in BuildKit.
+const HEREDOC_DIR: &str = "/dev/pipes";
+
+/// What a RUN executes once its heredocs are applied, as BuildKit's `dispatchRun`
+/// does: `RUN <<EOF` alone runs the body with the shell (or, with a `#!` line, as a
+/// script file); anything else gets the heredocs appended for the shell to read.
+enum Script {
+    Argv(Vec<String>),
+    /// Run `file` (name, content) mounted under [`HEREDOC_DIR`], through the shell.
+    File(String, String),
+}
+
+fn heredoc_script(command: &str, files: &[Heredoc]) -> Option<Script> {
+    let first = files.first()?;
+    let alone = parse_heredoc_word(command.trim()).ok().flatten().is_some();
+    if alone {
+        let data = first.chomped();
+        if data.starts_with("#!") {
+            return Some(Script::File(first.name.clone(), data));
+        }
+        return Some(Script::Argv(vec![data]));
+    }
+    // The shell itself reads the heredocs, `<<-` and quoting included.
+    let mut full = command.to_string();
+    for f in files {
+        full.push('\n');
+        full.push_str(&f.content);
+        full.push_str(&f.name);
+    }
+    Some(Script::Argv(vec![full]))
+}
+
+fn heredoc_script_for(command: &Command, files: &[Heredoc]) -> Option<Script> {
+    match command {
+        Command::Shell(s) => heredoc_script(s, files),
+        Command::Exec(_) => None,
+    }
+}
 
 impl Exec<'_> {
+    /// `args` after the stage's SHELL (default `/bin/sh -c`).
+    fn with_shell(&self, st: &StageState, args: Vec<String>) -> Vec<String> {
+        let mut shell = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.shell.clone())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        shell.extend(args);
+        shell
+    }
+
     pub(super) fn run_step(
         &mut self,
         id: usize,
         st: &mut StageState,
         kind: &StepKind,
+        done: &BTreeMap<usize, StageState>,
         location: &str,
         text: &str,
     ) -> Result<(), BuildError> {
@@ -29,12 +87,6 @@ impl Exec<'_> {
         else {
             return Ok(());
         };
-        if !files.is_empty() {
-            return Err(unsupported("RUN with a heredoc"));
-        }
-        if !mounts.is_empty() {
-            return Err(unsupported("RUN --mount"));
-        }
         if security.as_deref().is_some_and(|s| s != "sandbox") {
             return Err(unsupported("RUN --security=insecure"));
         }
@@ -47,7 +99,9 @@ impl Exec<'_> {
             Some("host") => Network::Host,
             Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
         };
-        self.run(id, st, command, build_args, network, location, text)
+        self.run(
+            id, st, command, files, mounts, done, build_args, network, location, text,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -56,12 +110,38 @@ impl Exec<'_> {
         id: usize,
         st: &mut StageState,
         command: &Command,
+        files: &[Heredoc],
+        mounts: &[RunMount],
+        done: &BTreeMap<usize, StageState>,
         build_args: &[(String, String)],
         network: Network,
         location: &str,
         text: &str,
     ) -> Result<(), BuildError> {
-        let argv = self.argv(st, command);
+        let work = self.store.scratch_dir("run")?;
+        let mut extra_mounts: Vec<Mount> = Vec::new();
+        let argv = match (command, heredoc_script_for(command, files)) {
+            (Command::Shell(_), Some(Script::Argv(args))) => self.with_shell(st, args),
+            (Command::Shell(_), Some(Script::File(name, data))) => {
+                let dir = work.path().join("heredoc");
+                std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+                let file = dir.join("script");
+                std::fs::write(&file, data).map_err(|e| StoreError::io(&file, e))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| StoreError::io(&file, e))?;
+                let target = format!("{HEREDOC_DIR}/{}", name.replace('/', "_"));
+                extra_mounts.push(Mount {
+                    target: target.clone(),
+                    kind: MountKind::Bind {
+                        source: file,
+                        readonly: true,
+                    },
+                });
+                self.with_shell(st, vec![target])
+            }
+            _ => self.argv(st, command),
+        };
+        let prepared = self.prepare_mounts(st, mounts, done, work.path(), location, text)?;
         let cfg = st.config.config.clone().unwrap_or_default();
         let mut env = cfg.env.clone();
         // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
@@ -76,6 +156,12 @@ impl Exec<'_> {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.into());
         }
+        // Secrets given as variables reach this process only, never the config.
+        for e in &prepared.env {
+            let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
+            env.retain(|x| x.split_once('=').map(|(n, _)| n) != Some(name));
+            env.push(e.clone());
+        }
         let lowers = st.topmost_first();
         let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| {
             BuildError::User {
@@ -84,7 +170,6 @@ impl Exec<'_> {
                 source: e,
             }
         })?;
-        let work = self.store.scratch_dir("run")?;
         let upper = self.store.scratch_dir("upper")?;
         let empty = self.store.scratch_dir("empty")?;
         let bundle = work.path().join("bundle");
@@ -115,7 +200,12 @@ impl Exec<'_> {
                 Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
                 Network::None => String::new(),
             },
-            mounts: Vec::new(),
+            mounts: prepared
+                .mounts
+                .iter()
+                .chain(&extra_mounts)
+                .cloned()
+                .collect(),
         };
         let reporter = &mut *self.reporter;
         let outcome = sandbox::run(&self.req.exe, &bundle, &spec, &mut |stream, data| {
@@ -139,6 +229,7 @@ impl Exec<'_> {
                 code,
             });
         }
+        drop(prepared);
         let created_by = match command {
             Command::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
             Command::Exec(v) => format!("RUN {} # buildkit", json(v)),

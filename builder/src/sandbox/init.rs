@@ -224,7 +224,7 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path) -> R {
         bind(&src, &target, false)?;
     }
 
-    for m in &spec.mounts {
+    for (i, m) in spec.mounts.iter().enumerate() {
         let target = in_root(rootfs, &m.target);
         match &m.kind {
             MountKind::Bind { source, readonly } => {
@@ -245,6 +245,35 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path) -> R {
                     libc::MS_NOSUID | libc::MS_NODEV,
                     data.as_deref(),
                 )?;
+            }
+            MountKind::Layers {
+                layers,
+                source,
+                scratch,
+                is_dir,
+            } => {
+                let staging = bundle.join(format!("layers-{i}"));
+                ensure_dir(&staging)?;
+                let lowers: Vec<String> = layers.iter().map(|p| p.display().to_string()).collect();
+                let (data, flags) = match scratch {
+                    Some(s) => (
+                        format!(
+                            "lowerdir={},upperdir={},workdir={}",
+                            lowers.join(":"),
+                            s.join("upper").display(),
+                            s.join("work").display()
+                        ),
+                        0,
+                    ),
+                    None => (format!("lowerdir={}", lowers.join(":")), libc::MS_RDONLY),
+                };
+                mount("overlay", &staging, "overlay", flags, Some(&data))?;
+                if *is_dir {
+                    ensure_dir(&target)?;
+                } else {
+                    ensure_file(&target)?;
+                }
+                bind(&in_root(&staging, source), &target, scratch.is_none())?;
             }
         }
     }

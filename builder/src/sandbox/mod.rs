@@ -44,6 +44,16 @@ pub enum MountKind {
     Bind { source: PathBuf, readonly: bool },
     /// An empty tmpfs at `target`.
     Tmpfs { size: Option<u64> },
+    /// `source` (a cleaned path, symlinks already resolved) inside an overlay of
+    /// `layers` (topmost first), mounted at `target`. With `scratch`, a directory
+    /// holding empty `upper` and `work` dirs, the view is writable and the writes
+    /// land there (to be discarded); without, it is read-only.
+    Layers {
+        layers: Vec<PathBuf>,
+        source: String,
+        scratch: Option<PathBuf>,
+        is_dir: bool,
+    },
 }
 
 /// An extra mount inside the rootfs (`RUN --mount`, secrets).
@@ -142,6 +152,7 @@ fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> 
         let is_dir = match &m.kind {
             MountKind::Bind { source, .. } => source.is_dir(),
             MountKind::Tmpfs { .. } => true,
+            MountKind::Layers { is_dir, .. } => *is_dir,
         };
         targets.push((m.target.trim_start_matches('/').to_string(), is_dir));
     }
@@ -182,6 +193,54 @@ fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> 
     Ok(())
 }
 
+/// Resolves `path` in the merged view of `layers` (topmost first) the way the kernel
+/// would inside the container, following symlinks but never leaving the root.
+/// Returns an absolute, cleaned path whose existing components are not symlinks.
+pub fn resolve_in_layers(layers: &[PathBuf], path: &str) -> String {
+    let mut pending: Vec<String> = path
+        .split('/')
+        .rev()
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(part);
+        let rel: PathBuf = done.iter().collect();
+        let Some(real) = crate::exec::merged::lookup(layers, &rel) else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(&real) else {
+            continue;
+        };
+        hops += 1;
+        if hops > 40 {
+            break;
+        }
+        done.pop();
+        let link = link.to_string_lossy().into_owned();
+        if link.starts_with('/') {
+            done.clear();
+        }
+        pending.extend(
+            link.split('/')
+                .rev()
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        );
+    }
+    format!("/{}", done.join("/"))
+}
+
 /// Runs the spec'd command in the sandbox using `exe` (the `mybuild` binary) as init,
 /// passing its output to `on_output` as it arrives. `bundle` is a private scratch
 /// directory for this run.
@@ -202,8 +261,13 @@ pub fn run(
         path: mountpoints.clone(),
         source: e,
     })?;
-    mountpoint_layer(spec, &mountpoints)?;
     let mut effective = spec.clone();
+    // Mount targets are resolved through the image's symlinks first, so that a mount
+    // point never shadows a symlink (e.g. /var/run -> /run) with a directory.
+    for m in &mut effective.mounts {
+        m.target = resolve_in_layers(&spec.lowerdirs, &m.target);
+    }
+    mountpoint_layer(&effective, &mountpoints)?;
     effective.lowerdirs.insert(0, mountpoints);
     let spec = &effective;
     let spec_path = bundle.join("spec.json");

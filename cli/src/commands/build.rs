@@ -56,6 +56,9 @@ pub struct BuildArgs {
     /// Compression level (gzip 0-9, zstd 1-22)
     #[arg(long)]
     compression_level: Option<u32>,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR; repeatable
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
     /// Build context directory
     context: String,
 }
@@ -267,6 +270,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|s| s.trim().parse().ok()),
+        secrets: crate::commands::secrets::parse(&a.secrets)?,
     };
     let result = builder::exec::build(&store, &req, reporter.as_mut());
     drop(reporter);

@@ -2,6 +2,7 @@ pub mod archive;
 pub mod build;
 pub mod check;
 pub mod parse;
+pub mod secrets;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).

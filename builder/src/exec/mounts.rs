@@ -1,0 +1,356 @@
+//! `RUN --mount`: each mount's fields, checked as BuildKit checks them, become a
+//! sandbox mount. Nothing a mount shows is written to the step's upperdir: binds,
+//! caches, tmpfs and secrets are mounted over mount points that live in the
+//! sandbox's private lowerdir, so neither their content nor their targets reach the
+//! layer.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use layer_cache::cache_mounts::{CacheInit, CacheMount, Sharing};
+use layer_cache::snapshot::ScratchDir;
+
+use super::*;
+use crate::plan::RunMount;
+use crate::sandbox::{resolve_in_layers, Mount, MountKind};
+
+/// The mounts of one RUN and what keeps them valid until the step ends.
+pub(super) struct Prepared {
+    pub mounts: Vec<Mount>,
+    /// `type=secret,env=NAME` values, as `NAME=value`.
+    pub env: Vec<String>,
+    _caches: Vec<CacheMount>,
+    _scratch: Vec<ScratchDir>,
+}
+
+/// The fields of one `--mount`.
+#[derive(Default)]
+struct Fields {
+    kind: String,
+    target: Option<String>,
+    source: Option<String>,
+    id: Option<String>,
+    readonly: Option<bool>,
+    sharing: Option<String>,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    required: bool,
+    env: Option<String>,
+}
+
+fn parse_bool(v: Option<&str>) -> Result<bool, String> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(format!("invalid boolean value {other:?}")),
+    }
+}
+
+fn parse_num(key: &str, v: &str, radix: u32) -> Result<u32, String> {
+    u32::from_str_radix(v, radix).map_err(|_| format!("invalid {key} {v:?}"))
+}
+
+/// `size=` as docker's RAMInBytes: a number with an optional k/m/g/t suffix (powers of 1024).
+fn parse_size(v: &str) -> Result<u64, String> {
+    let lower = v.trim().to_ascii_lowercase();
+    let digits = lower
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(digits);
+    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("invalid size {v:?}")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {v:?}"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_fields(m: &crate::dockerfile::Mount) -> Result<Fields, String> {
+    let mut f = Fields {
+        kind: m.kind().to_ascii_lowercase(),
+        ..Fields::default()
+    };
+    for (k, v) in &m.options {
+        let val = v.as_deref().unwrap_or("");
+        match k.as_str() {
+            "type" | "from" => {}
+            "target" | "dst" | "destination" => f.target = Some(val.to_string()),
+            "source" | "src" => f.source = Some(val.to_string()),
+            "id" => f.id = Some(val.to_string()),
+            "readonly" | "ro" => f.readonly = Some(parse_bool(v.as_deref())?),
+            "readwrite" | "rw" => f.readonly = Some(!parse_bool(v.as_deref())?),
+            "required" => f.required = parse_bool(v.as_deref())?,
+            "sharing" => f.sharing = Some(val.to_ascii_lowercase()),
+            "mode" => f.mode = Some(parse_num("mode", val, 8)?),
+            "uid" => f.uid = Some(parse_num("uid", val, 10)?),
+            "gid" => f.gid = Some(parse_num("gid", val, 10)?),
+            "size" => f.size = Some(parse_size(val)?),
+            "env" => f.env = Some(val.to_string()),
+            other => return Err(format!("unexpected key '{other}'")),
+        }
+    }
+    Ok(f)
+}
+
+impl Exec<'_> {
+    /// The snapshot stack a `from=` names, topmost first; the context when absent.
+    fn mount_layers(
+        &mut self,
+        from: Option<&Source>,
+        done: &BTreeMap<usize, StageState>,
+        location: &str,
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        Ok(match from {
+            None | Some(Source::Context) => vec![self.req.context.clone()],
+            Some(Source::Stage { index }) => {
+                done.get(index).map(|s| s.topmost_first()).ok_or_else(|| {
+                    StoreError::invalid(
+                        "build plan",
+                        format!("stage {index} used before it was built"),
+                    )
+                })?
+            }
+            Some(Source::Image { reference }) => {
+                self.base_image(reference, location)?.topmost_first()
+            }
+        })
+    }
+
+    /// Checks and sets up every mount of a RUN. `work` is the step's private scratch
+    /// directory; secret files are written under it and removed with it.
+    pub(super) fn prepare_mounts(
+        &mut self,
+        st: &StageState,
+        mounts: &[RunMount],
+        done: &BTreeMap<usize, StageState>,
+        work: &Path,
+        location: &str,
+        text: &str,
+    ) -> Result<Prepared, BuildError> {
+        let mut out = Prepared {
+            mounts: Vec::new(),
+            env: Vec::new(),
+            _caches: Vec::new(),
+            _scratch: Vec::new(),
+        };
+        let workdir = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone());
+        for (i, rm) in mounts.iter().enumerate() {
+            let raw = rm.mount.raw.clone();
+            let err = |message: String| BuildError::Mount {
+                location: location.to_string(),
+                step: text.to_string(),
+                mount: raw.clone(),
+                message,
+            };
+            let f = parse_fields(&rm.mount).map_err(&err)?;
+            let target = f
+                .target
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| resolve_path(workdir.as_deref(), t));
+            let need_target = || {
+                target
+                    .clone()
+                    .ok_or_else(|| err("mount target is required".into()))
+            };
+            match f.kind.as_str() {
+                "bind" => {
+                    let target = need_target()?;
+                    let layers = self.mount_layers(rm.from.as_ref(), done, location)?;
+                    let source = resolve_in_layers(&layers, f.source.as_deref().unwrap_or("/"));
+                    let rel = PathBuf::from(source.trim_start_matches('/'));
+                    let Some(real) = merged::lookup(&layers, &rel) else {
+                        return Err(err(format!("source {source} not found")));
+                    };
+                    let is_dir = std::fs::metadata(&real)
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false);
+                    let readonly = f.readonly.unwrap_or(true);
+                    let from_context = matches!(rm.from, None | Some(Source::Context));
+                    let kind = if readonly && from_context {
+                        // A single directory (the context): bind the path itself.
+                        MountKind::Bind {
+                            source: real,
+                            readonly: true,
+                        }
+                    } else {
+                        let mut layers = layers;
+                        let scratch = if readonly {
+                            // A read-only overlay needs two lowerdirs.
+                            let empty = self.store.scratch_dir("mount-empty")?;
+                            layers.push(empty.path().to_path_buf());
+                            out._scratch.push(empty);
+                            None
+                        } else {
+                            // Writes go to a scratch upperdir that is thrown away.
+                            let s = self.store.scratch_dir("mount-rw")?;
+                            for d in ["upper", "work"] {
+                                let p = s.path().join(d);
+                                std::fs::create_dir(&p).map_err(|e| StoreError::io(&p, e))?;
+                            }
+                            let p = s.path().to_path_buf();
+                            out._scratch.push(s);
+                            Some(p)
+                        };
+                        MountKind::Layers {
+                            layers,
+                            source,
+                            scratch,
+                            is_dir,
+                        }
+                    };
+                    out.mounts.push(Mount { target, kind });
+                }
+                "cache" => {
+                    let target = need_target()?;
+                    let id =
+                        f.id.clone()
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or_else(|| target.clone());
+                    let sharing = match f.sharing.as_deref() {
+                        None | Some("shared") => Sharing::Shared,
+                        Some("private") => Sharing::Private,
+                        Some("locked") => Sharing::Locked,
+                        Some(other) => {
+                            return Err(err(format!(
+                                "unrecognized sharing {other:?}: expected shared, private or locked"
+                            )))
+                        }
+                    };
+                    let init = CacheInit {
+                        uid: f.uid.unwrap_or(0),
+                        gid: f.gid.unwrap_or(0),
+                        mode: f.mode.unwrap_or(0o755),
+                    };
+                    let seed_layers = match &rm.from {
+                        Some(from) => Some(self.mount_layers(Some(from), done, location)?),
+                        None => None,
+                    };
+                    let seed_source = f.source.clone().unwrap_or_else(|| "/".into());
+                    let cache = self
+                        .store
+                        .open_cache_mount(&id, sharing, init, &mut |dir| {
+                            let Some(layers) = &seed_layers else {
+                                return Ok(());
+                            };
+                            let src = resolve_in_layers(layers, &seed_source);
+                            copy::copy(&copy::CopySpec {
+                                src_layers: layers,
+                                dest_layers: &[],
+                                sources: &[src],
+                                contents: &[],
+                                dest: "/",
+                                owner: (init.uid, init.gid),
+                                chmod: None,
+                                upper: dir,
+                            })
+                            .map_err(|e| std::io::Error::other(e.to_string()))
+                        })?;
+                    out.mounts.push(Mount {
+                        target,
+                        kind: MountKind::Bind {
+                            source: cache.path().to_path_buf(),
+                            readonly: f.readonly.unwrap_or(false),
+                        },
+                    });
+                    out._caches.push(cache);
+                }
+                "tmpfs" => {
+                    let target = need_target()?;
+                    out.mounts.push(Mount {
+                        target,
+                        kind: MountKind::Tmpfs { size: f.size },
+                    });
+                }
+                "secret" => {
+                    let id =
+                        f.id.clone()
+                            .filter(|s| !s.is_empty())
+                            .or_else(|| {
+                                target
+                                    .as_deref()
+                                    .and_then(|t| t.rsplit('/').next())
+                                    .map(str::to_string)
+                            })
+                            .ok_or_else(|| err("secret needs an id or a target".into()))?;
+                    let Some(value) = self.req.secrets.get(&id) else {
+                        if f.required {
+                            return Err(err(format!(
+                                "secret {id} is required but was not given (pass --secret id={id},src=FILE)"
+                            )));
+                        }
+                        continue;
+                    };
+                    if let Some(name) = f.env.as_deref().filter(|n| !n.is_empty()) {
+                        let text = String::from_utf8(value.clone()).map_err(|_| {
+                            err(format!("secret {id} is not UTF-8 text and cannot be an environment variable"))
+                        })?;
+                        out.env.push(format!("{name}={text}"));
+                    }
+                    // With env= and no target the secret is not a file.
+                    let file_target = match (&target, &f.env) {
+                        (Some(t), _) => Some(t.clone()),
+                        (None, None) => Some(format!("/run/secrets/{id}")),
+                        (None, Some(_)) => None,
+                    };
+                    if let Some(target) = file_target {
+                        let dir = work.join("secrets");
+                        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                            .map_err(|e| StoreError::io(&dir, e))?;
+                        let file = dir.join(format!("secret-{i}"));
+                        std::fs::write(&file, value).map_err(|e| StoreError::io(&file, e))?;
+                        std::os::unix::fs::chown(
+                            &file,
+                            Some(f.uid.unwrap_or(0)),
+                            Some(f.gid.unwrap_or(0)),
+                        )
+                        .map_err(|e| StoreError::io(&file, e))?;
+                        std::fs::set_permissions(
+                            &file,
+                            std::fs::Permissions::from_mode(f.mode.unwrap_or(0o400) & 0o7777),
+                        )
+                        .map_err(|e| StoreError::io(&file, e))?;
+                        out.mounts.push(Mount {
+                            target,
+                            kind: MountKind::Bind {
+                                source: file,
+                                readonly: true,
+                            },
+                        });
+                    }
+                }
+                "ssh" => {
+                    return Err(BuildError::Unsupported {
+                        location: location.to_string(),
+                        step: text.to_string(),
+                        what: "RUN --mount=type=ssh (SSH agent forwarding)".into(),
+                    })
+                }
+                other => return Err(err(format!("unsupported mount type {other:?}"))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(super::parse_size("1024"), Ok(1024));
+        assert_eq!(super::parse_size("64m"), Ok(64 << 20));
+        assert_eq!(super::parse_size("1GiB"), Ok(1 << 30));
+        assert!(super::parse_size("lots").is_err());
+    }
+}
