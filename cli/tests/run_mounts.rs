@@ -1,0 +1,445 @@
+//! `RUN --mount` and RUN heredocs end to end: real namespaces and overlayfs, a busybox
+//! base made with `mybuild import`, images read back with umoci. Every test also
+//! checks that what a mount showed never reached a layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+use tempfile::TempDir;
+
+fn mybuild(root: &Path) -> Command {
+    let mut c = Command::cargo_bin("mybuild").expect("binary");
+    c.arg("--root").arg(root);
+    c
+}
+
+fn ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("runs");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
+    (so, se)
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(!out.status.success(), "{cmd:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A store with busybox imported; `None` when the test must skip.
+fn setup() -> Option<(TempDir, PathBuf)> {
+    if !testdata::require_root()
+        || !testdata::require_tool("busybox")
+        || !testdata::require_tool("umoci")
+    {
+        return None;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let root = tmp.path().join("store");
+    ok(mybuild(&root)
+        .arg("import")
+        .arg(&rootfs)
+        .arg("busybox")
+        .args(["-c", "ENV PATH=/bin"]));
+    Some((tmp, root))
+}
+
+/// A context directory named `name` with a Dockerfile and files.
+fn context(tmp: &Path, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    let ctx = tmp.join(format!("ctx-{name}"));
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    for (name, body) in files {
+        let p = ctx.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+        std::fs::write(p, body).expect("file");
+    }
+    ctx
+}
+
+/// Unpacks a built image with umoci and returns the rootfs path.
+fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
+    let bundle = tmp.join(format!("bundle-{}", name.replace([':', '/'], "-")));
+    ok(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{name}", root.display()))
+        .arg(&bundle));
+    bundle.join("rootfs")
+}
+
+fn inspect(root: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(mybuild(root).args(["inspect", name])).0).expect("json")
+}
+
+fn read(rootfs: &Path, path: &str) -> String {
+    std::fs::read_to_string(rootfs.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Paths in the image's layers that the base image does not have, from the layer tars.
+fn layer_entries(root: &Path, name: &str) -> Vec<String> {
+    let img = inspect(root, name);
+    let mut out = Vec::new();
+    for l in img["Manifest"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .skip(1)
+    {
+        let digest = l["digest"].as_str().expect("digest");
+        let blob = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
+        let (list, _) = ok(Command::new("sh")
+            .arg("-c")
+            .arg("zcat -f \"$1\" | tar -tf -")
+            .arg("sh")
+            .arg(&blob));
+        out.extend(list.lines().map(|s| s.trim_end_matches('/').to_string()));
+    }
+    out
+}
+
+#[test]
+fn bind_mounts_read_the_context_or_a_stage_and_leave_no_trace() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "bind",
+        "FROM busybox AS other\n\
+         RUN echo from-stage > /made-in-stage\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,source=data,target=/mnt/data cp /mnt/data/file.txt /copied\n\
+         RUN --mount=from=other,source=/made-in-stage,target=/etc/fromstage cp /etc/fromstage /stage-copy\n\
+         RUN --mount=target=/src,rw sh -c 'echo scribble > /src/data/file.txt && cat /src/data/file.txt > /scribbled'\n",
+        &[("data/file.txt", "ctx-data\n")],
+    );
+    ok(mybuild(&root).args(["build", "-t", "bind:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "bind:1");
+    assert_eq!(read(&rootfs, "copied"), "ctx-data\n");
+    assert_eq!(read(&rootfs, "stage-copy"), "from-stage\n");
+    assert_eq!(read(&rootfs, "scribbled"), "scribble\n");
+    // The rw view's write was discarded: the context is untouched.
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("data/file.txt")).expect("ctx file"),
+        "ctx-data\n"
+    );
+    // Neither the mounted files nor the mount points are in the image.
+    for p in ["mnt", "src", "etc/fromstage", "file.txt", "made-in-stage"] {
+        assert!(!rootfs.join(p).exists(), "{p} leaked into the image");
+    }
+    let entries = layer_entries(&root, "bind:1");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| !e.is_empty() && *e != ".")
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["copied", "stage-copy", "scribbled"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        "only the step's own files are in the layers"
+    );
+
+    // A bind is read-only unless rw is given.
+    let ro = context(
+        tmp.path(),
+        "bind-ro",
+        "FROM busybox\nRUN --mount=type=bind,target=/src touch /src/new-file\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "bind:2"]).arg(&ro));
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!ro.join("new-file").exists());
+}
+
+fn counter_dockerfile(marker: &str, sharing: &str) -> String {
+    // The marker keeps each build's RUN text distinct, so no step is ever reused.
+    format!(
+        "FROM busybox\n\
+         RUN --mount=type=cache,target=/var/cache/counter,sharing={sharing} \
+         sh -c 'n=$(cat /var/cache/counter/n 2>/dev/null || echo 0); sleep 1; echo $((n+1)) > /var/cache/counter/n; cp /var/cache/counter/n /seen' && echo {marker}\n"
+    )
+}
+
+#[test]
+fn cache_mounts_persist_across_builds_and_never_reach_a_layer() {
+    let Some((tmp, root)) = setup() else { return };
+    for (i, expect) in [(1, "1\n"), (2, "2\n")] {
+        let ctx = context(
+            tmp.path(),
+            &format!("cache-{i}"),
+            &counter_dockerfile(&format!("build-{i}"), "shared"),
+            &[],
+        );
+        ok(mybuild(&root)
+            .args(["build", "-t", &format!("cache:{i}")])
+            .arg(&ctx));
+        let rootfs = unpack(tmp.path(), &root, &format!("cache:{i}"));
+        assert_eq!(read(&rootfs, "seen"), expect, "build {i}");
+        assert!(!rootfs.join("var/cache/counter").exists());
+        assert_eq!(layer_entries(&root, &format!("cache:{i}")), ["seen"]);
+    }
+    // The cache lives in the store, keyed by its id (the target by default).
+    let caches = std::fs::read_dir(root.join("cache-mounts"))
+        .expect("cache dir")
+        .count();
+    assert_eq!(caches, 1);
+
+    // uid/gid/mode shape a new cache directory.
+    let ctx = context(
+        tmp.path(),
+        "cache-owner",
+        "FROM busybox\n\
+         RUN --mount=type=cache,id=owned,target=/c,uid=1000,gid=1001,mode=0700 stat -c '%u %g %a' /c > /owner\n",
+        &[],
+    );
+    ok(mybuild(&root)
+        .args(["build", "-t", "cache:owner"])
+        .arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "cache:owner");
+    assert_eq!(read(&rootfs, "owner"), "1000 1001 700\n");
+}
+
+#[test]
+fn locked_cache_serializes_concurrent_builds() {
+    let Some((tmp, root)) = setup() else { return };
+    let children: Vec<_> = (1..=2)
+        .map(|i| {
+            let ctx = context(
+                tmp.path(),
+                &format!("locked-{i}"),
+                &counter_dockerfile(&format!("locked-{i}"), "locked"),
+                &[],
+            );
+            mybuild(&root)
+                .args(["build", "-q", "-t", &format!("locked:{i}")])
+                .arg(&ctx)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "build {} failed: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rootfs = unpack(tmp.path(), &root, &format!("locked:{}", i + 1));
+        seen.push(read(&rootfs, "seen"));
+    }
+    seen.sort();
+    // Each build saw the other's increment or none: never both reading 0.
+    assert_eq!(seen, ["1\n", "2\n"]);
+    let ctx = context(
+        tmp.path(),
+        "locked-read",
+        "FROM busybox\nRUN --mount=type=cache,target=/var/cache/counter,sharing=locked cp /var/cache/counter/n /final\n",
+        &[],
+    );
+    ok(mybuild(&root)
+        .args(["build", "-t", "locked:read"])
+        .arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "locked:read");
+    assert_eq!(read(&rootfs, "final"), "2\n");
+}
+
+#[test]
+fn tmpfs_mounts_are_sized_and_not_in_the_layer() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "tmpfs",
+        "FROM busybox\n\
+         RUN --mount=type=tmpfs,target=/scratch,size=1m sh -c 'echo gone > /scratch/f && df -k /scratch | tail -n 1 | awk \"{print \\$2}\" > /size && cat /scratch/f > /proof'\n",
+        &[],
+    );
+    ok(mybuild(&root).args(["build", "-t", "tmpfs:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "tmpfs:1");
+    assert_eq!(read(&rootfs, "proof"), "gone\n");
+    assert_eq!(read(&rootfs, "size"), "1024\n");
+    assert!(!rootfs.join("scratch").exists());
+    let mut entries = layer_entries(&root, "tmpfs:1");
+    entries.sort();
+    assert_eq!(entries, ["proof", "size"]);
+}
+
+const FILE_SECRET: &str = "file-secret-value-7391";
+const ENV_SECRET: &str = "env-secret-value-4420";
+
+#[test]
+fn secrets_are_readable_in_the_step_and_stored_nowhere() {
+    let Some((tmp, root)) = setup() else { return };
+    let secret_file = tmp.path().join("secret.txt");
+    std::fs::write(&secret_file, FILE_SECRET).expect("secret");
+    let ctx = context(
+        tmp.path(),
+        "secret",
+        "FROM busybox\n\
+             RUN --mount=type=secret,id=fsec sha256sum /run/secrets/fsec | cut -d' ' -f1 > /hash\n\
+             RUN --mount=type=secret,id=esec,env=ESEC,target=/etc/esec,mode=0440,uid=1,gid=2 sh -c 'test \"$(cat /etc/esec)\" = \"$ESEC\" && printf %s \"$ESEC\" | sha256sum | cut -d\" \" -f1 > /envhash && stat -c \"%a %u %g\" /etc/esec > /perm'\n\
+             RUN --mount=type=secret,id=esec,env=ONLY_ENV sh -c 'test ! -e /run/secrets/esec && printf %s \"$ONLY_ENV\" | sha256sum | cut -d\" \" -f1 > /env-only'\n\
+             RUN --mount=type=secret,id=absent sh -c 'test ! -e /run/secrets/absent && echo skipped > /absent'\n",
+        &[],
+    );
+    ok(mybuild(&root)
+        .args(["build", "-t", "secret:1", "--secret"])
+        .arg(format!("id=fsec,src={}", secret_file.display()))
+        .args(["--secret", "id=esec,env=MYBUILD_TEST_ENV_SECRET"])
+        .env("MYBUILD_TEST_ENV_SECRET", ENV_SECRET)
+        .arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "secret:1");
+    let (expected_hash, _) = ok(Command::new("sha256sum").arg(&secret_file));
+    assert_eq!(
+        read(&rootfs, "hash").trim(),
+        expected_hash.split_whitespace().next().expect("hash")
+    );
+    let (env_hash, _) = ok(Command::new("sh")
+        .arg("-c")
+        .arg("printf %s \"$1\" | sha256sum")
+        .arg("sh")
+        .arg(ENV_SECRET));
+    assert_eq!(
+        read(&rootfs, "envhash").trim(),
+        env_hash.split_whitespace().next().expect("hash")
+    );
+    assert_eq!(read(&rootfs, "perm"), "440 1 2\n");
+    assert_eq!(read(&rootfs, "env-only"), read(&rootfs, "envhash"));
+    assert_eq!(read(&rootfs, "absent"), "skipped\n");
+    assert!(!rootfs.join("run/secrets").exists());
+    assert!(!rootfs.join("etc/esec").exists());
+    let mut entries = layer_entries(&root, "secret:1");
+    entries.sort();
+    assert_eq!(entries, ["absent", "env-only", "envhash", "hash", "perm"]);
+
+    // Not in the config, the history, or any byte of the store (blobs decompressed).
+    let img = serde_json::to_string(&inspect(&root, "secret:1")).expect("json");
+    for s in [FILE_SECRET, ENV_SECRET] {
+        assert!(!img.contains(s), "{s} in the image config or manifest");
+    }
+    let (hits, _) = ok(Command::new("sh")
+        .arg("-c")
+        .arg(
+            "find \"$1\" -type f | while read -r f; do \
+               if zcat -f \"$f\" 2>/dev/null | grep -a -q -e \"$2\" -e \"$3\"; then echo \"$f\"; fi; \
+             done",
+        )
+        .arg("sh")
+        .arg(&root)
+        .arg(FILE_SECRET)
+        .arg(ENV_SECRET));
+    assert_eq!(hits, "", "secret found in the store");
+
+    // A required secret that was not given fails, naming it and the line.
+    let req = context(
+        tmp.path(),
+        "secret-required",
+        "FROM busybox\nRUN --mount=type=secret,id=needed_token,required=true true\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "secret:2"]).arg(&req));
+    assert!(err.contains("needed_token"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    // A --secret whose file is missing is refused before building.
+    let err = fails(
+        mybuild(&root)
+            .args([
+                "build",
+                "-t",
+                "secret:3",
+                "--secret",
+                "id=x,src=/nonexistent/mybuild-secret",
+            ])
+            .arg(&req),
+    );
+    assert!(err.contains("id=x"), "{err}");
+}
+
+#[test]
+fn run_heredocs_behave_as_in_buildkit() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "heredoc",
+        "FROM busybox\n\
+         ENV FOO=bar\n\
+         RUN <<EOF\n\
+         echo one > /one\n\
+         echo \"two $FOO\" > /two\n\
+         EOF\n\
+         RUN <<-EOF\n\
+         \t\techo chomped > /chomped\n\
+         \tEOF\n\
+         RUN <<EOF\n\
+         #!/bin/sh\n\
+         echo \"script $0\" > /script\n\
+         EOF\n\
+         RUN <<EOF sh\n\
+         echo via-stdin > /stdin\n\
+         EOF\n\
+         RUN cat <<A > /a && cat <<-'B' > /b\n\
+         a=$FOO\n\
+         A\n\
+         \tb=$FOO\n\
+         \tB\n",
+        &[],
+    );
+    ok(mybuild(&root).args(["build", "-t", "heredoc:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "heredoc:1");
+    assert_eq!(read(&rootfs, "one"), "one\n");
+    assert_eq!(read(&rootfs, "two"), "two bar\n");
+    assert_eq!(read(&rootfs, "chomped"), "chomped\n");
+    assert_eq!(read(&rootfs, "script"), "script /dev/pipes/EOF\n");
+    assert_eq!(read(&rootfs, "stdin"), "via-stdin\n");
+    // Unquoted delimiter: expanded by the shell; quoted: literal; <<- strips tabs.
+    assert_eq!(read(&rootfs, "a"), "a=bar\n");
+    assert_eq!(read(&rootfs, "b"), "b=$FOO\n");
+    assert!(!rootfs.join("dev/pipes").exists());
+    let img = inspect(&root, "heredoc:1");
+    let history: Vec<String> = img["Config"]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["created_by"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        history.contains(
+            &"RUN /bin/sh -c echo one > /one\necho \"two $FOO\" > /two\n # buildkit".to_string()
+        ),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn unsupported_and_invalid_mounts_are_refused_by_name() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "ssh",
+        "FROM busybox\nRUN --mount=type=ssh ssh-add -l\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "ssh:1"]).arg(&ctx));
+    assert!(err.contains("type=ssh"), "{err}");
+    assert!(err.contains("not supported"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    let ctx = context(
+        tmp.path(),
+        "badkey",
+        "FROM busybox\nRUN --mount=type=cache,target=/c,sharing=sometimes true\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "bad:1"]).arg(&ctx));
+    assert!(err.contains("sharing"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}
