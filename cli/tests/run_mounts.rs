@@ -261,6 +261,8 @@ fn tmpfs_mounts_are_sized_and_not_in_the_layer() {
         tmp.path(),
         "tmpfs",
         "FROM busybox\n\
+         RUN mkdir /data && ln -s /data /link\n\
+         RUN --mount=type=tmpfs,target=/link/t sh -c 'test -L /link && df /data/t | grep -q tmpfs && touch /link/t/x /data/seen'\n\
          RUN --mount=type=tmpfs,target=/scratch,size=1m sh -c 'echo gone > /scratch/f && df -k /scratch | tail -n 1 | awk \"{print \\$2}\" > /size && cat /scratch/f > /proof'\n",
         &[],
     );
@@ -269,9 +271,19 @@ fn tmpfs_mounts_are_sized_and_not_in_the_layer() {
     assert_eq!(read(&rootfs, "proof"), "gone\n");
     assert_eq!(read(&rootfs, "size"), "1024\n");
     assert!(!rootfs.join("scratch").exists());
+    // A target under a symlink follows it, and the symlink stays a symlink.
+    assert_eq!(
+        std::fs::read_link(rootfs.join("link")).expect("link"),
+        Path::new("/data")
+    );
+    assert!(rootfs.join("data/seen").exists());
+    assert!(!rootfs.join("data/t").exists());
     let mut entries = layer_entries(&root, "tmpfs:1");
     entries.sort();
-    assert_eq!(entries, ["proof", "size"]);
+    assert_eq!(
+        entries,
+        ["data", "data", "data/seen", "link", "proof", "size"]
+    );
 }
 
 const FILE_SECRET: &str = "file-secret-value-7391";

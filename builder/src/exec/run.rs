@@ -237,3 +237,55 @@ impl Exec<'_> {
         self.commit_layer(st, upper, created_by)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{heredoc_script, Script};
+    use crate::dockerfile::Heredoc;
+
+    fn doc(name: &str, content: &str, chomp: bool) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+            chomp,
+            fd: 0,
+        }
+    }
+
+    fn argv(s: Option<Script>) -> Vec<String> {
+        match s {
+            Some(Script::Argv(v)) => v,
+            _ => panic!("expected argv"),
+        }
+    }
+
+    #[test]
+    fn a_lone_heredoc_runs_its_body() {
+        let files = [doc("EOF", "\techo a\n", true)];
+        assert_eq!(argv(heredoc_script("<<-EOF", &files)), ["echo a\n"]);
+        let files = [doc("EOF", "#!/bin/sh\necho a\n", false)];
+        match heredoc_script("<<EOF", &files) {
+            Some(Script::File(name, data)) => {
+                assert_eq!(name, "EOF");
+                assert_eq!(data, "#!/bin/sh\necho a\n");
+            }
+            _ => panic!("expected a script file"),
+        }
+    }
+
+    #[test]
+    fn other_heredocs_are_handed_to_the_shell() {
+        let files = [doc("A", "x\n", false), doc("B", "\ty\n", true)];
+        assert_eq!(
+            argv(heredoc_script("cat <<A && cat <<-B", &files)),
+            ["cat <<A && cat <<-B\nx\nA\n\ty\nB"]
+        );
+        let files = [doc("EOF", "echo hi\n", false)];
+        assert_eq!(
+            argv(heredoc_script("<<EOF sh", &files)),
+            ["<<EOF sh\necho hi\nEOF"]
+        );
+        assert!(heredoc_script("echo", &[]).is_none());
+    }
+}
