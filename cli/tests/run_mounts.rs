@@ -2,52 +2,12 @@
 //! base made with `mybuild import`, images read back with umoci. Every test also
 //! checks that what a mount showed never reached a layer.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use assert_cmd::cargo::CommandCargoExt;
-use tempfile::TempDir;
-
-fn mybuild(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("mybuild").expect("binary");
-    c.arg("--root").arg(root);
-    c
-}
-
-fn ok(cmd: &mut Command) -> (String, String) {
-    let out = cmd.output().expect("runs");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
-    (so, se)
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("runs");
-    assert!(!out.status.success(), "{cmd:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A store with busybox imported; `None` when the test must skip.
-fn setup() -> Option<(TempDir, PathBuf)> {
-    if !testdata::require_root()
-        || !testdata::require_tool("busybox")
-        || !testdata::require_tool("umoci")
-    {
-        return None;
-    }
-    let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    ok(mybuild(&root)
-        .arg("import")
-        .arg(&rootfs)
-        .arg("busybox")
-        .args(["-c", "ENV PATH=/bin"]));
-    Some((tmp, root))
-}
+use common::{fails, inspect, mybuild, ok, setup, unpack};
 
 /// A context directory named `name` with a Dockerfile and files.
 fn context(tmp: &Path, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -60,21 +20,6 @@ fn context(tmp: &Path, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> 
         std::fs::write(p, body).expect("file");
     }
     ctx
-}
-
-/// Unpacks a built image with umoci and returns the rootfs path.
-fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
-    let bundle = tmp.join(format!("bundle-{}", name.replace([':', '/'], "-")));
-    ok(Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:{name}", root.display()))
-        .arg(&bundle));
-    bundle.join("rootfs")
-}
-
-fn inspect(root: &Path, name: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(mybuild(root).args(["inspect", name])).0).expect("json")
 }
 
 fn read(rootfs: &Path, path: &str) -> String {
