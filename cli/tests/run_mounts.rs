@@ -149,6 +149,30 @@ fn cache_mounts_persist_across_builds_and_never_reach_a_layer() {
         .arg(&ctx));
     let rootfs = unpack(tmp.path(), &root, "cache:owner");
     assert_eq!(read(&rootfs, "owner"), "1000 1001 700\n");
+
+    // from=/source= seed a new cache from a stage; later builds keep their own data.
+    let seeded = |marker: &str| {
+        format!(
+            "FROM busybox AS seed\n\
+             RUN mkdir /s && echo seeded > /s/f\n\
+             FROM busybox\n\
+             RUN --mount=type=cache,id=seeded,target=/c,from=seed,source=/s sh -c 'cat /c/f > /got; echo changed > /c/f' && echo {marker}\n"
+        )
+    };
+    for (i, expect) in [(1, "seeded\n"), (2, "changed\n")] {
+        let ctx = context(
+            tmp.path(),
+            &format!("seed-{i}"),
+            &seeded(&format!("s{i}")),
+            &[],
+        );
+        ok(mybuild(&root)
+            .args(["build", "-t", &format!("seed:{i}")])
+            .arg(&ctx));
+        let rootfs = unpack(tmp.path(), &root, &format!("seed:{i}"));
+        assert_eq!(read(&rootfs, "got"), expect, "build {i}");
+        assert!(!rootfs.join("c").exists() && !rootfs.join("s").exists());
+    }
 }
 
 #[test]
