@@ -254,8 +254,9 @@ impl Exec<'_> {
                                 chmod: None,
                                 upper: dir,
                             })
-                            .map_err(|e| std::io::Error::other(e.to_string()))
-                        })?;
+                            .map_err(|e| std::io::Error::other(format!("seeding the cache: {e}")))
+                        })
+                        .map_err(|e| err(e.to_string()))?;
                     out.mounts.push(Mount {
                         target,
                         kind: MountKind::Bind {
