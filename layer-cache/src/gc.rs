@@ -1,4 +1,5 @@
-//! Garbage collection: remove blobs unreachable from any tag, and dead ingests.
+//! Garbage collection: remove blobs unreachable from any tag or step-cache record,
+//! and dead ingests.
 
 use std::collections::BTreeSet;
 
@@ -69,7 +70,7 @@ impl Store {
         Ok(())
     }
 
-    /// Every digest some tag or extra root keeps alive.
+    /// Every digest some tag, step-cache record or extra root keeps alive.
     pub fn live_blobs(&self, extra_roots: &[Descriptor]) -> Result<BTreeSet<Digest>> {
         Ok(self.live(extra_roots)?.0)
     }
@@ -80,7 +81,7 @@ impl Store {
         for t in self.tags()? {
             self.walk(&t.descriptor, &mut live, &mut configs)?;
         }
-        for d in extra_roots {
+        for d in extra_roots.iter().chain(&self.cache_roots()?) {
             self.walk(d, &mut live, &mut configs)?;
         }
         Ok((live, configs))
@@ -97,6 +98,10 @@ impl Store {
             let bytes = self.read_blob(c, MAX_JSON_BLOB)?;
             let cfg = image::ImageConfig::parse(&bytes, &format!("config {c}"))?;
             live_diff_ids.extend(cfg.rootfs.diff_ids);
+        }
+        // And for layers of step-cache records, so a cache hit needs no unpack.
+        for e in self.cache_list()? {
+            live_diff_ids.extend(e.record.diff_id);
         }
         let mut stats = PruneStats::default();
         for d in self.list_blobs()? {

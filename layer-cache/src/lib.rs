@@ -6,6 +6,7 @@
 //! It knows nothing of Dockerfiles or HTTP.
 
 pub mod archive;
+pub mod cache_index;
 pub mod cache_mounts;
 pub mod digest;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod lock;
 pub mod pgzip;
 pub mod refs;
 pub mod snapshot;
+pub mod stat_cache;
 pub mod store;
 pub mod unpack;
 
