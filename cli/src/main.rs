@@ -36,8 +36,10 @@ enum Command {
     Tag(commands::store::TagArgs),
     /// Remove image tags
     Rmi(commands::store::RmiArgs),
-    /// Remove blobs that no tag references
+    /// Remove blobs that no tag references (--cache: step cache records too)
     Prune(commands::store::PruneArgs),
+    /// Inspect the step cache (`cache ls`)
+    Cache(commands::cache::CacheArgs),
     /// Verify every blob and every tag in the store
     Fsck(commands::store::FsckArgs),
     /// Create a one-layer image from a rootfs tarball
@@ -53,8 +55,8 @@ enum Command {
 }
 
 const VERBS: &[&str] = &[
-    "build", "images", "inspect", "tag", "rmi", "prune", "fsck", "import", "save", "load", "check",
-    "parse", "help",
+    "build", "images", "inspect", "tag", "rmi", "prune", "cache", "fsck", "import", "save", "load",
+    "check", "parse", "help",
 ];
 
 /// `mybuild -t app:1 .` means `mybuild build -t app:1 .`: insert the verb when the first
@@ -136,6 +138,7 @@ fn main() -> std::process::ExitCode {
         Command::Tag(a) => commands::store::tag(&g, a),
         Command::Rmi(a) => commands::store::rmi(&g, a),
         Command::Prune(a) => commands::store::prune(&g, a),
+        Command::Cache(a) => commands::cache::run(&g, a),
         Command::Fsck(a) => commands::store::fsck(&g, a),
         Command::Import(a) => commands::archive::import(&g, a),
         Command::Save(a) => commands::archive::save(&g, a),

@@ -61,7 +61,7 @@ fn mode_for(spec: &CopySpec, mode: u32, is_dir: bool) -> u32 {
 }
 
 /// Cleans a path to components under the root; `..` may not climb above it.
-fn clean_rel(p: &str) -> Option<PathBuf> {
+pub(crate) fn clean_rel(p: &str) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in Path::new(p).components() {
         match c {
@@ -116,7 +116,7 @@ pub fn glob_match(pat: &[u8], name: &[u8]) -> bool {
 }
 
 /// Expands a source pattern against the merged source view: (relative path, real path).
-fn expand(layers: &[PathBuf], pattern: &Path) -> Vec<(PathBuf, PathBuf)> {
+pub(crate) fn expand(layers: &[PathBuf], pattern: &Path) -> Vec<(PathBuf, PathBuf)> {
     let mut current = vec![PathBuf::new()];
     for comp in pattern.components() {
         let part = comp.as_os_str().to_string_lossy().into_owned();

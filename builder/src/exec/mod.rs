@@ -4,7 +4,13 @@
 //! stage's snapshots; COPY/ADD write into a fresh directory. A step's new directory
 //! is diffed into a layer in one streaming pass and then kept as that layer's
 //! snapshot, so nothing is unpacked twice.
+//!
+//! The step cache: before a step runs its key is computed ([`crate::cache`]) and looked
+//! up in the store's index; a hit restores the recorded layer, snapshot and config
+//! without reading the layer, a miss runs the step and records it. The first miss of
+//! each stage is explained.
 
+mod cached;
 pub mod chmod;
 pub mod copy;
 mod copy_step;
@@ -15,14 +21,17 @@ mod run;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use layer_cache::cache_index::CacheRecord;
 use layer_cache::image::{self, ContainerConfig, HealthConfig, History, ImageConfig};
 use layer_cache::layer::LayerOptions;
 use layer_cache::oci_spec::image::Descriptor;
+use layer_cache::stat_cache::StatCache;
 use layer_cache::{Digest, Store, StoreError};
 
+use crate::cache::{self, Inputs, KeyOptions, StepNote};
 use crate::dockerfile::{Command, Healthcheck};
 use crate::layer::diff::{self, DiffError};
 use crate::plan::{Base, Source, Step, StepGraph, StepKind};
@@ -48,6 +57,10 @@ pub struct BuildRequest<'a> {
     pub source_date_epoch: Option<i64>,
     /// `--secret` values by id, for `RUN --mount=type=secret`; never written to an image.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--no-cache`: run every step (results are still recorded).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps all run.
+    pub no_cache_filter: Vec<String>,
 }
 
 /// Progress, as data; the cli renders it.
@@ -66,6 +79,16 @@ pub enum BuildEvent<'a> {
     StepDone {
         id: usize,
         elapsed: Duration,
+    },
+    /// The step's result came from the cache; nothing ran.
+    StepCached {
+        id: usize,
+    },
+    /// The first step of a stage that missed the cache, and why.
+    CacheMiss {
+        id: usize,
+        stage: &'a str,
+        cause: &'a str,
     },
 }
 
@@ -144,6 +167,10 @@ struct StageState {
     /// Snapshot directories, bottom layer first.
     snapshots: Vec<PathBuf>,
     config: ImageConfig,
+    /// Cache key of the state so far; `None` once a step could not be keyed.
+    key: Option<Digest>,
+    /// Some step of this state (or of a stage it builds on) ran instead of hitting.
+    rebuilt: bool,
 }
 
 impl StageState {
@@ -163,6 +190,22 @@ struct Exec<'a> {
     reporter: &'a mut dyn BuildReporter,
     created: &'a str,
     next_id: &'a AtomicUsize,
+    key_opts: &'a KeyOptions,
+    /// The build context's stat cache, loaded at the first COPY from the context.
+    stat: &'a Mutex<Option<StatCache>>,
+    /// Steps that ran (missed the cache) in the whole build.
+    ran: &'a AtomicUsize,
+}
+
+/// Per-stage cache state while its steps run.
+struct StageCtx {
+    name: String,
+    /// Look nothing up (`--no-cache`, or the stage is in `--no-cache-filter`).
+    no_lookup: bool,
+    /// Why the stage's root differs from the last build, if known.
+    base_cause: Option<String>,
+    /// The stage's first miss was already explained.
+    explained: bool,
 }
 
 /// An event as it crosses from a stage's thread to the thread that reports.
@@ -180,6 +223,14 @@ enum Msg {
     Done {
         id: usize,
         elapsed: Duration,
+    },
+    Cached {
+        id: usize,
+    },
+    Miss {
+        id: usize,
+        stage: String,
+        cause: String,
     },
     StageFinished {
         index: usize,
@@ -204,6 +255,12 @@ impl BuildReporter for Forward {
                 data: data.to_vec(),
             },
             BuildEvent::StepDone { id, elapsed } => Msg::Done { id, elapsed },
+            BuildEvent::StepCached { id } => Msg::Cached { id },
+            BuildEvent::CacheMiss { id, stage, cause } => Msg::Miss {
+                id,
+                stage: stage.to_string(),
+                cause: cause.to_string(),
+            },
         };
         let _ = self.0.send(msg);
     }
@@ -220,6 +277,17 @@ pub fn build(
     let _usage = store.usage_lock()?;
     let created = image::rfc3339(req.source_date_epoch.unwrap_or_else(image::build_time));
     let next_id = AtomicUsize::new(1);
+    let ran = AtomicUsize::new(0);
+    let stat: Mutex<Option<StatCache>> = Mutex::new(None);
+    let (os, arch, variant) = image::host_platform();
+    let key_opts = KeyOptions {
+        platform: format!(
+            "{os}/{arch}{}",
+            variant.map(|v| format!("/{v}")).unwrap_or_default()
+        ),
+        compression: format!("{:?}/{:?}", req.layer.compression, req.layer.level),
+        source_date_epoch: req.source_date_epoch,
+    };
     let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
     let mut started: BTreeSet<usize> = BTreeSet::new();
     let mut failure: Option<BuildError> = None;
@@ -243,7 +311,8 @@ pub fn build(
                         .filter_map(|d| done.get(d).map(|s| (*d, s.clone())))
                         .collect();
                     let tx = tx.clone();
-                    let (created, next_id) = (&created, &next_id);
+                    let (created, next_id, key_opts, stat, ran) =
+                        (&created, &next_id, &key_opts, &stat, &ran);
                     scope.spawn(move || {
                         let mut forward = Forward(tx.clone());
                         let mut ex = Exec {
@@ -252,6 +321,9 @@ pub fn build(
                             reporter: &mut forward,
                             created,
                             next_id,
+                            key_opts,
+                            stat,
+                            ran,
                         };
                         let result = ex.stage(stage, &deps);
                         let _ = tx.send(Msg::StageFinished {
@@ -277,6 +349,12 @@ pub fn build(
                     data: &data,
                 }),
                 Msg::Done { id, elapsed } => reporter.event(BuildEvent::StepDone { id, elapsed }),
+                Msg::Cached { id } => reporter.event(BuildEvent::StepCached { id }),
+                Msg::Miss { id, stage, cause } => reporter.event(BuildEvent::CacheMiss {
+                    id,
+                    stage: &stage,
+                    cause: &cause,
+                }),
                 Msg::StageFinished { index, result } => {
                     running -= 1;
                     match *result {
@@ -291,17 +369,57 @@ pub fn build(
             }
         }
     });
+    // The stat cache is worth keeping even when a step failed.
+    let saved = match stat.into_inner() {
+        Ok(Some(mut c)) => c.save(store),
+        _ => Ok(()),
+    };
     if let Some(e) = failure {
         return Err(e);
     }
+    saved?;
     let mut st = done
         .remove(&req.graph.target)
         .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
+    // A build where every step hit reuses the image it made last time: same digest,
+    // and nothing but the tag is written.
+    let final_key = st.key.as_ref().map(|k| cache::final_key(k, &req.labels));
+    if ran.load(Ordering::Relaxed) == 0 {
+        if let Some(rec) = final_key
+            .as_ref()
+            .map(|k| store.cache_get(k))
+            .transpose()?
+            .flatten()
+        {
+            if let Some(m) = rec.manifest {
+                if store.has_blob(&image::descriptor_digest(&m)?) {
+                    let img = store.load_image(&m)?;
+                    return Ok(BuildResult {
+                        manifest: m,
+                        config: img.config,
+                    });
+                }
+            }
+        }
+    }
     for (k, v) in &req.labels {
         st.container().labels.insert(k.clone(), v.clone());
     }
     st.config.created = Some(created.clone());
     let manifest = store.write_image(&st.config, &st.layers)?;
+    if let Some(key) = final_key {
+        store.cache_put(&CacheRecord {
+            key,
+            step: format!("image {}", image::descriptor_digest(&manifest)?),
+            layer: None,
+            diff_id: None,
+            config: None,
+            history: None,
+            manifest: Some(manifest.clone()),
+            created: layer_cache::stat_cache::now_secs(),
+            size: 0,
+        })?;
+    }
     Ok(BuildResult {
         manifest,
         config: st.config,
@@ -320,6 +438,20 @@ impl Exec<'_> {
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
         let location = format!("{}:{}", self.req.dockerfile, stage.span.start_line);
+        let no_lookup = self.req.no_cache
+            || self.req.no_cache_filter.iter().any(|f| {
+                stage
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(f))
+                    || *f == stage.index.to_string()
+            });
+        let mut sc = StageCtx {
+            name: name.clone(),
+            no_lookup,
+            base_cause: None,
+            explained: false,
+        };
         let mut st = match &stage.base {
             Base::Scratch => {
                 let (os, arch, variant) = image::host_platform();
@@ -327,6 +459,7 @@ impl Exec<'_> {
                 s.config.os = os.into();
                 s.config.architecture = arch.into();
                 s.config.variant = variant.filter(|_| arch == "arm").map(str::to_string);
+                s.key = Some(cache::scratch_key(self.key_opts));
                 s
             }
             Base::Stage { index } => done.get(index).cloned().ok_or_else(|| {
@@ -335,10 +468,22 @@ impl Exec<'_> {
                     format!("stage {index} used before it was built"),
                 )
             })?,
-            Base::Image { reference } => self.base_image(reference, &location)?,
+            Base::Image { reference } => {
+                let s = self.base_image(reference, &location)?;
+                sc.base_cause = self.base_changed(reference)?;
+                s
+            }
         };
+        if let Base::Stage { index } = &stage.base {
+            if st.rebuilt {
+                sc.base_cause = Some(format!(
+                    "base stage {} was rebuilt",
+                    stage_name_of(self.req.graph, *index)
+                ));
+            }
+        }
         for step in &stage.steps {
-            self.step(&name, &mut st, step, done)?;
+            self.step(&mut sc, &mut st, step, done)?;
         }
         Ok(st)
     }
@@ -374,6 +519,8 @@ impl Exec<'_> {
             layers,
             snapshots,
             config: img.config,
+            key: Some(cache::image_key(&img.manifest_digest, self.key_opts)),
+            rebuilt: false,
         })
     }
 
@@ -389,7 +536,7 @@ impl Exec<'_> {
 
     fn step(
         &mut self,
-        stage: &str,
+        sc: &mut StageCtx,
         st: &mut StageState,
         step: &Step,
         done: &BTreeMap<usize, StageState>,
@@ -400,9 +547,44 @@ impl Exec<'_> {
         let started = Instant::now();
         self.reporter.event(BuildEvent::StepStarted {
             id,
-            stage,
+            stage: &sc.name,
             text: &text,
         });
+        if matches!(step.kind, StepKind::Arg { .. }) {
+            // ARG changes nothing by itself (no key, no record); its values reach the
+            // keys of the RUN steps that see them.
+            self.reporter.event(BuildEvent::StepDone {
+                id,
+                elapsed: started.elapsed(),
+            });
+            return Ok(());
+        }
+        let keyed = self.step_key(st, step, done);
+        if let Some((key, _, _)) = &keyed {
+            if !sc.no_lookup {
+                if let Some(rec) = self.store.cache_get(key)? {
+                    if self.restore(st, &rec)? {
+                        st.key = Some(key.clone());
+                        self.reporter.event(BuildEvent::StepCached { id });
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !sc.explained {
+            sc.explained = true;
+            let cause = self.explain(sc, st, keyed.as_ref(), &text);
+            self.reporter.event(BuildEvent::CacheMiss {
+                id,
+                stage: &sc.name,
+                cause: &cause,
+            });
+        }
+        self.ran.fetch_add(1, Ordering::Relaxed);
+        st.rebuilt = true;
+        let parent_key = st.key.take();
+        let layers_before = st.layers.len();
+        let history_before = st.config.history.len();
         match &step.kind {
             StepKind::Env { pairs } => {
                 let c = st.container();
@@ -508,6 +690,19 @@ impl Exec<'_> {
                 self.copy_step(st, c, is_add, done, &location, &text)?
             }
         }
+        if let (Some(parent), Some((key, inputs, step_json))) = (parent_key, keyed) {
+            self.record(st, &key, &text, layers_before, history_before)?;
+            let note = StepNote {
+                key: key.clone(),
+                step_json,
+                inputs,
+            };
+            if let Ok(bytes) = serde_json::to_vec(&note) {
+                self.store
+                    .set_cache_note(&cache::step_note_name(&parent, &text), &bytes)?;
+            }
+            st.key = Some(key);
+        }
         self.reporter.event(BuildEvent::StepDone {
             id,
             elapsed: started.elapsed(),
@@ -562,6 +757,14 @@ impl Exec<'_> {
         let _: &Digest = &layer.diff_id;
         Ok(())
     }
+}
+
+/// A stage's name for messages: its `AS` name or its index.
+fn stage_name_of(graph: &StepGraph, index: usize) -> String {
+    graph
+        .stage(index)
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| index.to_string())
 }
 
 /// WORKDIR and COPY destinations: absolute as given, else relative to the workdir.

@@ -32,6 +32,12 @@ pub struct BuildArgs {
     /// Do not use cached steps (every step runs)
     #[arg(long)]
     no_cache: bool,
+    /// Do not use cached steps in these stages (names or indices, comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "STAGES")]
+    no_cache_filter: Vec<String>,
+    /// After the build, print why each stage's first uncached step missed the cache
+    #[arg(long)]
+    explain_cache: bool,
     /// Set metadata on the image (KEY=VALUE)
     #[arg(long = "label")]
     labels: Vec<String>,
@@ -94,10 +100,28 @@ impl BaseInfo for StoreBases<'_> {
     }
 }
 
-/// Plain progress: `#N [stage] INSTRUCTION`, output prefixed by step, `#N DONE 0.3s`.
+/// Plain progress: `#N [stage] INSTRUCTION`, output prefixed by step, `#N DONE 0.3s`,
+/// `#N CACHED`, and `#N (cache miss: …)` on each stage's first miss.
 struct Plain {
     quiet: bool,
     partial: BTreeMap<usize, Vec<u8>>,
+}
+
+/// Keeps each stage's first cache miss for `--explain-cache`, passing events on.
+struct Explain {
+    inner: Box<dyn BuildReporter>,
+    /// (step, stage, cause).
+    misses: Vec<(usize, String, String)>,
+}
+
+impl BuildReporter for Explain {
+    fn event(&mut self, event: BuildEvent<'_>) {
+        if let BuildEvent::CacheMiss { id, stage, cause } = &event {
+            self.misses
+                .push((*id, stage.to_string(), cause.to_string()));
+        }
+        self.inner.event(event);
+    }
 }
 
 impl BuildReporter for Plain {
@@ -131,6 +155,12 @@ impl BuildReporter for Plain {
                     let _ = writeln!(err, "#{id} {}", String::from_utf8_lossy(&rest));
                 }
                 let _ = writeln!(err, "#{id} DONE {}", secs(elapsed));
+            }
+            BuildEvent::StepCached { id } => {
+                let _ = writeln!(err, "#{id} CACHED");
+            }
+            BuildEvent::CacheMiss { id, cause, .. } => {
+                let _ = writeln!(err, "#{id} (cache miss: {cause})");
             }
         }
     }
@@ -184,7 +214,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|o| crate::output::parse(o))
         .collect::<Result<Vec<_>>>()?;
-    let mut reporter = reporter(&a.progress, a.quiet)?;
+    let reporter = reporter(&a.progress, a.quiet)?;
     let network = match a.network.as_str() {
         "default" | "host" => Network::Host,
         "none" => Network::None,
@@ -271,9 +301,24 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .ok()
             .and_then(|s| s.trim().parse().ok()),
         secrets: crate::commands::secrets::parse(&a.secrets)?,
+        no_cache: a.no_cache,
+        no_cache_filter: a.no_cache_filter.clone(),
     };
-    let result = builder::exec::build(&store, &req, reporter.as_mut());
-    drop(reporter);
+    let mut explain = Explain {
+        inner: reporter,
+        misses: Vec::new(),
+    };
+    let result = builder::exec::build(&store, &req, &mut explain);
+    // Stops live progress before anything else prints.
+    drop(explain.inner);
+    if a.explain_cache {
+        if explain.misses.is_empty() && result.is_ok() {
+            eprintln!("cache: every step was cached");
+        }
+        for (id, stage, cause) in &explain.misses {
+            eprintln!("cache miss in stage {stage} at #{id}: {cause}");
+        }
+    }
     let result = result?;
     let digest = image::descriptor_digest(&result.manifest)?;
     for t in &tags {

@@ -138,10 +138,29 @@ pub fn rmi(g: &Globals, a: &RmiArgs) -> Result<i32> {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct PruneArgs {}
+pub struct PruneArgs {
+    /// Also remove step cache records, least recently used first (then their blobs)
+    #[arg(long)]
+    cache: bool,
+    /// With --cache: keep the most recently used records up to this size (e.g. 10GB)
+    #[arg(long, requires = "cache", value_name = "SIZE")]
+    keep_storage: Option<String>,
+    /// With --cache: until=DURATION removes only records unused for that long (e.g. 24h)
+    #[arg(long, requires = "cache", value_name = "FILTER")]
+    filter: Vec<String>,
+}
 
-pub fn prune(g: &Globals, _a: &PruneArgs) -> Result<i32> {
+pub fn prune(g: &Globals, a: &PruneArgs) -> Result<i32> {
     let store = g.store()?;
+    if a.cache {
+        let opts = super::cache::prune_options(a.keep_storage.as_deref(), &a.filter)?;
+        let c = store.cache_prune(&opts)?;
+        println!(
+            "Deleted {} cache records ({} of layers released)",
+            c.records_removed,
+            super::human_size(c.bytes_released)
+        );
+    }
     let s = store.prune(&[])?;
     println!(
         "Deleted {} blobs and {} stale ingest files, reclaimed {}",

@@ -1,0 +1,364 @@
+//! Step cache keys and the inputs behind them.
+//!
+//! Keys are chained: key(step) = sha256(key(parent), the step after expansion (its
+//! planned form, which carries the build args that reach a RUN), the inputs' content).
+//! A stage's root is the base image's manifest digest, a constant for scratch, or the
+//! base stage's final key, each mixed with the platform and the options that change
+//! layers (compression, SOURCE_DATE_EPOCH). Keys depend on inputs only, never on
+//! what an earlier step happened to produce, so lookup keeps working after a miss.
+//!
+//! For explanations each recorded step leaves a note under (parent key, instruction
+//! text) with its key and an [`Inputs`] summary; the next miss compares against it.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use layer_cache::digest::Hasher;
+use layer_cache::stat_cache::StatCache;
+use layer_cache::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::exec::copy::{self, CopyError};
+use crate::exec::merged;
+
+const VERSION: &[u8] = b"mybuild-cache-v1";
+
+/// Builds a key from labelled fields; lengths are included so fields cannot run together.
+pub struct KeyHasher(Hasher);
+
+impl KeyHasher {
+    pub fn new(kind: &str) -> KeyHasher {
+        let mut h = KeyHasher(Hasher::new());
+        h.field("version", VERSION);
+        h.field("kind", kind.as_bytes());
+        h
+    }
+    pub fn field(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        for part in [name.as_bytes(), value] {
+            self.0.update(&(part.len() as u64).to_le_bytes());
+            self.0.update(part);
+        }
+        self
+    }
+    pub fn finish(self) -> Digest {
+        self.0.finish()
+    }
+}
+
+/// What every key in a build shares: platform and options that shape layers.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyOptions {
+    pub platform: String,
+    pub compression: String,
+    pub source_date_epoch: Option<i64>,
+}
+
+impl KeyOptions {
+    fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+pub fn scratch_key(opts: &KeyOptions) -> Digest {
+    let mut h = KeyHasher::new("scratch");
+    h.field("options", &opts.bytes());
+    h.finish()
+}
+
+/// A base image is known by its manifest digest, not its name.
+pub fn image_key(manifest: &Digest, opts: &KeyOptions) -> Digest {
+    let mut h = KeyHasher::new("image");
+    h.field("manifest", manifest.to_string().as_bytes())
+        .field("options", &opts.bytes());
+    h.finish()
+}
+
+/// A step's key from its parent's, its planned (expanded) form, and its inputs.
+pub fn step_key(parent: &Digest, step_json: &str, inputs: &Inputs) -> Digest {
+    let mut h = KeyHasher::new("step");
+    h.field("parent", parent.to_string().as_bytes())
+        .field("step", step_json.as_bytes())
+        .field("inputs", inputs.digest().to_string().as_bytes());
+    h.finish()
+}
+
+/// The finished image: the target stage's key and what the driver adds at the end.
+pub fn final_key(target: &Digest, labels: &BTreeMap<String, String>) -> Digest {
+    let mut h = KeyHasher::new("final");
+    h.field("target", target.to_string().as_bytes())
+        .field("labels", &serde_json::to_vec(labels).unwrap_or_default());
+    h.finish()
+}
+
+/// A step's inputs besides its text, summarised so a later miss can name what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// Selected source files: (path, digest of content and metadata), in order.
+    #[serde(default)]
+    pub files: Vec<(String, Digest)>,
+    /// Build args reaching the step.
+    #[serde(default)]
+    pub args: Vec<(String, String)>,
+    /// Other named inputs: a source stage's key, an image digest, the network.
+    #[serde(default)]
+    pub other: Vec<(String, String)>,
+}
+
+impl Inputs {
+    pub fn digest(&self) -> Digest {
+        let mut h = KeyHasher::new("inputs");
+        for (p, d) in &self.files {
+            h.field("file", p.as_bytes())
+                .field("entry", d.hex().as_bytes());
+        }
+        for (k, v) in &self.args {
+            h.field("arg", k.as_bytes()).field("value", v.as_bytes());
+        }
+        for (k, v) in &self.other {
+            h.field("other", k.as_bytes()).field("value", v.as_bytes());
+        }
+        h.finish()
+    }
+
+    /// What differs from an earlier summary, most specific first; `None` when equal.
+    pub fn explain_change(&self, old: &Inputs) -> Option<String> {
+        let old_args: BTreeMap<&str, &str> = old
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let new_args: BTreeMap<&str, &str> = self
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut parts = Vec::new();
+        for (k, v) in &new_args {
+            match old_args.get(k) {
+                Some(o) if o != v => parts.push(format!("build arg {k} changed {o}→{v}")),
+                None => parts.push(format!("build arg {k}={v} is new")),
+                _ => {}
+            }
+        }
+        for k in old_args.keys() {
+            if !new_args.contains_key(k) {
+                parts.push(format!("build arg {k} is no longer set"));
+            }
+        }
+        let old_files: BTreeMap<&str, &Digest> =
+            old.files.iter().map(|(p, d)| (p.as_str(), d)).collect();
+        let new_files: BTreeMap<&str, &Digest> =
+            self.files.iter().map(|(p, d)| (p.as_str(), d)).collect();
+        let mut files = Vec::new();
+        for (p, d) in &new_files {
+            match old_files.get(p) {
+                Some(o) if o != d => files.push(format!("{p} changed")),
+                None => files.push(format!("{p} added")),
+                _ => {}
+            }
+        }
+        for p in old_files.keys() {
+            if !new_files.contains_key(p) {
+                files.push(format!("{p} removed"));
+            }
+        }
+        if files.len() > 3 {
+            let more = files.len() - 3;
+            files.truncate(3);
+            files.push(format!("and {more} more"));
+        }
+        parts.extend(files);
+        let old_other: BTreeMap<&str, &str> = old
+            .other
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for (k, v) in &self.other {
+            match old_other.get(k.as_str()) {
+                Some(o) if o != v => parts.push(format!("{k} changed")),
+                None => parts.push(format!("{k} is new")),
+                _ => {}
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// The note left for (parent key, instruction text) when a step is recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepNote {
+    pub key: Digest,
+    pub step_json: String,
+    pub inputs: Inputs,
+}
+
+pub fn step_note_name(parent: &Digest, text: &str) -> Digest {
+    let mut h = KeyHasher::new("step-note");
+    h.field("parent", parent.to_string().as_bytes())
+        .field("text", text.as_bytes());
+    h.finish()
+}
+
+/// The note naming the digest a base image reference had at the last build.
+pub fn base_note_name(reference: &str) -> Digest {
+    let mut h = KeyHasher::new("base-note");
+    h.field("reference", reference.as_bytes());
+    h.finish()
+}
+
+/// The files COPY/ADD would select, hashed by path, type, mode, owner, size, content
+/// and symlink target (not mtime). Walks the same source resolution as
+/// [`copy::copy`]; this is the one place to swap in another selection (ignore
+/// files, --exclude). Regular files of a build context go through the stat cache.
+pub fn copy_inputs(
+    src_layers: &[PathBuf],
+    sources: &[String],
+    mut stat: Option<&mut StatCache>,
+) -> Result<Vec<(String, Digest)>, CopyError> {
+    let mut out = Vec::new();
+    for src in sources {
+        let pattern = copy::clean_rel(src).ok_or_else(|| CopyError::Outside(src.clone()))?;
+        let matches = copy::expand(src_layers, &pattern);
+        if matches.is_empty() {
+            return Err(CopyError::NotFound(src.clone()));
+        }
+        for (rel, real) in matches {
+            walk(src_layers, &rel, &real, &mut stat, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn walk(
+    layers: &[PathBuf],
+    rel: &Path,
+    real: &Path,
+    stat: &mut Option<&mut StatCache>,
+    out: &mut Vec<(String, Digest)>,
+) -> Result<(), CopyError> {
+    let io = |source| CopyError::Io {
+        path: real.to_path_buf(),
+        source,
+    };
+    let md = std::fs::symlink_metadata(real).map_err(io)?;
+    let name = rel.to_string_lossy().into_owned();
+    let mut h = KeyHasher::new("entry");
+    h.field("mode", &md.mode().to_le_bytes())
+        .field("uid", &md.uid().to_le_bytes())
+        .field("gid", &md.gid().to_le_bytes());
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(real).map_err(io)?;
+        h.field("symlink", target.as_os_str().as_bytes());
+    } else if ft.is_file() {
+        let digest = match stat.as_deref_mut() {
+            Some(c) => c.file_digest(&name, real, &md).map_err(io)?,
+            None => {
+                let mut f = std::fs::File::open(real).map_err(io)?;
+                let mut hasher = layer_cache::digest::HashingWriter::new(std::io::sink());
+                std::io::copy(&mut f, &mut hasher).map_err(io)?;
+                hasher.finish().1
+            }
+        };
+        h.field("size", &md.len().to_le_bytes())
+            .field("sha256", digest.hex().as_bytes());
+    }
+    out.push((name, h.finish()));
+    if md.is_dir() {
+        for child in merged::list(layers, rel) {
+            let child_rel = rel.join(&child);
+            if let Some(child_real) = merged::lookup(layers, &child_rel) {
+                walk(layers, &child_rel, &child_real, stat, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> KeyOptions {
+        KeyOptions {
+            platform: "linux/amd64".into(),
+            compression: "gzip".into(),
+            source_date_epoch: None,
+        }
+    }
+
+    #[test]
+    fn keys_chain_through_parents_and_inputs() {
+        let root = scratch_key(&opts());
+        let other_root = image_key(&Digest::of(b"manifest"), &opts());
+        assert_ne!(root, other_root);
+        let none = Inputs::default();
+        let a = step_key(&root, r#"{"step":"env"}"#, &none);
+        let b = step_key(&a, r#"{"step":"run"}"#, &none);
+        // Same step on another parent, or with other inputs: another key.
+        assert_ne!(step_key(&other_root, r#"{"step":"env"}"#, &none), a);
+        let with_arg = Inputs {
+            args: vec![("V".into(), "1".into())],
+            ..Inputs::default()
+        };
+        assert_ne!(step_key(&a, r#"{"step":"run"}"#, &with_arg), b);
+        // Deterministic.
+        assert_eq!(step_key(&a, r#"{"step":"run"}"#, &none), b);
+        // Options reach every key through the root.
+        let sde = KeyOptions {
+            source_date_epoch: Some(0),
+            ..opts()
+        };
+        assert_ne!(scratch_key(&sde), root);
+        // Field boundaries are unambiguous.
+        let mut x = KeyHasher::new("t");
+        x.field("a", b"bc");
+        let mut y = KeyHasher::new("t");
+        y.field("ab", b"c");
+        assert_ne!(x.finish(), y.finish());
+    }
+
+    #[test]
+    fn copy_inputs_ignore_mtime_and_see_content_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = tmp.path().to_path_buf();
+        std::fs::create_dir_all(ctx.join("src/sub")).unwrap();
+        std::fs::write(ctx.join("src/sub/a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", ctx.join("src/link")).unwrap();
+        let layers = vec![ctx.clone()];
+        let sources = vec!["src".to_string()];
+        let first = copy_inputs(&layers, &sources, None).unwrap();
+        let names: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["src", "src/link", "src/sub", "src/sub/a.txt"]);
+        let f = std::fs::File::options()
+            .write(true)
+            .open(ctx.join("src/sub/a.txt"))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(copy_inputs(&layers, &sources, None).unwrap(), first);
+        std::fs::set_permissions(
+            ctx.join("src/sub/a.txt"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let changed = Inputs {
+            files: copy_inputs(&layers, &sources, None).unwrap(),
+            ..Inputs::default()
+        };
+        let old = Inputs {
+            files: first,
+            ..Inputs::default()
+        };
+        assert_eq!(
+            changed.explain_change(&old).as_deref(),
+            Some("src/sub/a.txt changed")
+        );
+        assert!(matches!(
+            copy_inputs(&layers, &["nope".to_string()], None),
+            Err(CopyError::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,250 @@
+//! The executor's side of the step cache: a step's key and inputs, restoring a hit,
+//! recording a miss, and explaining a stage's first miss.
+
+use super::*;
+
+impl Exec<'_> {
+    /// The step's key, its inputs summary and its planned form; `None` when the step
+    /// cannot be keyed (its parent could not, or its inputs are unknown before it runs),
+    /// in which case it and the rest of its stage always run.
+    pub(super) fn step_key(
+        &self,
+        st: &StageState,
+        step: &Step,
+        done: &BTreeMap<usize, StageState>,
+    ) -> Option<(Digest, Inputs, String)> {
+        let parent = st.key.as_ref()?;
+        let step_json = serde_json::to_string(&step.kind).ok()?;
+        let mut inputs = Inputs::default();
+        match &step.kind {
+            StepKind::Run {
+                mounts,
+                network,
+                build_args,
+                ..
+            } => {
+                inputs.args = build_args.clone();
+                let net = match network.as_deref() {
+                    None | Some("default") => format!("{:?}", self.req.network),
+                    Some(n) => n.to_string(),
+                };
+                inputs.other.push(("network".into(), net));
+                for (i, m) in mounts.iter().enumerate() {
+                    // Bind mounts count by what they show; cache mounts by their spec
+                    // (id, in the step's text), never by contents; secrets never by
+                    // contents either.
+                    let bind = m.mount.kind().eq_ignore_ascii_case("bind");
+                    match &m.from {
+                        None | Some(Source::Context) if bind => {
+                            let src = m
+                                .mount
+                                .get("source")
+                                .or_else(|| m.mount.get("src"))
+                                .unwrap_or("/")
+                                .to_string();
+                            inputs.files.extend(self.context_inputs(&[src])?);
+                        }
+                        None | Some(Source::Context) => {}
+                        Some(from) => {
+                            let what = format!("mount {i} source");
+                            inputs.other.push((what, self.source_id(from, done)?));
+                        }
+                    }
+                }
+            }
+            StepKind::Copy(c) | StepKind::Add(c) => {
+                let remote = |s: &String| s.contains("://") || s.starts_with("git@");
+                if c.sources.iter().any(remote) {
+                    return None;
+                }
+                match &c.from {
+                    Source::Context => inputs.files = self.context_inputs(&c.sources)?,
+                    from => {
+                        let id = self.source_id(from, done)?;
+                        inputs.other.push(("source".into(), id));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Some((
+            cache::step_key(parent, &step_json, &inputs),
+            inputs,
+            step_json,
+        ))
+    }
+
+    /// A stage is known by its final key, an image by its manifest digest.
+    fn source_id(&self, from: &Source, done: &BTreeMap<usize, StageState>) -> Option<String> {
+        match from {
+            Source::Context => Some("context".into()),
+            Source::Stage { index } => Some(format!(
+                "stage {} {}",
+                stage_name_of(self.req.graph, *index),
+                done.get(index)?.key.as_ref()?
+            )),
+            Source::Image { reference } => {
+                let desc = self.store.resolve(reference).ok()?;
+                Some(format!(
+                    "image {reference} {}",
+                    image::descriptor_digest(&desc).ok()?
+                ))
+            }
+        }
+    }
+
+    /// Context files a COPY would select, through the stat cache. A source that does
+    /// not resolve gives no key: the step runs and reports the error itself.
+    fn context_inputs(&self, sources: &[String]) -> Option<Vec<(String, Digest)>> {
+        let mut guard = self.stat.lock().ok()?;
+        let stat = guard.get_or_insert_with(|| self.store.stat_cache(&self.req.context));
+        cache::copy_inputs(std::slice::from_ref(&self.req.context), sources, Some(stat)).ok()
+    }
+
+    /// Applies a record on top of the state it was keyed from. The layer is not read:
+    /// its snapshot is reused (unpacked once only if it was pruned). `false` when the
+    /// record's blob is gone, so the step must run.
+    pub(super) fn restore(
+        &self,
+        st: &mut StageState,
+        rec: &CacheRecord,
+    ) -> Result<bool, BuildError> {
+        let Some(mut config) = rec.config.clone() else {
+            return Ok(false);
+        };
+        let mut diff_ids = st.config.rootfs.diff_ids.clone();
+        let mut history = st.config.history.clone();
+        match (&rec.layer, &rec.diff_id) {
+            (Some(layer), Some(diff_id)) => {
+                if !self.store.has_blob(&image::descriptor_digest(layer)?) {
+                    return Ok(false);
+                }
+                let snapshot = self.store.ensure_snapshot(layer, diff_id)?;
+                st.layers.push(layer.clone());
+                st.snapshots.push(snapshot);
+                diff_ids.push(diff_id.clone());
+            }
+            (None, None) => {}
+            _ => return Ok(false),
+        }
+        history.extend(rec.history.clone());
+        config.rootfs.diff_ids = diff_ids;
+        config.history = history;
+        st.config = config;
+        Ok(true)
+    }
+
+    /// Records what the step just did (a layer if it added one, its history entry, the
+    /// config after it).
+    pub(super) fn record(
+        &self,
+        st: &StageState,
+        key: &Digest,
+        text: &str,
+        layers_before: usize,
+        history_before: usize,
+    ) -> Result<(), BuildError> {
+        let layer = (st.layers.len() > layers_before)
+            .then(|| st.layers.last().cloned())
+            .flatten();
+        let diff_id = layer
+            .as_ref()
+            .and_then(|_| st.config.rootfs.diff_ids.last().cloned());
+        let mut config = st.config.clone();
+        config.rootfs.diff_ids.clear();
+        config.history.clear();
+        let history = (st.config.history.len() > history_before)
+            .then(|| st.config.history.last().cloned())
+            .flatten();
+        self.store.cache_put(&CacheRecord {
+            key: key.clone(),
+            step: text.to_string(),
+            size: layer.as_ref().map_or(0, |l| l.size()),
+            layer,
+            diff_id,
+            config: Some(config),
+            history,
+            manifest: None,
+            created: layer_cache::stat_cache::now_secs(),
+        })?;
+        Ok(())
+    }
+
+    /// Why the step missed: `INSTRUCTION: cause`.
+    pub(super) fn explain(
+        &self,
+        sc: &mut StageCtx,
+        st: &StageState,
+        keyed: Option<&(Digest, Inputs, String)>,
+        text: &str,
+    ) -> String {
+        let cause = if self.req.no_cache {
+            "--no-cache".to_string()
+        } else if sc.no_lookup {
+            "stage is in --no-cache-filter".to_string()
+        } else if let Some(c) = sc.base_cause.take() {
+            c
+        } else {
+            match (st.key.as_ref(), keyed) {
+                (None, _) => "an earlier step cannot be cached".into(),
+                (Some(_), None) => {
+                    "the step cannot be cached (its sources are unreadable or remote)".into()
+                }
+                (Some(parent), Some((key, inputs, step_json))) => {
+                    let note = self
+                        .store
+                        .cache_note(&cache::step_note_name(parent, text))
+                        .ok()
+                        .flatten()
+                        .and_then(|b| serde_json::from_slice::<StepNote>(&b).ok());
+                    match note {
+                        None => "no earlier build of this instruction on the same parent \
+                                 (the instruction is new or was edited)"
+                            .into(),
+                        Some(n) if n.key == *key => {
+                            "its cache record was pruned or its layer is gone".into()
+                        }
+                        Some(n) => match inputs.explain_change(&n.inputs) {
+                            Some(c) => c,
+                            None if n.step_json != *step_json => {
+                                "the instruction expands differently (a variable changed)".into()
+                            }
+                            None => "its inputs changed".into(),
+                        },
+                    }
+                }
+            }
+        };
+        format!("{text}: {cause}")
+    }
+
+    /// Compares a base image's digest with the one the last build saw; notes the new one.
+    pub(super) fn base_changed(&self, reference: &str) -> Result<Option<String>, BuildError> {
+        let Ok(desc) = self.store.resolve(reference) else {
+            return Ok(None);
+        };
+        let digest = image::descriptor_digest(&desc)?;
+        let name = cache::base_note_name(reference);
+        let old = self
+            .store
+            .cache_note(&name)?
+            .and_then(|b| String::from_utf8(b).ok());
+        if old.as_deref() == Some(digest.to_string().as_str()) {
+            return Ok(None);
+        }
+        self.store
+            .set_cache_note(&name, digest.to_string().as_bytes())?;
+        Ok(old.map(|o| {
+            format!(
+                "base image {reference} changed digest {}→{}",
+                short(&o),
+                digest.short()
+            )
+        }))
+    }
+}
+
+fn short(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    hex.get(..12).unwrap_or(hex)
+}
