@@ -1,0 +1,402 @@
+//! The step cache end to end: real busybox base, real sandbox, one store per test.
+//! Whether a RUN ran is read from its output (a marker it prints), whether a step was
+//! reused from the `#N CACHED` progress line, and results from the built images.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+use tempfile::TempDir;
+
+fn mybuild(root: &Path) -> Command {
+    let mut c = Command::cargo_bin("mybuild").expect("binary");
+    c.arg("--root").arg(root);
+    c
+}
+
+fn ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("runs");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
+    (so, se)
+}
+
+/// A store with busybox imported; `None` when the test must skip.
+fn setup() -> Option<(TempDir, PathBuf)> {
+    if !testdata::require_root()
+        || !testdata::require_tool("busybox")
+        || !testdata::require_tool("umoci")
+    {
+        return None;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let root = tmp.path().join("store");
+    ok(mybuild(&root)
+        .arg("import")
+        .arg(&rootfs)
+        .arg("busybox")
+        .args(["-c", "ENV PATH=/bin"]));
+    Some((tmp, root))
+}
+
+fn context(dir: &Path, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("ctx");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    for (name, body) in files {
+        write(&dir.join(name), body);
+    }
+    dir.to_path_buf()
+}
+
+fn write(p: &Path, body: &str) {
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+    std::fs::write(p, body).expect("file");
+}
+
+/// Builds and returns (image digest, progress log).
+fn build(root: &Path, ctx: &Path, extra: &[&str]) -> (String, String) {
+    let iid = ctx.with_extension("iid");
+    let (_, log) = ok(mybuild(root)
+        .args(["build", "-t", "t:1", "--iidfile"])
+        .arg(&iid)
+        .args(extra)
+        .arg(ctx));
+    (std::fs::read_to_string(&iid).expect("iid"), log)
+}
+
+/// Each step's instruction and whether it was CACHED, in order (ARG steps left out).
+fn steps(log: &str) -> Vec<(String, bool)> {
+    let mut text: BTreeMap<usize, String> = BTreeMap::new();
+    let mut cached: BTreeMap<usize, bool> = BTreeMap::new();
+    for line in log.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, tail)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<usize>() else {
+            continue;
+        };
+        if let Some(t) = tail.strip_prefix('[') {
+            if let Some((_, instr)) = t.split_once("] ") {
+                text.insert(id, instr.to_string());
+            }
+        } else if tail == "CACHED" {
+            cached.insert(id, true);
+        } else if tail.starts_with("DONE ") {
+            cached.insert(id, false);
+        }
+    }
+    text.into_iter()
+        .filter(|(_, t)| !t.starts_with("ARG "))
+        .map(|(id, t)| {
+            let c = cached.get(&id).copied().unwrap_or(false);
+            (t, c)
+        })
+        .collect()
+}
+
+/// The instructions that ran (were not cached).
+fn ran(log: &str) -> Vec<String> {
+    steps(log)
+        .into_iter()
+        .filter(|(_, c)| !c)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+fn blobs(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn du(p: &Path) -> u64 {
+    let md = std::fs::symlink_metadata(p).expect("stat");
+    if md.is_dir() {
+        std::fs::read_dir(p)
+            .expect("dir")
+            .map(|e| du(&e.expect("entry").path()))
+            .sum::<u64>()
+            + 1
+    } else {
+        md.len() + 1
+    }
+}
+
+/// A file of the image tagged t:1, read back with umoci.
+fn read_image_file(tmp: &Path, root: &Path, path: &str) -> String {
+    let bundle = tmp.join("bundle");
+    let _ = std::fs::remove_dir_all(&bundle);
+    ok(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:t:1", root.display()))
+        .arg(&bundle));
+    std::fs::read_to_string(bundle.join("rootfs").join(path.trim_start_matches('/'))).expect("file")
+}
+
+/// Deterministic bytes that do not compress.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+const SIMPLE: &str = "FROM busybox\n\
+    COPY src/ /src/\n\
+    RUN echo RAN-$((1))-RUN && cat /src/a.txt > /out\n\
+    ENV GREETING=hi\n\
+    CMD [\"cat\", \"/out\"]\n";
+
+#[test]
+fn unchanged_rebuild_is_all_cached_same_digest_and_writes_no_blob() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        SIMPLE,
+        &[("src/a.txt", "A1"), ("src/b.txt", "B")],
+    );
+    let (first, log1) = build(&root, &ctx, &[]);
+    assert!(log1.contains("RAN-1-RUN"), "{log1}");
+    assert_eq!(ran(&log1).len(), 4, "{log1}");
+    let before = blobs(&root);
+
+    let (second, log2) = build(&root, &ctx, &[]);
+    assert!(!log2.contains("RAN-1-RUN"), "RUN ran again:\n{log2}");
+    assert!(ran(&log2).is_empty(), "{log2}");
+    assert_eq!(steps(&log2).len(), 4);
+    assert_eq!(first, second);
+    assert_eq!(blobs(&root), before, "a fully cached build wrote blobs");
+
+    // --no-cache runs everything; --no-cache-filter only the named stage.
+    let (_, log3) = build(&root, &ctx, &["--no-cache"]);
+    assert!(log3.contains("RAN-1-RUN"), "{log3}");
+    assert_eq!(ran(&log3).len(), 4, "{log3}");
+    assert!(
+        log3.contains("(cache miss: COPY src/ /src/: --no-cache)"),
+        "{log3}"
+    );
+    let (_, log4) = build(&root, &ctx, &["--no-cache-filter", "0"]);
+    assert_eq!(ran(&log4).len(), 4, "{log4}");
+    let (_, log5) = build(&root, &ctx, &["--no-cache-filter", "other"]);
+    assert!(ran(&log5).is_empty(), "{log5}");
+}
+
+#[test]
+fn mtime_only_change_reruns_nothing() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        SIMPLE,
+        &[("src/a.txt", "A1"), ("src/b.txt", "B")],
+    );
+    let (first, _) = build(&root, &ctx, &[]);
+    for f in ["src/a.txt", "src/b.txt"] {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(ctx.join(f))
+            .expect("open");
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .expect("touch");
+    }
+    let (second, log) = build(&root, &ctx, &[]);
+    assert!(ran(&log).is_empty(), "{log}");
+    assert_eq!(first, second);
+}
+
+#[test]
+fn changed_file_reruns_from_its_copy_on_and_the_other_stage_stays_cached() {
+    let Some((tmp, root)) = setup() else { return };
+    let mut files: Vec<(String, String)> = Vec::new();
+    for p in 0..10 {
+        for f in 0..5 {
+            files.push((format!("src/pkg{p}/f{f}.txt"), format!("{p}/{f}")));
+        }
+    }
+    files.push(("tool/t.txt".into(), "tool".into()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox AS tool\n\
+         COPY tool/ /tool/\n\
+         RUN echo RAN-$((1))-TOOL && cat /tool/t.txt > /tool.out\n\
+         FROM busybox\n\
+         ENV A=1\n\
+         COPY src/ ./src/\n\
+         RUN echo RAN-$((1))-APP && cat /src/pkg7/f3.txt > /app.out\n\
+         COPY --from=tool /tool.out /\n\
+         RUN echo RAN-$((1))-LAST\n",
+        &refs,
+    );
+    let (first, _) = build(&root, &ctx, &[]);
+    write(&ctx.join("src/pkg7/f3.txt"), "changed");
+    let (second, log) = build(&root, &ctx, &["--explain-cache"]);
+    assert_ne!(first, second);
+    assert_eq!(
+        ran(&log),
+        [
+            "COPY src/ ./src/",
+            "RUN echo RAN-$((1))-APP && cat /src/pkg7/f3.txt > /app.out",
+            "COPY --from=tool /tool.out /",
+            "RUN echo RAN-$((1))-LAST"
+        ],
+        "{log}"
+    );
+    assert!(!log.contains("RAN-1-TOOL"), "{log}");
+    assert!(
+        log.contains("(cache miss: COPY src/ ./src/: src/pkg7/f3.txt changed)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("cache miss in stage stage-1 at #")
+            && log.contains(": COPY src/ ./src/: src/pkg7/f3.txt changed"),
+        "--explain-cache summary: {log}"
+    );
+    assert_eq!(read_image_file(tmp.path(), &root, "/app.out"), "changed");
+    // Changing the tool stage reruns it and what copies from it, not the COPY before.
+    write(&ctx.join("tool/t.txt"), "tool2");
+    let (_, log) = build(&root, &ctx, &[]);
+    assert_eq!(
+        ran(&log),
+        [
+            "COPY tool/ /tool/",
+            "RUN echo RAN-$((1))-TOOL && cat /tool/t.txt > /tool.out",
+            "COPY --from=tool /tool.out /",
+            "RUN echo RAN-$((1))-LAST"
+        ],
+        "{log}"
+    );
+}
+
+#[test]
+fn build_arg_change_invalidates_only_the_steps_it_reaches() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox\n\
+         RUN echo RAN-$((1))-EARLY > /early\n\
+         ARG VERSION=1.0\n\
+         RUN echo RAN-$((1))-LATE $VERSION > /late\n\
+         ENV V=$VERSION\n",
+        &[("x", "")],
+    );
+    build(&root, &ctx, &["--build-arg", "VERSION=1.2"]);
+    let (_, log) = build(&root, &ctx, &["--build-arg", "VERSION=1.3"]);
+    assert_eq!(
+        ran(&log),
+        [
+            "RUN echo RAN-$((1))-LATE $VERSION > /late",
+            "ENV V=$VERSION"
+        ],
+        "{log}"
+    );
+    assert!(
+        log.contains("(cache miss: RUN echo RAN-$((1))-LATE $VERSION > /late: build arg VERSION changed 1.2→1.3)"),
+        "{log}"
+    );
+    // A build arg nothing declares changes nothing.
+    let (_, log) = build(
+        &root,
+        &ctx,
+        &["--build-arg", "VERSION=1.3", "--build-arg", "UNUSED=9"],
+    );
+    assert!(ran(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn two_processes_building_at_once_share_the_store() {
+    let Some((tmp, root)) = setup() else { return };
+    let mut children = Vec::new();
+    for n in 0..2 {
+        let ctx = context(
+            &tmp.path().join(format!("ctx{n}")),
+            &format!(
+                "FROM busybox\nCOPY f /f\nRUN echo shared > /shared\nRUN echo {n} > /n && sleep 1\n"
+            ),
+            &[("f", "same")],
+        );
+        let out = std::fs::File::create(tmp.path().join(format!("log{n}"))).expect("log");
+        let child = mybuild(&root)
+            .args(["build", "-t", &format!("c{n}:1")])
+            .arg(&ctx)
+            .stderr(out)
+            .spawn()
+            .expect("spawn");
+        children.push((ctx, child));
+    }
+    let mut ctxs = Vec::new();
+    for (ctx, mut child) in children {
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "concurrent build failed");
+        ctxs.push(ctx);
+    }
+    let (fsck, _) = ok(mybuild(&root).arg("fsck"));
+    assert!(fsck.contains("checked"), "{fsck}");
+    // Both results are in the cache now.
+    for ctx in &ctxs {
+        let (_, log) = build(&root, ctx, &[]);
+        assert!(ran(&log).is_empty(), "{log}");
+    }
+}
+
+#[test]
+fn prune_cache_then_prune_shrinks_the_store_and_a_later_build_reruns() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox\nCOPY big.bin /big.bin\nRUN echo RAN-$((1))-RUN && cp /big.bin /copy.bin\n",
+        &[],
+    );
+    std::fs::write(ctx.join("big.bin"), noise(1 << 20)).expect("big");
+    build(&root, &ctx, &[]);
+    let (ls, _) = ok(mybuild(&root).args(["cache", "ls"]));
+    assert!(ls.contains("COPY big.bin /big.bin"), "{ls}");
+    assert!(
+        ls.contains("RUN echo RAN-$((1))-RUN && cp /big.bin /copy.bin"),
+        "{ls}"
+    );
+    ok(mybuild(&root).args(["rmi", "t:1"]));
+    // The cache keeps its layers alive through a plain prune.
+    ok(mybuild(&root).arg("prune"));
+    let (_, log) = build(&root, &ctx, &[]);
+    assert!(ran(&log).is_empty(), "{log}");
+    ok(mybuild(&root).args(["rmi", "t:1"]));
+    let before = du(&root);
+
+    // Recently used records survive an age filter.
+    ok(mybuild(&root).args(["prune", "--cache", "--filter", "until=24h"]));
+    assert!(ok(mybuild(&root).args(["cache", "ls"]))
+        .0
+        .contains("COPY big.bin"));
+    ok(mybuild(&root).args(["prune", "--cache"]));
+    ok(mybuild(&root).arg("prune"));
+    let after = du(&root);
+    assert!(
+        after + 3 * 1024 * 1024 < before,
+        "store did not shrink: {before} -> {after}"
+    );
+    let (ls, _) = ok(mybuild(&root).args(["cache", "ls"]));
+    assert_eq!(ls.lines().count(), 1, "only the header is left: {ls}");
+    let (_, log) = build(&root, &ctx, &[]);
+    assert!(log.contains("RAN-1-RUN"), "{log}");
+    ok(mybuild(&root).arg("fsck"));
+}
