@@ -400,3 +400,30 @@ fn prune_cache_then_prune_shrinks_the_store_and_a_later_build_reruns() {
     assert!(log.contains("RAN-1-RUN"), "{log}");
     ok(mybuild(&root).arg("fsck"));
 }
+
+#[test]
+fn a_new_base_image_digest_is_named_as_the_cause() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox\nENV A=1\nRUN echo RAN-$((1))-X > /x\n",
+        &[],
+    );
+    build(&root, &ctx, &[]);
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    ok(mybuild(&root)
+        .arg("import")
+        .arg(&rootfs)
+        .arg("busybox")
+        .args(["-c", "ENV PATH=/bin", "-c", "ENV CHANGED=1"]));
+    let (_, log) = build(&root, &ctx, &["--explain-cache"]);
+    assert_eq!(
+        ran(&log),
+        ["ENV A=1", "RUN echo RAN-$((1))-X > /x"],
+        "{log}"
+    );
+    assert!(
+        log.contains("(cache miss: ENV A=1: base image busybox changed digest "),
+        "{log}"
+    );
+}
