@@ -144,6 +144,14 @@ impl StatCache {
     }
 }
 
+/// The wall clock in Unix seconds (never SOURCE_DATE_EPOCH: this compares with file times).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,12 +208,4 @@ mod tests {
         let mut c2 = store.stat_cache(&ctx);
         c2.save(&store).unwrap();
     }
-}
-
-/// The wall clock in Unix seconds (never SOURCE_DATE_EPOCH: this compares with file times).
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

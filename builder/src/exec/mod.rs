@@ -384,7 +384,7 @@ pub fn build(
     // A build where every step hit reuses the image it made last time: same digest,
     // and nothing but the tag is written.
     let final_key = st.key.as_ref().map(|k| cache::final_key(k, &req.labels));
-    if ran.load(Ordering::Relaxed) == 0 {
+    if ran.load(Ordering::Relaxed) == 0 && !req.no_cache {
         if let Some(rec) = final_key
             .as_ref()
             .map(|k| store.cache_get(k))
