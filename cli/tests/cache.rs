@@ -2,48 +2,14 @@
 //! Whether a RUN ran is read from its output (a marker it prints), whether a step was
 //! reused from the `#N CACHED` progress line, and results from the built images.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use assert_cmd::cargo::CommandCargoExt;
-use tempfile::TempDir;
+use common::{mybuild, ok, setup};
 
-fn mybuild(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("mybuild").expect("binary");
-    c.arg("--root").arg(root);
-    c
-}
-
-fn ok(cmd: &mut Command) -> (String, String) {
-    let out = cmd.output().expect("runs");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
-    (so, se)
-}
-
-/// A store with busybox imported; `None` when the test must skip.
-fn setup() -> Option<(TempDir, PathBuf)> {
-    if !testdata::require_root()
-        || !testdata::require_tool("busybox")
-        || !testdata::require_tool("umoci")
-    {
-        return None;
-    }
-    let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    ok(mybuild(&root)
-        .arg("import")
-        .arg(&rootfs)
-        .arg("busybox")
-        .args(["-c", "ENV PATH=/bin"]));
-    Some((tmp, root))
-}
-
+/// A context at `dir` (fixed, so a test can edit it between builds).
 fn context(dir: &Path, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("ctx");
     std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
@@ -135,14 +101,10 @@ fn du(p: &Path) -> u64 {
 
 /// A file of the image tagged t:1, read back with umoci.
 fn read_image_file(tmp: &Path, root: &Path, path: &str) -> String {
-    let bundle = tmp.join("bundle");
-    let _ = std::fs::remove_dir_all(&bundle);
-    ok(Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:t:1", root.display()))
-        .arg(&bundle));
-    std::fs::read_to_string(bundle.join("rootfs").join(path.trim_start_matches('/'))).expect("file")
+    let rootfs = common::unpack(tmp, root, "t:1");
+    let body = std::fs::read_to_string(rootfs.join(path.trim_start_matches('/'))).expect("file");
+    let _ = std::fs::remove_dir_all(rootfs.parent().expect("bundle"));
+    body
 }
 
 /// Deterministic bytes that do not compress.
@@ -426,4 +388,33 @@ fn a_new_base_image_digest_is_named_as_the_cause() {
         log.contains("(cache miss: ENV A=1: base image busybox changed digest "),
         "{log}"
     );
+}
+
+#[test]
+fn bind_mount_content_is_keyed_and_secret_content_is_not() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=tok test -s /run/secrets/tok && echo RAN-$((1))-S\n\
+         RUN --mount=type=bind,source=conf,target=/conf cat /conf/a > /a && echo RAN-$((1))-B\n",
+        &[("conf/a", "one"), ("other", "x")],
+    );
+    let secret = tmp.path().join("tok");
+    std::fs::write(&secret, "secret-1").expect("secret");
+    let sec = format!("id=tok,src={}", secret.display());
+    build(&root, &ctx, &["--secret", &sec]);
+    // A new secret value, or a change outside the bind source: nothing runs.
+    std::fs::write(&secret, "secret-2").expect("secret");
+    write(&ctx.join("other"), "y");
+    let (_, log) = build(&root, &ctx, &["--secret", &sec, "--progress", "json"]);
+    assert!(!log.contains("RAN-1-"), "{log}");
+    assert_eq!(log.matches("\"event\":\"step_cached\"").count(), 2, "{log}");
+    // A change inside it reruns the RUN that mounts it, and says which file.
+    write(&ctx.join("conf/a"), "two");
+    let (_, log) = build(&root, &ctx, &["--secret", &sec]);
+    assert!(!log.contains("RAN-1-S"), "{log}");
+    assert!(log.contains("RAN-1-B"), "{log}");
+    assert!(log.contains(": conf/a changed)"), "{log}");
+    assert_eq!(read_image_file(tmp.path(), &root, "/a"), "two");
 }
