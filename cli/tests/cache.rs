@@ -234,9 +234,21 @@ fn changed_file_reruns_from_its_copy_on_and_the_other_stage_stays_cached() {
         "--explain-cache summary: {log}"
     );
     assert_eq!(read_image_file(tmp.path(), &root, "/app.out"), "changed");
-    // Changing the tool stage reruns it and what copies from it, not the COPY before.
-    write(&ctx.join("tool/t.txt"), "tool2");
+    // The tool stage reruns but makes the same /tool.out: what copies it still hits,
+    // as COPY --from is keyed by the files it selects.
+    write(&ctx.join("tool/unused.txt"), "noise");
     let (_, log) = build(&root, &ctx, &[]);
+    assert_eq!(
+        ran(&log),
+        [
+            "COPY tool/ /tool/",
+            "RUN echo RAN-$((1))-TOOL && cat /tool/t.txt > /tool.out"
+        ],
+        "{log}"
+    );
+    // Changing the tool stage's output reruns what copies it, not the COPY before.
+    write(&ctx.join("tool/t.txt"), "tool2");
+    let (_, log) = build(&root, &ctx, &["--explain-cache"]);
     assert_eq!(
         ran(&log),
         [
@@ -245,6 +257,10 @@ fn changed_file_reruns_from_its_copy_on_and_the_other_stage_stays_cached() {
             "COPY --from=tool /tool.out /",
             "RUN echo RAN-$((1))-LAST"
         ],
+        "{log}"
+    );
+    assert!(
+        log.contains("(cache miss: COPY --from=tool /tool.out /: tool.out changed)"),
         "{log}"
     );
 }

@@ -5,7 +5,8 @@
 //! A record's file mtime is its last use; it is bumped on every hit.
 //!
 //! Records keep their blobs alive: `prune` counts their layers and manifests as roots.
-//! `cache-v1/notes/` holds small documents the builder keeps to explain misses.
+//! `cache-v1/notes/` holds small documents the builder keeps to explain misses;
+//! `cache-v1/stat/` the stat caches ([`crate::stat_cache`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -183,11 +184,14 @@ impl Store {
             stats.bytes_released += e.record.size;
         }
         if everything {
-            let notes = self.cache_dir().join("notes");
-            match std::fs::remove_dir_all(&notes) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(&notes, e)),
+            // Explanation notes and stat caches only save work; they go with the records.
+            for sub in ["notes", "stat"] {
+                let dir = self.cache_dir().join(sub);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(&dir, e)),
+                }
             }
         }
         Ok(stats)

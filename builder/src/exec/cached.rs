@@ -1,6 +1,8 @@
 //! The executor's side of the step cache: a step's key and inputs, restoring a hit,
 //! recording a miss, and explaining a stage's first miss.
 
+use std::path::Path;
+
 use super::*;
 
 impl Exec<'_> {
@@ -34,15 +36,23 @@ impl Exec<'_> {
                     // (id, in the step's text), never by contents; secrets never by
                     // contents either.
                     let bind = m.mount.kind().eq_ignore_ascii_case("bind");
+                    let src = m
+                        .mount
+                        .get("source")
+                        .or_else(|| m.mount.get("src"))
+                        .unwrap_or("/")
+                        .to_string();
                     match &m.from {
                         None | Some(Source::Context) if bind => {
-                            let src = m
-                                .mount
-                                .get("source")
-                                .or_else(|| m.mount.get("src"))
-                                .unwrap_or("/")
-                                .to_string();
                             inputs.files.extend(self.context_inputs(&[src])?);
+                        }
+                        Some(Source::Stage { index }) if bind => {
+                            let files = self.stage_inputs(*index, &[src], done)?;
+                            inputs.files.extend(
+                                files
+                                    .into_iter()
+                                    .map(|(p, d)| (format!("mount {i}:{p}"), d)),
+                            );
                         }
                         None | Some(Source::Context) => {}
                         Some(from) => {
@@ -59,6 +69,10 @@ impl Exec<'_> {
                 }
                 match &c.from {
                     Source::Context => inputs.files = self.context_inputs(&c.sources)?,
+                    // By content, so a rebuilt stage that made the same files still hits.
+                    Source::Stage { index } => {
+                        inputs.files = self.stage_inputs(*index, &c.sources, done)?
+                    }
                     from => {
                         let id = self.source_id(from, done)?;
                         inputs.other.push(("source".into(), id));
@@ -96,9 +110,38 @@ impl Exec<'_> {
     /// Context files a COPY would select, through the stat cache. A source that does
     /// not resolve gives no key: the step runs and reports the error itself.
     fn context_inputs(&self, sources: &[String]) -> Option<Vec<(String, Digest)>> {
+        let context = std::slice::from_ref(&self.req.context);
+        self.hashed_inputs(context, &self.req.context, sources)
+    }
+
+    /// Files selected from a finished stage's snapshots. Snapshots never change once
+    /// committed, so the stack's stat cache answers for every file of a cached stage.
+    fn stage_inputs(
+        &self,
+        index: usize,
+        sources: &[String],
+        done: &BTreeMap<usize, StageState>,
+    ) -> Option<Vec<(String, Digest)>> {
+        let layers = done.get(&index)?.topmost_first();
+        let mut id = String::from("snapshot-stack:");
+        for l in &layers {
+            id.push_str(&l.to_string_lossy());
+            id.push('\n');
+        }
+        self.hashed_inputs(&layers, Path::new(&id), sources)
+    }
+
+    fn hashed_inputs(
+        &self,
+        layers: &[PathBuf],
+        cache_name: &Path,
+        sources: &[String],
+    ) -> Option<Vec<(String, Digest)>> {
         let mut guard = self.stat.lock().ok()?;
-        let stat = guard.get_or_insert_with(|| self.store.stat_cache(&self.req.context));
-        cache::copy_inputs(std::slice::from_ref(&self.req.context), sources, Some(stat)).ok()
+        let stat = guard
+            .entry(cache_name.to_path_buf())
+            .or_insert_with(|| self.store.stat_cache(cache_name));
+        cache::copy_inputs(layers, sources, Some(stat)).ok()
     }
 
     /// Applies a record on top of the state it was keyed from. The layer is not read:

@@ -191,8 +191,9 @@ struct Exec<'a> {
     created: &'a str,
     next_id: &'a AtomicUsize,
     key_opts: &'a KeyOptions,
-    /// The build context's stat cache, loaded at the first COPY from the context.
-    stat: &'a Mutex<Option<StatCache>>,
+    /// Stat caches of the build context and of stages COPY'd from, loaded when first
+    /// needed, by the directory (or snapshot stack) they describe.
+    stat: &'a Mutex<BTreeMap<PathBuf, StatCache>>,
     /// Steps that ran (missed the cache) in the whole build.
     ran: &'a AtomicUsize,
 }
@@ -278,7 +279,7 @@ pub fn build(
     let created = image::rfc3339(req.source_date_epoch.unwrap_or_else(image::build_time));
     let next_id = AtomicUsize::new(1);
     let ran = AtomicUsize::new(0);
-    let stat: Mutex<Option<StatCache>> = Mutex::new(None);
+    let stat: Mutex<BTreeMap<PathBuf, StatCache>> = Mutex::new(BTreeMap::new());
     let (os, arch, variant) = image::host_platform();
     let key_opts = KeyOptions {
         platform: format!(
@@ -369,11 +370,11 @@ pub fn build(
             }
         }
     });
-    // The stat cache is worth keeping even when a step failed.
-    let saved = match stat.into_inner() {
-        Ok(Some(mut c)) => c.save(store),
-        _ => Ok(()),
-    };
+    // Stat caches are worth keeping even when a step failed.
+    let saved = stat
+        .into_inner()
+        .map(|m| m.into_values().try_for_each(|mut c| c.save(store)))
+        .unwrap_or(Ok(()));
     if let Some(e) = failure {
         return Err(e);
     }
