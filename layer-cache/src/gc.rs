@@ -126,6 +126,15 @@ impl Store {
         }
         let (snapshots, scratch) = self.prune_snapshots(&live_diff_ids)?;
         stats.snapshots_removed = snapshots;
+        if snapshots > 0 {
+            // Its entries for removed snapshots would only linger.
+            let path = self.snapshot_stat_cache_path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::StoreError::io(&path, e)),
+            }
+        }
         stats.scratch_removed = scratch;
         Ok(stats)
     }

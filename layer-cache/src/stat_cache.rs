@@ -58,6 +58,8 @@ pub struct StatCache {
     disk: OnDisk,
     dirty: bool,
     hashed: u64,
+    /// Entries named by real path (the snapshot cache) rather than the caller's name.
+    by_real_path: bool,
 }
 
 impl Store {
@@ -75,7 +77,21 @@ impl Store {
             disk,
             dirty: false,
             hashed: 0,
+            by_real_path: false,
         }
+    }
+
+    /// One stat cache for files in `snapshots-v1/`, by real path: snapshots never change
+    /// once committed, so any stack of them is answered from it. `prune` drops it when
+    /// it removes snapshots.
+    pub fn snapshot_stat_cache(&self) -> StatCache {
+        let mut c = self.stat_cache(&self.snapshots_dir());
+        c.by_real_path = true;
+        c
+    }
+
+    pub(crate) fn snapshot_stat_cache_path(&self) -> PathBuf {
+        self.stat_cache(&self.snapshots_dir()).path
     }
 }
 
@@ -89,6 +105,13 @@ impl StatCache {
         md: &std::fs::Metadata,
     ) -> std::io::Result<Digest> {
         let stat = Stat::of(md);
+        let real_name;
+        let rel = if self.by_real_path {
+            real_name = real.to_string_lossy();
+            &*real_name
+        } else {
+            rel
+        };
         if let Some(e) = self.disk.entries.get(rel) {
             if e.stat == stat && stat.mtime.0 < self.disk.written {
                 return Ok(e.sha256.clone());

@@ -123,24 +123,23 @@ impl Exec<'_> {
         done: &BTreeMap<usize, StageState>,
     ) -> Option<Vec<(String, Digest)>> {
         let layers = done.get(&index)?.topmost_first();
-        let mut id = String::from("snapshot-stack:");
-        for l in &layers {
-            id.push_str(&l.to_string_lossy());
-            id.push('\n');
-        }
-        self.hashed_inputs(&layers, Path::new(&id), sources)
+        let mut guard = self.stat.lock().ok()?;
+        let stat = guard
+            .entry(self.store.snapshots_dir())
+            .or_insert_with(|| self.store.snapshot_stat_cache());
+        cache::copy_inputs(&layers, sources, Some(stat)).ok()
     }
 
     fn hashed_inputs(
         &self,
         layers: &[PathBuf],
-        cache_name: &Path,
+        dir: &Path,
         sources: &[String],
     ) -> Option<Vec<(String, Digest)>> {
         let mut guard = self.stat.lock().ok()?;
         let stat = guard
-            .entry(cache_name.to_path_buf())
-            .or_insert_with(|| self.store.stat_cache(cache_name));
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| self.store.stat_cache(dir));
         cache::copy_inputs(layers, sources, Some(stat)).ok()
     }
 
