@@ -135,6 +135,20 @@ fn cache_mounts_persist_across_builds_and_never_reach_a_layer() {
         .expect("cache dir")
         .count();
     assert_eq!(caches, 1);
+    // A limited cache prune keeps cache mounts; a full one removes them.
+    let (out, _) = ok(mybuild(&root).args(["prune", "--cache", "--filter", "until=1h"]));
+    assert!(!out.contains("type=cache directories"), "{out}");
+    let (out, _) = ok(mybuild(&root).args(["prune", "--cache"]));
+    assert!(
+        out.contains("Deleted 1 RUN --mount=type=cache directories"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("cache-mounts"))
+            .expect("dir")
+            .count(),
+        0
+    );
 
     // uid/gid/mode shape a new cache directory.
     let ctx = context(

@@ -160,6 +160,11 @@ pub fn prune(g: &Globals, a: &PruneArgs) -> Result<i32> {
             c.records_removed,
             super::human_size(c.bytes_released)
         );
+        // Cache mounts carry no usage times; only an unlimited prune removes them.
+        if a.keep_storage.is_none() && a.filter.is_empty() {
+            let n = store.prune_cache_mounts()?;
+            println!("Deleted {n} RUN --mount=type=cache directories");
+        }
     }
     let s = store.prune(&[])?;
     println!(
