@@ -106,7 +106,10 @@ impl Matcher {
             };
             if exception {
                 out.exceptions = true;
-                if pat.without_trailing_glob().contains(['*', '[', ']', '?', '^', '\\']) {
+                if pat
+                    .without_trailing_glob()
+                    .contains(['*', '[', ']', '?', '^', '\\'])
+                {
                     out.only_prefix_exceptions = false;
                 }
             }
@@ -233,8 +236,7 @@ impl Matcher {
         let dir_slash = format!("{dir}/");
         self.patterns.iter().filter(|p| !p.exception).any(|p| {
             let t = p.without_trailing_glob();
-            t.contains(['*', '[', ']', '?', '^', '\\'])
-                || format!("{t}/").starts_with(&dir_slash)
+            t.contains(['*', '[', ']', '?', '^', '\\']) || format!("{t}/").starts_with(&dir_slash)
         })
     }
 }

@@ -25,6 +25,7 @@
 // Parse and plan errors carry the rendered source location; they are cold paths.
 #![allow(clippy::result_large_err)]
 pub mod cache;
+pub mod context;
 pub mod diagnostic;
 pub mod dockerfile;
 pub mod exec;

@@ -170,3 +170,204 @@ fn leading_slash_and_dot_patterns_are_cleaned() {
     assert!(m.matches("build/out.o"));
     assert!(!m.matches("src/secret"));
 }
+
+mod selection {
+    use std::path::{Path, PathBuf};
+
+    use builder::exec::copy::{select, CopyError, SourceFilter};
+    use builder::ignore::{read_ignore_file, Matcher};
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = dir.path().join(f);
+            if let Some(d) = f.strip_suffix('/') {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            } else {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, f.as_bytes()).unwrap();
+            }
+        }
+        dir
+    }
+
+    /// (destination path, source path) of each selected entry.
+    fn run(
+        root: &Path,
+        sources: &[&str],
+        ignore: &str,
+        exclude: &[&str],
+        parents: bool,
+    ) -> Result<Vec<(String, String)>, CopyError> {
+        let ig = Matcher::new(&read_ignore_file(ignore)).unwrap();
+        let ex = Matcher::new(exclude).unwrap();
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        let filter = SourceFilter {
+            from_context: true,
+            ignore: Some(&ig),
+            exclude: Some(&ex),
+            parents,
+        };
+        let layers = [PathBuf::from(root)];
+        Ok(select(&layers, &sources, &filter)?
+            .into_iter()
+            .map(|s| (s.dest.display().to_string(), s.src.display().to_string()))
+            .collect())
+    }
+
+    fn dests(v: Vec<(String, String)>) -> Vec<String> {
+        v.into_iter()
+            .map(|(d, _)| d)
+            .filter(|d| !d.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn ignored_entries_are_absent_and_exceptions_come_back() {
+        let t = tree(&[
+            "a.txt",
+            "b.md",
+            "docs/x.md",
+            "docs/README.md",
+            "node/m/i.js",
+        ]);
+        let got = dests(
+            run(
+                t.path(),
+                &["."],
+                "*.md\ndocs\n!docs/README.md\nnode",
+                &[],
+                false,
+            )
+            .unwrap(),
+        );
+        assert_eq!(got, ["a.txt", "docs", "docs/README.md"]);
+        // An ignored file is as if absent; so is one under an ignored directory.
+        for src in ["b.md", "docs/x.md", "node/m/i.js", "node"] {
+            let err = run(
+                t.path(),
+                &[src],
+                "*.md\ndocs\n!docs/README.md\nnode",
+                &[],
+                false,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, CopyError::NotInContext(ref s) if s == src),
+                "{src}: {err}"
+            );
+            assert!(err.to_string().contains("excluded by .dockerignore"));
+        }
+        // The re-included child is reachable by name.
+        assert_eq!(
+            dests(
+                run(
+                    t.path(),
+                    &["docs/README.md"],
+                    "docs\n!docs/README.md",
+                    &[],
+                    false
+                )
+                .unwrap()
+            ),
+            ["README.md"]
+        );
+        // An ignored directory without re-included children is gone from globs too.
+        assert_eq!(
+            dests(run(t.path(), &["*"], "docs\nnode\n*.md", &[], false).unwrap()),
+            ["a.txt"]
+        );
+    }
+
+    #[test]
+    fn exclude_is_relative_to_each_source() {
+        // BuildKit's own --exclude integration case, on a plain directory.
+        let t = tree(&[
+            "dir1/file-101.png",
+            "dir1/file-102.txt",
+            "dir1/file-103.jpeg",
+            "dir2/file-201.pdf",
+            "dir2/file-202.jpeg",
+            "dir2/file-203.png",
+            "dir3/file-301.mp3",
+            "dir3/file-302.mpeg",
+        ]);
+        let got = dests(run(t.path(), &["."], "", &["*/*.png", "*/*.jpeg"], false).unwrap());
+        assert_eq!(
+            got,
+            [
+                "dir1",
+                "dir1/file-102.txt",
+                "dir2",
+                "dir2/file-201.pdf",
+                "dir3",
+                "dir3/file-301.mp3",
+                "dir3/file-302.mpeg"
+            ]
+        );
+        let got = dests(run(t.path(), &["dir3/"], "", &["*.mp3"], false).unwrap());
+        assert_eq!(got, ["file-302.mpeg"]);
+        let got = dests(
+            run(
+                t.path(),
+                &["dir*"],
+                "",
+                &["*.mp3", "*.jpeg", "*.png", "*.pdf", "*.txt"],
+                false,
+            )
+            .unwrap(),
+        );
+        assert_eq!(got, ["file-302.mpeg"]);
+        assert!(dests(run(t.path(), &["dir*"], "", &["*"], false).unwrap()).is_empty());
+        // A file named by a wildcard source is matched by its name.
+        let got = dests(run(t.path(), &["dir1/*"], "", &["*.txt"], false).unwrap());
+        assert_eq!(got, ["file-101.png", "file-103.jpeg"]);
+    }
+
+    #[test]
+    fn parents_keep_paths_from_the_root_or_the_pivot() {
+        let t = tree(&[
+            "x/a.txt",
+            "y/a.txt",
+            "a/b/c.txt",
+            "a/b/d.txt",
+            "src/a.txt",
+            "src/x/b.txt",
+            "src/x/y/c.txt",
+            "src/x/y/d.md",
+        ]);
+        let got = dests(run(t.path(), &["./x/a.txt", "./y/a.txt"], "", &[], true).unwrap());
+        assert_eq!(got, ["x", "x/a.txt", "y", "y/a.txt"]);
+        let got = dests(run(t.path(), &["./a/./b/c.txt"], "", &[], true).unwrap());
+        assert_eq!(got, ["b", "b/c.txt"]);
+        let got = dests(run(t.path(), &["./src/**/*.txt"], "", &[], true).unwrap());
+        assert_eq!(
+            got,
+            [
+                "src",
+                "src/a.txt",
+                "src/x",
+                "src/x/b.txt",
+                "src/x/y",
+                "src/x/y/c.txt"
+            ]
+        );
+        let got = dests(run(t.path(), &["a/./b"], "", &["d.txt", "b/d.txt"], true).unwrap());
+        assert_eq!(got, ["b", "b/c.txt"]);
+        let err = run(t.path(), &["./nope/a.txt"], "", &[], true).unwrap_err();
+        assert!(matches!(err, CopyError::NotInContext(_)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_selected_as_links_and_not_followed() {
+        let t = tree(&["in/file"]);
+        std::os::unix::fs::symlink("/etc", t.path().join("out")).unwrap();
+        let got = run(t.path(), &["."], "", &[], false).unwrap();
+        assert!(got.iter().any(|(d, _)| d == "out"));
+        assert!(!got.iter().any(|(d, _)| d.starts_with("out/")));
+        // Nothing below a symlinked directory is reachable by name.
+        assert!(run(t.path(), &["out/passwd"], "", &[], false).is_err());
+        assert!(run(t.path(), &["out/*"], "", &[], false).is_err());
+    }
+}

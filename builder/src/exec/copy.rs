@@ -1,6 +1,13 @@
 //! COPY and ADD of local content: sources from the build context or another stage's
 //! snapshots are written into a fresh directory that then becomes the step's layer.
 //! Parent directories that already exist in the image keep the image's owner and mode.
+//!
+//! Choosing what to copy ([`select`]) is separate from copying it, so the same list
+//! can be hashed for the step cache. The build context is seen through its
+//! `.dockerignore` (an ignored entry is absent, an ignored directory with a
+//! re-included child holds just that child), `--exclude` patterns drop entries below
+//! each source, and `--parents` keeps the sources' parent directories. Symlinks are
+//! copied as links and never followed.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -8,15 +15,20 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::merged;
+use crate::ignore::{MatchInfo, Matcher, PatternError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error("source {0:?} not found")]
     NotFound(String),
+    #[error("{0:?}: not found in build context or excluded by .dockerignore")]
+    NotInContext(String),
     #[error("source {0:?} leaves the build context")]
     Outside(String),
     #[error("invalid --chmod {0:?}: expected an octal mode such as 0755 or a symbolic one such as u=rwX,go=rX")]
     Chmod(String),
+    #[error("invalid pattern: {0}")]
+    Pattern(#[from] PatternError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -32,12 +44,51 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
     }
 }
 
+/// What a COPY may see of its sources and how it keeps their paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceFilter<'a> {
+    /// Sources are the build context (a missing one is reported as such).
+    pub from_context: bool,
+    /// The context's `.dockerignore`, matched against paths from the source root.
+    pub ignore: Option<&'a Matcher>,
+    /// `--exclude` patterns, matched against paths relative to each source.
+    pub exclude: Option<&'a Matcher>,
+    /// `--parents`: keep each source's path below the root, or below a `/./` pivot.
+    pub parents: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    /// Devices, fifos, sockets: listed, not copied (as Docker skips them).
+    Other,
+}
+
+/// One entry a COPY writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// Path in the source view (relative to its root).
+    pub src: PathBuf,
+    /// The file backing it on disk (in the context or one of the snapshots).
+    pub real: PathBuf,
+    /// Where it goes, relative to the destination directory (empty for the
+    /// directory a directory source is copied into).
+    pub dest: PathBuf,
+    /// A file named by a source itself (not found inside a directory): when the
+    /// destination is not a directory, this file becomes the destination.
+    pub whole: bool,
+    pub kind: EntryKind,
+}
+
 pub struct CopySpec<'a> {
     /// Where sources are read: `[context]`, or a stage's snapshots topmost first.
     pub src_layers: &'a [PathBuf],
     /// The stage's current snapshots, topmost first, to mirror existing parents.
     pub dest_layers: &'a [PathBuf],
     pub sources: &'a [String],
+    pub filter: SourceFilter<'a>,
     /// Heredoc files: (name, content).
     pub contents: &'a [(String, String)],
     /// Destination, already absolute (WORKDIR applied).
@@ -207,62 +258,385 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
     Ok(())
 }
 
-/// Copies every entry of source directory `src_rel` into `dest_rel`.
-fn copy_children(spec: &CopySpec, src_rel: &Path, dest_rel: &Path) -> Result<(), CopyError> {
-    for name in merged::list(spec.src_layers, src_rel) {
-        let child = src_rel.join(&name);
-        if let Some(real) = merged::lookup(spec.src_layers, &child) {
-            copy_entry(spec, &child, &real, &dest_rel.join(&name))?;
-        }
-    }
-    Ok(())
+/// An entry of the source view.
+struct Node {
+    rel: PathBuf,
+    real: PathBuf,
+    md: std::fs::Metadata,
+    /// `.dockerignore` state handed to children.
+    info: MatchInfo,
+    /// Excluded by `.dockerignore` but holding a re-included descendant: present
+    /// only as the parent of what it holds.
+    hidden: bool,
 }
 
-/// Copies one entry (file, symlink or whole directory) from the merged source view.
-fn copy_entry(
-    spec: &CopySpec,
-    src_rel: &Path,
-    real: &Path,
-    dest_rel: &Path,
-) -> Result<(), CopyError> {
-    let md = std::fs::symlink_metadata(real).map_err(io(real))?;
-    let target = spec.upper.join(dest_rel);
-    if let Some(parent) = dest_rel.parent() {
-        ensure_dirs(spec, parent)?;
+impl Node {
+    fn kind(&self) -> EntryKind {
+        let t = self.md.file_type();
+        if t.is_dir() {
+            EntryKind::Dir
+        } else if t.is_symlink() {
+            EntryKind::Symlink
+        } else if t.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        }
     }
-    if md.is_dir() {
-        if target
-            .symlink_metadata()
-            .map(|m| !m.is_dir())
-            .unwrap_or(false)
-        {
-            std::fs::remove_file(&target).map_err(io(&target))?;
+}
+
+fn slash(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The merged source layers with `.dockerignore` applied, the way BuildKit's
+/// filtered walk of the context sees them.
+struct View<'a> {
+    layers: &'a [PathBuf],
+    ignore: Option<&'a Matcher>,
+}
+
+impl View<'_> {
+    fn root(&self) -> Option<Node> {
+        let real = self.layers.first()?.clone();
+        let md = std::fs::symlink_metadata(&real).ok()?;
+        Some(Node {
+            rel: PathBuf::new(),
+            real,
+            md,
+            info: MatchInfo::default(),
+            hidden: false,
+        })
+    }
+
+    /// The entry at `rel` (cleaned), or `None` when absent or ignored.
+    fn node(&self, rel: &Path) -> Option<Node> {
+        if rel.as_os_str().is_empty() {
+            return self.root();
         }
-        if target.symlink_metadata().is_err() {
-            std::fs::create_dir(&target).map_err(io(&target))?;
+        // `lookup` refuses to pass through a symlinked parent, so nothing outside
+        // the source root is reached.
+        let real = merged::lookup(self.layers, rel)?;
+        let md = std::fs::symlink_metadata(&real).ok()?;
+        let Some(m) = self.ignore else {
+            return Some(Node {
+                rel: rel.to_path_buf(),
+                real,
+                md,
+                info: MatchInfo::default(),
+                hidden: false,
+            });
+        };
+        let mut info = MatchInfo::default();
+        let mut prefix = PathBuf::new();
+        let mut excluded = false;
+        let count = rel.components().count();
+        for (i, c) in rel.components().enumerate() {
+            prefix.push(c);
+            let p = slash(&prefix);
+            let (ex, next) = m.matches_in(&p, &info);
+            info = next;
+            excluded = ex;
+            // An excluded parent the walk skips hides everything below it.
+            if ex && i + 1 < count && !m.must_descend(&p) {
+                return None;
+            }
         }
-        copy_children(spec, src_rel, dest_rel)?;
-        set_meta(
-            &target,
-            Some(mode_for(spec, md.mode(), true)),
-            spec.owner,
-            Some(md.mtime()),
-        )?;
+        let mut node = Node {
+            rel: rel.to_path_buf(),
+            real,
+            md,
+            info,
+            hidden: false,
+        };
+        if excluded {
+            if !(node.md.is_dir() && m.must_descend(&slash(rel)) && self.holds_visible(&node)) {
+                return None;
+            }
+            node.hidden = true;
+        }
+        Some(node)
+    }
+
+    /// The visible entries of directory `dir`, sorted by name.
+    fn children(&self, dir: &Node) -> Vec<Node> {
+        let mut out = Vec::new();
+        for name in merged::list(self.layers, &dir.rel) {
+            let rel = dir.rel.join(&name);
+            let Some(real) = merged::lookup(self.layers, &rel) else {
+                continue;
+            };
+            let Ok(md) = std::fs::symlink_metadata(&real) else {
+                continue;
+            };
+            let mut node = Node {
+                rel,
+                real,
+                md,
+                info: MatchInfo::default(),
+                hidden: false,
+            };
+            if let Some(m) = self.ignore {
+                let p = slash(&node.rel);
+                let (ex, info) = m.matches_in(&p, &dir.info);
+                node.info = info;
+                if ex {
+                    if !(node.md.is_dir() && m.must_descend(&p) && self.holds_visible(&node)) {
+                        continue;
+                    }
+                    node.hidden = true;
+                }
+            }
+            out.push(node);
+        }
+        out
+    }
+
+    fn holds_visible(&self, dir: &Node) -> bool {
+        !self.children(dir).is_empty()
+    }
+
+    /// Expands a cleaned source pattern (globs per component) to visible entries.
+    fn expand(&self, pattern: &Path) -> Vec<Node> {
+        let Some(root) = self.root() else {
+            return Vec::new();
+        };
+        let mut current = vec![root];
+        for comp in pattern.components() {
+            let part = comp.as_os_str().to_string_lossy().into_owned();
+            let mut next = Vec::new();
+            for base in &current {
+                if has_glob(&part) {
+                    if base.md.is_dir() {
+                        next.extend(self.children(base).into_iter().filter(|n| {
+                            let name = n.rel.file_name().unwrap_or_default();
+                            glob_match(part.as_bytes(), name.as_bytes())
+                        }));
+                    }
+                } else if base.md.is_dir() {
+                    next.extend(self.node(&base.rel.join(&part)));
+                }
+            }
+            current = next;
+        }
+        current
+    }
+}
+
+fn entry(node: &Node, dest: PathBuf, whole: bool) -> Selected {
+    Selected {
+        src: node.rel.clone(),
+        real: node.real.clone(),
+        dest,
+        whole,
+        kind: node.kind(),
+    }
+}
+
+/// Filters that apply below a copy root (`--parents` include pattern, `--exclude`).
+struct Below<'a> {
+    include: Option<&'a Matcher>,
+    exclude: Option<&'a Matcher>,
+}
+
+/// Walks directory `dir`, appending what is kept with paths relative to the copy
+/// root (`below`). Entries dropped by a filter are not written, but a directory
+/// holding a kept entry is written first, as its parent.
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    view: &View,
+    dir: &Node,
+    below: &Path,
+    f: &Below,
+    inc: &MatchInfo,
+    exc: &MatchInfo,
+    pending: &mut Vec<Selected>,
+    out: &mut Vec<Selected>,
+) {
+    for child in view.children(dir) {
+        let name = child.rel.file_name().unwrap_or_default().to_owned();
+        let rel = below.join(&name);
+        let p = slash(&rel);
+        let is_dir = child.md.is_dir();
+        let mut keep = !child.hidden;
+        let mut descend = is_dir;
+        let (mut inc_info, mut exc_info) = (MatchInfo::default(), MatchInfo::default());
+        if let Some(m) = f.include {
+            let (hit, info) = m.matches_in(&p, inc);
+            inc_info = info;
+            if !hit {
+                keep = false;
+                descend &= m.could_match_below(&p);
+            }
+        }
+        if let Some(m) = f.exclude {
+            let (hit, info) = m.matches_in(&p, exc);
+            exc_info = info;
+            if hit {
+                keep = false;
+                descend &= m.must_descend(&p);
+            }
+        }
+        let e = entry(&child, rel.clone(), false);
+        if keep {
+            out.append(pending);
+            out.push(e);
+        }
+        if descend {
+            let depth = pending.len();
+            if !keep {
+                pending.push(entry(&child, rel.clone(), false));
+            }
+            walk(view, &child, &rel, f, &inc_info, &exc_info, pending, out);
+            pending.truncate(depth);
+        }
+    }
+}
+
+/// Lists what a COPY of `sources` from `layers` writes, in order (parents before
+/// their contents), after `.dockerignore`, `--exclude` and `--parents` are
+/// applied. Pure over the source files: the step cache can hash the result.
+pub fn select(
+    layers: &[PathBuf],
+    sources: &[String],
+    filter: &SourceFilter,
+) -> Result<Vec<Selected>, CopyError> {
+    let view = View {
+        layers,
+        ignore: filter.ignore.filter(|m| !m.is_empty()),
+    };
+    let exclude = filter.exclude.filter(|m| !m.is_empty());
+    let missing = |src: &str| {
+        if filter.from_context {
+            CopyError::NotInContext(src.to_string())
+        } else {
+            CopyError::NotFound(src.to_string())
+        }
+    };
+    let mut out = Vec::new();
+    for src in sources {
+        let before = out.len();
+        let mut pending = Vec::new();
+        if filter.parents {
+            // BuildKit: the part before the first `/./` is the root the kept path
+            // starts from; without one, the source root.
+            let (root, pattern) = match src.split_once("/./") {
+                Some((r, p)) => (r, p),
+                None => ("", src.as_str()),
+            };
+            let root = clean_rel(root).ok_or_else(|| CopyError::Outside(src.clone()))?;
+            let pattern = clean_rel(pattern).ok_or_else(|| CopyError::Outside(src.clone()))?;
+            let pattern = slash(&pattern);
+            let include = Matcher::new(&[pattern.as_str()])?;
+            let below = Below {
+                include: (!pattern.is_empty()).then_some(&include),
+                exclude,
+            };
+            for node in view.expand(&root) {
+                if node.md.is_dir() {
+                    let empty = MatchInfo::default();
+                    walk(
+                        &view,
+                        &node,
+                        Path::new(""),
+                        &below,
+                        &empty,
+                        &empty,
+                        &mut pending,
+                        &mut out,
+                    );
+                }
+            }
+        } else {
+            let pattern = clean_rel(src).ok_or_else(|| CopyError::Outside(src.clone()))?;
+            let matches = view.expand(&pattern);
+            if matches.is_empty() {
+                return Err(missing(src));
+            }
+            let below = Below {
+                include: None,
+                exclude,
+            };
+            for node in matches {
+                if node.md.is_dir() {
+                    // A directory source copies its contents, not itself; this
+                    // entry stands for the destination directory it fills.
+                    out.push(entry(&node, PathBuf::new(), false));
+                    let empty = MatchInfo::default();
+                    walk(
+                        &view,
+                        &node,
+                        Path::new(""),
+                        &below,
+                        &empty,
+                        &empty,
+                        &mut pending,
+                        &mut out,
+                    );
+                    continue;
+                }
+                let name = PathBuf::from(node.rel.file_name().unwrap_or_default());
+                if exclude.is_some_and(|m| m.matches(&slash(&name))) {
+                    continue;
+                }
+                out.push(entry(&node, name, true));
+            }
+            continue;
+        }
+        if out.len() == before {
+            return Err(missing(src));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes one selected entry at `target_rel` in the upper directory; directories'
+/// mode and times are set afterwards (`dirs`), once their contents are written.
+fn place(
+    spec: &CopySpec,
+    e: &Selected,
+    target_rel: &Path,
+    dirs: &mut Vec<(PathBuf, u32, i64)>,
+) -> Result<(), CopyError> {
+    if e.kind == EntryKind::Other {
+        // Devices, fifos and sockets in a context are skipped, as Docker does.
         return Ok(());
     }
-    if let Ok(existing) = target.symlink_metadata() {
-        if existing.is_dir() {
-            std::fs::remove_dir_all(&target).map_err(io(&target))?;
-        } else {
-            std::fs::remove_file(&target).map_err(io(&target))?;
-        }
+    if e.kind == EntryKind::Dir && e.dest.as_os_str().is_empty() {
+        // The destination a directory source fills: made like any missing parent.
+        return ensure_dirs(spec, target_rel);
     }
-    if md.file_type().is_symlink() {
-        let link = std::fs::read_link(real).map_err(io(real))?;
+    let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
+    if let Some(parent) = target_rel.parent() {
+        ensure_dirs(spec, parent)?;
+    }
+    let target = spec.upper.join(target_rel);
+    let existing = target.symlink_metadata().ok();
+    if e.kind == EntryKind::Dir {
+        match existing {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                std::fs::remove_file(&target).map_err(io(&target))?;
+                std::fs::create_dir(&target).map_err(io(&target))?;
+            }
+            None => std::fs::create_dir(&target).map_err(io(&target))?,
+        }
+        std::os::unix::fs::lchown(&target, Some(spec.owner.0), Some(spec.owner.1))
+            .map_err(io(&target))?;
+        dirs.push((target, mode_for(spec, md.mode(), true), md.mtime()));
+        return Ok(());
+    }
+    match existing {
+        Some(m) if m.is_dir() => std::fs::remove_dir_all(&target).map_err(io(&target))?,
+        Some(_) => std::fs::remove_file(&target).map_err(io(&target))?,
+        None => {}
+    }
+    if e.kind == EntryKind::Symlink {
+        let link = std::fs::read_link(&e.real).map_err(io(&e.real))?;
         std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
         set_meta(&target, None, spec.owner, Some(md.mtime()))?;
-    } else if md.is_file() {
-        std::fs::copy(real, &target).map_err(io(&target))?;
+    } else {
+        std::fs::copy(&e.real, &target).map_err(io(&target))?;
         set_meta(
             &target,
             Some(mode_for(spec, md.mode(), false)),
@@ -270,18 +644,19 @@ fn copy_entry(
             Some(md.mtime()),
         )?;
     }
-    // Devices, fifos and sockets in a context are skipped, as Docker does.
     Ok(())
 }
 
 /// Performs the copy into `spec.upper`.
 pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
+    let selected = select(spec.src_layers, spec.sources, &spec.filter)?;
     let dest_rel = clean_rel(spec.dest).unwrap_or_default();
     let many =
         spec.sources.len() + spec.contents.len() > 1 || spec.sources.iter().any(|s| has_glob(s));
     let dest_is_dir = spec.dest.ends_with('/')
         || spec.dest.ends_with("/.")
         || many
+        || spec.filter.parents
         || dest_rel.as_os_str().is_empty()
         || merged::lookup(spec.dest_layers, &dest_rel)
             .and_then(|p| std::fs::metadata(p).ok())
@@ -289,33 +664,18 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
     if dest_is_dir {
         ensure_dirs(spec, &dest_rel)?;
     }
-    for src in spec.sources {
-        let pattern = clean_rel(src).ok_or_else(|| CopyError::Outside(src.clone()))?;
-        let matches = expand(spec.src_layers, &pattern);
-        if matches.is_empty() {
-            return Err(CopyError::NotFound(src.clone()));
-        }
-        for (rel, real) in matches {
-            let is_dir = std::fs::symlink_metadata(&real)
-                .map(|m| m.is_dir())
-                .unwrap_or(false);
-            let target = if is_dir {
-                if !dest_is_dir {
-                    ensure_dirs(spec, &dest_rel)?;
-                }
-                dest_rel.clone()
-            } else if dest_is_dir {
-                dest_rel.join(rel.file_name().unwrap_or_default())
-            } else {
-                dest_rel.clone()
-            };
-            if is_dir {
-                // A directory source copies its contents, not itself.
-                copy_children(spec, &rel, &target)?;
-            } else {
-                copy_entry(spec, &rel, &real, &target)?;
-            }
-        }
+    let mut dirs = Vec::new();
+    for e in &selected {
+        let target_rel = if e.whole && !dest_is_dir {
+            dest_rel.clone()
+        } else {
+            dest_rel.join(&e.dest)
+        };
+        place(spec, e, &target_rel, &mut dirs)?;
+    }
+    // Deepest first, so setting a directory's times is not undone by its children.
+    for (dir, mode, mtime) in dirs.iter().rev() {
+        set_meta(dir, Some(*mode), spec.owner, Some(*mtime))?;
     }
     for (name, data) in spec.contents {
         let target_rel = if dest_is_dir {

@@ -40,8 +40,8 @@ impl Exec<'_> {
                 }
             }
         }
-        if c.parents || !c.exclude.is_empty() || c.checksum.is_some() {
-            return Err(unsupported("COPY --parents/--exclude/--checksum"));
+        if c.checksum.is_some() {
+            return Err(unsupported("ADD --checksum"));
         }
         let src_layers = match &c.from {
             Source::Context => vec![self.req.context.clone()],
@@ -87,12 +87,22 @@ impl Exec<'_> {
         if c.dest.ends_with('/') && !dest.ends_with('/') {
             dest.push('/');
         }
+        let exclude = crate::ignore::Matcher::new(&c.exclude)
+            .map_err(|e| copy_err(copy::CopyError::Pattern(e)))?;
+        let from_context = matches!(c.from, Source::Context);
+        let filter = copy::SourceFilter {
+            from_context,
+            ignore: self.req.dockerignore.as_ref().filter(|_| from_context),
+            exclude: Some(&exclude),
+            parents: c.parents,
+        };
         let upper = self.store.scratch_dir("copy")?;
         let dest_layers = st.topmost_first();
         copy::copy(&copy::CopySpec {
             src_layers: &src_layers,
             dest_layers: &dest_layers,
             sources: &c.sources,
+            filter,
             contents: &c.contents,
             dest: &dest,
             owner,

@@ -44,6 +44,8 @@ pub struct BuildRequest<'a> {
     pub graph: &'a StepGraph,
     /// The build context directory.
     pub context: PathBuf,
+    /// Its `.dockerignore` (or `<Dockerfile>.dockerignore`): what COPY may not see.
+    pub dockerignore: Option<crate::ignore::Matcher>,
     /// The Dockerfile's name as the user gave it, for error locations.
     pub dockerfile: String,
     /// The `mybuild` binary, re-executed as the sandbox init.

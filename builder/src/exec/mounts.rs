@@ -248,6 +248,7 @@ impl Exec<'_> {
                                 src_layers: layers,
                                 dest_layers: &[],
                                 sources: &[src],
+                                filter: copy::SourceFilter::default(),
                                 contents: &[],
                                 dest: "/",
                                 owner: (init.uid, init.gid),

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use builder::context::Context as BuildContext;
 use builder::exec::{BuildEvent, BuildReporter, BuildRequest};
 use builder::plan::{BaseInfo, PlanOptions, Platform};
 use builder::sandbox::Network;
@@ -65,7 +66,7 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR; repeatable
     #[arg(long = "secret")]
     secrets: Vec<String>,
-    /// Build context directory
+    /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
 
@@ -206,9 +207,6 @@ fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
 }
 
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
-    if a.context == "-" {
-        bail!("a build context on standard input (-) is not supported yet; pass a directory");
-    }
     let outputs = a
         .outputs
         .iter()
@@ -220,34 +218,56 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         "none" => Network::None,
         other => bail!("--network={other}: expected default, none or host"),
     };
-    let context = PathBuf::from(&a.context);
-    if !context.is_dir() {
-        bail!("build context {} is not a directory", context.display());
-    }
+    let store = g.store()?;
+    let ctx = if a.context == "-" {
+        if a.file.as_deref() == Some("-") {
+            bail!("standard input cannot hold both the build context and the Dockerfile");
+        }
+        BuildContext::stdin(&store, std::io::stdin())?
+    } else {
+        BuildContext::dir(Path::new(&a.context))?
+    };
     let tags = a
         .tags
         .iter()
         .map(|t| ImageRef::parse(t).map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>>>()?;
-    let (dockerfile_name, text) = match a.file.as_deref() {
-        Some("-") => {
+    // The Dockerfile's name as shown, its text, and its path (for `<Dockerfile>.dockerignore`).
+    let (dockerfile_name, text, dockerfile_path) = match (a.file.as_deref(), ctx.stdin_dockerfile())
+    {
+        (_, Some(text)) => ("-".to_string(), text.to_string(), None),
+        (Some("-"), None) => {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
                 .context("reading the Dockerfile from standard input")?;
-            ("-".to_string(), s)
+            ("-".to_string(), s, None)
         }
-        Some(f) => (
-            f.to_string(),
-            std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?,
-        ),
-        None => {
-            let p = context.join("Dockerfile");
-            let shown = p.display().to_string();
+        (Some(f), None) => {
+            // In a context from standard input, -f names a file inside it.
+            let p = if a.context == "-" {
+                ctx.path().join(f)
+            } else {
+                PathBuf::from(f)
+            };
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {f}"))?;
+            (f.to_string(), text, Some(p))
+        }
+        (None, None) => {
+            let p = ctx.path().join("Dockerfile");
+            let shown = if a.context == "-" {
+                "Dockerfile".to_string()
+            } else {
+                Path::new(&a.context)
+                    .join("Dockerfile")
+                    .display()
+                    .to_string()
+            };
             let text = std::fs::read_to_string(&p).with_context(|| format!("reading {shown}"))?;
-            (shown, text)
+            (shown, text, Some(p))
         }
     };
+    let dockerignore = ctx.ignore(dockerfile_path.as_deref())?;
     let df = match builder::dockerfile::parse(&text, &dockerfile_name) {
         Ok(df) => df,
         Err(e) => {
@@ -255,7 +275,6 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    let store = g.store()?;
     let opts = PlanOptions {
         build_args: key_values(&a.build_args, "--build-arg")?,
         target: a.target.clone(),
@@ -282,9 +301,8 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
     let req = BuildRequest {
         graph: &graph,
-        context: context
-            .canonicalize()
-            .with_context(|| format!("opening {}", context.display()))?,
+        context: ctx.path().to_path_buf(),
+        dockerignore,
         dockerfile: dockerfile_name,
         exe,
         network,
