@@ -21,7 +21,7 @@ use crate::ignore::{MatchInfo, Matcher, PatternError};
 pub enum CopyError {
     #[error("source {0:?} not found")]
     NotFound(String),
-    #[error("{0:?}: not found in build context or excluded by .dockerignore")]
+    #[error("source {0:?} not found in build context or excluded by .dockerignore")]
     NotInContext(String),
     #[error("source {0:?} leaves the build context")]
     Outside(String),
