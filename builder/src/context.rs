@@ -244,4 +244,31 @@ mod tests {
         assert_eq!(compression(b"BZh91AY"), Some(Compression::Bzip2));
         assert_eq!(compression(b"FROM x"), None);
     }
+
+    #[test]
+    fn decompresses_every_accepted_format() {
+        use std::io::Write;
+        let data = b"the same bytes in every wrapper".repeat(50);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&data).unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        bz.write_all(&data).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&data).unwrap();
+        let wrapped = [
+            ("plain", data.clone()),
+            ("gzip", gz.finish().unwrap()),
+            ("bzip2", bz.finish().unwrap()),
+            ("xz", xz.finish().unwrap()),
+            ("zstd", zstd::encode_all(&data[..], 3).unwrap()),
+        ];
+        for (name, bytes) in wrapped {
+            let mut out = Vec::new();
+            decompress(&bytes[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data, "{name}");
+        }
+    }
 }
