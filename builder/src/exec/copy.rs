@@ -650,6 +650,12 @@ fn place(
 /// Performs the copy into `spec.upper`.
 pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
     let selected = select(spec.src_layers, spec.sources, &spec.filter)?;
+    copy_selection(spec, &selected)
+}
+
+/// Writes what [`select`] chose (for `spec`'s sources) and `spec`'s heredoc files
+/// into `spec.upper`.
+pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), CopyError> {
     let dest_rel = clean_rel(spec.dest).unwrap_or_default();
     let many =
         spec.sources.len() + spec.contents.len() > 1 || spec.sources.iter().any(|s| has_glob(s));
@@ -665,7 +671,7 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
         ensure_dirs(spec, &dest_rel)?;
     }
     let mut dirs = Vec::new();
-    for e in &selected {
+    for e in selected {
         let target_rel = if e.whole && !dest_is_dir {
             dest_rel.clone()
         } else {
