@@ -3,35 +3,14 @@
 //! Dockerfiles on standard input, symlinks. Real busybox base, real namespaces;
 //! results read back with `umoci unpack`.
 
+mod common;
+
+use common::{fails, mybuild, ok, setup, unpack};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use assert_cmd::cargo::CommandCargoExt;
-use tempfile::TempDir;
-
-fn mybuild(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("mybuild").expect("binary");
-    c.arg("--root").arg(root);
-    c
-}
-
-fn ok(cmd: &mut Command) -> (String, String) {
-    let out = cmd.output().expect("runs");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
-    (so, se)
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("runs");
-    assert!(!out.status.success(), "{cmd:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Runs `cmd` with `input` on standard input; returns (success, stderr).
 fn with_stdin(cmd: &mut Command, input: &[u8]) -> (bool, String) {
@@ -54,25 +33,6 @@ fn with_stdin(cmd: &mut Command, input: &[u8]) -> (bool, String) {
     )
 }
 
-/// A store with busybox imported; `None` when the test must skip.
-fn setup() -> Option<(TempDir, PathBuf)> {
-    if !testdata::require_root()
-        || !testdata::require_tool("busybox")
-        || !testdata::require_tool("umoci")
-    {
-        return None;
-    }
-    let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    ok(mybuild(&root)
-        .arg("import")
-        .arg(&rootfs)
-        .arg("busybox")
-        .args(["-c", "ENV PATH=/bin"]));
-    Some((tmp, root))
-}
-
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A context directory holding `files` (name, content); no Dockerfile unless listed.
@@ -85,17 +45,6 @@ fn context(tmp: &Path, files: &[(&str, &str)]) -> PathBuf {
         std::fs::write(p, body).expect("file");
     }
     ctx
-}
-
-/// Unpacks a built image with umoci and returns the rootfs path.
-fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
-    let bundle = tmp.join(format!("bundle-{}", name.replace([':', '/'], "-")));
-    ok(Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:{name}", root.display()))
-        .arg(&bundle));
-    bundle.join("rootfs")
 }
 
 fn read(rootfs: &Path, path: &str) -> String {
