@@ -176,6 +176,17 @@ fn copying_an_ignored_file_fails_with_a_clear_message() {
     );
     let err = fails(mybuild(&root).args(["-t", "bad:2"]).arg(&ctx));
     assert!(err.contains("illegal exclusion pattern"), "{err}");
+    assert!(err.contains(".dockerignore"), "names the file: {err}");
+
+    let ctx = context(
+        tmp.path(),
+        &[("Dockerfile", "FROM busybox\nCOPY --exclude=[ . /x/\n")],
+    );
+    let err = fails(mybuild(&root).args(["-t", "bad:3"]).arg(&ctx));
+    assert!(
+        err.contains("Dockerfile:2: COPY --exclude=[ . /x/: invalid pattern"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,7 +197,12 @@ fn copy_exclude_and_parents() {
         &[
             (
                 "Dockerfile",
-                "FROM busybox\n\
+                "FROM busybox AS base\n\
+                 RUN mkdir -p /test/a/b/c/d /test/a/b2/c/d/e \
+                     && echo foo > /test/a/b/c/d/foo && echo bar > /test/a/b2/c/d/e/bar\n\
+                 FROM busybox\n\
+                 COPY --from=base --parents /test/a/b/./c/d /out1/\n\
+                 COPY --from=base --parents /test/a/./*/c /out2/\n\
                  COPY --exclude=*.txt hom* /ex/\n\
                  COPY --exclude=*.png --exclude=sub dir /dirx/\n\
                  COPY --parents ./a/./b/c.txt /out/\n\
@@ -222,6 +238,11 @@ fn copy_exclude_and_parents() {
     assert_eq!(read(&fs, "w/src/one.rs"), "1");
     assert_eq!(read(&fs, "w/src/mod/two.rs"), "2");
     assert!(absent(&fs, "w/src/mod/notes.md"));
+    // From another stage, with absolute sources and a `/./` pivot (BuildKit's cases).
+    assert_eq!(read(&fs, "out1/c/d/foo"), "foo\n");
+    assert!(absent(&fs, "out1/test"));
+    assert_eq!(read(&fs, "out2/b/c/d/foo"), "foo\n");
+    assert_eq!(read(&fs, "out2/b2/c/d/e/bar"), "bar\n");
 }
 
 #[test]
