@@ -21,7 +21,6 @@ use layer_cache::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::copy::{self, CopyError};
-use crate::exec::merged;
 
 const VERSION: &[u8] = b"mybuild-cache-v1";
 
@@ -208,42 +207,43 @@ pub fn base_note_name(reference: &str) -> Digest {
     h.finish()
 }
 
-/// The files COPY/ADD would select, hashed by path, type, mode, owner, size, content
-/// and symlink target (not mtime). Walks the same source resolution as
-/// [`copy::copy`]; this is the one place to swap in another selection (ignore
-/// files, --exclude). Regular files of a build context go through the stat cache.
+/// The entries COPY/ADD would write, as [`copy::select`] lists them (after
+/// `.dockerignore`, `--exclude` and `--parents`), each hashed by source path,
+/// destination, type, mode, owner, size, content and symlink target (not mtime).
+/// Regular files go through the stat cache when one is given.
 pub fn copy_inputs(
     src_layers: &[PathBuf],
     sources: &[String],
+    filter: &copy::SourceFilter<'_>,
     mut stat: Option<&mut StatCache>,
 ) -> Result<Vec<(String, Digest)>, CopyError> {
-    let mut out = Vec::new();
-    for src in sources {
-        let pattern = copy::clean_rel(src).ok_or_else(|| CopyError::Outside(src.clone()))?;
-        let matches = copy::expand(src_layers, &pattern);
-        if matches.is_empty() {
-            return Err(CopyError::NotFound(src.clone()));
-        }
-        for (rel, real) in matches {
-            walk(src_layers, &rel, &real, &mut stat, &mut out)?;
-        }
+    let selected = copy::select(src_layers, sources, filter)?;
+    let mut out = Vec::with_capacity(selected.len());
+    for sel in &selected {
+        let name = sel.src.to_string_lossy().into_owned();
+        let mut h = KeyHasher::new("selected");
+        h.field("dest", sel.dest.as_os_str().as_bytes())
+            .field("whole", &[u8::from(sel.whole)])
+            .field(
+                "entry",
+                entry_digest(&sel.real, &name, &mut stat)?.hex().as_bytes(),
+            );
+        out.push((name, h.finish()));
     }
     Ok(out)
 }
 
-fn walk(
-    layers: &[PathBuf],
-    rel: &Path,
+/// One entry's metadata and content.
+fn entry_digest(
     real: &Path,
+    name: &str,
     stat: &mut Option<&mut StatCache>,
-    out: &mut Vec<(String, Digest)>,
-) -> Result<(), CopyError> {
+) -> Result<Digest, CopyError> {
     let io = |source| CopyError::Io {
         path: real.to_path_buf(),
         source,
     };
     let md = std::fs::symlink_metadata(real).map_err(io)?;
-    let name = rel.to_string_lossy().into_owned();
     let mut h = KeyHasher::new("entry");
     h.field("mode", &md.mode().to_le_bytes())
         .field("uid", &md.uid().to_le_bytes())
@@ -254,7 +254,7 @@ fn walk(
         h.field("symlink", target.as_os_str().as_bytes());
     } else if ft.is_file() {
         let digest = match stat.as_deref_mut() {
-            Some(c) => c.file_digest(&name, real, &md).map_err(io)?,
+            Some(c) => c.file_digest(name, real, &md).map_err(io)?,
             None => {
                 let mut f = std::fs::File::open(real).map_err(io)?;
                 let mut hasher = layer_cache::digest::HashingWriter::new(std::io::sink());
@@ -265,16 +265,7 @@ fn walk(
         h.field("size", &md.len().to_le_bytes())
             .field("sha256", digest.hex().as_bytes());
     }
-    out.push((name, h.finish()));
-    if md.is_dir() {
-        for child in merged::list(layers, rel) {
-            let child_rel = rel.join(&child);
-            if let Some(child_real) = merged::lookup(layers, &child_rel) {
-                walk(layers, &child_rel, &child_real, stat, out)?;
-            }
-        }
-    }
-    Ok(())
+    Ok(h.finish())
 }
 
 #[cfg(test)]
@@ -320,6 +311,13 @@ mod tests {
         assert_ne!(x.finish(), y.finish());
     }
 
+    fn ctx_filter() -> crate::exec::copy::SourceFilter<'static> {
+        crate::exec::copy::SourceFilter {
+            from_context: true,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn copy_inputs_ignore_mtime_and_see_content_and_mode() {
         use std::os::unix::fs::PermissionsExt;
@@ -330,7 +328,7 @@ mod tests {
         std::os::unix::fs::symlink("sub/a.txt", ctx.join("src/link")).unwrap();
         let layers = vec![ctx.clone()];
         let sources = vec!["src".to_string()];
-        let first = copy_inputs(&layers, &sources, None).unwrap();
+        let first = copy_inputs(&layers, &sources, &ctx_filter(), None).unwrap();
         let names: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["src", "src/link", "src/sub", "src/sub/a.txt"]);
         let f = std::fs::File::options()
@@ -338,14 +336,17 @@ mod tests {
             .open(ctx.join("src/sub/a.txt"))
             .unwrap();
         f.set_modified(std::time::UNIX_EPOCH).unwrap();
-        assert_eq!(copy_inputs(&layers, &sources, None).unwrap(), first);
+        assert_eq!(
+            copy_inputs(&layers, &sources, &ctx_filter(), None).unwrap(),
+            first
+        );
         std::fs::set_permissions(
             ctx.join("src/sub/a.txt"),
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
         let changed = Inputs {
-            files: copy_inputs(&layers, &sources, None).unwrap(),
+            files: copy_inputs(&layers, &sources, &ctx_filter(), None).unwrap(),
             ..Inputs::default()
         };
         let old = Inputs {
@@ -357,8 +358,8 @@ mod tests {
             Some("src/sub/a.txt changed")
         );
         assert!(matches!(
-            copy_inputs(&layers, &["nope".to_string()], None),
-            Err(CopyError::NotFound(_))
+            copy_inputs(&layers, &["nope".to_string()], &ctx_filter(), None),
+            Err(CopyError::NotInContext(_))
         ));
     }
 }

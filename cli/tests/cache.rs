@@ -183,6 +183,36 @@ fn mtime_only_change_reruns_nothing() {
 }
 
 #[test]
+fn ignored_and_excluded_files_do_not_reach_the_key() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox\n\
+         COPY --exclude=*.log src/ /src/\n\
+         RUN echo RAN-$((1)) && ls /src > /listing\n",
+        &[
+            ("src/a.txt", "A"),
+            ("src/debug.log", "1"),
+            ("src/tmp/scratch", "x"),
+            (".dockerignore", "src/tmp\n"),
+        ],
+    );
+    let (first, log) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log).len(), 2, "{log}");
+    write(&ctx.join("src/debug.log"), "2");
+    write(&ctx.join("src/tmp/scratch"), "y");
+    write(&ctx.join("src/tmp/new"), "z");
+    let (second, log) = build(&root, &ctx, &[]);
+    assert!(ran(&log).is_empty(), "{log}");
+    assert_eq!(first, second);
+    // A file the COPY does select still counts.
+    write(&ctx.join("src/a.txt"), "A2");
+    let (third, log) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log).len(), 2, "{log}");
+    assert_ne!(first, third);
+}
+
+#[test]
 fn changed_file_reruns_from_its_copy_on_and_the_other_stage_stays_cached() {
     let Some((tmp, root)) = setup() else { return };
     let mut files: Vec<(String, String)> = Vec::new();

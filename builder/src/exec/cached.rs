@@ -43,11 +43,17 @@ impl Exec<'_> {
                         .unwrap_or("/")
                         .to_string();
                     match &m.from {
+                        // A bind mount shows the raw directory, so every file counts.
                         None | Some(Source::Context) if bind => {
-                            inputs.files.extend(self.context_inputs(&[src])?);
+                            let filter = copy::SourceFilter {
+                                from_context: true,
+                                ..copy::SourceFilter::default()
+                            };
+                            inputs.files.extend(self.context_inputs(&[src], &filter)?);
                         }
                         Some(Source::Stage { index }) if bind => {
-                            let files = self.stage_inputs(*index, &[src], done)?;
+                            let filter = copy::SourceFilter::default();
+                            let files = self.stage_inputs(*index, &[src], &filter, done)?;
                             inputs.files.extend(
                                 files
                                     .into_iter()
@@ -67,11 +73,21 @@ impl Exec<'_> {
                 if c.sources.iter().any(remote) {
                     return None;
                 }
+                // What the step itself selects; a bad pattern gives no key and the
+                // step reports it.
+                let exclude = crate::ignore::Matcher::new(&c.exclude).ok()?;
+                let from_context = matches!(c.from, Source::Context);
+                let filter = copy::SourceFilter {
+                    from_context,
+                    ignore: self.req.dockerignore.as_ref().filter(|_| from_context),
+                    exclude: Some(&exclude),
+                    parents: c.parents,
+                };
                 match &c.from {
-                    Source::Context => inputs.files = self.context_inputs(&c.sources)?,
+                    Source::Context => inputs.files = self.context_inputs(&c.sources, &filter)?,
                     // By content, so a rebuilt stage that made the same files still hits.
                     Source::Stage { index } => {
-                        inputs.files = self.stage_inputs(*index, &c.sources, done)?
+                        inputs.files = self.stage_inputs(*index, &c.sources, &filter, done)?
                     }
                     from => {
                         let id = self.source_id(from, done)?;
@@ -109,9 +125,13 @@ impl Exec<'_> {
 
     /// Context files a COPY would select, through the stat cache. A source that does
     /// not resolve gives no key: the step runs and reports the error itself.
-    fn context_inputs(&self, sources: &[String]) -> Option<Vec<(String, Digest)>> {
+    fn context_inputs(
+        &self,
+        sources: &[String],
+        filter: &copy::SourceFilter<'_>,
+    ) -> Option<Vec<(String, Digest)>> {
         let context = std::slice::from_ref(&self.req.context);
-        self.hashed_inputs(context, &self.req.context, sources)
+        self.hashed_inputs(context, &self.req.context, sources, filter)
     }
 
     /// Files selected from a finished stage's snapshots. Snapshots never change once
@@ -120,6 +140,7 @@ impl Exec<'_> {
         &self,
         index: usize,
         sources: &[String],
+        filter: &copy::SourceFilter<'_>,
         done: &BTreeMap<usize, StageState>,
     ) -> Option<Vec<(String, Digest)>> {
         let layers = done.get(&index)?.topmost_first();
@@ -127,7 +148,7 @@ impl Exec<'_> {
         let stat = guard
             .entry(self.store.snapshots_dir())
             .or_insert_with(|| self.store.snapshot_stat_cache());
-        cache::copy_inputs(&layers, sources, Some(stat)).ok()
+        cache::copy_inputs(&layers, sources, filter, Some(stat)).ok()
     }
 
     fn hashed_inputs(
@@ -135,12 +156,13 @@ impl Exec<'_> {
         layers: &[PathBuf],
         dir: &Path,
         sources: &[String],
+        filter: &copy::SourceFilter<'_>,
     ) -> Option<Vec<(String, Digest)>> {
         let mut guard = self.stat.lock().ok()?;
         let stat = guard
             .entry(dir.to_path_buf())
             .or_insert_with(|| self.store.stat_cache(dir));
-        cache::copy_inputs(layers, sources, Some(stat)).ok()
+        cache::copy_inputs(layers, sources, filter, Some(stat)).ok()
     }
 
     /// Applies a record on top of the state it was keyed from. The layer is not read:

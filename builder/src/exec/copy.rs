@@ -166,31 +166,6 @@ pub fn glob_match(pat: &[u8], name: &[u8]) -> bool {
     }
 }
 
-/// Expands a source pattern against the merged source view: (relative path, real path).
-pub(crate) fn expand(layers: &[PathBuf], pattern: &Path) -> Vec<(PathBuf, PathBuf)> {
-    let mut current = vec![PathBuf::new()];
-    for comp in pattern.components() {
-        let part = comp.as_os_str().to_string_lossy().into_owned();
-        let mut next = Vec::new();
-        for base in &current {
-            if has_glob(&part) {
-                for name in merged::list(layers, base) {
-                    if glob_match(part.as_bytes(), name.as_bytes()) {
-                        next.push(base.join(name));
-                    }
-                }
-            } else {
-                next.push(base.join(&part));
-            }
-        }
-        current = next;
-    }
-    current
-        .into_iter()
-        .filter_map(|rel| merged::lookup(layers, &rel).map(|real| (rel, real)))
-        .collect()
-}
-
 fn set_meta(
     path: &Path,
     mode: Option<u32>,
