@@ -151,8 +151,37 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause its parent's message
+/// already spells out (library errors often embed their source).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if text.contains(&msg) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&msg);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_text_drops_causes_already_in_the_message() {
+        let e =
+            anyhow::Error::new(std::io::Error::other("disk full")).context("writing x: disk full");
+        assert_eq!(super::error_text(&e), "writing x: disk full");
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing x");
+        assert_eq!(super::error_text(&e), "writing x: disk full");
     }
 }
