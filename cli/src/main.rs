@@ -54,11 +54,27 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
+    /// Pull an image from a registry into the store
+    Pull(commands::registry::PullArgs),
+    /// Push an image from the store to a registry
+    Push(commands::registry::PushArgs),
+    /// Copy an image between registries (streaming, digests kept)
+    Copy(commands::registry::CopyArgs),
+    /// Log in to a registry
+    Login(commands::registry::LoginArgs),
+    /// Remove a registry's stored credentials
+    Logout(commands::registry::LogoutArgs),
+    /// List a repository's tags in a registry
+    Tags(commands::registry::RefArgs),
+    /// Print the manifest digest of an image in a registry
+    Digest(commands::registry::RefArgs),
+    /// Delete an image (manifest) from a registry
+    Delete(commands::registry::RefArgs),
 }
 
 const VERBS: &[&str] = &[
     "build", "images", "inspect", "tag", "rmi", "prune", "cache", "fsck", "import", "save", "load",
-    "check", "parse", "help",
+    "check", "parse", "pull", "push", "copy", "login", "logout", "tags", "digest", "delete", "help",
 ];
 
 /// `mybuild -t app:1 .` means `mybuild build -t app:1 .`: insert the verb when the first
@@ -147,6 +163,14 @@ fn main() -> std::process::ExitCode {
         Command::Load(a) => commands::archive::load(&g, a),
         Command::Check(a) => commands::check::run(a),
         Command::Parse(a) => commands::parse::run(a),
+        Command::Pull(a) => commands::registry::pull(&g, a),
+        Command::Push(a) => commands::registry::push(&g, a),
+        Command::Copy(a) => commands::registry::copy(a),
+        Command::Login(a) => commands::registry::login(a),
+        Command::Logout(a) => commands::registry::logout(a),
+        Command::Tags(a) => commands::registry::tags(a),
+        Command::Digest(a) => commands::registry::digest(a),
+        Command::Delete(a) => commands::registry::delete(a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

@@ -66,28 +66,47 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR; repeatable
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// Pull every base image, even those already in the store
+    #[arg(long)]
+    pull: bool,
+    /// Push the tagged image(s) to their registries after the build
+    #[arg(long)]
+    push: bool,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
 
-/// Answers the planner's questions about base images from the local store.
-struct StoreBases<'a>(&'a Store);
+/// Answers the planner's questions about base images from the local store,
+/// pulling images that are missing (all of them with `--pull`).
+struct StoreBases<'a>(&'a Store, &'a super::registry::BasePuller);
 
 impl StoreBases<'_> {
-    fn config(&self, reference: &str) -> Option<layer_cache::image::ContainerConfig> {
+    fn config(
+        &self,
+        reference: &str,
+        platform: Option<&Platform>,
+    ) -> Option<layer_cache::image::ContainerConfig> {
+        self.1.ensure(
+            reference,
+            platform.map(|p| registry_client::Platform {
+                os: p.os.clone(),
+                architecture: p.arch.clone(),
+                variant: p.variant.clone(),
+            }),
+        );
         let desc = self.0.resolve(reference).ok()?;
         self.0.load_image(&desc).ok()?.config.config
     }
 }
 
 impl BaseInfo for StoreBases<'_> {
-    fn onbuild(&self, image: &str, _platform: Option<&Platform>) -> Vec<String> {
-        self.config(image)
+    fn onbuild(&self, image: &str, platform: Option<&Platform>) -> Vec<String> {
+        self.config(image, platform)
             .and_then(|c| c.on_build)
             .unwrap_or_default()
     }
-    fn env(&self, image: &str, _platform: Option<&Platform>) -> Vec<(String, String)> {
-        self.config(image)
+    fn env(&self, image: &str, platform: Option<&Platform>) -> Vec<(String, String)> {
+        self.config(image, platform)
             .map(|c| {
                 c.env
                     .iter()
@@ -280,13 +299,17 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         target: a.target.clone(),
         ..PlanOptions::default()
     };
-    let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store)) {
+    let puller = super::registry::BasePuller::new(&store, a.pull)?;
+    let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store, &puller)) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("{}", e.render());
             return Ok(1);
         }
     };
+    if let Some(e) = puller.errors.lock().ok().and_then(|e| e.first().cloned()) {
+        bail!("{e}");
+    }
     for w in &graph.warnings {
         if !a.quiet {
             match &w.span {
@@ -344,6 +367,11 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     for o in &outputs {
         crate::output::write(&store, o, &result.manifest, &tags)?;
+    }
+    if a.push {
+        for t in &tags {
+            puller.push(&store, &t.tagged_name())?;
+        }
     }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, digest.to_string())

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod check;
 pub mod parse;
 pub mod secrets;
+pub mod registry;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).

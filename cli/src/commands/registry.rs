@@ -1,0 +1,663 @@
+//! Registry commands: pull, push, copy, login, logout, tags, digest, delete.
+//! registry-client speaks the protocol; this file wires it to the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
+use layer_cache::image::descriptor as oci_descriptor;
+use layer_cache::{Digest, ImageRef, Store};
+use registry_client::auth::{CredentialStore, Credentials};
+use registry_client::manifest::{select_platform, MAX_MANIFEST};
+use registry_client::reference::normalize_registry;
+use registry_client::{
+    BlobSource, Client, ClientOptions, Descriptor, Manifest, ManifestBody, Platform, PushOutcome,
+    Reference,
+};
+use tokio::io::{AsyncRead, AsyncSeekExt};
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RegistryOpts {
+    /// Allow plain HTTP or unverified HTTPS for this registry (host[:port]); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Image to pull (name[:tag][@digest])
+    reference: String,
+    /// Platform to pick from a multi-platform image (os/arch[/variant])
+    #[arg(long)]
+    platform: Option<String>,
+    #[command(flatten)]
+    opts: RegistryOpts,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// Local image to push
+    image: String,
+    /// Destination (default: the image's own name)
+    dest: Option<String>,
+    #[command(flatten)]
+    opts: RegistryOpts,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CopyArgs {
+    /// Source image in a registry
+    src: String,
+    /// Destination image in a registry
+    dst: String,
+    /// Copy every platform of a multi-platform image (keeps the index digest)
+    #[arg(long)]
+    all_platforms: bool,
+    /// Platform to copy from a multi-platform image (os/arch[/variant])
+    #[arg(long)]
+    platform: Option<String>,
+    #[command(flatten)]
+    opts: RegistryOpts,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host (docker.io when omitted)
+    registry: Option<String>,
+    /// Username
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    opts: RegistryOpts,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host (docker.io when omitted)
+    registry: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RefArgs {
+    /// Image or repository in a registry
+    reference: String,
+    #[command(flatten)]
+    opts: RegistryOpts,
+}
+
+pub fn client(opts: &RegistryOpts) -> Client {
+    let mut o = ClientOptions::from_env();
+    o.insecure_registries = opts
+        .insecure
+        .iter()
+        .map(|h| normalize_registry(h))
+        .collect();
+    Client::new(o)
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn parse_ref(s: &str) -> Result<Reference> {
+    Ok(Reference::parse(s)?)
+}
+
+fn digest_of(s: &str) -> Result<Digest> {
+    s.parse::<Digest>().map_err(|e| anyhow!("{e}"))
+}
+
+fn short(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    &hex[..hex.len().min(12)]
+}
+
+/// Which repositories (per registry) hold which blobs, so a push to another
+/// repository can mount instead of upload. A hint only: losing it costs an upload.
+struct Sources {
+    path: PathBuf,
+    map: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Sources {
+    fn load(store: &Store) -> Sources {
+        let path = store.root().join("registry-sources.json");
+        let map = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Sources { path, map }
+    }
+    fn repos_on(&self, digest: &str, registry: &str) -> Vec<String> {
+        let prefix = format!("{registry}/");
+        self.map
+            .get(digest)
+            .map(|s| {
+                s.iter()
+                    .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn add(&mut self, digest: &str, r: &Reference) {
+        self.map
+            .entry(digest.to_string())
+            .or_default()
+            .insert(r.name());
+    }
+    fn save(&self) {
+        let tmp = self.path.with_extension("json.tmp");
+        if let Ok(bytes) = serde_json::to_vec(&self.map) {
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.path);
+            }
+        }
+    }
+}
+
+/// A store blob as an upload source.
+struct StoreBlob(PathBuf);
+
+impl BlobSource for StoreBlob {
+    fn open(
+        &self,
+        offset: u64,
+    ) -> BoxFuture<'_, std::io::Result<Box<dyn AsyncRead + Send + Unpin>>> {
+        Box::pin(async move {
+            let mut f = tokio::fs::File::open(&self.0).await?;
+            f.seek(std::io::SeekFrom::Start(offset)).await?;
+            Ok(Box::new(f) as Box<dyn AsyncRead + Send + Unpin>)
+        })
+    }
+}
+
+/// Another registry's blob as an upload source (registry-to-registry copy).
+struct RemoteBlob<'a> {
+    client: &'a Client,
+    from: &'a Reference,
+    digest: String,
+}
+
+impl BlobSource for RemoteBlob<'_> {
+    fn open(
+        &self,
+        offset: u64,
+    ) -> BoxFuture<'_, std::io::Result<Box<dyn AsyncRead + Send + Unpin>>> {
+        Box::pin(async move {
+            self.client
+                .open_blob(self.from, &self.digest, offset)
+                .await
+                .map_err(std::io::Error::other)
+        })
+    }
+}
+
+fn want_platform(p: Option<&str>) -> Result<Platform> {
+    Ok(match p {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    })
+}
+
+/// The platform's manifest when `m` is an index, else `m` itself.
+async fn resolve_platform(
+    client: &Client,
+    r: &Reference,
+    m: Manifest,
+    want: &Platform,
+) -> Result<Manifest> {
+    let ManifestBody::Index { manifests } = m.body()? else {
+        return Ok(m);
+    };
+    let chosen = select_platform(&manifests, want).ok_or_else(|| {
+        let have: Vec<String> = manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .collect();
+        anyhow!(
+            "{r}: no image for platform {want} (it has {})",
+            have.join(", ")
+        )
+    })?;
+    let child = client
+        .get_manifest(&r.with_reference(None, Some(chosen.digest.clone())))
+        .await?;
+    if child.is_index() {
+        bail!("{r}: nested indexes are not supported");
+    }
+    Ok(child)
+}
+
+/// Pulls `r` into the store and tags it; returns the stored manifest's digest.
+pub async fn pull_into_store(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    platform: &Platform,
+    quiet: bool,
+) -> Result<String> {
+    let _lock = store.usage_lock()?;
+    let top = client.get_manifest(r).await?;
+    let m = resolve_platform(client, r, top, platform).await?;
+    let ManifestBody::Image { config, layers } = m.body()? else {
+        bail!("{r}: expected an image manifest");
+    };
+    let mut sources = Sources::load(store);
+    let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
+    let jobs = blobs.iter().map(|d| async move {
+        let digest = digest_of(&d.digest)?;
+        if store.has_blob(&digest) {
+            if !quiet {
+                eprintln!("{}: already exists", short(&d.digest));
+            }
+            return Ok::<(), anyhow::Error>(());
+        }
+        let mut w = store.ingest()?;
+        client.pull_blob(r, d, &mut w, &|_| {}).await?;
+        w.commit(Some(&digest), Some(d.size))?;
+        if !quiet {
+            eprintln!("{}: pulled {}", short(&d.digest), super::human_size(d.size));
+        }
+        Ok(())
+    });
+    futures_util::stream::iter(jobs)
+        .buffer_unordered(client.options().max_concurrent_per_host.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let committed = store.write_blob(&m.bytes)?;
+    if committed.digest.to_string() != m.digest {
+        bail!("{r}: stored manifest digest differs from the registry's");
+    }
+    for d in &blobs {
+        sources.add(&d.digest, r);
+    }
+    sources.save();
+    let desc = oci_descriptor(&m.media_type, &committed.digest, committed.size);
+    if r.digest.is_none() || r.tag.is_some() {
+        let local = ImageRef::parse(&local_name(r))?;
+        store.set_tag(&local, &desc)?;
+    }
+    Ok(m.digest)
+}
+
+/// The store's name for a registry reference (`busybox:latest`, `host:5000/app:1`).
+pub fn local_name(r: &Reference) -> String {
+    let repo = r.name();
+    match (&r.tag, &r.digest) {
+        (Some(t), _) => format!("{repo}:{t}"),
+        (None, Some(d)) => format!("{repo}@{d}"),
+        (None, None) => format!("{repo}:latest"),
+    }
+}
+
+pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
+    let r = parse_ref(&a.reference)?;
+    let platform = want_platform(a.platform.as_deref())?;
+    let store = g.store()?;
+    let client = client(&a.opts);
+    eprintln!("pulling {r}");
+    let digest = runtime()?.block_on(pull_into_store(&store, &client, &r, &platform, false))?;
+    eprintln!("Digest: {digest}");
+    println!("{}", ImageRef::parse(&local_name(&r))?);
+    Ok(0)
+}
+
+/// Pushes one image manifest's blobs, then the manifest by `dest`.
+async fn push_manifest_tree(
+    store: &Store,
+    client: &Client,
+    sources: &mut Sources,
+    dest: &Reference,
+    m: &Manifest,
+) -> Result<()> {
+    match m.body()? {
+        ManifestBody::Index { manifests } => {
+            for child in &manifests {
+                let d = digest_of(&child.digest)?;
+                if client.has_manifest(dest, &child.digest).await? {
+                    continue;
+                }
+                let bytes = store
+                    .read_blob(&d, MAX_MANIFEST)
+                    .with_context(|| format!("index entry {} is not in the store", child.digest))?;
+                let cm = Manifest::new(bytes, Some(&child.media_type))?;
+                Box::pin(push_manifest_tree(
+                    store,
+                    client,
+                    sources,
+                    &dest.with_reference(None, None),
+                    &cm,
+                ))
+                .await?;
+            }
+        }
+        ManifestBody::Image { config, layers } => {
+            let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
+            let mounts: Vec<Vec<String>> = blobs
+                .iter()
+                .map(|d| sources.repos_on(&d.digest, &dest.registry))
+                .collect();
+            let jobs = blobs.iter().zip(mounts).map(|(d, from)| async move {
+                let path = store.blob_path(&digest_of(&d.digest)?);
+                if !path.is_file() {
+                    bail!("blob {} is not in the store", d.digest);
+                }
+                let outcome = client.push_blob(dest, d, &StoreBlob(path), &from).await?;
+                match &outcome {
+                    PushOutcome::Exists => eprintln!("{}: already exists", short(&d.digest)),
+                    PushOutcome::Mounted { from } => {
+                        eprintln!("{}: mounted from {from}", short(&d.digest))
+                    }
+                    PushOutcome::Uploaded { chunks } if *chunks > 1 => eprintln!(
+                        "{}: pushed {} in {chunks} chunks",
+                        short(&d.digest),
+                        super::human_size(d.size)
+                    ),
+                    PushOutcome::Uploaded { .. } => {
+                        eprintln!("{}: pushed {}", short(&d.digest), super::human_size(d.size))
+                    }
+                }
+                Ok(d.digest.clone())
+            });
+            let done: Vec<String> = futures_util::stream::iter(jobs)
+                .buffer_unordered(client.options().max_concurrent_per_host.max(1))
+                .try_collect()
+                .await?;
+            for d in done {
+                sources.add(&d, dest);
+            }
+        }
+    }
+    client.put_manifest(dest, m).await?;
+    Ok(())
+}
+
+/// Pushes a stored image to `dest`; returns the manifest digest.
+pub async fn push_from_store(
+    store: &Store,
+    client: &Client,
+    image: &str,
+    dest: &Reference,
+) -> Result<String> {
+    let desc = store.resolve(image)?;
+    let digest = layer_cache::image::descriptor_digest(&desc)?;
+    let bytes = store.read_blob(&digest, MAX_MANIFEST)?;
+    let m = Manifest::new(bytes, Some(desc.media_type().to_string().as_str()))?;
+    let mut dest = dest.clone();
+    if dest.tag.is_none() && dest.digest.is_none() {
+        dest.tag = Some("latest".into());
+    }
+    let mut sources = Sources::load(store);
+    push_manifest_tree(store, client, &mut sources, &dest, &m).await?;
+    sources.save();
+    Ok(m.digest)
+}
+
+pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
+    let dest = parse_ref(a.dest.as_deref().unwrap_or(&a.image))?;
+    let store = g.store()?;
+    let client = client(&a.opts);
+    eprintln!("pushing {} to {dest}", a.image);
+    let digest = runtime()?.block_on(push_from_store(&store, &client, &a.image, &dest))?;
+    let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
+    eprintln!("{}: digest: {digest} size: {size}", dest.reference());
+    println!("{digest}");
+    Ok(0)
+}
+
+async fn copy_image(client: &Client, src: &Reference, dst: &Reference, m: &Manifest) -> Result<()> {
+    if let ManifestBody::Image { config, layers } = m.body()? {
+        let same = src.registry == dst.registry;
+        let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
+        let jobs = blobs.iter().map(|d| async move {
+            let from = if same {
+                vec![src.repository.clone()]
+            } else {
+                Vec::new()
+            };
+            let source = RemoteBlob {
+                client,
+                from: src,
+                digest: d.digest.clone(),
+            };
+            let outcome = client.push_blob(dst, d, &source, &from).await?;
+            let what = match outcome {
+                PushOutcome::Exists => "already exists".to_string(),
+                PushOutcome::Mounted { from } => format!("mounted from {from}"),
+                PushOutcome::Uploaded { .. } => format!("copied {}", super::human_size(d.size)),
+            };
+            eprintln!("{}: {what}", short(&d.digest));
+            Ok::<(), anyhow::Error>(())
+        });
+        futures_util::stream::iter(jobs)
+            .buffer_unordered(client.options().max_concurrent_per_host.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    client.put_manifest(dst, m).await?;
+    Ok(())
+}
+
+pub fn copy(a: &CopyArgs) -> Result<i32> {
+    let src = parse_ref(&a.src)?;
+    let mut dst = parse_ref(&a.dst)?;
+    if dst.tag.is_none() && dst.digest.is_none() {
+        dst.tag = Some(src.tag.clone().unwrap_or_else(|| "latest".into()));
+    }
+    let want = want_platform(a.platform.as_deref())?;
+    let client = client(&a.opts);
+    let digest = runtime()?.block_on(async {
+        let top = client.get_manifest(&src).await?;
+        if top.is_index() && a.all_platforms {
+            let ManifestBody::Index { manifests } = top.body()? else {
+                unreachable!("is_index checked")
+            };
+            for child in &manifests {
+                let cm = client
+                    .get_manifest(&src.with_reference(None, Some(child.digest.clone())))
+                    .await?;
+                let child_dst = dst.with_reference(None, None);
+                Box::pin(copy_image(&client, &src, &child_dst, &cm)).await?;
+            }
+            copy_image(&client, &src, &dst, &top).await?;
+            Ok::<String, anyhow::Error>(top.digest)
+        } else {
+            let m = resolve_platform(&client, &src, top, &want).await?;
+            copy_image(&client, &src, &dst, &m).await?;
+            Ok(m.digest)
+        }
+    })?;
+    eprintln!("copied {src} to {dst}");
+    println!("{digest}");
+    Ok(0)
+}
+
+fn read_password(prompt: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("no password given: use --password-stdin, or run in a terminal");
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let old = rustix::termios::tcgetattr(&stdin).ok();
+    if let Some(old) = &old {
+        let mut t = old.clone();
+        t.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t);
+    }
+    let mut line = String::new();
+    let res = stdin.read_line(&mut line);
+    if let Some(old) = &old {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, old);
+    }
+    eprintln!();
+    res.context("reading the password")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn login(a: &LoginArgs) -> Result<i32> {
+    let registry = normalize_registry(a.registry.as_deref().unwrap_or("docker.io"));
+    let username = match &a.username {
+        Some(u) => u.clone(),
+        None => {
+            if !std::io::stdin().is_terminal() {
+                bail!("no username given: use -u USER");
+            }
+            eprint!("Username: ");
+            let _ = std::io::stderr().flush();
+            let mut u = String::new();
+            std::io::stdin()
+                .read_line(&mut u)
+                .context("reading the username")?;
+            u.trim().to_string()
+        }
+    };
+    if username.is_empty() {
+        bail!("the username is empty");
+    }
+    let password = if a.password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from standard input")?;
+        s.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        read_password("Password: ")?
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    let mut o = ClientOptions::from_env();
+    o.insecure_registries = a
+        .opts
+        .insecure
+        .iter()
+        .map(|h| normalize_registry(h))
+        .collect();
+    o.credential_override = Some((
+        registry.clone(),
+        Credentials::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+    ));
+    let client = Client::new(o);
+    runtime()?
+        .block_on(client.check_login(&registry))
+        .with_context(|| format!("logging in to {registry} as {username}"))?;
+    let store = CredentialStore::from_env();
+    store.store(&registry, &username, &password)?;
+    eprintln!(
+        "credentials saved in {}",
+        registry_client::auth::describe(&store, &registry)
+    );
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+pub fn logout(a: &LogoutArgs) -> Result<i32> {
+    let registry = normalize_registry(a.registry.as_deref().unwrap_or("docker.io"));
+    if CredentialStore::from_env().erase(&registry)? {
+        println!("Removed login credentials for {registry}");
+        Ok(0)
+    } else {
+        bail!("not logged in to {registry}")
+    }
+}
+
+pub fn tags(a: &RefArgs) -> Result<i32> {
+    let r = parse_ref(&a.reference)?;
+    let tags = runtime()?.block_on(client(&a.opts).list_tags(&r))?;
+    let mut out = std::io::stdout().lock();
+    for t in tags {
+        writeln!(out, "{t}")?;
+    }
+    Ok(0)
+}
+
+pub fn digest(a: &RefArgs) -> Result<i32> {
+    let r = parse_ref(&a.reference)?;
+    println!(
+        "{}",
+        runtime()?.block_on(client(&a.opts).manifest_digest(&r))?
+    );
+    Ok(0)
+}
+
+pub fn delete(a: &RefArgs) -> Result<i32> {
+    let r = parse_ref(&a.reference)?;
+    let d = runtime()?.block_on(client(&a.opts).delete_manifest(&r))?;
+    println!("Deleted {} ({d})", r);
+    Ok(0)
+}
+
+/// Pulls bases for a build: missing ones always, all of them with `--pull`.
+pub struct BasePuller {
+    store: Store,
+    client: Client,
+    rt: tokio::runtime::Runtime,
+    always: bool,
+    done: std::sync::Mutex<BTreeSet<String>>,
+    pub errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl BasePuller {
+    pub fn new(store: &Store, always: bool) -> Result<BasePuller> {
+        Ok(BasePuller {
+            store: store.clone(),
+            client: client(&RegistryOpts::default()),
+            rt: runtime()?,
+            always,
+            done: Default::default(),
+            errors: Default::default(),
+        })
+    }
+
+    /// Makes `reference` available in the store (pulling it when needed).
+    pub fn ensure(&self, reference: &str, platform: Option<Platform>) {
+        let Ok(mut done) = self.done.lock() else {
+            return;
+        };
+        if !done.insert(reference.to_string()) {
+            return;
+        }
+        if !self.always && self.store.resolve(reference).is_ok() {
+            return;
+        }
+        let Ok(r) = Reference::parse(reference) else {
+            return;
+        };
+        let platform = platform.unwrap_or_else(Platform::host);
+        eprintln!("pulling {r}");
+        if let Err(e) = self.rt.block_on(pull_into_store(
+            &self.store,
+            &self.client,
+            &r,
+            &platform,
+            false,
+        )) {
+            if let Ok(mut errs) = self.errors.lock() {
+                errs.push(format!("pulling {reference}: {e:#}"));
+            }
+        }
+    }
+
+    pub fn push(&self, store: &Store, image: &str) -> Result<String> {
+        let dest = parse_ref(image)?;
+        eprintln!("pushing {dest}");
+        self.rt
+            .block_on(push_from_store(store, &self.client, image, &dest))
+    }
+}

@@ -1,0 +1,441 @@
+//! A real `docker-registry` (Debian's CNCF distribution) on 127.0.0.1 with a free
+//! port, optionally behind htpasswd, token auth or TLS, and a fault-injecting
+//! HTTP proxy to put in front of it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+#[derive(Default, Clone)]
+pub struct RegistryOptions {
+    /// Require these credentials (htpasswd, bcrypt made with `htpasswd -B`).
+    pub basic_auth: Option<(String, String)>,
+    /// Bearer token auth: realm URL, service, issuer, and the PEM root bundle path.
+    pub token_auth: Option<TokenAuthConfig>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Clone)]
+pub struct TokenAuthConfig {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub root_cert_bundle: PathBuf,
+}
+
+/// A running registry; killed on drop.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_with(&RegistryOptions::default())
+    }
+
+    pub fn start_with(opts: &RegistryOptions) -> Registry {
+        let dir = tempfile::tempdir().expect("registry dir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: mybuild-test-secret\n",
+            dir.path().join("data").display()
+        );
+        if let Some((cert, key)) = &opts.tls {
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some((user, pass)) = &opts.basic_auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (apache2-utils)");
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).expect("htpasswd file");
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: mybuild-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        if let Some(t) = &opts.token_auth {
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm,
+                t.service,
+                t.issuer,
+                t.root_cert_bundle.display()
+            ));
+        }
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg).expect("config.yml");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry runs");
+        let reg = Registry { child, addr, dir };
+        reg.wait_ready();
+        reg
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not start on {}: {}",
+            self.addr,
+            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// Where the registry keeps a repository's blob links (to check what it holds).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the proxy does to one matching request.
+#[derive(Debug, Clone)]
+pub enum FaultKind {
+    /// Answer with this status without asking the registry.
+    Status(u16),
+    /// 429 with `Retry-After: secs`.
+    TooManyRequests { retry_after: u64 },
+    /// Forward, send the response head and `after` body bytes, then reset the connection.
+    ResetMidBody { after: usize },
+    /// Forward, send the head and `after` body bytes, then close cleanly (short body).
+    Truncate { after: usize },
+    /// Forward with the first body byte flipped.
+    Corrupt,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: String,
+    pub path_contains: String,
+    pub kind: FaultKind,
+    /// How many matching requests it applies to.
+    pub times: usize,
+}
+
+impl Fault {
+    pub fn new(method: &str, path_contains: &str, kind: FaultKind, times: usize) -> Fault {
+        Fault {
+            method: method.to_string(),
+            path_contains: path_contains.to_string(),
+            kind,
+            times,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ProxyState {
+    faults: Vec<Fault>,
+    log: Vec<String>,
+    fired: Vec<String>,
+}
+
+/// An HTTP/1.1 proxy in front of a registry that injects faults and records the
+/// requests it sees (`METHOD /path?query`). Each connection carries one request.
+pub struct FaultProxy {
+    pub addr: String,
+    state: Arc<Mutex<ProxyState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp, up) = (state.clone(), stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (st, up) = (st.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, &up, &st);
+                });
+            }
+        });
+        FaultProxy { addr, state, stop }
+    }
+
+    pub fn add(&self, fault: Fault) {
+        self.state.lock().expect("state").faults.push(fault);
+    }
+
+    /// Every request seen so far, as `METHOD /path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().expect("state").log.clone()
+    }
+
+    /// The faults that fired, as `KIND METHOD /path`.
+    pub fn fired(&self) -> Vec<String> {
+        self.state.lock().expect("state").fired.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.state.lock().expect("state").log.clear();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            return Ok(lines);
+        }
+        lines.push(line);
+    }
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+fn with_close(head: &[String]) -> String {
+    let mut out = String::new();
+    for (i, l) in head.iter().enumerate() {
+        if i > 0 {
+            let k = l.split_once(':').map(|(k, _)| k.trim()).unwrap_or("");
+            if k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
+fn reset(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client_w = client;
+    let head = read_head(&mut reader)?;
+    let mut parts = head[0].split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let len: u64 = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        header(&head, "transfer-encoding").is_none(),
+        "the proxy expects Content-Length request bodies: {method} {path}"
+    );
+    let fault = {
+        let mut st = state.lock().expect("state");
+        st.log.push(format!("{method} {path}"));
+        let found = st
+            .faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains));
+        let kind = found.map(|f| {
+            f.times -= 1;
+            f.kind.clone()
+        });
+        if let Some(k) = &kind {
+            st.fired.push(format!("{k:?} {method} {path}"));
+        }
+        kind
+    };
+    let injected = match &fault {
+        Some(FaultKind::Status(c)) => Some((*c, String::new())),
+        Some(FaultKind::TooManyRequests { retry_after }) => {
+            Some((429, format!("Retry-After: {retry_after}\r\n")))
+        }
+        _ => None,
+    };
+    if let Some((code, extra)) = injected {
+        std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
+        write!(
+            client_w,
+            "HTTP/1.1 {code} Injected\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return client_w.flush();
+    }
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(with_close(&head).as_bytes())?;
+    std::io::copy(&mut (&mut reader).take(len), &mut up)?;
+    up.flush()?;
+    let mut up_reader = BufReader::new(up);
+    let resp_head = read_head(&mut up_reader)?;
+    client_w.write_all(with_close(&resp_head).as_bytes())?;
+    match fault {
+        Some(FaultKind::ResetMidBody { after }) | Some(FaultKind::Truncate { after }) => {
+            std::io::copy(&mut (&mut up_reader).take(after as u64), &mut client_w)?;
+            client_w.flush()?;
+            if matches!(fault, Some(FaultKind::ResetMidBody { .. })) {
+                reset(&client_w);
+            } else {
+                let _ = client_w.shutdown(Shutdown::Write);
+            }
+            return Ok(());
+        }
+        Some(FaultKind::Corrupt) => {
+            let mut first = [0u8; 1];
+            if up_reader.read(&mut first)? == 1 {
+                first[0] ^= 0xff;
+                client_w.write_all(&first)?;
+            }
+        }
+        _ => {}
+    }
+    std::io::copy(&mut up_reader, &mut client_w)?;
+    client_w.flush()?;
+    let _ = client_w.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// A self-signed CA and a server certificate for 127.0.0.1 made with `openssl`,
+/// laid out as `certs_d/<host:port>/ca.crt`.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_certs(dir: &Path) -> TestCerts {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mybuild test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    TestCerts {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    }
+}
