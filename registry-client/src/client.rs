@@ -251,6 +251,23 @@ impl Client {
             let mut attempt = 0;
             loop {
                 match http.get(url.clone()).send().await {
+                    // Not a registry (e.g. an HTTPS server answering plain HTTP with 400).
+                    Ok(resp)
+                        if !resp.status().is_success()
+                            && resp.status() != StatusCode::UNAUTHORIZED
+                            && !retryable_status(resp.status()) =>
+                    {
+                        if last_err.is_none() {
+                            last_err = Some(Error::Transport {
+                                registry: registry.to_string(),
+                                message: format!(
+                                    "{url} answered {}; is this a registry?",
+                                    resp.status()
+                                ),
+                            });
+                        }
+                        break;
+                    }
                     Ok(resp) => {
                         if retryable_status(resp.status()) && attempt + 1 < self.opts.max_attempts {
                             let wait = retry_after(resp.headers()).unwrap_or(self.backoff(attempt));
@@ -281,7 +298,9 @@ impl Client {
                             tokio::time::sleep(self.backoff(attempt)).await;
                             continue;
                         }
-                        last_err = Some(transport(registry, &e));
+                        if last_err.is_none() {
+                            last_err = Some(transport(registry, &e));
+                        }
                         break;
                     }
                 }

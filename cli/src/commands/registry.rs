@@ -554,9 +554,17 @@ pub fn login(a: &LoginArgs) -> Result<i32> {
         },
     ));
     let client = Client::new(o);
-    runtime()?
-        .block_on(client.check_login(&registry))
-        .with_context(|| format!("logging in to {registry} as {username}"))?;
+    match runtime()?.block_on(client.check_login(&registry)) {
+        Ok(()) => {}
+        Err(registry_client::Error::Unauthorized { .. }) => {
+            bail!("logging in to {registry} as {username}: the registry refused the username or password")
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::from(e).context(format!("logging in to {registry} as {username}"))
+            )
+        }
+    }
     let store = CredentialStore::from_env();
     store.store(&registry, &username, &password)?;
     eprintln!(
@@ -579,7 +587,8 @@ pub fn logout(a: &LogoutArgs) -> Result<i32> {
 
 pub fn tags(a: &RefArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
-    let tags = runtime()?.block_on(client(&a.opts).list_tags(&r))?;
+    let mut tags = runtime()?.block_on(client(&a.opts).list_tags(&r))?;
+    tags.sort();
     let mut out = std::io::stdout().lock();
     for t in tags {
         writeln!(out, "{t}")?;

@@ -1,0 +1,528 @@
+//! Registry commands end to end against Debian's `docker-registry` on 127.0.0.1,
+//! with a fault-injecting proxy in front where a test needs to see or break traffic.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+use tempfile::TempDir;
+use testdata::registry::{Fault, FaultKind, FaultProxy, Registry, RegistryOptions};
+
+fn mybuild(root: &Path) -> Command {
+    let mut c = Command::cargo_bin("mybuild").expect("binary");
+    c.arg("--root").arg(root);
+    // Never read the developer's own credentials or CAs.
+    c.env("DOCKER_CONFIG", root.with_extension("docker"));
+    c.env_remove("REGISTRY_AUTH_FILE");
+    c.env("MYBUILD_CERTS_D", root.with_extension("certs.d"));
+    c
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(cmd: &mut Command) -> (String, String) {
+    let (success, so, se) = run(cmd);
+    assert!(success, "{cmd:?} failed:\n{so}\n{se}");
+    (so, se)
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let (success, so, se) = run(cmd);
+    assert!(!success, "{cmd:?} should fail:\n{so}\n{se}");
+    se
+}
+
+fn with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A store with busybox imported; `None` when the test must skip.
+fn setup() -> Option<(TempDir, PathBuf)> {
+    if !testdata::require_tool("busybox") || !testdata::require_tool("docker-registry") {
+        return None;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let root = tmp.path().join("store");
+    ok(mybuild(&root)
+        .arg("import")
+        .arg(&rootfs)
+        .arg("busybox")
+        .args(["-c", "ENV PATH=/bin"]));
+    Some((tmp, root))
+}
+
+fn image_id(root: &Path, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(root).args(["inspect", name])).0).expect("json");
+    v["Id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no digest in inspect output: {v}"))
+}
+
+fn blob_requests(p: &FaultProxy, methods: &[&str]) -> Vec<String> {
+    p.requests()
+        .into_iter()
+        .filter(|r| {
+            methods.iter().any(|m| r.starts_with(&format!("{m} "))) && r.contains("/blobs/")
+        })
+        .collect()
+}
+
+fn remote_digest(root: &Path, r: &str) -> String {
+    ok(mybuild(root).args(["digest", r])).0.trim().to_string()
+}
+
+#[test]
+fn push_pull_round_trip_keeps_digests_and_second_push_skips_every_blob() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/team/bb:1", proxy.addr);
+    let (digest, err) = ok(mybuild(&root).args(["push", "busybox", &dest]));
+    let digest = digest.trim().to_string();
+    assert!(err.contains(": pushed"), "{err}");
+    assert_eq!(remote_digest(&root, &dest), digest);
+    assert_eq!(
+        ok(mybuild(&root).args(["tags", &format!("{}/team/bb", proxy.addr)])).0,
+        "1\n"
+    );
+
+    // Pull into an empty store: same manifest digest, same bytes.
+    let other = tmp.path().join("other");
+    let (name, _) = ok(mybuild(&other).args(["pull", &dest]));
+    assert_eq!(name.trim(), format!("{}/team/bb:1", proxy.addr));
+    let (images, _) = ok(mybuild(&other).args(["images"]));
+    assert!(images.contains(&digest[7..19]), "{images}");
+    let (a, b) = (
+        ok(mybuild(&root).args(["inspect", "busybox"])).0,
+        ok(mybuild(&other).args(["inspect", &dest])).0,
+    );
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&a).unwrap(),
+        serde_json::from_str(&b).unwrap(),
+    );
+    assert_eq!(a["Manifest"], b["Manifest"]);
+    assert_eq!(a["Config"], b["Config"]);
+    ok(mybuild(&other).arg("fsck"));
+
+    // A second push uploads nothing: HEAD checks only.
+    proxy.clear_log();
+    let (_, err) = ok(mybuild(&root).args(["push", "busybox", &dest]));
+    assert_eq!(err.matches("already exists").count(), 2, "{err}");
+    assert!(
+        blob_requests(&proxy, &["POST", "PUT", "PATCH"]).is_empty(),
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        blob_requests(&proxy, &["HEAD"]).len(),
+        2,
+        "{:?}",
+        proxy.requests()
+    );
+
+    // Pulling again downloads nothing either.
+    proxy.clear_log();
+    let (_, err) = ok(mybuild(&other).args(["pull", &dest]));
+    assert!(blob_requests(&proxy, &["GET"]).is_empty(), "{err}");
+}
+
+#[test]
+fn push_to_another_repository_mounts_blobs() {
+    let Some((_tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    ok(mybuild(&root).args(["push", "busybox", &format!("{}/a/one:1", proxy.addr)]));
+    proxy.clear_log();
+    let (_, err) = ok(mybuild(&root).args(["push", "busybox", &format!("{}/b/two:1", proxy.addr)]));
+    assert_eq!(err.matches("mounted from a/one").count(), 2, "{err}");
+    let posts = blob_requests(&proxy, &["POST"]);
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(
+        posts
+            .iter()
+            .all(|p| p.contains("mount=sha256") && p.contains("from=a%2Fone")),
+        "{posts:?}"
+    );
+    assert!(
+        blob_requests(&proxy, &["PUT", "PATCH"]).is_empty(),
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        remote_digest(&root, &format!("{}/b/two:1", proxy.addr)),
+        remote_digest(&root, &format!("{}/a/one:1", proxy.addr))
+    );
+}
+
+/// 50 MB of incompressible bytes (xorshift), as a one-file rootfs tar.
+fn big_rootfs(dir: &Path) -> PathBuf {
+    let path = dir.join("big.tar");
+    let f = std::fs::File::create(&path).expect("tar");
+    let mut t = tar::Builder::new(std::io::BufWriter::new(f));
+    let size = 50_000_000u64;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    struct Noise(u64, u64);
+    impl std::io::Read for Noise {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1 as usize) / 8 * 8;
+            let n = if n == 0 {
+                buf.len().min(self.1 as usize)
+            } else {
+                n
+            };
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                if i % 8 == 0 {
+                    self.0 ^= self.0 << 13;
+                    self.0 ^= self.0 >> 7;
+                    self.0 ^= self.0 << 17;
+                }
+                *b = (self.0 >> ((i % 8) * 8)) as u8;
+            }
+            self.1 -= n as u64;
+            Ok(n)
+        }
+    }
+    t.append_data(&mut h, "noise.bin", Noise(0x9e3779b97f4a7c15, size))
+        .expect("append");
+    t.into_inner().expect("finish").flush().expect("flush");
+    path
+}
+
+#[test]
+fn large_blob_is_pushed_in_chunks_and_pulls_back_verified() {
+    let Some((tmp, root)) = setup() else { return };
+    let tar = big_rootfs(tmp.path());
+    ok(mybuild(&root).args(["import"]).arg(&tar).arg("big:1"));
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/big:1", proxy.addr);
+    let (digest, err) = ok(mybuild(&root).args(["push", "big:1", &dest]));
+    assert!(err.contains("chunks"), "{err}");
+    let patches = blob_requests(&proxy, &["PATCH"]);
+    assert!(
+        patches.len() >= 3,
+        "expected chunked PATCHes: {:?}",
+        proxy.requests()
+    );
+    let other = tmp.path().join("other");
+    ok(mybuild(&other).args(["pull", &dest]));
+    ok(mybuild(&other).arg("fsck"));
+    assert_eq!(remote_digest(&root, &dest), digest.trim());
+    if testdata::require_tool("skopeo") {
+        let out = ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ]))
+        .0;
+        assert!(out.contains(digest.trim()), "{out}");
+    }
+}
+
+#[test]
+fn copy_between_two_registries_keeps_the_digest() {
+    let Some((_tmp, root)) = setup() else { return };
+    let (one, two) = (Registry::start(), Registry::start());
+    let src = format!("{}/src/bb:7", one.addr);
+    let digest = ok(mybuild(&root).args(["push", "busybox", &src])).0;
+    let dst = format!("{}/dst/bb", two.addr);
+    let (out, err) = ok(mybuild(&root).args(["copy", &src, &dst]));
+    assert_eq!(out, digest);
+    assert_eq!(err.matches(": copied").count(), 2, "{err}");
+    assert_eq!(remote_digest(&root, &format!("{dst}:7")), digest.trim());
+    // Same registry, another repository: mounted, not copied.
+    let (_, err) = ok(mybuild(&root).args(["copy", &src, &format!("{}/again/bb:8", one.addr)]));
+    assert_eq!(err.matches("mounted from src/bb").count(), 2, "{err}");
+}
+
+#[test]
+fn skopeo_reads_what_we_push_and_we_read_what_skopeo_pushes() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("skopeo") {
+        return;
+    }
+    let reg = Registry::start();
+    // skopeo → registry → mybuild pull
+    let theirs = format!("{}/by-skopeo:1", reg.addr);
+    ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:busybox:latest", root.display()),
+        &format!("docker://{theirs}"),
+    ]));
+    let other = tmp.path().join("other");
+    ok(mybuild(&other).args(["pull", &theirs]));
+    let pulled = remote_digest(&other, &theirs);
+    assert_eq!(image_id(&other, &theirs), pulled);
+    // mybuild push → registry → skopeo copy to an OCI layout
+    let ours = format!("{}/by-mybuild:1", reg.addr);
+    let digest = ok(mybuild(&root).args(["push", "busybox", &ours])).0;
+    let layout = tmp.path().join("layout");
+    ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{ours}"),
+        &format!("oci:{}:x", layout.display()),
+    ]));
+    let index = std::fs::read_to_string(layout.join("index.json")).expect("index");
+    assert!(index.contains(digest.trim()), "{index}");
+}
+
+#[test]
+fn transient_failures_are_retried_and_broken_downloads_resume() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/flaky:1", proxy.addr);
+    proxy.add(Fault::new(
+        "PUT",
+        "/blobs/uploads/",
+        FaultKind::Status(503),
+        1,
+    ));
+    proxy.add(Fault::new(
+        "HEAD",
+        "/blobs/",
+        FaultKind::TooManyRequests { retry_after: 1 },
+        1,
+    ));
+    let digest = ok(mybuild(&root).args(["push", "busybox", &dest])).0;
+    proxy.add(Fault::new("GET", "/manifests/", FaultKind::Status(500), 1));
+    proxy.add(Fault::new(
+        "GET",
+        "/blobs/",
+        FaultKind::ResetMidBody { after: 100_000 },
+        1,
+    ));
+    proxy.add(Fault::new(
+        "GET",
+        "/blobs/",
+        FaultKind::Truncate { after: 50_000 },
+        1,
+    ));
+    let other = tmp.path().join("other");
+    ok(mybuild(&other).args(["pull", &dest]));
+    ok(mybuild(&other).arg("fsck"));
+    assert_eq!(image_id(&other, &dest), digest.trim());
+    let fired = proxy.fired();
+    assert_eq!(fired.len(), 5, "{fired:?}");
+    // The resumed download asked for the rest with a Range request.
+    let gets = blob_requests(&proxy, &["GET"]);
+    assert!(gets.len() >= 3, "{gets:?}");
+}
+
+#[test]
+fn a_blob_with_wrong_content_is_rejected_and_never_stored() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/bad:1", proxy.addr);
+    ok(mybuild(&root).args(["push", "busybox", &dest]));
+    proxy.add(Fault::new("GET", "/blobs/", FaultKind::Corrupt, 100));
+    let other = tmp.path().join("other");
+    let err = fails(mybuild(&other).args(["pull", &dest]));
+    assert!(
+        err.contains("wrong data") && err.contains("sha256:"),
+        "{err}"
+    );
+    // Nothing entered the store: no blob with a layer's digest, no temp file, no tag.
+    let blobs: Vec<_> = std::fs::read_dir(other.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
+    let ingest: Vec<_> = std::fs::read_dir(other.join("ingest"))
+        .expect("ingest")
+        .flatten()
+        .collect();
+    assert!(ingest.is_empty(), "{ingest:?}");
+    assert!(!ok(mybuild(&other).arg("images")).0.contains("bad"));
+}
+
+#[test]
+fn basic_auth_login_push_pull_logout_and_no_secret_in_output() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("htpasswd") {
+        return;
+    }
+    let password = "pw-Very-Secret-42";
+    let reg = Registry::start_with(&RegistryOptions {
+        basic_auth: Some(("alice".into(), password.into())),
+        ..Default::default()
+    });
+    let dest = format!("{}/private:1", reg.addr);
+    let err = fails(mybuild(&root).args(["push", "busybox", &dest]));
+    assert!(
+        err.contains("authentication required") && err.contains("mybuild login"),
+        "{err}"
+    );
+    let (success, _, err) = with_stdin(
+        mybuild(&root).args(["login", "-u", "alice", "--password-stdin", &reg.addr]),
+        "wrong\n",
+    );
+    assert!(
+        !success && err.contains("refused the username or password"),
+        "{err}"
+    );
+    let (success, out, err) = with_stdin(
+        mybuild(&root).args(["login", "-u", "alice", "--password-stdin", &reg.addr]),
+        &format!("{password}\n"),
+    );
+    assert!(success && out.contains("Login Succeeded"), "{out}{err}");
+    let config =
+        std::fs::read_to_string(root.with_extension("docker").join("config.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert!(v["auths"][&reg.addr]["auth"].is_string(), "{config}");
+    assert!(!config.contains(password));
+
+    let (out, err) = ok(mybuild(&root).args(["--debug", "push", "busybox", &dest]));
+    let other = tmp.path().join("other");
+    let (out2, err2) = ok(mybuild(&other)
+        .env("DOCKER_CONFIG", root.with_extension("docker"))
+        .args(["--debug", "pull", &dest]));
+    let b64 = v["auths"][&reg.addr]["auth"].as_str().unwrap().to_string();
+    for text in [&out, &err, &out2, &err2] {
+        assert!(
+            !text.contains(password) && !text.contains(&b64),
+            "secret leaked:\n{text}"
+        );
+    }
+    ok(mybuild(&root).args(["logout", &reg.addr]));
+    let err = fails(mybuild(&root).args(["pull", &dest]));
+    assert!(err.contains("authentication required"), "{err}");
+    let err = fails(mybuild(&root).args(["logout", &reg.addr]));
+    assert!(err.contains("not logged in"), "{err}");
+}
+
+#[test]
+fn credential_helpers_supply_secrets_and_a_missing_helper_means_anonymous() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("htpasswd") {
+        return;
+    }
+    let reg = Registry::start_with(&RegistryOptions {
+        basic_auth: Some(("bob".into(), "helper-pw".into())),
+        ..Default::default()
+    });
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-mbtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = \"{}\" ] && echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"bob\",\"Secret\":\"helper-pw\"}}' && exit 0\necho 'credentials not found in native keychain'; exit 1\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = root.with_extension("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"mbtest"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let dest = format!("{}/helped:1", reg.addr);
+    ok(mybuild(&root)
+        .env("PATH", &path)
+        .args(["push", "busybox", &dest]));
+    // Without the helper on PATH: a warning, then anonymous access (refused here).
+    let err = fails(mybuild(&root).args(["push", "busybox", &dest]));
+    assert!(
+        err.contains("docker-credential-mbtest is not installed")
+            && err.contains("without credentials")
+            && err.contains("authentication required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tags_list_and_delete_removes_a_manifest() {
+    let Some((_tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    for t in ["a", "b", "c", "d", "e"] {
+        ok(mybuild(&root).args(["push", "busybox", &format!("{}/paged:{t}", proxy.addr)]));
+    }
+    // distribution 2.8 sends one page (Link pagination is covered by unit tests).
+    let (out, _) = ok(mybuild(&root).args(["tags", &format!("{}/paged", proxy.addr)]));
+    assert_eq!(out, "a\nb\nc\nd\ne\n");
+    let target = format!("{}/paged:c", proxy.addr);
+    let (out, _) = ok(mybuild(&root).args(["delete", &target]));
+    assert!(out.contains("Deleted"), "{out}");
+    let err = fails(mybuild(&root).args(["digest", &target]));
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn certs_d_supplies_the_registry_ca() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("openssl") {
+        return;
+    }
+    let certs = testdata::registry::make_certs(tmp.path());
+    let reg = Registry::start_with(&RegistryOptions {
+        tls: Some((certs.cert.clone(), certs.key.clone())),
+        ..Default::default()
+    });
+    let dest = format!("{}/tls:1", reg.addr);
+    let err = fails(mybuild(&root).args(["push", "busybox", &dest]));
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let dir = root.with_extension("certs.d").join(&reg.addr);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&certs.ca, dir.join("ca.crt")).unwrap();
+    let digest = ok(mybuild(&root).args(["push", "busybox", &dest])).0;
+    assert_eq!(remote_digest(&root, &dest), digest.trim());
+}
+
+#[test]
+fn malformed_references_are_refused_clearly() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("store");
+    let err = fails(mybuild(&root).args(["pull", "Not/Valid"]));
+    assert!(
+        err.contains("invalid reference \"Not/Valid\"") && err.contains("lowercase"),
+        "{err}"
+    );
+    let err = fails(mybuild(&root).args(["digest", "host:x/app"]));
+    assert!(err.contains("invalid registry port"), "{err}");
+}
