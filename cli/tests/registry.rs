@@ -319,15 +319,22 @@ fn transient_failures_are_retried_and_broken_downloads_resume() {
     ));
     let digest = ok(mybuild(&root).args(["push", "busybox", &dest])).0;
     proxy.add(Fault::new("GET", "/manifests/", FaultKind::Status(500), 1));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
+    let layer = v["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The layer breaks twice: a reset, then the resumed request cut short.
     proxy.add(Fault::new(
         "GET",
-        "/blobs/",
+        &layer,
         FaultKind::ResetMidBody { after: 100_000 },
         1,
     ));
     proxy.add(Fault::new(
         "GET",
-        "/blobs/",
+        &layer,
         FaultKind::Truncate { after: 50_000 },
         1,
     ));
@@ -337,9 +344,17 @@ fn transient_failures_are_retried_and_broken_downloads_resume() {
     assert_eq!(image_id(&other, &dest), digest.trim());
     let fired = proxy.fired();
     assert_eq!(fired.len(), 5, "{fired:?}");
-    // The resumed download asked for the rest with a Range request.
-    let gets = blob_requests(&proxy, &["GET"]);
-    assert!(gets.len() >= 3, "{gets:?}");
+    // The broken downloads resumed with Range requests.
+    let gets: Vec<String> = blob_requests(&proxy, &["GET"])
+        .into_iter()
+        .filter(|g| g.contains(&layer))
+        .collect();
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    assert!(!gets[0].contains("range="), "{gets:?}");
+    assert!(
+        gets[1..].iter().all(|g| g.contains("range=bytes=")),
+        "{gets:?}"
+    );
 }
 
 #[test]
@@ -525,4 +540,126 @@ fn malformed_references_are_refused_clearly() {
     );
     let err = fails(mybuild(&root).args(["digest", "host:x/app"]));
     assert!(err.contains("invalid registry port"), "{err}");
+}
+
+/// Two single-platform images and an index over them, put with registry-client.
+fn push_index(root: &Path, tmp: &Path, registry: &str) -> (String, String, String) {
+    let rootfs = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
+    ok(mybuild(root)
+        .arg("import")
+        .arg(&rootfs)
+        .args(["second", "-c", "ENV SECOND=1"]));
+    let amd = ok(mybuild(root).args(["push", "busybox", &format!("{registry}/multi:amd")])).0;
+    let arm = ok(mybuild(root).args(["push", "second", &format!("{registry}/multi:arm")])).0;
+    let (amd, arm) = (amd.trim().to_string(), arm.trim().to_string());
+    let blob_size = |d: &str| {
+        std::fs::metadata(root.join("blobs/sha256").join(&d[7..]))
+            .unwrap()
+            .len()
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": blob_size(&amd),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": blob_size(&arm),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ]
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let m = registry_client::Manifest::new(bytes, None).unwrap();
+    let r = registry_client::Reference::parse(&format!("{registry}/multi:both")).unwrap();
+    let client = registry_client::Client::new(registry_client::ClientOptions::from_env());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let digest = rt.block_on(client.put_manifest(&r, &m)).unwrap();
+    (amd, arm, digest)
+}
+
+#[test]
+fn pull_picks_the_platform_and_copy_all_platforms_keeps_the_index() {
+    let Some((tmp, root)) = setup() else { return };
+    let (one, two) = (Registry::start(), Registry::start());
+    let (amd, arm, index) = push_index(&root, tmp.path(), &one.addr);
+    let src = format!("{}/multi:both", one.addr);
+    assert_eq!(remote_digest(&root, &src), index);
+    let other = tmp.path().join("other");
+    ok(mybuild(&other).args(["pull", "--platform", "linux/aarch64", &src]));
+    assert_eq!(image_id(&other, &src), arm);
+    ok(mybuild(&other).args(["pull", "--platform", "linux/x86_64", &src]));
+    assert_eq!(image_id(&other, &src), amd);
+    let err = fails(mybuild(&other).args(["pull", "--platform", "linux/s390x", &src]));
+    assert!(
+        err.contains("no image for platform linux/s390x") && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
+    // --all-platforms keeps the index digest; without it one platform is copied.
+    let out = ok(mybuild(&root).args([
+        "copy",
+        "--all-platforms",
+        &src,
+        &format!("{}/all:1", two.addr),
+    ]))
+    .0;
+    assert_eq!(out.trim(), index);
+    assert_eq!(remote_digest(&root, &format!("{}/all:1", two.addr)), index);
+    assert_eq!(
+        remote_digest(&root, &format!("{}/all@{arm}", two.addr)),
+        arm
+    );
+    let out = ok(mybuild(&root).args([
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &src,
+        &format!("{}/one:1", two.addr),
+    ]))
+    .0;
+    assert_eq!(out.trim(), arm);
+}
+
+#[test]
+fn build_pulls_a_missing_base_and_pushes_the_result() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let reg = Registry::start();
+    let base = format!("{}/base:1", reg.addr);
+    ok(mybuild(&root).args(["push", "busybox", &base]));
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo built > /built.txt\n"),
+    )
+    .unwrap();
+    let fresh = tmp.path().join("fresh");
+    let app = format!("{}/app:1", reg.addr);
+    let (_, err) = ok(mybuild(&fresh)
+        .args(["build", "--push", "-t", &app])
+        .arg(&ctx));
+    assert!(err.contains(&format!("pulling {base}")), "{err}");
+    assert_eq!(remote_digest(&fresh, &app), image_id(&fresh, &app));
+    // The pushed image has the new layer: pull it elsewhere and read the file.
+    let third = tmp.path().join("third");
+    ok(mybuild(&third).args(["pull", &app]));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&third).args(["inspect", &app])).0).unwrap();
+    assert_eq!(
+        v["Manifest"]["layers"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+    // A base that is nowhere: the error names the image and the registry's answer.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/missing:1\n", reg.addr),
+    )
+    .unwrap();
+    let err = fails(mybuild(&fresh).arg("build").arg(&ctx));
+    assert!(
+        err.contains("missing:1") && err.contains("not found"),
+        "{err}"
+    );
 }

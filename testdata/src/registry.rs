@@ -204,7 +204,7 @@ impl FaultProxy {
         self.state.lock().expect("state").faults.push(fault);
     }
 
-    /// Every request seen so far, as `METHOD /path?query`.
+    /// Every request seen so far, as `METHOD /path?query` (plus ` range=...` when asked).
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().expect("state").log.clone()
     }
@@ -301,7 +301,10 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
     );
     let fault = {
         let mut st = state.lock().expect("state");
-        st.log.push(format!("{method} {path}"));
+        match header(&head, "range") {
+            Some(r) => st.log.push(format!("{method} {path} range={r}")),
+            None => st.log.push(format!("{method} {path}")),
+        }
         let found = st
             .faults
             .iter_mut()
