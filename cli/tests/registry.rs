@@ -663,3 +663,80 @@ fn build_pulls_a_missing_base_and_pushes_the_result() {
         "{err}"
     );
 }
+
+#[test]
+fn bearer_tokens_from_a_token_server_with_scopes_mounts_and_refresh_tokens() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("openssl") {
+        return;
+    }
+    let issuer = testdata::registry::TokenIssuer::start("carol", "tok-pw-77", "refresh-abc");
+    let reg = Registry::start_with(&RegistryOptions {
+        token_auth: Some(issuer.config()),
+        ..Default::default()
+    });
+    let a = format!("{}/tok/a:1", reg.addr);
+    // Anonymous tokens carry pull only: pushing is refused.
+    let err = fails(mybuild(&root).args(["push", "busybox", &a]));
+    assert!(err.contains("authentication required"), "{err}");
+    let (success, _, err) = with_stdin(
+        mybuild(&root).args(["login", "-u", "carol", "--password-stdin", &reg.addr]),
+        "nope\n",
+    );
+    assert!(!success && err.contains("refused"), "{err}");
+    let (success, out, err) = with_stdin(
+        mybuild(&root).args(["login", "-u", "carol", "--password-stdin", &reg.addr]),
+        "tok-pw-77\n",
+    );
+    assert!(success, "{out}{err}");
+    let digest = ok(mybuild(&root).args(["push", "busybox", &a])).0;
+    let reqs = issuer.requests();
+    assert!(
+        reqs.iter().any(|r| r.who == "basic:carol"
+            && r.scopes == vec!["repository:tok/a:pull,push".to_string()]),
+        "{reqs:?}"
+    );
+    // One token serves the whole push (cached per scope).
+    let for_push = reqs
+        .iter()
+        .filter(|r| r.who == "basic:carol" && r.scopes.iter().any(|s| s.ends_with("pull,push")))
+        .count();
+    assert_eq!(for_push, 1, "{reqs:?}");
+    // A mount asks for pull on the source repository too.
+    let b = format!("{}/tok/b:1", reg.addr);
+    let (_, err) = ok(mybuild(&root).args(["push", "busybox", &b]));
+    assert!(err.contains("mounted from tok/a"), "{err}");
+    assert!(
+        issuer.requests().iter().any(|r| r.scopes
+            == vec![
+                "repository:tok/b:pull,push".to_string(),
+                "repository:tok/a:pull".to_string()
+            ]),
+        "{:?}",
+        issuer.requests()
+    );
+    // An identity token in config.json is exchanged with an OAuth2 POST.
+    let docker = tmp.path().join("refresh.docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"Y2Fyb2w6","identitytoken":"refresh-abc"}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let other = tmp.path().join("other");
+    ok(mybuild(&other)
+        .env("DOCKER_CONFIG", &docker)
+        .args(["pull", &a]));
+    assert_eq!(image_id(&other, &a), digest.trim());
+    assert!(
+        issuer
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.who == "refresh"),
+        "{:?}",
+        issuer.requests()
+    );
+}

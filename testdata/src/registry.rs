@@ -442,3 +442,298 @@ pub fn make_certs(dir: &Path) -> TestCerts {
         key: dir.join("server.key"),
     }
 }
+
+fn base64(data: &[u8], url: bool) -> String {
+    let table: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        if !url {
+            for _ in chunk.len()..3 {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    out.push(v);
+                    i += 2;
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
+        })
+        .collect()
+}
+
+/// One token request as the issuer saw it.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub method: String,
+    /// `basic:USER`, `refresh` or `anonymous`
+    pub who: String,
+    pub scopes: Vec<String>,
+}
+
+/// A Docker token server: checks Basic credentials or an OAuth2 refresh token,
+/// and signs RS256 JWTs (with `openssl`) that `docker-registry` verifies
+/// against the certificate in its `rootcertbundle`. Anonymous callers get `pull`.
+pub struct TokenIssuer {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub cert: PathBuf,
+    log: Arc<Mutex<Vec<TokenRequest>>>,
+    stop: Arc<AtomicBool>,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenIssuer {
+    pub fn start(user: &str, password: &str, refresh_token: &str) -> TokenIssuer {
+        let dir = tempfile::tempdir().expect("issuer dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}");
+            out.stdout
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mybuild token issuer",
+        ]);
+        let der = run(&["x509", "-in", "cert.pem", "-outform", "DER"]);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(IssuerCtx {
+            basic: format!(
+                "Basic {}",
+                base64(format!("{user}:{password}").as_bytes(), false)
+            ),
+            user: user.to_string(),
+            refresh: refresh_token.to_string(),
+            x5c: base64(&der, false),
+            key: dir.path().join("key.pem"),
+            service: "mybuild-test-registry".into(),
+            issuer: "mybuild-test-issuer".into(),
+            log: log.clone(),
+        });
+        let sp = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let ctx = ctx.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_token(conn, &ctx);
+                });
+            }
+        });
+        TokenIssuer {
+            realm: format!("http://{addr}/token"),
+            service: "mybuild-test-registry".into(),
+            issuer: "mybuild-test-issuer".into(),
+            cert: dir.path().join("cert.pem"),
+            log,
+            stop,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn config(&self) -> TokenAuthConfig {
+        TokenAuthConfig {
+            realm: self.realm.clone(),
+            service: self.service.clone(),
+            issuer: self.issuer.clone(),
+            root_cert_bundle: self.cert.clone(),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for TokenIssuer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+struct IssuerCtx {
+    basic: String,
+    user: String,
+    refresh: String,
+    x5c: String,
+    key: PathBuf,
+    service: String,
+    issuer: String,
+    log: Arc<Mutex<Vec<TokenRequest>>>,
+}
+
+fn serve_token(conn: TcpStream, ctx: &IssuerCtx) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut w = conn;
+    let head = read_head(&mut reader)?;
+    let mut parts = head[0].split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let len: u64 = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = String::new();
+    (&mut reader).take(len).read_to_string(&mut body)?;
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut params = query_pairs(query);
+    if method == "POST" {
+        params.extend(query_pairs(&body));
+    }
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let scopes: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let auth = header(&head, "authorization").unwrap_or("");
+    let who = if method == "POST" {
+        if get("grant_type").as_deref() == Some("refresh_token")
+            && get("refresh_token").as_deref() == Some(ctx.refresh.as_str())
+        {
+            Some("refresh".to_string())
+        } else {
+            None
+        }
+    } else if auth.is_empty() {
+        Some("anonymous".to_string())
+    } else if auth == ctx.basic {
+        Some(format!("basic:{}", ctx.user))
+    } else {
+        None
+    };
+    ctx.log.lock().expect("log").push(TokenRequest {
+        method: method.clone(),
+        who: who.clone().unwrap_or_else(|| "refused".into()),
+        scopes: scopes.clone(),
+    });
+    let Some(who) = who else {
+        let msg = br#"{"details":"invalid credentials"}"#;
+        write!(
+            w,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            msg.len()
+        )?;
+        w.write_all(msg)?;
+        return w.flush();
+    };
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let mut it = s.splitn(3, ':');
+            let (kind, name, actions) = (it.next()?, it.next()?, it.next()?);
+            let actions: Vec<&str> = actions
+                .split(',')
+                .filter(|a| who != "anonymous" || *a == "pull")
+                .collect();
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let header_json = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [ctx.x5c]});
+    let claims = serde_json::json!({
+        "iss": ctx.issuer, "sub": who, "aud": ctx.service,
+        "exp": now + 300, "nbf": now - 10, "iat": now,
+        "jti": format!("{now}-{}", std::process::id()), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64(header_json.to_string().as_bytes(), true),
+        base64(claims.to_string().as_bytes(), true)
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&ctx.key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(signing_input.as_bytes())?;
+    let sig = child.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", base64(&sig, true));
+    let body = if who == "refresh" {
+        serde_json::json!({"access_token": token, "expires_in": 300})
+    } else {
+        serde_json::json!({"token": token, "expires_in": 300})
+    }
+    .to_string();
+    write!(
+        w,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    w.flush()
+}
