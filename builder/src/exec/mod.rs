@@ -126,7 +126,7 @@ pub enum BuildError {
         command: String,
         code: i32,
     },
-    #[error("{location}: base image {reference:?} is not in the store (import or load it first; pulling from registries is not available yet)")]
+    #[error("{location}: base image {reference:?} is not in the store (pull, import or load it first)")]
     BaseNotFound { location: String, reference: String },
     #[error("{location}: {step}: {source}")]
     User {
