@@ -124,6 +124,18 @@ fn transport(registry: &str, e: &reqwest::Error) -> Error {
     }
 }
 
+/// A name that does not resolve will not resolve on retry either.
+fn is_dns_failure(e: &reqwest::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.to_string().starts_with("dns error") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 fn is_loopback(host: &str) -> bool {
     let h = host
         .rsplit_once(':')
@@ -292,6 +304,7 @@ impl Client {
                     }
                     Err(e) => {
                         if (e.is_connect() || e.is_timeout() || e.is_request())
+                            && !is_dns_failure(&e)
                             && attempt + 1 < self.opts.max_attempts
                         {
                             attempt += 1;

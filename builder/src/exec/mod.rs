@@ -126,7 +126,9 @@ pub enum BuildError {
         command: String,
         code: i32,
     },
-    #[error("{location}: base image {reference:?} is not in the store (pull, import or load it first)")]
+    #[error(
+        "{location}: base image {reference:?} is not in the store (pull, import or load it first)"
+    )]
     BaseNotFound { location: String, reference: String },
     #[error("{location}: {step}: {source}")]
     User {

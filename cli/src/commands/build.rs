@@ -307,8 +307,10 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    if let Some(e) = puller.errors.lock().ok().and_then(|e| e.first().cloned()) {
-        bail!("{e}");
+    // A base that could not be pulled is reported here; the build then fails
+    // at its FROM (with the Dockerfile location) unless the store has it.
+    for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
+        eprintln!("WARNING: {e}");
     }
     for w in &graph.warnings {
         if !a.quiet {
