@@ -1219,7 +1219,16 @@ impl Client {
                 return Err(status_error(&what, &r.registry, resp).await);
             }
             loc = location(&loc, &resp)?.0;
-            offset = range_end(resp.headers()).unwrap_or(0);
+            // `0-0` means zero or one byte (distribution's ambiguity): start over.
+            offset = match range_end(resp.headers()) {
+                Some(n) if n > 1 => n,
+                _ => {
+                    return Err(Error::Transport {
+                        registry: r.registry.clone(),
+                        message: format!("{what}: the upload has to start over"),
+                    })
+                }
+            };
         }
         let mut done = loc.clone();
         done.query_pairs_mut().append_pair("digest", &desc.digest);

@@ -150,6 +150,8 @@ pub struct Fault {
     pub kind: FaultKind,
     /// How many matching requests it applies to.
     pub times: usize,
+    /// Matching requests to let through before it applies.
+    pub skip: usize,
 }
 
 impl Fault {
@@ -159,7 +161,14 @@ impl Fault {
             path_contains: path_contains.to_string(),
             kind,
             times,
+            skip: 0,
         }
+    }
+
+    /// Lets the first `n` matching requests through untouched.
+    pub fn skipping(mut self, n: usize) -> Fault {
+        self.skip = n;
+        self
     }
 }
 
@@ -309,9 +318,13 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
             .faults
             .iter_mut()
             .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains));
-        let kind = found.map(|f| {
+        let kind = found.and_then(|f| {
+            if f.skip > 0 {
+                f.skip -= 1;
+                return None;
+            }
             f.times -= 1;
-            f.kind.clone()
+            Some(f.kind.clone())
         });
         if let Some(k) = &kind {
             st.fired.push(format!("{k:?} {method} {path}"));
