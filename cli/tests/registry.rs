@@ -728,6 +728,22 @@ fn bearer_tokens_from_a_token_server_with_scopes_mounts_and_refresh_tokens() {
         "{:?}",
         issuer.requests()
     );
+    // A 401 in the middle of a pull (an expired token) gets a fresh token and one retry.
+    let proxy = FaultProxy::start(&reg.addr);
+    proxy.add(Fault::new("GET", "/blobs/", FaultKind::Status(401), 1));
+    let before = issuer.requests().len();
+    let via = format!("{}/tok/a:1", proxy.addr);
+    let third = tmp.path().join("third");
+    ok(mybuild(&third)
+        .env("DOCKER_CONFIG", root.with_extension("docker"))
+        .args(["pull", &via]));
+    assert_eq!(proxy.fired().len(), 1);
+    let pulls = issuer.requests()[before..]
+        .iter()
+        .filter(|r| r.scopes == vec!["repository:tok/a:pull".to_string()])
+        .count();
+    assert_eq!(pulls, 2, "{:?}", issuer.requests());
+
     // An identity token in config.json is exchanged with an OAuth2 POST.
     let docker = tmp.path().join("refresh.docker");
     std::fs::create_dir_all(&docker).unwrap();

@@ -583,15 +583,13 @@ impl Client {
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(parse_challenges)
                     .find(|c| c.scheme == "bearer" || c.scheme == "basic");
+                // An expired or revoked token: take the new challenge (if any),
+                // get a fresh token and try once more.
                 if let Some(ch) = ch {
-                    let mut st = host.auth.lock().await;
-                    if st.challenge.as_ref() != Some(&ch) {
-                        st.challenge = Some(ch);
-                    }
-                    drop(st);
-                    fresh = true;
-                    continue;
+                    host.auth.lock().await.challenge = Some(ch);
                 }
+                fresh = true;
+                continue;
             }
             if retry && retryable_status(status) && attempt + 1 < self.opts.max_attempts {
                 let wait = retry_after(resp.headers()).unwrap_or(self.backoff(attempt));
