@@ -3,8 +3,8 @@ pub mod build;
 pub mod cache;
 pub mod check;
 pub mod parse;
-pub mod secrets;
 pub mod registry;
+pub mod secrets;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).
