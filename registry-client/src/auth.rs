@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
@@ -400,10 +400,6 @@ pub fn describe(store: &CredentialStore, registry: &str) -> String {
         Some(h) => format!("docker-credential-{h}"),
         None => store.path.display().to_string(),
     }
-}
-
-pub fn path_of(store: &CredentialStore) -> &Path {
-    &store.path
 }
 
 #[cfg(test)]
