@@ -256,20 +256,31 @@ pub async fn pull_into_store(
     };
     let mut sources = Sources::load(store);
     let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
+    let progress = &Progress::new(quiet);
     let jobs = blobs.iter().map(|d| async move {
         let digest = digest_of(&d.digest)?;
         if store.has_blob(&digest) {
-            if !quiet {
-                eprintln!("{}: already exists", short(&d.digest));
-            }
+            progress.line(format!("{}: already exists", short(&d.digest)));
             return Ok::<(), anyhow::Error>(());
         }
         let mut w = store.ingest()?;
-        client.pull_blob(r, d, &mut w, &|_| {}).await?;
-        w.commit(Some(&digest), Some(d.size))?;
-        if !quiet {
-            eprintln!("{}: pulled {}", short(&d.digest), super::human_size(d.size));
+        let bar = progress.bar(short(&d.digest), d.size);
+        let update = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        let pulled = client.pull_blob(r, d, &mut w, &update).await;
+        if let Some(b) = &bar {
+            b.finish_and_clear();
         }
+        pulled?;
+        w.commit(Some(&digest), Some(d.size))?;
+        progress.line(format!(
+            "{}: pulled {}",
+            short(&d.digest),
+            super::human_size(d.size)
+        ));
         Ok(())
     });
     futures_util::stream::iter(jobs)
@@ -290,6 +301,49 @@ pub async fn pull_into_store(
         store.set_tag(&local, &desc)?;
     }
     Ok(m.digest)
+}
+
+/// Per-blob byte counters in a terminal, plain lines otherwise (and in CI).
+struct Progress {
+    quiet: bool,
+    multi: Option<indicatif::MultiProgress>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        Progress {
+            quiet,
+            multi: (!quiet && tty).then(|| {
+                indicatif::MultiProgress::with_draw_target(
+                    indicatif::ProgressDrawTarget::stderr_with_hz(10),
+                )
+            }),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.multi {
+            _ if self.quiet => {}
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn bar(&self, label: &str, size: u64) -> Option<indicatif::ProgressBar> {
+        let m = self.multi.as_ref()?;
+        let bar = m.add(indicatif::ProgressBar::new(size));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix}: {bytes:>10}/{total_bytes:<10} {wide_bar}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(label.to_string());
+        Some(bar)
+    }
 }
 
 /// The store's name for a registry reference (`busybox:latest`, `host:5000/app:1`).
