@@ -74,7 +74,8 @@ enum Command {
 
 const VERBS: &[&str] = &[
     "build", "images", "inspect", "tag", "rmi", "prune", "cache", "fsck", "import", "save", "load",
-    "check", "parse", "pull", "push", "copy", "login", "logout", "tags", "digest", "delete", "help",
+    "check", "parse", "pull", "push", "copy", "login", "logout", "tags", "digest", "delete",
+    "help",
 ];
 
 /// `mybuild -t app:1 .` means `mybuild build -t app:1 .`: insert the verb when the first
