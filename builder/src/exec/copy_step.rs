@@ -19,29 +19,29 @@ impl Exec<'_> {
             step: text.to_string(),
             what: what.to_string(),
         };
-        if is_add
-            && c.sources
-                .iter()
-                .any(|s| s.contains("://") || s.starts_with("git@"))
-        {
-            return Err(unsupported("ADD from a URL or git repository"));
-        }
-        if is_add && c.unpack != Some(false) {
-            // Local archives would be extracted by ADD; refuse rather than copy them wrongly.
-            for s in &c.sources {
-                let lower = s.to_ascii_lowercase();
-                if [
-                    ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar.zst",
-                ]
-                .iter()
-                .any(|ext| lower.ends_with(ext))
-                {
-                    return Err(unsupported("ADD of a local archive (auto-extraction)"));
-                }
+        let add_err = |e| BuildError::Add {
+            location: location.to_string(),
+            step: text.to_string(),
+            source: e,
+        };
+        if !is_add {
+            if let Some(s) = c.sources.iter().find(|s| add::is_git(s)) {
+                return Err(add_err(add::AddError::CopyGit(s.clone())));
+            }
+            if let Some(s) = c.sources.iter().find(|s| add::is_http(s)) {
+                return Err(add_err(add::AddError::CopyUrl(s.clone())));
             }
         }
-        if c.checksum.is_some() {
-            return Err(unsupported("ADD --checksum"));
+        if is_add {
+            if let Some(git) = c.sources.iter().find(|s| add::is_git(s)) {
+                return Err(unsupported(&format!("ADD from a git repository ({git})")));
+            }
+            if c.keep_git_dir.is_some() {
+                return Err(unsupported("ADD --keep-git-dir (git sources)"));
+            }
+            if let Some(sum) = &c.checksum {
+                add::validate_checksum(&c.sources, sum).map_err(add_err)?;
+            }
         }
         let src_layers = match &c.from {
             Source::Context => vec![self.req.context.clone()],
@@ -97,8 +97,16 @@ impl Exec<'_> {
             parents: c.parents,
         };
         let upper = self.store.scratch_dir("copy")?;
-        let dest_layers = st.topmost_first();
-        copy::copy(&copy::CopySpec {
+        // --link (BuildKit: a layer merged onto the image, unless --chmod is given)
+        // copies into an empty tree: the destination's existing content is not looked
+        // at, so an image symlink on the path is replaced, not followed.
+        let linked = c.link && c.chmod.is_none();
+        let dest_layers = if linked {
+            Vec::new()
+        } else {
+            st.topmost_first()
+        };
+        let spec = copy::CopySpec {
             src_layers: &src_layers,
             dest_layers: &dest_layers,
             sources: &c.sources,
@@ -108,8 +116,21 @@ impl Exec<'_> {
             owner,
             chmod,
             upper: upper.path(),
-        })
-        .map_err(copy_err)?;
+        };
+        if is_add {
+            add::add(
+                self.store,
+                &add::AddSpec {
+                    copy: spec,
+                    chown_given: c.chown.is_some(),
+                    unpack: c.unpack,
+                    checksum: c.checksum.as_deref(),
+                },
+            )
+            .map_err(add_err)?;
+        } else {
+            copy::copy(&spec).map_err(copy_err)?;
+        }
         let word = if is_add { "ADD" } else { "COPY" };
         self.commit_layer(
             st,

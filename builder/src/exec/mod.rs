@@ -10,6 +10,7 @@
 //! without reading the layer, a miss runs the step and records it. The first miss of
 //! each stage is explained.
 
+pub mod add;
 mod cached;
 pub mod chmod;
 pub mod copy;
@@ -150,6 +151,13 @@ pub enum BuildError {
         step: String,
         mount: String,
         message: String,
+    },
+    #[error("{location}: {step}: {source}")]
+    Add {
+        location: String,
+        step: String,
+        #[source]
+        source: add::AddError,
     },
     #[error("{location}: {step}: {what} is not supported yet")]
     Unsupported {

@@ -1,0 +1,881 @@
+//! What ADD does beyond COPY, following BuildKit's `dispatchCopy` and file backend:
+//!
+//! * A local source that is a tar (plain, gzip, bzip2, xz or zstd, recognised by its
+//!   content, never its name) is extracted into the destination directory unless
+//!   `--unpack=false`. Entries keep the archive's modes and owners; `--chown`
+//!   overrides owners, `--chmod` does not apply. Extraction is root-confined
+//!   ([`layer_cache::unpack`]); whiteouts in the archive become overlay whiteouts, so
+//!   the snapshot and the layer tar agree.
+//! * An `http(s)://` source is downloaded, streamed to disk and hashed on the way
+//!   (`--checksum` is checked before anything reaches the layer), as a 0600 file named
+//!   after the URL path with its mtime from `Last-Modified` (else the epoch). It is not
+//!   extracted unless `--unpack=true`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use layer_cache::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
+use layer_cache::{Store, StoreError};
+use sha2::Digest as _;
+
+use super::copy::{self, CopyError, CopySpec};
+use super::merged;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("source can't be a URL for COPY: {0}")]
+    CopyUrl(String),
+    #[error("source can't be a git ref for COPY: {0}")]
+    CopyGit(String),
+    #[error("checksum can't be specified for multiple sources")]
+    ChecksumManySources,
+    #[error("checksum requires HTTP(S) or Git sources, not {0:?}")]
+    ChecksumNotUrl(String),
+    #[error("invalid --checksum {0:?}: expected sha256:, sha384: or sha512: and a hex digest")]
+    BadChecksum(String),
+    #[error("downloading {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("downloading {url}: invalid response status {status}")]
+    Status { url: String, status: u16 },
+    #[error("digest mismatch for {url}: {actual} (expected: {expected})")]
+    Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("extracting {archive} into {dest}: {source}")]
+    Unpack {
+        archive: String,
+        dest: String,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("extracting {archive}: entry {entry:?} would write through symlink {link} of the image, which is not supported yet")]
+    ThroughImageSymlink {
+        archive: String,
+        entry: String,
+        link: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AddError + '_ {
+    move |source| AddError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `http://` or `https://` and not a git repository (BuildKit's `isHTTPSource`).
+pub fn is_http(src: &str) -> bool {
+    (src.starts_with("http://") || src.starts_with("https://")) && !is_git(src)
+}
+
+/// Sources BuildKit would fetch with git: `git@host:repo`, `git://`, `ssh://`, and
+/// http(s) URLs whose path ends in `.git` (optionally with a `#ref` fragment).
+pub fn is_git(src: &str) -> bool {
+    if src.starts_with("git@") || src.starts_with("git://") || src.starts_with("ssh://") {
+        return true;
+    }
+    if let Some(rest) = src
+        .strip_prefix("http://")
+        .or_else(|| src.strip_prefix("https://"))
+    {
+        let path = rest.split(['#', '?']).next().unwrap_or_default();
+        return path.trim_end_matches('/').ends_with(".git");
+    }
+    false
+}
+
+/// Checks `--checksum` the way BuildKit's frontend does, before anything runs.
+pub fn validate_checksum(sources: &[String], checksum: &str) -> Result<(), AddError> {
+    if sources.len() != 1 {
+        return Err(AddError::ChecksumManySources);
+    }
+    if !is_http(&sources[0]) && !is_git(&sources[0]) {
+        return Err(AddError::ChecksumNotUrl(sources[0].clone()));
+    }
+    Expected::parse(checksum).map(|_| ())
+}
+
+/// A parsed `--checksum`: algorithm and lowercase hex.
+struct Expected {
+    algo: &'static str,
+    hex: String,
+}
+
+impl Expected {
+    fn parse(s: &str) -> Result<Expected, AddError> {
+        let bad = || AddError::BadChecksum(s.to_string());
+        let (algo, hex) = s.split_once(':').ok_or_else(bad)?;
+        let (algo, len) = match algo {
+            "sha256" => ("sha256", 64),
+            "sha384" => ("sha384", 96),
+            "sha512" => ("sha512", 128),
+            _ => return Err(bad()),
+        };
+        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Expected {
+            algo,
+            hex: hex.to_ascii_lowercase(),
+        })
+    }
+}
+
+enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    fn new(algo: &str) -> Hasher {
+        match algo {
+            "sha384" => Hasher::Sha384(sha2::Sha384::new()),
+            "sha512" => Hasher::Sha512(sha2::Sha512::new()),
+            _ => Hasher::Sha256(sha2::Sha256::new()),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Sha384(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+    fn finish(self) -> String {
+        match self {
+            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Hasher::Sha384(h) => format!("sha384:{}", hex::encode(h.finalize())),
+            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// The ADD step's inputs, as `copy_step` resolved them.
+pub struct AddSpec<'a> {
+    /// The COPY-equivalent spec (context sources, destination, owner, chmod, upper).
+    pub copy: CopySpec<'a>,
+    /// `--chown` was given: it then overrides owners from archives.
+    pub chown_given: bool,
+    pub unpack: Option<bool>,
+    pub checksum: Option<&'a str>,
+}
+
+/// Performs ADD into `spec.copy.upper`: what is not an archive is copied as COPY
+/// would (heredocs included), then archives are extracted and URLs fetched, in
+/// source order.
+pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
+    let base = &spec.copy;
+    let many =
+        base.sources.len() + base.contents.len() > 1 || base.sources.iter().any(|s| has_glob(s));
+    // A download is copied on its own; with several sources the destination is a
+    // directory, so say so.
+    let dir_dest = if many && !base.dest.ends_with('/') {
+        format!("{}/", base.dest)
+    } else {
+        base.dest.to_string()
+    };
+    let local: Vec<String> = base
+        .sources
+        .iter()
+        .filter(|s| !is_http(s))
+        .cloned()
+        .collect();
+    let selected = copy::select(base.src_layers, &local, &base.filter)?;
+    // A file named by a source itself is an archive candidate (BuildKit unpacks only
+    // those, never archives found inside a copied directory).
+    let (archives, rest): (Vec<_>, Vec<_>) = selected.into_iter().partition(|e| {
+        spec.unpack != Some(false)
+            && e.whole
+            && e.kind == copy::EntryKind::File
+            && is_archive(&e.real)
+    });
+    copy::copy_selection(base, &rest)?;
+    let mut archives = archives.into_iter().peekable();
+    for src in base.sources {
+        if is_http(src) {
+            let dl = store.scratch_dir("add-url")?;
+            let name = download(src, dl.path(), spec.checksum)?;
+            let file = dl.path().join(&name);
+            if spec.unpack == Some(true) && is_archive(&file) {
+                extract(spec, &file, src)?;
+            } else {
+                copy_download(spec, dl.path(), &name, &dir_dest)?;
+            }
+            continue;
+        }
+        // The archives this source matched (select keeps source order).
+        while let Some(e) = archives.next_if(|e| matches_source(src, &e.src)) {
+            extract(spec, &e.real, &e.src.to_string_lossy())?;
+        }
+    }
+    for e in archives {
+        extract(spec, &e.real, &e.src.to_string_lossy())?;
+    }
+    Ok(())
+}
+
+/// Whether `path` (as select reports it) came from source pattern `src`.
+fn matches_source(src: &str, path: &Path) -> bool {
+    let Some(pattern) = clean_rel(src) else {
+        return false;
+    };
+    let (p, n): (Vec<_>, Vec<_>) = (pattern.components().collect(), path.components().collect());
+    p.len() == n.len()
+        && p.iter().zip(&n).all(|(a, b)| {
+            copy::glob_match(
+                a.as_os_str().as_encoded_bytes(),
+                b.as_os_str().as_encoded_bytes(),
+            )
+        })
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+fn clean_rel(p: &str) -> Option<PathBuf> {
+    copy::clean_rel(p)
+}
+
+/// Copies a downloaded file (its name is literal: glob characters are escaped).
+fn copy_download(spec: &AddSpec, dir: &Path, name: &str, dest: &str) -> Result<(), AddError> {
+    let literal = if has_glob(name) {
+        name.chars()
+            .flat_map(|c| {
+                let esc = matches!(c, '*' | '?' | '[' | '\\');
+                esc.then_some('\\').into_iter().chain([c])
+            })
+            .collect()
+    } else {
+        name.to_string()
+    };
+    copy::copy(&CopySpec {
+        src_layers: &[dir.to_path_buf()],
+        sources: std::slice::from_ref(&literal),
+        filter: copy::SourceFilter::default(),
+        contents: &[],
+        dest,
+        chmod: spec.copy.chmod.clone(),
+        ..spec.copy
+    })?;
+    Ok(())
+}
+
+/// Wraps `reader` in the decompressor its first bytes call for (Docker's
+/// `DecompressStream`: gzip, bzip2, xz, zstd; anything else is read as is).
+fn decompress<'a>(mut reader: BufReader<File>) -> std::io::Result<Box<dyn Read + 'a>> {
+    let head = reader.fill_buf()?;
+    let starts = |m: &[u8]| head.len() >= m.len() && &head[..m.len()] == m;
+    Ok(if starts(&[0x1f, 0x8b, 0x08]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+    } else if starts(b"BZh") {
+        Box::new(bzip2::bufread::MultiBzDecoder::new(reader))
+    } else if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(reader))
+    } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
+    } else {
+        Box::new(reader)
+    })
+}
+
+/// BuildKit's `isArchivePath`: a regular file (not followed if a symlink) whose
+/// decompressed content starts with a valid tar header.
+pub fn is_archive(path: &Path) -> bool {
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !md.is_file() {
+        return false;
+    }
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let Ok(mut r) = decompress(BufReader::new(f)) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    let mut n = 0;
+    while n < block.len() {
+        match r.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    n == block.len() && valid_tar_header(&block)
+}
+
+/// A non-zero header block whose checksum field matches (signed or unsigned sum, as
+/// Go's archive/tar accepts).
+fn valid_tar_header(block: &[u8; 512]) -> bool {
+    if block.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .map(|b| *b as char)
+        .filter(|c| !matches!(c, ' ' | '\0'))
+        .collect();
+    let Ok(want) = i64::from_str_radix(&text, 8) else {
+        return false;
+    };
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { *b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    want == unsigned || want == signed
+}
+
+/// Extracts the archive at `file` into the destination directory of the upper.
+fn extract(spec: &AddSpec, file: &Path, shown: &str) -> Result<(), AddError> {
+    let base = &spec.copy;
+    let dest_rel = clean_rel(base.dest).unwrap_or_default();
+    // The destination is always a directory; make it (and its parents) the way COPY
+    // does, keeping the image's owner and mode for those that exist.
+    let dest_dir = format!("/{}/", dest_rel.display());
+    copy::copy(&CopySpec {
+        sources: &[],
+        contents: &[],
+        dest: &dest_dir,
+        chmod: base.chmod.clone(),
+        ..*base
+    })?;
+    let mirrored = prepare_parents(spec, file, shown, &dest_rel)?;
+    let root = base.upper.join(&dest_rel);
+    let f = File::open(file).map_err(io(file))?;
+    let reader = decompress(BufReader::new(f)).map_err(io(file))?;
+    let opts = UnpackOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        preserve_owner: true,
+        same_permissions: true,
+    };
+    // Docker and BuildKit skip an archive's `.` entry: the destination directory
+    // keeps its metadata, so put it back after the unpacker applied it.
+    let before = root.symlink_metadata().map_err(io(&root))?;
+    unpack::unpack(reader, &root, &opts).map_err(|source| AddError::Unpack {
+        archive: shown.to_string(),
+        dest: dest_dir.clone(),
+        source,
+    })?;
+    std::os::unix::fs::lchown(&root, Some(before.uid()), Some(before.gid())).map_err(io(&root))?;
+    std::fs::set_permissions(
+        &root,
+        std::fs::Permissions::from_mode(before.mode() & 0o7777),
+    )
+    .map_err(io(&root))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(before.mtime().max(0) as u64);
+    File::open(&root)
+        .and_then(|d| d.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t)))
+        .map_err(io(&root))?;
+    if spec.chown_given {
+        chown_tree(&root, Path::new(""), &mirrored, base.owner)?;
+    }
+    Ok(())
+}
+
+/// Directories an archive writes into without naming them must keep the image's
+/// owner and mode, as they would in BuildKit where the archive is applied onto the
+/// image itself: those that exist in the image are created in the upper first. A
+/// relative symlink of the image on the way (`lib -> usr/lib`) is copied into the
+/// upper so the unpacker follows it, as BuildKit follows it; an absolute one, or a
+/// directory entry landing on an image symlink, is refused rather than shadowed.
+/// Returns the mirrored directories the archive does not name (relative to the
+/// destination). Costs one extra decompression pass when the image is not empty.
+fn prepare_parents(
+    spec: &AddSpec,
+    file: &Path,
+    shown: &str,
+    dest_rel: &Path,
+) -> Result<BTreeSet<PathBuf>, AddError> {
+    let base = &spec.copy;
+    let mut walk = ParentWalk {
+        spec,
+        shown,
+        dest_rel,
+        layers: std::iter::once(base.upper.to_path_buf())
+            .chain(base.dest_layers.iter().cloned())
+            .collect(),
+        done: HashSet::new(),
+        mirrored: BTreeSet::new(),
+    };
+    if base.dest_layers.is_empty() {
+        return Ok(walk.mirrored);
+    }
+    let f = File::open(file).map_err(io(file))?;
+    let reader = decompress(BufReader::new(f)).map_err(io(file))?;
+    let mut archive = tar::Archive::new(reader);
+    let mut named = HashSet::new();
+    let Ok(entries) = archive.entries() else {
+        return Ok(walk.mirrored);
+    };
+    for entry in entries {
+        // A broken or hostile archive is reported by the unpacker itself.
+        let Ok(entry) = entry else { break };
+        let Ok(path) = entry.path() else { continue };
+        let Some(rel) = clean_rel(&path.to_string_lossy()) else {
+            continue;
+        };
+        if entry.header().entry_type().is_dir() {
+            walk.leaf_dir(&rel)?;
+            named.insert(rel.clone());
+        }
+        if let Some(parent) = rel.parent() {
+            walk.parents(&rel, parent)?;
+        }
+    }
+    walk.mirrored.retain(|p| !named.contains(p));
+    Ok(walk.mirrored)
+}
+
+struct ParentWalk<'s, 'a> {
+    spec: &'s AddSpec<'a>,
+    shown: &'s str,
+    dest_rel: &'s Path,
+    /// The upper, then the image's snapshots: the view the archive lands on.
+    layers: Vec<PathBuf>,
+    /// Parent paths (as the archive writes them) already prepared.
+    done: HashSet<PathBuf>,
+    mirrored: BTreeSet<PathBuf>,
+}
+
+impl ParentWalk<'_, '_> {
+    fn image_md(&self, rel: &Path) -> Option<std::fs::Metadata> {
+        merged::lookup(&self.layers, &self.dest_rel.join(rel))
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+    }
+
+    fn through_symlink(&self, entry: &Path, link: &Path) -> AddError {
+        AddError::ThroughImageSymlink {
+            archive: self.shown.to_string(),
+            entry: entry.to_string_lossy().into_owned(),
+            link: format!("/{}", self.dest_rel.join(link).display()),
+        }
+    }
+
+    /// A directory entry on an image symlink: BuildKit writes through it; refuse.
+    fn leaf_dir(&self, rel: &Path) -> Result<(), AddError> {
+        match self.image_md(rel) {
+            Some(m) if m.file_type().is_symlink() => Err(self.through_symlink(rel, rel)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Prepares the directories `entry` is written under, resolving image symlinks.
+    fn parents(&mut self, entry: &Path, parent: &Path) -> Result<(), AddError> {
+        if parent.as_os_str().is_empty() || !self.done.insert(parent.to_path_buf()) {
+            return Ok(());
+        }
+        let mut pending: std::collections::VecDeque<std::ffi::OsString> = parent
+            .components()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let mut resolved = PathBuf::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop_front() {
+            if c == ".." {
+                if !resolved.pop() {
+                    // Leaves the destination: the unpacker refuses it.
+                    return Ok(());
+                }
+                continue;
+            }
+            if c.is_empty() || c == "." {
+                continue;
+            }
+            let next = resolved.join(&c);
+            match self.image_md(&next) {
+                Some(m) if m.is_dir() => {
+                    self.mirror_dir(&next)?;
+                    resolved = next;
+                }
+                Some(m) if m.file_type().is_symlink() => {
+                    let real = merged::lookup(&self.layers, &self.dest_rel.join(&next))
+                        .ok_or_else(|| self.through_symlink(entry, &next))?;
+                    let target = std::fs::read_link(&real).map_err(io(&real))?;
+                    hops += 1;
+                    if target.is_absolute() || hops > 40 {
+                        return Err(self.through_symlink(entry, &next));
+                    }
+                    self.copy_symlink(&next, &real, &m)?;
+                    for t in target.components().rev() {
+                        pending.push_front(t.as_os_str().to_os_string());
+                    }
+                }
+                // Missing: the unpacker creates it; not a directory: it reports that.
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn mirror_dir(&mut self, rel: &Path) -> Result<(), AddError> {
+        let base = &self.spec.copy;
+        if base
+            .upper
+            .join(self.dest_rel)
+            .join(rel)
+            .symlink_metadata()
+            .is_ok()
+        {
+            return Ok(());
+        }
+        copy::copy(&CopySpec {
+            sources: &[],
+            contents: &[],
+            dest: &format!("/{}/", self.dest_rel.join(rel).display()),
+            chmod: base.chmod.clone(),
+            ..*base
+        })?;
+        self.mirrored.insert(rel.to_path_buf());
+        Ok(())
+    }
+
+    /// Puts the image's symlink into the upper (same target, owner and time).
+    fn copy_symlink(
+        &self,
+        rel: &Path,
+        real: &Path,
+        md: &std::fs::Metadata,
+    ) -> Result<(), AddError> {
+        let at = self.spec.copy.upper.join(self.dest_rel).join(rel);
+        if at.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        let target = std::fs::read_link(real).map_err(io(real))?;
+        std::os::unix::fs::symlink(&target, &at).map_err(io(&at))?;
+        std::os::unix::fs::lchown(&at, Some(md.uid()), Some(md.gid())).map_err(io(&at))?;
+        let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+            .map_err(|e| io(&at)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let t = libc::timespec {
+            tv_sec: md.mtime() as libc::time_t,
+            tv_nsec: md.mtime_nsec() as _,
+        };
+        // SAFETY: a valid C path and a two-element timespec array.
+        let r = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                [t, t].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(io(&at)(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+/// `--chown` on an archive: every extracted entry gets the owner, except the image's
+/// directories the archive only passed through (`keep`, relative to `root`).
+/// `chown` clears set-id bits, so the mode is put back afterwards.
+fn chown_tree(
+    root: &Path,
+    rel: &Path,
+    keep: &BTreeSet<PathBuf>,
+    owner: (u32, u32),
+) -> Result<(), AddError> {
+    let dir = root.join(rel);
+    let rd = std::fs::read_dir(&dir).map_err(io(&dir))?;
+    for e in rd {
+        let e = e.map_err(io(&dir))?;
+        let p = e.path();
+        let child = rel.join(e.file_name());
+        let md = p.symlink_metadata().map_err(io(&p))?;
+        if md.is_dir() {
+            chown_tree(root, &child, keep, owner)?;
+        }
+        if keep.contains(&child) {
+            continue;
+        }
+        // Overlay whiteouts (0/0 character devices) carry no ownership.
+        if md.file_type().is_char_device() && md.rdev() == 0 {
+            continue;
+        }
+        std::os::unix::fs::lchown(&p, Some(owner.0), Some(owner.1)).map_err(io(&p))?;
+        if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(io(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// `url` for messages: a password in it is replaced, as BuildKit does.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let shown = if userinfo.contains(':') {
+                format!("{user}:xxxxx")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{shown}@{host}{}", &rest[end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The file name BuildKit gives a download: the last element of the URL's path,
+/// percent-decoded, or `__unnamed__`.
+pub fn url_file_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['#', '?']).next().unwrap_or_default();
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let decoded = percent_decode(path);
+    let trimmed = decoded.trim_end_matches('/');
+    match trimmed.rsplit('/').next() {
+        Some(base) if !base.is_empty() && base != "." && base != ".." => base.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Downloads `url` into `dir` (streamed, hashed on the way) and returns the file name.
+/// On a checksum mismatch the file is removed and an error names both digests.
+fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, AddError> {
+    let expected = checksum.map(Expected::parse).transpose()?;
+    let fetch_err = |message: String| AddError::Fetch {
+        url: redact(url),
+        message,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(proxy_for(url)?)
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| fetch_err(e.to_string()))?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(AddError::Status {
+            url: redact(url),
+            status,
+        });
+    }
+    let mtime = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .unwrap_or(0);
+    let name = url_file_name(url);
+    let path = dir.join(&name);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    let mut hasher = Hasher::new(expected.as_ref().map_or("sha256", |e| e.algo));
+    let mut body = resp.into_body().into_reader();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fetch_err(e.to_string())),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io(&path))?;
+    }
+    drop(out);
+    let actual = hasher.finish();
+    if let Some(e) = expected {
+        let want = format!("{}:{}", e.algo, e.hex);
+        if actual != want {
+            let _ = std::fs::remove_file(&path);
+            return Err(AddError::Checksum {
+                url: redact(url),
+                expected: want,
+                actual,
+            });
+        }
+    }
+    // umask may have narrowed the mode at creation.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+    let f = File::options().write(true).open(&path).map_err(io(&path))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
+    f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .map_err(io(&path))?;
+    Ok(name)
+}
+
+/// The proxy for `url` as Go's `ProxyFromEnvironment` (BuildKit's) picks it:
+/// `HTTPS_PROXY` for https, `HTTP_PROXY` for http (either case), minus `NO_PROXY`.
+fn proxy_for(url: &str) -> Result<Option<ureq::Proxy>, AddError> {
+    let names: &[&str] = if url.starts_with("https://") {
+        &["HTTPS_PROXY", "https_proxy"]
+    } else {
+        &["HTTP_PROXY", "http_proxy"]
+    };
+    let Some((var, value)) = names.iter().find_map(|n| {
+        std::env::var(n)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (n, v))
+    }) else {
+        return Ok(None);
+    };
+    let bad = |e: ureq::Error| AddError::Fetch {
+        url: redact(url),
+        message: format!("invalid proxy {var}={value:?}: {e}"),
+    };
+    let parsed = ureq::Proxy::new(&value).map_err(bad)?;
+    let mut b = ureq::Proxy::builder(parsed.protocol())
+        .host(parsed.host())
+        .port(parsed.port());
+    if let Some(u) = parsed.username() {
+        b = b.username(u);
+    }
+    if let Some(p) = parsed.password() {
+        b = b.password(p);
+    }
+    if let Some(np) = ["NO_PROXY", "no_proxy"]
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    {
+        b = b.no_proxy(&np);
+    }
+    b.build().map(Some).map_err(bad)
+}
+
+/// An HTTP date (IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850
+/// `Sunday, 06-Nov-94 08:49:37 GMT` or asctime `Sun Nov  6 08:49:37 1994`) as Unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = |m: &str| MONTHS.iter().position(|x| *x == m).map(|i| i as i64 + 1);
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let (day, mon, year, time): (i64, i64, i64, &str) = match parts.as_slice() {
+        [_, d, m, y, t, "GMT"] => (d.parse().ok()?, month(m)?, y.parse().ok()?, *t),
+        [_, dmy, t, "GMT"] => {
+            let mut it = dmy.split('-');
+            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
+            let y: i64 = y.parse().ok()?;
+            let y = if y < 70 {
+                2000 + y
+            } else if y < 100 {
+                1900 + y
+            } else {
+                y
+            };
+            (d.parse().ok()?, month(m)?, y, *t)
+        }
+        [_, m, d, t, y] => (d.parse().ok()?, month(m)?, y.parse().ok()?, *t),
+        _ => return None,
+    };
+    let mut hms = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian).
+    let y = if mon <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mon + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + mi * 60 + se)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_parse_in_all_three_forms() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784111777)
+        );
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784111777)
+        );
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(784111777));
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn passwords_are_kept_out_of_messages() {
+        assert_eq!(redact("https://u:secret@h/f"), "https://u:xxxxx@h/f");
+        assert_eq!(redact("https://h/a@b"), "https://h/a@b");
+        assert_eq!(redact("http://tok@h/"), "http://tok@h/");
+    }
+
+    #[test]
+    fn url_file_names_follow_buildkit() {
+        assert_eq!(url_file_name("https://h/a/b.tar.gz?x=1#f"), "b.tar.gz");
+        assert_eq!(url_file_name("http://h/dir/"), "dir");
+        assert_eq!(url_file_name("http://h/"), "__unnamed__");
+        assert_eq!(url_file_name("http://h"), "__unnamed__");
+        assert_eq!(url_file_name("http://h/a%20b"), "a b");
+    }
+
+    #[test]
+    fn git_sources_are_told_apart_from_http() {
+        assert!(is_git("git@github.com:o/r.git"));
+        assert!(is_git("https://github.com/o/r.git#main"));
+        assert!(!is_http("https://github.com/o/r.git"));
+        assert!(is_http("https://example.com/r.tar.gz"));
+    }
+
+    #[test]
+    fn checksums_parse_like_digests() {
+        let ok = format!("sha256:{}", "ab".repeat(32));
+        assert!(Expected::parse(&ok).is_ok());
+        assert!(Expected::parse("sha256:abc").is_err());
+        assert!(Expected::parse("md5:00").is_err());
+    }
+}
