@@ -209,7 +209,7 @@ pub fn base_note_name(reference: &str) -> Digest {
 
 /// The entries COPY/ADD would write, as [`copy::select`] lists them (after
 /// `.dockerignore`, `--exclude` and `--parents`), each hashed by source path,
-/// destination, type, mode, owner, size, content and symlink target (not mtime).
+/// destination, type, mode, owner, xattrs, size, content and symlink target (not mtime).
 /// Regular files go through the stat cache when one is given.
 pub fn copy_inputs(
     src_layers: &[PathBuf],
@@ -248,6 +248,11 @@ fn entry_digest(
     h.field("mode", &md.mode().to_le_bytes())
         .field("uid", &md.uid().to_le_bytes())
         .field("gid", &md.gid().to_le_bytes());
+    for (name, value) in crate::xattrs::read(real).map_err(io)? {
+        if !crate::xattrs::is_overlay(&name) {
+            h.field("xattr", &name).field("value", &value);
+        }
+    }
     let ft = md.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(real).map_err(io)?;

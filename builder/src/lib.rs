@@ -35,3 +35,4 @@ pub mod lint;
 pub mod plan;
 pub mod sandbox;
 pub mod users;
+pub mod xattrs;

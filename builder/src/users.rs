@@ -47,26 +47,11 @@ fn has_opaque_parent(dir: &Path, rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     for part in &parts[..parts.len().saturating_sub(1)] {
         cur.push(part);
-        if xattr_is(&cur, "trusted.overlay.opaque", b"y") {
+        if crate::xattrs::is(&cur, "trusted.overlay.opaque", b"y") {
             return true;
         }
     }
     false
-}
-
-fn xattr_is(path: &Path, name: &str, want: &[u8]) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(n)) = (
-        std::ffi::CString::new(path.as_os_str().as_bytes()),
-        std::ffi::CString::new(name),
-    ) else {
-        return false;
-    };
-    let mut buf = [0u8; 8];
-    // SAFETY: buffer pointer and length match.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    len >= 0 && &buf[..len as usize] == want
 }
 
 fn lookup_line<'a>(file: &'a str, name: &str) -> Option<Vec<&'a str>> {

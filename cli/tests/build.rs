@@ -393,3 +393,56 @@ fn symbolic_chmod_gives_directories_and_executables_x() {
     )));
     assert!(err.contains("invalid --chmod \"u+q\""), "{err}");
 }
+
+#[test]
+fn copy_keeps_xattrs_and_file_capabilities_and_keys_on_them() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY tool /bin/tool\n\
+         FROM busybox\nCOPY --from=0 /bin/tool /bin/tool2\nCOPY tool /bin/tool\n",
+        &[("tool", "#!/bin/sh\necho tool\n")],
+    );
+    // cap_net_bind_service, effective (VFS_CAP_REVISION_2).
+    let cap: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let set = |name: &str, value: &[u8]| {
+        rustix::fs::lsetxattr(
+            ctx.join("tool"),
+            name,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .expect("setxattr on the test's temporary directory");
+    };
+    set("user.mybuild", b"one");
+    set("security.capability", &cap);
+    let get = |path: &Path, name: &str| {
+        let mut buf = [0u8; 64];
+        let n = rustix::fs::lgetxattr(path, name, &mut buf[..]).unwrap_or_else(|e| {
+            panic!("{} has no {name}: {e}", path.display());
+        });
+        buf[..n].to_vec()
+    };
+    let build = |tag: &str| {
+        let iid = tmp.path().join(format!("{tag}.iid"));
+        ok(mybuild(&root)
+            .args(["-t", tag, "--iidfile"])
+            .arg(&iid)
+            .arg(&ctx));
+        std::fs::read_to_string(iid).expect("iid")
+    };
+    let first = build("caps:1");
+    let rootfs = unpack(tmp.path(), &root, "caps:1");
+    for file in ["bin/tool", "bin/tool2"] {
+        let path = rootfs.join(file);
+        assert_eq!(get(&path, "user.mybuild"), b"one", "{file}");
+        assert_eq!(get(&path, "security.capability"), cap, "{file}");
+    }
+    assert_eq!(build("caps:2"), first, "nothing changed, same image");
+    // Only an attribute changes: the COPY must not come from the cache.
+    set("user.mybuild", b"two");
+    let third = build("caps:3");
+    assert_ne!(third, first);
+    let rootfs = unpack(tmp.path(), &root, "caps:3");
+    assert_eq!(get(&rootfs.join("bin/tool"), "user.mybuild"), b"two");
+}

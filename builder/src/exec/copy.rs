@@ -598,6 +598,7 @@ fn place(
         }
         std::os::unix::fs::lchown(&target, Some(spec.owner.0), Some(spec.owner.1))
             .map_err(io(&target))?;
+        crate::xattrs::copy(&e.real, &target).map_err(io(&target))?;
         dirs.push((target, mode_for(spec, md.mode(), true), md.mtime()));
         return Ok(());
     }
@@ -619,6 +620,8 @@ fn place(
             Some(md.mtime()),
         )?;
     }
+    // After the chown, which drops security.capability.
+    crate::xattrs::copy(&e.real, &target).map_err(io(&target))?;
     Ok(())
 }
 

@@ -12,18 +12,7 @@ fn is_whiteout(md: &std::fs::Metadata) -> bool {
 }
 
 fn is_opaque(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(n)) = (
-        std::ffi::CString::new(path.as_os_str().as_bytes()),
-        std::ffi::CString::new("trusted.overlay.opaque"),
-    ) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    // SAFETY: buffer pointer and length match.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    len == 1 && buf[0] == b'y'
+    crate::xattrs::is(path, "trusted.overlay.opaque", b"y")
 }
 
 /// The real path backing `rel` in the merged view, or `None` when absent.

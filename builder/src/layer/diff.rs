@@ -7,7 +7,6 @@
 //! equal bytes; with `clamp_mtime` (SOURCE_DATE_EPOCH) no mtime is later than it.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -96,11 +95,11 @@ fn walk<W: Write>(
             st.count += 1;
             continue;
         }
-        let xattrs = read_xattrs(&path)?;
+        let xattrs = crate::xattrs::read(&path).map_err(io_err(&path))?;
         if ft.is_dir() {
             let opaque = xattrs
                 .iter()
-                .any(|(k, v)| k == "trusted.overlay.opaque" && v.as_slice() == b"y");
+                .any(|(k, v)| k == b"trusted.overlay.opaque" && v.as_slice() == b"y");
             pax(b, &xattrs, &path)?;
             let h = base_header(&md, st.opts, tar::EntryType::Directory);
             append(b, h, &rel_path, io::empty(), &path)?;
@@ -196,72 +195,20 @@ fn append<W: Write, R: io::Read>(
 
 fn pax<W: Write>(
     b: &mut tar::Builder<W>,
-    xattrs: &[(String, Vec<u8>)],
+    xattrs: &[(Vec<u8>, Vec<u8>)],
     path: &Path,
 ) -> Result<(), DiffError> {
     let records: Vec<(String, &[u8])> = xattrs
         .iter()
-        .filter(|(k, _)| !k.starts_with("trusted.overlay."))
-        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+        .filter(|(k, _)| !crate::xattrs::is_overlay(k))
+        .map(|(k, v)| {
+            let k = String::from_utf8_lossy(k);
+            (format!("SCHILY.xattr.{k}"), v.as_slice())
+        })
         .collect();
     if records.is_empty() {
         return Ok(());
     }
     b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
         .map_err(io_err(path))
-}
-
-/// All xattrs of `path` (not following symlinks), sorted by name.
-fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DiffError> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| DiffError::Io {
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"),
-    })?;
-    // SAFETY: a null buffer with size 0 asks for the needed size.
-    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
-    if size < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(Vec::new());
-        }
-        return Err(io_err(path)(e));
-    }
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    let mut names = vec![0u8; size as usize];
-    // SAFETY: the buffer is `names.len()` bytes long.
-    let size = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if size < 0 {
-        return Err(io_err(path)(io::Error::last_os_error()));
-    }
-    names.truncate(size as usize);
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name_c) = CString::new(name) else {
-            continue;
-        };
-        // SAFETY: size query with a null buffer.
-        let len = unsafe { libc::lgetxattr(c.as_ptr(), name_c.as_ptr(), std::ptr::null_mut(), 0) };
-        if len < 0 {
-            continue;
-        }
-        let mut value = vec![0u8; len as usize];
-        // SAFETY: the buffer is `value.len()` bytes long.
-        let len = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                name_c.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        if len < 0 {
-            continue;
-        }
-        value.truncate(len as usize);
-        out.push((String::from_utf8_lossy(name).into_owned(), value));
-    }
-    out.sort();
-    Ok(out)
 }
