@@ -1,0 +1,520 @@
+#!/usr/bin/env bash
+# mybuild against buildah and skopeo, side by side in one run (see bench/README.md).
+#
+#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,R,L,M] [--release] [--keep]
+#
+# As root on Debian: installs the peers with apt when missing, builds mybuild, sets up a
+# loop-mounted ext4 work area, starts docker-registry on 127.0.0.1, makes a busybox base
+# image, generates the contexts, then times mybuild and the peer alternately (A B A B …)
+# and prints the table, also written to bench/RESULTS.md (--smoke: bench/RESULTS-smoke.md
+# under the work area, tiny sizes, one run each, nothing committed).
+set -euo pipefail
+export LC_ALL=C
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+
+RUNS=5
+SMOKE=0
+ONLY="A,B,C,R,L,M"
+RELEASE=""
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) RUNS=$2; shift 2 ;;
+    --runs=*) RUNS=${1#--runs=}; shift ;;
+    --smoke) SMOKE=1; shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    --only=*) ONLY=${1#--only=}; shift ;;
+    --release) RELEASE=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$RUNS" in ''|*[!0-9]*|0) echo "bench/run.sh: --runs takes a positive number" >&2; exit 2 ;; esac
+want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+if [ "$SMOKE" = 1 ]; then
+  RUNS=1
+  A_DIRS=4 A_FILES=50 A_RUN_FILES=20
+  B_BYTES=$((4 * 1024 * 1024))
+  C_SECONDS=0.1
+  IMG_SIZE=3G
+  ONLY=${ONLY/,M/}  # no criterion in smoke mode: clippy --all-targets already compiles the benches
+else
+  A_DIRS=40 A_FILES=2000 A_RUN_FILES=200
+  B_BYTES=$((600 * 1024 * 1024))
+  C_SECONDS=1.0
+  IMG_SIZE=24G
+fi
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { echo "bench/run.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (buildah, overlayfs, the loop mount and mybuild's sandbox need it)"
+
+# --- peers -------------------------------------------------------------------------------
+APT_PKGS="buildah skopeo docker-registry busybox-static hyperfine pigz zstd openssl time curl e2fsprogs"
+missing=""
+for t in buildah skopeo docker-registry busybox hyperfine pigz zstd openssl curl mkfs.ext4; do
+  command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
+done
+[ -x /usr/bin/time ] || missing="$missing time"
+if [ -n "$missing" ]; then
+  log "installing peers with apt (missing:$missing)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $APT_PKGS >/dev/null
+fi
+command -v python3 >/dev/null || die "python3 is needed for the table"
+
+# --- mybuild -----------------------------------------------------------------------------
+# Full runs time the release build; smoke mode reuses the debug build CI already made.
+if [ -n "${MYBUILD_BIN:-}" ]; then
+  MB=$MYBUILD_BIN
+elif [ "$SMOKE" = 1 ] && [ -z "$RELEASE" ]; then
+  log "cargo build -p mybuild (debug, smoke mode)"
+  (cd "$REPO" && cargo build --locked -q -p mybuild)
+  MB=$REPO/target/debug/mybuild
+else
+  log "cargo build --release -p mybuild"
+  (cd "$REPO" && cargo build --locked -q --release -p mybuild)
+  MB=$REPO/target/release/mybuild
+fi
+[ -x "$MB" ] || die "no mybuild binary at $MB"
+
+# --- work area ---------------------------------------------------------------------------
+# A journaled ext4 image file: the root disk here slows down after bursts of deletes, which
+# made the same row drift several-fold during a run (see the notes in bench/README.md).
+W=$(mktemp -d /tmp/mybuild-bench.XXXXXX)
+IMG=${BENCH_IMG_DIR:-/var/tmp}/mybuild-bench.$$.img
+WORKAREA="plain directory on $(df --output=fstype "$W" | tail -1)"
+PIDS=()
+cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  if [ "$KEEP" = 1 ]; then echo "kept $W" >&2; return; fi
+  if mountpoint -q "$W" 2>/dev/null; then
+    # buildah may leave overlay mounts of its storage behind
+    grep -o " $W/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    umount "$W" || umount -l "$W"
+  fi
+  rm -f "$IMG"
+  rm -rf "$W"
+}
+trap cleanup EXIT
+if truncate -s "$IMG_SIZE" "$IMG" 2>/dev/null && mkfs.ext4 -q -F "$IMG" && mount -o loop "$IMG" "$W" 2>/dev/null; then
+  WORKAREA="loop-mounted ext4 ($IMG_SIZE image file, journaled)"
+else
+  rm -f "$IMG"
+  echo "bench/run.sh: loop mount failed; timing on a plain directory (figures may drift)" >&2
+fi
+log "work area $W: $WORKAREA"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+TSV=$W/results.tsv
+: > "$TSV"
+FAILED=0
+
+# --- timing ------------------------------------------------------------------------------
+# timed SCENARIO TOOL BYTES CMD...: one run; wall from EPOCHREALTIME (µs), peak RSS from
+# GNU time (the largest single process of the tree, from wait4's rusage).
+timed() {
+  local sc=$1 tool=$2 bytes=$3 t0 t1 rss
+  shift 3
+  t0=$EPOCHREALTIME
+  if /usr/bin/time -f %M -o "$W/rss" "$@" >/dev/null 2>"$W/last.log"; then
+    t1=$EPOCHREALTIME
+    rss=$(tail -1 "$W/rss")
+    printf '%s\t%s\tok\t%s\t%s\t%s\n' "$sc" "$tool" $(( ${t1/./} - ${t0/./} )) "$rss" "$bytes" >> "$TSV"
+    printf '  %-28s %-10s %8.3f s  %6d KiB\n' "$sc" "$tool" "$(( ${t1/./} - ${t0/./} ))e-6" "$rss" >&2
+  else
+    FAILED=1
+    printf '%s\t%s\tfail\t0\t0\t0\t%s\n' "$sc" "$tool" "$(tail -1 "$W/last.log" | tr '\t' ' ')" >> "$TSV"
+    echo "  FAILED: $sc $tool: $*" >&2
+    tail -15 "$W/last.log" | sed 's/^/    /' >&2
+  fi
+}
+# na SCENARIO TOOL REASON: a row that cannot be measured in this build.
+na() { printf '%s\t%s\tna\t0\t0\t0\t%s\n' "$1" "$2" "$3" >> "$TSV"; echo "  $1 $2: $3" >&2; }
+# alternate SCENARIO PEER BYTES: RUNS pairs of (prep_mb; MBCMD) and (prep_peer; PEERCMD),
+# mybuild first; MB_NA set means mybuild's row is "not available".
+alternate() {
+  local sc=$1 peer=$2 bytes=$3 i
+  [ -z "${MB_NA:-}" ] || na "$sc" mybuild "$MB_NA"
+  for ((i = 1; i <= RUNS; i++)); do
+    if [ -z "${MB_NA:-}" ]; then prep_mb; timed "$sc" mybuild "$bytes" "${MBCMD[@]}"; fi
+    prep_peer; timed "$sc" "$peer" "$bytes" "${PEERCMD[@]}"
+  done
+}
+noop() { :; }
+
+# --- registries --------------------------------------------------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# start_registry NAME: a docker-registry on a free loopback port with an empty store;
+# sets REG_<NAME>_PORT. Restarting gives an empty registry (peers skip blobs a registry has).
+declare -A REG_PID
+start_registry() {
+  local name=$1 port dir
+  stop_registry "$name"
+  port=$(free_port)
+  dir=$W/registry-$name
+  rm -rf "$dir"; mkdir -p "$dir/data"
+  cat > "$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+  docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+  REG_PID[$name]=$!
+  PIDS+=("$!")
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && break
+    sleep 0.05
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" || die "docker-registry did not start (see $dir/log)"
+  printf -v "REG_${name}_PORT" '%s' "$port"
+}
+stop_registry() {
+  local pid=${REG_PID[$1]:-}
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; REG_PID[$1]=""; fi
+}
+
+# --- peers' storage ----------------------------------------------------------------------
+# buildah and skopeo get their own storage inside the work area, so the machine's
+# containers-storage is neither read nor changed.
+mkdir -p "$W/containers"
+STORAGE_DRIVER=overlay
+BUILDAH=(buildah --root "$W/containers/root" --runroot "$W/containers/run" --storage-driver "$STORAGE_DRIVER")
+BUILDAH_BUILD=(build --layers --isolation chroot --quiet)
+CS="containers-storage:[$STORAGE_DRIVER@$W/containers/root+$W/containers/run]"
+
+# --- base image --------------------------------------------------------------------------
+log "busybox base image"
+"$REPO/testdata/busybox-rootfs.sh" > "$W/busybox.tar"
+TMPL=$W/store-template
+"$MB" --root "$TMPL" import "$W/busybox.tar" busybox -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' >/dev/null
+start_registry base
+BASE_REF=127.0.0.1:$REG_base_PORT/library/busybox:latest
+skopeo copy -q --dest-tls-verify=false "oci:$TMPL:busybox:latest" "docker://$BASE_REF"
+if ! "${BUILDAH[@]}" pull -q --tls-verify=false "docker://$BASE_REF" >/dev/null 2>"$W/buildah-pull.log"; then
+  # overlay on this file system refused: fall back to vfs (slower for the peer; said in RESULTS)
+  echo "buildah: overlay storage failed ($(tail -1 "$W/buildah-pull.log")); using vfs" >&2
+  rm -rf "$W/containers"; mkdir -p "$W/containers"
+  STORAGE_DRIVER=vfs
+  BUILDAH=(buildah --root "$W/containers/root" --runroot "$W/containers/run" --storage-driver "$STORAGE_DRIVER")
+  CS="containers-storage:[$STORAGE_DRIVER@$W/containers/root+$W/containers/run]"
+  "${BUILDAH[@]}" pull -q --tls-verify=false "docker://$BASE_REF" >/dev/null
+fi
+MB_BASE=busybox:latest
+
+# mb_fresh DIR: a store holding only the base image (what a cold build starts from).
+mb_fresh() { rm -rf "$1"; cp -a "$TMPL" "$1"; }
+# buildah_clean TAG...: drop these images and every unnamed intermediate layer image.
+buildah_clean() {
+  "${BUILDAH[@]}" rmi -f "$@" >/dev/null 2>&1 || true
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+}
+
+# --- what this mybuild can do ------------------------------------------------------------
+# Probed, never assumed: rows whose feature is missing say so instead of showing a number.
+log "probing mybuild features"
+mkdir -p "$W/probe"
+printf 'FROM busybox\nRUN head -c 16 /dev/urandom | od -x > /r\n' > "$W/probe/Dockerfile"
+mb_fresh "$W/probe-store"
+id1=$("$MB" --root "$W/probe-store" build -q -t probe "$W/probe" 2>/dev/null || true)
+id2=$("$MB" --root "$W/probe-store" build -q -t probe "$W/probe" 2>/dev/null || true)
+if [ -n "$id1" ] && [ "$id1" = "$id2" ]; then
+  HAVE_CACHE=""
+else
+  HAVE_CACHE="mybuild: not available in this build (no step cache: a rebuild reruns every step)"
+fi
+rm -rf "$W/probe-store"
+# (`mybuild help VERB`: plain `mybuild push --help` would be read as a build of context "push")
+if "$MB" help push >/dev/null 2>&1; then HAVE_PUSH=""; else HAVE_PUSH="mybuild: not available in this build (no push)"; fi
+if "$MB" help pull >/dev/null 2>&1; then HAVE_PULL=""; else HAVE_PULL="mybuild: not available in this build (no pull)"; fi
+# How mybuild is told a loopback registry speaks plain HTTP, if it needs telling.
+MB_INSECURE=()
+if [ -z "$HAVE_PUSH" ]; then
+  help=$("$MB" help push 2>&1)
+  case "$help" in
+    *--tls-verify*) MB_INSECURE=(--tls-verify=false) ;;
+    *--plain-http*) MB_INSECURE=(--plain-http) ;;
+    *--insecure*) MB_INSECURE=(--insecure) ;;
+  esac
+fi
+echo "  step cache: ${HAVE_CACHE:-yes}; push: ${HAVE_PUSH:-yes}; pull: ${HAVE_PULL:-yes}" >&2
+
+# --- contexts (deterministic) ------------------------------------------------------------
+log "generating contexts"
+# A: A_FILES small files in A_DIRS folders; sizes and contents depend only on the index.
+CA=$W/ctx-a
+mkdir -p "$CA/src"
+per=$((A_FILES / A_DIRS))
+line="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+for ((d = 0; d < A_DIRS; d++)); do
+  dir=$(printf '%s/src/d%02d' "$CA" "$d")
+  mkdir -p "$dir"
+  for ((f = 0; f < per; f++)); do
+    n=$((d * per + f))
+    {
+      printf 'file %d\n' "$n"
+      for ((k = 0; k < (n * 37 % 60) + 2; k++)); do printf '%d %s\n' "$k" "$line"; done
+    } > "$(printf '%s/f%04d.txt' "$dir" "$f")"
+  done
+done
+cat > "$CA/Dockerfile" <<EOF
+ARG BASE=busybox
+FROM \$BASE
+ENV APP_HOME=/app MODE=bench
+WORKDIR /app
+COPY src/ ./src/
+RUN mkdir -p gen && i=0 && while [ \$i -lt $A_RUN_FILES ]; do echo "generated \$i" > gen/g\$i.txt; i=\$((i+1)); done
+CMD ["/bin/sh"]
+EOF
+A_BYTES=$(du -sb "$CA/src" | cut -f1)
+
+# B: real binaries from this machine, in sorted path order, up to B_BYTES.
+CB=$W/ctx-b
+mkdir -p "$CB/data"
+# Compilers and helpers first, then shared libraries; a file that would pass the size is
+# skipped so smaller ones after it still count.
+{
+  find /usr/lib/gcc /usr/libexec -type f -size +0 -printf '%s\t%p\n' 2>/dev/null | sort -t "$(printf '\t')" -k2,2
+  find /usr/lib/x86_64-linux-gnu -type f -size +0 -printf '%s\t%p\n' 2>/dev/null | sort -t "$(printf '\t')" -k2,2
+} | awk -F '\t' -v max="$B_BYTES" 'sum + $1 <= max { sum += $1; print $2 }' > "$W/b-files"
+tar -cf - -T "$W/b-files" 2>/dev/null | tar -xf - -C "$CB/data"
+cat > "$CB/Dockerfile" <<'EOF'
+ARG BASE=busybox
+FROM $BASE
+COPY data/ /data/
+RUN cp -a /data /data2
+EOF
+B_BYTES=$(du -sb "$CB/data" | cut -f1)
+B_FILES=$(wc -l < "$W/b-files")
+echo "  A: $A_FILES files, $A_BYTES bytes; B: $B_FILES files, $B_BYTES bytes" >&2
+
+# C: two independent CPU-bound stages; the loop count is calibrated to C_SECONDS here.
+calib=200000
+t0=$EPOCHREALTIME
+busybox sh -c "i=0; while [ \$i -lt $calib ]; do i=\$((i+1)); done"
+t1=$EPOCHREALTIME
+C_LOOPS=$(python3 -c "print(max(1000, int($calib * $C_SECONDS / max(1e-3, (${t1/./} - ${t0/./}) / 1e6))))")
+CC=$W/ctx-c
+mkdir -p "$CC"
+cat > "$CC/Dockerfile" <<EOF
+ARG BASE=busybox
+FROM \$BASE AS s1
+RUN i=0; while [ \$i -lt $C_LOOPS ]; do i=\$((i+1)); done; echo s1 \$i > /s1
+FROM \$BASE AS s2
+RUN i=0; while [ \$i -lt $C_LOOPS ]; do i=\$((i+2)); i=\$((i-1)); done; echo s2 \$i > /s2
+FROM \$BASE
+COPY --from=s1 /s1 /s1
+COPY --from=s2 /s2 /s2
+CMD ["cat", "/s1", "/s2"]
+EOF
+
+# Builds: mybuild in store $S (set per scenario), buildah from the pulled base.
+mb_build() { MBCMD=("$MB" --root "$S" build -q --progress plain "$@"); }
+bu_build() { PEERCMD=("${BUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" "$@"); }
+S=$W/store
+
+# --- A: small files ----------------------------------------------------------------------
+if want A; then
+  log "A: busybox; ENV, WORKDIR, COPY of $A_FILES files, RUN writing $A_RUN_FILES files, CMD"
+  MB_NA=""
+  mb_build --no-cache -t bench-a "$CA"; bu_build --no-cache -t bench-a "$CA"
+  prep_mb() { mb_fresh "$S"; }
+  prep_peer() { buildah_clean bench-a; }
+  alternate "A cold" buildah 0
+
+  # warm both caches once, untimed
+  mb_fresh "$S"
+  "$MB" --root "$S" build -q -t bench-a "$CA" >/dev/null
+  "${BUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" -t bench-a "$CA" >/dev/null
+  MB_NA=$HAVE_CACHE
+  mb_build -t bench-a "$CA"; bu_build -t bench-a "$CA"
+  prep_mb() { :; }
+  prep_peer() { :; }
+  alternate "A no-op rebuild" buildah 0
+
+  # each run sees a file whose content its tool has not built before
+  edits=0
+  touch_one() { edits=$((edits + 1)); printf 'file 0 edit %d\n' "$edits" > "$CA/src/d00/f0000.txt"; }
+  prep_mb() { touch_one; }
+  prep_peer() { touch_one; }
+  alternate "A one-file change" buildah 0
+  MB_NA=""
+  buildah_clean bench-a
+fi
+
+# --- B: large binaries -------------------------------------------------------------------
+BSTORE=$W/store-b  # keeps the last gzip build of B for the registry rows
+if want B; then
+  for comp in gzip zstd; do
+    log "B: COPY of $B_BYTES bytes of binaries, RUN cp -a of it; $comp; cold"
+    mb_build --no-cache --compression "$comp" -t "bench-b:$comp" "$CB"
+    bu_build --no-cache -t "bench-b:$comp" "$CB"
+    prep_mb() { mb_fresh "$S"; }
+    prep_peer() { buildah_clean "bench-b:$comp"; }
+    alternate "B cold ($comp)" buildah "$B_BYTES"
+    if [ "$comp" = gzip ]; then rm -rf "$BSTORE"; mv "$S" "$BSTORE"; fi
+  done
+  # buildah stores layers uncompressed and compresses when pushing: its push row holds
+  # the compression that mybuild's build row already paid for.
+  log "B: push of the gzip image to a fresh registry"
+  MB_NA=$HAVE_PUSH
+  MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip)
+  prep_mb() {
+    start_registry target
+    MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+  }
+  prep_peer() {
+    start_registry target
+    PEERCMD=("${BUILDAH[@]}" push --quiet --tls-verify=false --compression-format gzip bench-b:gzip "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
+  }
+  alternate "B push (gzip)" buildah "$B_BYTES"
+  MB_NA=""
+  buildah_clean bench-b:gzip bench-b:zstd
+fi
+
+# --- C: parallel stages ------------------------------------------------------------------
+if want C; then
+  log "C: two stages of ~${C_SECONDS}s of CPU each, feeding a final stage ($C_LOOPS loops)"
+  prep_mb() { mb_fresh "$S"; }
+  prep_peer() { buildah_clean bench-c; }
+  for tgt in s1 s2; do
+    mb_build --no-cache --target "$tgt" -t bench-c "$CC"; bu_build --no-cache --target "$tgt" -t bench-c "$CC"
+    alternate "C stage $tgt alone" buildah 0
+  done
+  # buildah runs one stage at a time unless given --jobs
+  mb_build --no-cache -t bench-c "$CC"; bu_build --no-cache --jobs 2 -t bench-c "$CC"
+  alternate "C cold" buildah 0
+  buildah_clean bench-c
+fi
+
+# --- Registry: mybuild push/pull against skopeo copy, same image B -----------------------
+if want R; then
+  if [ ! -d "$BSTORE" ]; then
+    log "R: building image B once (untimed)"
+    mb_fresh "$BSTORE"
+    "$MB" --root "$BSTORE" build -q -t bench-b:gzip "$CB" >/dev/null
+  fi
+  R_BYTES=$("$MB" --root "$BSTORE" inspect bench-b:gzip | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+m = d.get("Manifest") or d.get("manifest") or d
+print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
+  log "R: push and pull of image B ($R_BYTES bytes compressed) against skopeo copy"
+  MB_NA=$HAVE_PUSH
+  prep_mb() {
+    start_registry target
+    MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+  }
+  prep_peer() {
+    start_registry target
+    PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
+  }
+  alternate "R push" skopeo "$R_BYTES"
+
+  # a registry that already holds every blob
+  start_registry target
+  skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1"
+  MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+  PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
+  prep_mb() { :; }
+  prep_peer() { :; }
+  alternate "R no-op push" skopeo "$R_BYTES"
+
+  MB_NA=$HAVE_PULL
+  MBCMD=("$MB" --root "$W/pull-store" pull "${MB_INSECURE[@]}" "127.0.0.1:$REG_target_PORT/bench/b:1")
+  PEERCMD=(skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$REG_target_PORT/bench/b:1" "oci:$W/pull-oci:b")
+  prep_mb() { rm -rf "$W/pull-store"; }
+  prep_peer() { rm -rf "$W/pull-oci"; }
+  alternate "R pull" skopeo "$R_BYTES"
+  MB_NA=""
+  stop_registry target
+fi
+
+# --- Limits: the same data through the tools that bound the layer pipeline ---------------
+if want L; then
+  tar -C "$CB" -cf "$W/b.tar" data
+  L_BYTES=$(stat -c %s "$W/b.tar")
+  log "L: $L_BYTES bytes (the B context as one tar) through mybuild import and the limits"
+  cat "$W/b.tar" > /dev/null  # into the page cache
+  prep_mb() { rm -rf "$W/import-store"; }
+  prep_peer() { :; }
+  MBCMD=("$MB" --root "$W/import-store" import --compression gzip "$W/b.tar" l:1)
+  PEERCMD=(pigz -6 -c "$W/b.tar")
+  alternate "L gzip -6" "pigz -6" "$L_BYTES"
+  MBCMD=("$MB" --root "$W/import-store" import --compression zstd "$W/b.tar" l:1)
+  PEERCMD=(zstd -q -T0 -3 -c "$W/b.tar")
+  alternate "L zstd -3" "zstd -T0 -3" "$L_BYTES"
+  MBCMD=("$MB" --root "$W/import-store" import --compression uncompressed "$W/b.tar" l:1)
+  PEERCMD=(openssl dgst -sha256 "$W/b.tar")
+  alternate "L sha256" "openssl" "$L_BYTES"
+  for ((i = 1; i <= RUNS; i++)); do
+    timed "L sha256" "sha256sum" "$L_BYTES" sha256sum "$W/b.tar"
+    timed "L gzip -1" "pigz -1" "$L_BYTES" pigz -1 -c "$W/b.tar"
+  done
+  rm -rf "$W/import-store" "$W/b.tar"
+fi
+
+# --- M: criterion micro-benchmarks -------------------------------------------------------
+CRIT_DIR=""
+if want M; then
+  log "M: cargo bench (criterion): layer pipeline, sha256, parse+plan"
+  if (cd "$REPO" && cargo bench --locked -q -p layer-cache --bench layer_pipeline -- --noplot >&2 \
+      && cargo bench --locked -q -p builder --bench parse_plan -- --noplot >&2); then
+    CRIT_DIR=$REPO/target/criterion
+  else
+    FAILED=1
+    echo "  FAILED: cargo bench" >&2
+  fi
+fi
+
+# --- table -------------------------------------------------------------------------------
+versions() {
+  printf 'mybuild\t%s\n' "$("$MB" --version 2>&1 | head -1) ($(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  printf 'buildah\t%s\n' "$(buildah --version | head -1)"
+  printf 'skopeo\t%s\n' "$(skopeo --version | head -1)"
+  printf 'docker-registry\t%s\n' "$(docker-registry --version 2>&1 | head -1)"
+  printf 'pigz\t%s\n' "$(pigz --version 2>&1 | head -1)"
+  printf 'zstd\t%s\n' "$(zstd --version | head -1)"
+  printf 'openssl\t%s\n' "$(openssl version)"
+  printf 'coreutils\t%s\n' "$(sha256sum --version | head -1)"
+}
+versions > "$W/versions.tsv"
+{
+  printf 'cpu\t%s\n' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  printf 'cores\t%s\n' "$(nproc)"
+  printf 'sha_ni\t%s\n' "$(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)"
+  printf 'memory\t%s\n' "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+  printf 'kernel\t%s\n' "$(uname -r)"
+  printf 'os\t%s\n' "$(. /etc/os-release && echo "$PRETTY_NAME")"
+  printf 'workarea\t%s\n' "$WORKAREA"
+  printf 'storage\t%s\n' "$STORAGE_DRIVER"
+  printf 'load\t%s at the start, %s at the end (1, 5, 15 min; other work shares the cores)\n' "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  printf 'runs\t%s\n' "$RUNS"
+  printf 'mode\t%s\n' "$([ "$SMOKE" = 1 ] && echo smoke || echo full)"
+  printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf 'a\t%s files in %s folders, %s bytes; RUN writes %s files\n' "$A_FILES" "$A_DIRS" "$A_BYTES" "$A_RUN_FILES"
+  printf 'b\t%s files, %s bytes, from /usr/lib/gcc, /usr/libexec, /usr/lib/x86_64-linux-gnu\n' "$B_FILES" "$B_BYTES"
+  printf 'c\t%s loop iterations of busybox sh per stage (~%s s here)\n' "$C_LOOPS" "$C_SECONDS"
+  yn() { if [ -n "$1" ]; then echo no; else echo yes; fi; }
+  printf 'features\tstep cache: %s; push: %s; pull: %s\n' "$(yn "$HAVE_CACHE")" "$(yn "$HAVE_PUSH")" "$(yn "$HAVE_PULL")"
+} > "$W/machine.tsv"
+
+if [ "$SMOKE" = 1 ]; then OUT=$W/RESULTS-smoke.md; else OUT=$HERE/RESULTS.md; fi
+python3 "$HERE/table.py" --results "$TSV" --machine "$W/machine.tsv" --versions "$W/versions.tsv" \
+  ${CRIT_DIR:+--criterion "$CRIT_DIR"} --notes "$HERE/ANALYSIS.md" --out "$OUT"
+[ "$SMOKE" = 1 ] || echo "wrote $OUT" >&2
+if [ "$FAILED" = 1 ]; then echo "bench/run.sh: some runs failed (marked in the table)" >&2; exit 1; fi

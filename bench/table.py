@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw runs into the results table and the targets check.
+
+Input rows (TSV): scenario, tool, status (ok|na|fail), wall µs, peak RSS KiB, bytes, note.
+Prints the table and writes it, with the machine, versions and targets, as Markdown.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+MIB = 1024 * 1024
+
+
+def load_runs(path):
+    groups = {}  # (scenario, tool) -> dict; insertion order is the run order
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 6:
+                continue
+            sc, tool, status, wall, rss, nbytes = parts[:6]
+            note = parts[6] if len(parts) > 6 else ""
+            g = groups.setdefault((sc, tool), {"walls": [], "rss": [], "bytes": 0, "na": "", "fail": ""})
+            if status == "ok":
+                g["walls"].append(int(wall) / 1e6)
+                g["rss"].append(int(rss))
+                g["bytes"] = int(nbytes)
+            elif status == "na":
+                g["na"] = note
+            else:
+                g["fail"] = note or "failed"
+    return groups
+
+
+def load_kv(path):
+    out = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if "\t" in line:
+                    k, v = line.rstrip("\n").split("\t", 1)
+                    out[k] = v
+    return out
+
+
+def load_criterion(root):
+    """Median time per iteration and throughput of every criterion benchmark found."""
+    out = []
+    if not root or not os.path.isdir(root):
+        return out
+    for dirpath, _dirs, files in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "benchmark.json" not in files:
+            continue
+        try:
+            with open(os.path.join(dirpath, "benchmark.json")) as f:
+                meta = json.load(f)
+            with open(os.path.join(dirpath, "estimates.json")) as f:
+                est = json.load(f)
+        except (OSError, ValueError):
+            continue
+        secs = est["median"]["point_estimate"] / 1e9
+        tp = meta.get("throughput") or {}
+        rate = ""
+        if "Bytes" in tp and secs > 0:
+            rate = tp["Bytes"] / secs / 1e6
+        elif "BytesDecimal" in tp and secs > 0:
+            rate = tp["BytesDecimal"] / secs / 1e6
+        elems = tp.get("Elements")
+        out.append({"id": meta.get("full_id", dirpath), "secs": secs, "mbps": rate, "elements": elems,
+                     "mtime": os.path.getmtime(os.path.join(dirpath, "estimates.json"))})
+    out.sort(key=lambda r: r["id"])
+    return out
+
+
+def fmt_secs(s):
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def summarize(groups):
+    """One summary per (scenario, tool): median, min, max, peak RSS, MB/s."""
+    out = {}
+    for key, g in groups.items():
+        if g["walls"]:
+            med = statistics.median(g["walls"])
+            out[key] = {
+                "median": med,
+                "min": min(g["walls"]),
+                "max": max(g["walls"]),
+                "rss": max(g["rss"]) / 1024,
+                "mbps": (g["bytes"] / med / 1e6) if g["bytes"] and med > 0 else None,
+                "n": len(g["walls"]),
+            }
+    return out
+
+
+def build_table(groups, summ):
+    rows = ["| scenario | tool | median wall | min–max | peak RSS | MB/s | mybuild/peer |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for (sc, tool), g in groups.items():
+        s = summ.get((sc, tool))
+        if g["na"] and not s:
+            rows.append(f"| {sc} | {tool} | {g['na']} | | | | |")
+            continue
+        if not s:
+            rows.append(f"| {sc} | {tool} | failed: {g['fail']} | | | | |")
+            continue
+        ratio = ""
+        mine = summ.get((sc, "mybuild"))
+        if tool != "mybuild":
+            if mine:
+                ratio = f"{mine['median'] / s['median']:.2f}×"
+            elif groups.get((sc, "mybuild"), {}).get("na"):
+                ratio = "n/a"
+        rng = f"{fmt_secs(s['min'])} – {fmt_secs(s['max'])}"
+        mbps = f"{s['mbps']:.0f}" if s["mbps"] else ""
+        fail = f" ({len(g['fail']) and 'some runs failed'})" if g["fail"] else ""
+        rows.append(f"| {sc} | {tool}{fail} | {fmt_secs(s['median'])} | {rng} | {s['rss']:.1f} MiB | {mbps} | {ratio} |")
+    return rows
+
+
+def targets(groups, summ, crit):
+    """(name, verdict, figures) per target from the issue; verdict is met / NOT met / not measured."""
+    def med(sc, tool):
+        s = summ.get((sc, tool))
+        return s["median"] if s else None
+
+    def why_missing(sc):
+        g = groups.get((sc, "mybuild"))
+        if g and g["na"]:
+            return g["na"].replace("mybuild: ", "")
+        if g and g["fail"]:
+            return "mybuild's run failed"
+        return "scenario not run"
+
+    out = []
+
+    def ratio_target(name, sc, peer, limit, extra_abs=None):
+        m, p = med(sc, "mybuild"), med(sc, peer)
+        if m is None or p is None:
+            out.append((name, "not measured", why_missing(sc) if m is None else f"no {peer} figure"))
+            return
+        r = m / p
+        ok = r <= limit
+        fig = f"{fmt_secs(m)} vs {fmt_secs(p)} = {r:.2f}×"
+        if extra_abs is not None:
+            ok = ok and m < extra_abs
+            fig += f"; absolute {fmt_secs(m)} (limit {fmt_secs(extra_abs)})"
+        out.append((name, "met" if ok else "NOT met", fig))
+
+    ratio_target("A no-op rebuild ≤ 0.05× buildah, under 50 ms", "A no-op rebuild", "buildah", 0.05, 0.05)
+    ratio_target("A cold ≤ 0.33× buildah", "A cold", "buildah", 0.33)
+    ratio_target("A one-file change ≤ 0.2× buildah", "A one-file change", "buildah", 0.2)
+    ratio_target("B build ≤ 0.5× buildah (gzip)", "B cold (gzip)", "buildah", 0.5)
+    ratio_target("B build ≤ 0.5× buildah (zstd)", "B cold (zstd)", "buildah", 0.5)
+
+    m, p = summ.get(("L gzip -6", "mybuild")), summ.get(("L gzip -6", "pigz -6"))
+    if m and p and m["mbps"] and p["mbps"]:
+        r = m["mbps"] / p["mbps"]
+        out.append(("layer pipeline ≥ 80 % of pigz -6", "met" if r >= 0.8 else "NOT met",
+                    f"mybuild import (tar→gzip→sha256→store) {m['mbps']:.0f} MB/s vs pigz -6 {p['mbps']:.0f} MB/s = {r * 100:.0f} %"))
+    else:
+        out.append(("layer pipeline ≥ 80 % of pigz -6", "not measured", why_missing("L gzip -6")))
+    m = summ.get(("L zstd -3", "mybuild"))
+    if m and m["mbps"]:
+        out.append(("layer pipeline ≥ 300 MB/s with zstd", "met" if m["mbps"] >= 300 else "NOT met",
+                    f"mybuild import --compression zstd {m['mbps']:.0f} MB/s"))
+    else:
+        out.append(("layer pipeline ≥ 300 MB/s with zstd", "not measured", why_missing("L zstd -3")))
+    sha = [c for c in crit if c["id"].startswith("sha256")]
+    if sha and sha[0]["mbps"]:
+        best = max(c["mbps"] for c in sha)
+        out.append(("sha256 ≥ 1.5 GB/s", "met" if best >= 1500 else "NOT met",
+                    f"layer-cache Hasher {best:.0f} MB/s (criterion, in memory)"))
+    else:
+        out.append(("sha256 ≥ 1.5 GB/s", "not measured", "criterion benchmarks not run (M)"))
+
+    c, s1, s2 = med("C cold", "mybuild"), med("C stage s1 alone", "mybuild"), med("C stage s2 alone", "mybuild")
+    if None not in (c, s1, s2):
+        r = c / (s1 + s2)
+        out.append(("C stages overlap: cold ≤ 0.6× the stages alone", "met" if r <= 0.6 else "NOT met",
+                    f"{fmt_secs(c)} vs {fmt_secs(s1)} + {fmt_secs(s2)} = {r:.2f}×"))
+    else:
+        out.append(("C stages overlap: cold ≤ 0.6× the stages alone", "not measured", why_missing("C cold")))
+
+    ratio_target("push ≤ 1.0× skopeo", "R push", "skopeo", 1.0)
+    ratio_target("pull ≤ 1.0× skopeo", "R pull", "skopeo", 1.0)
+    m = med("R no-op push", "mybuild")
+    if m is not None:
+        out.append(("no-op push under 100 ms", "met" if m < 0.1 else "NOT met", fmt_secs(m)))
+    else:
+        out.append(("no-op push under 100 ms", "not measured", why_missing("R no-op push")))
+
+    mine = [(k[0], v["rss"]) for k, v in summ.items() if k[1] == "mybuild"]
+    if mine:
+        worst = max(mine, key=lambda x: x[1])
+        over = [f"{sc} {r:.0f} MiB" for sc, r in mine if r > 64]
+        out.append(("peak RSS ≤ 64 MiB in every scenario", "met" if not over else "NOT met",
+                    f"highest: {worst[0]} {worst[1]:.1f} MiB" + (f"; over: {', '.join(over)}" if over else "")))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--machine")
+    ap.add_argument("--versions")
+    ap.add_argument("--criterion")
+    ap.add_argument("--notes", help="Markdown with the hand-written analysis of what bounds each target")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+
+    groups = load_runs(a.results)
+    summ = summarize(groups)
+    machine = load_kv(a.machine)
+    versions = load_kv(a.versions)
+    crit = load_criterion(a.criterion)
+    table = build_table(groups, summ)
+
+    print("\n".join(table))
+    if crit:
+        print()
+        for c in crit:
+            print(f"criterion {c['id']}: {fmt_secs(c['secs'])}" + (f", {c['mbps']:.0f} MB/s" if c["mbps"] else ""))
+    tg = targets(groups, summ, crit)
+    print()
+    for name, verdict, fig in tg:
+        print(f"{verdict:>12}  {name}: {fig}")
+
+    if not a.out:
+        return 0
+    md = ["# Benchmark results", "",
+          "Written by `bench/run.sh` (do not edit by hand; the analysis below the targets is kept in "
+          "`bench/ANALYSIS.md`). Wall times are medians over alternating runs (mybuild, peer, mybuild, …); "
+          "peak RSS is the largest single process of the command's tree (wait4 rusage via GNU time); "
+          "MB/s is the scenario's data (context, tar or compressed image) over the median wall time. "
+          "The last column is mybuild's median over this row's median.", "",
+          "## Machine", ""]
+    for k in ("date", "mode", "cpu", "cores", "sha_ni", "memory", "kernel", "os", "workarea", "storage", "load", "runs", "features"):
+        if k in machine:
+            md.append(f"- {k}: {machine[k]}")
+    md += ["", "Tools:", ""]
+    for k, v in versions.items():
+        md.append(f"- {k}: {v}")
+    md += ["", "Data:", ""]
+    for k, label in (("a", "A context"), ("b", "B context"), ("c", "C stages")):
+        if k in machine:
+            md.append(f"- {label}: {machine[k]}")
+    md += ["", "## Table", ""] + table
+    if crit:
+        md += ["", "## Micro-benchmarks (criterion, `cargo bench`)", "",
+               "| benchmark | median per iteration | MB/s | elements |", "|---|---:|---:|---:|"]
+        for c in crit:
+            mbps = f"{c['mbps']:.0f}" if c["mbps"] else ""
+            md.append(f"| {c['id']} | {fmt_secs(c['secs'])} | {mbps} | {c['elements'] or ''} |")
+    md += ["", "## Targets", "", "| target | verdict | figures |", "|---|---|---|"]
+    for name, verdict, fig in tg:
+        md.append(f"| {name} | **{verdict}** | {fig} |")
+    if a.notes and os.path.exists(a.notes):
+        with open(a.notes) as f:
+            md += ["", f.read().rstrip()]
+    with open(a.out, "w") as f:
+        f.write("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
