@@ -242,15 +242,14 @@ rm -rf "$W/probe-store"
 if "$MB" help push >/dev/null 2>&1; then HAVE_PUSH=""; else HAVE_PUSH="mybuild: not available in this build (no push)"; fi
 if "$MB" help pull >/dev/null 2>&1; then HAVE_PULL=""; else HAVE_PULL="mybuild: not available in this build (no pull)"; fi
 # How mybuild is told a loopback registry speaks plain HTTP, if it needs telling.
-MB_INSECURE=()
+MB_INSECURE_FLAG=""
 if [ -z "$HAVE_PUSH" ]; then
-  help=$("$MB" help push 2>&1)
-  case "$help" in
-    *--tls-verify*) MB_INSECURE=(--tls-verify=false) ;;
-    *--plain-http*) MB_INSECURE=(--plain-http) ;;
-    *--insecure*) MB_INSECURE=(--insecure) ;;
+  case "$("$MB" help push 2>&1)" in
+    *--insecure-registry*) MB_INSECURE_FLAG=--insecure-registry ;;
   esac
 fi
+# mb_reg PORT: mybuild's registry options for the loopback registry on PORT
+mb_reg() { MB_REG=(); [ -z "$MB_INSECURE_FLAG" ] || MB_REG=("$MB_INSECURE_FLAG" "127.0.0.1:$1"); }
 echo "  step cache: ${HAVE_CACHE:-yes}; push: ${HAVE_PUSH:-yes}; pull: ${HAVE_PULL:-yes}" >&2
 
 # --- contexts (deterministic) ------------------------------------------------------------
@@ -315,7 +314,7 @@ ARG BASE=busybox
 FROM \$BASE AS s1
 RUN i=0; while [ \$i -lt $C_LOOPS ]; do i=\$((i+1)); done; echo s1 \$i > /s1
 FROM \$BASE AS s2
-RUN i=0; while [ \$i -lt $C_LOOPS ]; do i=\$((i+2)); i=\$((i-1)); done; echo s2 \$i > /s2
+RUN i=0; while [ \$i -lt $C_LOOPS ]; do i=\$((i+1)); done; echo s2 \$i > /s2
 FROM \$BASE
 COPY --from=s1 /s1 /s1
 COPY --from=s2 /s2 /s2
@@ -372,10 +371,10 @@ if want B; then
   # the compression that mybuild's build row already paid for.
   log "B: push of the gzip image to a fresh registry"
   MB_NA=$HAVE_PUSH
-  MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip)
   prep_mb() {
     start_registry target
-    MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+    mb_reg "$REG_target_PORT"
+    MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
   }
   prep_peer() {
     start_registry target
@@ -417,7 +416,8 @@ print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
   MB_NA=$HAVE_PUSH
   prep_mb() {
     start_registry target
-    MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+    mb_reg "$REG_target_PORT"
+    MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
   }
   prep_peer() {
     start_registry target
@@ -428,14 +428,15 @@ print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
   # a registry that already holds every blob
   start_registry target
   skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1"
-  MBCMD=("$MB" --root "$BSTORE" push "${MB_INSECURE[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+  mb_reg "$REG_target_PORT"
+  MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
   PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
   prep_mb() { :; }
   prep_peer() { :; }
   alternate "R no-op push" skopeo "$R_BYTES"
 
   MB_NA=$HAVE_PULL
-  MBCMD=("$MB" --root "$W/pull-store" pull "${MB_INSECURE[@]}" "127.0.0.1:$REG_target_PORT/bench/b:1")
+  MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "127.0.0.1:$REG_target_PORT/bench/b:1")
   PEERCMD=(skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$REG_target_PORT/bench/b:1" "oci:$W/pull-oci:b")
   prep_mb() { rm -rf "$W/pull-store"; }
   prep_peer() { rm -rf "$W/pull-oci"; }
@@ -472,7 +473,7 @@ fi
 CRIT_DIR=""
 if want M; then
   log "M: cargo bench (criterion): layer pipeline, sha256, parse+plan"
-  if (cd "$REPO" && cargo bench --locked -q -p layer-cache --bench layer_pipeline -- --noplot >&2 \
+  if (cd "$REPO" && TMPDIR=$W cargo bench --locked -q -p layer-cache --bench layer_pipeline -- --noplot >&2 \
       && cargo bench --locked -q -p builder --bench parse_plan -- --noplot >&2); then
     CRIT_DIR=$REPO/target/criterion
   else
