@@ -290,7 +290,9 @@ mkdir -p "$CB/data"
   find /usr/lib/gcc /usr/libexec -type f -size +0 -printf '%s\t%p\n' 2>/dev/null | sort -t "$(printf '\t')" -k2,2
   find /usr/lib/x86_64-linux-gnu -type f -size +0 -printf '%s\t%p\n' 2>/dev/null | sort -t "$(printf '\t')" -k2,2
 } | awk -F '\t' -v max="$B_BYTES" 'sum + $1 <= max { sum += $1; print $2 }' > "$W/b-files"
-tar -cf - -T "$W/b-files" 2>/dev/null | tar -xf - -C "$CB/data"
+# --hard-dereference: hard-linked names become files of their own, so the context holds
+# B_BYTES of data rather than fewer inodes
+tar --hard-dereference -cf - -T "$W/b-files" 2>/dev/null | tar -xf - -C "$CB/data"
 cat > "$CB/Dockerfile" <<'EOF'
 ARG BASE=busybox
 FROM $BASE
