@@ -222,6 +222,8 @@ def main():
     crit = load_criterion(a.criterion)
     table = build_table(groups, summ)
 
+    if machine.get("mode") == "smoke":
+        print("smoke mode: tiny sizes, one run, debug build — these figures check the harness, they measure nothing")
     print("\n".join(table))
     if crit:
         print()
