@@ -230,8 +230,14 @@ log "probing mybuild features"
 mkdir -p "$W/probe"
 printf 'FROM busybox\nRUN head -c 16 /dev/urandom | od -x > /r\n' > "$W/probe/Dockerfile"
 mb_fresh "$W/probe-store"
-id1=$("$MB" --root "$W/probe-store" build -q -t probe "$W/probe" 2>/dev/null || true)
-id2=$("$MB" --root "$W/probe-store" build -q -t probe "$W/probe" 2>/dev/null || true)
+# The RUN writes random bytes, so its layer is the same twice only when the step was cached.
+last_layer() {
+  "$MB" --root "$W/probe-store" build -q -t probe "$W/probe" >/dev/null 2>&1 || return 0
+  "$MB" --root "$W/probe-store" inspect probe 2>/dev/null \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["Manifest"]["layers"][-1]["digest"])' 2>/dev/null || true
+}
+id1=$(last_layer)
+id2=$(last_layer)
 if [ -n "$id1" ] && [ "$id1" = "$id2" ]; then
   HAVE_CACHE=""
 else
