@@ -93,7 +93,7 @@ PIDS=()
 cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  if [ "$KEEP" = 1 ]; then echo "kept $W" >&2; return; fi
+  if [ "$KEEP" = 1 ]; then echo "kept $W (mounted from $IMG: umount it and delete the image when done)" >&2; return; fi
   if mountpoint -q "$W" 2>/dev/null; then
     # buildah may leave overlay mounts of its storage behind
     grep -o " $W/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
