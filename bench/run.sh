@@ -53,9 +53,9 @@ die() { echo "bench/run.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (buildah, overlayfs, the loop mount and mybuild's sandbox need it)"
 
 # --- peers -------------------------------------------------------------------------------
-APT_PKGS="buildah skopeo docker-registry busybox-static hyperfine pigz zstd openssl time curl e2fsprogs"
+APT_PKGS="buildah skopeo docker-registry busybox-static hyperfine pigz zstd openssl time curl e2fsprogs python3"
 missing=""
-for t in buildah skopeo docker-registry busybox hyperfine pigz zstd openssl curl mkfs.ext4; do
+for t in buildah skopeo docker-registry busybox hyperfine pigz zstd openssl curl mkfs.ext4 python3; do
   command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
 done
 [ -x /usr/bin/time ] || missing="$missing time"
@@ -66,7 +66,6 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   apt-get install -y -qq $APT_PKGS >/dev/null
 fi
-command -v python3 >/dev/null || die "python3 is needed for the table"
 
 # --- mybuild -----------------------------------------------------------------------------
 # Full runs time the release build; smoke mode reuses the debug build CI already made.
