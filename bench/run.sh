@@ -110,6 +110,7 @@ else
 fi
 log "work area $W: $WORKAREA"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+START_EPOCH=$(date +%s)
 TSV=$W/results.tsv
 : > "$TSV"
 FAILED=0
@@ -479,9 +480,19 @@ fi
 # --- M: criterion micro-benchmarks -------------------------------------------------------
 CRIT_DIR=""
 if want M; then
-  log "M: cargo bench (criterion): layer pipeline, sha256, parse+plan"
-  if (cd "$REPO" && TMPDIR=$W cargo bench --locked -q -p layer-cache --bench layer_pipeline -- --noplot >&2 \
-      && cargo bench --locked -q -p builder --bench parse_plan -- --noplot >&2); then
+  log "M: cargo bench (criterion): layer pipeline, sha256, context hashing, parse+plan"
+  # every bench target of the two crates; -- --noplot is criterion's, so no libtest targets
+  benches=()
+  for crate in layer-cache builder; do
+    for f in "$REPO/$crate"/benches/*.rs; do
+      [ -e "$f" ] && benches+=("$crate:$(basename "$f" .rs)")
+    done
+  done
+  mfail=0
+  for b in "${benches[@]}"; do
+    (cd "$REPO" && TMPDIR=$W cargo bench --locked -q -p "${b%%:*}" --bench "${b#*:}" -- --noplot >&2) || mfail=1
+  done
+  if [ "$mfail" = 0 ]; then
     CRIT_DIR=$REPO/target/criterion
   else
     FAILED=1
@@ -523,6 +534,6 @@ versions > "$W/versions.tsv"
 
 if [ "$SMOKE" = 1 ]; then OUT=$W/RESULTS-smoke.md; else OUT=$HERE/RESULTS.md; fi
 python3 "$HERE/table.py" --results "$TSV" --machine "$W/machine.tsv" --versions "$W/versions.tsv" \
-  ${CRIT_DIR:+--criterion "$CRIT_DIR"} --notes "$HERE/ANALYSIS.md" --out "$OUT"
+  ${CRIT_DIR:+--criterion "$CRIT_DIR" --since "$START_EPOCH"} --notes "$HERE/ANALYSIS.md" --out "$OUT"
 [ "$SMOKE" = 1 ] || echo "wrote $OUT" >&2
 if [ "$FAILED" = 1 ]; then echo "bench/run.sh: some runs failed (marked in the table)" >&2; exit 1; fi

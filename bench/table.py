@@ -45,8 +45,8 @@ def load_kv(path):
     return out
 
 
-def load_criterion(root):
-    """Median time per iteration and throughput of every criterion benchmark found."""
+def load_criterion(root, since=0):
+    """Median time per iteration and throughput of every criterion benchmark run since `since`."""
     out = []
     if not root or not os.path.isdir(root):
         return out
@@ -59,6 +59,8 @@ def load_criterion(root):
             with open(os.path.join(dirpath, "estimates.json")) as f:
                 est = json.load(f)
         except (OSError, ValueError):
+            continue
+        if os.path.getmtime(os.path.join(dirpath, "estimates.json")) < since:
             continue
         secs = est["median"]["point_estimate"] / 1e9
         tp = meta.get("throughput") or {}
@@ -211,6 +213,7 @@ def main():
     ap.add_argument("--machine")
     ap.add_argument("--versions")
     ap.add_argument("--criterion")
+    ap.add_argument("--since", type=float, default=0, help="ignore criterion results older than this (Unix time)")
     ap.add_argument("--notes", help="Markdown with the hand-written analysis of what bounds each target")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -219,7 +222,7 @@ def main():
     summ = summarize(groups)
     machine = load_kv(a.machine)
     versions = load_kv(a.versions)
-    crit = load_criterion(a.criterion)
+    crit = load_criterion(a.criterion, a.since)
     table = build_table(groups, summ)
 
     if machine.get("mode") == "smoke":
