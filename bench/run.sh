@@ -102,7 +102,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-if truncate -s "$IMG_SIZE" "$IMG" 2>/dev/null && mkfs.ext4 -q -F "$IMG" && mount -o loop "$IMG" "$W" 2>/dev/null; then
+if truncate -s "$IMG_SIZE" "$IMG" 2>/dev/null && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$IMG" && mount -o loop "$IMG" "$W" 2>/dev/null; then
   WORKAREA="loop-mounted ext4 ($IMG_SIZE image file, journaled)"
 else
   rm -f "$IMG"
@@ -116,17 +116,18 @@ TSV=$W/results.tsv
 FAILED=0
 
 # --- timing ------------------------------------------------------------------------------
-# timed SCENARIO TOOL BYTES CMD...: one run; wall from EPOCHREALTIME (µs), peak RSS from
-# GNU time (the largest single process of the tree, from wait4's rusage).
+# timed SCENARIO TOOL BYTES CMD...: one run; wall from EPOCHREALTIME (µs); peak RSS and
+# CPU (user+sys) from GNU time, i.e. wait4's rusage: RSS of the largest single process of
+# the tree, CPU summed over it.
 timed() {
-  local sc=$1 tool=$2 bytes=$3 t0 t1 rss
+  local sc=$1 tool=$2 bytes=$3 t0 t1 rss cpu
   shift 3
   t0=$EPOCHREALTIME
-  if /usr/bin/time -f %M -o "$W/rss" "$@" >/dev/null 2>"$W/last.log"; then
+  if /usr/bin/time -f '%M %U %S' -o "$W/rss" "$@" >/dev/null 2>"$W/last.log"; then
     t1=$EPOCHREALTIME
-    rss=$(tail -1 "$W/rss")
-    printf '%s\t%s\tok\t%s\t%s\t%s\n' "$sc" "$tool" $(( ${t1/./} - ${t0/./} )) "$rss" "$bytes" >> "$TSV"
-    printf '  %-28s %-10s %8.3f s  %6d KiB\n' "$sc" "$tool" "$(( ${t1/./} - ${t0/./} ))e-6" "$rss" >&2
+    read -r rss cpu < <(tail -1 "$W/rss" | awk '{ printf "%d %.2f\n", $1, $2 + $3 }')
+    printf '%s\t%s\tok\t%s\t%s\t%s\t\t%s\n' "$sc" "$tool" $(( ${t1/./} - ${t0/./} )) "$rss" "$bytes" "$cpu" >> "$TSV"
+    printf '  %-28s %-10s %8.3f s  %6d KiB  cpu %5.2f s\n' "$sc" "$tool" "$(( ${t1/./} - ${t0/./} ))e-6" "$rss" "$cpu" >&2
   else
     FAILED=1
     printf '%s\t%s\tfail\t0\t0\t0\t%s\n' "$sc" "$tool" "$(tail -1 "$W/last.log" | tr '\t' ' ')" >> "$TSV"
@@ -137,10 +138,15 @@ timed() {
 # na SCENARIO TOOL REASON: a row that cannot be measured in this build.
 na() { printf '%s\t%s\tna\t0\t0\t0\t%s\n' "$1" "$2" "$3" >> "$TSV"; echo "  $1 $2: $3" >&2; }
 # alternate SCENARIO PEER BYTES: RUNS pairs of (prep_mb; MBCMD) and (prep_peer; PEERCMD),
-# mybuild first; MB_NA set means mybuild's row is "not available".
+# mybuild first; MB_NA set means mybuild's row is "not available". WARMUP=1: one untimed
+# pair first (short rows, where a cold page cache or first write would dominate).
 alternate() {
   local sc=$1 peer=$2 bytes=$3 i
   [ -z "${MB_NA:-}" ] || na "$sc" mybuild "$MB_NA"
+  if [ "${WARMUP:-0}" = 1 ]; then
+    if [ -z "${MB_NA:-}" ]; then prep_mb; "${MBCMD[@]}" >/dev/null 2>&1 || true; fi
+    prep_peer; "${PEERCMD[@]}" >/dev/null 2>&1 || true
+  fi
   for ((i = 1; i <= RUNS; i++)); do
     if [ -z "${MB_NA:-}" ]; then prep_mb; timed "$sc" mybuild "$bytes" "${MBCMD[@]}"; fi
     prep_peer; timed "$sc" "$peer" "$bytes" "${PEERCMD[@]}"
@@ -336,6 +342,7 @@ S=$W/store
 
 # --- A: small files ----------------------------------------------------------------------
 if want A; then
+  WARMUP=1
   log "A: busybox; ENV, WORKDIR, COPY of $A_FILES files, RUN writing $A_RUN_FILES files, CMD"
   MB_NA=""
   mb_build --no-cache -t bench-a "$CA"; bu_build --no-cache -t bench-a "$CA"
@@ -360,6 +367,7 @@ if want A; then
   prep_peer() { touch_one; }
   alternate "A one-file change" buildah 0
   MB_NA=""
+  WARMUP=0
   buildah_clean bench-a
 fi
 
@@ -395,6 +403,7 @@ fi
 
 # --- C: parallel stages ------------------------------------------------------------------
 if want C; then
+  WARMUP=1
   log "C: two stages of ~${C_SECONDS}s of CPU each, feeding a final stage ($C_LOOPS loops)"
   prep_mb() { mb_fresh "$S"; }
   prep_peer() { buildah_clean bench-c; }
@@ -405,6 +414,7 @@ if want C; then
   # buildah runs one stage at a time unless given --jobs
   mb_build --no-cache -t bench-c "$CC"; bu_build --no-cache --jobs 2 -t bench-c "$CC"
   alternate "C cold" buildah 0
+  WARMUP=0
   buildah_clean bench-c
 fi
 
@@ -441,7 +451,7 @@ print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
   PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
   prep_mb() { :; }
   prep_peer() { :; }
-  alternate "R no-op push" skopeo "$R_BYTES"
+  WARMUP=1 alternate "R no-op push" skopeo "$R_BYTES"
 
   MB_NA=$HAVE_PULL
   MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "127.0.0.1:$REG_target_PORT/bench/b:1")

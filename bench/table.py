@@ -22,10 +22,13 @@ def load_runs(path):
                 continue
             sc, tool, status, wall, rss, nbytes = parts[:6]
             note = parts[6] if len(parts) > 6 else ""
-            g = groups.setdefault((sc, tool), {"walls": [], "rss": [], "bytes": 0, "na": "", "fail": ""})
+            cpu = parts[7] if len(parts) > 7 else ""
+            g = groups.setdefault((sc, tool), {"walls": [], "rss": [], "cpu": [], "bytes": 0, "na": "", "fail": ""})
             if status == "ok":
                 g["walls"].append(int(wall) / 1e6)
                 g["rss"].append(int(rss))
+                if cpu:
+                    g["cpu"].append(float(cpu))
                 g["bytes"] = int(nbytes)
             elif status == "na":
                 g["na"] = note
@@ -97,20 +100,21 @@ def summarize(groups):
                 "rss": max(g["rss"]) / 1024,
                 "mbps": (g["bytes"] / med / 1e6) if g["bytes"] and med > 0 else None,
                 "n": len(g["walls"]),
+                "cpu": statistics.median(g["cpu"]) if g["cpu"] else None,
             }
     return out
 
 
 def build_table(groups, summ):
-    rows = ["| scenario | tool | median wall | min–max | peak RSS | MB/s | mybuild/peer |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+    rows = ["| scenario | tool | median wall | min–max | CPU | peak RSS | MB/s | mybuild/peer |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for (sc, tool), g in groups.items():
         s = summ.get((sc, tool))
         if g["na"] and not s:
-            rows.append(f"| {sc} | {tool} | {g['na']} | | | | |")
+            rows.append(f"| {sc} | {tool} | {g['na']} | | | | | |")
             continue
         if not s:
-            rows.append(f"| {sc} | {tool} | failed: {g['fail']} | | | | |")
+            rows.append(f"| {sc} | {tool} | failed: {g['fail']} | | | | | |")
             continue
         ratio = ""
         mine = summ.get((sc, "mybuild"))
@@ -121,8 +125,9 @@ def build_table(groups, summ):
                 ratio = "n/a"
         rng = f"{fmt_secs(s['min'])} – {fmt_secs(s['max'])}"
         mbps = f"{s['mbps']:.0f}" if s["mbps"] else ""
-        fail = f" ({len(g['fail']) and 'some runs failed'})" if g["fail"] else ""
-        rows.append(f"| {sc} | {tool}{fail} | {fmt_secs(s['median'])} | {rng} | {s['rss']:.1f} MiB | {mbps} | {ratio} |")
+        fail = " (some runs failed)" if g["fail"] else ""
+        cpu = f"{s['cpu']:.2f} s" if s["cpu"] is not None else ""
+        rows.append(f"| {sc} | {tool}{fail} | {fmt_secs(s['median'])} | {rng} | {cpu} | {s['rss']:.1f} MiB | {mbps} | {ratio} |")
     return rows
 
 
@@ -185,8 +190,10 @@ def targets(groups, summ, crit):
     c, s1, s2 = med("C cold", "mybuild"), med("C stage s1 alone", "mybuild"), med("C stage s2 alone", "mybuild")
     if None not in (c, s1, s2):
         r = c / (s1 + s2)
+        cpu = summ[("C cold", "mybuild")]["cpu"]
+        par = f"; CPU {cpu:.2f} s in {fmt_secs(c)} wall = {cpu / c:.2f} cores busy" if cpu else ""
         out.append(("C stages overlap: cold ≤ 0.6× the stages alone", "met" if r <= 0.6 else "NOT met",
-                    f"{fmt_secs(c)} vs {fmt_secs(s1)} + {fmt_secs(s2)} = {r:.2f}×"))
+                    f"{fmt_secs(c)} vs {fmt_secs(s1)} + {fmt_secs(s2)} = {r:.2f}×{par}"))
     else:
         out.append(("C stages overlap: cold ≤ 0.6× the stages alone", "not measured", why_missing("C cold")))
 
@@ -243,6 +250,7 @@ def main():
           "Written by `bench/run.sh` (do not edit by hand; the analysis below the targets is kept in "
           "`bench/ANALYSIS.md`). Wall times are medians over alternating runs (mybuild, peer, mybuild, …); "
           "peak RSS is the largest single process of the command's tree (wait4 rusage via GNU time); "
+          "CPU is the median user+sys time of the tree; "
           "MB/s is the scenario's data (context, tar or compressed image) over the median wall time. "
           "The last column is mybuild's median over this row's median.", "",
           "## Machine", ""]
