@@ -451,7 +451,7 @@ print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
   PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
   prep_mb() { :; }
   prep_peer() { :; }
-  WARMUP=1 alternate "R no-op push" skopeo "$R_BYTES"
+  WARMUP=1 alternate "R no-op push" skopeo 0
 
   MB_NA=$HAVE_PULL
   MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "127.0.0.1:$REG_target_PORT/bench/b:1")
