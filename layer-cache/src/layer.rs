@@ -53,7 +53,8 @@ enum Encoder {
 /// Accepts uncompressed tar bytes; `finish` stores the compressed layer.
 pub struct LayerWriter {
     encoder: Encoder,
-    diff: Hasher,
+    /// `None` for uncompressed layers, whose diff_id is the blob digest.
+    diff: Option<Hasher>,
     compression: Compression,
     ingest: std::path::PathBuf,
 }
@@ -68,9 +69,12 @@ impl LayerWriter {
         };
         let committed = blob.commit(None, None)?;
         Ok(LayerInfo {
+            diff_id: match self.diff {
+                Some(h) => h.finish(),
+                None => committed.digest.clone(),
+            },
             digest: committed.digest,
             size: committed.size,
-            diff_id: self.diff.finish(),
             compression: self.compression,
         })
     }
@@ -83,7 +87,9 @@ impl Write for LayerWriter {
             Encoder::Gzip(w) => w.write(buf)?,
             Encoder::Zstd(w) => w.write(buf)?,
         };
-        self.diff.update(&buf[..n]);
+        if let Some(h) = &mut self.diff {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -128,8 +134,8 @@ impl Store {
             }
         };
         Ok(LayerWriter {
+            diff: (!matches!(encoder, Encoder::Plain(_))).then(Hasher::new),
             encoder,
-            diff: Hasher::new(),
             compression: opts.compression,
             ingest,
         })
