@@ -371,6 +371,13 @@ if want A; then
   buildah_clean bench-a
 fi
 
+# mybuild's push of image B to a fresh, empty registry (peers remember where blobs were).
+prep_mb_push() {
+  start_registry target
+  mb_reg "$REG_target_PORT"
+  MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+}
+
 # --- B: large binaries -------------------------------------------------------------------
 BSTORE=$W/store-b  # keeps the last gzip build of B for the registry rows
 if want B; then
@@ -387,11 +394,7 @@ if want B; then
   # the compression that mybuild's build row already paid for.
   log "B: push of the gzip image to a fresh registry"
   MB_NA=$HAVE_PUSH
-  prep_mb() {
-    start_registry target
-    mb_reg "$REG_target_PORT"
-    MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
-  }
+  prep_mb() { prep_mb_push; }
   prep_peer() {
     start_registry target
     PEERCMD=("${BUILDAH[@]}" push --quiet --tls-verify=false --compression-format gzip bench-b:gzip "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
@@ -432,11 +435,7 @@ m = d.get("Manifest") or d.get("manifest") or d
 print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
   log "R: push and pull of image B ($R_BYTES bytes compressed) against skopeo copy"
   MB_NA=$HAVE_PUSH
-  prep_mb() {
-    start_registry target
-    mb_reg "$REG_target_PORT"
-    MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
-  }
+  prep_mb() { prep_mb_push; }
   prep_peer() {
     start_registry target
     PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")

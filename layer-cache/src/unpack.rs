@@ -179,6 +179,20 @@ pub enum UnpackError {
     },
 }
 
+/// Reads until `buf` is full or the stream ends; the count read.
+pub fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Sniff gzip / zstd / plain from the first bytes and return a reader of the
 /// uncompressed stream.
 pub fn decompress<'a, R: BufRead + Send + 'a>(
@@ -187,15 +201,7 @@ pub fn decompress<'a, R: BufRead + Send + 'a>(
     // Read the magic ourselves: one `fill_buf` may legitimately return fewer
     // bytes than the magic is long.
     let mut magic = [0u8; 4];
-    let mut n = 0;
-    while n < magic.len() {
-        match reader.read(&mut magic[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = read_up_to(&mut reader, &mut magic)?;
     let head = &magic[..n];
     let stream = io::Cursor::new(head.to_vec()).chain(reader);
     if head.starts_with(&[0x1f, 0x8b]) {

@@ -311,16 +311,8 @@ pub fn is_archive(path: &Path) -> bool {
         return false;
     };
     let mut block = [0u8; 512];
-    let mut n = 0;
-    while n < block.len() {
-        match r.read(&mut block[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    n == block.len() && valid_tar_header(&block)
+    matches!(unpack::read_up_to(&mut r, &mut block), Ok(n) if n == block.len())
+        && valid_tar_header(&block)
 }
 
 /// A non-zero header block whose checksum field matches (signed or unsigned sum, as
