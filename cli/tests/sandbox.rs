@@ -42,6 +42,7 @@ fn setup(tmp: &Path, args: &[&str]) -> SandboxSpec {
         hosts: "127.0.0.1 localhost buildbox\n".into(),
         resolv_conf: "nameserver 127.0.0.1\n".into(),
         mounts: vec![],
+        secret_env: vec![],
     }
 }
 

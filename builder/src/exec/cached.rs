@@ -43,10 +43,11 @@ impl Exec<'_> {
                         .unwrap_or("/")
                         .to_string();
                     match &m.from {
-                        // A bind mount shows the raw directory, so every file counts.
+                        // A bind mount shows the context through .dockerignore, as COPY sees it.
                         None | Some(Source::Context) if bind => {
                             let filter = copy::SourceFilter {
                                 from_context: true,
+                                ignore: self.req.dockerignore.as_ref(),
                                 ..copy::SourceFilter::default()
                             };
                             inputs.files.extend(self.context_inputs(&[src], &filter)?);

@@ -565,6 +565,40 @@ pub fn select(
     Ok(out)
 }
 
+/// The paths of the context at `root` that `.dockerignore` hides (the topmost hidden
+/// entry of each hidden subtree), so a view of the context can mask them. An
+/// ignored directory holding a re-included entry is not hidden, only its other
+/// entries are.
+pub fn ignored_paths(root: &Path, ignore: &Matcher) -> Vec<PathBuf> {
+    let layers = [root.to_path_buf()];
+    let view = View {
+        layers: &layers,
+        ignore: Some(ignore).filter(|m| !m.is_empty()),
+    };
+    let mut out = Vec::new();
+    if view.ignore.is_none() {
+        return out;
+    }
+    let Some(top) = view.root() else {
+        return out;
+    };
+    let mut stack = vec![top];
+    while let Some(dir) = stack.pop() {
+        let visible = view.children(&dir);
+        let shown: std::collections::BTreeSet<_> = visible
+            .iter()
+            .filter_map(|n| n.rel.file_name().map(|s| s.to_owned()))
+            .collect();
+        for name in merged::list(&layers, &dir.rel) {
+            if !shown.contains(&name) {
+                out.push(dir.rel.join(name));
+            }
+        }
+        stack.extend(visible.into_iter().filter(|n| n.md.is_dir()));
+    }
+    out
+}
+
 /// Writes one selected entry at `target_rel` in the upper directory; directories'
 /// mode and times are set afterwards (`dirs`), once their contents are written.
 fn place(

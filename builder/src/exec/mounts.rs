@@ -4,7 +4,7 @@
 //! sandbox's private lowerdir, so neither their content nor their targets reach the
 //! layer.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use layer_cache::cache_mounts::{CacheInit, CacheMount, Sharing};
@@ -17,8 +17,11 @@ use crate::sandbox::{resolve_in_layers, Mount, MountKind};
 /// The mounts of one RUN and what keeps them valid until the step ends.
 pub(super) struct Prepared {
     pub mounts: Vec<Mount>,
-    /// `type=secret,env=NAME` values, as `NAME=value`.
-    pub env: Vec<String>,
+    /// `type=secret,env=NAME`: (NAME, index into `secrets`).
+    pub secret_env: Vec<(String, usize)>,
+    /// The values [`MountKind::Secret`] and `secret_env` refer to; handed to the
+    /// sandbox through a pipe, never written to disk.
+    pub secrets: Vec<Vec<u8>>,
     _caches: Vec<CacheMount>,
     _scratch: Vec<ScratchDir>,
 }
@@ -122,20 +125,38 @@ impl Exec<'_> {
         })
     }
 
-    /// Checks and sets up every mount of a RUN. `work` is the step's private scratch
-    /// directory; secret files are written under it and removed with it.
+    /// The build context as BuildKit shows it to a bind mount: `[context]`, or with
+    /// a `.dockerignore` that hides something, a mask layer of whiteouts for what it
+    /// hides on top (kept alive in `scratch`), so nothing is copied.
+    fn context_view(&self, scratch: &mut Vec<ScratchDir>) -> Result<Vec<PathBuf>, BuildError> {
+        let context = self.req.context.clone();
+        let hidden = match &self.req.dockerignore {
+            Some(m) => copy::ignored_paths(&context, m),
+            None => Vec::new(),
+        };
+        if hidden.is_empty() {
+            return Ok(vec![context]);
+        }
+        let mask = self.store.scratch_dir("mount-context")?;
+        build_mask(&context, mask.path(), &hidden)?;
+        let top = mask.path().to_path_buf();
+        scratch.push(mask);
+        Ok(vec![top, context])
+    }
+
+    /// Checks and sets up every mount of a RUN.
     pub(super) fn prepare_mounts(
         &mut self,
         st: &StageState,
         mounts: &[RunMount],
         done: &BTreeMap<usize, StageState>,
-        work: &Path,
         location: &str,
         text: &str,
     ) -> Result<Prepared, BuildError> {
         let mut out = Prepared {
             mounts: Vec::new(),
-            env: Vec::new(),
+            secret_env: Vec::new(),
+            secrets: Vec::new(),
             _caches: Vec::new(),
             _scratch: Vec::new(),
         };
@@ -144,7 +165,7 @@ impl Exec<'_> {
             .config
             .as_ref()
             .and_then(|c| c.working_dir.clone());
-        for (i, rm) in mounts.iter().enumerate() {
+        for rm in mounts {
             let raw = rm.mount.raw.clone();
             let err = |message: String| BuildError::Mount {
                 location: location.to_string(),
@@ -166,7 +187,12 @@ impl Exec<'_> {
             match f.kind.as_str() {
                 "bind" => {
                     let target = need_target()?;
-                    let layers = self.mount_layers(rm.from.as_ref(), done, location)?;
+                    let from_context = matches!(rm.from, None | Some(Source::Context));
+                    let layers = if from_context {
+                        self.context_view(&mut out._scratch)?
+                    } else {
+                        self.mount_layers(rm.from.as_ref(), done, location)?
+                    };
                     let source = resolve_in_layers(&layers, f.source.as_deref().unwrap_or("/"));
                     let rel = PathBuf::from(source.trim_start_matches('/'));
                     let Some(real) = merged::lookup(&layers, &rel) else {
@@ -176,8 +202,7 @@ impl Exec<'_> {
                         .map(|m| m.is_dir())
                         .unwrap_or(false);
                     let readonly = f.readonly.unwrap_or(true);
-                    let from_context = matches!(rm.from, None | Some(Source::Context));
-                    let kind = if readonly && from_context {
+                    let kind = if readonly && layers.len() == 1 && from_context {
                         // A single directory (the context): bind the path itself.
                         MountKind::Bind {
                             source: real,
@@ -185,7 +210,9 @@ impl Exec<'_> {
                         }
                     } else {
                         let mut layers = layers;
-                        let scratch = if readonly {
+                        let scratch = if readonly && layers.len() > 1 {
+                            None
+                        } else if readonly {
                             // A read-only overlay needs two lowerdirs.
                             let empty = self.store.scratch_dir("mount-empty")?;
                             layers.push(empty.path().to_path_buf());
@@ -293,11 +320,15 @@ impl Exec<'_> {
                         }
                         continue;
                     };
+                    let index = out.secrets.len();
+                    out.secrets.push(value.clone());
                     if let Some(name) = f.env.as_deref().filter(|n| !n.is_empty()) {
-                        let text = String::from_utf8(value.clone()).map_err(|_| {
-                            err(format!("secret {id} is not UTF-8 text and cannot be an environment variable"))
-                        })?;
-                        out.env.push(format!("{name}={text}"));
+                        if std::str::from_utf8(value).is_err() || value.contains(&0) {
+                            return Err(err(format!(
+                                "secret {id} is not UTF-8 text without NUL bytes and cannot be an environment variable"
+                            )));
+                        }
+                        out.secret_env.push((name.to_string(), index));
                     }
                     // With env= and no target the secret is not a file.
                     let file_target = match (&target, &f.env) {
@@ -306,28 +337,13 @@ impl Exec<'_> {
                         (None, Some(_)) => None,
                     };
                     if let Some(target) = file_target {
-                        let dir = work.join("secrets");
-                        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                            .map_err(|e| StoreError::io(&dir, e))?;
-                        let file = dir.join(format!("secret-{i}"));
-                        std::fs::write(&file, value).map_err(|e| StoreError::io(&file, e))?;
-                        std::os::unix::fs::chown(
-                            &file,
-                            Some(f.uid.unwrap_or(0)),
-                            Some(f.gid.unwrap_or(0)),
-                        )
-                        .map_err(|e| StoreError::io(&file, e))?;
-                        std::fs::set_permissions(
-                            &file,
-                            std::fs::Permissions::from_mode(f.mode.unwrap_or(0o400) & 0o7777),
-                        )
-                        .map_err(|e| StoreError::io(&file, e))?;
                         out.mounts.push(Mount {
                             target,
-                            kind: MountKind::Bind {
-                                source: file,
-                                readonly: true,
+                            kind: MountKind::Secret {
+                                index,
+                                mode: f.mode.unwrap_or(0o400) & 0o7777,
+                                uid: f.uid.unwrap_or(0),
+                                gid: f.gid.unwrap_or(0),
                             },
                         });
                     }
@@ -344,6 +360,52 @@ impl Exec<'_> {
         }
         Ok(out)
     }
+}
+
+/// Makes `mask` a layer that hides `hidden` (paths relative to `context`) with
+/// overlay whiteouts; its directories carry the context's owner, mode and times, as
+/// the topmost layer's directories are what the overlay shows.
+fn build_mask(context: &Path, mask: &Path, hidden: &[PathBuf]) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dirs = vec![PathBuf::new()];
+    for rel in hidden {
+        let mut cur = PathBuf::new();
+        if let Some(parent) = rel.parent() {
+            for c in parent.components() {
+                cur.push(c);
+                let p = mask.join(&cur);
+                if p.symlink_metadata().is_err() {
+                    std::fs::create_dir(&p).map_err(|e| StoreError::io(&p, e))?;
+                    dirs.push(cur.clone());
+                }
+            }
+        }
+        let p = mask.join(rel);
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+            StoreError::io(&p, std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        })?;
+        // SAFETY: a valid path; a 0/0 character device is overlay's whiteout.
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) } != 0 {
+            return Err(StoreError::io(&p, std::io::Error::last_os_error()));
+        }
+    }
+    // Deepest first, so setting a directory's times is not undone below it.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for rel in dirs {
+        let (src, dst) = (context.join(&rel), mask.join(&rel));
+        let md = std::fs::metadata(&src).map_err(|e| StoreError::io(&src, e))?;
+        std::os::unix::fs::chown(&dst, Some(md.uid()), Some(md.gid()))
+            .map_err(|e| StoreError::io(&dst, e))?;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(|e| StoreError::io(&dst, e))?;
+        let times = std::fs::FileTimes::new()
+            .set_accessed(md.accessed().map_err(|e| StoreError::io(&src, e))?)
+            .set_modified(md.modified().map_err(|e| StoreError::io(&src, e))?);
+        std::fs::File::open(&dst)
+            .and_then(|f| f.set_times(times))
+            .map_err(|e| StoreError::io(&dst, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

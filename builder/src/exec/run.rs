@@ -141,7 +141,7 @@ impl Exec<'_> {
             }
             _ => self.argv(st, command),
         };
-        let prepared = self.prepare_mounts(st, mounts, done, work.path(), location, text)?;
+        let prepared = self.prepare_mounts(st, mounts, done, location, text)?;
         let cfg = st.config.config.clone().unwrap_or_default();
         let mut env = cfg.env.clone();
         // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
@@ -155,12 +155,6 @@ impl Exec<'_> {
         }
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.into());
-        }
-        // Secrets given as variables reach this process only, never the config.
-        for e in &prepared.env {
-            let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
-            env.retain(|x| x.split_once('=').map(|(n, _)| n) != Some(name));
-            env.push(e.clone());
         }
         let lowers = st.topmost_first();
         let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| {
@@ -206,11 +200,19 @@ impl Exec<'_> {
                 .chain(&extra_mounts)
                 .cloned()
                 .collect(),
+            // Secrets given as variables reach this process only, never the config
+            // or the spec file.
+            secret_env: prepared.secret_env.clone(),
         };
+        let secrets: Vec<&[u8]> = prepared.secrets.iter().map(Vec::as_slice).collect();
         let reporter = &mut *self.reporter;
-        let outcome = sandbox::run(&self.req.exe, &bundle, &spec, &mut |stream, data| {
-            reporter.event(BuildEvent::Output { id, stream, data })
-        })
+        let outcome = sandbox::run_with_secrets(
+            &self.req.exe,
+            &bundle,
+            &spec,
+            &secrets,
+            &mut |stream, data| reporter.event(BuildEvent::Output { id, stream, data }),
+        )
         .map_err(|e| BuildError::Sandbox {
             location: location.to_string(),
             step: text.to_string(),
@@ -230,6 +232,13 @@ impl Exec<'_> {
             });
         }
         drop(prepared);
+        sandbox::remove_mount_stubs(&bundle, upper.path(), &st.topmost_first()).map_err(|e| {
+            BuildError::Sandbox {
+                location: location.to_string(),
+                step: text.to_string(),
+                source: e,
+            }
+        })?;
         let created_by = match command {
             Command::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
             Command::Exec(v) => format!("RUN {} # buildkit", json(v)),

@@ -172,7 +172,7 @@ fn loopback_up() -> R {
     Ok(())
 }
 
-fn setup_root(spec: &SandboxSpec, bundle: &Path) -> R {
+fn setup_root(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
     let root = Path::new("/");
     mount("none", root, "none", libc::MS_REC | libc::MS_PRIVATE, None)?;
     if spec.lowerdirs.is_empty() {
@@ -222,6 +222,25 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path) -> R {
         let target = in_root(rootfs, &format!("/etc/{name}"));
         ensure_file(&target)?;
         bind(&src, &target, false)?;
+    }
+
+    let secret_dir = bundle.join("secrets");
+    if spec
+        .mounts
+        .iter()
+        .any(|m| matches!(m.kind, MountKind::Secret { .. }))
+    {
+        // A tmpfs in this mount namespace only: the values live in memory and go
+        // away with the namespace; the directory on disk stays empty.
+        ensure_dir(&secret_dir)?;
+        let size: usize = secrets.iter().map(|s| s.len() + 4096).sum::<usize>() + 65536;
+        mount(
+            "tmpfs",
+            &secret_dir,
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(&format!("mode=700,size={size}")),
+        )?;
     }
 
     for (i, m) in spec.mounts.iter().enumerate() {
@@ -274,6 +293,25 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path) -> R {
                     ensure_file(&target)?;
                 }
                 bind(&in_root(&staging, source), &target, scratch.is_none())?;
+            }
+            MountKind::Secret {
+                index,
+                mode,
+                uid,
+                gid,
+            } => {
+                use std::os::unix::fs::PermissionsExt;
+                let value = secrets
+                    .get(*index)
+                    .ok_or_else(|| Fail(format!("secret {index} was not passed")))?;
+                let file = secret_dir.join(format!("secret-{i}"));
+                let fail = |e: std::io::Error| Fail(format!("{}: {e}", file.display()));
+                std::fs::write(&file, value).map_err(fail)?;
+                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(fail)?;
+                ensure_file(&target)?;
+                bind(&file, &target, true)?;
             }
         }
     }
@@ -331,7 +369,7 @@ fn resolve_program(arg0: &str, env: &[String]) -> PathBuf {
 }
 
 /// In the forked command process: drop privileges and exec. Never returns.
-fn exec_command(spec: &SandboxSpec) -> ! {
+fn exec_command(spec: &SandboxSpec, secrets: &[Vec<u8>]) -> ! {
     let fail = |msg: String| -> ! {
         let _ = writeln!(std::io::stderr(), "{msg}");
         // SAFETY: _exit is always safe.
@@ -347,9 +385,25 @@ fn exec_command(spec: &SandboxSpec) -> ! {
     let Ok(args_c) = spec.args.iter().map(|a| cstr(a)).collect::<R<Vec<_>>>() else {
         fail("mybuild sandbox: argument contains NUL".into())
     };
-    let Ok(env_c) = spec.env.iter().map(|a| cstr(a)).collect::<R<Vec<_>>>() else {
+    let secret_names: Vec<&str> = spec.secret_env.iter().map(|(n, _)| n.as_str()).collect();
+    let kept = spec
+        .env
+        .iter()
+        .filter(|e| !secret_names.contains(&e.split_once('=').map_or(e.as_str(), |(n, _)| n)));
+    let Ok(mut env_c) = kept.map(|a| cstr(a)).collect::<R<Vec<_>>>() else {
         fail("mybuild sandbox: environment contains NUL".into())
     };
+    // Secret variables reach this process only; they are never in the spec file.
+    for (name, index) in &spec.secret_env {
+        let mut var = format!("{name}=").into_bytes();
+        var.extend_from_slice(secrets.get(*index).map_or(&[][..], Vec::as_slice));
+        let Ok(c) = CString::new(var) else {
+            fail(format!(
+                "mybuild sandbox: secret variable {name} contains NUL"
+            ))
+        };
+        env_c.push(c);
+    }
     let mut argv: Vec<*const libc::c_char> = args_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|a| a.as_ptr()).collect();
@@ -401,10 +455,10 @@ fn wait_status_to_code(status: libc::c_int) -> i32 {
 }
 
 /// PID 1 of the sandbox: set up, run the command, reap, exit with its status.
-fn pid1(spec: &SandboxSpec, bundle: &Path, err: &mut File) -> ! {
+fn pid1(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> ! {
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    if let Err(Fail(msg)) = setup_root(spec, bundle) {
+    if let Err(Fail(msg)) = setup_root(spec, bundle, secrets) {
         let _ = err.write_all(msg.as_bytes());
         std::process::exit(SETUP_FAILED);
     }
@@ -415,7 +469,7 @@ fn pid1(spec: &SandboxSpec, bundle: &Path, err: &mut File) -> ! {
         std::process::exit(SETUP_FAILED);
     }
     if child == 0 {
-        exec_command(spec);
+        exec_command(spec, secrets);
     }
     loop {
         let mut status = 0;
@@ -429,6 +483,36 @@ fn pid1(spec: &SandboxSpec, bundle: &Path, err: &mut File) -> ! {
             std::process::exit(SETUP_FAILED);
         }
     }
+}
+
+/// Reads the secret frames ((u64 length, bytes) each) the parent writes to standard
+/// input until EOF, then puts `/dev/null` there for the command.
+fn read_secrets() -> R<Vec<Vec<u8>>> {
+    use std::io::Read;
+    let mut all = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut all)
+        .map_err(|e| Fail(format!("standard input: {e}")))?;
+    let mut out = Vec::new();
+    let mut rest = &all[..];
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| Fail("truncated secret frame".into()))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|l| *l <= tail.len())
+            .ok_or_else(|| Fail("truncated secret frame".into()))?;
+        out.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    let null = File::open("/dev/null").map_err(|e| Fail(format!("/dev/null: {e}")))?;
+    // SAFETY: dup2 onto fd 0 of this single-threaded process.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(Fail(format!("stdin: {}", std::io::Error::last_os_error())));
+    }
+    Ok(out)
 }
 
 /// Entry point for `mybuild __mybuild-sandbox-init SPEC ERRFILE`. Call it first thing
@@ -455,6 +539,13 @@ pub fn init_main(args: &[OsString]) -> ! {
             std::process::exit(SETUP_FAILED);
         }
     };
+    let secrets = match read_secrets() {
+        Ok(s) => s,
+        Err(Fail(e)) => {
+            let _ = write!(err, "reading secrets: {e}");
+            std::process::exit(SETUP_FAILED);
+        }
+    };
     let bundle = PathBuf::from(spec_path)
         .parent()
         .map(Path::to_path_buf)
@@ -469,7 +560,7 @@ pub fn init_main(args: &[OsString]) -> ! {
         std::process::exit(SETUP_FAILED);
     }
     if pid == 0 {
-        pid1(&spec, &bundle, &mut err);
+        pid1(&spec, &bundle, &secrets, &mut err);
     }
     let mut status = 0;
     loop {

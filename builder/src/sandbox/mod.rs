@@ -54,6 +54,15 @@ pub enum MountKind {
         scratch: Option<PathBuf>,
         is_dir: bool,
     },
+    /// A file holding secret number `index` (see [`run_with_secrets`]), written to a
+    /// tmpfs inside the sandbox's mount namespace and bound read-only at `target`.
+    /// The value never touches a disk: it reaches the init through a pipe.
+    Secret {
+        index: usize,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// An extra mount inside the rootfs (`RUN --mount`, secrets).
@@ -88,6 +97,9 @@ pub struct SandboxSpec {
     /// Content of `/etc/resolv.conf` inside the container.
     pub resolv_conf: String,
     pub mounts: Vec<Mount>,
+    /// Variables set to a secret's value (`NAME`, secret index) for the command only.
+    #[serde(default)]
+    pub secret_env: Vec<(String, usize)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,11 +151,6 @@ const MOUNT_POINTS: &[(&str, bool)] = &[
 /// so they never reach a layer. Parent directories copy their owner and mode from
 /// the image so the merged view keeps the image's metadata.
 fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SandboxError::Io { path, source }
-    };
     let mut targets: Vec<(String, bool)> = MOUNT_POINTS
         .iter()
         .map(|(p, d)| (p.to_string(), *d))
@@ -153,10 +160,47 @@ fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> 
             MountKind::Bind { source, .. } => source.is_dir(),
             MountKind::Tmpfs { .. } => true,
             MountKind::Layers { is_dir, .. } => *is_dir,
+            MountKind::Secret { .. } => false,
         };
         targets.push((m.target.trim_start_matches('/').to_string(), is_dir));
     }
+    stub_tree(dir, &spec.lowerdirs, &targets)
+}
+
+/// Creates `targets` ((path, is_dir), relative) and their parents under `dir`, a
+/// layer to sit above `lowers`: what `lowers` already holds with the right type is
+/// left to them; parents copy owner and mode from `lowers` where they exist there.
+fn stub_tree(
+    dir: &Path,
+    lowers: &[PathBuf],
+    targets: &[(String, bool)],
+) -> Result<(), SandboxError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { path, source }
+    };
+    // The stub's root is the view's root: it shows the root's owner and mode.
+    if let Some(md) = lowers.first().and_then(|l| std::fs::metadata(l).ok()) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io(dir))?;
+        std::os::unix::fs::lchown(dir, Some(md.uid()), Some(md.gid())).map_err(io(dir))?;
+    }
     for (target, is_dir) in targets {
+        let is_dir = *is_dir;
+        let existing = crate::exec::merged::lookup(lowers, Path::new(target.as_str()))
+            .and_then(|p| std::fs::symlink_metadata(p).ok());
+        let fits = |md: std::fs::Metadata| {
+            if is_dir {
+                md.is_dir()
+            } else {
+                md.is_file()
+            }
+        };
+        if existing.is_some_and(fits) {
+            // Already a mount point of the right type below: nothing to shadow it with.
+            continue;
+        }
         let parts: Vec<&str> = target
             .split('/')
             .filter(|p| !p.is_empty() && *p != "." && *p != "..")
@@ -175,10 +219,8 @@ fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> 
             } else {
                 std::fs::write(&here, b"").map_err(io(&here))?;
             }
-            let from_image = spec
-                .lowerdirs
-                .iter()
-                .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok());
+            let from_image = crate::exec::merged::lookup(lowers, &rel)
+                .and_then(|p| std::fs::symlink_metadata(p).ok());
             if let Some(md) = from_image.filter(|m| m.is_dir() == want_dir) {
                 std::fs::set_permissions(
                     &here,
@@ -188,6 +230,81 @@ fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> 
                 std::os::unix::fs::lchown(&here, Some(md.uid()), Some(md.gid()))
                     .map_err(io(&here))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// After a run: mount points the sandbox made for paths the image does not have
+/// leave no trace in `upper`, as BuildKit's stub cleaner does. A whiteout (the step
+/// unmounted and deleted one), an empty directory (copied up, e.g. by a file made and
+/// removed below it) or an empty file there is removed, deepest first; the parent
+/// keeps its times. `lowers` are the image's layers, topmost first.
+pub fn remove_mount_stubs(
+    bundle: &Path,
+    upper: &Path,
+    lowers: &[PathBuf],
+) -> Result<(), SandboxError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let stubs = bundle.join("mountpoints");
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(stubs.join(&rel)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let child = rel.join(e.file_name());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(child.clone());
+            }
+            found.push(child);
+        }
+    }
+    // Deepest first, so a directory is judged after what was inside it.
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for rel in found {
+        if crate::exec::merged::lookup(lowers, &rel).is_some() {
+            continue;
+        }
+        let path = upper.join(&rel);
+        let Ok(md) = path.symlink_metadata() else {
+            continue;
+        };
+        let t = md.file_type();
+        let removable = (t.is_char_device() && md.rdev() == 0)
+            || (t.is_file() && md.len() == 0)
+            || (t.is_dir() && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none()));
+        if !removable {
+            continue;
+        }
+        let parent = path.parent().map(Path::to_path_buf);
+        let times = parent.as_ref().and_then(|p| p.symlink_metadata().ok());
+        let io = |source| SandboxError::Io {
+            path: path.clone(),
+            source,
+        };
+        if t.is_dir() {
+            std::fs::remove_dir(&path).map_err(io)?;
+        } else {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
+        if let (Some(parent), Some(md)) = (parent, times) {
+            let f = std::fs::File::open(&parent).map_err(|source| SandboxError::Io {
+                path: parent.clone(),
+                source,
+            })?;
+            let to_time = |s: i64, ns: i64| {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32)
+            };
+            let times = std::fs::FileTimes::new()
+                .set_accessed(to_time(md.atime(), md.atime_nsec()))
+                .set_modified(to_time(md.mtime(), md.mtime_nsec()));
+            f.set_times(times).map_err(|source| SandboxError::Io {
+                path: parent.clone(),
+                source,
+            })?;
         }
     }
     Ok(())
@@ -252,6 +369,92 @@ pub fn run(
     spec: &SandboxSpec,
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
+    run_with_secrets(exe, bundle, spec, &[], on_output)
+}
+
+/// Number of path components: mounts are made shallowest first, so a mount inside
+/// another one's target lands in it instead of under it.
+fn depth(target: &str) -> usize {
+    target.split('/').filter(|p| !p.is_empty()).count()
+}
+
+/// Read-only directory mounts that other mounts sit inside get a stub layer on top
+/// holding those mount points, so nothing has to be created in what they show.
+fn nested_stubs(spec: &mut SandboxSpec, bundle: &Path) -> Result<(), SandboxError> {
+    let targets: Vec<String> = spec.mounts.iter().map(|m| m.target.clone()).collect();
+    let kinds: Vec<bool> = spec
+        .mounts
+        .iter()
+        .map(|m| match &m.kind {
+            MountKind::Bind { source, .. } => source.is_dir(),
+            MountKind::Tmpfs { .. } => true,
+            MountKind::Layers { is_dir, .. } => *is_dir,
+            MountKind::Secret { .. } => false,
+        })
+        .collect();
+    for (i, m) in spec.mounts.iter_mut().enumerate() {
+        let prefix = format!("{}/", m.target.trim_end_matches('/'));
+        let inner: Vec<(String, bool)> = targets
+            .iter()
+            .zip(&kinds)
+            .skip(i + 1)
+            .filter_map(|(t, d)| t.strip_prefix(&prefix).map(|r| (r.to_string(), *d)))
+            .collect();
+        if inner.is_empty() {
+            continue;
+        }
+        let stub = bundle.join(format!("stubs-{i}"));
+        let io = |source| SandboxError::Io {
+            path: stub.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&stub).map_err(io)?;
+        match &mut m.kind {
+            MountKind::Bind {
+                source,
+                readonly: true,
+            } if source.is_dir() => {
+                let lowers = vec![source.clone()];
+                stub_tree(&stub, &lowers, &inner)?;
+                m.kind = MountKind::Layers {
+                    layers: vec![stub, lowers[0].clone()],
+                    source: "/".into(),
+                    scratch: None,
+                    is_dir: true,
+                };
+            }
+            MountKind::Layers {
+                layers,
+                source,
+                scratch: None,
+                ..
+            } => {
+                let base = source.trim_matches('/');
+                let inner: Vec<(String, bool)> = inner
+                    .into_iter()
+                    .map(|(r, d)| (format!("{base}/{r}"), d))
+                    .collect();
+                stub_tree(&stub, layers, &inner)?;
+                layers.insert(0, stub);
+            }
+            // Writable views (caches, tmpfs, rw binds) take their mount points as
+            // they are mounted; a secret is a file and holds nothing.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Like [`run`], with `secrets`: the values `MountKind::Secret` and
+/// `SandboxSpec::secret_env` refer to by index. They are written to the init's
+/// standard input, never to the bundle.
+pub fn run_with_secrets(
+    exe: &Path,
+    bundle: &Path,
+    spec: &SandboxSpec,
+    secrets: &[&[u8]],
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<Outcome, SandboxError> {
     let mountpoints = bundle.join("mountpoints");
     if mountpoints.exists() {
         std::fs::remove_dir_all(&mountpoints).map_err(|e| SandboxError::Io {
@@ -269,6 +472,8 @@ pub fn run(
     for m in &mut effective.mounts {
         m.target = resolve_in_layers(&spec.lowerdirs, &m.target);
     }
+    effective.mounts.sort_by_key(|m| depth(&m.target));
+    nested_stubs(&mut effective, bundle)?;
     mountpoint_layer(&effective, &mountpoints)?;
     effective.lowerdirs.insert(0, mountpoints);
     let spec = &effective;
@@ -288,7 +493,11 @@ pub fn run(
     cmd.arg(INIT_ARG)
         .arg(&spec_path)
         .arg(&setup_err_path)
-        .stdin(Stdio::null())
+        .stdin(if secrets.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear();
@@ -305,6 +514,24 @@ pub fn run(
         exe: exe.to_path_buf(),
         source: e,
     })?;
+    // Secrets go through a pipe as (u64 length, bytes) frames; the init reads them
+    // all before it does anything else.
+    let feeder = child.stdin.take().map(|mut pipe| {
+        let frames: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for f in &frames {
+                let len = (f.len() as u64).to_le_bytes();
+                if pipe
+                    .write_all(&len)
+                    .and_then(|_| pipe.write_all(f))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    });
     let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
     let mut readers = Vec::new();
     for (stream, pipe) in [
@@ -343,7 +570,7 @@ pub fn run(
     for (stream, chunk) in rx {
         on_output(stream, &chunk);
     }
-    for r in readers {
+    for r in readers.into_iter().chain(feeder) {
         let _ = r.join();
     }
     let status = child.wait().map_err(|e| SandboxError::Spawn {
