@@ -438,3 +438,270 @@ fn unsupported_and_invalid_mounts_are_refused_by_name() {
     assert!(err.contains("sharing"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
+
+/// Builds `ctx` as `name` and returns its image id and the progress log.
+fn build_iid(root: &Path, ctx: &Path, name: &str, extra: &[&str]) -> (String, String) {
+    let iid = ctx.with_extension("iid");
+    let (_, log) = ok(mybuild(root)
+        .args(["build", "-t", name, "--iidfile"])
+        .arg(&iid)
+        .args(extra)
+        .arg(ctx));
+    (std::fs::read_to_string(&iid).expect("iid"), log)
+}
+
+#[test]
+fn context_binds_show_the_context_through_dockerignore() {
+    let Some((tmp, root)) = setup() else { return };
+    let dockerfile = "FROM busybox\n\
+         RUN --mount=type=bind,target=/ctx sh -c 'cd /ctx && find . | sort > /listing && stat -c %a data > /data-mode'\n\
+         RUN --mount=type=bind,source=data,target=/d,rw sh -c 'ls /d > /dlist && echo x > /d/new && rm /d/keep.txt'\n";
+    let ctx = context(
+        tmp.path(),
+        "ignore",
+        dockerfile,
+        &[
+            (".dockerignore", "**/*.key\nlogs\n!logs/keep.me\nnode_modules\n"),
+            ("data/keep.txt", "kept\n"),
+            ("data/private.key", "key-1\n"),
+            ("logs/a.log", "log\n"),
+            ("logs/keep.me", "me\n"),
+            ("node_modules/x/index.js", "js\n"),
+        ],
+    );
+    std::fs::set_permissions(
+        ctx.join("data"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .expect("chmod");
+    let (first, _) = build_iid(&root, &ctx, "ignore:1", &[]);
+    let rootfs = unpack(tmp.path(), &root, "ignore:1");
+    assert_eq!(
+        read(&rootfs, "listing"),
+        ".\n./.dockerignore\n./Dockerfile\n./data\n./data/keep.txt\n./logs\n./logs/keep.me\n"
+    );
+    // The view's directories are the context's, owner and mode included.
+    assert_eq!(read(&rootfs, "data-mode"), "750\n");
+    assert_eq!(read(&rootfs, "dlist"), "keep.txt\n");
+    // rw writes were discarded: the context is as it was.
+    assert!(ctx.join("data/keep.txt").exists());
+    assert!(!ctx.join("data/new").exists());
+    let mut entries = layer_entries(&root, "ignore:1");
+    entries.sort();
+    assert_eq!(entries, ["data-mode", "dlist", "listing"]);
+
+    // An ignored file does not reach the step key: changing it re-runs nothing.
+    std::fs::write(ctx.join("data/private.key"), "key-2\n").expect("key");
+    std::fs::write(ctx.join("logs/a.log"), "more log\n").expect("log");
+    let (second, log) = build_iid(&root, &ctx, "ignore:2", &[]);
+    assert_eq!(first, second, "{log}");
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    // A file the mount shows does.
+    std::fs::write(ctx.join("data/keep.txt"), "changed\n").expect("keep");
+    let (third, log) = build_iid(&root, &ctx, "ignore:3", &[]);
+    assert_ne!(first, third, "{log}");
+
+    // An ignored source is absent, as in BuildKit.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,source=node_modules,target=/nm true\n",
+    )
+    .expect("Dockerfile");
+    let err = fails(mybuild(&root).args(["build", "-t", "ignore:4"]).arg(&ctx));
+    assert!(err.contains("node_modules") && err.contains("not found"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+
+    // `<Dockerfile>.dockerignore` beside the Dockerfile wins over `.dockerignore`.
+    std::fs::write(
+        ctx.join("custom.Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'cd /ctx && find data | sort > /listing'\n",
+    )
+    .expect("custom");
+    std::fs::write(ctx.join("custom.Dockerfile.dockerignore"), "data/keep.txt\n").expect("ign");
+    ok(mybuild(&root)
+        .args(["build", "-t", "ignore:5", "-f"])
+        .arg(ctx.join("custom.Dockerfile"))
+        .arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "ignore:5");
+    assert_eq!(read(&rootfs, "listing"), "data\ndata/private.key\n");
+}
+
+/// Every regular file under `dir` whose bytes or path hold one of `needles`.
+fn files_holding(dir: &Path, needles: &[&str]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = p.to_string_lossy().into_owned();
+            if needles.iter().any(|n| name.contains(n)) {
+                hits.push(p.clone());
+            }
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                let text = String::from_utf8_lossy(&bytes);
+                if needles.iter().any(|n| text.contains(n)) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+fn find_named(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name() == name {
+                return Some(p);
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn secret_values_never_reach_the_store_disk_even_while_the_step_runs() {
+    let Some((tmp, root)) = setup() else { return };
+    let secret_file = tmp.path().join("secret.txt");
+    std::fs::write(&secret_file, FILE_SECRET).expect("secret");
+    // The step waits on a fifo in a cache mount (which lives in the store), so the
+    // store can be searched while the secrets are mounted.
+    let ctx = context(
+        tmp.path(),
+        "secret-live",
+        "FROM busybox\n\
+         RUN --mount=type=cache,id=sync,target=/sync --mount=type=secret,id=fsec,target=/etc/fsec --mount=type=secret,id=esec,env=ESEC sh -c 'grep \" /etc/fsec \" /proc/self/mountinfo > /mountinfo && test -s /etc/fsec && test -n \"$ESEC\" && rm -f /sync/go && mkfifo /sync/go && touch /sync/ready && cat /sync/go > /dev/null && rm -f /sync/go /sync/ready'\n",
+        &[],
+    );
+    let mut child = mybuild(&root)
+        .args(["build", "-t", "secret:live", "--secret"])
+        .arg(format!("id=fsec,src={}", secret_file.display()))
+        .args(["--secret", "id=esec,env=MYBUILD_TEST_ENV_SECRET"])
+        .env("MYBUILD_TEST_ENV_SECRET", ENV_SECRET)
+        .arg(&ctx)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Poll until the step signals it is running with the secrets mounted.
+    let ready = loop {
+        if let Some(p) = find_named(&root.join("cache-mounts"), "ready") {
+            break p;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "build ended before the step ran: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let during = files_holding(&root, &[FILE_SECRET, ENV_SECRET]);
+    // Release the step whatever was found, so the build ends.
+    std::fs::write(ready.with_file_name("go"), b"go\n").expect("release");
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(during, Vec::<PathBuf>::new(), "secret on the store's disk mid-step");
+    let rootfs = unpack(tmp.path(), &root, "secret:live");
+    // The secret file sat on a tmpfs.
+    let mountinfo = read(&rootfs, "mountinfo");
+    assert!(mountinfo.contains(" - tmpfs "), "{mountinfo}");
+    let mut entries = layer_entries(&root, "secret:live");
+    entries.sort();
+    assert_eq!(entries, ["mountinfo"]);
+    // After the build: no file, name or decompressed blob holds either value.
+    assert_eq!(
+        files_holding(&root, &[FILE_SECRET, ENV_SECRET]),
+        Vec::<PathBuf>::new()
+    );
+    let (hits, _) = ok(Command::new("sh")
+        .arg("-c")
+        .arg("find \"$1\" -type f -exec sh -c 'zcat -f \"$0\" 2>/dev/null | grep -a -q -e \"$1\" -e \"$2\" && echo \"$0\"' {} \"$2\" \"$3\" \\;")
+        .arg("sh")
+        .arg(&root)
+        .arg(FILE_SECRET)
+        .arg(ENV_SECRET));
+    assert_eq!(hits, "", "secret in a blob");
+    let img = serde_json::to_string(&inspect(&root, "secret:live")).expect("json");
+    for s in [FILE_SECRET, ENV_SECRET] {
+        assert!(!img.contains(s), "{s} in the image config or manifest");
+    }
+}
+
+#[test]
+fn mount_targets_edge_cases_leave_the_layer_right() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "edges",
+        "FROM busybox\n\
+         RUN cp /etc/group /group-before\n\
+         WORKDIR /app\n\
+         RUN --mount=type=bind,source=src,target=src cat /app/src/a.txt > /rel-seen\n\
+         RUN --mount=type=tmpfs,target=/opt/deep/nested/t sh -c 'touch /opt/deep/nested/t/x && test -d /opt/deep && echo ok > /deep-seen'\n\
+         RUN --mount=type=bind,source=conf/app.conf,target=/etc/app/app.conf cat /etc/app/app.conf > /conf-seen\n\
+         RUN --mount=type=bind,source=conf/app.conf,target=/etc/group cat /etc/group > /group-seen\n\
+         RUN --mount=type=cache,id=nested,target=/work/src/cache --mount=type=bind,source=src,target=/work/src sh -c 'ls /work/src > /nested-list && echo hi > /work/src/cache/f && cat /work/src/cache/f > /nested-cache'\n\
+         RUN --mount=type=tmpfs,target=/gone/t sh -c 'umount /gone/t && rmdir /gone/t && echo ok > /deleted-seen'\n\
+         RUN --mount=type=tmpfs,target=/var/replaced sh -c 'umount /var/replaced && rmdir /var/replaced && echo mine > /var/replaced'\n\
+         RUN --mount=type=bind,source=conf/app.conf,target=/srv/file.conf sh -c 'umount /srv/file.conf && rm /srv/file.conf && echo ok > /file-deleted'\n",
+        &[("src/a.txt", "a\n"), ("conf/app.conf", "conf\n")],
+    );
+    ok(mybuild(&root).args(["build", "-t", "edges:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "edges:1");
+    // A relative target is resolved against WORKDIR.
+    assert_eq!(read(&rootfs, "rel-seen"), "a\n");
+    assert_eq!(read(&rootfs, "deep-seen"), "ok\n");
+    // A single file bound at a file path, under a missing parent or over an image file.
+    assert_eq!(read(&rootfs, "conf-seen"), "conf\n");
+    assert_eq!(read(&rootfs, "group-seen"), "conf\n");
+    assert_eq!(read(&rootfs, "etc/group"), read(&rootfs, "group-before"));
+    // The cache is mounted inside the bind, whatever order they were given in.
+    assert_eq!(read(&rootfs, "nested-list"), "a.txt\ncache\n");
+    assert_eq!(read(&rootfs, "nested-cache"), "hi\n");
+    assert!(!ctx.join("src/cache").exists(), "mount point made in the context");
+    // Targets the step deleted or replaced: the step succeeded, and only what it made is kept.
+    assert_eq!(read(&rootfs, "deleted-seen"), "ok\n");
+    assert_eq!(read(&rootfs, "var/replaced"), "mine\n");
+    assert_eq!(read(&rootfs, "file-deleted"), "ok\n");
+    for p in ["app/src", "opt", "etc/app", "work", "gone", "srv"] {
+        assert!(!rootfs.join(p).exists(), "{p} left in the image");
+    }
+    let mut entries = layer_entries(&root, "edges:1");
+    entries.sort();
+    entries.dedup();
+    assert_eq!(
+        entries,
+        [
+            "app",
+            "conf-seen",
+            "deep-seen",
+            "deleted-seen",
+            "file-deleted",
+            "group-before",
+            "group-seen",
+            "nested-cache",
+            "nested-list",
+            "rel-seen",
+            "var",
+            "var/replaced",
+        ]
+    );
+}
