@@ -461,7 +461,10 @@ fn context_binds_show_the_context_through_dockerignore() {
         "ignore",
         dockerfile,
         &[
-            (".dockerignore", "**/*.key\nlogs\n!logs/keep.me\nnode_modules\n"),
+            (
+                ".dockerignore",
+                "**/*.key\nlogs\n!logs/keep.me\nnode_modules\n",
+            ),
             ("data/keep.txt", "kept\n"),
             ("data/private.key", "key-1\n"),
             ("logs/a.log", "log\n"),
@@ -508,7 +511,10 @@ fn context_binds_show_the_context_through_dockerignore() {
     )
     .expect("Dockerfile");
     let err = fails(mybuild(&root).args(["build", "-t", "ignore:4"]).arg(&ctx));
-    assert!(err.contains("node_modules") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("node_modules") && err.contains("not found"),
+        "{err}"
+    );
     assert!(err.contains("Dockerfile:2"), "{err}");
 
     // `<Dockerfile>.dockerignore` beside the Dockerfile wins over `.dockerignore`.
@@ -517,7 +523,11 @@ fn context_binds_show_the_context_through_dockerignore() {
         "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'cd /ctx && find data | sort > /listing'\n",
     )
     .expect("custom");
-    std::fs::write(ctx.join("custom.Dockerfile.dockerignore"), "data/keep.txt\n").expect("ign");
+    std::fs::write(
+        ctx.join("custom.Dockerfile.dockerignore"),
+        "data/keep.txt\n",
+    )
+    .expect("ign");
     ok(mybuild(&root)
         .args(["build", "-t", "ignore:5", "-f"])
         .arg(ctx.join("custom.Dockerfile"))
@@ -618,7 +628,11 @@ fn secret_values_never_reach_the_store_disk_even_while_the_step_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(during, Vec::<PathBuf>::new(), "secret on the store's disk mid-step");
+    assert_eq!(
+        during,
+        Vec::<PathBuf>::new(),
+        "secret on the store's disk mid-step"
+    );
     let rootfs = unpack(tmp.path(), &root, "secret:live");
     // The secret file sat on a tmpfs.
     let mountinfo = read(&rootfs, "mountinfo");
@@ -676,7 +690,10 @@ fn mount_targets_edge_cases_leave_the_layer_right() {
     // The cache is mounted inside the bind, whatever order they were given in.
     assert_eq!(read(&rootfs, "nested-list"), "a.txt\ncache\n");
     assert_eq!(read(&rootfs, "nested-cache"), "hi\n");
-    assert!(!ctx.join("src/cache").exists(), "mount point made in the context");
+    assert!(
+        !ctx.join("src/cache").exists(),
+        "mount point made in the context"
+    );
     // Targets the step deleted or replaced: the step succeeded, and only what it made is kept.
     assert_eq!(read(&rootfs, "deleted-seen"), "ok\n");
     assert_eq!(read(&rootfs, "var/replaced"), "mine\n");

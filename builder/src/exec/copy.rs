@@ -721,6 +721,26 @@ mod tests {
     use super::glob_match;
 
     #[test]
+    fn ignored_paths_are_the_topmost_hidden_entries() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        for f in ["a/keep", "a/x.key", "logs/1.log", "logs/keep.me", "top.key"] {
+            let p = tmp.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join("deps/deep/er")).unwrap();
+        let m =
+            crate::ignore::Matcher::new(&["**/*.key", "logs", "!logs/keep.me", "deps"]).unwrap();
+        let mut got = super::ignored_paths(tmp.path(), &m);
+        got.sort();
+        let want: Vec<std::path::PathBuf> = ["a/x.key", "deps", "logs/1.log", "top.key"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn globs_match_like_filepath_match() {
         assert!(glob_match(b"*.txt", b"a.txt"));
         assert!(!glob_match(b"*.txt", b"a.txt.bak"));

@@ -229,6 +229,18 @@ impl Exec<'_> {
                             out._scratch.push(s);
                             Some(p)
                         };
+                        // Overlay options are split on ',' and ':'; a path holding one
+                        // would be read as something else.
+                        if let Some(bad) = layers
+                            .iter()
+                            .chain(&scratch)
+                            .find(|p| p.to_string_lossy().contains([',', ':']))
+                        {
+                            return Err(err(format!(
+                                "{} contains ',' or ':', which an overlay mount cannot take; move the context or the store",
+                                bad.display()
+                            )));
+                        }
                         MountKind::Layers {
                             layers,
                             source,
