@@ -501,8 +501,9 @@ fn context_binds_show_the_context_through_dockerignore() {
     assert_eq!(log.matches("CACHED").count(), 2, "{log}");
     // A file the mount shows does.
     std::fs::write(ctx.join("data/keep.txt"), "changed\n").expect("keep");
-    let (third, log) = build_iid(&root, &ctx, "ignore:3", &[]);
-    assert_ne!(first, third, "{log}");
+    // (Same outputs within the same second may give the same id, so the log says it.)
+    let (_, log) = build_iid(&root, &ctx, "ignore:3", &[]);
+    assert_eq!(log.matches("CACHED").count(), 0, "{log}");
 
     // An ignored source is absent, as in BuildKit.
     std::fs::write(
