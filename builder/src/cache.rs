@@ -83,6 +83,20 @@ pub fn step_key(parent: &Digest, step_json: &str, inputs: &Inputs) -> Digest {
     h.finish()
 }
 
+/// The key of a `--link` step's layer on its own. Such a layer is made without
+/// looking at the image below, so the parent's key is left out; `resolved` carries
+/// what the step still takes from its parent (destination after WORKDIR, owner ids
+/// a `--chown` name resolves to). Options are mixed in directly, as no root carries
+/// them here.
+pub fn link_key(step_json: &str, inputs: &Inputs, resolved: &str, opts: &KeyOptions) -> Digest {
+    let mut h = KeyHasher::new("link-layer");
+    h.field("step", step_json.as_bytes())
+        .field("inputs", inputs.digest().to_string().as_bytes())
+        .field("resolved", resolved.as_bytes())
+        .field("options", &opts.bytes());
+    h.finish()
+}
+
 /// The finished image: the target stage's key and what the driver adds at the end.
 pub fn final_key(target: &Digest, labels: &BTreeMap<String, String>) -> Digest {
     let mut h = KeyHasher::new("final");
@@ -308,6 +322,12 @@ mod tests {
             ..opts()
         };
         assert_ne!(scratch_key(&sde), root);
+        // A link key ignores the parent but not the options or what was resolved.
+        let l = link_key(r#"{"step":"copy"}"#, &none, "dest /a", &opts());
+        assert_eq!(l, link_key(r#"{"step":"copy"}"#, &none, "dest /a", &opts()));
+        assert_ne!(l, link_key(r#"{"step":"copy"}"#, &none, "dest /b", &opts()));
+        assert_ne!(l, link_key(r#"{"step":"copy"}"#, &none, "dest /a", &sde));
+        assert_ne!(l, step_key(&root, r#"{"step":"copy"}"#, &none));
         // Field boundaries are unambiguous.
         let mut x = KeyHasher::new("t");
         x.field("a", b"bc");

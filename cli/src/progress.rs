@@ -73,7 +73,7 @@ impl BuildReporter for Tty {
                     bar.finish_with_message(format!("{label} {:.1}s", elapsed.as_secs_f64()));
                 }
             }
-            BuildEvent::StepCached { id } => {
+            BuildEvent::StepCached { id, .. } => {
                 if let Some((bar, label)) = self.bars.remove(&id) {
                     bar.set_style(
                         ProgressStyle::with_template("✔ #{prefix} {wide_msg}")
@@ -128,8 +128,8 @@ impl BuildReporter for Json {
             BuildEvent::StepDone { id, elapsed } => serde_json::json!({
                 "event": "step_done", "id": id, "elapsed_ms": elapsed.as_millis() as u64,
             }),
-            BuildEvent::StepCached { id } => serde_json::json!({
-                "event": "step_cached", "id": id,
+            BuildEvent::StepCached { id, linked } => serde_json::json!({
+                "event": "step_cached", "id": id, "link_layer": linked,
             }),
             BuildEvent::CacheMiss { id, stage, cause } => serde_json::json!({
                 "event": "cache_miss", "id": id, "stage": stage, "cause": cause,

@@ -9,7 +9,8 @@
 //! * An `http(s)://` source is downloaded, streamed to disk and hashed on the way
 //!   (`--checksum` is checked before anything reaches the layer), as a 0600 file named
 //!   after the URL path with its mtime from `Last-Modified` (else the epoch). It is not
-//!   extracted unless `--unpack=true`.
+//!   extracted unless `--unpack=true`. A URL is fetched once per build into a
+//!   [`Download`] (the step cache keys the step by its content before the step runs).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -17,6 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use layer_cache::snapshot::ScratchDir;
 use layer_cache::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
 use layer_cache::{Store, StoreError};
 use sha2::Digest as _;
@@ -166,6 +168,71 @@ impl Hasher {
     }
 }
 
+/// A URL's body downloaded into a scratch directory of the store (removed when
+/// dropped), as the 0600 file ADD copies, with what the step cache keys it by.
+pub struct Download {
+    pub url: String,
+    dir: ScratchDir,
+    /// The file name the URL gives ([`url_file_name`]).
+    pub name: String,
+    /// sha256 of the body, `sha256:<hex>`.
+    pub digest: String,
+    /// `Last-Modified` in Unix seconds (0 when absent): the file's mtime.
+    pub mtime: i64,
+}
+
+impl Download {
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+}
+
+/// Downloads `url` into a fresh scratch directory, streamed and hashed while written;
+/// with `checksum` the body must match it.
+pub fn fetch(store: &Store, url: &str, checksum: Option<&str>) -> Result<Download, AddError> {
+    let dir = store.scratch_dir("add-url")?;
+    let got = download(url, dir.path(), checksum)?;
+    Ok(Download {
+        url: url.to_string(),
+        dir,
+        name: got.name,
+        digest: got.sha256,
+        mtime: got.mtime,
+    })
+}
+
+/// Checks an earlier download against `--checksum` (re-hashing the local file when
+/// the algorithm is not sha256).
+pub fn verify(dl: &Download, checksum: &str) -> Result<(), AddError> {
+    let expected = Expected::parse(checksum)?;
+    let want = format!("{}:{}", expected.algo, expected.hex);
+    let actual = if expected.algo == "sha256" {
+        dl.digest.clone()
+    } else {
+        let path = dl.path();
+        let mut f = File::open(&path).map_err(io(&path))?;
+        let mut h = Hasher::new(expected.algo);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        h.finish()
+    };
+    if actual != want {
+        return Err(AddError::Checksum {
+            url: redact(&dl.url),
+            expected: want,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// The ADD step's inputs, as `copy_step` resolved them.
 pub struct AddSpec<'a> {
     /// The COPY-equivalent spec (context sources, destination, owner, chmod, upper).
@@ -174,6 +241,9 @@ pub struct AddSpec<'a> {
     pub chown_given: bool,
     pub unpack: Option<bool>,
     pub checksum: Option<&'a str>,
+    /// URLs already downloaded in this build (already checked against `checksum`);
+    /// others are fetched here.
+    pub downloads: &'a [std::sync::Arc<Download>],
 }
 
 /// Performs ADD into `spec.copy.upper`: what is not an archive is copied as COPY
@@ -209,13 +279,19 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
     let mut archives = archives.into_iter().peekable();
     for src in base.sources {
         if is_http(src) {
-            let dl = store.scratch_dir("add-url")?;
-            let name = download(src, dl.path(), spec.checksum)?;
-            let file = dl.path().join(&name);
+            let fetched;
+            let dl = match spec.downloads.iter().find(|d| d.url == *src) {
+                Some(d) => d.as_ref(),
+                None => {
+                    fetched = fetch(store, src, spec.checksum)?;
+                    &fetched
+                }
+            };
+            let file = dl.path();
             if spec.unpack == Some(true) && is_archive(&file) {
                 extract(spec, &file, src)?;
             } else {
-                copy_download(spec, dl.path(), &name, &dir_dest)?;
+                copy_download(spec, dl.dir.path(), &dl.name, &dir_dest)?;
             }
             continue;
         }
@@ -615,7 +691,7 @@ fn chown_tree(
 }
 
 /// `url` for messages: a password in it is replaced, as BuildKit does.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -667,9 +743,16 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What [`download`] wrote.
+struct Downloaded {
+    name: String,
+    sha256: String,
+    mtime: i64,
+}
+
 /// Downloads `url` into `dir` (streamed, hashed on the way) and returns the file name.
 /// On a checksum mismatch the file is removed and an error names both digests.
-fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, AddError> {
+fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded, AddError> {
     let expected = checksum.map(Expected::parse).transpose()?;
     let fetch_err = |message: String| AddError::Fetch {
         url: redact(url),
@@ -705,7 +788,12 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Add
         .mode(0o600)
         .open(&path)
         .map_err(io(&path))?;
-    let mut hasher = Hasher::new(expected.as_ref().map_or("sha256", |e| e.algo));
+    // sha256 always (the cache key), the checksum's algorithm too when it differs.
+    let mut sha256 = Hasher::new("sha256");
+    let mut hasher = expected
+        .as_ref()
+        .filter(|e| e.algo != "sha256")
+        .map(|e| Hasher::new(e.algo));
     let mut body = resp.into_body().into_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -715,11 +803,15 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Add
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(fetch_err(e.to_string())),
         };
-        hasher.update(&buf[..n]);
+        sha256.update(&buf[..n]);
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         out.write_all(&buf[..n]).map_err(io(&path))?;
     }
     drop(out);
-    let actual = hasher.finish();
+    let sha256 = sha256.finish();
+    let actual = hasher.map_or_else(|| sha256.clone(), Hasher::finish);
     if let Some(e) = expected {
         let want = format!("{}:{}", e.algo, e.hex);
         if actual != want {
@@ -737,7 +829,11 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Add
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
     f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
         .map_err(io(&path))?;
-    Ok(name)
+    Ok(Downloaded {
+        name,
+        sha256,
+        mtime,
+    })
 }
 
 /// The proxy for `url` as Go's `ProxyFromEnvironment` (BuildKit's) picks it:

@@ -2,18 +2,22 @@
 //! recording a miss, and explaining a stage's first miss.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use super::copy_step::{copy_dest, is_linked};
 use super::*;
 
 impl Exec<'_> {
     /// The step's key, its inputs summary and its planned form; `None` when the step
     /// cannot be keyed (its parent could not, or its inputs are unknown before it runs),
-    /// in which case it and the rest of its stage always run.
+    /// in which case it and the rest of its stage always run. `downloads` are the
+    /// step's URLs already fetched (ADD without `--checksum` is keyed by the body).
     pub(super) fn step_key(
         &self,
         st: &StageState,
         step: &Step,
         done: &BTreeMap<usize, StageState>,
+        downloads: &[Arc<add::Download>],
     ) -> Option<(Digest, Inputs, String)> {
         let parent = st.key.as_ref()?;
         let step_json = serde_json::to_string(&step.kind).ok()?;
@@ -70,9 +74,30 @@ impl Exec<'_> {
                 }
             }
             StepKind::Copy(c) | StepKind::Add(c) => {
-                let remote = |s: &String| s.contains("://") || s.starts_with("git@");
-                if c.sources.iter().any(remote) {
-                    return None;
+                let is_add = matches!(step.kind, StepKind::Add(_));
+                // As BuildKit keys an http source: by `--checksum` when given (nothing
+                // is fetched), else by the body's digest, the file name and the
+                // Last-Modified time the file gets.
+                let mut local = Vec::new();
+                for s in &c.sources {
+                    if !is_add || !add::is_http(s) {
+                        if s.contains("://") || s.starts_with("git@") {
+                            return None;
+                        }
+                        local.push(s.clone());
+                        continue;
+                    }
+                    let what = format!("url {}", add::redact(s));
+                    let value = match (&c.checksum, downloads.iter().find(|d| d.url == *s)) {
+                        (Some(sum), _) => {
+                            format!("checksum {sum} name {}", add::url_file_name(s))
+                        }
+                        (None, Some(d)) => {
+                            format!("{} name {} mtime {}", d.digest, d.name, d.mtime)
+                        }
+                        (None, None) => return None,
+                    };
+                    inputs.other.push((what, value));
                 }
                 // What the step itself selects; a bad pattern gives no key and the
                 // step reports it.
@@ -85,10 +110,11 @@ impl Exec<'_> {
                     parents: c.parents,
                 };
                 match &c.from {
-                    Source::Context => inputs.files = self.context_inputs(&c.sources, &filter)?,
+                    Source::Context if local.is_empty() => {}
+                    Source::Context => inputs.files = self.context_inputs(&local, &filter)?,
                     // By content, so a rebuilt stage that made the same files still hits.
                     Source::Stage { index } => {
-                        inputs.files = self.stage_inputs(*index, &c.sources, &filter, done)?
+                        inputs.files = self.stage_inputs(*index, &local, &filter, done)?
                     }
                     from => {
                         let id = self.source_id(from, done)?;
@@ -103,6 +129,96 @@ impl Exec<'_> {
             inputs,
             step_json,
         ))
+    }
+
+    /// The key of a `--link` step's layer alone (see [`cache::link_key`]); `None` for
+    /// other steps, or when a `--chown` name does not resolve (the step reports it).
+    pub(super) fn link_key(
+        &self,
+        st: &StageState,
+        step: &Step,
+        keyed: &(Digest, Inputs, String),
+    ) -> Option<Digest> {
+        let (StepKind::Copy(c) | StepKind::Add(c)) = &step.kind else {
+            return None;
+        };
+        if !is_linked(c) {
+            return None;
+        }
+        let (uid, gid) = match &c.chown {
+            Some(spec) => {
+                let ids = users::resolve(spec, &st.topmost_first()).ok()?;
+                (ids.uid, ids.gid)
+            }
+            None => (0, 0),
+        };
+        let resolved = format!("dest {} owner {uid}:{gid}", copy_dest(st, c));
+        Some(cache::link_key(
+            &keyed.2,
+            &keyed.1,
+            &resolved,
+            self.key_opts,
+        ))
+    }
+
+    /// Puts a `--link` step's recorded layer, snapshot and history entry on top of the
+    /// state as it is now: the config stays the new parent's. `false` when the
+    /// record's blob is gone.
+    pub(super) fn restore_link(
+        &self,
+        st: &mut StageState,
+        rec: &CacheRecord,
+    ) -> Result<bool, BuildError> {
+        let Some(history) = rec.history.clone() else {
+            return Ok(false);
+        };
+        match (&rec.layer, &rec.diff_id) {
+            (Some(layer), Some(diff_id)) => {
+                if !self.store.has_blob(&image::descriptor_digest(layer)?) {
+                    return Ok(false);
+                }
+                let snapshot = self.store.ensure_snapshot(layer, diff_id)?;
+                st.layers.push(layer.clone());
+                st.snapshots.push(snapshot);
+                st.config.rootfs.diff_ids.push(diff_id.clone());
+            }
+            (None, None) => {}
+            _ => return Ok(false),
+        }
+        st.config.history.push(history);
+        Ok(true)
+    }
+
+    /// Records a `--link` step's layer and history entry under its layer key.
+    pub(super) fn record_link(
+        &self,
+        st: &StageState,
+        key: &Digest,
+        text: &str,
+        layers_before: usize,
+        history_before: usize,
+    ) -> Result<(), BuildError> {
+        let layer = (st.layers.len() > layers_before)
+            .then(|| st.layers.last().cloned())
+            .flatten();
+        let diff_id = layer
+            .as_ref()
+            .and_then(|_| st.config.rootfs.diff_ids.last().cloned());
+        let history = (st.config.history.len() > history_before)
+            .then(|| st.config.history.last().cloned())
+            .flatten();
+        self.store.cache_put(&CacheRecord {
+            key: key.clone(),
+            step: format!("{text} (--link layer)"),
+            size: layer.as_ref().map_or(0, |l| l.size()),
+            layer,
+            diff_id,
+            config: None,
+            history,
+            manifest: None,
+            created: layer_cache::stat_cache::now_secs(),
+        })?;
+        Ok(())
     }
 
     /// A stage is known by its final key, an image by its manifest digest.
@@ -252,9 +368,7 @@ impl Exec<'_> {
         } else {
             match (st.key.as_ref(), keyed) {
                 (None, _) => "an earlier step cannot be cached".into(),
-                (Some(_), None) => {
-                    "the step cannot be cached (its sources are unreadable or remote)".into()
-                }
+                (Some(_), None) => "the step cannot be cached (its sources are unreadable)".into(),
                 (Some(parent), Some((key, inputs, step_json))) => {
                     let note = self
                         .store

@@ -1,8 +1,30 @@
 //! The COPY and ADD steps: resolve sources (context, stage or image), owner and mode,
 //! copy into a fresh directory, and commit it as a layer.
 
+use std::sync::Arc;
+
 use super::*;
 use crate::plan::CopyStep;
+
+/// Whether the step makes a layer without looking at the image below (`--link`,
+/// which `--chmod` turns off), so its layer can be cached apart from its parent.
+pub(super) fn is_linked(c: &CopyStep) -> bool {
+    c.link && c.chmod.is_none()
+}
+
+/// The destination against the stage's WORKDIR, keeping a trailing `/`.
+pub(super) fn copy_dest(st: &StageState, c: &CopyStep) -> String {
+    let workdir = st
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.working_dir.as_deref());
+    let mut dest = resolve_path(workdir, &c.dest);
+    if c.dest.ends_with('/') && !dest.ends_with('/') {
+        dest.push('/');
+    }
+    dest
+}
 
 impl Exec<'_> {
     pub(super) fn copy_step(
@@ -43,6 +65,15 @@ impl Exec<'_> {
                 add::validate_checksum(&c.sources, sum).map_err(add_err)?;
             }
         }
+        // Fetched once per build: keying the step may already have downloaded them.
+        let mut downloads = Vec::new();
+        if is_add {
+            for url in c.sources.iter().filter(|s| add::is_http(s)) {
+                if !downloads.iter().any(|d: &Arc<add::Download>| d.url == *url) {
+                    downloads.push(self.download(url, c.checksum.as_deref()).map_err(add_err)?);
+                }
+            }
+        }
         let src_layers = match &c.from {
             Source::Context => vec![self.req.context.clone()],
             Source::Stage { index } => {
@@ -78,15 +109,7 @@ impl Exec<'_> {
             .map(copy::parse_chmod)
             .transpose()
             .map_err(copy_err)?;
-        let workdir = st
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.working_dir.clone());
-        let mut dest = resolve_path(workdir.as_deref(), &c.dest);
-        if c.dest.ends_with('/') && !dest.ends_with('/') {
-            dest.push('/');
-        }
+        let dest = copy_dest(st, c);
         let exclude = crate::ignore::Matcher::new(&c.exclude)
             .map_err(|e| copy_err(copy::CopyError::Pattern(e)))?;
         let from_context = matches!(c.from, Source::Context);
@@ -100,7 +123,7 @@ impl Exec<'_> {
         // --link (BuildKit: a layer merged onto the image, unless --chmod is given)
         // copies into an empty tree: the destination's existing content is not looked
         // at, so an image symlink on the path is replaced, not followed.
-        let linked = c.link && c.chmod.is_none();
+        let linked = is_linked(c);
         let dest_layers = if linked {
             Vec::new()
         } else {
@@ -125,6 +148,7 @@ impl Exec<'_> {
                     chown_given: c.chown.is_some(),
                     unpack: c.unpack,
                     checksum: c.checksum.as_deref(),
+                    downloads: &downloads,
                 },
             )
             .map_err(add_err)?;
@@ -138,5 +162,26 @@ impl Exec<'_> {
             format!("{word} {} {dest} # buildkit", c.sources.join(" ")),
         )?;
         Ok(())
+    }
+
+    /// `url`'s body, downloaded once per build and shared by every step naming it;
+    /// with `checksum` the body must match. Two stages asking at once may both fetch.
+    pub(super) fn download(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<Arc<add::Download>, add::AddError> {
+        let known = self.downloads.lock().ok().and_then(|m| m.get(url).cloned());
+        if let Some(d) = known {
+            if let Some(sum) = checksum {
+                add::verify(&d, sum)?;
+            }
+            return Ok(d);
+        }
+        let d = Arc::new(add::fetch(self.store, url, checksum)?);
+        if let Ok(mut m) = self.downloads.lock() {
+            m.insert(url.to_string(), d.clone());
+        }
+        Ok(d)
     }
 }

@@ -83,9 +83,11 @@ pub enum BuildEvent<'a> {
         id: usize,
         elapsed: Duration,
     },
-    /// The step's result came from the cache; nothing ran.
+    /// The step's result came from the cache; nothing ran. `linked`: a `--link`
+    /// step's layer found by its own key after a step below it changed.
     StepCached {
         id: usize,
+        linked: bool,
     },
     /// The first step of a stage that missed the cache, and why.
     CacheMiss {
@@ -208,6 +210,8 @@ struct Exec<'a> {
     stat: &'a Mutex<BTreeMap<PathBuf, StatCache>>,
     /// Steps that ran (missed the cache) in the whole build.
     ran: &'a AtomicUsize,
+    /// URLs ADD downloaded in this build, by URL: fetched once, removed at the end.
+    downloads: &'a Mutex<BTreeMap<String, std::sync::Arc<add::Download>>>,
 }
 
 /// Per-stage cache state while its steps run.
@@ -239,6 +243,7 @@ enum Msg {
     },
     Cached {
         id: usize,
+        linked: bool,
     },
     Miss {
         id: usize,
@@ -268,7 +273,7 @@ impl BuildReporter for Forward {
                 data: data.to_vec(),
             },
             BuildEvent::StepDone { id, elapsed } => Msg::Done { id, elapsed },
-            BuildEvent::StepCached { id } => Msg::Cached { id },
+            BuildEvent::StepCached { id, linked } => Msg::Cached { id, linked },
             BuildEvent::CacheMiss { id, stage, cause } => Msg::Miss {
                 id,
                 stage: stage.to_string(),
@@ -292,6 +297,7 @@ pub fn build(
     let next_id = AtomicUsize::new(1);
     let ran = AtomicUsize::new(0);
     let stat: Mutex<BTreeMap<PathBuf, StatCache>> = Mutex::new(BTreeMap::new());
+    let downloads = Mutex::new(BTreeMap::new());
     let (os, arch, variant) = image::host_platform();
     let key_opts = KeyOptions {
         platform: format!(
@@ -324,8 +330,8 @@ pub fn build(
                         .filter_map(|d| done.get(d).map(|s| (*d, s.clone())))
                         .collect();
                     let tx = tx.clone();
-                    let (created, next_id, key_opts, stat, ran) =
-                        (&created, &next_id, &key_opts, &stat, &ran);
+                    let (created, next_id, key_opts, stat, ran, downloads) =
+                        (&created, &next_id, &key_opts, &stat, &ran, &downloads);
                     scope.spawn(move || {
                         let mut forward = Forward(tx.clone());
                         let mut ex = Exec {
@@ -337,6 +343,7 @@ pub fn build(
                             key_opts,
                             stat,
                             ran,
+                            downloads,
                         };
                         let result = ex.stage(stage, &deps);
                         let _ = tx.send(Msg::StageFinished {
@@ -362,7 +369,7 @@ pub fn build(
                     data: &data,
                 }),
                 Msg::Done { id, elapsed } => reporter.event(BuildEvent::StepDone { id, elapsed }),
-                Msg::Cached { id } => reporter.event(BuildEvent::StepCached { id }),
+                Msg::Cached { id, linked } => reporter.event(BuildEvent::StepCached { id, linked }),
                 Msg::Miss { id, stage, cause } => reporter.event(BuildEvent::CacheMiss {
                     id,
                     stage: &stage,
@@ -572,21 +579,97 @@ impl Exec<'_> {
             });
             return Ok(());
         }
-        let keyed = self.step_key(st, step, done);
-        if let Some((key, _, _)) = &keyed {
-            if !sc.no_lookup {
-                if let Some(rec) = self.store.cache_get(key)? {
-                    if self.restore(st, &rec)? {
-                        st.key = Some(key.clone());
-                        self.reporter.event(BuildEvent::StepCached { id });
-                        return Ok(());
-                    }
+        // ADD of a URL without --checksum is keyed by the body: fetch it first (once
+        // per build; the step uses the same file when it runs).
+        let mut downloads = Vec::new();
+        if let StepKind::Add(c) = &step.kind {
+            if c.checksum.is_none() {
+                for url in c.sources.iter().filter(|s| add::is_http(s)) {
+                    let d = self.download(url, None).map_err(|e| BuildError::Add {
+                        location: location.clone(),
+                        step: text.clone(),
+                        source: e,
+                    })?;
+                    downloads.push(d);
                 }
             }
         }
+        let keyed = self.step_key(st, step, done, &downloads);
+        drop(downloads);
+        if let Some((key, _, _)) = keyed.as_ref().filter(|_| !sc.no_lookup) {
+            if let Some(rec) = self.store.cache_get(key)? {
+                if self.restore(st, &rec)? {
+                    st.key = Some(key.clone());
+                    self.reporter
+                        .event(BuildEvent::StepCached { id, linked: false });
+                    return Ok(());
+                }
+            }
+        }
+        // A --link layer does not depend on the image below: after a change further
+        // up it is still found by its own key and put on the new parent.
+        let link_key = keyed.as_ref().and_then(|k| self.link_key(st, step, k));
+        let layers_before = st.layers.len();
+        let history_before = st.config.history.len();
+        let mut link_hit = false;
+        if let Some(rec) = link_key
+            .as_ref()
+            .filter(|_| !sc.no_lookup)
+            .map(|k| self.store.cache_get(k))
+            .transpose()?
+            .flatten()
+        {
+            link_hit = self.restore_link(st, &rec)?;
+        }
+        if link_hit {
+            self.reporter
+                .event(BuildEvent::StepCached { id, linked: true });
+        } else {
+            self.run_kind(sc, st, step, done, id, keyed.as_ref(), &location, &text)?;
+            if let Some(lk) = &link_key {
+                self.record_link(st, lk, &text, layers_before, history_before)?;
+            }
+        }
+        let parent_key = st.key.take();
+        if let (Some(parent), Some((key, inputs, step_json))) = (parent_key, keyed) {
+            self.record(st, &key, &text, layers_before, history_before)?;
+            let note = StepNote {
+                key: key.clone(),
+                step_json,
+                inputs,
+            };
+            if let Ok(bytes) = serde_json::to_vec(&note) {
+                self.store
+                    .set_cache_note(&cache::step_note_name(&parent, &text), &bytes)?;
+            }
+            st.key = Some(key);
+        }
+        if !link_hit {
+            self.reporter.event(BuildEvent::StepDone {
+                id,
+                elapsed: started.elapsed(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs a step that missed the cache, explaining the stage's first miss.
+    #[allow(clippy::too_many_arguments)]
+    fn run_kind(
+        &mut self,
+        sc: &mut StageCtx,
+        st: &mut StageState,
+        step: &Step,
+        done: &BTreeMap<usize, StageState>,
+        id: usize,
+        keyed: Option<&(Digest, Inputs, String)>,
+        location: &str,
+        text: &str,
+    ) -> Result<(), BuildError> {
+        let (location, text) = (location.to_string(), text.to_string());
         if !sc.explained {
             sc.explained = true;
-            let cause = self.explain(sc, st, keyed.as_ref(), &text);
+            let cause = self.explain(sc, st, keyed, &text);
             self.reporter.event(BuildEvent::CacheMiss {
                 id,
                 stage: &sc.name,
@@ -595,9 +678,6 @@ impl Exec<'_> {
         }
         self.ran.fetch_add(1, Ordering::Relaxed);
         st.rebuilt = true;
-        let parent_key = st.key.take();
-        let layers_before = st.layers.len();
-        let history_before = st.config.history.len();
         match &step.kind {
             StepKind::Env { pairs } => {
                 let c = st.container();
@@ -703,23 +783,6 @@ impl Exec<'_> {
                 self.copy_step(st, c, is_add, done, &location, &text)?
             }
         }
-        if let (Some(parent), Some((key, inputs, step_json))) = (parent_key, keyed) {
-            self.record(st, &key, &text, layers_before, history_before)?;
-            let note = StepNote {
-                key: key.clone(),
-                step_json,
-                inputs,
-            };
-            if let Ok(bytes) = serde_json::to_vec(&note) {
-                self.store
-                    .set_cache_note(&cache::step_note_name(&parent, &text), &bytes)?;
-            }
-            st.key = Some(key);
-        }
-        self.reporter.event(BuildEvent::StepDone {
-            id,
-            elapsed: started.elapsed(),
-        });
         Ok(())
     }
 

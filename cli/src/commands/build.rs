@@ -127,18 +127,35 @@ struct Plain {
     partial: BTreeMap<usize, Vec<u8>>,
 }
 
-/// Keeps each stage's first cache miss for `--explain-cache`, passing events on.
+/// Keeps each stage's first cache miss for `--explain-cache`, and the `--link`
+/// steps reused after one, passing events on.
 struct Explain {
     inner: Box<dyn BuildReporter>,
     /// (step, stage, cause).
     misses: Vec<(usize, String, String)>,
+    /// Step ids and their text, to name the reused --link steps.
+    texts: BTreeMap<usize, (String, String)>,
+    /// (step, stage, instruction) of --link layers reused after a change below.
+    linked: Vec<(usize, String, String)>,
 }
 
 impl BuildReporter for Explain {
     fn event(&mut self, event: BuildEvent<'_>) {
-        if let BuildEvent::CacheMiss { id, stage, cause } = &event {
-            self.misses
-                .push((*id, stage.to_string(), cause.to_string()));
+        match &event {
+            BuildEvent::StepStarted { id, stage, text } => {
+                self.texts
+                    .insert(*id, (stage.to_string(), text.to_string()));
+            }
+            BuildEvent::CacheMiss { id, stage, cause } => {
+                self.misses
+                    .push((*id, stage.to_string(), cause.to_string()));
+            }
+            BuildEvent::StepCached { id, linked: true } => {
+                if let Some((stage, text)) = self.texts.get(id) {
+                    self.linked.push((*id, stage.clone(), text.clone()));
+                }
+            }
+            _ => {}
         }
         self.inner.event(event);
     }
@@ -176,7 +193,7 @@ impl BuildReporter for Plain {
                 }
                 let _ = writeln!(err, "#{id} DONE {}", secs(elapsed));
             }
-            BuildEvent::StepCached { id } => {
+            BuildEvent::StepCached { id, .. } => {
                 let _ = writeln!(err, "#{id} CACHED");
             }
             BuildEvent::CacheMiss { id, cause, .. } => {
@@ -350,6 +367,8 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let mut explain = Explain {
         inner: reporter,
         misses: Vec::new(),
+        texts: BTreeMap::new(),
+        linked: Vec::new(),
     };
     let result = builder::exec::build(&store, &req, &mut explain);
     // Stops live progress before anything else prints.
@@ -360,6 +379,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         }
         for (id, stage, cause) in &explain.misses {
             eprintln!("cache miss in stage {stage} at #{id}: {cause}");
+        }
+        for (id, stage, text) in &explain.linked {
+            eprintln!(
+                "cache hit in stage {stage} at #{id}: {text}: its --link layer was reused \
+                 on the changed image below"
+            );
         }
     }
     let result = result?;
