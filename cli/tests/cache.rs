@@ -27,7 +27,12 @@ fn write(p: &Path, body: &str) {
 /// Builds and returns (image digest, progress log).
 fn build(root: &Path, ctx: &Path, extra: &[&str]) -> (String, String) {
     let iid = ctx.with_extension("iid");
-    let (_, log) = ok(mybuild(root)
+    let mut cmd = mybuild(root);
+    // ADD's test server is local.
+    for v in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+        cmd.env_remove(v);
+    }
+    let (_, log) = ok(cmd
         .args(["build", "-t", "t:1", "--iidfile"])
         .arg(&iid)
         .args(extra)
@@ -463,4 +468,167 @@ fn bind_mount_content_is_keyed_and_secret_content_is_not() {
     assert!(log.contains("RAN-1-B"), "{log}");
     assert!(log.contains(": conf/a changed)"), "{log}");
     assert_eq!(read_image_file(tmp.path(), &root, "/a"), "two");
+}
+
+/// The layer digests of the image whose manifest digest is `iid`, read from the store.
+fn layer_digests(root: &Path, iid: &str) -> Vec<String> {
+    let hex = iid.trim().trim_start_matches("sha256:");
+    let raw = std::fs::read(root.join("blobs/sha256").join(hex)).expect("manifest");
+    let m: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect()
+}
+
+#[test]
+fn copy_link_layer_is_reused_after_a_change_below() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        "FROM busybox\n\
+         ARG X\n\
+         RUN echo $X > /a\n\
+         COPY --link big/ /big/\n\
+         RUN echo AFTER-$((1))-RAN && cat /a /big/small.txt > /after\n",
+        &[("big/small.txt", "small\n"), ("big/sub/note.txt", "note\n")],
+    );
+    let noise = noise(3 << 20);
+    std::fs::write(ctx.join("big/noise.bin"), &noise).expect("noise");
+    let (first, log1) = build(&root, &ctx, &["--build-arg", "X=one"]);
+    assert_eq!(ran(&log1).len(), 3, "{log1}");
+    let first_layers = layer_digests(&root, &first);
+
+    let (second, log2) = build(&root, &ctx, &["--build-arg", "X=two", "--explain-cache"]);
+    assert_eq!(
+        steps(&log2),
+        [
+            ("RUN echo $X > /a".to_string(), false),
+            ("COPY --link big/ /big/".to_string(), true),
+            (
+                "RUN echo AFTER-$((1))-RAN && cat /a /big/small.txt > /after".to_string(),
+                false
+            ),
+        ],
+        "{log2}"
+    );
+    assert!(log2.contains("AFTER-1-RAN"), "{log2}");
+    assert!(
+        log2.contains("COPY --link big/ /big/: its --link layer was reused"),
+        "--explain-cache names the reused layer: {log2}"
+    );
+    let second_layers = layer_digests(&root, &second);
+    assert_ne!(first, second);
+    // busybox, RUN, COPY --link, RUN: the COPY layer is the very blob of the first build.
+    assert_eq!(first_layers.len(), 4);
+    assert_eq!(second_layers.len(), 4);
+    assert_ne!(first_layers[1], second_layers[1], "the RUN layer changed");
+    assert_eq!(
+        first_layers[2], second_layers[2],
+        "the --link layer was reused"
+    );
+    let rootfs = common::unpack(tmp.path(), &root, "t:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("a")).expect("a"),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("after")).expect("after"),
+        "two\nsmall\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("big/sub/note.txt")).expect("note"),
+        "note\n"
+    );
+    assert!(std::fs::read(rootfs.join("big/noise.bin")).expect("noise") == noise);
+    // The config and history are the new parent's plus this step's.
+    let img = common::inspect(&root, "t:1");
+    let text = img.to_string();
+    assert!(
+        !text.contains("one"),
+        "nothing of the first build's RUN: {text}"
+    );
+
+    // The step on its new parent was recorded too: the same build again hits all.
+    let (third, log3) = build(&root, &ctx, &["--build-arg", "X=two"]);
+    assert!(ran(&log3).is_empty(), "{log3}");
+    assert_eq!(third, second);
+    // Without --link the same change re-runs the COPY.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG X\nRUN echo $X > /a\nCOPY big/ /big/\n",
+    )
+    .expect("Dockerfile");
+    build(&root, &ctx, &["--build-arg", "X=one"]);
+    let (_, log4) = build(&root, &ctx, &["--build-arg", "X=three"]);
+    assert_eq!(ran(&log4).len(), 2, "{log4}");
+}
+
+#[test]
+fn add_from_url_is_cached_by_checksum_or_content() {
+    let Some((tmp, root)) = setup() else { return };
+    let fixed = b"fixed body\n".to_vec();
+    let sum = layer_cache::Digest::of(&fixed).to_string();
+    let mut routes = std::collections::HashMap::new();
+    routes.insert("/fixed.txt".to_string(), (200, fixed.clone()));
+    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
+    let srv = common::serve(routes);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        &format!(
+            "FROM busybox\n\
+             ADD --checksum={sum} {base}/fixed.txt /fixed/\n\
+             ADD {base}/data.txt /srv/\n\
+             RUN echo RAN-$((1))-RUN && cat /srv/data.txt > /copy\n"
+        ),
+        &[],
+    );
+    let (first, log1) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log1).len(), 3, "{log1}");
+    // Keying the ADD fetched the body; the step used that file.
+    assert_eq!(srv.gets("/data.txt"), 1, "{:?}", srv.requests);
+    assert_eq!(srv.gets("/fixed.txt"), 1, "{:?}", srv.requests);
+
+    // Same content: everything is cached; the checksum step asked nothing.
+    let (second, log2) = build(&root, &ctx, &[]);
+    assert!(ran(&log2).is_empty(), "{log2}");
+    assert_eq!(steps(&log2).len(), 3, "{log2}");
+    assert_eq!(first, second);
+    assert_eq!(srv.gets("/fixed.txt"), 1, "{:?}", srv.requests);
+    assert_eq!(srv.gets("/data.txt"), 2, "{:?}", srv.requests);
+
+    // New content: that ADD and what follows run; the checksum step stays cached.
+    srv.routes
+        .lock()
+        .unwrap()
+        .insert("/data.txt".to_string(), (200, b"version 2\n".to_vec()));
+    let (_, log3) = build(&root, &ctx, &["--explain-cache"]);
+    assert_eq!(
+        steps(&log3).into_iter().map(|(_, c)| c).collect::<Vec<_>>(),
+        [true, false, false],
+        "{log3}"
+    );
+    assert!(log3.contains("RAN-1-RUN"), "{log3}");
+    assert!(
+        log3.contains(&format!("url {base}/data.txt changed")),
+        "the miss names the URL: {log3}"
+    );
+    assert_eq!(srv.gets("/fixed.txt"), 1, "{:?}", srv.requests);
+    assert_eq!(srv.gets("/data.txt"), 3, "{:?}", srv.requests);
+    let rootfs = common::unpack(tmp.path(), &root, "t:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("copy")).expect("copy"),
+        "version 2\n"
+    );
+    let md = std::fs::metadata(rootfs.join("srv/data.txt")).expect("data");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(md.mode() & 0o7777, 0o600);
+    assert_eq!(md.mtime(), 784111777, "mtime from Last-Modified");
+    assert_eq!(
+        std::fs::read(rootfs.join("fixed/fixed.txt")).expect("fixed"),
+        fixed
+    );
 }

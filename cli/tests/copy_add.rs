@@ -3,18 +3,15 @@
 //! compressors, an HTTP server on 127.0.0.1, results read back with umoci.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use tempfile::TempDir;
 
 mod common;
 
-use common::{fails, ok, unpack};
+use common::{fails, ok, serve, unpack};
 
 /// `mybuild` without proxy settings: the test server is local.
 fn mybuild(root: &Path) -> Command {
@@ -186,70 +183,6 @@ fn hostile_archive_fails_and_writes_nothing_outside() {
     assert!(!images.contains("evil"), "{images}");
 }
 
-/// One canned response per path; requests are recorded as their first line.
-struct Server {
-    port: u16,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-fn serve(routes: HashMap<String, (u16, Vec<u8>)>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let seen = requests.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let read_head = |reader: &mut BufReader<_>| {
-                let mut first = String::new();
-                reader.read_line(&mut first).ok()?;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                Some(first)
-            };
-            let Some(mut first) = read_head(&mut reader) else {
-                continue;
-            };
-            // A proxy client may tunnel: accept, then read the request inside.
-            if first.starts_with("CONNECT ") {
-                seen.lock().expect("lock").push(first.trim().to_string());
-                let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                let Some(inner) = read_head(&mut reader) else {
-                    continue;
-                };
-                first = inner;
-            }
-            let target = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-            seen.lock().expect("lock").push(first.trim().to_string());
-            // A proxied request names the whole URL: serve it by its path.
-            let path = match target.split_once("://") {
-                Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
-                None => target,
-            };
-            let (status, body) = routes
-                .get(&path)
-                .cloned()
-                .unwrap_or((404, b"not found\n".to_vec()));
-            let head = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\
-                 Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-            let _ = stream.flush();
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
-        }
-    });
-    Server { port, requests }
-}
-
 #[test]
 fn add_from_url_downloads_checks_and_does_not_extract() {
     let Some((tmp, root)) = setup(&["tar", "gzip", "xz", "bzip2", "zstd", "sha256sum"]) else {
@@ -288,6 +221,10 @@ fn add_from_url_downloads_checks_and_does_not_extract() {
         ),
     );
     ok(mybuild(&root).args(["-t", "url:1"]).arg(&ctx));
+    // Each URL is fetched once per build, however many steps name it (the step with
+    // --checksum checks the file already fetched).
+    assert_eq!(srv.gets("/files/hello.txt"), 1, "{:?}", srv.requests);
+    assert_eq!(srv.gets("/files/a.tar.gz"), 1, "{:?}", srv.requests);
     let rootfs = unpack(tmp.path(), &root, "url:1");
     for p in ["srv/hello.txt", "srv/renamed", "srv/checked/hello.txt"] {
         let f = rootfs.join(p);

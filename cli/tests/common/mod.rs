@@ -2,8 +2,12 @@
 //! base imported from `busybox-static`, contexts, and umoci to read results back.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use assert_cmd::cargo::CommandCargoExt;
 use tempfile::TempDir;
@@ -74,4 +78,91 @@ pub fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
 
 pub fn inspect(root: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&ok(mybuild(root).args(["inspect", name])).0).expect("json")
+}
+
+/// An HTTP server on 127.0.0.1: one canned response per path (a test may change
+/// them between builds); requests are recorded as their first line.
+pub struct Server {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    pub routes: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>,
+}
+
+impl Server {
+    /// How many GET requests named `path`.
+    pub fn gets(&self, path: &str) -> usize {
+        let want = format!("GET {path} ");
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.starts_with(&want))
+            .count()
+    }
+}
+
+pub fn serve(routes: HashMap<String, (u16, Vec<u8>)>) -> Server {
+    let routes = Arc::new(Mutex::new(routes));
+    let served = routes.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let read_head = |reader: &mut BufReader<_>| {
+                let mut first = String::new();
+                reader.read_line(&mut first).ok()?;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                Some(first)
+            };
+            let Some(mut first) = read_head(&mut reader) else {
+                continue;
+            };
+            // A proxy client may tunnel: accept, then read the request inside.
+            if first.starts_with("CONNECT ") {
+                seen.lock().expect("lock").push(first.trim().to_string());
+                let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let Some(inner) = read_head(&mut reader) else {
+                    continue;
+                };
+                first = inner;
+            }
+            let target = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+            seen.lock().expect("lock").push(first.trim().to_string());
+            // A proxied request names the whole URL: serve it by its path.
+            let path = match target.split_once("://") {
+                Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+                None => target,
+            };
+            let (status, body) = served
+                .lock()
+                .expect("lock")
+                .get(&path)
+                .cloned()
+                .unwrap_or((404, b"not found\n".to_vec()));
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\
+                 Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+            let _ = stream.flush();
+            let mut rest = Vec::new();
+            let _ = reader.read_to_end(&mut rest);
+        }
+    });
+    Server {
+        port,
+        requests,
+        routes,
+    }
 }
