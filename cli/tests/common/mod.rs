@@ -80,12 +80,15 @@ pub fn inspect(root: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&ok(mybuild(root).args(["inspect", name])).0).expect("json")
 }
 
+/// Path → (status, body).
+pub type Routes = HashMap<String, (u16, Vec<u8>)>;
+
 /// An HTTP server on 127.0.0.1: one canned response per path (a test may change
 /// them between builds); requests are recorded as their first line.
 pub struct Server {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<String>>>,
-    pub routes: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>,
+    pub routes: Arc<Mutex<Routes>>,
 }
 
 impl Server {
@@ -101,7 +104,7 @@ impl Server {
     }
 }
 
-pub fn serve(routes: HashMap<String, (u16, Vec<u8>)>) -> Server {
+pub fn serve(routes: Routes) -> Server {
     let routes = Arc::new(Mutex::new(routes));
     let served = routes.clone();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
