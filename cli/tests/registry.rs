@@ -511,7 +511,7 @@ fn tags_list_and_delete_removes_a_manifest() {
     for t in ["a", "b", "c", "d", "e"] {
         ok(mybuild(&root).args(["push", "busybox", &format!("{}/paged:{t}", proxy.addr)]));
     }
-    // distribution 2.8 sends one page (Link pagination is covered by unit tests).
+    // distribution 2.8 sends one page (see tags_follow_link_pagination_to_the_last_page).
     let (out, _) = ok(mybuild(&root).args(["tags", &format!("{}/paged", proxy.addr)]));
     assert_eq!(out, "a\nb\nc\nd\ne\n");
     let target = format!("{}/paged:c", proxy.addr);
@@ -767,5 +767,241 @@ fn bearer_tokens_from_a_token_server_with_scopes_mounts_and_refresh_tokens() {
             .any(|r| r.method == "POST" && r.who == "refresh"),
         "{:?}",
         issuer.requests()
+    );
+}
+
+#[test]
+fn tags_follow_link_pagination_to_the_last_page() {
+    let Some((_tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let names = ["v1", "v10", "v2", "beta", "alpha", "rc-1", "z"];
+    for t in names {
+        ok(mybuild(&root).args(["push", "busybox", &format!("{}/paged:{t}", proxy.addr)]));
+    }
+    // The registry answers in pages of 3 without being asked (as GHCR and Hub do).
+    proxy.add(Fault::new(
+        "GET",
+        "/tags/list",
+        FaultKind::PaginateTags { page: 3 },
+        100,
+    ));
+    proxy.clear_log();
+    let (out, _) = ok(mybuild(&root).args(["tags", &format!("{}/paged", proxy.addr)]));
+    let mut want: Vec<&str> = names.to_vec();
+    want.sort();
+    assert_eq!(out, format!("{}\n", want.join("\n")));
+    let pages: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/tags/list"))
+        .collect();
+    assert_eq!(
+        pages,
+        vec![
+            "GET /v2/paged/tags/list".to_string(),
+            "GET /v2/paged/tags/list?last=rc-1&n=3".to_string(),
+            "GET /v2/paged/tags/list?last=v2&n=3".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn identity_tokens_use_the_oauth2_post_and_fall_back_to_get() {
+    let Some((_tmp, root)) = setup() else { return };
+    if !testdata::require_tool("openssl") {
+        return;
+    }
+    let refresh = "refresh-Secret-9f3";
+    let issuer = testdata::registry::TokenIssuer::start("carol", "tok-pw-77", refresh);
+    let reg = Registry::start_with(&RegistryOptions {
+        token_auth: Some(issuer.config()),
+        ..Default::default()
+    });
+    let docker = root.with_extension("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"Y2Fyb2w6","identitytoken":"{refresh}"}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    // The OAuth2 POST (grant_type=refresh_token) carries the push.
+    let dest = format!("{}/tok/a:1", reg.addr);
+    let (digest, err) = ok(mybuild(&root).args(["--debug", "push", "busybox", &dest]));
+    let reqs = issuer.requests();
+    assert!(
+        reqs.iter().any(|r| r.method == "POST"
+            && r.who == "refresh"
+            && r.scopes == vec!["repository:tok/a:pull,push".to_string()]),
+        "{reqs:?}"
+    );
+    assert!(reqs.iter().all(|r| r.method == "POST" || r.who == "anonymous"), "{reqs:?}");
+    for text in [&digest, &err] {
+        assert!(!text.contains(refresh), "secret leaked:\n{text}");
+    }
+    // Issuers that only do GET answer the POST with 404, 405 or 400: the
+    // token then goes as Basic `<token>:REFRESH` on a GET.
+    for status in [404u16, 405, 400] {
+        issuer.refuse_post(Some(status));
+        let before = issuer.requests().len();
+        let (out, err) = ok(mybuild(&root).args(["--debug", "digest", &dest]));
+        assert_eq!(out.trim(), digest.trim());
+        let new: Vec<(String, String)> = issuer.requests()[before..]
+            .iter()
+            .map(|r| (r.method.clone(), r.who.clone()))
+            .collect();
+        assert_eq!(
+            new,
+            vec![
+                ("POST".to_string(), "no-oauth".to_string()),
+                ("GET".to_string(), "refresh-basic".to_string())
+            ],
+            "after {status}"
+        );
+        assert!(!err.contains(refresh), "secret leaked:\n{err}");
+    }
+    // The fallback token is good for pushing too.
+    let (_, err) = ok(mybuild(&root).args(["push", "busybox", &format!("{}/tok/b:1", reg.addr)]));
+    assert!(err.contains("mounted from tok/a"), "{err}");
+    // A refresh token the issuer does not know is refused on both paths.
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"identitytoken":"wrong"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let err = fails(mybuild(&root).args(["push", "busybox", &dest]));
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+#[test]
+fn login_and_logout_go_through_the_configured_creds_store() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("htpasswd") {
+        return;
+    }
+    let password = "store-Pw-Secret-31";
+    let reg = Registry::start_with(&RegistryOptions {
+        basic_auth: Some(("dave".into(), password.into())),
+        ..Default::default()
+    });
+    let bin = tmp.path().join("bin");
+    let keep = tmp.path().join("keychain");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&keep).unwrap();
+    let helper = bin.join("docker-credential-mbrec");
+    // Records every call; keeps one secret per server in a file.
+    std::fs::write(
+        &helper,
+        format!(
+            r#"#!/bin/sh
+k={keep}
+case "$1" in
+store) cat > "$k/entry.json"; echo store >> "$k/log" ;;
+get) read server; echo "get $server" >> "$k/log"
+     if [ -f "$k/entry.json" ]; then cat "$k/entry.json"; else echo 'credentials not found in native keychain'; exit 1; fi ;;
+erase) read server; echo "erase $server" >> "$k/log"; rm -f "$k/entry.json" ;;
+*) exit 1 ;;
+esac
+"#,
+            keep = keep.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = root.with_extension("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(docker.join("config.json"), r#"{"credsStore":"mbrec"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (success, out, err) = with_stdin(
+        mybuild(&root).env("PATH", &path).args([
+            "login",
+            "-u",
+            "dave",
+            "--password-stdin",
+            &reg.addr,
+        ]),
+        &format!("{password}\n"),
+    );
+    assert!(success && out.contains("Login Succeeded"), "{out}{err}");
+    assert!(err.contains("docker-credential-mbrec"), "{err}");
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(keep.join("entry.json")).unwrap()).unwrap();
+    assert_eq!(
+        entry,
+        serde_json::json!({"ServerURL": reg.addr, "Username": "dave", "Secret": password})
+    );
+    let config = std::fs::read_to_string(docker.join("config.json")).unwrap();
+    assert!(
+        !config.contains(password) && !config.contains("\"auth\""),
+        "{config}"
+    );
+    // Push reads the secret back with `get`.
+    let dest = format!("{}/stored:1", reg.addr);
+    let (o1, e1) = ok(mybuild(&root)
+        .env("PATH", &path)
+        .args(["--debug", "push", "busybox", &dest]));
+    let (o2, e2) = ok(mybuild(&root).env("PATH", &path).args(["logout", &reg.addr]));
+    let log = std::fs::read_to_string(keep.join("log")).unwrap();
+    assert_eq!(
+        log,
+        format!("store\nget {0}\nerase {0}\n", reg.addr),
+        "helper calls"
+    );
+    assert!(!keep.join("entry.json").exists());
+    for text in [&out, &err, &o1, &e1, &o2, &e2] {
+        assert!(!text.contains(password), "secret leaked:\n{text}");
+    }
+    let err = fails(mybuild(&root).env("PATH", &path).args(["push", "busybox", &dest]));
+    assert!(err.contains("authentication required"), "{err}");
+    let config = std::fs::read_to_string(docker.join("config.json")).unwrap();
+    assert!(!config.contains(password), "{config}");
+}
+
+#[test]
+fn registry_warnings_are_shown_once_per_text() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/warned:1", proxy.addr);
+    ok(mybuild(&root).args(["push", "busybox", &dest]));
+    let warn = |text: &str, path: &str, times: usize| {
+        Fault::new(
+            "GET",
+            path,
+            FaultKind::AddHeader {
+                name: "Warning".into(),
+                value: format!("299 - \"{text}\""),
+            },
+            times,
+        )
+    };
+    // One text on the manifest only, another on every response after it.
+    proxy.add(warn("quota at 95%", "/manifests/", 1));
+    proxy.add(warn("this repository is deprecated", "/v2/warned/", 100));
+    let other = tmp.path().join("other");
+    let (_, err) = ok(mybuild(&other).args(["pull", &dest]));
+    let fired = proxy.fired();
+    assert!(fired.len() >= 3, "{fired:?}");
+    assert_eq!(err.matches("quota at 95%").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("this repository is deprecated").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("299 -"), "{err}");
+    // Once per command: the next command shows it again.
+    let (_, err) = ok(mybuild(&tmp.path().join("third")).args(["pull", &dest]));
+    assert_eq!(
+        err.matches("this repository is deprecated").count(),
+        1,
+        "{err}"
     );
 }

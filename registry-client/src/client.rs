@@ -94,7 +94,6 @@ struct Host {
     http: reqwest::Client,
     limit: Arc<Semaphore>,
     auth: tokio::sync::Mutex<AuthState>,
-    warned: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -107,6 +106,7 @@ struct AuthState {
 pub struct Client {
     opts: ClientOptions,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    warned: Mutex<HashSet<String>>,
 }
 
 fn transport(registry: &str, e: &reqwest::Error) -> Error {
@@ -165,6 +165,7 @@ impl Client {
         Client {
             opts,
             hosts: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -338,7 +339,6 @@ impl Client {
                 challenge,
                 ..AuthState::default()
             }),
-            warned: Mutex::new(HashSet::new()),
         });
         if let Ok(mut m) = self.hosts.lock() {
             return Ok(m.entry(registry.to_string()).or_insert(host).clone());
@@ -425,8 +425,13 @@ impl Client {
                     }
                     let r = host.http.post(realm.clone()).form(&form).send().await;
                     match r {
-                        // Token servers without the OAuth2 endpoint: fall back to GET.
-                        Ok(r) if matches!(r.status().as_u16(), 404 | 405) => {
+                        // Token servers without the OAuth2 endpoint (they answer
+                        // 404, 405 or 400 to a POST): fall back to GET.
+                        Ok(r) if matches!(r.status().as_u16(), 400 | 404 | 405) => {
+                            tracing::debug!(
+                                "token server answered {} to the OAuth2 POST; using GET",
+                                r.status()
+                            );
                             self.token_get(host, &realm, &service, scopes, creds).await
                         }
                         other => other,
@@ -505,25 +510,28 @@ impl Client {
             Some(Credentials::Basic { username, password }) => {
                 req = req.basic_auth(username, Some(password));
             }
-            Some(Credentials::IdentityToken { username, token }) => {
-                req = req.basic_auth(username, Some(token));
+            // Docker's convention for a refresh token sent as a password.
+            Some(Credentials::IdentityToken { token, .. }) => {
+                req = req.basic_auth("<token>", Some(token));
             }
             None => {}
         }
         req.send().await
     }
 
+    /// Shows each distinct `Warning` text once per client (one command).
     fn note_warnings(&self, host: &Host, resp: &Response) {
         for w in resp.headers().get_all("warning") {
-            if let Ok(text) = w.to_str() {
-                let first = host
-                    .warned
-                    .lock()
-                    .map(|mut s| s.insert(text.to_string()))
-                    .unwrap_or(false);
-                if first {
-                    tracing::warn!("{}: {text}", host.registry);
-                }
+            let Some(text) = w.to_str().ok().and_then(warning_text) else {
+                continue;
+            };
+            let first = self
+                .warned
+                .lock()
+                .map(|mut s| s.insert(text.clone()))
+                .unwrap_or(false);
+            if first {
+                tracing::warn!("registry {} warns: {text}", host.registry);
             }
         }
     }
@@ -826,12 +834,20 @@ impl Client {
                     status_error(&format!("tags of {}", r.name()), &r.registry, resp).await,
                 );
             }
-            let next = resp
+            let next = match resp
                 .headers()
                 .get("link")
                 .and_then(|l| l.to_str().ok())
                 .and_then(parse_next_link)
-                .and_then(|l| url.join(&l).ok());
+            {
+                Some(l) => Some(next_page(&host.base, &url, &l).ok_or_else(|| {
+                    Error::invalid(
+                        format!("tags of {}", r.name()),
+                        format!("the next page {l:?} is not on this registry"),
+                    )
+                })?),
+                None => None,
+            };
             let body = resp.bytes().await.map_err(|e| transport(&r.registry, &e))?;
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::invalid(format!("tags of {}", r.name()), e.to_string()))?;
@@ -1295,6 +1311,35 @@ fn range_end(h: &HeaderMap) -> Option<u64> {
     end.trim().parse::<u64>().ok().map(|e| e + 1)
 }
 
+/// The next page's URL; `None` when it leaves the registry (our token would go along).
+fn next_page(base: &Url, current: &Url, link: &str) -> Option<Url> {
+    let next = current.join(link).ok()?;
+    (next.origin() == base.origin()).then_some(next)
+}
+
+/// The text of an RFC 7234 `Warning` value (`299 - "text" [date]`): the first
+/// quoted string, unescaped; a value without quotes is taken whole.
+fn warning_text(value: &str) -> Option<String> {
+    let v = value.trim();
+    let text = match v.split_once('"') {
+        Some((_, rest)) => {
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => out.extend(chars.next()),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => v.to_string(),
+    };
+    let text = text.trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
 fn parse_next_link(link: &str) -> Option<String> {
     for part in link.split(',') {
         let (target, params) = part.split_once(';')?;
@@ -1379,5 +1424,32 @@ mod tests {
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(!is_loopback("example.com:5000"));
+    }
+
+    #[test]
+    fn next_pages_stay_on_the_registry() {
+        let base = Url::parse("http://127.0.0.1:5000/").unwrap();
+        let cur = Url::parse("http://127.0.0.1:5000/v2/a/tags/list").unwrap();
+        assert_eq!(
+            next_page(&base, &cur, "/v2/a/tags/list?last=b&n=2")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
+        );
+        assert!(next_page(&base, &cur, "http://evil.example/v2/a/tags/list").is_none());
+    }
+
+    #[test]
+    fn warning_header_text() {
+        assert_eq!(
+            warning_text(r#"299 - "this image is deprecated""#).as_deref(),
+            Some("this image is deprecated")
+        );
+        assert_eq!(
+            warning_text(r#"299 registry.example "say \"hi\"" "Sat, 01 Jan 2000 00:00:00 GMT""#)
+                .as_deref(),
+            Some(r#"say "hi""#)
+        );
+        assert_eq!(warning_text("  "), None);
     }
 }

@@ -141,6 +141,14 @@ pub enum FaultKind {
     Truncate { after: usize },
     /// Forward with the first body byte flipped.
     Corrupt,
+    /// Forward and add this header to the response.
+    AddHeader { name: String, value: String },
+    /// Serve `GET .../tags/list` in pages of at most `page` tags (or the request's
+    /// smaller `n`), with `last=` and a `Link: rel="next"` header as the
+    /// distribution spec describes. distribution 2.8 ignores `n` on tags and
+    /// always answers with one page, so the proxy pages the registry's real
+    /// answer (sorted, as the spec wants for pagination).
+    PaginateTags { page: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +185,7 @@ struct ProxyState {
     faults: Vec<Fault>,
     log: Vec<String>,
     fired: Vec<String>,
+    sizes: Vec<(String, String, u64)>,
 }
 
 /// An HTTP/1.1 proxy in front of a registry that injects faults and records the
@@ -223,8 +232,15 @@ impl FaultProxy {
         self.state.lock().expect("state").fired.clone()
     }
 
+    /// `(METHOD, /path?query, Content-Length)` of every request seen so far.
+    pub fn request_sizes(&self) -> Vec<(String, String, u64)> {
+        self.state.lock().expect("state").sizes.clone()
+    }
+
     pub fn clear_log(&self) {
-        self.state.lock().expect("state").log.clear();
+        let mut st = self.state.lock().expect("state");
+        st.log.clear();
+        st.sizes.clear();
     }
 }
 
@@ -314,6 +330,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
             Some(r) => st.log.push(format!("{method} {path} range={r}")),
             None => st.log.push(format!("{method} {path}")),
         }
+        st.sizes.push((method.clone(), path.clone(), len));
         let found = st
             .faults
             .iter_mut()
@@ -346,12 +363,19 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
         )?;
         return client_w.flush();
     }
+    if let Some(FaultKind::PaginateTags { page }) = &fault {
+        std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
+        return serve_tag_page(client_w, upstream, &head, &path, *page);
+    }
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(with_close(&head).as_bytes())?;
     std::io::copy(&mut (&mut reader).take(len), &mut up)?;
     up.flush()?;
     let mut up_reader = BufReader::new(up);
-    let resp_head = read_head(&mut up_reader)?;
+    let mut resp_head = read_head(&mut up_reader)?;
+    if let Some(FaultKind::AddHeader { name, value }) = &fault {
+        resp_head.push(format!("{name}: {value}"));
+    }
     client_w.write_all(with_close(&resp_head).as_bytes())?;
     match fault {
         Some(FaultKind::ResetMidBody { after }) | Some(FaultKind::Truncate { after }) => {
@@ -377,6 +401,63 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
     client_w.flush()?;
     let _ = client_w.shutdown(Shutdown::Write);
     Ok(())
+}
+
+/// One page of a tag list: the registry's whole list (asked without a query,
+/// with the client's own headers), sorted, after `last`, at most `n` long.
+fn serve_tag_page(
+    mut client_w: TcpStream,
+    upstream: &str,
+    head: &[String],
+    path: &str,
+    page: usize,
+) -> std::io::Result<()> {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let params = query_pairs(query);
+    let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let n = get("n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(page, |n| n.min(page))
+        .max(1);
+    let last = get("last");
+    let mut up_head = head.to_vec();
+    up_head[0] = format!("GET {base} HTTP/1.1");
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(with_close(&up_head).as_bytes())?;
+    up.flush()?;
+    let mut up_reader = BufReader::new(up);
+    let resp_head = read_head(&mut up_reader)?;
+    let mut body = Vec::new();
+    up_reader.read_to_end(&mut body)?;
+    if !resp_head[0].contains(" 200 ") {
+        client_w.write_all(with_close(&resp_head).as_bytes())?;
+        client_w.write_all(&body)?;
+        return client_w.flush();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("tag list JSON");
+    let mut tags: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    tags.sort();
+    let rest: Vec<String> = tags
+        .into_iter()
+        .filter(|t| last.as_ref().is_none_or(|l| t > l))
+        .collect();
+    let this: Vec<String> = rest.iter().take(n).cloned().collect();
+    let mut extra = String::new();
+    if rest.len() > n {
+        if let Some(l) = this.last() {
+            extra = format!("Link: <{base}?last={l}&n={n}>; rel=\"next\"\r\n");
+        }
+    }
+    let out = serde_json::json!({"name": v["name"], "tags": this}).to_string();
+    write!(
+        client_w,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{out}",
+        out.len()
+    )?;
+    client_w.flush()
 }
 
 /// A self-signed CA and a server certificate for 127.0.0.1 made with `openssl`,
@@ -516,7 +597,8 @@ fn query_pairs(q: &str) -> Vec<(String, String)> {
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub method: String,
-    /// `basic:USER`, `refresh` or `anonymous`
+    /// `basic:USER`, `refresh` (OAuth2 POST), `refresh-basic` (GET with Basic
+    /// `<token>:REFRESH`), `anonymous`, `refused`, or `no-oauth` (POST turned away)
     pub who: String,
     pub scopes: Vec<String>,
 }
@@ -530,6 +612,7 @@ pub struct TokenIssuer {
     pub issuer: String,
     pub cert: PathBuf,
     log: Arc<Mutex<Vec<TokenRequest>>>,
+    post_status: Arc<Mutex<Option<u16>>>,
     stop: Arc<AtomicBool>,
     addr: String,
     _dir: tempfile::TempDir,
@@ -566,8 +649,10 @@ impl TokenIssuer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let post_status = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(IssuerCtx {
+            post_status: post_status.clone(),
             basic: format!(
                 "Basic {}",
                 base64(format!("{user}:{password}").as_bytes(), false)
@@ -599,6 +684,7 @@ impl TokenIssuer {
             issuer: "mybuild-test-issuer".into(),
             cert: dir.path().join("cert.pem"),
             log,
+            post_status,
             stop,
             addr,
             _dir: dir,
@@ -617,6 +703,12 @@ impl TokenIssuer {
     pub fn requests(&self) -> Vec<TokenRequest> {
         self.log.lock().expect("log").clone()
     }
+
+    /// Behave like an issuer without the OAuth2 endpoint: every POST gets
+    /// `status` (404, 405, 400...); `None` accepts POSTs again.
+    pub fn refuse_post(&self, status: Option<u16>) {
+        *self.post_status.lock().expect("post_status") = status;
+    }
 }
 
 impl Drop for TokenIssuer {
@@ -627,6 +719,7 @@ impl Drop for TokenIssuer {
 }
 
 struct IssuerCtx {
+    post_status: Arc<Mutex<Option<u16>>>,
     basic: String,
     user: String,
     refresh: String,
@@ -667,6 +760,23 @@ fn serve_token(conn: TcpStream, ctx: &IssuerCtx) -> std::io::Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     let auth = header(&head, "authorization").unwrap_or("");
+    let refused_post = *ctx.post_status.lock().expect("post_status");
+    if let (Some(code), "POST") = (refused_post, method.as_str()) {
+        ctx.log.lock().expect("log").push(TokenRequest {
+            method: method.clone(),
+            who: "no-oauth".into(),
+            scopes,
+        });
+        write!(
+            w,
+            "HTTP/1.1 {code} No OAuth\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return w.flush();
+    }
+    let token_basic = format!(
+        "Basic {}",
+        base64(format!("<token>:{}", ctx.refresh).as_bytes(), false)
+    );
     let who = if method == "POST" {
         if get("grant_type").as_deref() == Some("refresh_token")
             && get("refresh_token").as_deref() == Some(ctx.refresh.as_str())
@@ -679,6 +789,8 @@ fn serve_token(conn: TcpStream, ctx: &IssuerCtx) -> std::io::Result<()> {
         Some("anonymous".to_string())
     } else if auth == ctx.basic {
         Some(format!("basic:{}", ctx.user))
+    } else if auth == token_basic {
+        Some("refresh-basic".to_string())
     } else {
         None
     };

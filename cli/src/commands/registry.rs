@@ -642,7 +642,9 @@ pub fn logout(a: &LogoutArgs) -> Result<i32> {
 pub fn tags(a: &RefArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
     let mut tags = runtime()?.block_on(client(&a.opts).list_tags(&r))?;
+    // Pages of a list that changed meanwhile may overlap.
     tags.sort();
+    tags.dedup();
     let mut out = std::io::stdout().lock();
     for t in tags {
         writeln!(out, "{t}")?;
