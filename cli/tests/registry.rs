@@ -1005,3 +1005,38 @@ fn registry_warnings_are_shown_once_per_text() {
         "{err}"
     );
 }
+
+#[test]
+fn chunked_push_honours_the_registrys_minimum_chunk_length() {
+    let Some((tmp, root)) = setup() else { return };
+    let tar = big_rootfs(tmp.path());
+    ok(mybuild(&root).args(["import"]).arg(&tar).arg("big:1"));
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    // Our chunks are 16 MiB; this registry wants at least 30 MB per chunk.
+    proxy.add(Fault::new(
+        "POST",
+        "/blobs/uploads/",
+        FaultKind::AddHeader {
+            name: "OCI-Chunk-Min-Length".into(),
+            value: "30000000".into(),
+        },
+        10,
+    ));
+    let dest = format!("{}/big:1", proxy.addr);
+    let (digest, err) = ok(mybuild(&root).args(["push", "big:1", &dest]));
+    assert!(err.contains("in 2 chunks"), "{err}");
+    let patches: Vec<u64> = proxy
+        .request_sizes()
+        .into_iter()
+        .filter(|(m, p, _)| m == "PATCH" && p.contains("/blobs/uploads/"))
+        .map(|(_, _, n)| n)
+        .collect();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "big:1"])).0).unwrap();
+    let layer_size = v["Manifest"]["layers"][0]["size"].as_u64().unwrap();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert!(patches[0] >= 30_000_000, "{patches:?}");
+    assert_eq!(patches.iter().sum::<u64>(), layer_size, "{patches:?}");
+    assert_eq!(remote_digest(&root, &dest), digest.trim());
+}
