@@ -1040,3 +1040,48 @@ fn chunked_push_honours_the_registrys_minimum_chunk_length() {
     assert_eq!(patches.iter().sum::<u64>(), layer_size, "{patches:?}");
     assert_eq!(remote_digest(&root, &dest), digest.trim());
 }
+
+#[test]
+fn build_insecure_registry_reaches_a_registry_with_an_unknown_ca() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_tool("openssl") {
+        return;
+    }
+    let certs = testdata::registry::make_certs(tmp.path());
+    let reg = Registry::start_with(&RegistryOptions {
+        tls: Some((certs.cert.clone(), certs.key.clone())),
+        ..Default::default()
+    });
+    let base = format!("{}/base:1", reg.addr);
+    ok(mybuild(&root).args(["push", "--insecure-registry", &reg.addr, "busybox", &base]));
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nLABEL built=yes\n"),
+    )
+    .unwrap();
+    let fresh = tmp.path().join("fresh");
+    let app = format!("{}/app:1", reg.addr);
+    // Without the flag the certificate is refused when the base is pulled.
+    let err = fails(mybuild(&fresh).args(["build", "--push", "-t", &app]).arg(&ctx));
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // FROM auto-pull and --push both use it.
+    let (_, err) = ok(mybuild(&fresh)
+        .args(["build", "--push", "--insecure-registry", &reg.addr, "-t", &app])
+        .arg(&ctx));
+    assert!(err.contains(&format!("pulling {base}")), "{err}");
+    let pushed = ok(mybuild(&fresh).args(["digest", "--insecure-registry", &reg.addr, &app])).0;
+    assert_eq!(pushed.trim(), image_id(&fresh, &app));
+    // And --pull, which pulls a base that is already in the store.
+    let (_, err) = ok(mybuild(&fresh)
+        .args(["build", "--pull", "--insecure-registry", &reg.addr])
+        .arg(&ctx));
+    assert!(err.contains(&format!("pulling {base}")), "{err}");
+    // Without it --pull cannot refresh the base: a warning, the stored one is used.
+    let (_, err) = ok(mybuild(&fresh).args(["build", "--pull"]).arg(&ctx));
+    assert!(
+        err.contains("WARNING: pulling") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}

@@ -72,6 +72,9 @@ pub struct BuildArgs {
     /// Push the tagged image(s) to their registries after the build
     #[arg(long)]
     push: bool,
+    /// For --push, --pull and bases pulled for FROM
+    #[command(flatten)]
+    registry: super::registry::RegistryOpts,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -316,7 +319,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         target: a.target.clone(),
         ..PlanOptions::default()
     };
-    let puller = super::registry::BasePuller::new(&store, a.pull)?;
+    let puller = super::registry::BasePuller::new(&store, a.pull, &a.registry)?;
     let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store, &puller)) {
         Ok(g) => g,
         Err(e) => {

@@ -679,10 +679,10 @@ pub struct BasePuller {
 }
 
 impl BasePuller {
-    pub fn new(store: &Store, always: bool) -> Result<BasePuller> {
+    pub fn new(store: &Store, always: bool, opts: &RegistryOpts) -> Result<BasePuller> {
         Ok(BasePuller {
             store: store.clone(),
-            client: client(&RegistryOpts::default()),
+            client: client(opts),
             rt: runtime()?,
             always,
             done: Default::default(),
