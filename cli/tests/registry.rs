@@ -135,7 +135,7 @@ fn push_pull_round_trip_keeps_digests_and_second_push_skips_every_blob() {
     // A second push uploads nothing: HEAD checks only.
     proxy.clear_log();
     let (_, err) = ok(mybuild(&root).args(["push", "busybox", &dest]));
-    assert_eq!(err.matches("already exists").count(), 2, "{err}");
+    assert_eq!(err.matches("skipped (exists)").count(), 2, "{err}");
     assert!(
         blob_requests(&proxy, &["POST", "PUT", "PATCH"]).is_empty(),
         "{:?}",
@@ -1084,4 +1084,61 @@ fn build_insecure_registry_reaches_a_registry_with_an_unknown_ca() {
         err.contains("WARNING: pulling") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+}
+
+#[test]
+fn build_progress_json_reports_pulled_mounted_and_pushed_blobs() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let base = format!("{}/jbase:1", reg.addr);
+    ok(mybuild(&root).args(["push", "busybox", &base]));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
+    let layer = v["Manifest"]["layers"][0]["digest"].as_str().unwrap().to_string();
+    let base_config = v["Manifest"]["config"]["digest"].as_str().unwrap().to_string();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nLABEL json=yes\n"),
+    )
+    .unwrap();
+    let fresh = tmp.path().join("fresh");
+    let app = format!("{}/japp:1", reg.addr);
+    let (_, err) = ok(mybuild(&fresh)
+        .args(["build", "--progress=json", "--push", "-t", &app])
+        .arg(&ctx));
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{err}")))
+        .collect();
+    let blobs = |action: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "blob" && e["action"] == action)
+            .map(|e| e["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        events.iter().any(|e| e["event"] == "pull" && e["ref"] == base.as_str()),
+        "{err}"
+    );
+    let mut pulled = blobs("pulled");
+    pulled.sort();
+    let mut want = vec![layer.clone(), base_config.clone()];
+    want.sort();
+    assert_eq!(pulled, want, "{err}");
+    assert!(
+        events.iter().any(|e| e["event"] == "push" && e["ref"] == app.as_str()),
+        "{err}"
+    );
+    // The base layer is mounted from the repository it came from; the new config is uploaded.
+    assert_eq!(blobs("mounted"), vec![layer], "{err}");
+    let pushed = blobs("pushed");
+    assert_eq!(pushed.len(), 1, "{err}");
+    assert_ne!(pushed[0], base_config);
+    assert!(events
+        .iter()
+        .filter(|e| e["event"] == "blob")
+        .all(|e| e["size"].as_u64().is_some_and(|s| s > 0)));
 }

@@ -319,7 +319,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         target: a.target.clone(),
         ..PlanOptions::default()
     };
-    let puller = super::registry::BasePuller::new(&store, a.pull, &a.registry)?;
+    let puller = super::registry::BasePuller::new(
+        &store,
+        a.pull,
+        &a.registry,
+        super::registry::ProgressMode::for_build(&a.progress, a.quiet),
+    )?;
     let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store, &puller)) {
         Ok(g) => g,
         Err(e) => {

@@ -167,8 +167,8 @@ impl Sources {
     }
 }
 
-/// A store blob as an upload source.
-struct StoreBlob(PathBuf);
+/// A store blob as an upload source, counting what is read into a bar.
+struct StoreBlob(PathBuf, Option<indicatif::ProgressBar>);
 
 impl BlobSource for StoreBlob {
     fn open(
@@ -178,8 +178,32 @@ impl BlobSource for StoreBlob {
         Box::pin(async move {
             let mut f = tokio::fs::File::open(&self.0).await?;
             f.seek(std::io::SeekFrom::Start(offset)).await?;
-            Ok(Box::new(f) as Box<dyn AsyncRead + Send + Unpin>)
+            Ok(match &self.1 {
+                Some(bar) => {
+                    // A retry starts again from where the registry stands.
+                    bar.set_position(offset);
+                    Box::new(Counted(f, bar.clone())) as Box<dyn AsyncRead + Send + Unpin>
+                }
+                None => Box::new(f),
+            })
         })
+    }
+}
+
+struct Counted<R>(R, indicatif::ProgressBar);
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &res {
+            self.1.inc((buf.filled().len() - before) as u64);
+        }
+        res
     }
 }
 
@@ -246,7 +270,7 @@ pub async fn pull_into_store(
     client: &Client,
     r: &Reference,
     platform: &Platform,
-    quiet: bool,
+    mode: ProgressMode,
 ) -> Result<String> {
     let _lock = store.usage_lock()?;
     let top = client.get_manifest(r).await?;
@@ -256,11 +280,11 @@ pub async fn pull_into_store(
     };
     let mut sources = Sources::load(store);
     let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
-    let progress = &Progress::new(quiet);
+    let progress = &Progress::new(mode);
     let jobs = blobs.iter().map(|d| async move {
         let digest = digest_of(&d.digest)?;
         if store.has_blob(&digest) {
-            progress.line(format!("{}: already exists", short(&d.digest)));
+            progress.blob(r, d, "exists", "already exists".into());
             return Ok::<(), anyhow::Error>(());
         }
         let mut w = store.ingest()?;
@@ -276,11 +300,7 @@ pub async fn pull_into_store(
         }
         pulled?;
         w.commit(Some(&digest), Some(d.size))?;
-        progress.line(format!(
-            "{}: pulled {}",
-            short(&d.digest),
-            super::human_size(d.size)
-        ));
+        progress.blob(r, d, "pulled", format!("pulled {}", super::human_size(d.size)));
         Ok(())
     });
     futures_util::stream::iter(jobs)
@@ -303,18 +323,39 @@ pub async fn pull_into_store(
     Ok(m.digest)
 }
 
-/// Per-blob byte counters in a terminal, plain lines otherwise (and in CI).
+/// How transfers are shown: `Auto` is byte counters per blob in a terminal
+/// (plain lines otherwise, and in CI); `Json` is one JSON line per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Auto,
+    Plain,
+    Json,
+    Quiet,
+}
+
+impl ProgressMode {
+    /// The mode for a build's `--progress` value.
+    pub fn for_build(progress: &str, quiet: bool) -> ProgressMode {
+        match progress {
+            _ if quiet => ProgressMode::Quiet,
+            "json" | "rawjson" => ProgressMode::Json,
+            "plain" => ProgressMode::Plain,
+            _ => ProgressMode::Auto,
+        }
+    }
+}
+
 struct Progress {
-    quiet: bool,
+    mode: ProgressMode,
     multi: Option<indicatif::MultiProgress>,
 }
 
 impl Progress {
-    fn new(quiet: bool) -> Progress {
+    fn new(mode: ProgressMode) -> Progress {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         Progress {
-            quiet,
-            multi: (!quiet && tty).then(|| {
+            mode,
+            multi: (mode == ProgressMode::Auto && tty).then(|| {
                 indicatif::MultiProgress::with_draw_target(
                     indicatif::ProgressDrawTarget::stderr_with_hz(10),
                 )
@@ -323,12 +364,35 @@ impl Progress {
     }
 
     fn line(&self, text: String) {
-        match &self.multi {
-            _ if self.quiet => {}
-            Some(m) => {
+        match (&self.multi, self.mode) {
+            (_, ProgressMode::Quiet | ProgressMode::Json) => {}
+            (Some(m), _) => {
                 let _ = m.println(text);
             }
-            None => eprintln!("{text}"),
+            (None, _) => eprintln!("{text}"),
+        }
+    }
+
+    /// One blob's outcome: `action` names it in JSON, `text` says it in a line.
+    fn blob(&self, r: &Reference, d: &Descriptor, action: &str, text: String) {
+        if self.mode == ProgressMode::Json {
+            crate::progress::Json::emit(&serde_json::json!({
+                "event": "blob", "action": action, "ref": r.to_string(),
+                "digest": d.digest, "size": d.size,
+            }));
+        } else {
+            self.line(format!("{}: {text}", short(&d.digest)));
+        }
+    }
+
+    /// The start of a pull or push (`action`) of `r`.
+    fn start(&self, action: &str, r: &Reference) {
+        if self.mode == ProgressMode::Json {
+            crate::progress::Json::emit(&serde_json::json!({
+                "event": action, "ref": r.to_string(),
+            }));
+        } else {
+            self.line(format!("{action}ing {r}"));
         }
     }
 
@@ -362,7 +426,13 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
     let store = g.store()?;
     let client = client(&a.opts);
     eprintln!("pulling {r}");
-    let digest = runtime()?.block_on(pull_into_store(&store, &client, &r, &platform, false))?;
+    let digest = runtime()?.block_on(pull_into_store(
+        &store,
+        &client,
+        &r,
+        &platform,
+        ProgressMode::Auto,
+    ))?;
     eprintln!("Digest: {digest}");
     println!("{}", ImageRef::parse(&local_name(&r))?);
     Ok(0)
@@ -375,6 +445,7 @@ async fn push_manifest_tree(
     sources: &mut Sources,
     dest: &Reference,
     m: &Manifest,
+    progress: &Progress,
 ) -> Result<()> {
     match m.body()? {
         ManifestBody::Index { manifests } => {
@@ -393,6 +464,7 @@ async fn push_manifest_tree(
                     sources,
                     &dest.with_reference(None, None),
                     &cm,
+                    progress,
                 ))
                 .await?;
             }
@@ -408,20 +480,32 @@ async fn push_manifest_tree(
                 if !path.is_file() {
                     bail!("blob {} is not in the store", d.digest);
                 }
-                let outcome = client.push_blob(dest, d, &StoreBlob(path), &from).await?;
-                match &outcome {
-                    PushOutcome::Exists => eprintln!("{}: already exists", short(&d.digest)),
+                let bar = progress.bar(short(&d.digest), d.size);
+                let pushed = client
+                    .push_blob(dest, d, &StoreBlob(path, bar.clone()), &from)
+                    .await;
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                match pushed? {
+                    PushOutcome::Exists => {
+                        progress.blob(dest, d, "skipped", "skipped (exists)".into())
+                    }
                     PushOutcome::Mounted { from } => {
-                        eprintln!("{}: mounted from {from}", short(&d.digest))
+                        progress.blob(dest, d, "mounted", format!("mounted from {from}"))
                     }
-                    PushOutcome::Uploaded { chunks } if *chunks > 1 => eprintln!(
-                        "{}: pushed {} in {chunks} chunks",
-                        short(&d.digest),
-                        super::human_size(d.size)
+                    PushOutcome::Uploaded { chunks } if chunks > 1 => progress.blob(
+                        dest,
+                        d,
+                        "pushed",
+                        format!("pushed {} in {chunks} chunks", super::human_size(d.size)),
                     ),
-                    PushOutcome::Uploaded { .. } => {
-                        eprintln!("{}: pushed {}", short(&d.digest), super::human_size(d.size))
-                    }
+                    PushOutcome::Uploaded { .. } => progress.blob(
+                        dest,
+                        d,
+                        "pushed",
+                        format!("pushed {}", super::human_size(d.size)),
+                    ),
                 }
                 Ok(d.digest.clone())
             });
@@ -444,6 +528,7 @@ pub async fn push_from_store(
     client: &Client,
     image: &str,
     dest: &Reference,
+    mode: ProgressMode,
 ) -> Result<String> {
     let desc = store.resolve(image)?;
     let digest = layer_cache::image::descriptor_digest(&desc)?;
@@ -454,7 +539,8 @@ pub async fn push_from_store(
         dest.tag = Some("latest".into());
     }
     let mut sources = Sources::load(store);
-    push_manifest_tree(store, client, &mut sources, &dest, &m).await?;
+    let progress = Progress::new(mode);
+    push_manifest_tree(store, client, &mut sources, &dest, &m, &progress).await?;
     sources.save();
     Ok(m.digest)
 }
@@ -464,7 +550,13 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     let store = g.store()?;
     let client = client(&a.opts);
     eprintln!("pushing {} to {dest}", a.image);
-    let digest = runtime()?.block_on(push_from_store(&store, &client, &a.image, &dest))?;
+    let digest = runtime()?.block_on(push_from_store(
+        &store,
+        &client,
+        &a.image,
+        &dest,
+        ProgressMode::Auto,
+    ))?;
     let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
     eprintln!("{}: digest: {digest} size: {size}", dest.reference());
     println!("{digest}");
@@ -488,7 +580,7 @@ async fn copy_image(client: &Client, src: &Reference, dst: &Reference, m: &Manif
             };
             let outcome = client.push_blob(dst, d, &source, &from).await?;
             let what = match outcome {
-                PushOutcome::Exists => "already exists".to_string(),
+                PushOutcome::Exists => "skipped (exists)".to_string(),
                 PushOutcome::Mounted { from } => format!("mounted from {from}"),
                 PushOutcome::Uploaded { .. } => format!("copied {}", super::human_size(d.size)),
             };
@@ -674,17 +766,24 @@ pub struct BasePuller {
     client: Client,
     rt: tokio::runtime::Runtime,
     always: bool,
+    mode: ProgressMode,
     done: std::sync::Mutex<BTreeSet<String>>,
     pub errors: std::sync::Mutex<Vec<String>>,
 }
 
 impl BasePuller {
-    pub fn new(store: &Store, always: bool, opts: &RegistryOpts) -> Result<BasePuller> {
+    pub fn new(
+        store: &Store,
+        always: bool,
+        opts: &RegistryOpts,
+        mode: ProgressMode,
+    ) -> Result<BasePuller> {
         Ok(BasePuller {
             store: store.clone(),
             client: client(opts),
             rt: runtime()?,
             always,
+            mode,
             done: Default::default(),
             errors: Default::default(),
         })
@@ -705,13 +804,13 @@ impl BasePuller {
             return;
         };
         let platform = platform.unwrap_or_else(Platform::host);
-        eprintln!("pulling {r}");
+        Progress::new(self.mode).start("pull", &r);
         if let Err(e) = self.rt.block_on(pull_into_store(
             &self.store,
             &self.client,
             &r,
             &platform,
-            false,
+            self.mode,
         )) {
             if let Ok(mut errs) = self.errors.lock() {
                 errs.push(format!("pulling {reference}: {e:#}"));
@@ -721,8 +820,13 @@ impl BasePuller {
 
     pub fn push(&self, store: &Store, image: &str) -> Result<String> {
         let dest = parse_ref(image)?;
-        eprintln!("pushing {dest}");
-        self.rt
-            .block_on(push_from_store(store, &self.client, image, &dest))
+        Progress::new(self.mode).start("push", &dest);
+        self.rt.block_on(push_from_store(
+            store,
+            &self.client,
+            image,
+            &dest,
+            self.mode,
+        ))
     }
 }
