@@ -1142,3 +1142,41 @@ fn build_progress_json_reports_pulled_mounted_and_pushed_blobs() {
         .filter(|e| e["event"] == "blob")
         .all(|e| e["size"].as_u64().is_some_and(|s| s > 0)));
 }
+
+#[test]
+fn pulled_platform_of_an_index_pushes_byte_identical_and_remembers_the_index() {
+    let Some((tmp, root)) = setup() else { return };
+    let (one, two) = (Registry::start(), Registry::start());
+    let (_amd, arm, index) = push_index(&root, tmp.path(), &one.addr);
+    let src = format!("{}/multi:both", one.addr);
+    let other = tmp.path().join("other");
+    ok(mybuild(&other).args(["pull", "--platform", "linux/arm64", &src]));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&other).args(["inspect", &src])).0).unwrap();
+    assert_eq!(v["Id"], arm.as_str());
+    assert_eq!(v["UpstreamIndex"], index.as_str(), "{v}");
+    // Pushed elsewhere, the platform manifest keeps its bytes (so its digest).
+    let dst = format!("{}/moved:1", two.addr);
+    let (out, _) = ok(mybuild(&other).args(["push", &src, &dst]));
+    assert_eq!(out.trim(), arm);
+    assert_eq!(remote_digest(&other, &dst), arm);
+    let client = registry_client::Client::new(registry_client::ClientOptions::from_env());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let theirs = rt
+        .block_on(client.get_manifest(&registry_client::Reference::parse(&src).unwrap()))
+        .unwrap();
+    assert!(theirs.is_index());
+    let upstream = rt
+        .block_on(client.get_manifest(
+            &registry_client::Reference::parse(&format!("{}/multi@{arm}", one.addr)).unwrap(),
+        ))
+        .unwrap();
+    let pushed = rt
+        .block_on(client.get_manifest(&registry_client::Reference::parse(&dst).unwrap()))
+        .unwrap();
+    assert_eq!(pushed.bytes, upstream.bytes);
+    // A plain image has no upstream index.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
+    assert!(v["UpstreamIndex"].is_null(), "{v}");
+}

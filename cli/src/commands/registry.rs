@@ -264,6 +264,9 @@ async fn resolve_platform(
     Ok(child)
 }
 
+/// On a tag pulled from a multi-platform index: that index's digest.
+pub const UPSTREAM_INDEX_ANNOTATION: &str = "io.mybuild.upstream.index";
+
 /// Pulls `r` into the store and tags it; returns the stored manifest's digest.
 pub async fn pull_into_store(
     store: &Store,
@@ -274,6 +277,7 @@ pub async fn pull_into_store(
 ) -> Result<String> {
     let _lock = store.usage_lock()?;
     let top = client.get_manifest(r).await?;
+    let index = top.is_index().then(|| top.digest.clone());
     let m = resolve_platform(client, r, top, platform).await?;
     let ManifestBody::Image { config, layers } = m.body()? else {
         bail!("{r}: expected an image manifest");
@@ -315,7 +319,15 @@ pub async fn pull_into_store(
         sources.add(&d.digest, r);
     }
     sources.save();
-    let desc = oci_descriptor(&m.media_type, &committed.digest, committed.size);
+    let mut desc = oci_descriptor(&m.media_type, &committed.digest, committed.size);
+    // Only the chosen platform is stored, so the index is kept as a note of
+    // where the image came from, never pushed: a push of this image sends the
+    // platform manifest byte for byte, not an index missing its other platforms.
+    if let Some(index) = index {
+        let mut ann = std::collections::HashMap::new();
+        ann.insert(UPSTREAM_INDEX_ANNOTATION.to_string(), index);
+        desc.set_annotations(Some(ann));
+    }
     if r.digest.is_none() || r.tag.is_some() {
         let local = ImageRef::parse(&local_name(r))?;
         store.set_tag(&local, &desc)?;

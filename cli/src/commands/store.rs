@@ -84,6 +84,10 @@ pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
         "Digest": top.to_string(),
         "MediaType": desc.media_type().to_string(),
         "ConfigDigest": img.config_digest.to_string(),
+        "UpstreamIndex": desc
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(super::registry::UPSTREAM_INDEX_ANNOTATION)),
         "Manifest": manifest,
         "Config": config,
     });
