@@ -838,7 +838,11 @@ fn identity_tokens_use_the_oauth2_post_and_fall_back_to_get() {
             && r.scopes == vec!["repository:tok/a:pull,push".to_string()]),
         "{reqs:?}"
     );
-    assert!(reqs.iter().all(|r| r.method == "POST" || r.who == "anonymous"), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "POST" || r.who == "anonymous"),
+        "{reqs:?}"
+    );
     for text in [&digest, &err] {
         assert!(!text.contains(refresh), "secret leaked:\n{text}");
     }
@@ -869,7 +873,10 @@ fn identity_tokens_use_the_oauth2_post_and_fall_back_to_get() {
     // A refresh token the issuer does not know is refused on both paths.
     std::fs::write(
         docker.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"identitytoken":"wrong"}}}}}}"#, reg.addr),
+        format!(
+            r#"{{"auths":{{"{}":{{"identitytoken":"wrong"}}}}}}"#,
+            reg.addr
+        ),
     )
     .unwrap();
     let err = fails(mybuild(&root).args(["push", "busybox", &dest]));
@@ -948,7 +955,9 @@ esac
     let (o1, e1) = ok(mybuild(&root)
         .env("PATH", &path)
         .args(["--debug", "push", "busybox", &dest]));
-    let (o2, e2) = ok(mybuild(&root).env("PATH", &path).args(["logout", &reg.addr]));
+    let (o2, e2) = ok(mybuild(&root)
+        .env("PATH", &path)
+        .args(["logout", &reg.addr]));
     let log = std::fs::read_to_string(keep.join("log")).unwrap();
     assert_eq!(
         log,
@@ -959,7 +968,11 @@ esac
     for text in [&out, &err, &o1, &e1, &o2, &e2] {
         assert!(!text.contains(password), "secret leaked:\n{text}");
     }
-    let err = fails(mybuild(&root).env("PATH", &path).args(["push", "busybox", &dest]));
+    let err = fails(
+        mybuild(&root)
+            .env("PATH", &path)
+            .args(["push", "busybox", &dest]),
+    );
     assert!(err.contains("authentication required"), "{err}");
     let config = std::fs::read_to_string(docker.join("config.json")).unwrap();
     assert!(!config.contains(password), "{config}");
@@ -1064,11 +1077,22 @@ fn build_insecure_registry_reaches_a_registry_with_an_unknown_ca() {
     let fresh = tmp.path().join("fresh");
     let app = format!("{}/app:1", reg.addr);
     // Without the flag the certificate is refused when the base is pulled.
-    let err = fails(mybuild(&fresh).args(["build", "--push", "-t", &app]).arg(&ctx));
+    let err = fails(
+        mybuild(&fresh)
+            .args(["build", "--push", "-t", &app])
+            .arg(&ctx),
+    );
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     // FROM auto-pull and --push both use it.
     let (_, err) = ok(mybuild(&fresh)
-        .args(["build", "--push", "--insecure-registry", &reg.addr, "-t", &app])
+        .args([
+            "build",
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            "-t",
+            &app,
+        ])
         .arg(&ctx));
     assert!(err.contains(&format!("pulling {base}")), "{err}");
     let pushed = ok(mybuild(&fresh).args(["digest", "--insecure-registry", &reg.addr, &app])).0;
@@ -1094,8 +1118,14 @@ fn build_progress_json_reports_pulled_mounted_and_pushed_blobs() {
     ok(mybuild(&root).args(["push", "busybox", &base]));
     let v: serde_json::Value =
         serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
-    let layer = v["Manifest"]["layers"][0]["digest"].as_str().unwrap().to_string();
-    let base_config = v["Manifest"]["config"]["digest"].as_str().unwrap().to_string();
+    let layer = v["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base_config = v["Manifest"]["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -1120,7 +1150,9 @@ fn build_progress_json_reports_pulled_mounted_and_pushed_blobs() {
             .collect()
     };
     assert!(
-        events.iter().any(|e| e["event"] == "pull" && e["ref"] == base.as_str()),
+        events
+            .iter()
+            .any(|e| e["event"] == "pull" && e["ref"] == base.as_str()),
         "{err}"
     );
     let mut pulled = blobs("pulled");
@@ -1129,7 +1161,9 @@ fn build_progress_json_reports_pulled_mounted_and_pushed_blobs() {
     want.sort();
     assert_eq!(pulled, want, "{err}");
     assert!(
-        events.iter().any(|e| e["event"] == "push" && e["ref"] == app.as_str()),
+        events
+            .iter()
+            .any(|e| e["event"] == "push" && e["ref"] == app.as_str()),
         "{err}"
     );
     // The base layer is mounted from the repository it came from; the new config is uploaded.

@@ -414,7 +414,12 @@ fn serve_tag_page(
 ) -> std::io::Result<()> {
     let (base, query) = path.split_once('?').unwrap_or((path, ""));
     let params = query_pairs(query);
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     let n = get("n")
         .and_then(|n| n.parse::<usize>().ok())
         .map_or(page, |n| n.min(page))
@@ -437,7 +442,11 @@ fn serve_tag_page(
     let v: serde_json::Value = serde_json::from_slice(&body).expect("tag list JSON");
     let mut tags: Vec<String> = v["tags"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     tags.sort();
     let rest: Vec<String> = tags

@@ -304,7 +304,12 @@ pub async fn pull_into_store(
         }
         pulled?;
         w.commit(Some(&digest), Some(d.size))?;
-        progress.blob(r, d, "pulled", format!("pulled {}", super::human_size(d.size)));
+        progress.blob(
+            r,
+            d,
+            "pulled",
+            format!("pulled {}", super::human_size(d.size)),
+        );
         Ok(())
     });
     futures_util::stream::iter(jobs)
