@@ -148,8 +148,10 @@ alternate() {
     prep_peer; "${PEERCMD[@]}" >/dev/null 2>&1 || true
   fi
   for ((i = 1; i <= RUNS; i++)); do
-    if [ -z "${MB_NA:-}" ]; then prep_mb; timed "$sc" mybuild "$bytes" "${MBCMD[@]}"; fi
-    prep_peer; timed "$sc" "$peer" "$bytes" "${PEERCMD[@]}"
+    # sync: each run starts with no dirty pages, so a tool that fsyncs does not pay for
+    # the writeback the previous run (or prep's deletes) left behind.
+    if [ -z "${MB_NA:-}" ]; then prep_mb; sync; timed "$sc" mybuild "$bytes" "${MBCMD[@]}"; fi
+    prep_peer; sync; timed "$sc" "$peer" "$bytes" "${PEERCMD[@]}"
   done
 }
 noop() { :; }
