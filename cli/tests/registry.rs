@@ -3,63 +3,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use assert_cmd::cargo::CommandCargoExt;
 use tempfile::TempDir;
+mod common;
+use common::{fails, mybuild, ok, store_with_busybox, with_stdin};
 use testdata::registry::{Fault, FaultKind, FaultProxy, Registry, RegistryOptions};
-
-fn mybuild(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("mybuild").expect("binary");
-    c.arg("--root").arg(root);
-    // Never read the developer's own credentials or CAs.
-    c.env("DOCKER_CONFIG", root.with_extension("docker"));
-    c.env_remove("REGISTRY_AUTH_FILE");
-    c.env("MYBUILD_CERTS_D", root.with_extension("certs.d"));
-    c
-}
-
-fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(cmd: &mut Command) -> (String, String) {
-    let (success, so, se) = run(cmd);
-    assert!(success, "{cmd:?} failed:\n{so}\n{se}");
-    (so, se)
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let (success, so, se) = run(cmd);
-    assert!(!success, "{cmd:?} should fail:\n{so}\n{se}");
-    se
-}
-
-fn with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// A store with busybox imported; `None` when the test must skip.
 fn setup() -> Option<(TempDir, PathBuf)> {
@@ -67,13 +16,7 @@ fn setup() -> Option<(TempDir, PathBuf)> {
         return None;
     }
     let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    ok(mybuild(&root)
-        .arg("import")
-        .arg(&rootfs)
-        .arg("busybox")
-        .args(["-c", "ENV PATH=/bin"]));
+    let root = store_with_busybox(tmp.path());
     Some((tmp, root))
 }
 

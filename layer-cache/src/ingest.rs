@@ -155,12 +155,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     };
     // SAFETY: a valid open descriptor; the call reads no memory of ours.
     unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset,
-            len,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -15,23 +15,67 @@ use tempfile::TempDir;
 pub fn mybuild(root: &Path) -> Command {
     let mut c = Command::cargo_bin("mybuild").expect("binary");
     c.arg("--root").arg(root);
+    // Never read the developer's own credentials or CAs.
+    c.env("DOCKER_CONFIG", root.with_extension("docker"));
+    c.env_remove("REGISTRY_AUTH_FILE");
+    c.env("MYBUILD_CERTS_D", root.with_extension("certs.d"));
     c
 }
 
-pub fn ok(cmd: &mut Command) -> (String, String) {
+/// Runs to the end: success, stdout, stderr.
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().expect("runs");
-    let (so, se) = (
+    (
+        out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{so}\n{se}");
+    )
+}
+
+pub fn ok(cmd: &mut Command) -> (String, String) {
+    let (success, so, se) = run(cmd);
+    assert!(success, "{cmd:?} failed:\n{so}\n{se}");
     (so, se)
 }
 
 pub fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("runs");
-    assert!(!out.status.success(), "{cmd:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let (success, so, se) = run(cmd);
+    assert!(!success, "{cmd:?} should fail:\n{so}\n{se}");
+    se
+}
+
+/// Runs with `input` on standard input: success, stdout, stderr.
+pub fn with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A store under `tmp` holding `busybox` imported from `busybox-static`.
+pub fn store_with_busybox(tmp: &Path) -> PathBuf {
+    let rootfs = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
+    let root = tmp.join("store");
+    ok(mybuild(&root)
+        .arg("import")
+        .arg(&rootfs)
+        .arg("busybox")
+        .args(["-c", "ENV PATH=/bin"]));
+    root
 }
 
 /// A store with busybox imported; `None` when the test must skip.
@@ -43,13 +87,7 @@ pub fn setup() -> Option<(TempDir, PathBuf)> {
         return None;
     }
     let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    ok(mybuild(&root)
-        .arg("import")
-        .arg(&rootfs)
-        .arg("busybox")
-        .args(["-c", "ENV PATH=/bin"]));
+    let root = store_with_busybox(tmp.path());
     Some((tmp, root))
 }
 
