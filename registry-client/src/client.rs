@@ -690,25 +690,25 @@ impl Client {
         Ok(m)
     }
 
-    /// The digest a reference points at, from a HEAD (GET when the registry sends none).
-    pub async fn manifest_digest(&self, r: &Reference) -> Result<String> {
+    /// HEAD of `r`'s repository's manifest `reference` (a tag or digest).
+    async fn head_manifest(
+        &self,
+        r: &Reference,
+        reference: &str,
+        scope: Vec<String>,
+    ) -> Result<reqwest::Response> {
         let host = self.host(&r.registry).await?;
-        let url = self.url(
-            &host,
-            &format!("v2/{}/manifests/{}", r.repository, r.reference()),
-        )?;
+        let url = self.url(&host, &format!("v2/{}/manifests/{reference}", r.repository))?;
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        self.send(&host, Method::HEAD, &url, &h, None, &scope, true)
+            .await
+    }
+
+    /// The digest a reference points at, from a HEAD (GET when the registry sends none).
+    pub async fn manifest_digest(&self, r: &Reference) -> Result<String> {
         let resp = self
-            .send(
-                &host,
-                Method::HEAD,
-                &url,
-                &h,
-                None,
-                &Self::pull_scope(&r.repository),
-                true,
-            )
+            .head_manifest(r, r.reference(), Self::pull_scope(&r.repository))
             .await?;
         if !resp.status().is_success() {
             return Err(status_error(&format!("manifest {r}"), &r.registry, resp).await);
@@ -726,20 +726,8 @@ impl Client {
 
     /// Whether the repository has a manifest with this digest.
     pub async fn has_manifest(&self, r: &Reference, digest: &str) -> Result<bool> {
-        let host = self.host(&r.registry).await?;
-        let url = self.url(&host, &format!("v2/{}/manifests/{digest}", r.repository))?;
-        let mut h = HeaderMap::new();
-        h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let resp = self
-            .send(
-                &host,
-                Method::HEAD,
-                &url,
-                &h,
-                None,
-                &Self::push_scope(&r.repository),
-                true,
-            )
+            .head_manifest(r, digest, Self::push_scope(&r.repository))
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),

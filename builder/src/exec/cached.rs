@@ -198,27 +198,8 @@ impl Exec<'_> {
         layers_before: usize,
         history_before: usize,
     ) -> Result<(), BuildError> {
-        let layer = (st.layers.len() > layers_before)
-            .then(|| st.layers.last().cloned())
-            .flatten();
-        let diff_id = layer
-            .as_ref()
-            .and_then(|_| st.config.rootfs.diff_ids.last().cloned());
-        let history = (st.config.history.len() > history_before)
-            .then(|| st.config.history.last().cloned())
-            .flatten();
-        self.store.cache_put(&CacheRecord {
-            key: key.clone(),
-            step: format!("{text} (--link layer)"),
-            size: layer.as_ref().map_or(0, |l| l.size()),
-            layer,
-            diff_id,
-            config: None,
-            history,
-            manifest: None,
-            created: layer_cache::stat_cache::now_secs(),
-        })?;
-        Ok(())
+        let step = format!("{text} (--link layer)");
+        self.put_record(st, key, step, None, layers_before, history_before)
     }
 
     /// A stage is known by its final key, an image by its manifest digest.
@@ -325,25 +306,39 @@ impl Exec<'_> {
         layers_before: usize,
         history_before: usize,
     ) -> Result<(), BuildError> {
+        let mut config = st.config.clone();
+        config.rootfs.diff_ids.clear();
+        config.history.clear();
+        let step = text.to_string();
+        self.put_record(st, key, step, Some(config), layers_before, history_before)
+    }
+
+    /// Stores the step's record: the layer and history entry it added, if any.
+    fn put_record(
+        &self,
+        st: &StageState,
+        key: &Digest,
+        step: String,
+        config: Option<ImageConfig>,
+        layers_before: usize,
+        history_before: usize,
+    ) -> Result<(), BuildError> {
         let layer = (st.layers.len() > layers_before)
             .then(|| st.layers.last().cloned())
             .flatten();
         let diff_id = layer
             .as_ref()
             .and_then(|_| st.config.rootfs.diff_ids.last().cloned());
-        let mut config = st.config.clone();
-        config.rootfs.diff_ids.clear();
-        config.history.clear();
         let history = (st.config.history.len() > history_before)
             .then(|| st.config.history.last().cloned())
             .flatten();
         self.store.cache_put(&CacheRecord {
             key: key.clone(),
-            step: text.to_string(),
+            step,
             size: layer.as_ref().map_or(0, |l| l.size()),
             layer,
             diff_id,
-            config: Some(config),
+            config,
             history,
             manifest: None,
             created: layer_cache::stat_cache::now_secs(),
