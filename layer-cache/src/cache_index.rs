@@ -6,7 +6,8 @@
 //!
 //! Records keep their blobs alive: `prune` counts their layers and manifests as roots.
 //! `cache-v1/notes/` holds small documents the builder keeps to explain misses;
-//! `cache-v1/stat/` the stat caches ([`crate::stat_cache`]).
+//! `cache-v1/stat/` the stat caches ([`crate::stat_cache`]); `cache-v1/urls/` what ADD
+//! last downloaded from each URL ([`crate::url_cache`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -184,8 +185,9 @@ impl Store {
             stats.bytes_released += e.record.size;
         }
         if everything {
-            // Explanation notes and stat caches only save work; they go with the records.
-            for sub in ["notes", "stat"] {
+            // Explanation notes, stat caches and URL metadata only save work; they go
+            // with the records.
+            for sub in ["notes", "stat", "urls"] {
                 let dir = self.cache_dir().join(sub);
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => {}

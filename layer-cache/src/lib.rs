@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod stat_cache;
 pub mod store;
 pub mod unpack;
+pub mod url_cache;
 
 pub use digest::Digest;
 pub use error::StoreError;

@@ -11,6 +11,8 @@
 //!   after the URL path with its mtime from `Last-Modified` (else the epoch). It is not
 //!   extracted unless `--unpack=true`. A URL is fetched once per build into a
 //!   [`Download`] (the step cache keys the step by its content before the step runs).
+//!   Its ETag / Last-Modified and digest are remembered in the store, so a later build
+//!   can [`revalidate`] it: a 304 confirms the remembered content without a body.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -20,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use layer_cache::snapshot::ScratchDir;
 use layer_cache::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
-use layer_cache::{Store, StoreError};
+use layer_cache::url_cache::UrlMeta;
+use layer_cache::{Digest, Store, StoreError};
 use sha2::Digest as _;
 
 use super::copy::{self, CopyError, CopySpec};
@@ -46,6 +49,17 @@ pub enum AddError {
     Fetch { url: String, message: String },
     #[error("downloading {url}: invalid response status {status}")]
     Status { url: String, status: u16 },
+    #[error(
+        "downloading {url}: the server changed the content without changing its {validator}: \
+         this build's cache key used the remembered content {remembered}, the body is now \
+         {fetched}; build again to use the new content"
+    )]
+    ChangedUnderValidator {
+        url: String,
+        validator: String,
+        remembered: String,
+        fetched: String,
+    },
     #[error("digest mismatch for {url}: {actual} (expected: {expected})")]
     Checksum {
         url: String,
@@ -185,13 +199,108 @@ impl Download {
     pub fn path(&self) -> PathBuf {
         self.dir.path().join(&self.name)
     }
+
+    pub fn content(&self) -> UrlContent {
+        UrlContent {
+            url: self.url.clone(),
+            name: self.name.clone(),
+            digest: self.digest.clone(),
+            mtime: self.mtime,
+        }
+    }
+}
+
+/// What the step cache keys a URL by, whether its body is here ([`Download`]) or a
+/// 304 confirmed the remembered one ([`Unchanged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlContent {
+    pub url: String,
+    pub name: String,
+    /// `sha256:<hex>` of the body.
+    pub digest: String,
+    /// The file's mtime (from `Last-Modified`, else 0).
+    pub mtime: i64,
+}
+
+/// A URL the server said is unchanged since the remembered download.
+#[derive(Debug, Clone)]
+pub struct Unchanged {
+    pub content: UrlContent,
+    /// The validator it was checked with, for messages (`ETag "…"`).
+    pub validator: String,
+}
+
+pub enum Revalidated {
+    Unchanged(Unchanged),
+    /// The server sent a body (the content changed, or it ignored the condition).
+    Fetched(Download),
 }
 
 /// Downloads `url` into a fresh scratch directory, streamed and hashed while written;
-/// with `checksum` the body must match it.
+/// with `checksum` the body must match it. Its validators are remembered in the store.
 pub fn fetch(store: &Store, url: &str, checksum: Option<&str>) -> Result<Download, AddError> {
+    let resp = get(url, None)?;
+    save(store, url, resp, checksum)
+}
+
+/// Asks whether `url` still has the content `meta` remembers: `If-None-Match` with its
+/// ETag, else `If-Modified-Since` with its Last-Modified. A 304 costs no body; any
+/// other success is downloaded as [`fetch`] does.
+pub fn revalidate(store: &Store, url: &str, meta: &UrlMeta) -> Result<Revalidated, AddError> {
+    let resp = get(url, Some(meta))?;
+    if resp.status().as_u16() != 304 {
+        return save(store, url, resp, None).map(Revalidated::Fetched);
+    }
+    let validator = match (&meta.etag, &meta.last_modified) {
+        (Some(e), _) => format!("ETag {e}"),
+        (None, Some(lm)) => format!("Last-Modified ({lm})"),
+        (None, None) => "validators".to_string(),
+    };
+    Ok(Revalidated::Unchanged(Unchanged {
+        content: remembered(url, meta),
+        validator,
+    }))
+}
+
+/// The content `meta` remembers for `url`.
+pub fn remembered(url: &str, meta: &UrlMeta) -> UrlContent {
+    UrlContent {
+        url: url.to_string(),
+        name: meta.name.clone(),
+        digest: meta.digest.to_string(),
+        mtime: meta
+            .last_modified
+            .as_deref()
+            .and_then(parse_http_date)
+            .unwrap_or(0),
+    }
+}
+
+/// Streams a successful response into a scratch directory and remembers its validators
+/// (or forgets old ones when it has none).
+fn save(
+    store: &Store,
+    url: &str,
+    resp: ureq::http::Response<ureq::Body>,
+    checksum: Option<&str>,
+) -> Result<Download, AddError> {
     let dir = store.scratch_dir("add-url")?;
-    let got = download(url, dir.path(), checksum)?;
+    let got = download(url, resp, dir.path(), checksum)?;
+    if got.etag.is_some() || got.last_modified.is_some() {
+        // A digest we wrote ourselves always parses; a failure only costs revalidation.
+        if let Ok(digest) = got.sha256.parse::<Digest>() {
+            store.set_url_meta(&UrlMeta {
+                url: url.to_string(),
+                etag: got.etag.clone(),
+                last_modified: got.last_modified.clone(),
+                digest,
+                name: got.name.clone(),
+                size: got.size,
+            })?;
+        }
+    } else {
+        store.remove_url_meta(url)?;
+    }
     Ok(Download {
         url: url.to_string(),
         dir,
@@ -748,36 +857,68 @@ struct Downloaded {
     name: String,
     sha256: String,
     mtime: i64,
+    size: u64,
+    etag: Option<String>,
+    last_modified: Option<String>,
 }
 
-/// Downloads `url` into `dir` (streamed, hashed on the way) and returns the file name.
-/// On a checksum mismatch the file is removed and an error names both digests.
-fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded, AddError> {
-    let expected = checksum.map(Expected::parse).transpose()?;
-    let fetch_err = |message: String| AddError::Fetch {
-        url: redact(url),
-        message,
-    };
+/// GETs `url`, conditionally when `validators` are given; a 2xx answer, or a 304 to a
+/// conditional request.
+fn get(
+    url: &str,
+    validators: Option<&UrlMeta>,
+) -> Result<ureq::http::Response<ureq::Body>, AddError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(proxy_for(url)?)
         .http_status_as_error(false)
         .build()
         .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| fetch_err(e.to_string()))?;
+    let mut req = agent.get(url);
+    if let Some(m) = validators {
+        // As BuildKit: If-Modified-Since only when there is no ETag.
+        match (&m.etag, &m.last_modified) {
+            (Some(etag), _) => req = req.header("If-None-Match", etag),
+            (None, Some(lm)) => req = req.header("If-Modified-Since", lm),
+            (None, None) => {}
+        }
+    }
+    let resp = req.call().map_err(|e| AddError::Fetch {
+        url: redact(url),
+        message: e.to_string(),
+    })?;
     let status = resp.status().as_u16();
-    if !(200..300).contains(&status) {
+    if !(200..300).contains(&status) && !(status == 304 && validators.is_some()) {
         return Err(AddError::Status {
             url: redact(url),
             status,
         });
     }
-    let mtime = resp
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
+    Ok(resp)
+}
+
+/// Writes `resp`'s body into `dir` (streamed, hashed on the way) under the URL's file
+/// name. On a checksum mismatch the file is removed and an error names both digests.
+fn download(
+    url: &str,
+    resp: ureq::http::Response<ureq::Body>,
+    dir: &Path,
+    checksum: Option<&str>,
+) -> Result<Downloaded, AddError> {
+    let expected = checksum.map(Expected::parse).transpose()?;
+    let fetch_err = |message: String| AddError::Fetch {
+        url: redact(url),
+        message,
+    };
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let etag = header("etag");
+    let last_modified = header("last-modified");
+    let mtime = last_modified
+        .as_deref()
         .and_then(parse_http_date)
         .unwrap_or(0);
     let name = url_file_name(url);
@@ -796,6 +937,7 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded,
         .map(|e| Hasher::new(e.algo));
     let mut body = resp.into_body().into_reader();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -803,6 +945,7 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(fetch_err(e.to_string())),
         };
+        size += n as u64;
         sha256.update(&buf[..n]);
         if let Some(h) = hasher.as_mut() {
             h.update(&buf[..n]);
@@ -833,6 +976,9 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded,
         name,
         sha256,
         mtime,
+        size,
+        etag,
+        last_modified,
     })
 }
 

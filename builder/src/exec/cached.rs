@@ -2,7 +2,6 @@
 //! recording a miss, and explaining a stage's first miss.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::copy_step::{copy_dest, is_linked};
 use super::*;
@@ -11,13 +10,14 @@ impl Exec<'_> {
     /// The step's key, its inputs summary and its planned form; `None` when the step
     /// cannot be keyed (its parent could not, or its inputs are unknown before it runs),
     /// in which case it and the rest of its stage always run. `downloads` are the
-    /// step's URLs already fetched (ADD without `--checksum` is keyed by the body).
+    /// step's URLs as fetched or revalidated (ADD without `--checksum` is keyed by the
+    /// body).
     pub(super) fn step_key(
         &self,
         st: &StageState,
         step: &Step,
         done: &BTreeMap<usize, StageState>,
-        downloads: &[Arc<add::Download>],
+        downloads: &[add::UrlContent],
     ) -> Option<(Digest, Inputs, String)> {
         let parent = st.key.as_ref()?;
         let step_json = serde_json::to_string(&step.kind).ok()?;

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use layer_cache::url_cache::UrlMeta;
+
 use super::*;
 use crate::plan::CopyStep;
 
@@ -166,6 +168,8 @@ impl Exec<'_> {
 
     /// `url`'s body, downloaded once per build and shared by every step naming it;
     /// with `checksum` the body must match. Two stages asking at once may both fetch.
+    /// When a 304 earlier in the build let a step be keyed by the remembered content,
+    /// the body must be that content.
     pub(super) fn download(
         &self,
         url: &str,
@@ -179,9 +183,109 @@ impl Exec<'_> {
             return Ok(d);
         }
         let d = Arc::new(add::fetch(self.store, url, checksum)?);
+        let confirmed = self
+            .revalidated
+            .lock()
+            .ok()
+            .and_then(|m| m.get(url).cloned());
+        if let Some(u) = confirmed.filter(|u| u.content.digest != d.digest) {
+            return Err(add::AddError::ChangedUnderValidator {
+                url: add::redact(url),
+                validator: u.validator,
+                remembered: u.content.digest,
+                fetched: d.digest.clone(),
+            });
+        }
         if let Ok(mut m) = self.downloads.lock() {
             m.insert(url.to_string(), d.clone());
         }
         Ok(d)
+    }
+
+    /// Revalidates `url` against what the last build remembered; the content to key by.
+    fn revalidate(&self, url: &str, meta: &UrlMeta) -> Result<add::UrlContent, add::AddError> {
+        match add::revalidate(self.store, url, meta)? {
+            add::Revalidated::Unchanged(u) => {
+                let content = u.content.clone();
+                if let Ok(mut m) = self.revalidated.lock() {
+                    m.insert(url.to_string(), u);
+                }
+                Ok(content)
+            }
+            add::Revalidated::Fetched(d) => {
+                let content = d.content();
+                if let Ok(mut m) = self.downloads.lock() {
+                    m.insert(url.to_string(), Arc::new(d));
+                }
+                Ok(content)
+            }
+        }
+    }
+
+    /// The content an ADD step's URLs are keyed by. A URL settled earlier in the build
+    /// is not asked about again. One a past build remembered is revalidated only when
+    /// the step's record for the remembered content still exists (else the step runs
+    /// and needs the body anyway); others, and all under --no-cache, are downloaded.
+    pub(super) fn url_inputs(
+        &self,
+        sc: &StageCtx,
+        st: &StageState,
+        step: &Step,
+        done: &BTreeMap<usize, StageState>,
+        sources: &[String],
+    ) -> Result<Vec<add::UrlContent>, add::AddError> {
+        let mut out: Vec<add::UrlContent> = Vec::new();
+        let mut remembered: Vec<(String, UrlMeta)> = Vec::new();
+        for url in sources.iter().filter(|s| add::is_http(s)) {
+            if out.iter().any(|c| c.url == *url) || remembered.iter().any(|(u, _)| u == url) {
+                continue;
+            }
+            if let Some(d) = self.downloads.lock().ok().and_then(|m| m.get(url).cloned()) {
+                out.push(d.content());
+                continue;
+            }
+            if let Some(u) = self
+                .revalidated
+                .lock()
+                .ok()
+                .and_then(|m| m.get(url).cloned())
+            {
+                out.push(u.content);
+                continue;
+            }
+            let meta = match sc.no_lookup {
+                true => None,
+                false => self.store.url_meta(url)?.filter(UrlMeta::has_validator),
+            };
+            match meta {
+                Some(m) => remembered.push((url.clone(), m)),
+                None => out.push(self.download(url, None)?.content()),
+            }
+        }
+        if remembered.is_empty() {
+            return Ok(out);
+        }
+        let guess: Vec<add::UrlContent> = out
+            .iter()
+            .cloned()
+            .chain(remembered.iter().map(|(u, m)| add::remembered(u, m)))
+            .collect();
+        let worth = match self.step_key(st, step, done, &guess) {
+            Some(keyed) => {
+                self.store.cache_get(&keyed.0)?.is_some()
+                    || match self.link_key(st, step, &keyed) {
+                        Some(lk) => self.store.cache_get(&lk)?.is_some(),
+                        None => false,
+                    }
+            }
+            None => false,
+        };
+        for (url, meta) in remembered {
+            out.push(match worth {
+                true => self.revalidate(&url, &meta)?,
+                false => self.download(&url, None)?.content(),
+            });
+        }
+        Ok(out)
     }
 }

@@ -212,6 +212,8 @@ struct Exec<'a> {
     ran: &'a AtomicUsize,
     /// URLs ADD downloaded in this build, by URL: fetched once, removed at the end.
     downloads: &'a Mutex<BTreeMap<String, std::sync::Arc<add::Download>>>,
+    /// URLs a 304 confirmed in this build, not downloaded (yet): asked once per build.
+    revalidated: &'a Mutex<BTreeMap<String, add::Unchanged>>,
 }
 
 /// Per-stage cache state while its steps run.
@@ -298,6 +300,7 @@ pub fn build(
     let ran = AtomicUsize::new(0);
     let stat: Mutex<BTreeMap<PathBuf, StatCache>> = Mutex::new(BTreeMap::new());
     let downloads = Mutex::new(BTreeMap::new());
+    let revalidated = Mutex::new(BTreeMap::new());
     let (os, arch, variant) = image::host_platform();
     let key_opts = KeyOptions {
         platform: format!(
@@ -330,8 +333,15 @@ pub fn build(
                         .filter_map(|d| done.get(d).map(|s| (*d, s.clone())))
                         .collect();
                     let tx = tx.clone();
-                    let (created, next_id, key_opts, stat, ran, downloads) =
-                        (&created, &next_id, &key_opts, &stat, &ran, &downloads);
+                    let (created, next_id, key_opts, stat, ran, downloads, revalidated) = (
+                        &created,
+                        &next_id,
+                        &key_opts,
+                        &stat,
+                        &ran,
+                        &downloads,
+                        &revalidated,
+                    );
                     scope.spawn(move || {
                         let mut forward = Forward(tx.clone());
                         let mut ex = Exec {
@@ -344,6 +354,7 @@ pub fn build(
                             stat,
                             ran,
                             downloads,
+                            revalidated,
                         };
                         let result = ex.stage(stage, &deps);
                         let _ = tx.send(Msg::StageFinished {
@@ -580,22 +591,21 @@ impl Exec<'_> {
             return Ok(());
         }
         // ADD of a URL without --checksum is keyed by the body: fetch it first (once
-        // per build; the step uses the same file when it runs).
-        let mut downloads = Vec::new();
+        // per build; the step uses the same file when it runs), or revalidate what the
+        // last build fetched.
+        let mut urls = Vec::new();
         if let StepKind::Add(c) = &step.kind {
             if c.checksum.is_none() {
-                for url in c.sources.iter().filter(|s| add::is_http(s)) {
-                    let d = self.download(url, None).map_err(|e| BuildError::Add {
+                urls = self
+                    .url_inputs(sc, st, step, done, &c.sources)
+                    .map_err(|e| BuildError::Add {
                         location: location.clone(),
                         step: text.clone(),
                         source: e,
                     })?;
-                    downloads.push(d);
-                }
             }
         }
-        let keyed = self.step_key(st, step, done, &downloads);
-        drop(downloads);
+        let keyed = self.step_key(st, step, done, &urls);
         if let Some((key, _, _)) = keyed.as_ref().filter(|_| !sc.no_lookup) {
             if let Some(rec) = self.store.cache_get(key)? {
                 if self.restore(st, &rec)? {
