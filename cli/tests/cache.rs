@@ -655,3 +655,219 @@ fn add_from_url_is_cached_by_checksum_or_content() {
         fixed
     );
 }
+
+/// The URL metadata files of the store's cache, as text.
+fn url_metadata(root: &Path) -> Vec<String> {
+    match std::fs::read_dir(root.join("cache-v1/urls")) {
+        Ok(rd) => rd
+            .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A context ADDing `/data.txt` from `base`, then a RUN copying it, then `extra`.
+fn url_context(tmp: &Path, base: &str, extra: &str) -> PathBuf {
+    context(
+        &tmp.join("ctx"),
+        &format!(
+            "FROM busybox\n\
+             ADD {base}/data.txt /srv/\n\
+             RUN echo RAN-$((1))-RUN && cat /srv/data.txt > /copy\n\
+             {extra}"
+        ),
+        &[],
+    )
+}
+
+#[test]
+fn add_url_unchanged_is_revalidated_with_a_304_and_no_body() {
+    let Some((tmp, root)) = setup() else { return };
+    let mut routes = std::collections::HashMap::new();
+    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
+    let srv = common::serve_with(routes, common::Validators::ETag);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let ctx = url_context(tmp.path(), &base, "");
+    let (first, log1) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log1).len(), 2, "{log1}");
+    assert_eq!(srv.bodies("/data.txt"), 1, "{:?}", srv.answers("/data.txt"));
+    let meta = url_metadata(&root);
+    assert_eq!(meta.len(), 1, "{meta:?}");
+    assert!(
+        meta[0].contains(&srv.etag("/data.txt").replace('"', "\\\"")),
+        "{meta:?}"
+    );
+
+    // Unchanged: one conditional request answered 304, no body, everything cached.
+    let (second, log2) = build(&root, &ctx, &[]);
+    assert!(ran(&log2).is_empty(), "{log2}");
+    assert_eq!(first, second);
+    let answers = srv.answers("/data.txt");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[1].status, 304, "{answers:?}");
+    assert_eq!(answers[1].body, 0, "{answers:?}");
+    assert_eq!(
+        answers[1].if_none_match.as_deref(),
+        Some(srv.etag("/data.txt").as_str())
+    );
+    assert_eq!(answers[1].if_modified_since, None, "ETag wins: {answers:?}");
+    assert_eq!(srv.bodies("/data.txt"), 1);
+
+    // A new step ADDing the same URL misses after the 304: the body is fetched then
+    // (once) and lands in the image.
+    let ctx = url_context(tmp.path(), &base, &format!("ADD {base}/data.txt /again/\n"));
+    let (_, log3) = build(&root, &ctx, &[]);
+    assert_eq!(
+        ran(&log3),
+        [format!("ADD {base}/data.txt /again/")],
+        "{log3}"
+    );
+    assert_eq!(
+        srv.not_modified("/data.txt"),
+        2,
+        "{:?}",
+        srv.answers("/data.txt")
+    );
+    assert_eq!(srv.bodies("/data.txt"), 2, "{:?}", srv.answers("/data.txt"));
+    assert_eq!(
+        read_image_file(tmp.path(), &root, "/again/data.txt"),
+        "version 1\n"
+    );
+
+    // --no-cache asks for the whole body, unconditionally.
+    let (_, log4) = build(&root, &ctx, &["--no-cache"]);
+    assert_eq!(ran(&log4).len(), 3, "{log4}");
+    let answers = srv.answers("/data.txt");
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    let last = answers.last().unwrap();
+    assert_eq!((last.status, last.if_none_match.as_deref()), (200, None));
+}
+
+#[test]
+fn add_url_with_a_new_etag_reruns_and_one_that_lies_is_an_error() {
+    let Some((tmp, root)) = setup() else { return };
+    let mut routes = std::collections::HashMap::new();
+    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
+    let srv = common::serve_with(routes, common::Validators::ETag);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let ctx = url_context(tmp.path(), &base, "");
+    let old_etag = srv.etag("/data.txt");
+    build(&root, &ctx, &[]);
+
+    // New content, new ETag: the conditional request gets the body; the ADD and the
+    // RUN after it run with the new content.
+    srv.routes
+        .lock()
+        .unwrap()
+        .insert("/data.txt".to_string(), (200, b"version 2\n".to_vec()));
+    let (_, log2) = build(&root, &ctx, &["--explain-cache"]);
+    assert_eq!(ran(&log2).len(), 2, "{log2}");
+    assert!(log2.contains("RAN-1-RUN"), "{log2}");
+    assert!(
+        log2.contains(&format!("url {base}/data.txt changed")),
+        "{log2}"
+    );
+    let answers = srv.answers("/data.txt");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[1].if_none_match.as_deref(), Some(old_etag.as_str()));
+    assert_eq!((answers[1].status, answers[1].body), (200, 10));
+    assert_eq!(read_image_file(tmp.path(), &root, "/copy"), "version 2\n");
+    assert_eq!(
+        read_image_file(tmp.path(), &root, "/srv/data.txt"),
+        "version 2\n"
+    );
+
+    // New content behind the same ETag: the 304 keys the cached ADD by the old
+    // digest, so the new step that needs the body finds it differs and says why.
+    let etag = srv.etag("/data.txt");
+    srv.etags
+        .lock()
+        .unwrap()
+        .insert("/data.txt".to_string(), etag.clone());
+    srv.routes
+        .lock()
+        .unwrap()
+        .insert("/data.txt".to_string(), (200, b"version 3\n".to_vec()));
+    let ctx = url_context(tmp.path(), &base, &format!("ADD {base}/data.txt /again/\n"));
+    let mut cmd = mybuild(&root);
+    cmd.env_remove("HTTP_PROXY").env_remove("http_proxy");
+    let err = common::fails(cmd.args(["build", "-t", "t:1"]).arg(&ctx));
+    assert!(err.contains("Dockerfile:4"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the server changed the content without changing its ETag {etag}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&layer_cache::Digest::of(b"version 3\n").to_string()),
+        "{err}"
+    );
+    // The download was remembered: the next build uses the new content throughout.
+    let (_, log4) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log4).len(), 3, "{log4}");
+    assert_eq!(read_image_file(tmp.path(), &root, "/copy"), "version 3\n");
+}
+
+#[test]
+fn add_url_without_validators_is_fetched_every_build() {
+    let Some((tmp, root)) = setup() else { return };
+    let mut routes = std::collections::HashMap::new();
+    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
+    let srv = common::serve_with(routes, common::Validators::None);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let ctx = url_context(tmp.path(), &base, "");
+    let (first, log1) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log1).len(), 2, "{log1}");
+    assert!(url_metadata(&root).is_empty(), "nothing to revalidate with");
+    let (second, log2) = build(&root, &ctx, &[]);
+    assert!(ran(&log2).is_empty(), "{log2}");
+    assert_eq!(first, second);
+    let answers = srv.answers("/data.txt");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.status == 200
+            && a.body == 10
+            && a.if_none_match.is_none()
+            && a.if_modified_since.is_none()),
+        "{answers:?}"
+    );
+    srv.routes
+        .lock()
+        .unwrap()
+        .insert("/data.txt".to_string(), (200, b"version 2\n".to_vec()));
+    let (_, log3) = build(&root, &ctx, &[]);
+    assert_eq!(ran(&log3).len(), 2, "{log3}");
+    assert_eq!(read_image_file(tmp.path(), &root, "/copy"), "version 2\n");
+}
+
+#[test]
+fn add_url_metadata_keeps_no_credentials() {
+    let Some((tmp, root)) = setup() else { return };
+    let mut routes = std::collections::HashMap::new();
+    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
+    let srv = common::serve_with(routes, common::Validators::ETag);
+    let base = format!("http://someone:s3cr3t@127.0.0.1:{}", srv.port);
+    let ctx = url_context(tmp.path(), &base, "");
+    build(&root, &ctx, &[]);
+    let meta = url_metadata(&root);
+    assert_eq!(meta.len(), 1, "{meta:?}");
+    assert!(
+        meta[0].contains(&format!("\"http://127.0.0.1:{}/data.txt\"", srv.port)),
+        "{meta:?}"
+    );
+    assert!(
+        !meta[0].contains("s3cr3t") && !meta[0].contains("someone"),
+        "{meta:?}"
+    );
+    // Found again by the same URL: the rebuild is a 304.
+    let (_, log2) = build(&root, &ctx, &[]);
+    assert!(ran(&log2).is_empty(), "{log2}");
+    assert_eq!(
+        srv.not_modified("/data.txt"),
+        1,
+        "{:?}",
+        srv.answers("/data.txt")
+    );
+    assert_eq!(srv.bodies("/data.txt"), 1);
+}
