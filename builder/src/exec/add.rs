@@ -887,7 +887,8 @@ fn get(
         message: e.to_string(),
     })?;
     let status = resp.status().as_u16();
-    if !(200..300).contains(&status) && !(status == 304 && validators.is_some()) {
+    let not_modified = status == 304 && validators.is_some();
+    if !(200..300).contains(&status) && !not_modified {
         return Err(AddError::Status {
             url: redact(url),
             status,
