@@ -492,3 +492,39 @@ fn archives_land_on_the_image_as_buildkit_applies_them() {
         "{err}"
     );
 }
+
+#[test]
+fn add_from_url_sends_userinfo_as_basic_auth() {
+    let Some((tmp, root)) = setup(&[]) else {
+        return;
+    };
+    let mut routes = HashMap::new();
+    routes.insert("/private/f.txt".to_string(), (200, b"private\n".to_vec()));
+    let srv = serve(routes);
+    let ctx = context(
+        tmp.path(),
+        "ctx",
+        &format!(
+            "FROM busybox\nADD http://me%40corp:pa%3Ass@127.0.0.1:{}/private/f.txt /f.txt\n",
+            srv.port
+        ),
+    );
+    ok(mybuild(&root).args(["-t", "auth:1"]).arg(&ctx));
+    let answers = srv.answers("/private/f.txt");
+    assert_eq!(answers.len(), 1, "{:?}", srv.requests);
+    // base64("me@corp:pa:ss")
+    assert_eq!(
+        answers[0].authorization.as_deref(),
+        Some("Basic bWVAY29ycDpwYTpzcw==")
+    );
+    let requests = srv.requests.lock().expect("lock").clone();
+    assert!(
+        requests.iter().all(|r| !r.contains("pa%3Ass")),
+        "{requests:?}"
+    );
+    let rootfs = unpack(tmp.path(), &root, "auth:1");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("f.txt")).expect("f"),
+        "private\n"
+    );
+}

@@ -862,6 +862,25 @@ struct Downloaded {
     last_modified: Option<String>,
 }
 
+/// `url` without its userinfo, and the user and password it held (percent-decoded).
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let plain = layer_cache::url_cache::strip_userinfo(url);
+    if plain == url {
+        return (plain, None);
+    }
+    let userinfo = url
+        .split_once("://")
+        .map(|(_, rest)| &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo)
+        .unwrap_or_default();
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        plain,
+        Some((percent_decode(user), percent_decode(password))),
+    )
+}
+
 /// GETs `url`, conditionally when `validators` are given; a 2xx answer, or a 304 to a
 /// conditional request.
 fn get(
@@ -873,7 +892,15 @@ fn get(
         .http_status_as_error(false)
         .build()
         .into();
-    let mut req = agent.get(url);
+    // As Go's client does for BuildKit: userinfo becomes Basic auth, never part of the
+    // request line (and ureq never forwards it on a redirect).
+    let (plain, credentials) = split_userinfo(url);
+    let mut req = agent.get(&plain);
+    if let Some((user, password)) = credentials {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        req = req.header("Authorization", format!("Basic {token}"));
+    }
     if let Some(m) = validators {
         // As BuildKit: If-Modified-Since only when there is no ETag.
         match (&m.etag, &m.last_modified) {
@@ -1085,6 +1112,21 @@ mod tests {
     #[test]
     fn passwords_are_kept_out_of_messages() {
         assert_eq!(redact("https://u:secret@h/f"), "https://u:xxxxx@h/f");
+        assert_eq!(
+            split_userinfo("https://u%40x:p%3Aw@h:8/f@g?q"),
+            (
+                "https://h:8/f@g?q".to_string(),
+                Some(("u@x".to_string(), "p:w".to_string()))
+            )
+        );
+        assert_eq!(
+            split_userinfo("https://h/a@b"),
+            ("https://h/a@b".into(), None)
+        );
+        assert_eq!(
+            split_userinfo("http://tok@h/"),
+            ("http://h/".into(), Some(("tok".into(), String::new())))
+        );
         assert_eq!(redact("https://h/a@b"), "https://h/a@b");
         assert_eq!(redact("http://tok@h/"), "http://tok@h/");
     }

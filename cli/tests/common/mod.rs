@@ -142,6 +142,7 @@ pub struct Served {
     pub body: usize,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
+    pub authorization: Option<String>,
 }
 
 /// An HTTP server on 127.0.0.1: one canned response per path (a test may change
@@ -298,6 +299,7 @@ pub fn serve_with(routes: Routes, validators: Validators) -> Server {
                 body: body.len(),
                 if_none_match: headers.get("if-none-match").cloned(),
                 if_modified_since: headers.get("if-modified-since").cloned(),
+                authorization: headers.get("authorization").cloned(),
             });
             // A 304 has no body and no Content-Length of its own.
             let length = if status == 304 {
