@@ -125,6 +125,30 @@ fn push_to_another_repository_mounts_blobs() {
     );
 }
 
+/// `left` incompressible bytes (xorshift from `state`).
+struct Noise(u64, u64);
+
+impl std::io::Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.1 as usize) / 8 * 8;
+        let n = if n == 0 {
+            buf.len().min(self.1 as usize)
+        } else {
+            n
+        };
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            if i % 8 == 0 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+            }
+            *b = (self.0 >> ((i % 8) * 8)) as u8;
+        }
+        self.1 -= n as u64;
+        Ok(n)
+    }
+}
+
 /// 50 MB of incompressible bytes (xorshift), as a one-file rootfs tar.
 fn big_rootfs(dir: &Path) -> PathBuf {
     let path = dir.join("big.tar");
@@ -135,27 +159,6 @@ fn big_rootfs(dir: &Path) -> PathBuf {
     h.set_size(size);
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
-    struct Noise(u64, u64);
-    impl std::io::Read for Noise {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(self.1 as usize) / 8 * 8;
-            let n = if n == 0 {
-                buf.len().min(self.1 as usize)
-            } else {
-                n
-            };
-            for (i, b) in buf[..n].iter_mut().enumerate() {
-                if i % 8 == 0 {
-                    self.0 ^= self.0 << 13;
-                    self.0 ^= self.0 >> 7;
-                    self.0 ^= self.0 << 17;
-                }
-                *b = (self.0 >> ((i % 8) * 8)) as u8;
-            }
-            self.1 -= n as u64;
-            Ok(n)
-        }
-    }
     t.append_data(&mut h, "noise.bin", Noise(0x9e3779b97f4a7c15, size))
         .expect("append");
     t.into_inner().expect("finish").flush().expect("flush");
@@ -1156,4 +1159,437 @@ fn pulled_platform_of_an_index_pushes_byte_identical_and_remembers_the_index() {
     let v: serde_json::Value =
         serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
     assert!(v["UpstreamIndex"].is_null(), "{v}");
+}
+
+/// Bytes of the big layer a stalled transfer lets through before it holds.
+const STALL_AFTER: usize = 8 << 20;
+
+/// Builds `layers:1` in `root`: busybox, a 24 MB incompressible layer and a small
+/// one. Returns the big layer's digest and every blob digest of the image.
+fn layered_image(tmp: &Path, root: &Path) -> (String, Vec<String>) {
+    let ctx = tmp.join("layers-ctx");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY noise.bin /noise.bin\nCOPY small.txt /small.txt\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(ctx.join("small.txt"), "small\n").expect("small");
+    let mut f = std::fs::File::create(ctx.join("noise.bin")).expect("noise");
+    std::io::copy(&mut Noise(0x2545f4914f6cdd1d, 24_000_000), &mut f).expect("noise");
+    ok(mybuild(root).args(["build", "-t", "layers:1"]).arg(&ctx));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(root).args(["inspect", "layers:1"])).0).expect("json");
+    let layers = v["Manifest"]["layers"].as_array().expect("layers").clone();
+    assert_eq!(layers.len(), 3, "{v}");
+    let big = layers
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().expect("size"))
+        .expect("a layer");
+    assert!(big["size"].as_u64().expect("size") > 3 * STALL_AFTER as u64);
+    let mut blobs: Vec<String> = layers
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect();
+    blobs.push(
+        v["Manifest"]["config"]["digest"]
+            .as_str()
+            .expect("config")
+            .to_string(),
+    );
+    (big["digest"].as_str().expect("digest").to_string(), blobs)
+}
+
+/// Files in a store directory (`ingest`, `blobs/sha256`) with their sizes.
+fn files_in(root: &Path, dir: &str) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(root.join(dir))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Waits (polling the file system, a minute at most) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Starts `cmd` with stderr captured; the proxy must stall it on the big blob.
+/// Returns once the stall holds, the writer has put part of the blob on disk
+/// and, when pulling, every other blob is committed: the process is mid-blob.
+fn start_and_stall(
+    cmd: &mut Command,
+    proxy: &FaultProxy,
+    store: &Path,
+    others: &[String],
+    pulling: bool,
+) -> Held {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Whatever it prints must not fill the pipe while it is held.
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        let _ = tx.send(s);
+    });
+    proxy.wait_stalled();
+    if pulling {
+        wait_until("part of the big blob in ingest/", || {
+            files_in(store, "ingest").iter().any(|(_, len)| *len >= 1 << 20)
+        });
+        wait_until("the other blobs committed", || {
+            let have = files_in(store, "blobs/sha256");
+            others
+                .iter()
+                .all(|d| have.iter().any(|(n, _)| d.ends_with(n.as_str())))
+        });
+    }
+    Held { child, stderr: rx }
+}
+
+/// A mybuild process held mid-transfer, and its standard error once it ends.
+struct Held {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+/// Sends `sig` and waits for the process; returns its status and stderr.
+fn signal_and_wait(mut held: Held, sig: i32) -> (std::process::ExitStatus, String) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(held.child.id() as i32, sig) };
+    let status = held.child.wait().expect("wait");
+    (status, held.stderr.recv().unwrap_or_default())
+}
+
+fn fsck_ok(root: &Path, tags: usize) {
+    let (out, _) = ok(mybuild(root).arg("fsck"));
+    assert!(out.contains(&format!("and {tags} tags: ok")), "{out}");
+}
+
+/// The pulled layers:1 is tagged in `store` with the registry's manifest digest.
+fn assert_pulled(store: &Path, image: &str, remote: &str) {
+    assert_eq!(image_id(store, image), remote);
+    fsck_ok(store, 1);
+}
+
+#[test]
+fn a_pull_killed_mid_blob_leaves_the_store_consistent_and_prune_clears_the_ingest() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let (big, blobs) = layered_image(tmp.path(), &root);
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let image = format!("{}/layers:1", proxy.addr);
+    ok(mybuild(&root).args(["push", "layers:1", &image]));
+    let remote = remote_digest(&root, &image);
+    proxy.add(Fault::new(
+        "GET",
+        &big[7..],
+        FaultKind::Stall { after: STALL_AFTER },
+        1,
+    ));
+    let other = tmp.path().join("other");
+    let others: Vec<String> = blobs.iter().filter(|d| **d != big).cloned().collect();
+    let child = start_and_stall(
+        mybuild(&other).args(["pull", "--progress=plain", &image]),
+        &proxy,
+        &other,
+        &others,
+        true,
+    );
+    let (status, err) = signal_and_wait(child, libc::SIGKILL);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{err}");
+
+    // No tag, every visible blob whole, the half blob only in ingest/.
+    assert!(fails(mybuild(&other).args(["inspect", &image])).contains("layers"));
+    assert!(!ok(mybuild(&other).arg("images")).0.contains("layers"));
+    fsck_ok(&other, 0);
+    let visible = files_in(&other, "blobs/sha256");
+    assert!(visible.iter().all(|(n, _)| !big.ends_with(n.as_str())), "{visible:?}");
+    let ingest = files_in(&other, "ingest");
+    assert_eq!(ingest.len(), 1, "{ingest:?}");
+    assert!(ingest[0].1 >= 1 << 20, "{ingest:?}");
+
+    // The dead writer's file is unlocked, so prune takes it (and the untagged blobs).
+    let (pruned, _) = ok(mybuild(&other).arg("prune"));
+    assert!(
+        pruned.contains("Deleted 3 blobs and 1 stale ingest files"),
+        "{pruned}"
+    );
+    assert!(files_in(&other, "ingest").is_empty());
+
+    // Nothing left blocks the next run, which completes and verifies.
+    let (name, _) = ok(mybuild(&other).args(["pull", "--progress=plain", &image]));
+    assert_eq!(name.trim(), image);
+    assert_pulled(&other, &image, &remote);
+    assert!(files_in(&other, "ingest").is_empty());
+}
+
+#[test]
+fn ctrl_c_during_a_pull_stops_it_promptly_and_removes_the_partial_blob() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let (big, blobs) = layered_image(tmp.path(), &root);
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let image = format!("{}/layers:1", proxy.addr);
+    ok(mybuild(&root).args(["push", "layers:1", &image]));
+    let remote = remote_digest(&root, &image);
+    proxy.add(Fault::new(
+        "GET",
+        &big[7..],
+        FaultKind::Stall { after: STALL_AFTER },
+        1,
+    ));
+    let other = tmp.path().join("other");
+    let others: Vec<String> = blobs.iter().filter(|d| **d != big).cloned().collect();
+    let child = start_and_stall(
+        mybuild(&other).args(["pull", "--progress=plain", &image]),
+        &proxy,
+        &other,
+        &others,
+        true,
+    );
+    // The transfer is held by the proxy: only the interrupt can end the process
+    // before the client's two-minute read timeout.
+    let (status, err) = signal_and_wait(child, libc::SIGINT);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!("error: pull of {image} interrupted: nothing was tagged")),
+        "{err}"
+    );
+    // The clean path removed its own partial file: nothing for prune to find.
+    assert!(files_in(&other, "ingest").is_empty());
+    assert!(fails(mybuild(&other).args(["inspect", &image])).contains("layers"));
+    fsck_ok(&other, 0);
+    let visible = files_in(&other, "blobs/sha256");
+    assert!(visible.iter().all(|(n, _)| !big.ends_with(n.as_str())), "{visible:?}");
+    // The blobs that finished are kept, so the next pull fetches only the big one.
+    proxy.clear_log();
+    ok(mybuild(&other).args(["pull", &image]));
+    let gets = blob_requests(&proxy, &["GET"]);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(gets[0].contains(&big), "{gets:?}");
+    assert_pulled(&other, &image, &remote);
+}
+
+/// Every file under the store with its size and modification time.
+fn store_state(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out: Vec<_> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let m = e.metadata().expect("metadata");
+            (
+                e.path().strip_prefix(root).expect("under").to_path_buf(),
+                m.len(),
+                m.modified().expect("mtime"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_push_killed_mid_blob_leaves_no_manifest_and_the_next_push_completes() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let (big, _) = layered_image(tmp.path(), &root);
+    let local = image_id(&root, "layers:1");
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/pushed:1", proxy.addr);
+    // The big blob is one PUT (below the chunking threshold): hold its body.
+    proxy.add(Fault::new(
+        "PUT",
+        &big[7..],
+        FaultKind::Stall { after: STALL_AFTER },
+        1,
+    ));
+    ok(mybuild(&root).arg("fsck"));
+    let before = store_state(&root);
+    let child = start_and_stall(
+        mybuild(&root).args(["push", "--progress=plain", "layers:1", &dest]),
+        &proxy,
+        &root,
+        &[],
+        false,
+    );
+    let (status, err) = signal_and_wait(child, libc::SIGKILL);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{err}");
+    assert!(
+        !proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.contains("/manifests/")),
+        "{:?}",
+        proxy.requests()
+    );
+    let err = fails(mybuild(&root).args(["digest", &dest]));
+    assert!(err.contains("pushed:1"), "{err}");
+    assert_eq!(store_state(&root), before);
+    fsck_ok(&root, 2);
+
+    let (digest, _) = ok(mybuild(&root).args(["push", "--progress=plain", "layers:1", &dest]));
+    assert_eq!(digest.trim(), local);
+    assert_eq!(remote_digest(&root, &dest), local);
+    let fresh = tmp.path().join("fresh");
+    ok(mybuild(&fresh).args(["pull", &dest]));
+    assert_pulled(&fresh, &dest, &local);
+    if testdata::require_tool("skopeo") {
+        let out = ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{dest}"),
+        ]));
+        let manifest: serde_json::Value = serde_json::from_str(&out.0).expect("manifest");
+        assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(3));
+    }
+}
+
+#[test]
+fn a_build_killed_while_pulling_its_base_reruns_cleanly() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let (big, blobs) = layered_image(tmp.path(), &root);
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let base = format!("{}/layers:1", proxy.addr);
+    ok(mybuild(&root).args(["push", "layers:1", &base]));
+    proxy.add(Fault::new(
+        "GET",
+        &big[7..],
+        FaultKind::Stall { after: STALL_AFTER },
+        1,
+    ));
+    let ctx = tmp.path().join("app-ctx");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nCOPY app.txt /app.txt\n"),
+    )
+    .expect("Dockerfile");
+    std::fs::write(ctx.join("app.txt"), "app\n").expect("app");
+    let fresh = tmp.path().join("fresh");
+    let others: Vec<String> = blobs.iter().filter(|d| **d != big).cloned().collect();
+    let child = start_and_stall(
+        mybuild(&fresh)
+            .args(["build", "--progress=plain", "-t", "app:1"])
+            .arg(&ctx),
+        &proxy,
+        &fresh,
+        &others,
+        true,
+    );
+    let (status, err) = signal_and_wait(child, libc::SIGKILL);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{err}");
+    fsck_ok(&fresh, 0);
+    assert!(!ok(mybuild(&fresh).arg("images")).0.contains("layers"));
+
+    // No prune in between: the dead build's leftovers must not get in the way.
+    let (_, err) = ok(mybuild(&fresh)
+        .args(["build", "--progress=plain", "-t", "app:1"])
+        .arg(&ctx));
+    assert!(err.contains(&format!("pulling {base}")), "{err}");
+    fsck_ok(&fresh, 2);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&fresh).args(["inspect", "app:1"])).0).expect("json");
+    assert_eq!(v["Manifest"]["layers"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        v["Manifest"]["layers"][1]["digest"].as_str(),
+        Some(big.as_str())
+    );
+    let (pruned, _) = ok(mybuild(&fresh).arg("prune"));
+    assert!(pruned.contains("and 1 stale ingest files"), "{pruned}");
+    assert!(files_in(&fresh, "ingest").is_empty());
+}
+
+#[test]
+fn pull_and_push_progress_json_is_one_object_per_line_and_quiet_is_silent() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let dest = format!("{}/prog:1", reg.addr);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
+    let mut want: Vec<String> = std::iter::once(&v["Manifest"]["config"])
+        .chain(v["Manifest"]["layers"].as_array().unwrap())
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    let events = |err: &str| -> Vec<serde_json::Value> {
+        err.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{err}")))
+            .collect()
+    };
+    let blobs = |events: &[serde_json::Value], action: &str| -> Vec<String> {
+        let mut d: Vec<String> = events
+            .iter()
+            .filter(|e| e["event"] == "blob" && e["action"] == action)
+            .map(|e| e["digest"].as_str().unwrap().to_string())
+            .collect();
+        d.sort();
+        d
+    };
+
+    let (out, err) = ok(mybuild(&root).args(["push", "--progress=json", "busybox", &dest]));
+    let pushed = events(&err);
+    assert_eq!(blobs(&pushed, "pushed"), want, "{err}");
+    let last = pushed.last().unwrap();
+    assert_eq!(last["event"], "pushed", "{err}");
+    assert_eq!(last["digest"].as_str(), Some(out.trim()));
+
+    let fresh = tmp.path().join("fresh");
+    let (name, err) = ok(mybuild(&fresh).args(["pull", "--progress=json", &dest]));
+    assert_eq!(name.trim(), dest);
+    let pulled = events(&err);
+    assert_eq!(pulled[0]["event"], "pull", "{err}");
+    assert_eq!(pulled[0]["ref"], dest.as_str(), "{err}");
+    assert_eq!(blobs(&pulled, "pulled"), want, "{err}");
+    let last = pulled.last().unwrap();
+    assert_eq!(last["event"], "pulled", "{err}");
+    assert_eq!(last["digest"].as_str(), Some(out.trim()));
+    assert_eq!(image_id(&fresh, &dest), out.trim());
+
+    // Again: every blob exists, said as such.
+    let (_, err) = ok(mybuild(&fresh).args(["pull", "--progress=json", &dest]));
+    assert_eq!(blobs(&events(&err), "exists"), want, "{err}");
+    // Quiet prints the name and nothing else; -q is the same.
+    for q in ["--progress=quiet", "-q"] {
+        let (name, err) = ok(mybuild(&fresh).args(["pull", q, &dest]));
+        assert_eq!((name.trim(), err.as_str()), (dest.as_str(), ""));
+        let (digest, err) = ok(mybuild(&root).args(["push", q, "busybox", &dest]));
+        assert_eq!((digest.trim(), err.as_str()), (out.trim(), ""));
+    }
+    let err = fails(mybuild(&fresh).args(["pull", "--progress=tty", &dest]));
+    assert!(err.contains("--progress=tty: standard error is not a terminal"), "{err}");
 }

@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable in tests).
@@ -149,6 +149,11 @@ pub enum FaultKind {
     /// always answers with one page, so the proxy pages the registry's real
     /// answer (sorted, as the spec wants for pagination).
     PaginateTags { page: usize },
+    /// Forward `after` bytes of the body (the request's when it has one, else the
+    /// response's), then hold the connection without forwarding more until the
+    /// client goes away or the proxy is dropped: a transfer caught mid-blob for as
+    /// long as a test needs. [`FaultProxy::wait_stalled`] waits for it.
+    Stall { after: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +191,7 @@ struct ProxyState {
     log: Vec<String>,
     fired: Vec<String>,
     sizes: Vec<(String, String, u64)>,
+    stalled: Vec<String>,
 }
 
 /// An HTTP/1.1 proxy in front of a registry that injects faults and records the
@@ -193,6 +199,8 @@ struct ProxyState {
 pub struct FaultProxy {
     pub addr: String,
     state: Arc<Mutex<ProxyState>>,
+    /// Signalled (with `state`) when a stall is reached.
+    changed: Arc<Condvar>,
     stop: Arc<AtomicBool>,
 }
 
@@ -201,21 +209,49 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(Mutex::new(ProxyState::default()));
+        let changed = Arc::new(Condvar::new());
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp, up) = (state.clone(), stop.clone(), upstream.to_string());
+        let (st, cv, sp, up) = (
+            state.clone(),
+            changed.clone(),
+            stop.clone(),
+            upstream.to_string(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if sp.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (st, up) = (st.clone(), up.clone());
+                let (st, cv, sp, up) = (st.clone(), cv.clone(), sp.clone(), up.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, &up, &st);
+                    let _ = handle(conn, &up, &st, &cv, &sp);
                 });
             }
         });
-        FaultProxy { addr, state, stop }
+        FaultProxy {
+            addr,
+            state,
+            changed,
+            stop,
+        }
+    }
+
+    /// Blocks until a [`FaultKind::Stall`] has forwarded its bytes and is holding
+    /// the transfer; returns `METHOD /path` of that request. Panics after a
+    /// minute, so a broken test fails instead of hanging.
+    pub fn wait_stalled(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut st = self.state.lock().expect("state");
+        loop {
+            if let Some(s) = st.stalled.first() {
+                return s.clone();
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("no stall reached; requests: {:?}", st.log));
+            st = self.changed.wait_timeout(st, left).expect("state").0;
+        }
     }
 
     pub fn add(&self, fault: Fault) {
@@ -310,7 +346,19 @@ fn reset(stream: &TcpStream) {
     }
 }
 
-fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::io::Result<()> {
+/// Records a reached stall and wakes [`FaultProxy::wait_stalled`].
+fn stalled(state: &Mutex<ProxyState>, changed: &Condvar, what: String) {
+    state.lock().expect("state").stalled.push(what);
+    changed.notify_all();
+}
+
+fn handle(
+    client: TcpStream,
+    upstream: &str,
+    state: &Mutex<ProxyState>,
+    changed: &Condvar,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client_w = client;
     let head = read_head(&mut reader)?;
@@ -369,6 +417,17 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
     }
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(with_close(&head).as_bytes())?;
+    if let (Some(FaultKind::Stall { after }), true) = (&fault, len > 0) {
+        std::io::copy(&mut (&mut reader).take(len.min(*after as u64)), &mut up)?;
+        up.flush()?;
+        stalled(state, changed, format!("{method} {path}"));
+        // The client's further bytes stay unread in the socket; hold both ends
+        // open until the test is done with the proxy.
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return Ok(());
+    }
     std::io::copy(&mut (&mut reader).take(len), &mut up)?;
     up.flush()?;
     let mut up_reader = BufReader::new(up);
@@ -385,6 +444,28 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::
                 reset(&client_w);
             } else {
                 let _ = client_w.shutdown(Shutdown::Write);
+            }
+            return Ok(());
+        }
+        Some(FaultKind::Stall { after }) => {
+            std::io::copy(&mut (&mut up_reader).take(after as u64), &mut client_w)?;
+            client_w.flush()?;
+            stalled(state, changed, format!("{method} {path}"));
+            // The client sends nothing more on this connection: a read ends when
+            // it closes (or is killed).
+            client_w.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::SeqCst) {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
             }
             return Ok(());
         }

@@ -28,6 +28,26 @@ pub struct RegistryOpts {
     pub insecure: Vec<String>,
 }
 
+/// How a pull or push reports its transfers, as `build --progress` does.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProgressOpts {
+    /// Progress output: auto, tty, plain, json or quiet (auto: byte counters on a terminal, else plain lines)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "rawjson", "quiet"])]
+    progress: String,
+    /// No progress output (same as --progress=quiet)
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl ProgressOpts {
+    fn mode(&self) -> Result<ProgressMode> {
+        if self.progress == "tty" && !stderr_is_terminal() {
+            bail!("--progress=tty: standard error is not a terminal");
+        }
+        Ok(ProgressMode::for_build(&self.progress, self.quiet))
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PullArgs {
     /// Image to pull (name[:tag][@digest])
@@ -35,6 +55,8 @@ pub struct PullArgs {
     /// Platform to pick from a multi-platform image (os/arch[/variant])
     #[arg(long)]
     platform: Option<String>,
+    #[command(flatten)]
+    progress: ProgressOpts,
     #[command(flatten)]
     opts: RegistryOpts,
 }
@@ -45,6 +67,8 @@ pub struct PushArgs {
     image: String,
     /// Destination (default: the image's own name)
     dest: Option<String>,
+    #[command(flatten)]
+    progress: ProgressOpts,
     #[command(flatten)]
     opts: RegistryOpts,
 }
@@ -351,10 +375,11 @@ pub enum ProgressMode {
 }
 
 impl ProgressMode {
-    /// The mode for a build's `--progress` value.
+    /// The mode for a build's (or pull's, push's) `--progress` value.
     pub fn for_build(progress: &str, quiet: bool) -> ProgressMode {
         match progress {
             _ if quiet => ProgressMode::Quiet,
+            "quiet" => ProgressMode::Quiet,
             "json" | "rawjson" => ProgressMode::Json,
             "plain" => ProgressMode::Plain,
             _ => ProgressMode::Auto,
@@ -369,10 +394,9 @@ struct Progress {
 
 impl Progress {
     fn new(mode: ProgressMode) -> Progress {
-        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         Progress {
             mode,
-            multi: (mode == ProgressMode::Auto && tty).then(|| {
+            multi: (mode == ProgressMode::Auto && stderr_is_terminal()).then(|| {
                 indicatif::MultiProgress::with_draw_target(
                     indicatif::ProgressDrawTarget::stderr_with_hz(10),
                 )
@@ -402,6 +426,31 @@ impl Progress {
         }
     }
 
+    /// The end of a pull or push (`action`: `pulled`, `pushed`): the manifest's digest.
+    fn finish(&self, action: &str, r: &Reference, digest: &str, size: u64) {
+        match self.mode {
+            ProgressMode::Json => crate::progress::Json::emit(&serde_json::json!({
+                "event": action, "ref": r.to_string(), "digest": digest, "size": size,
+            })),
+            ProgressMode::Quiet => {}
+            _ if action == "pushed" => {
+                self.line(format!("{}: digest: {digest} size: {size}", r.reference()))
+            }
+            _ => self.line(format!("Digest: {digest}")),
+        }
+    }
+
+    /// Says the work was stopped by a signal, and what that left.
+    fn interrupted(&self, action: &str, r: &Reference, left: &str) {
+        if self.mode == ProgressMode::Json {
+            crate::progress::Json::emit(&serde_json::json!({
+                "event": "interrupted", "action": action, "ref": r.to_string(), "left": left,
+            }));
+        } else {
+            eprintln!("error: {action} of {r} interrupted: {left}");
+        }
+    }
+
     /// The start of a pull or push (`action`) of `r`.
     fn start(&self, action: &str, r: &Reference) {
         if self.mode == ProgressMode::Json {
@@ -427,6 +476,34 @@ impl Progress {
     }
 }
 
+/// Live progress only where someone watches it (a terminal, and not CI).
+fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+        && std::env::var_os("CI").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// Runs `work` to its end or until SIGINT or SIGTERM, whichever comes first.
+/// On a signal `work` is dropped at its current await: its ingest files are
+/// removed and its locks released, and nothing it had not finished is tagged
+/// (tags are written after the last await). `Err(code)` is the exit status.
+fn until_interrupted<T>(
+    rt: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<std::result::Result<T, i32>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    rt.block_on(async {
+        // Installed before any transfer starts, so no signal finds the default action.
+        let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        tokio::select! {
+            done = work => done.map(Ok),
+            _ = int.recv() => Ok(Err(130)),
+            _ = term.recv() => Ok(Err(143)),
+        }
+    })
+}
+
 /// The store's name for a registry reference (`busybox:latest`, `host:5000/app:1`).
 pub fn local_name(r: &Reference) -> String {
     let repo = r.name();
@@ -440,17 +517,28 @@ pub fn local_name(r: &Reference) -> String {
 pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
     let platform = want_platform(a.platform.as_deref())?;
+    let mode = a.progress.mode()?;
     let store = g.store()?;
     let client = client(&a.opts);
-    eprintln!("pulling {r}");
-    let digest = runtime()?.block_on(pull_into_store(
-        &store,
-        &client,
-        &r,
-        &platform,
-        ProgressMode::Auto,
-    ))?;
-    eprintln!("Digest: {digest}");
+    let progress = Progress::new(mode);
+    progress.start("pull", &r);
+    let pulled = until_interrupted(
+        &runtime()?,
+        pull_into_store(&store, &client, &r, &platform, mode),
+    )?;
+    let digest = match pulled {
+        Ok(d) => d,
+        Err(code) => {
+            progress.interrupted(
+                "pull",
+                &r,
+                "nothing was tagged and partial downloads were removed",
+            );
+            return Ok(code);
+        }
+    };
+    let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
+    progress.finish("pulled", &r, &digest, size);
     println!("{}", ImageRef::parse(&local_name(&r))?);
     Ok(0)
 }
@@ -564,18 +652,32 @@ pub async fn push_from_store(
 
 pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     let dest = parse_ref(a.dest.as_deref().unwrap_or(&a.image))?;
+    let mode = a.progress.mode()?;
     let store = g.store()?;
     let client = client(&a.opts);
-    eprintln!("pushing {} to {dest}", a.image);
-    let digest = runtime()?.block_on(push_from_store(
-        &store,
-        &client,
-        &a.image,
-        &dest,
-        ProgressMode::Auto,
-    ))?;
+    let progress = Progress::new(mode);
+    if mode == ProgressMode::Json {
+        progress.start("push", &dest);
+    } else {
+        progress.line(format!("pushing {} to {dest}", a.image));
+    }
+    let pushed = until_interrupted(
+        &runtime()?,
+        push_from_store(&store, &client, &a.image, &dest, mode),
+    )?;
+    let digest = match pushed {
+        Ok(d) => d,
+        Err(code) => {
+            progress.interrupted(
+                "push",
+                &dest,
+                "blobs already uploaded stay in the registry; push again to finish",
+            );
+            return Ok(code);
+        }
+    };
     let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
-    eprintln!("{}: digest: {digest} size: {size}", dest.reference());
+    progress.finish("pushed", &dest, &digest, size);
     println!("{digest}");
     Ok(0)
 }
