@@ -238,14 +238,14 @@ impl FaultProxy {
     }
 
     /// Blocks until a [`FaultKind::Stall`] has forwarded its bytes and is holding
-    /// the transfer; returns `METHOD /path` of that request. Panics after a
-    /// minute, so a broken test fails instead of hanging.
+    /// the transfer; returns `METHOD /path` of that request. Each stall is
+    /// returned once. Panics after a minute, so a broken test fails instead of hanging.
     pub fn wait_stalled(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut st = self.state.lock().expect("state");
         loop {
-            if let Some(s) = st.stalled.first() {
-                return s.clone();
+            if !st.stalled.is_empty() {
+                return st.stalled.remove(0);
             }
             let left = deadline
                 .checked_duration_since(Instant::now())
