@@ -1220,7 +1220,10 @@ fn files_in(root: &Path, dir: &str) -> Vec<(String, u64)> {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -1251,7 +1254,9 @@ fn start_and_stall(
     proxy.wait_stalled();
     if pulling {
         wait_until("part of the big blob in ingest/", || {
-            files_in(store, "ingest").iter().any(|(_, len)| *len >= 1 << 20)
+            files_in(store, "ingest")
+                .iter()
+                .any(|(_, len)| *len >= 1 << 20)
         });
         wait_until("the other blobs committed", || {
             let have = files_in(store, "blobs/sha256");
@@ -1324,7 +1329,10 @@ fn a_pull_killed_mid_blob_leaves_the_store_consistent_and_prune_clears_the_inges
     assert!(!ok(mybuild(&other).arg("images")).0.contains("layers"));
     fsck_ok(&other, 0);
     let visible = files_in(&other, "blobs/sha256");
-    assert!(visible.iter().all(|(n, _)| !big.ends_with(n.as_str())), "{visible:?}");
+    assert!(
+        visible.iter().all(|(n, _)| !big.ends_with(n.as_str())),
+        "{visible:?}"
+    );
     let ingest = files_in(&other, "ingest");
     assert_eq!(ingest.len(), 1, "{ingest:?}");
     assert!(ingest[0].1 >= 1 << 20, "{ingest:?}");
@@ -1376,7 +1384,9 @@ fn ctrl_c_during_a_pull_stops_it_promptly_and_removes_the_partial_blob() {
     let (status, err) = signal_and_wait(child, libc::SIGINT);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(
-        err.contains(&format!("error: pull of {image} interrupted: nothing was tagged")),
+        err.contains(&format!(
+            "error: pull of {image} interrupted: nothing was tagged"
+        )),
         "{err}"
     );
     // The clean path removed its own partial file: nothing for prune to find.
@@ -1384,7 +1394,10 @@ fn ctrl_c_during_a_pull_stops_it_promptly_and_removes_the_partial_blob() {
     assert!(fails(mybuild(&other).args(["inspect", &image])).contains("layers"));
     fsck_ok(&other, 0);
     let visible = files_in(&other, "blobs/sha256");
-    assert!(visible.iter().all(|(n, _)| !big.ends_with(n.as_str())), "{visible:?}");
+    assert!(
+        visible.iter().all(|(n, _)| !big.ends_with(n.as_str())),
+        "{visible:?}"
+    );
     // The blobs that finished are kept, so the next pull fetches only the big one.
     proxy.clear_log();
     ok(mybuild(&other).args(["pull", &image]));
@@ -1452,7 +1465,10 @@ fn a_push_killed_mid_blob_leaves_no_manifest_and_the_next_push_completes() {
         proxy.requests()
     );
     let err = fails(mybuild(&root).args(["digest", &dest]));
-    assert!(err.contains("pushed:1") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("pushed:1") && err.contains("not found"),
+        "{err}"
+    );
     assert_eq!(store_state(&root), before);
     fsck_ok(&root, 2);
 
@@ -1614,5 +1630,8 @@ fn pull_and_push_progress_json_is_one_object_per_line_and_quiet_is_silent() {
         assert_eq!((digest.trim(), err.as_str()), (out.trim(), ""));
     }
     let err = fails(mybuild(&fresh).args(["pull", "--progress=tty", &dest]));
-    assert!(err.contains("--progress=tty: standard error is not a terminal"), "{err}");
+    assert!(
+        err.contains("--progress=tty: standard error is not a terminal"),
+        "{err}"
+    );
 }
