@@ -1293,26 +1293,32 @@ fn assert_pulled(store: &Path, image: &str, remote: &str) {
     fsck_ok(store, 1);
 }
 
-#[test]
-fn a_pull_killed_mid_blob_leaves_the_store_consistent_and_prune_clears_the_ingest() {
-    use std::os::unix::process::ExitStatusExt;
-    let Some((tmp, root)) = setup() else { return };
-    if !testdata::require_root() {
-        return;
-    }
-    let (big, blobs) = layered_image(tmp.path(), &root);
+/// A pull into a fresh store `other`, held by the proxy mid-way through the big layer
+/// (every other blob already committed).
+struct StalledPull {
+    _reg: Registry,
+    proxy: FaultProxy,
+    image: String,
+    remote: String,
+    big: String,
+    other: PathBuf,
+    child: Held,
+}
+
+fn stalled_pull(tmp: &Path, root: &Path) -> StalledPull {
+    let (big, blobs) = layered_image(tmp, root);
     let reg = Registry::start();
     let proxy = FaultProxy::start(&reg.addr);
     let image = format!("{}/layers:1", proxy.addr);
-    ok(mybuild(&root).args(["push", "layers:1", &image]));
-    let remote = remote_digest(&root, &image);
+    ok(mybuild(root).args(["push", "layers:1", &image]));
+    let remote = remote_digest(root, &image);
     proxy.add(Fault::new(
         "GET",
         &big[7..],
         FaultKind::Stall { after: STALL_AFTER },
         1,
     ));
-    let other = tmp.path().join("other");
+    let other = tmp.join("other");
     let others: Vec<String> = blobs.iter().filter(|d| **d != big).cloned().collect();
     let child = start_and_stall(
         mybuild(&other).args(["pull", "--progress=plain", &image]),
@@ -1321,6 +1327,33 @@ fn a_pull_killed_mid_blob_leaves_the_store_consistent_and_prune_clears_the_inges
         &others,
         true,
     );
+    StalledPull {
+        _reg: reg,
+        proxy,
+        image,
+        remote,
+        big,
+        other,
+        child,
+    }
+}
+
+#[test]
+fn a_pull_killed_mid_blob_leaves_the_store_consistent_and_prune_clears_the_ingest() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let StalledPull {
+        _reg,
+        proxy: _proxy,
+        image,
+        remote,
+        big,
+        other,
+        child,
+    } = stalled_pull(tmp.path(), &root);
     let (status, err) = signal_and_wait(child, libc::SIGKILL);
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{err}");
 
@@ -1358,27 +1391,15 @@ fn ctrl_c_during_a_pull_stops_it_promptly_and_removes_the_partial_blob() {
     if !testdata::require_root() {
         return;
     }
-    let (big, blobs) = layered_image(tmp.path(), &root);
-    let reg = Registry::start();
-    let proxy = FaultProxy::start(&reg.addr);
-    let image = format!("{}/layers:1", proxy.addr);
-    ok(mybuild(&root).args(["push", "layers:1", &image]));
-    let remote = remote_digest(&root, &image);
-    proxy.add(Fault::new(
-        "GET",
-        &big[7..],
-        FaultKind::Stall { after: STALL_AFTER },
-        1,
-    ));
-    let other = tmp.path().join("other");
-    let others: Vec<String> = blobs.iter().filter(|d| **d != big).cloned().collect();
-    let child = start_and_stall(
-        mybuild(&other).args(["pull", "--progress=plain", &image]),
-        &proxy,
-        &other,
-        &others,
-        true,
-    );
+    let StalledPull {
+        _reg,
+        proxy,
+        image,
+        remote,
+        big,
+        other,
+        child,
+    } = stalled_pull(tmp.path(), &root);
     // The transfer is held by the proxy: only the interrupt can end the process
     // before the client's two-minute read timeout.
     let (status, err) = signal_and_wait(child, libc::SIGINT);
