@@ -680,12 +680,17 @@ fn url_context(tmp: &Path, base: &str, extra: &str) -> PathBuf {
     )
 }
 
+/// A server with `/data.txt` holding "version 1\n".
+fn data_server(validators: common::Validators) -> common::Server {
+    let mut routes = std::collections::HashMap::new();
+    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
+    common::serve_with(routes, validators)
+}
+
 #[test]
 fn add_url_unchanged_is_revalidated_with_a_304_and_no_body() {
     let Some((tmp, root)) = setup() else { return };
-    let mut routes = std::collections::HashMap::new();
-    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
-    let srv = common::serve_with(routes, common::Validators::ETag);
+    let srv = data_server(common::Validators::ETag);
     let base = format!("http://127.0.0.1:{}", srv.port);
     let ctx = url_context(tmp.path(), &base, "");
     let (first, log1) = build(&root, &ctx, &[]);
@@ -746,9 +751,7 @@ fn add_url_unchanged_is_revalidated_with_a_304_and_no_body() {
 #[test]
 fn add_url_with_a_new_etag_reruns_and_one_that_lies_is_an_error() {
     let Some((tmp, root)) = setup() else { return };
-    let mut routes = std::collections::HashMap::new();
-    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
-    let srv = common::serve_with(routes, common::Validators::ETag);
+    let srv = data_server(common::Validators::ETag);
     let base = format!("http://127.0.0.1:{}", srv.port);
     let ctx = url_context(tmp.path(), &base, "");
     let old_etag = srv.etag("/data.txt");
@@ -812,9 +815,7 @@ fn add_url_with_a_new_etag_reruns_and_one_that_lies_is_an_error() {
 #[test]
 fn add_url_without_validators_is_fetched_every_build() {
     let Some((tmp, root)) = setup() else { return };
-    let mut routes = std::collections::HashMap::new();
-    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
-    let srv = common::serve_with(routes, common::Validators::None);
+    let srv = data_server(common::Validators::None);
     let base = format!("http://127.0.0.1:{}", srv.port);
     let ctx = url_context(tmp.path(), &base, "");
     let (first, log1) = build(&root, &ctx, &[]);
@@ -844,9 +845,7 @@ fn add_url_without_validators_is_fetched_every_build() {
 #[test]
 fn add_url_metadata_keeps_no_credentials() {
     let Some((tmp, root)) = setup() else { return };
-    let mut routes = std::collections::HashMap::new();
-    routes.insert("/data.txt".to_string(), (200, b"version 1\n".to_vec()));
-    let srv = common::serve_with(routes, common::Validators::ETag);
+    let srv = data_server(common::Validators::ETag);
     let base = format!("http://someone:s3cr3t@127.0.0.1:{}", srv.port);
     let ctx = url_context(tmp.path(), &base, "");
     build(&root, &ctx, &[]);
