@@ -1123,6 +1123,12 @@ fn build_progress_json_reports_pulled_mounted_and_pushed_blobs() {
         .all(|e| e["size"].as_u64().is_some_and(|s| s > 0)));
 }
 
+/// Pushes `image` to `dest`; whether it warned that `dest` held the image's index.
+fn push_warns_of_index(root: &Path, image: &str, dest: &str) -> bool {
+    let (_, err) = ok(mybuild(root).args(["push", image, dest]));
+    err.contains("holds the multi-platform index") && err.contains("--all-platforms")
+}
+
 #[test]
 fn pulled_platform_of_an_index_pushes_byte_identical_and_remembers_the_index() {
     let Some((tmp, root)) = setup() else { return };
@@ -1155,6 +1161,13 @@ fn pulled_platform_of_an_index_pushes_byte_identical_and_remembers_the_index() {
         .block_on(client.get_manifest(&registry_client::Reference::parse(&dst).unwrap()))
         .unwrap();
     assert_eq!(pushed.bytes, upstream.bytes);
+    assert!(
+        !push_warns_of_index(&other, &src, &dst),
+        "another tag: no warning"
+    );
+    // Pushed back over the index it came from: a warning, then the tag is replaced.
+    assert!(push_warns_of_index(&other, &src, &src));
+    assert_eq!(remote_digest(&other, &src), arm);
     // A plain image has no upstream index.
     let v: serde_json::Value =
         serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();

@@ -414,6 +414,19 @@ impl Progress {
         }
     }
 
+    /// A warning: always shown (a JSON event in JSON mode), even when quiet.
+    fn warn(&self, text: String) {
+        match (&self.multi, self.mode) {
+            (_, ProgressMode::Json) => crate::progress::Json::emit(&serde_json::json!({
+                "event": "warning", "message": text,
+            })),
+            (Some(m), _) => {
+                let _ = m.println(format!("warning: {text}"));
+            }
+            (None, _) => eprintln!("warning: {text}"),
+        }
+    }
+
     /// One blob's outcome: `action` names it in JSON, `text` says it in a line.
     fn blob(&self, r: &Reference, d: &Descriptor, action: &str, text: String) {
         if self.mode == ProgressMode::Json {
@@ -645,6 +658,21 @@ pub async fn push_from_store(
     }
     let mut sources = Sources::load(store);
     let progress = Progress::new(mode);
+    let upstream = desc
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(UPSTREAM_INDEX_ANNOTATION));
+    if let (Some(index), Some(_)) = (upstream, &dest.tag) {
+        // A platform pulled from an index, pushed back over that index: the other
+        // platforms would vanish from the tag.
+        if client.manifest_digest(&dest).await.ok().as_ref() == Some(index) {
+            progress.warn(format!(
+                "{dest} holds the multi-platform index {index} this image was pulled from; \
+                 pushing replaces it with this one platform (`mybuild copy --all-platforms` \
+                 moves the whole index)"
+            ));
+        }
+    }
     push_manifest_tree(store, client, &mut sources, &dest, &m, &progress).await?;
     sources.save();
     Ok(m.digest)
