@@ -420,13 +420,12 @@ fn unsupported_and_invalid_mounts_are_refused_by_name() {
     let Some((tmp, root)) = setup() else { return };
     let ctx = context(
         tmp.path(),
-        "ssh",
-        "FROM busybox\nRUN --mount=type=ssh ssh-add -l\n",
+        "badtype",
+        "FROM busybox\nRUN --mount=type=volume,target=/v true\n",
         &[],
     );
-    let err = fails(mybuild(&root).args(["build", "-t", "ssh:1"]).arg(&ctx));
-    assert!(err.contains("type=ssh"), "{err}");
-    assert!(err.contains("not supported"), "{err}");
+    let err = fails(mybuild(&root).args(["build", "-t", "bad:0"]).arg(&ctx));
+    assert!(err.contains("volume"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
     let ctx = context(
         tmp.path(),
@@ -722,4 +721,145 @@ fn mount_targets_edge_cases_leave_the_layer_right() {
             "var/replaced",
         ]
     );
+}
+
+/// A real `ssh-agent` in the foreground, killed when dropped.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(sock: &Path) -> Agent {
+    let child = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let agent = Agent(child);
+    // Wait for the socket; ssh-add then fails loudly if the agent is not serving.
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    agent
+}
+
+/// `ssh-add` and the libraries `ldd` lists, copied into `dir`; returns the loader's name.
+fn copy_ssh_add(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).expect("sshbin");
+    let ssh_add = testdata::which("ssh-add").expect("ssh-add");
+    std::fs::copy(&ssh_add, dir.join("ssh-add")).expect("copy ssh-add");
+    let (list, _) = ok(Command::new("ldd").arg(&ssh_add));
+    let mut loader = None;
+    for line in list.lines() {
+        let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) else {
+            continue;
+        };
+        let name = Path::new(path).file_name().expect("name").to_owned();
+        std::fs::copy(path, dir.join(&name)).expect("copy library");
+        if name.to_string_lossy().starts_with("ld-linux") {
+            loader = Some(name.to_string_lossy().into_owned());
+        }
+    }
+    loader.expect("a dynamic loader in ldd's list")
+}
+
+#[test]
+fn ssh_agents_are_forwarded_and_leave_no_trace() {
+    if !testdata::require_tool("ssh-agent")
+        || !testdata::require_tool("ssh-add")
+        || !testdata::require_tool("ssh-keygen")
+        || !testdata::require_tool("ldd")
+    {
+        return;
+    }
+    let Some((tmp, root)) = setup() else { return };
+    let key = tmp.path().join("key");
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mybuild-test-key", "-f"])
+        .arg(&key));
+    let sock = tmp.path().join("agent.sock");
+    let _agent = start_agent(&sock);
+    ok(Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &sock));
+    let (expected, _) = ok(Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub")));
+    let fingerprint = expected.split_whitespace().nth(1).expect("fingerprint");
+
+    let dockerfile = "FROM busybox\n\
+         RUN --mount=type=bind,source=sshbin,target=/opt/ssh --mount=type=ssh /opt/ssh/LOADER --library-path /opt/ssh /opt/ssh/ssh-add -l > /keys\n\
+         RUN --mount=type=ssh,id=work,target=/tmp/agent.sock,mode=0660,uid=1,gid=2 --mount=type=ssh sh -c 'echo \"$SSH_AUTH_SOCK\" > /sock && stat -c \"%F %a %u %g\" /tmp/agent.sock > /perm && test -S /run/buildkit/ssh_agent.1 && echo second > /second'\n\
+         RUN --mount=type=ssh,id=absent sh -c 'test ! -e /run/buildkit/ssh_agent.0 && echo \"$SSH_AUTH_SOCK\" > /absent'\n";
+    let ctx = context(tmp.path(), "ssh", dockerfile, &[]);
+    let loader = copy_ssh_add(&ctx.join("sshbin"));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        dockerfile.replace("LOADER", &loader),
+    )
+    .expect("Dockerfile");
+    ok(mybuild(&root)
+        .args(["build", "-t", "ssh:1", "--ssh", "default", "--ssh"])
+        .arg(format!("work={}", sock.display()))
+        .env("SSH_AUTH_SOCK", &sock)
+        .arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "ssh:1");
+    let keys = read(&rootfs, "keys");
+    assert!(keys.contains(fingerprint), "{keys} lacks {fingerprint}");
+    assert!(keys.contains("mybuild-test-key"), "{keys}");
+    assert_eq!(read(&rootfs, "sock"), "/tmp/agent.sock\n");
+    assert_eq!(read(&rootfs, "perm"), "socket 660 1 2\n");
+    assert_eq!(read(&rootfs, "second"), "second\n");
+    // A missing id that is not required is skipped; SSH_AUTH_SOCK still names it.
+    assert_eq!(read(&rootfs, "absent"), "/run/buildkit/ssh_agent.0\n");
+    assert!(!rootfs.join("run/buildkit").exists());
+    assert!(!rootfs.join("tmp/agent.sock").exists());
+    assert!(!rootfs.join("opt/ssh").exists());
+    let mut entries = layer_entries(&root, "ssh:1");
+    entries.sort();
+    assert_eq!(entries, ["absent", "keys", "perm", "second", "sock"]);
+    // The agent's own socket kept its owner and mode.
+    let (mode, _) = ok(Command::new("stat").args(["-c", "%a"]).arg(&sock));
+    assert_eq!(mode.trim(), "600");
+
+    // A required agent that was not given fails, naming the id and the line.
+    let req = context(
+        tmp.path(),
+        "ssh-required",
+        "FROM busybox\nRUN --mount=type=ssh,id=deploy_key,required=true true\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "ssh:2"]).arg(&req));
+    assert!(err.contains("deploy_key"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    // An --ssh socket that does not exist, or that is a key file, is refused before building.
+    let missing = tmp.path().join("no-such-agent.sock");
+    let err = fails(
+        mybuild(&root)
+            .args(["build", "-t", "ssh:3", "--ssh"])
+            .arg(format!("deploy_key={}", missing.display()))
+            .arg(&req),
+    );
+    assert!(err.contains("deploy_key"), "{err}");
+    assert!(err.contains("no-such-agent.sock"), "{err}");
+    let err = fails(
+        mybuild(&root)
+            .args(["build", "-t", "ssh:4", "--ssh"])
+            .arg(format!("deploy_key={}", key.display()))
+            .arg(&req),
+    );
+    assert!(err.contains("key files are not supported"), "{err}");
+    let err = fails(
+        mybuild(&root)
+            .args(["build", "-t", "ssh:5", "--ssh", "default"])
+            .env_remove("SSH_AUTH_SOCK")
+            .arg(&req),
+    );
+    assert!(err.contains("SSH_AUTH_SOCK"), "{err}");
 }

@@ -18,6 +18,7 @@ mod copy_step;
 pub mod merged;
 mod mounts;
 mod run;
+mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub struct BuildRequest<'a> {
     pub source_date_epoch: Option<i64>,
     /// `--secret` values by id, for `RUN --mount=type=secret`; never written to an image.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// `--no-cache`: run every step (results are still recorded).
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name or index) whose steps all run.

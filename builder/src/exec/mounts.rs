@@ -1,8 +1,8 @@
 //! `RUN --mount`: each mount's fields, checked as BuildKit checks them, become a
 //! sandbox mount. Nothing a mount shows is written to the step's upperdir: binds,
-//! caches, tmpfs and secrets are mounted over mount points that live in the
-//! sandbox's private lowerdir, so neither their content nor their targets reach the
-//! layer.
+//! caches, tmpfs, secrets and ssh agent sockets are mounted over mount points that
+//! live in the sandbox's private lowerdir, so neither their content nor their
+//! targets reach the layer.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,9 @@ pub(super) struct Prepared {
     /// The values [`MountKind::Secret`] and `secret_env` refer to; handed to the
     /// sandbox through a pipe, never written to disk.
     pub secrets: Vec<Vec<u8>>,
+    /// `SSH_AUTH_SOCK` for the command: the first ssh mount's target.
+    pub ssh_auth_sock: Option<String>,
+    _agents: Vec<super::ssh::AgentProxy>,
     _caches: Vec<CacheMount>,
     _scratch: Vec<ScratchDir>,
 }
@@ -157,6 +160,8 @@ impl Exec<'_> {
             mounts: Vec::new(),
             secret_env: Vec::new(),
             secrets: Vec::new(),
+            ssh_auth_sock: None,
+            _agents: Vec::new(),
             _caches: Vec::new(),
             _scratch: Vec::new(),
         };
@@ -165,6 +170,7 @@ impl Exec<'_> {
             .config
             .as_ref()
             .and_then(|c| c.working_dir.clone());
+        let mut ssh_count = 0;
         for rm in mounts {
             let raw = rm.mount.raw.clone();
             let err = |message: String| BuildError::Mount {
@@ -361,11 +367,49 @@ impl Exec<'_> {
                     }
                 }
                 "ssh" => {
-                    return Err(BuildError::Unsupported {
-                        location: location.to_string(),
-                        step: text.to_string(),
-                        what: "RUN --mount=type=ssh (SSH agent forwarding)".into(),
-                    })
+                    // As BuildKit: targets are numbered among the step's ssh mounts and
+                    // SSH_AUTH_SOCK names the first, whether or not it is skipped.
+                    let target = target
+                        .clone()
+                        .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_count}"));
+                    ssh_count += 1;
+                    if out.ssh_auth_sock.is_none() {
+                        out.ssh_auth_sock = Some(target.clone());
+                    }
+                    let id =
+                        f.id.clone()
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or_else(|| "default".into());
+                    let Some(agent) = self.req.ssh.get(&id) else {
+                        if f.required {
+                            return Err(err(format!(
+                                "ssh agent {id} is required but was not given (pass --ssh {id}=SOCKET)"
+                            )));
+                        }
+                        continue;
+                    };
+                    let dir = self.store.scratch_dir("ssh")?;
+                    let proxy = super::ssh::AgentProxy::start(
+                        agent,
+                        dir,
+                        f.uid.unwrap_or(0),
+                        f.gid.unwrap_or(0),
+                        f.mode.unwrap_or(0o600),
+                    )
+                    .map_err(|e| {
+                        err(format!(
+                            "ssh agent {id}: forwarding {}: {e}",
+                            agent.display()
+                        ))
+                    })?;
+                    out.mounts.push(Mount {
+                        target,
+                        kind: MountKind::Bind {
+                            source: proxy.socket().to_path_buf(),
+                            readonly: true,
+                        },
+                    });
+                    out._agents.push(proxy);
                 }
                 other => return Err(err(format!("unsupported mount type {other:?}"))),
             }

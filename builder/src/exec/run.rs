@@ -156,6 +156,12 @@ impl Exec<'_> {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.into());
         }
+        // As BuildKit, an SSH_AUTH_SOCK the image or an ARG already sets is kept.
+        if let Some(sock) = &prepared.ssh_auth_sock {
+            if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={sock}"));
+            }
+        }
         let lowers = st.topmost_first();
         let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| {
             BuildError::User {

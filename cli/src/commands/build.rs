@@ -66,6 +66,9 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR; repeatable
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET] (alone: $SSH_AUTH_SOCK); repeatable
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
     /// Pull every base image, even those already in the store
     #[arg(long)]
     pull: bool,
@@ -369,6 +372,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .ok()
             .and_then(|s| s.trim().parse().ok()),
         secrets: crate::commands::secrets::parse(&a.secrets)?,
+        ssh: crate::commands::ssh::parse(&a.ssh)?,
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
     };

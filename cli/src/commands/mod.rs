@@ -5,6 +5,7 @@ pub mod check;
 pub mod parse;
 pub mod registry;
 pub mod secrets;
+pub mod ssh;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).
