@@ -824,6 +824,19 @@ fn ssh_agents_are_forwarded_and_leave_no_trace() {
     let mut entries = layer_entries(&root, "ssh:1");
     entries.sort();
     assert_eq!(entries, ["absent", "keys", "perm", "second", "sock"]);
+    // The agents are keyed by the mount's spec, never by what they hold: another
+    // agent, holding no key, hits the cache for every RUN.
+    let sock2 = tmp.path().join("agent2.sock");
+    let _agent2 = start_agent(&sock2);
+    let default2 = format!("default={}", sock2.display());
+    let work2 = format!("work={}", sock2.display());
+    let (_, log) = build_iid(
+        &root,
+        &ctx,
+        "ssh:1b",
+        &["--ssh", &default2, "--ssh", &work2],
+    );
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
     // The agent's own socket kept its owner and mode.
     let (mode, _) = ok(Command::new("stat").args(["-c", "%a"]).arg(&sock));
     assert_eq!(mode.trim(), "600");
