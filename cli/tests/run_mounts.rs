@@ -783,11 +783,22 @@ fn ssh_agents_are_forwarded_and_leave_no_trace() {
     let Some((tmp, root)) = setup() else { return };
     let key = tmp.path().join("key");
     ok(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mybuild-test-key", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "mybuild-test-key",
+            "-f",
+        ])
         .arg(&key));
     let sock = tmp.path().join("agent.sock");
     let _agent = start_agent(&sock);
-    ok(Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &sock));
+    ok(Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock));
     let (expected, _) = ok(Command::new("ssh-keygen")
         .arg("-lf")
         .arg(key.with_extension("pub")));
