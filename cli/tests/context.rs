@@ -9,28 +9,13 @@ use common::{fails, mybuild, ok, setup, unpack};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Runs `cmd` with `input` on standard input; returns (success, stderr).
 fn with_stdin(cmd: &mut Command, input: &[u8]) -> (bool, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("writer");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (success, _, err) = common::with_stdin(cmd, input);
+    (success, err)
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -372,7 +372,7 @@ fn basic_auth_login_push_pull_logout_and_no_secret_in_output() {
     );
     let (success, out, err) = with_stdin(
         mybuild(&root).args(["login", "-u", "alice", "--password-stdin", &reg.addr]),
-        &format!("{password}\n"),
+        format!("{password}\n"),
     );
     assert!(success && out.contains("Login Succeeded"), "{out}{err}");
     let config =
@@ -467,17 +467,23 @@ fn tags_list_and_delete_removes_a_manifest() {
     assert!(err.contains("not found"), "{err}");
 }
 
+/// A registry serving TLS with a certificate from a throwaway CA.
+fn tls_registry(tmp: &Path) -> (testdata::registry::TestCerts, Registry) {
+    let certs = testdata::registry::make_certs(tmp);
+    let reg = Registry::start_with(&RegistryOptions {
+        tls: Some((certs.cert.clone(), certs.key.clone())),
+        ..Default::default()
+    });
+    (certs, reg)
+}
+
 #[test]
 fn certs_d_supplies_the_registry_ca() {
     let Some((tmp, root)) = setup() else { return };
     if !testdata::require_tool("openssl") {
         return;
     }
-    let certs = testdata::registry::make_certs(tmp.path());
-    let reg = Registry::start_with(&RegistryOptions {
-        tls: Some((certs.cert.clone(), certs.key.clone())),
-        ..Default::default()
-    });
+    let (certs, reg) = tls_registry(tmp.path());
     let dest = format!("{}/tls:1", reg.addr);
     let err = fails(mybuild(&root).args(["push", "busybox", &dest]));
     assert!(err.to_lowercase().contains("certificate"), "{err}");
@@ -881,7 +887,7 @@ esac
             "--password-stdin",
             &reg.addr,
         ]),
-        &format!("{password}\n"),
+        format!("{password}\n"),
     );
     assert!(success && out.contains("Login Succeeded"), "{out}{err}");
     assert!(err.contains("docker-credential-mbrec"), "{err}");
@@ -1006,11 +1012,7 @@ fn build_insecure_registry_reaches_a_registry_with_an_unknown_ca() {
     if !testdata::require_tool("openssl") {
         return;
     }
-    let certs = testdata::registry::make_certs(tmp.path());
-    let reg = Registry::start_with(&RegistryOptions {
-        tls: Some((certs.cert.clone(), certs.key.clone())),
-        ..Default::default()
-    });
+    let (_certs, reg) = tls_registry(tmp.path());
     let base = format!("{}/base:1", reg.addr);
     ok(mybuild(&root).args(["push", "--insecure-registry", &reg.addr, "busybox", &base]));
     let ctx = tmp.path().join("ctx");

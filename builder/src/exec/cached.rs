@@ -172,6 +172,16 @@ impl Exec<'_> {
         let Some(history) = rec.history.clone() else {
             return Ok(false);
         };
+        if !self.reuse_layer(st, rec)? {
+            return Ok(false);
+        }
+        st.config.history.push(history);
+        Ok(true)
+    }
+
+    /// Puts the record's layer (if it has one) and its snapshot on the state, the
+    /// snapshot unpacked again only if it was pruned. `false` when the blob is gone.
+    fn reuse_layer(&self, st: &mut StageState, rec: &CacheRecord) -> Result<bool, BuildError> {
         match (&rec.layer, &rec.diff_id) {
             (Some(layer), Some(diff_id)) => {
                 if !self.store.has_blob(&image::descriptor_digest(layer)?) {
@@ -181,12 +191,11 @@ impl Exec<'_> {
                 st.layers.push(layer.clone());
                 st.snapshots.push(snapshot);
                 st.config.rootfs.diff_ids.push(diff_id.clone());
+                Ok(true)
             }
-            (None, None) => {}
-            _ => return Ok(false),
+            (None, None) => Ok(true),
+            _ => Ok(false),
         }
-        st.config.history.push(history);
-        Ok(true)
     }
 
     /// Records a `--link` step's layer and history entry under its layer key.
@@ -274,23 +283,12 @@ impl Exec<'_> {
         let Some(mut config) = rec.config.clone() else {
             return Ok(false);
         };
-        let mut diff_ids = st.config.rootfs.diff_ids.clone();
-        let mut history = st.config.history.clone();
-        match (&rec.layer, &rec.diff_id) {
-            (Some(layer), Some(diff_id)) => {
-                if !self.store.has_blob(&image::descriptor_digest(layer)?) {
-                    return Ok(false);
-                }
-                let snapshot = self.store.ensure_snapshot(layer, diff_id)?;
-                st.layers.push(layer.clone());
-                st.snapshots.push(snapshot);
-                diff_ids.push(diff_id.clone());
-            }
-            (None, None) => {}
-            _ => return Ok(false),
+        if !self.reuse_layer(st, rec)? {
+            return Ok(false);
         }
+        let mut history = std::mem::take(&mut st.config.history);
         history.extend(rec.history.clone());
-        config.rootfs.diff_ids = diff_ids;
+        config.rootfs.diff_ids = std::mem::take(&mut st.config.rootfs.diff_ids);
         config.history = history;
         st.config = config;
         Ok(true)

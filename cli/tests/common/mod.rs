@@ -44,21 +44,22 @@ pub fn fails(cmd: &mut Command) -> String {
     se
 }
 
-/// Runs with `input` on standard input: success, stdout, stderr.
-pub fn with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
+/// Runs with `input` on standard input (written from a thread, so a large input
+/// cannot deadlock against the output): success, stdout, stderr.
+pub fn with_stdin(cmd: &mut Command, input: impl AsRef<[u8]>) -> (bool, String, String) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.as_ref().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
     let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
