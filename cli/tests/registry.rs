@@ -606,6 +606,24 @@ fn build_pulls_a_missing_base_and_pushes_the_result() {
         .arg(&ctx));
     assert!(err.contains(&format!("pulling {base}")), "{err}");
     assert_eq!(remote_digest(&fresh, &app), image_id(&fresh, &app));
+    // The base layer was unpacked into its snapshot as it arrived.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
+    let layer = v["Manifest"]["layers"][0]["digest"].as_str().unwrap();
+    let diff_id = v["Config"]["rootfs"]["diff_ids"][0].as_str().unwrap();
+    let short = &layer["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        err.lines()
+            .any(|l| l.contains(short) && l.contains("pulled") && l.ends_with(", unpacked")),
+        "{err}"
+    );
+    let snapshot = fresh
+        .join("snapshots-v1")
+        .join(diff_id.trim_start_matches("sha256:"));
+    assert_eq!(
+        std::fs::read(snapshot.join("bin/busybox")).unwrap(),
+        std::fs::read(testdata::images::busybox_binary().unwrap()).unwrap()
+    );
     // The pushed image has the new layer: pull it elsewhere and read the file.
     let third = tmp.path().join("third");
     ok(mybuild(&third).args(["pull", &app]));

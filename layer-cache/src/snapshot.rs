@@ -3,7 +3,10 @@
 //! overlay lowerdir by every build. A step's upperdir is already a snapshot of the
 //! layer made from it, so it is moved in rather than unpacked again.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use oci_spec::image::Descriptor;
 
@@ -55,8 +58,16 @@ impl Store {
         if target.is_dir() {
             return Ok(target);
         }
+        let what = format!("layer {}", crate::image::descriptor_digest(layer)?);
+        let scratch = self.unpack_scratch(self.open_layer(layer)?, diff_id, &what)?;
+        self.commit_snapshot(scratch, diff_id)
+    }
+
+    /// Unpacks an uncompressed layer stream into a fresh scratch directory in overlay
+    /// form, failing when the stream does not hash to `diff_id`.
+    fn unpack_scratch(&self, layer: impl Read, diff_id: &Digest, what: &str) -> Result<ScratchDir> {
         let scratch = self.scratch_dir("unpack")?;
-        let mut reader = crate::digest::HashingReader::new(self.open_layer(layer)?);
+        let mut reader = crate::digest::HashingReader::new(layer);
         let opts = UnpackOptions {
             whiteouts: WhiteoutMode::Overlay,
             preserve_owner: true,
@@ -69,11 +80,49 @@ impl Store {
         let (_, actual, _) = reader.finish();
         if actual != *diff_id {
             return Err(StoreError::invalid(
-                format!("layer {}", crate::image::descriptor_digest(layer)?),
+                what,
                 format!("uncompressed content hashes to {actual}, but the config says {diff_id}"),
             ));
         }
-        self.commit_snapshot(scratch, diff_id)
+        Ok(scratch)
+    }
+
+    /// Starts unpacking the layer with this diff_id from its compressed bytes as they
+    /// arrive (write them to the feeder), so a pulled base needs no second read of its
+    /// blob. `None` when the snapshot exists or another unpack of it is under way.
+    pub fn snapshot_feeder(&self, diff_id: &Digest) -> Result<Option<SnapshotFeeder>> {
+        if self.snapshot_path(diff_id).is_dir() {
+            return Ok(None);
+        }
+        let lock_path = self
+            .locks_dir()
+            .join(format!("snapshot-{}.lock", diff_id.hex()));
+        let Some(lock) = FileLock::try_exclusive(&lock_path)? else {
+            return Ok(None);
+        };
+        if self.snapshot_path(diff_id).is_dir() {
+            return Ok(None);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(FEED_CHUNKS);
+        let store = self.clone();
+        let id = diff_id.clone();
+        let worker = std::thread::spawn(move || {
+            let what = format!("layer {id}");
+            let input = std::io::BufReader::new(ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            });
+            let layer = crate::unpack::decompress(input).map_err(|e| StoreError::io(&what, e))?;
+            store.unpack_scratch(layer, &id, &what)
+        });
+        Ok(Some(SnapshotFeeder {
+            store: self.clone(),
+            diff_id: diff_id.clone(),
+            tx: Some(tx),
+            worker: Some(worker),
+            _lock: lock,
+        }))
     }
 
     /// Moves a finished directory (a step's upperdir) in as the snapshot of `diff_id`.
@@ -98,6 +147,91 @@ impl Store {
                 Err(StoreError::io(&target, e))
             }
         }
+    }
+}
+
+/// Chunks in flight between a download and its unpacking thread (each a network read,
+/// typically a few KiB to 64 KiB), so a slow disk slows the download instead of
+/// filling memory.
+const FEED_CHUNKS: usize = 64;
+
+/// The writing end of an unpack under way: see [`Store::snapshot_feeder`].
+pub struct SnapshotFeeder {
+    store: Store,
+    diff_id: Digest,
+    tx: Option<SyncSender<Vec<u8>>>,
+    worker: Option<JoinHandle<Result<ScratchDir>>>,
+    _lock: FileLock,
+}
+
+impl SnapshotFeeder {
+    /// Call once the whole blob has arrived and been verified: waits for the unpack
+    /// and commits the snapshot.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.tx = None;
+        let scratch = self.join()?;
+        self.store.commit_snapshot(scratch, &self.diff_id)
+    }
+
+    fn join(&mut self) -> Result<ScratchDir> {
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            _ => Err(StoreError::invalid(
+                format!("layer {}", self.diff_id),
+                "the unpacking thread stopped",
+            )),
+        }
+    }
+}
+
+impl Write for SnapshotFeeder {
+    /// Never fails: if the unpack stopped (bad data), the bytes are dropped here and
+    /// `finish` reports why; the download itself goes on.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(tx) = &self.tx {
+            if tx.send(buf.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotFeeder {
+    /// Not finished (the pull failed or was interrupted): the unpack sees a cut
+    /// stream, fails, and its scratch directory is removed before we return.
+    fn drop(&mut self) {
+        self.tx = None;
+        let _ = self.join();
+    }
+}
+
+/// Reads the chunks a [`SnapshotFeeder`] sends; the end of the channel is EOF.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

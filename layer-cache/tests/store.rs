@@ -213,3 +213,110 @@ fn fsck_checks_layers_against_the_config_diff_ids() {
     );
     assert!(p.contains(&format!("says {}", other.diff_id)), "{p}");
 }
+
+/// A gzip layer holding `dir/a.txt` (and its compressed bytes' diff_id).
+fn small_layer(s: &Store, compression: Compression) -> (Vec<u8>, Digest) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut d = tar::Header::new_gnu();
+    d.set_entry_type(tar::EntryType::Directory);
+    d.set_size(0);
+    d.set_mode(0o755);
+    d.set_uid(0);
+    d.set_gid(0);
+    d.set_mtime(0);
+    d.set_cksum();
+    tar.append_data(&mut d, "dir/", std::io::empty())
+        .expect("dir");
+    let body = vec![b'x'; 300_000];
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o640);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "dir/a.txt", &body[..])
+        .expect("file");
+    let tar = tar.into_inner().expect("tar");
+    let layer = s
+        .write_layer(
+            &mut &tar[..],
+            LayerOptions {
+                compression,
+                level: None,
+            },
+        )
+        .expect("layer");
+    let blob = s.read_blob(&layer.digest, 1 << 30).expect("blob");
+    (blob, layer.diff_id)
+}
+
+fn scratch_left(s: &Store) -> Vec<String> {
+    std::fs::read_dir(s.snapshots_dir().join("tmp"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_snapshot_fed_while_the_blob_arrives_matches_the_layer() {
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let (_t, s) = store();
+        let (blob, diff_id) = small_layer(&s, compression);
+        let mut feeder = s
+            .snapshot_feeder(&diff_id)
+            .expect("feeder")
+            .expect("no snapshot yet");
+        // Odd-sized writes, as network reads come.
+        for chunk in blob.chunks(777) {
+            feeder.write_all(chunk).expect("write");
+        }
+        let path = feeder.finish().expect("finish");
+        assert_eq!(path, s.snapshot_path(&diff_id));
+        let content = std::fs::read(path.join("dir/a.txt")).expect("unpacked file");
+        assert_eq!(content.len(), 300_000, "{compression:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path.join("dir/a.txt"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert!(
+            s.snapshot_feeder(&diff_id).expect("feeder").is_none(),
+            "a present snapshot needs no feeder"
+        );
+        assert!(scratch_left(&s).is_empty(), "{:?}", scratch_left(&s));
+    }
+}
+
+#[test]
+fn a_fed_snapshot_with_the_wrong_diff_id_or_cut_short_is_never_committed() {
+    let (_t, s) = store();
+    let (blob, diff_id) = small_layer(&s, Compression::Gzip);
+    let wrong = Digest::of(b"another layer");
+    let mut feeder = s.snapshot_feeder(&wrong).expect("f").expect("f");
+    feeder.write_all(&blob).expect("write");
+    let err = feeder.finish().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("hashes to {diff_id}, but the config says {wrong}")),
+        "{err}"
+    );
+    assert!(!s.snapshot_path(&wrong).exists());
+    // An interrupted download: half the blob, then the feeder is dropped.
+    let mut feeder = s.snapshot_feeder(&diff_id).expect("f").expect("f");
+    feeder.write_all(&blob[..blob.len() / 2]).expect("write");
+    drop(feeder);
+    assert!(!s.snapshot_path(&diff_id).exists());
+    assert!(scratch_left(&s).is_empty(), "{:?}", scratch_left(&s));
+    // Garbage is refused at finish, and the writes themselves never fail.
+    let mut feeder = s.snapshot_feeder(&diff_id).expect("f").expect("f");
+    feeder.write_all(&vec![0x1f; 1 << 20]).expect("write");
+    assert!(feeder.finish().is_err());
+    assert!(!s.snapshot_path(&diff_id).exists());
+    assert!(scratch_left(&s).is_empty(), "{:?}", scratch_left(&s));
+}

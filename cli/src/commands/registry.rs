@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use layer_cache::image::descriptor as oci_descriptor;
+use layer_cache::snapshot::SnapshotFeeder;
 use layer_cache::{Digest, ImageRef, Store};
 use registry_client::auth::{CredentialStore, Credentials};
 use registry_client::manifest::{select_platform, MAX_MANIFEST};
@@ -298,6 +299,7 @@ pub async fn pull_into_store(
     r: &Reference,
     platform: &Platform,
     mode: ProgressMode,
+    unpack: bool,
 ) -> Result<String> {
     let _lock = store.usage_lock()?;
     let top = client.get_manifest(r).await?;
@@ -307,44 +309,30 @@ pub async fn pull_into_store(
         bail!("{r}: expected an image manifest");
     };
     let mut sources = Sources::load(store);
-    let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
     let progress = &Progress::new(mode);
-    let jobs = blobs.iter().map(|d| async move {
-        let digest = digest_of(&d.digest)?;
-        if store.has_blob(&digest) {
-            progress.blob(r, d, "exists", "already exists".into());
-            return Ok::<(), anyhow::Error>(());
-        }
-        let mut w = store.ingest()?;
-        let bar = progress.bar(short(&d.digest), d.size);
-        let update = |n: u64| {
-            if let Some(b) = &bar {
-                b.set_position(n);
-            }
-        };
-        let pulled = client.pull_blob(r, d, &mut w, &update).await;
-        if let Some(b) = &bar {
-            b.finish_and_clear();
-        }
-        pulled?;
-        w.commit(Some(&digest), Some(d.size))?;
-        progress.blob(
-            r,
-            d,
-            "pulled",
-            format!("pulled {}", super::human_size(d.size)),
-        );
-        Ok(())
-    });
+    // For a build, the config comes first: its diff_ids let each layer be unpacked
+    // into its snapshot while it downloads, instead of read back afterwards.
+    let mut diff_ids = Vec::new();
+    if unpack {
+        fetch_blob(store, client, r, &config, progress, None).await?;
+        diff_ids = stored_diff_ids(store, &config, layers.len());
+    }
+    let jobs = layers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d, diff_ids.get(i).cloned().flatten()))
+        .chain((!unpack).then_some((&config, None)))
+        .map(|(d, diff_id)| fetch_blob(store, client, r, d, progress, diff_id));
     futures_util::stream::iter(jobs)
         .buffer_unordered(client.options().max_concurrent_per_host.max(1))
         .try_collect::<Vec<()>>()
         .await?;
+    let blobs: Vec<&Descriptor> = std::iter::once(&config).chain(&layers).collect();
     let committed = store.write_blob(&m.bytes)?;
     if committed.digest.to_string() != m.digest {
         bail!("{r}: stored manifest digest differs from the registry's");
     }
-    for d in &blobs {
+    for d in blobs {
         sources.add(&d.digest, r);
     }
     sources.save();
@@ -362,6 +350,96 @@ pub async fn pull_into_store(
         store.set_tag(&local, &desc)?;
     }
     Ok(m.digest)
+}
+
+/// Pulls one blob into the store unless it is there; with `diff_id`, also unpacks
+/// the layer into its snapshot on the way (a failed unpack is left for the build,
+/// which unpacks from the stored blob and reports the cause).
+async fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    d: &Descriptor,
+    progress: &Progress,
+    diff_id: Option<Digest>,
+) -> Result<()> {
+    let digest = digest_of(&d.digest)?;
+    if store.has_blob(&digest) {
+        progress.blob(r, d, "exists", "already exists".into());
+        return Ok(());
+    }
+    let mut feeder = match &diff_id {
+        Some(id) => store.snapshot_feeder(id)?,
+        None => None,
+    };
+    let mut w = store.ingest()?;
+    let bar = progress.bar(short(&d.digest), d.size);
+    let update = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let pulled = match feeder.as_mut() {
+        Some(f) => {
+            let mut tee = Tee(&mut w, f);
+            client.pull_blob(r, d, &mut tee, &update).await
+        }
+        None => client.pull_blob(r, d, &mut w, &update).await,
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    pulled?;
+    w.commit(Some(&digest), Some(d.size))?;
+    let unpacked = match feeder.map(|f| f.finish()) {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
+            tracing::debug!("{}: unpacking while pulling failed: {e}", d.digest);
+            false
+        }
+        None => false,
+    };
+    let size = super::human_size(d.size);
+    let text = if unpacked {
+        format!("pulled {size}, unpacked")
+    } else {
+        format!("pulled {size}")
+    };
+    progress.blob_unpacked(r, d, "pulled", text, unpacked);
+    Ok(())
+}
+
+/// The diff_ids of a stored config, one per layer (`None` where it cannot be read,
+/// so that layer is simply not unpacked early).
+fn stored_diff_ids(store: &Store, config: &Descriptor, layers: usize) -> Vec<Option<Digest>> {
+    let ids = digest_of(&config.digest)
+        .ok()
+        .and_then(|c| store.read_blob(&c, layer_cache::image::MAX_JSON_BLOB).ok())
+        .and_then(|b| layer_cache::image::ImageConfig::parse(&b, "config").ok())
+        .map(|c| c.rootfs.diff_ids)
+        .unwrap_or_default();
+    if ids.len() != layers {
+        return vec![None; layers];
+    }
+    ids.into_iter().map(Some).collect()
+}
+
+/// Writes to two writers: the blob's ingest file and its snapshot feeder.
+struct Tee<'a>(
+    &'a mut layer_cache::ingest::BlobWriter,
+    &'a mut SnapshotFeeder,
+);
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// How transfers are shown: `Auto` is byte counters per blob in a terminal
@@ -429,11 +507,28 @@ impl Progress {
 
     /// One blob's outcome: `action` names it in JSON, `text` says it in a line.
     fn blob(&self, r: &Reference, d: &Descriptor, action: &str, text: String) {
+        self.blob_unpacked(r, d, action, text, false)
+    }
+
+    /// [`Progress::blob`], with JSON's `unpacked: true` for a layer a build pull
+    /// also unpacked into its snapshot.
+    fn blob_unpacked(
+        &self,
+        r: &Reference,
+        d: &Descriptor,
+        action: &str,
+        text: String,
+        unpacked: bool,
+    ) {
         if self.mode == ProgressMode::Json {
-            crate::progress::Json::emit(&serde_json::json!({
+            let mut event = serde_json::json!({
                 "event": "blob", "action": action, "ref": r.to_string(),
                 "digest": d.digest, "size": d.size,
-            }));
+            });
+            if unpacked {
+                event["unpacked"] = true.into();
+            }
+            crate::progress::Json::emit(&event);
         } else {
             self.line(format!("{}: {text}", short(&d.digest)));
         }
@@ -537,7 +632,7 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
     progress.start("pull", &r);
     let pulled = until_interrupted(
         &runtime()?,
-        pull_into_store(&store, &client, &r, &platform, mode),
+        pull_into_store(&store, &client, &r, &platform, mode, false),
     )?;
     let digest = match pulled {
         Ok(d) => d,
@@ -958,6 +1053,7 @@ impl BasePuller {
             &r,
             &platform,
             self.mode,
+            true,
         )) {
             if let Ok(mut errs) = self.errors.lock() {
                 errs.push(format!("pulling {reference}: {e:#}"));
