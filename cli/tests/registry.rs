@@ -1689,3 +1689,83 @@ fn pull_and_push_progress_json_is_one_object_per_line_and_quiet_is_silent() {
         "{err}"
     );
 }
+
+/// Bytes as an upload source, for blobs a test makes by hand.
+struct HandMade(Vec<u8>);
+
+impl registry_client::BlobSource for HandMade {
+    fn open(
+        &self,
+        offset: u64,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    > {
+        let rest = self.0[offset as usize..].to_vec();
+        Box::pin(async move {
+            Ok(Box::new(std::io::Cursor::new(rest))
+                as Box<dyn tokio::io::AsyncRead + Send + Unpin>)
+        })
+    }
+}
+
+#[test]
+fn a_base_whose_layer_does_not_match_its_config_is_refused_and_never_unpacked() {
+    let Some((tmp, root)) = setup() else { return };
+    if !testdata::require_root() {
+        return;
+    }
+    let reg = Registry::start();
+    ok(mybuild(&root).args(["push", "busybox", &format!("{}/liar:src", reg.addr)]));
+    // The same layer under a config that claims other uncompressed content.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let mut config = v["Config"].clone();
+    config["rootfs"]["diff_ids"][0] = wrong.clone().into();
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_desc = registry_client::Descriptor {
+        media_type: "application/vnd.oci.image.config.v1+json".into(),
+        digest: layer_cache::Digest::of(&config).to_string(),
+        size: config.len() as u64,
+        platform: None,
+        urls: Vec::new(),
+    };
+    let mut manifest = v["Manifest"].clone();
+    manifest["config"]["digest"] = config_desc.digest.clone().into();
+    manifest["config"]["size"] = config_desc.size.into();
+    let liar = format!("{}/liar:1", reg.addr);
+    let r = registry_client::Reference::parse(&liar).unwrap();
+    let client = registry_client::Client::new(registry_client::ClientOptions::from_env());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(client.push_blob(&r, &config_desc, &HandMade(config), &[]))
+        .unwrap();
+    let m = registry_client::Manifest::new(serde_json::to_vec(&manifest).unwrap(), None).unwrap();
+    rt.block_on(client.put_manifest(&r, &m)).unwrap();
+
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {liar}\nRUN true\n")).unwrap();
+    let fresh = tmp.path().join("fresh");
+    let err = fails(mybuild(&fresh).args(["build", "-t", "x:1"]).arg(&ctx));
+    assert!(
+        err.contains(&format!("but the config says {wrong}")),
+        "{err}"
+    );
+    let snapshots = fresh.join("snapshots-v1");
+    assert!(!snapshots.join(&wrong["sha256:".len()..]).exists());
+    let left: Vec<_> = std::fs::read_dir(snapshots.join("tmp"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // The broken image is not tagged: a later build meets the same error again.
+    let (images, _) = ok(mybuild(&fresh).args(["images", "-q"]));
+    assert_eq!(images.trim(), "", "{images}");
+    let err = fails(mybuild(&fresh).args(["build", "-t", "x:1"]).arg(&ctx));
+    assert!(err.contains("but the config says"), "{err}");
+}

@@ -36,6 +36,12 @@ pub enum StoreError {
     },
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
+    #[error("{what}: uncompressed content hashes to {actual}, but the config says {expected}")]
+    DiffIdMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{what} is {size} bytes, more than the {limit} allowed")]
     TooLarge { what: String, size: u64, limit: u64 },
     #[error("archive {}: {reason}", path.display())]

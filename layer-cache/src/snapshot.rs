@@ -79,10 +79,11 @@ impl Store {
             .map_err(|e| StoreError::io(scratch.path(), e))?;
         let (_, actual, _) = reader.finish();
         if actual != *diff_id {
-            return Err(StoreError::invalid(
-                what,
-                format!("uncompressed content hashes to {actual}, but the config says {diff_id}"),
-            ));
+            return Err(StoreError::DiffIdMismatch {
+                what: what.to_string(),
+                expected: diff_id.clone(),
+                actual,
+            });
         }
         Ok(scratch)
     }
@@ -90,7 +91,8 @@ impl Store {
     /// Starts unpacking the layer with this diff_id from its compressed bytes as they
     /// arrive (write them to the feeder), so a pulled base needs no second read of its
     /// blob. `None` when the snapshot exists or another unpack of it is under way.
-    pub fn snapshot_feeder(&self, diff_id: &Digest) -> Result<Option<SnapshotFeeder>> {
+    /// `what` names the layer in errors.
+    pub fn snapshot_feeder(&self, diff_id: &Digest, what: &str) -> Result<Option<SnapshotFeeder>> {
         if self.snapshot_path(diff_id).is_dir() {
             return Ok(None);
         }
@@ -106,8 +108,8 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(FEED_CHUNKS);
         let store = self.clone();
         let id = diff_id.clone();
+        let what = what.to_string();
         let worker = std::thread::spawn(move || {
-            let what = format!("layer {id}");
             let input = std::io::BufReader::new(ChannelReader {
                 rx,
                 chunk: Vec::new(),

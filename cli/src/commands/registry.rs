@@ -353,8 +353,9 @@ pub async fn pull_into_store(
 }
 
 /// Pulls one blob into the store unless it is there; with `diff_id`, also unpacks
-/// the layer into its snapshot on the way (a failed unpack is left for the build,
-/// which unpacks from the stored blob and reports the cause).
+/// the layer into its snapshot on the way. Content that contradicts the config fails
+/// the pull; any other failed unpack is left for the build, which unpacks from the
+/// stored blob and reports the cause.
 async fn fetch_blob(
     store: &Store,
     client: &Client,
@@ -369,7 +370,7 @@ async fn fetch_blob(
         return Ok(());
     }
     let mut feeder = match &diff_id {
-        Some(id) => store.snapshot_feeder(id)?,
+        Some(id) => store.snapshot_feeder(id, &format!("layer {}", d.digest))?,
         None => None,
     };
     let mut w = store.ingest()?;
@@ -393,6 +394,9 @@ async fn fetch_blob(
     w.commit(Some(&digest), Some(d.size))?;
     let unpacked = match feeder.map(|f| f.finish()) {
         Some(Ok(_)) => true,
+        // The blob is what the manifest names, but not what the config says it
+        // holds: the image is broken, so it is not tagged.
+        Some(Err(e @ layer_cache::StoreError::DiffIdMismatch { .. })) => return Err(e.into()),
         Some(Err(e)) => {
             tracing::debug!("{}: unpacking while pulling failed: {e}", d.digest);
             false
