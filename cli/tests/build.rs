@@ -446,3 +446,118 @@ fn copy_keeps_xattrs_and_file_capabilities_and_keys_on_them() {
     let rootfs = unpack(tmp.path(), &root, "caps:3");
     assert_eq!(get(&rootfs.join("bin/tool"), "user.mybuild"), b"two");
 }
+
+#[test]
+fn add_host_lines_reach_run_and_key_the_step() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN cat /etc/hosts > /hosts\n",
+        &[],
+    );
+    let build = |tag: &str, hosts: &[&str]| {
+        let mut cmd = mybuild(&root);
+        cmd.args(["build", "--progress=plain", "-t", tag]);
+        for h in hosts {
+            cmd.arg(format!("--add-host={h}"));
+        }
+        ok(cmd.arg(&ctx)).1
+    };
+    build(
+        "hosts:1",
+        &["db:10.1.2.3", "gw=host-gateway", "v6:[fd00::7]"],
+    );
+    let hosts =
+        std::fs::read_to_string(unpack(tmp.path(), &root, "hosts:1").join("hosts")).expect("hosts");
+    for line in [
+        "10.1.2.3\tdb",
+        "127.0.0.1\tgw",
+        "fd00::7\tv6",
+        "127.0.0.1\tlocalhost mybuild",
+    ] {
+        assert!(hosts.lines().any(|l| l == line), "{line:?} in {hosts}");
+    }
+    // The hosts file is an input of RUN: the same flags are cached, others re-run.
+    let same = build(
+        "hosts:2",
+        &["db:10.1.2.3", "gw=host-gateway", "v6:[fd00::7]"],
+    );
+    assert!(same.contains("CACHED"), "{same}");
+    let other = build("hosts:3", &["db:10.9.9.9"]);
+    assert!(!other.contains("CACHED"), "{other}");
+    for bad in ["nohost", "db:not-an-ip", ":1.2.3.4"] {
+        let err = fails(mybuild(&root).args(["build", "--add-host", bad]).arg(&ctx));
+        assert!(err.contains("--add-host") && err.contains(bad), "{err}");
+    }
+}
+
+#[test]
+fn metadata_file_names_the_built_image() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(tmp.path(), "FROM busybox\nLABEL a=b\n", &[]);
+    let meta = tmp.path().join("meta.json");
+    ok(mybuild(&root)
+        .args(["build", "-t", "meta:1", "-t", "meta:2", "--metadata-file"])
+        .arg(&meta)
+        .arg(&ctx));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).expect("metadata file")).expect("json");
+    let img = inspect(&root, "meta:1");
+    assert_eq!(m["containerimage.digest"], img["Id"], "{m}\n{img}");
+    assert_eq!(m["containerimage.descriptor"]["digest"], img["Id"]);
+    assert_eq!(
+        m["containerimage.config.digest"],
+        img["Manifest"]["config"]["digest"]
+    );
+    assert_eq!(m["image.name"], "meta:1,meta:2");
+}
+
+#[test]
+fn build_checks_run_on_every_build_and_alone_with_check() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN echo ran > /ran\nCMD echo hi\n",
+        &[],
+    );
+    // --check evaluates the rules and builds nothing.
+    let (success, _, err) = run(mybuild(&root)
+        .args(["build", "--check", "-t", "checked:1"])
+        .arg(&ctx));
+    assert!(!success, "{err}");
+    assert!(err.contains("JSONArgsRecommended"), "{err}");
+    assert!(err.contains("1 warning has been found"), "{err}");
+    assert!(!err.contains("ran"), "{err}");
+    let (images, _) = ok(mybuild(&root).args(["images"]));
+    assert!(!images.contains("checked"), "{images}");
+    // A build runs, then lists what the checks found.
+    let (_, err) = ok(mybuild(&root)
+        .args(["build", "--progress=plain", "-t", "checked:1"])
+        .arg(&ctx));
+    assert!(
+        err.contains("1 warning found")
+            && err
+                .lines()
+                .any(|l| l.starts_with(" - JSONArgsRecommended:") && l.ends_with("(line 3)")),
+        "{err}"
+    );
+    // check=error=true turns findings into an error before any step runs.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "# check=error=true\nFROM busybox\nRUN echo ran > /ran2\nCMD echo hi\n",
+    )
+    .expect("write");
+    let (success, _, err) = run(mybuild(&root)
+        .args(["build", "--progress=plain", "-t", "checked:2"])
+        .arg(&ctx));
+    assert!(!success);
+    assert!(
+        err.contains("lint violation found for rules: JSONArgsRecommended"),
+        "{err}"
+    );
+    assert!(!err.contains("RUN echo"), "a step ran: {err}");
+    // A clean Dockerfile passes --check.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCMD [\"true\"]\n").expect("write");
+    let (_, err) = ok(mybuild(&root).args(["build", "--check"]).arg(&ctx));
+    assert!(err.contains("0 warnings have been found"), "{err}");
+}

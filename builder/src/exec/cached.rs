@@ -35,6 +35,9 @@ impl Exec<'_> {
                     Some(n) => n.to_string(),
                 };
                 inputs.other.push(("network".into(), net));
+                if !self.req.extra_hosts.is_empty() {
+                    inputs.other.push(("hosts".into(), self.hosts_file()));
+                }
                 for (i, m) in mounts.iter().enumerate() {
                     // Bind mounts count by what they show; cache mounts by their spec
                     // (id, in the step's text), never by contents; secrets never by

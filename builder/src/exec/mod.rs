@@ -61,6 +61,8 @@ pub struct BuildRequest<'a> {
     pub source_date_epoch: Option<i64>,
     /// `--secret` values by id, for `RUN --mount=type=secret`; never written to an image.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--add-host` entries (host, address), appended to every RUN's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
     /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--no-cache`: run every step (results are still recorded).

@@ -49,6 +49,17 @@ fn heredoc_script_for(command: &Command, files: &[Heredoc]) -> Option<Script> {
 }
 
 impl Exec<'_> {
+    /// `/etc/hosts` for RUN steps: localhost, the step's hostname, and `--add-host`s.
+    pub(super) fn hosts_file(&self) -> String {
+        let mut hosts = String::from(
+            "127.0.0.1\tlocalhost mybuild\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        );
+        for (host, ip) in &self.req.extra_hosts {
+            hosts.push_str(&format!("{ip}\t{host}\n"));
+        }
+        hosts
+    }
+
     /// `args` after the stage's SHELL (default `/bin/sh -c`).
     fn with_shell(&self, st: &StageState, args: Vec<String>) -> Vec<String> {
         let mut shell = st
@@ -194,8 +205,7 @@ impl Exec<'_> {
             additional_gids: ids.additional_gids,
             hostname: "mybuild".into(),
             network,
-            hosts: "127.0.0.1\tlocalhost mybuild\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                .into(),
+            hosts: self.hosts_file(),
             resolv_conf: match network {
                 Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
                 Network::None => String::new(),

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use builder::context::Context as BuildContext;
 use builder::exec::{BuildEvent, BuildReporter, BuildRequest};
 use builder::plan::{BaseInfo, PlanOptions, Platform};
@@ -78,6 +78,15 @@ pub struct BuildArgs {
     /// For --push, --pull and bases pulled for FROM
     #[command(flatten)]
     registry: super::registry::RegistryOpts,
+    /// Add a line to /etc/hosts in RUN steps: HOST:IP or HOST=IP (IP may be host-gateway); repeatable
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
+    /// Write the result's digests and names as JSON to this file (BuildKit's keys)
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// Evaluate the build checks (lint rules) instead of building; exit 1 on any finding
+    #[arg(long)]
+    check: bool,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -248,6 +257,57 @@ fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// The build checks' findings after a build, as BuildKit lists them (JSON events
+/// with `--progress=json`).
+fn lint_summary(lint: &builder::lint::LintReport, progress: &str) {
+    if lint.warnings.is_empty() {
+        return;
+    }
+    if matches!(progress, "json" | "rawjson") {
+        for w in &lint.warnings {
+            crate::progress::Json::emit(&serde_json::json!({
+                "event": "warning", "rule": w.rule, "line": w.line,
+                "message": w.detail, "url": w.url,
+            }));
+        }
+        return;
+    }
+    let n = lint.warnings.len();
+    eprintln!(
+        "{n} warning{} found (use mybuild build --check for details):",
+        if n == 1 { "" } else { "s" }
+    );
+    for w in &lint.warnings {
+        eprintln!(" - {}: {} (line {})", w.rule, w.detail, w.line);
+    }
+}
+
+/// `--add-host` values as (host, address), parsed as Docker does: `HOST=IP` or
+/// `HOST:IP`, an IPv6 address optionally in brackets. `host-gateway` is the host
+/// itself, which RUN reaches on loopback since it shares the host's network.
+fn extra_hosts(list: &[String]) -> Result<Vec<(String, String)>> {
+    list.iter()
+        .map(|item| {
+            let (host, ip) = item
+                .split_once('=')
+                .or_else(|| item.split_once(':'))
+                .ok_or_else(|| anyhow!("--add-host {item:?}: expected HOST:IP"))?;
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            let ip = if ip == "host-gateway" {
+                "127.0.0.1"
+            } else {
+                ip
+            };
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                bail!("--add-host {item:?}: invalid host name {host:?}");
+            }
+            ip.parse::<std::net::IpAddr>()
+                .map_err(|_| anyhow!("--add-host {item:?}: invalid IP address {ip:?}"))?;
+            Ok((host.to_string(), ip.to_string()))
+        })
+        .collect()
+}
+
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let outputs = a
         .outputs
@@ -351,6 +411,18 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             }
         }
     }
+    // Build checks, as BuildKit runs them on every build: reported after it, or
+    // instead of it with --check; `# check=error=true` stops it before any step.
+    let lint = builder::lint::lint(&df, &StoreBases(&store, &puller));
+    if a.check {
+        crate::commands::check::print_report(&dockerfile_name, &text, &lint, None, false)?;
+        return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
+    }
+    if let Some(e) = &lint.error {
+        lint_summary(&lint, &a.progress);
+        eprintln!("error: {e}");
+        return Ok(1);
+    }
     let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
     let req = BuildRequest {
         graph: &graph,
@@ -372,6 +444,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .ok()
             .and_then(|s| s.trim().parse().ok()),
         secrets: crate::commands::secrets::parse(&a.secrets)?,
+        extra_hosts: extra_hosts(&a.add_hosts)?,
         ssh: crate::commands::ssh::parse(&a.ssh)?,
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
@@ -415,6 +488,20 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     if let Some(path) = &a.iidfile {
         std::fs::write(path, digest.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.metadata_file {
+        let image = store.load_image(&result.manifest)?;
+        let meta = serde_json::json!({
+            "containerimage.digest": digest.to_string(),
+            "containerimage.config.digest": image.config_digest.to_string(),
+            "containerimage.descriptor": &result.manifest,
+            "image.name": tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>().join(","),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !a.quiet {
+        lint_summary(&lint, &a.progress);
     }
     if a.quiet {
         println!("{digest}");

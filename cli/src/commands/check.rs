@@ -1,7 +1,7 @@
 //! `mybuild check`: lint a Dockerfile with BuildKit's check rules.
 
 use builder::diagnostic::{render_as, Location};
-use builder::lint::{lint_text, PathOnlyBases};
+use builder::lint::{lint_text, LintReport, PathOnlyBases};
 use builder::plan::{plan, PlanOptions};
 use std::path::PathBuf;
 
@@ -48,16 +48,31 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
             error_text = Some(e.render());
         }
     }
-    if args.json {
+    print_report(&name, &text, &report, error_text.as_deref(), args.json)?;
+    failed |= report.error.is_some() || (args.fail_on_warning && !report.warnings.is_empty());
+    Ok(i32::from(failed))
+}
+
+/// Prints lint findings as `mybuild check` (and `build --check`) shows them: one
+/// located warning each and a count, or one JSON document; `error_text` is a parse
+/// or plan error that stopped the check.
+pub fn print_report(
+    name: &str,
+    text: &str,
+    report: &LintReport,
+    error_text: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
         let out = serde_json::json!({
             "file": name,
             "warnings": report.warnings,
-            "error": error_text.clone().or(report.error.clone()),
+            "error": error_text.map(str::to_string).or(report.error.clone()),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for w in &report.warnings {
-            let loc = Location::find(&name, &text, w.line, 1, None);
+            let loc = Location::find(name, text, w.line, 1, None);
             let loc = Location {
                 column: 1,
                 len: loc.line_text.chars().count().max(1),
@@ -70,7 +85,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
                 w.url
             );
         }
-        if let Some(e) = &error_text {
+        if let Some(e) = error_text {
             eprint!("{e}");
         }
         if let Some(e) = &report.error {
@@ -85,6 +100,5 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    failed |= report.error.is_some() || (args.fail_on_warning && !report.warnings.is_empty());
-    Ok(i32::from(failed))
+    Ok(())
 }
