@@ -2,12 +2,25 @@
 //! The builder only emits [`BuildEvent`]s; everything here is presentation.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use builder::exec::{BuildEvent, BuildReporter};
 use builder::sandbox::Stream;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Why live progress cannot be drawn on standard error, or `None` when it can.
+/// indicatif draws nothing where TERM is unset or `dumb`, and then also drops
+/// the lines printed above its bars, so such a terminal must get plain output.
+pub fn cannot_draw() -> Option<&'static str> {
+    if !std::io::stderr().is_terminal() {
+        Some("standard error is not a terminal")
+    } else if ProgressDrawTarget::stderr().is_hidden() {
+        Some("TERM is unset or dumb, so the terminal cannot show progress")
+    } else {
+        None
+    }
+}
 
 /// Live steps with timers; a step's output scrolls above the bars, prefixed by step.
 pub struct Tty {

@@ -141,29 +141,23 @@ fn json_progress_is_one_event_per_line() {
 #[test]
 fn tty_progress_needs_a_terminal_and_draws_on_one() {
     let Some((tmp, root)) = setup() else { return };
-    if !testdata::require_tool("script") {
-        return;
-    }
     let ctx = context(tmp.path(), DOCKERFILE, &[]);
     let err = fails(mybuild(&root).args(["--progress", "tty"]).arg(&ctx));
     assert!(
         err.contains("--progress=tty: standard error is not a terminal"),
         "{err}"
     );
-    // `script` gives the build a pseudo-terminal and records what it drew.
-    let exe = assert_cmd::cargo::cargo_bin("mybuild");
-    let log = tmp.path().join("typescript");
-    let cmd = format!(
-        "{} --root {} -t t:1 --progress tty {}",
-        exe.display(),
-        root.display(),
-        ctx.display()
-    );
-    ok(Command::new("script")
-        .args(["-q", "-e", "-c", &cmd])
-        .arg(&log)
-        .env("TERM", "xterm"));
-    let drawn = String::from_utf8_lossy(&std::fs::read(&log).expect("typescript")).into_owned();
+    let Some(p) = in_pty(
+        tmp.path(),
+        mybuild(&root)
+            .args(["-t", "t:1", "--progress", "tty"])
+            .arg(&ctx),
+        80,
+    ) else {
+        return;
+    };
+    assert!(p.success, "{:?}", p.terminal);
+    let drawn = p.terminal;
     assert!(drawn.contains("say-hi"), "{drawn}");
     assert!(drawn.contains("✔ #1 [stage-0] RUN mkdir"), "{drawn}");
     assert!(drawn.contains("naming to t:1 done"), "{drawn}");

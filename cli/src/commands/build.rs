@@ -220,13 +220,14 @@ impl BuildReporter for Plain {
 
 /// The renderer `--progress` names; `auto` is tty on a terminal, else plain.
 fn reporter(progress: &str, quiet: bool) -> Result<Box<dyn BuildReporter>> {
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    let cannot_draw = crate::progress::cannot_draw();
+    if let (false, "tty", Some(why)) = (quiet, progress, cannot_draw) {
+        bail!("--progress=tty: {why}");
+    }
     Ok(match progress {
         _ if quiet => Box::new(builder::exec::NoReporter),
         "json" | "rawjson" => Box::new(crate::progress::Json),
-        "tty" if !terminal => bail!("--progress=tty: standard error is not a terminal"),
-        "tty" | "auto" if terminal => Box::new(crate::progress::Tty::new()),
+        "tty" | "auto" if cannot_draw.is_none() => Box::new(crate::progress::Tty::new()),
         _ => Box::new(Plain {
             quiet,
             partial: BTreeMap::new(),

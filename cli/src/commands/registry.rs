@@ -32,7 +32,7 @@ pub struct RegistryOpts {
 /// How a pull or push reports its transfers, as `build --progress` does.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProgressOpts {
-    /// Progress output: auto, tty, plain, json or quiet (auto: byte counters on a terminal, else plain lines)
+    /// Progress output: auto, tty, plain, json or quiet (auto: byte counters on a terminal unless CI is set, else plain lines; tty: byte counters, even in CI)
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "rawjson", "quiet"])]
     progress: String,
     /// No progress output (same as --progress=quiet)
@@ -42,8 +42,10 @@ pub struct ProgressOpts {
 
 impl ProgressOpts {
     fn mode(&self) -> Result<ProgressMode> {
-        if self.progress == "tty" && !stderr_is_terminal() {
-            bail!("--progress=tty: standard error is not a terminal");
+        if self.progress == "tty" {
+            if let Some(why) = crate::progress::cannot_draw() {
+                bail!("--progress=tty: {why}");
+            }
         }
         Ok(ProgressMode::for_build(&self.progress, self.quiet))
     }
@@ -447,10 +449,12 @@ impl std::io::Write for Tee<'_> {
 }
 
 /// How transfers are shown: `Auto` is byte counters per blob in a terminal
-/// (plain lines otherwise, and in CI); `Json` is one JSON line per event.
+/// (plain lines otherwise, and in CI); `Tty` is byte counters in CI too;
+/// `Json` is one JSON line per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
     Auto,
+    Tty,
     Plain,
     Json,
     Quiet,
@@ -464,6 +468,7 @@ impl ProgressMode {
             "quiet" => ProgressMode::Quiet,
             "json" | "rawjson" => ProgressMode::Json,
             "plain" => ProgressMode::Plain,
+            "tty" => ProgressMode::Tty,
             _ => ProgressMode::Auto,
         }
     }
@@ -478,7 +483,7 @@ impl Progress {
     fn new(mode: ProgressMode) -> Progress {
         Progress {
             mode,
-            multi: (mode == ProgressMode::Auto && stderr_is_terminal()).then(|| {
+            multi: live_progress(mode).then(|| {
                 indicatif::MultiProgress::with_draw_target(
                     indicatif::ProgressDrawTarget::stderr_with_hz(10),
                 )
@@ -588,11 +593,15 @@ impl Progress {
     }
 }
 
-/// Live progress only where someone watches it (a terminal, and not CI).
-fn stderr_is_terminal() -> bool {
-    std::io::stderr().is_terminal()
-        && std::env::var_os("CI").is_none()
-        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+/// Live progress only where it can be drawn, and (unless asked for by name)
+/// where someone watches it: not in CI.
+fn live_progress(mode: ProgressMode) -> bool {
+    let watched = match mode {
+        ProgressMode::Tty => true,
+        ProgressMode::Auto => std::env::var_os("CI").is_none(),
+        _ => false,
+    };
+    watched && crate::progress::cannot_draw().is_none()
 }
 
 /// Runs `work` to its end or until SIGINT or SIGTERM, whichever comes first.
