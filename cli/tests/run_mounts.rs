@@ -862,7 +862,8 @@ fn ssh_agents_are_forwarded_and_leave_no_trace() {
     let err = fails(mybuild(&root).args(["build", "-t", "ssh:2"]).arg(&req));
     assert!(err.contains("deploy_key"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
-    // An --ssh socket that does not exist, or that is a key file, is refused before building.
+    // An --ssh socket that does not exist, or one given with a key file, is refused
+    // before building (BuildKit allows one socket, or key files).
     let missing = tmp.path().join("no-such-agent.sock");
     let err = fails(
         mybuild(&root)
@@ -872,13 +873,18 @@ fn ssh_agents_are_forwarded_and_leave_no_trace() {
     );
     assert!(err.contains("deploy_key"), "{err}");
     assert!(err.contains("no-such-agent.sock"), "{err}");
-    let err = fails(
-        mybuild(&root)
-            .args(["build", "-t", "ssh:4", "--ssh"])
-            .arg(format!("deploy_key={}", key.display()))
-            .arg(&req),
-    );
-    assert!(err.contains("key files are not supported"), "{err}");
+    for mixed in [
+        format!("deploy_key={},{}", sock.display(), key.display()),
+        format!("deploy_key={},{}", key.display(), sock.display()),
+    ] {
+        let err = fails(
+            mybuild(&root)
+                .args(["build", "-t", "ssh:4", "--ssh", &mixed])
+                .arg(&req),
+        );
+        assert!(err.contains("must be the only path"), "{err}");
+        assert!(err.contains(&sock.display().to_string()), "{err}");
+    }
     let err = fails(
         mybuild(&root)
             .args(["build", "-t", "ssh:5", "--ssh", "default"])
@@ -886,4 +892,311 @@ fn ssh_agents_are_forwarded_and_leave_no_trace() {
             .arg(&req),
     );
     assert!(err.contains("SSH_AUTH_SOCK"), "{err}");
+}
+
+/// `ssh-keygen` without a passphrase unless one is given; returns the public key's
+/// fingerprint as `ssh-keygen -lf` prints it.
+fn keygen(path: &Path, kind: &str, comment: &str, passphrase: &str) -> String {
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", passphrase, "-C", comment, "-f"])
+        .arg(path));
+    let (listed, _) = ok(Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(path.with_extension("pub")));
+    listed
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
+}
+
+/// What remains of the agents mybuild started with `TMPDIR=tmpdir`: their socket
+/// directories, and any process whose command line names that directory.
+fn agent_leftovers(tmpdir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir(tmpdir).expect("tmpdir") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        if name.starts_with("mybuild-ssh-") {
+            left.push(format!("directory {name}"));
+        }
+    }
+    let needle = tmpdir.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            left.push(format!(
+                "process {}: {cmdline}",
+                e.file_name().to_string_lossy()
+            ));
+        }
+    }
+    left
+}
+
+/// Polls until the agents are gone (their guard cleans up just after we exit).
+fn assert_agents_gone(tmpdir: &Path) {
+    let mut left = agent_leftovers(tmpdir);
+    for _ in 0..500 {
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        left = agent_leftovers(tmpdir);
+    }
+    panic!("the build left ssh agents behind: {left:?}");
+}
+
+/// Every line of a PEM or OpenSSH key file's base64 body.
+fn key_body_lines(key: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(key).expect("key");
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .map(str::to_string)
+        .collect();
+    assert!(!lines.is_empty(), "no body in {text}");
+    lines
+}
+
+#[test]
+fn ssh_key_files_are_served_by_an_agent_for_the_build() {
+    if !testdata::require_tool("ssh-agent")
+        || !testdata::require_tool("ssh-add")
+        || !testdata::require_tool("ssh-keygen")
+        || !testdata::require_tool("ldd")
+    {
+        return;
+    }
+    let Some((tmp, root)) = setup() else { return };
+    let key1 = tmp.path().join("id_ed25519");
+    let key2 = tmp.path().join("id_ecdsa");
+    let fp1 = keygen(&key1, "ed25519", "key-one", "");
+    let fp2 = keygen(&key2, "ecdsa", "key-two", "");
+    // BuildKit reads the file whatever its mode; ssh-add alone would refuse this one.
+    std::fs::set_permissions(&key2, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let agent_tmp = tmp.path().join("agent-tmp");
+    std::fs::create_dir_all(&agent_tmp).expect("agent tmp");
+
+    let dockerfile = "FROM busybox\n\
+         RUN --mount=type=bind,source=sshbin,target=/opt/ssh --mount=type=ssh /opt/ssh/LOADER --library-path /opt/ssh /opt/ssh/ssh-add -l > /default-keys\n\
+         RUN --mount=type=bind,source=sshbin,target=/opt/ssh --mount=type=ssh,id=work /opt/ssh/LOADER --library-path /opt/ssh /opt/ssh/ssh-add -l > /work-keys\n";
+    let ctx = context(tmp.path(), "sshkeys", dockerfile, &[]);
+    let loader = copy_ssh_add(&ctx.join("sshbin"));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        dockerfile.replace("LOADER", &loader),
+    )
+    .expect("Dockerfile");
+    let (_, log) = ok(mybuild(&root)
+        .args(["build", "-t", "sshkeys:1", "--ssh"])
+        .arg(format!("default={}", key1.display()))
+        .arg("--ssh")
+        .arg(format!("work={},{}", key1.display(), key2.display()))
+        .env("TMPDIR", &agent_tmp)
+        .env_remove("SSH_AUTH_SOCK")
+        .arg(&ctx));
+    assert_agents_gone(&agent_tmp);
+    let rootfs = unpack(tmp.path(), &root, "sshkeys:1");
+    let default_keys = read(&rootfs, "default-keys");
+    assert_eq!(default_keys.lines().count(), 1, "{default_keys}");
+    assert!(default_keys.contains(&fp1), "{default_keys} lacks {fp1}");
+    let work_keys = read(&rootfs, "work-keys");
+    assert_eq!(work_keys.lines().count(), 2, "{work_keys}");
+    assert!(work_keys.contains(&fp1), "{work_keys} lacks {fp1}");
+    assert!(work_keys.contains(&fp2), "{work_keys} lacks {fp2}");
+    let mut entries = layer_entries(&root, "sshkeys:1");
+    entries.sort();
+    assert_eq!(entries, ["default-keys", "work-keys"]);
+
+    // No key bytes anywhere: not in a layer (uncompressed), the config, or any
+    // file of the store, nor in what the build printed.
+    let body: Vec<String> = key_body_lines(&key1)
+        .into_iter()
+        .chain(key_body_lines(&key2))
+        .collect();
+    let img = inspect(&root, "sshkeys:1");
+    let blob = |d: &str| root.join("blobs/sha256").join(&d["sha256:".len()..]);
+    let mut texts = vec![(
+        "config".to_string(),
+        std::fs::read(blob(
+            img["Manifest"]["config"]["digest"]
+                .as_str()
+                .expect("config"),
+        ))
+        .expect("config blob"),
+    )];
+    for l in img["Manifest"]["layers"].as_array().expect("layers") {
+        let digest = l["digest"].as_str().expect("digest");
+        let out = Command::new("zcat")
+            .arg("-f")
+            .arg(blob(digest))
+            .output()
+            .expect("zcat");
+        assert!(out.status.success(), "zcat {digest}");
+        texts.push((digest.to_string(), out.stdout));
+    }
+    for e in walkdir(&root) {
+        texts.push((
+            e.display().to_string(),
+            std::fs::read(&e).expect("store file"),
+        ));
+    }
+    texts.push(("the build's output".into(), log.into_bytes()));
+    for (what, bytes) in &texts {
+        let text = String::from_utf8_lossy(bytes);
+        for line in &body {
+            assert!(!text.contains(line.as_str()), "key material in {what}");
+        }
+    }
+
+    // The agents are keyed by the mount's spec, never by what they hold: other keys
+    // hit the cache for both RUNs.
+    let key3 = tmp.path().join("other");
+    keygen(&key3, "ed25519", "other", "");
+    let (_, log) = ok(mybuild(&root)
+        .args(["build", "-t", "sshkeys:2", "--ssh"])
+        .arg(format!("default={}", key3.display()))
+        .arg("--ssh")
+        .arg(format!("work={}", key3.display()))
+        .env("TMPDIR", &agent_tmp)
+        .arg(&ctx));
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    assert_agents_gone(&agent_tmp);
+}
+
+/// Regular files under `dir`, recursively.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let ft = e.file_type().expect("type");
+            if ft.is_dir() {
+                todo.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ssh_key_files_that_cannot_be_served_fail_before_the_build() {
+    if !testdata::require_tool("ssh-agent")
+        || !testdata::require_tool("ssh-add")
+        || !testdata::require_tool("ssh-keygen")
+    {
+        return;
+    }
+    let Some((tmp, root)) = setup() else { return };
+    let good = tmp.path().join("good");
+    keygen(&good, "ed25519", "good", "");
+    let locked = tmp.path().join("locked");
+    keygen(&locked, "ed25519", "locked", "secret");
+    let agent_tmp = tmp.path().join("agent-tmp");
+    std::fs::create_dir_all(&agent_tmp).expect("agent tmp");
+    let ctx = context(
+        tmp.path(),
+        "sshbad",
+        "FROM busybox\nRUN --mount=type=ssh,id=work echo step-ran-marker > /ran\n",
+        &[],
+    );
+    let build = |ssh: String| {
+        let err = fails(
+            mybuild(&root)
+                .args(["build", "-t", "sshbad:1", "--ssh", &ssh])
+                .env("TMPDIR", &agent_tmp)
+                .arg(&ctx),
+        );
+        // Refused before any step ran, and the agent already started is gone.
+        assert!(!err.contains("step-ran-marker"), "{err}");
+        assert_agents_gone(&agent_tmp);
+        err
+    };
+    // A passphrase is never asked for: the key is refused, naming the file. The
+    // good key before it was loaded into an agent that is stopped again.
+    let err = build(format!("work={},{}", good.display(), locked.display()));
+    assert!(err.contains("--ssh work"), "{err}");
+    assert!(err.contains(&locked.display().to_string()), "{err}");
+    assert!(err.contains("passphrase"), "{err}");
+    assert!(!err.contains(&good.display().to_string()), "{err}");
+    // A file that is not there.
+    let missing = tmp.path().join("no-such-key");
+    let err = build(format!("work={}", missing.display()));
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+    // A file that is not a private key (the public half), named with the reason.
+    let public = good.with_extension("pub");
+    let err = build(format!("work={}", public.display()));
+    assert!(err.contains(&public.display().to_string()), "{err}");
+    assert!(err.contains("not a private key"), "{err}");
+    let (images, _) = ok(mybuild(&root).arg("images"));
+    assert!(!images.contains("sshbad"), "{images}");
+}
+
+#[test]
+fn ssh_key_agents_are_stopped_when_the_build_is_interrupted() {
+    if !testdata::require_tool("ssh-agent")
+        || !testdata::require_tool("ssh-add")
+        || !testdata::require_tool("ssh-keygen")
+    {
+        return;
+    }
+    let Some((tmp, root)) = setup() else { return };
+    let key = tmp.path().join("key");
+    keygen(&key, "ed25519", "key", "");
+    let agent_tmp = tmp.path().join("agent-tmp");
+    std::fs::create_dir_all(&agent_tmp).expect("agent tmp");
+    for (n, signal) in [rustix::process::Signal::INT, rustix::process::Signal::TERM]
+        .into_iter()
+        .enumerate()
+    {
+        let marker = format!("{}{n}", 4_242_000 + std::process::id() % 1000);
+        let ctx = context(
+            tmp.path(),
+            &format!("sshint{n}"),
+            &format!("FROM busybox\nRUN --mount=type=ssh sleep {marker}\n"),
+            &[],
+        );
+        let mut child = mybuild(&root)
+            .args(["build", "-t", "sshint:1", "--ssh"])
+            .arg(format!("default={}", key.display()))
+            .env("TMPDIR", &agent_tmp)
+            .arg(&ctx)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mybuild");
+        // Waits for the step to run: the agent is up and serving it.
+        let running = || {
+            std::fs::read_dir("/proc")
+                .expect("/proc")
+                .flatten()
+                .any(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                        .unwrap_or(false)
+                })
+        };
+        let mut waited = 0;
+        while !running() {
+            assert!(waited < 3000, "the step never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        assert!(
+            !agent_leftovers(&agent_tmp).is_empty(),
+            "the build has no agent to clean up"
+        );
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+        let status = child.wait().expect("wait");
+        assert!(!status.success(), "{status}");
+        assert_agents_gone(&agent_tmp);
+    }
 }

@@ -66,7 +66,7 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR; repeatable
     #[arg(long = "secret")]
     secrets: Vec<String>,
-    /// SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET] (alone: $SSH_AUTH_SOCK); repeatable
+    /// SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET|KEY[,KEY...]] (alone: $SSH_AUTH_SOCK); repeatable
     #[arg(long = "ssh")]
     ssh: Vec<String>,
     /// Pull every base image, even those already in the store
@@ -425,6 +425,8 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         return Ok(1);
     }
     let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
+    // Agents serving --ssh key files live until the build ends (on every path).
+    let ssh = crate::commands::ssh::parse(&a.ssh)?;
     let req = BuildRequest {
         graph: &graph,
         context: ctx.path().to_path_buf(),
@@ -446,7 +448,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .and_then(|s| s.trim().parse().ok()),
         secrets: crate::commands::secrets::parse(&a.secrets)?,
         extra_hosts: extra_hosts(&a.add_hosts)?,
-        ssh: crate::commands::ssh::parse(&a.ssh)?,
+        ssh: ssh.sockets.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
     };
@@ -457,6 +459,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         linked: Vec::new(),
     };
     let result = builder::exec::build(&store, &req, &mut explain);
+    drop(ssh);
     // Stops live progress before anything else prints.
     drop(explain.inner);
     if a.explain_cache {
