@@ -293,18 +293,6 @@ fn add_from_url_downloads_checks_and_does_not_extract() {
     let err = fails(mybuild(&root).args(["-t", "copyurl:1"]).arg(&copy_url));
     assert!(err.contains("source can't be a URL for COPY"), "{err}");
 
-    // Git sources stay refused, named.
-    let git = context(
-        tmp.path(),
-        "git",
-        "FROM busybox\nADD https://example.com/repo.git /src/\n",
-    );
-    let err = fails(mybuild(&root).args(["-t", "git:1"]).arg(&git));
-    assert!(
-        err.contains("ADD from a git repository (https://example.com/repo.git)"),
-        "{err}"
-    );
-
     // HTTP_PROXY is honoured: the request reaches the proxy (ureq tunnels with CONNECT).
     let proxied = context(
         tmp.path(),
@@ -527,4 +515,243 @@ fn add_from_url_sends_userinfo_as_basic_auth() {
         std::fs::read_to_string(rootfs.join("f.txt")).expect("f"),
         "private\n"
     );
+}
+
+/// `git` for the test's own repositories: no user configuration, fixed identity.
+fn git(dir: &Path, args: &[&str], time: i64) -> String {
+    let (out, _) = ok(Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_AUTHOR_DATE", format!("@{time} +0000"))
+        .env("GIT_COMMITTER_DATE", format!("@{time} +0000")));
+    out.trim().to_string()
+}
+
+/// A work repository under `tmp/work` and its bare copy `tmp/git/repo.git`:
+/// commit one (1600000000: a.txt "one", run.sh 0755, link -> a.txt, sub/ with a
+/// nested dir; tags `light` and annotated `ann`), branch `dev` ("dev"), and `main`
+/// at commit two (1600000100: a.txt "two"). Returns (work, bare, one, two).
+fn git_repo(tmp: &Path) -> (PathBuf, PathBuf, String, String) {
+    let work = tmp.join("work");
+    std::fs::create_dir_all(work.join("sub/deep")).expect("dirs");
+    git(&work, &["init", "-q", "-b", "main"], 0);
+    std::fs::write(work.join("a.txt"), "one\n").expect("a");
+    std::fs::write(work.join("run.sh"), "#!/bin/sh\n").expect("run");
+    std::fs::set_permissions(work.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::os::unix::fs::symlink("a.txt", work.join("link")).expect("link");
+    std::fs::write(work.join("sub/s.txt"), "subfile\n").expect("s");
+    std::fs::write(work.join("sub/deep/d.txt"), "deep\n").expect("d");
+    git(&work, &["add", "-A"], 0);
+    git(&work, &["commit", "-q", "-m", "one"], 1600000000);
+    let one = git(&work, &["rev-parse", "HEAD"], 0);
+    git(&work, &["tag", "light"], 0);
+    git(&work, &["tag", "-a", "ann", "-m", "annotated"], 1600000000);
+    git(&work, &["checkout", "-q", "-b", "dev"], 0);
+    std::fs::write(work.join("a.txt"), "dev\n").expect("a");
+    git(&work, &["commit", "-q", "-am", "dev"], 1600000050);
+    git(&work, &["checkout", "-q", "main"], 0);
+    std::fs::write(work.join("a.txt"), "two\n").expect("a");
+    git(&work, &["commit", "-q", "-am", "two"], 1600000100);
+    let two = git(&work, &["rev-parse", "HEAD"], 0);
+    let bare = tmp.join("git/repo.git");
+    std::fs::create_dir_all(tmp.join("git")).expect("git dir");
+    git(
+        tmp,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &work.to_string_lossy(),
+            &bare.to_string_lossy(),
+        ],
+        0,
+    );
+    (work, bare, one, two)
+}
+
+/// Ids of the build's steps whose instruction starts with `prefix`, and whether each
+/// was CACHED, from the plain progress log.
+fn cached_steps(log: &str, prefix: &str) -> Vec<(String, bool)> {
+    let mut out: Vec<(usize, String, bool)> = Vec::new();
+    for line in log.lines() {
+        let Some((id, tail)) = line.strip_prefix('#').and_then(|r| r.split_once(' ')) else {
+            continue;
+        };
+        let Ok(id) = id.parse::<usize>() else {
+            continue;
+        };
+        if let Some((_, instr)) = tail.strip_prefix('[').and_then(|t| t.split_once("] ")) {
+            if instr.starts_with(prefix) && !out.iter().any(|(i, _, _)| *i == id) {
+                out.push((id, instr.to_string(), false));
+            }
+        } else if tail == "CACHED" {
+            if let Some(e) = out.iter_mut().find(|(i, _, _)| *i == id) {
+                e.2 = true;
+            }
+        }
+    }
+    out.into_iter().map(|(_, t, c)| (t, c)).collect()
+}
+
+#[test]
+fn add_from_git_checks_out_refs_subdirs_and_keeps_git_dir_on_request() {
+    let Some((tmp, root)) = setup(&["git"]) else {
+        return;
+    };
+    let (_work, bare, one, two) = git_repo(tmp.path());
+    let daemon = common::git_daemon(&tmp.path().join("git"));
+    let repo = daemon.url("repo.git");
+    // The same repository over dumb HTTP (`.git` URL), from the test HTTP server.
+    let srv = serve(common::dumb_http_routes(&bare, "/r/repo.git"));
+    let http = format!("http://127.0.0.1:{}/r/repo.git", srv.port);
+    let dockerfile = format!(
+        "FROM busybox\n\
+         ADD {repo} /src/head\n\
+         ADD {repo}#dev /src/dev\n\
+         ADD {repo}#light /src/light\n\
+         ADD {repo}#ann /src/ann\n\
+         ADD {repo}#{one}:sub /src/sub\n\
+         ADD --keep-git-dir=true {repo}#main /src/kept\n\
+         ADD --checksum={two} --chown=5:6 --chmod=755 {repo}#main /src/owned\n\
+         ADD {http}#dev:sub/deep /src/http/\n"
+    );
+    let ctx = context(tmp.path(), "ctx", &dockerfile);
+    let (_, log) = ok(mybuild(&root).args(["-t", "git:1"]).arg(&ctx));
+    assert!(
+        cached_steps(&log, "ADD").iter().all(|(_, c)| !c),
+        "first build runs every ADD:\n{log}"
+    );
+    let rootfs = unpack(tmp.path(), &root, "git:1");
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).expect(p);
+    assert_eq!(read("src/head/a.txt"), "two\n", "default branch");
+    assert_eq!(read("src/dev/a.txt"), "dev\n", "branch");
+    assert_eq!(read("src/light/a.txt"), "one\n", "lightweight tag");
+    assert_eq!(read("src/ann/a.txt"), "one\n", "annotated tag");
+    assert_eq!(read("src/kept/a.txt"), "two\n");
+    // A subdirectory's contents only.
+    assert_eq!(read("src/sub/s.txt"), "subfile\n");
+    assert_eq!(read("src/sub/deep/d.txt"), "deep\n");
+    assert!(!rootfs.join("src/sub/a.txt").exists());
+    assert!(!rootfs.join("src/sub/sub").exists());
+    assert_eq!(read("src/http/d.txt"), "deep\n", "dumb HTTP .git URL");
+    // Modes as the repository records them, owners root, mtimes the commit's.
+    let md = |p: &str| std::fs::symlink_metadata(rootfs.join(p)).expect(p);
+    assert_eq!(md("src/head/a.txt").mode() & 0o7777, 0o644);
+    assert_eq!(md("src/head/run.sh").mode() & 0o7777, 0o755);
+    assert_eq!(
+        (md("src/head/a.txt").uid(), md("src/head/a.txt").gid()),
+        (0, 0)
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("src/head/link")).expect("link"),
+        Path::new("a.txt")
+    );
+    assert_eq!(md("src/head/a.txt").mtime(), 1600000100);
+    assert_eq!(md("src/head/sub/deep").mtime(), 1600000100);
+    assert_eq!(md("src/light/a.txt").mtime(), 1600000000);
+    // --chown and --chmod apply to what a git source adds.
+    let owned = md("src/owned/a.txt");
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (5, 6, 0o755)
+    );
+    // .git only with --keep-git-dir=true, on the branch, without the fetch's remote
+    // credentials.
+    for p in ["src/head", "src/dev", "src/sub", "src/owned", "src/http"] {
+        assert!(!rootfs.join(p).join(".git").exists(), "{p}/.git");
+    }
+    assert_eq!(read("src/kept/.git/HEAD"), "ref: refs/heads/main\n");
+    assert!(read("src/kept/.git/config").contains(&repo));
+
+    // Built again from the same commits: every ADD is CACHED.
+    let (_, log) = ok(mybuild(&root).args(["-t", "git:2"]).arg(&ctx));
+    let steps = cached_steps(&log, "ADD");
+    assert_eq!(steps.len(), 8, "{log}");
+    assert!(steps.iter().all(|(_, c)| *c), "{steps:?}\n{log}");
+}
+
+#[test]
+fn add_from_git_reruns_on_a_new_commit_and_reports_errors() {
+    let Some((tmp, root)) = setup(&["git"]) else {
+        return;
+    };
+    let (work, bare, one, two) = git_repo(tmp.path());
+    let daemon = common::git_daemon(&tmp.path().join("git"));
+    let repo = daemon.url("repo.git");
+    let ctx = context(
+        tmp.path(),
+        "ctx",
+        &format!("FROM busybox\nADD {repo}#light /l\nADD {repo}#main /m\n"),
+    );
+    ok(mybuild(&root).args(["-t", "c:1"]).arg(&ctx));
+    let (_, log) = ok(mybuild(&root).args(["-t", "c:2"]).arg(&ctx));
+    let steps = cached_steps(&log, "ADD");
+    assert_eq!(steps.len(), 2, "{log}");
+    assert!(steps.iter().all(|(_, c)| *c), "{steps:?}\n{log}");
+
+    // A new commit on main: that step runs again and brings it; the tag's stays cached.
+    std::fs::write(work.join("a.txt"), "three\n").expect("a");
+    git(&work, &["commit", "-q", "-am", "three"], 1600000200);
+    git(&work, &["push", "-q", &bare.to_string_lossy(), "main"], 0);
+    let (_, log) = ok(mybuild(&root).args(["-t", "c:3"]).arg(&ctx));
+    let steps = cached_steps(&log, "ADD");
+    assert_eq!(
+        steps.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        vec![true, false],
+        "{log}"
+    );
+    let rootfs = unpack(tmp.path(), &root, "c:3");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("m/a.txt")).expect("m"),
+        "three\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("l/a.txt")).expect("l"),
+        "one\n"
+    );
+
+    let fails_with = |name: &str, line: &str| {
+        let ctx = context(tmp.path(), name, &format!("FROM busybox\n{line}\n"));
+        let err = fails(mybuild(&root).args(["-t", "bad:1"]).arg(&ctx));
+        assert!(err.contains("Dockerfile:2"), "{err}");
+        err
+    };
+    // --checksum must be the commit the ref resolves to.
+    let err = fails_with("sum2", &format!("ADD --checksum={two} {repo}#light /x"));
+    assert!(err.contains("commit checksum mismatch"), "{err}");
+    assert!(err.contains(&one) && err.contains(&two), "{err}");
+    let err = fails_with(
+        "sum3",
+        &format!("ADD --checksum=sha256:{} {repo} /x", "0".repeat(64)),
+    );
+    assert!(err.contains("expected a full commit sha"), "{err}");
+    // An unknown ref, a missing subdirectory, an unreachable repository.
+    let err = fails_with("ref", &format!("ADD {repo}#nope /x"));
+    assert!(err.contains("unknown ref \"nope\""), "{err}");
+    assert!(
+        err.contains(&format!("ADD {repo}#nope /x")),
+        "names the step: {err}"
+    );
+    let err = fails_with("subdir", &format!("ADD {repo}#main:missing /x"));
+    assert!(err.contains("subdirectory \"missing\" not found"), "{err}");
+    let err = fails_with("gone", &format!("ADD {} /x", daemon.url("absent.git")));
+    assert!(err.contains("git ls-remote failed: fatal:"), "{err}");
+    assert!(!ok(mybuild(&root).arg("images")).0.contains("bad"));
+    // COPY takes neither git sources nor --keep-git-dir, as in BuildKit.
+    let err = fails_with("copy", &format!("COPY {repo} /x"));
+    assert!(err.contains("source can't be a git ref for COPY"), "{err}");
+    let err = fails(mybuild(&root).args(["-t", "bad:2"]).arg(context(
+        tmp.path(),
+        "copyflag",
+        "FROM busybox\nCOPY --keep-git-dir=true Dockerfile /x\n",
+    )));
+    assert!(err.contains("unknown flag: --keep-git-dir"), "{err}");
 }

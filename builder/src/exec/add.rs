@@ -13,6 +13,9 @@
 //!   [`Download`] (the step cache keys the step by its content before the step runs).
 //!   Its ETag / Last-Modified and digest are remembered in the store, so a later build
 //!   can [`revalidate`] it: a 304 confirms the remembered content without a body.
+//! * A git source (`<repo>#<ref>:<subdir>`) is resolved and checked out by
+//!   [`super::git`]; its files (or the subdirectory's) are copied into the destination
+//!   directory, without `.git` unless `--keep-git-dir=true`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -35,6 +38,8 @@ pub enum AddError {
     Copy(#[from] CopyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Git(#[from] super::git::GitError),
     #[error("source can't be a URL for COPY: {0}")]
     CopyUrl(String),
     #[error("source can't be a git ref for COPY: {0}")]
@@ -120,7 +125,10 @@ pub fn validate_checksum(sources: &[String], checksum: &str) -> Result<(), AddEr
     if sources.len() != 1 {
         return Err(AddError::ChecksumManySources);
     }
-    if !is_http(&sources[0]) && !is_git(&sources[0]) {
+    if is_git(&sources[0]) {
+        return Ok(super::git::validate_checksum(checksum)?);
+    }
+    if !is_http(&sources[0]) {
         return Err(AddError::ChecksumNotUrl(sources[0].clone()));
     }
     Expected::parse(checksum).map(|_| ())
@@ -353,6 +361,8 @@ pub struct AddSpec<'a> {
     /// URLs already downloaded in this build (already checked against `checksum`);
     /// others are fetched here.
     pub downloads: &'a [std::sync::Arc<Download>],
+    /// Git sources checked out for this step, by source.
+    pub git: &'a [(String, super::git::Checkout)],
 }
 
 /// Performs ADD into `spec.copy.upper`: what is not an archive is copied as COPY
@@ -372,7 +382,7 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
     let local: Vec<String> = base
         .sources
         .iter()
-        .filter(|s| !is_http(s))
+        .filter(|s| !is_http(s) && !is_git(s))
         .cloned()
         .collect();
     let selected = copy::select(base.src_layers, &local, &base.filter)?;
@@ -387,6 +397,12 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
     copy::copy_selection(base, &rest)?;
     let mut archives = archives.into_iter().peekable();
     for src in base.sources {
+        if is_git(src) {
+            if let Some((_, co)) = spec.git.iter().find(|(s, _)| s == src) {
+                copy_checkout(spec, &co.root)?;
+            }
+            continue;
+        }
         if is_http(src) {
             let fetched;
             let dl = match spec.downloads.iter().find(|d| d.url == *src) {
@@ -436,6 +452,29 @@ fn has_glob(s: &str) -> bool {
 
 fn clean_rel(p: &str) -> Option<PathBuf> {
     copy::clean_rel(p)
+}
+
+/// Copies a git checkout's contents into the destination, which is a directory (as
+/// `COPY <dir>/ <dest>` copies a directory's contents). Owners are `--chown`'s (else
+/// root), `--chmod` applies, the commit's mtimes are kept.
+fn copy_checkout(spec: &AddSpec, root: &Path) -> Result<(), AddError> {
+    let dest = match spec.copy.dest.ends_with('/') {
+        true => spec.copy.dest.to_string(),
+        false => format!("{}/", spec.copy.dest),
+    };
+    copy::copy(&CopySpec {
+        src_layers: &[root.to_path_buf()],
+        sources: &[".".to_string()],
+        filter: copy::SourceFilter {
+            exclude: spec.copy.filter.exclude,
+            ..copy::SourceFilter::default()
+        },
+        contents: &[],
+        dest: &dest,
+        chmod: spec.copy.chmod.clone(),
+        ..spec.copy
+    })?;
+    Ok(())
 }
 
 /// Copies a downloaded file (its name is literal: glob characters are escaped).

@@ -83,6 +83,18 @@ impl Exec<'_> {
                 // Last-Modified time the file gets.
                 let mut local = Vec::new();
                 for s in &c.sources {
+                    // A git source: by the commit its ref resolved to (in step_json:
+                    // the source text, dest, --chown, --chmod, --checksum).
+                    if is_add && add::is_git(s) {
+                        let r = self.git.lock().ok()?.get(s).cloned()?;
+                        let subdir = r.source.subdir.as_deref().unwrap_or("");
+                        let keep = c.keep_git_dir.unwrap_or(false);
+                        inputs.other.push((
+                            format!("git {}", add::redact(&r.source.remote)),
+                            format!("commit {} subdir {subdir:?} keep-git-dir {keep}", r.commit),
+                        ));
+                        continue;
+                    }
                     if !is_add || !add::is_http(s) {
                         if s.contains("://") || s.starts_with("git@") {
                             return None;

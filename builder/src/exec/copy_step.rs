@@ -38,11 +38,6 @@ impl Exec<'_> {
         location: &str,
         text: &str,
     ) -> Result<(), BuildError> {
-        let unsupported = |what: &str| BuildError::Unsupported {
-            location: location.to_string(),
-            step: text.to_string(),
-            what: what.to_string(),
-        };
         let add_err = |e| BuildError::Add {
             location: location.to_string(),
             step: text.to_string(),
@@ -57,12 +52,6 @@ impl Exec<'_> {
             }
         }
         if is_add {
-            if let Some(git) = c.sources.iter().find(|s| add::is_git(s)) {
-                return Err(unsupported(&format!("ADD from a git repository ({git})")));
-            }
-            if c.keep_git_dir.is_some() {
-                return Err(unsupported("ADD --keep-git-dir (git sources)"));
-            }
             if let Some(sum) = &c.checksum {
                 add::validate_checksum(&c.sources, sum).map_err(add_err)?;
             }
@@ -74,6 +63,23 @@ impl Exec<'_> {
                 if !downloads.iter().any(|d: &Arc<add::Download>| d.url == *url) {
                     downloads.push(self.download(url, c.checksum.as_deref()).map_err(add_err)?);
                 }
+            }
+        }
+        // Checked out at the commit the step was keyed by.
+        let mut checkouts: Vec<(String, git::Checkout)> = Vec::new();
+        if is_add {
+            let keep = c.keep_git_dir.unwrap_or(false);
+            for src in c.sources.iter().filter(|s| add::is_git(s)) {
+                if checkouts.iter().any(|(s, _)| s == src) {
+                    continue;
+                }
+                let r = self.resolve_git(src).map_err(add_err)?;
+                if let Some(sum) = &c.checksum {
+                    git::verify_checksum(&r, sum).map_err(|e| add_err(add::AddError::Git(e)))?;
+                }
+                let co = git::checkout(self.store, &r, keep, &self.git_env())
+                    .map_err(|e| add_err(add::AddError::Git(e)))?;
+                checkouts.push((src.clone(), co));
             }
         }
         let src_layers = match &c.from {
@@ -151,6 +157,7 @@ impl Exec<'_> {
                     unpack: c.unpack,
                     checksum: c.checksum.as_deref(),
                     downloads: &downloads,
+                    git: &checkouts,
                 },
             )
             .map_err(add_err)?;
@@ -200,6 +207,25 @@ impl Exec<'_> {
             m.insert(url.to_string(), d.clone());
         }
         Ok(d)
+    }
+
+    /// `src`'s git ref resolved to a commit, once per build and shared by every step.
+    pub(super) fn resolve_git(&self, src: &str) -> Result<git::Resolved, add::AddError> {
+        if let Some(r) = self.git.lock().ok().and_then(|m| m.get(src).cloned()) {
+            return Ok(r);
+        }
+        let r = git::resolve(self.store, src, &self.git_env())?;
+        if let Ok(mut m) = self.git.lock() {
+            m.insert(src.to_string(), r.clone());
+        }
+        Ok(r)
+    }
+
+    /// The build's default `--ssh` agent reaches git (for ssh remotes), nothing else.
+    fn git_env(&self) -> git::GitEnv {
+        git::GitEnv {
+            ssh_auth_sock: self.req.ssh.get("default").cloned(),
+        }
     }
 
     /// Revalidates `url` against what the last build remembered; the content to key by.

@@ -15,6 +15,7 @@ mod cached;
 pub mod chmod;
 pub mod copy;
 mod copy_step;
+pub mod git;
 pub mod merged;
 mod mounts;
 mod run;
@@ -219,6 +220,8 @@ struct Exec<'a> {
     downloads: &'a Mutex<BTreeMap<String, std::sync::Arc<add::Download>>>,
     /// URLs a 304 confirmed in this build, not downloaded (yet): asked once per build.
     revalidated: &'a Mutex<BTreeMap<String, add::Unchanged>>,
+    /// Git sources resolved to a commit in this build, by source: asked once per build.
+    git: &'a Mutex<BTreeMap<String, git::Resolved>>,
 }
 
 /// Per-stage cache state while its steps run.
@@ -306,6 +309,7 @@ pub fn build(
     let stat: Mutex<BTreeMap<PathBuf, StatCache>> = Mutex::new(BTreeMap::new());
     let downloads = Mutex::new(BTreeMap::new());
     let revalidated = Mutex::new(BTreeMap::new());
+    let git_refs = Mutex::new(BTreeMap::new());
     let (os, arch, variant) = image::host_platform();
     let key_opts = KeyOptions {
         platform: format!(
@@ -338,7 +342,7 @@ pub fn build(
                         .filter_map(|d| done.get(d).map(|s| (*d, s.clone())))
                         .collect();
                     let tx = tx.clone();
-                    let (created, next_id, key_opts, stat, ran, downloads, revalidated) = (
+                    let (created, next_id, key_opts, stat, ran, downloads, revalidated, git) = (
                         &created,
                         &next_id,
                         &key_opts,
@@ -346,6 +350,7 @@ pub fn build(
                         &ran,
                         &downloads,
                         &revalidated,
+                        &git_refs,
                     );
                     scope.spawn(move || {
                         let mut forward = Forward(tx.clone());
@@ -360,6 +365,7 @@ pub fn build(
                             ran,
                             downloads,
                             revalidated,
+                            git,
                         };
                         let result = ex.stage(stage, &deps);
                         let _ = tx.send(Msg::StageFinished {
@@ -598,16 +604,28 @@ impl Exec<'_> {
         // ADD of a URL without --checksum is keyed by the body: fetch it first (once
         // per build; the step uses the same file when it runs), or revalidate what the
         // last build fetched.
+        // A git source is keyed by the commit its ref resolves to (ls-remote only; the
+        // fetch waits until the step runs).
         let mut urls = Vec::new();
         if let StepKind::Add(c) = &step.kind {
+            let add_err = |e| BuildError::Add {
+                location: location.clone(),
+                step: text.clone(),
+                source: e,
+            };
+            if let Some(sum) = &c.checksum {
+                add::validate_checksum(&c.sources, sum).map_err(add_err)?;
+            }
+            for src in c.sources.iter().filter(|s| add::is_git(s)) {
+                let r = self.resolve_git(src).map_err(add_err)?;
+                if let Some(sum) = &c.checksum {
+                    git::verify_checksum(&r, sum).map_err(|e| add_err(add::AddError::Git(e)))?;
+                }
+            }
             if c.checksum.is_none() {
                 urls = self
                     .url_inputs(sc, st, step, done, &c.sources)
-                    .map_err(|e| BuildError::Add {
-                        location: location.clone(),
-                        step: text.clone(),
-                        source: e,
-                    })?;
+                    .map_err(add_err)?;
             }
         }
         let keyed = self.step_key(st, step, done, &urls);
