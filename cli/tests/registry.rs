@@ -171,6 +171,27 @@ fn large_blob_is_pushed_in_chunks_and_pulls_back_verified() {
     let tar = big_rootfs(tmp.path());
     ok(mybuild(&root).args(["import"]).arg(&tar).arg("big:1"));
     let reg = Registry::start();
+    // Ctrl-C while the second chunk is held: the session is cancelled at the
+    // Location of the first chunk's answer (distribution refuses a cancel
+    // whose state counts fewer bytes than it holds).
+    let held = FaultProxy::start(&reg.addr);
+    held.add(Fault::new("PATCH", "/blobs/uploads/", FaultKind::Stall { after: 0 }, 1).skipping(1));
+    let child = start_and_stall(
+        mybuild(&root).args(["push", "big:1", &format!("{}/big:1", held.addr)]),
+        &held,
+        &root,
+        &[],
+        false,
+    );
+    assert_eq!(upload_sessions(&reg, "big").map(|s| s.len()), Some(1));
+    let (status, err) = signal_and_wait(child, libc::SIGINT);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert_eq!(
+        upload_sessions(&reg, "big"),
+        Some(vec![]),
+        "{:?}",
+        held.requests()
+    );
     let proxy = FaultProxy::start(&reg.addr);
     let dest = format!("{}/big:1", proxy.addr);
     // The second chunk fails once: the upload asks the registry where it stands
@@ -1565,6 +1586,242 @@ fn a_push_killed_mid_blob_leaves_no_manifest_and_the_next_push_completes() {
         let manifest: serde_json::Value = serde_json::from_str(&out.0).expect("manifest");
         assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(3));
     }
+}
+
+/// The upload sessions the registry holds for `repo`: `_uploads/<uuid>`
+/// directories with the session's `startedat` or `data` (`None` when no upload
+/// was ever started there). distribution 2.8 answers a cancel with 204 and
+/// removes both, but its handler then writes a `hashstates/` stub back into
+/// the directory; the session itself is gone (its URL answers 404).
+fn upload_sessions(reg: &Registry, repo: &str) -> Option<Vec<String>> {
+    let dir = reg
+        .data_dir()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_uploads");
+    let rd = std::fs::read_dir(dir).ok()?;
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.path().join("startedat").exists() || e.path().join("data").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+/// Upload URLs (`/v2/.../blobs/uploads/<uuid>?_state=...`) the proxy saw with
+/// `method`, by session uuid.
+fn session_urls(proxy: &FaultProxy, method: &str) -> std::collections::BTreeMap<String, String> {
+    proxy
+        .requests()
+        .iter()
+        .filter_map(|r| r.strip_prefix(&format!("{method} ")))
+        .filter_map(|path| {
+            let (_, rest) = path.split_once("/blobs/uploads/")?;
+            let id = rest.split('?').next()?;
+            (!id.is_empty()).then(|| (id.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+/// The status of a plain `GET path` sent to `addr` (an upload's status: 404
+/// once the session is gone).
+fn get_status(addr: &str, path: &str) -> u16 {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut head = String::new();
+    c.read_to_string(&mut head).expect("read");
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head}"))
+}
+
+/// The config and layer digests of a stored image.
+fn blob_digests(root: &Path, image: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(root).args(["inspect", image])).0).expect("json");
+    let m = &v["Manifest"];
+    std::iter::once(&m["config"])
+        .chain(m["layers"].as_array().expect("layers"))
+        .map(|d| d["digest"].as_str().expect("digest").to_string())
+        .collect()
+}
+
+/// busybox's one layer (~1 MB), the blob the proxy holds mid-upload.
+fn busybox_layer(root: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(mybuild(root).args(["inspect", "busybox"])).0).expect("json");
+    let layer = &v["Manifest"]["layers"][0];
+    assert!(layer["size"].as_u64().expect("size") > 512 << 10, "{v}");
+    layer["digest"].as_str().expect("digest").to_string()
+}
+
+/// Starts `cmd`, which must upload busybox's layer through `proxy` to `repo` on
+/// `reg`, holds it mid-layer and interrupts it with SIGINT. Asserts the session
+/// was open while held and is gone after the exit; returns the exit code and stderr.
+fn interrupt_mid_upload(
+    cmd: &mut Command,
+    root: &Path,
+    reg: &Registry,
+    proxy: &FaultProxy,
+    repo: &str,
+) -> (Option<i32>, String) {
+    let layer = busybox_layer(root);
+    // Held before the registry has any of the body: distribution 2.8 refuses
+    // any request on a session whose `_state` counts fewer bytes than it holds
+    // (and nothing can refresh that state), so a session that received part of
+    // a PUT cannot be cancelled there, only purged.
+    proxy.add(Fault::new(
+        "PUT",
+        &layer[7..],
+        FaultKind::Stall { after: 0 },
+        1,
+    ));
+    let child = start_and_stall(cmd, proxy, root, &[], false);
+    let puts = session_urls(proxy, "PUT");
+    let held: Vec<(&String, &String)> = puts
+        .iter()
+        .filter(|(_, url)| url.contains(&layer[7..]))
+        .collect();
+    assert_eq!(held.len(), 1, "{:?}", proxy.requests());
+    let (id, url) = held[0];
+    let open = upload_sessions(reg, repo).unwrap_or_default();
+    assert!(open.contains(id), "{open:?} lacks {id}");
+    let (status, err) = signal_and_wait(child, libc::SIGINT);
+    assert_eq!(
+        upload_sessions(reg, repo),
+        Some(vec![]),
+        "requests: {:?}",
+        proxy.requests()
+    );
+    assert!(
+        session_urls(proxy, "DELETE").contains_key(id),
+        "{:?}",
+        proxy.requests()
+    );
+    // Asked only now: a status request whose `_state` offset lags the bytes
+    // received makes distribution cancel the session itself.
+    let status_url = url.split("&digest=").next().expect("url");
+    assert_eq!(get_status(&reg.addr, status_url), 404);
+    (status.code(), err)
+}
+
+#[test]
+fn ctrl_c_during_a_push_cancels_the_open_upload_session() {
+    let Some((_tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/held/bb:1", proxy.addr);
+    let (code, err) = interrupt_mid_upload(
+        mybuild(&root).args(["push", "--progress=plain", "busybox", &dest]),
+        &root,
+        &reg,
+        &proxy,
+        "held/bb",
+    );
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(&format!("error: push of {dest} interrupted")),
+        "{err}"
+    );
+    assert!(fails(mybuild(&root).args(["digest", &dest])).contains("not found"));
+}
+
+#[test]
+fn ctrl_c_during_a_copy_exits_130_writes_no_manifest_and_cancels_the_upload() {
+    let Some((_tmp, root)) = setup() else { return };
+    let (one, two) = (Registry::start(), Registry::start());
+    let src = format!("{}/src/bb:1", one.addr);
+    let digest = ok(mybuild(&root).args(["push", "busybox", &src])).0;
+    let proxy = FaultProxy::start(&two.addr);
+    let dst = format!("{}/dst/bb:1", proxy.addr);
+    let (code, err) = interrupt_mid_upload(
+        mybuild(&root).args(["copy", &src, &dst]),
+        &root,
+        &two,
+        &proxy,
+        "dst/bb",
+    );
+    assert_eq!(code, Some(130), "{err}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("interrupted")).collect();
+    assert_eq!(
+        said,
+        [format!(
+            "error: copy of {src} interrupted: no manifest was written to {dst}"
+        )],
+        "{err}"
+    );
+    assert!(!err.contains(&format!("copied {src}")), "{err}");
+    assert!(
+        !proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.contains("/manifests/")),
+        "{:?}",
+        proxy.requests()
+    );
+    assert!(fails(mybuild(&root).args(["digest", &dst])).contains("not found"));
+    // Nothing left behind stops the next copy.
+    assert_eq!(ok(mybuild(&root).args(["copy", &src, &dst])).0, digest);
+    assert_eq!(remote_digest(&root, &dst), digest.trim());
+}
+
+#[test]
+fn a_push_whose_uploads_fail_for_good_cancels_every_session_it_opened() {
+    let Some((_tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    let dest = format!("{}/failing/bb:1", proxy.addr);
+    // Every blob PUT is refused, beyond the retry budget and the one fresh
+    // session per blob. `Retry-After: 0` keeps the retries instant.
+    proxy.add(Fault::new(
+        "PUT",
+        "/blobs/uploads/",
+        FaultKind::TooManyRequests { retry_after: 0 },
+        usize::MAX,
+    ));
+    let err = fails(mybuild(&root).args(["push", "--progress=plain", "busybox", &dest]));
+    // The upload's own error, not the cancel's.
+    assert!(
+        err.contains("pushing blob sha256:") && err.contains("429"),
+        "{err}"
+    );
+    let opened: Vec<String> = session_urls(&proxy, "PUT").into_keys().collect();
+    assert!(opened.len() >= 2, "{:?}", proxy.requests());
+    let cancelled: Vec<String> = session_urls(&proxy, "DELETE").into_keys().collect();
+    assert_eq!(cancelled, opened, "{:?}", proxy.requests());
+    // A blob's failed session is cancelled before its fresh one is used.
+    let log = proxy.requests();
+    let at = |method: &str, id: &str| {
+        log.iter()
+            .position(|r| r.starts_with(method) && r.contains(id))
+            .unwrap_or_else(|| panic!("no {method} of {id}: {log:?}"))
+    };
+    let mut retried = 0;
+    for digest in blob_digests(&root, "busybox") {
+        let mut sessions: Vec<&String> = opened
+            .iter()
+            .filter(|id| {
+                log.iter()
+                    .any(|r| r.contains(id.as_str()) && r.contains(&digest[7..]))
+            })
+            .collect();
+        sessions.sort_by_key(|id| at("PUT ", id));
+        if let [first, second] = sessions[..] {
+            assert!(at("DELETE ", first) < at("PUT ", second), "{log:?}");
+            retried += 1;
+        }
+    }
+    assert!(retried >= 1, "{log:?}");
+    // Sessions were opened here, and none is left.
+    assert_eq!(upload_sessions(&reg, "failing/bb"), Some(vec![]));
+    assert!(fails(mybuild(&root).args(["digest", &dest])).contains("not found"));
 }
 
 #[test]

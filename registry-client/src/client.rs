@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,10 +104,29 @@ struct AuthState {
     creds: Option<Option<Credentials>>,
 }
 
+/// How long cancelling upload sessions may take: an interrupted command
+/// should still end promptly, and the registry purges what is left anyway.
+const CANCEL_WITHIN: Duration = Duration::from_secs(2);
+
+/// An upload session the registry opened (a POST answered with a Location) and
+/// that is not completed or cancelled yet.
+#[derive(Clone)]
+struct OpenUpload {
+    host: Arc<Host>,
+    repository: String,
+    /// The latest Location (each PATCH answers with a new one).
+    url: Url,
+}
+
 pub struct Client {
     opts: ClientOptions,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     warned: Mutex<HashSet<String>>,
+    /// Open upload sessions by id. An upload whose future is dropped (an
+    /// interrupt, or a sibling upload's failure) cannot send its DELETE from
+    /// `Drop`, so its entry stays here for [`Client::cancel_open_uploads`].
+    uploads: Mutex<HashMap<u64, OpenUpload>>,
+    next_upload: AtomicU64,
 }
 
 fn transport(registry: &str, e: &reqwest::Error) -> Error {
@@ -166,6 +186,8 @@ impl Client {
             opts,
             hosts: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
+            uploads: Mutex::new(HashMap::new()),
+            next_upload: AtomicU64::new(0),
         }
     }
 
@@ -1061,7 +1083,7 @@ impl Client {
         }
         let mut tries = 0;
         loop {
-            let (loc, min_chunk) = match session.take() {
+            let opened = match session.take() {
                 Some(s) => s,
                 None => {
                     let url = self.url(&host, &format!("v2/{}/blobs/uploads/", r.repository))?;
@@ -1082,14 +1104,20 @@ impl Client {
                     location(&url, &resp)?
                 }
             };
+            let id = self.upload_opened(&host, &r.repository, &opened.0);
             let result = if desc.size > self.opts.chunk_threshold {
-                self.upload_chunked(&host, r, desc, source, loc, min_chunk)
+                self.upload_chunked(&host, r, desc, source, opened, id)
                     .await
             } else {
-                self.upload_monolithic(&host, r, desc, source, loc)
+                self.upload_monolithic(&host, r, desc, source, opened.0)
                     .await
                     .map(|_| 1)
             };
+            if result.is_ok() {
+                self.upload_closed(id);
+            } else {
+                self.cancel_upload(id).await;
+            }
             match result {
                 Ok(chunks) => return Ok(PushOutcome::Uploaded { chunks }),
                 // Digest problems are the data's fault; retrying will not help.
@@ -1100,6 +1128,126 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Records an upload session the registry opened; returns its id.
+    fn upload_opened(&self, host: &Arc<Host>, repository: &str, url: &Url) -> u64 {
+        let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
+        let open = OpenUpload {
+            host: host.clone(),
+            repository: repository.to_string(),
+            url: url.clone(),
+        };
+        if let Ok(mut m) = self.uploads.lock() {
+            m.insert(id, open);
+        }
+        id
+    }
+
+    fn upload_moved(&self, id: u64, url: &Url) {
+        if let Some(u) = self
+            .uploads
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|m| m.get_mut(&id))
+        {
+            u.url = url.clone();
+        }
+    }
+
+    /// The registry completed the upload: nothing left to cancel.
+    fn upload_closed(&self, id: u64) {
+        if let Ok(mut m) = self.uploads.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Cancels one session. The entry goes only after the DELETE, so a drop
+    /// mid-way leaves it for [`Client::cancel_open_uploads`].
+    async fn cancel_upload(&self, id: u64) {
+        let open = self.uploads.lock().ok().and_then(|m| m.get(&id).cloned());
+        if let Some(open) = open {
+            if tokio::time::timeout(CANCEL_WITHIN, self.send_cancel(&open))
+                .await
+                .is_err()
+            {
+                tracing::debug!(url = %open.url, "cancelling the upload: no answer");
+            }
+        }
+        self.upload_closed(id);
+    }
+
+    /// `DELETE <location>` (the distribution spec's "Canceling an upload").
+    /// Best effort, logged only: the caller's own error, if any, is what matters.
+    async fn send_cancel(&self, open: &OpenUpload) {
+        if self.delete_upload(open, &open.url).await {
+            return;
+        }
+        // A dropped PUT or PATCH may have left bytes that the state in our URL
+        // does not count, and distribution refuses a DELETE with a stale state.
+        // Its status answer (distribution 3 checks no offset there) carries
+        // the current Location.
+        let status = self
+            .send(
+                &open.host,
+                Method::GET,
+                &open.url,
+                &HeaderMap::new(),
+                None,
+                &Self::push_scope(&open.repository),
+                false,
+            )
+            .await;
+        let fresh = status
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|r| location(&open.url, &r).ok());
+        if let Some((url, _)) = fresh {
+            self.delete_upload(open, &url).await;
+        }
+    }
+
+    /// One DELETE of an upload URL; whether the registry accepted it.
+    async fn delete_upload(&self, open: &OpenUpload, url: &Url) -> bool {
+        let sent = self
+            .send(
+                &open.host,
+                Method::DELETE,
+                url,
+                &HeaderMap::new(),
+                None,
+                &Self::push_scope(&open.repository),
+                false,
+            )
+            .await;
+        match sent {
+            Ok(resp) => {
+                tracing::debug!(%url, status = %resp.status(), "cancelling the upload");
+                resp.status().is_success()
+            }
+            Err(e) => {
+                tracing::debug!(%url, "cancelling the upload: {e}");
+                false
+            }
+        }
+    }
+
+    /// Cancels every upload session this client left open: those of uploads
+    /// whose futures were dropped. Call it once no upload of this client runs
+    /// (after an interrupt or a failed push); gives up after two seconds.
+    pub async fn cancel_open_uploads(&self) {
+        let open: Vec<OpenUpload> = match self.uploads.lock() {
+            Ok(mut m) => m.drain().map(|(_, u)| u).collect(),
+            Err(_) => return,
+        };
+        if open.is_empty() {
+            return;
+        }
+        let all = futures_util::future::join_all(open.iter().map(|u| self.send_cancel(u)));
+        if tokio::time::timeout(CANCEL_WITHIN, all).await.is_err() {
+            tracing::debug!("cancelling {} upload sessions: gave up", open.len());
         }
     }
 
@@ -1147,8 +1295,8 @@ impl Client {
         r: &Reference,
         desc: &Descriptor,
         source: &dyn BlobSource,
-        mut loc: Url,
-        min_chunk: u64,
+        (mut loc, min_chunk): (Url, u64),
+        id: u64,
     ) -> Result<u32> {
         let what = format!("pushing blob {}", desc.digest);
         let scopes = Self::push_scope(&r.repository);
@@ -1184,6 +1332,7 @@ impl Client {
                     ) =>
                 {
                     loc = location(&loc, &resp)?.0;
+                    self.upload_moved(id, &loc);
                     offset = range_end(resp.headers()).unwrap_or(offset + len);
                     chunks += 1;
                     continue;
@@ -1221,6 +1370,7 @@ impl Client {
                 return Err(status_error(&what, &r.registry, resp).await);
             }
             loc = location(&loc, &resp)?.0;
+            self.upload_moved(id, &loc);
             // `0-0` means zero or one byte (distribution's ambiguity): start over.
             offset = match range_end(resp.headers()) {
                 Some(n) if n > 1 => n,

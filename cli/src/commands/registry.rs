@@ -625,6 +625,19 @@ fn until_interrupted<T>(
     })
 }
 
+/// [`until_interrupted`] for work that uploads with `client`. However the work
+/// ends (done, failed, or dropped at a signal), the upload sessions it left
+/// open are then cancelled, so none waits on the registry for its purge.
+fn uploading_until_interrupted<T>(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<std::result::Result<T, i32>> {
+    let done = until_interrupted(rt, work);
+    rt.block_on(client.cancel_open_uploads());
+    done
+}
+
 /// The store's name for a registry reference (`busybox:latest`, `host:5000/app:1`).
 pub fn local_name(r: &Reference) -> String {
     let repo = r.name();
@@ -797,8 +810,9 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     } else {
         progress.line(format!("pushing {} to {dest}", a.image));
     }
-    let pushed = until_interrupted(
+    let pushed = uploading_until_interrupted(
         &runtime()?,
+        &client,
         push_from_store(&store, &client, &a.image, &dest, mode),
     )?;
     let digest = match pushed {
@@ -859,7 +873,7 @@ pub fn copy(a: &CopyArgs) -> Result<i32> {
     }
     let want = want_platform(a.platform.as_deref())?;
     let client = client(&a.opts);
-    let digest = runtime()?.block_on(async {
+    let work = async {
         let top = client.get_manifest(&src).await?;
         if top.is_index() && a.all_platforms {
             let ManifestBody::Index { manifests } = top.body()? else {
@@ -879,7 +893,19 @@ pub fn copy(a: &CopyArgs) -> Result<i32> {
             copy_image(&client, &src, &dst, &m).await?;
             Ok(m.digest)
         }
-    })?;
+    };
+    let digest = match uploading_until_interrupted(&runtime()?, &client, work)? {
+        Ok(d) => d,
+        Err(code) => {
+            // The manifest goes last, so a stop before it leaves DST as it was.
+            Progress::new(ProgressMode::Plain).interrupted(
+                "copy",
+                &src,
+                &format!("no manifest was written to {dst}"),
+            );
+            return Ok(code);
+        }
+    };
     eprintln!("copied {src} to {dst}");
     println!("{digest}");
     Ok(0)
@@ -1077,12 +1103,11 @@ impl BasePuller {
     pub fn push(&self, store: &Store, image: &str) -> Result<String> {
         let dest = parse_ref(image)?;
         Progress::new(self.mode).start("push", &dest);
-        self.rt.block_on(push_from_store(
-            store,
-            &self.client,
-            image,
-            &dest,
-            self.mode,
-        ))
+        self.rt.block_on(async {
+            let pushed = push_from_store(store, &self.client, image, &dest, self.mode).await;
+            // A failed blob drops its siblings mid-upload: cancel their sessions.
+            self.client.cancel_open_uploads().await;
+            pushed
+        })
     }
 }
