@@ -1,5 +1,6 @@
 //! `mybuild [build] [OPTIONS] CONTEXT`: build an image from a Dockerfile.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use builder::plan::{BaseInfo, PlanOptions, Platform};
 use builder::sandbox::Network;
 use layer_cache::image::{self, Compression};
 use layer_cache::layer::LayerOptions;
+use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{ImageRef, Store};
 
 use crate::Globals;
@@ -69,6 +71,11 @@ pub struct BuildArgs {
     /// SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET] (alone: $SSH_AUTH_SOCK); repeatable
     #[arg(long = "ssh")]
     ssh: Vec<String>,
+    /// Target platform, os/arch[/variant] (default: this machine's): sets TARGETPLATFORM
+    /// and its parts, the platform of stages without FROM --platform, and which image of
+    /// a multi-platform base is used
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Vec<String>,
     /// Pull every base image, even those already in the store
     #[arg(long)]
     pull: bool,
@@ -83,25 +90,51 @@ pub struct BuildArgs {
 }
 
 /// Answers the planner's questions about base images from the local store,
-/// pulling images that are missing (all of them with `--pull`).
-struct StoreBases<'a>(&'a Store, &'a super::registry::BasePuller);
+/// pulling images that are missing or stored for another platform (all of them
+/// with `--pull`), and remembers which manifest each (name, platform) resolved to.
+struct StoreBases<'a> {
+    store: &'a Store,
+    puller: &'a super::registry::BasePuller,
+    resolved: RefCell<BTreeMap<(String, String), Option<Descriptor>>>,
+}
 
 impl StoreBases<'_> {
+    /// The stored manifest of `reference` for `platform`, pulled when needed; `None`
+    /// when the store has no image of that name for that platform.
+    fn resolve(&self, reference: &str, platform: &Platform) -> Option<Descriptor> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some(d) = self.resolved.borrow().get(&key) {
+            return d.clone();
+        }
+        self.puller.ensure(
+            reference,
+            Some(registry_client::Platform {
+                os: platform.os.clone(),
+                architecture: platform.arch.clone(),
+                variant: platform.variant.clone(),
+            }),
+        );
+        // Another platform's image under this name is not used (the build then
+        // says which platform the store has).
+        let desc = self.store.resolve(reference).ok().filter(|d| {
+            self.store.load_image(d).is_ok_and(|img| {
+                let c = &img.config;
+                c.architecture.is_empty()
+                    || platform.matches_image(&c.os, &c.architecture, c.variant.as_deref())
+            })
+        });
+        self.resolved.borrow_mut().insert(key, desc.clone());
+        desc
+    }
+
     fn config(
         &self,
         reference: &str,
         platform: Option<&Platform>,
     ) -> Option<layer_cache::image::ContainerConfig> {
-        self.1.ensure(
-            reference,
-            platform.map(|p| registry_client::Platform {
-                os: p.os.clone(),
-                architecture: p.arch.clone(),
-                variant: p.variant.clone(),
-            }),
-        );
-        let desc = self.0.resolve(reference).ok()?;
-        self.0.load_image(&desc).ok()?.config.config
+        let platform = platform.cloned().unwrap_or_else(Platform::host);
+        let desc = self.resolve(reference, &platform)?;
+        self.store.load_image(&desc).ok()?.config.config
     }
 }
 
@@ -248,6 +281,35 @@ fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `--platform` (repeatable, comma-separated): one platform, or the host's.
+fn target_platform(given: &[String]) -> Result<Platform> {
+    let mut list: Vec<Platform> = Vec::new();
+    for p in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
+        if p.is_empty() {
+            continue;
+        }
+        let parsed = Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        if !list.contains(&parsed) {
+            list.push(parsed);
+        }
+    }
+    match list.as_slice() {
+        [] => Ok(Platform::host()),
+        [one] => Ok(one.clone()),
+        many => bail!(
+            "--platform {}: building more than one platform at once (a multi-platform \
+             image) is not supported yet; build each platform on its own, e.g. \
+             --platform {}",
+            many.iter()
+                .map(Platform::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            many[0]
+        ),
+    }
+}
+
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let outputs = a
         .outputs
@@ -320,6 +382,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let opts = PlanOptions {
         build_args: key_values(&a.build_args, "--build-arg")?,
         target: a.target.clone(),
+        target_platform: target_platform(&a.platform)?,
         ..PlanOptions::default()
     };
     let puller = super::registry::BasePuller::new(
@@ -328,7 +391,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         &a.registry,
         super::registry::ProgressMode::for_build(&a.progress, a.quiet),
     )?;
-    let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store, &puller)) {
+    let bases = StoreBases {
+        store: &store,
+        puller: &puller,
+        resolved: RefCell::new(BTreeMap::new()),
+    };
+    let graph = match builder::plan::plan(&df, &opts, &bases) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("{}", e.render());
@@ -375,6 +443,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         ssh: crate::commands::ssh::parse(&a.ssh)?,
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
+        base_images: bases
+            .resolved
+            .into_inner()
+            .into_iter()
+            .filter_map(|(k, d)| Some((k, d?)))
+            .collect(),
     };
     let mut explain = Explain {
         inner: reporter,
