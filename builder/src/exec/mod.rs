@@ -37,7 +37,7 @@ use layer_cache::{Digest, Store, StoreError};
 use crate::cache::{self, Inputs, KeyOptions, StepNote};
 use crate::dockerfile::{Command, Healthcheck};
 use crate::layer::diff::{self, DiffError};
-use crate::plan::{Base, Source, Step, StepGraph, StepKind};
+use crate::plan::{Base, Platform, Source, Step, StepGraph, StepKind};
 use crate::sandbox::{self, Network, Outcome, SandboxError, SandboxSpec, Stream};
 use crate::users;
 
@@ -70,6 +70,10 @@ pub struct BuildRequest<'a> {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name or index) whose steps all run.
     pub no_cache_filter: Vec<String>,
+    /// Base images the caller resolved for a platform: (reference, platform) → the
+    /// stored manifest. A store tag names one platform's image, so a build using one
+    /// name for two platforms needs this; other bases are looked up by name.
+    pub base_images: BTreeMap<(String, String), Descriptor>,
 }
 
 /// Progress, as data; the cli renders it.
@@ -139,6 +143,23 @@ pub enum BuildError {
         "{location}: base image {reference:?} is not in the store (pull, import or load it first)"
     )]
     BaseNotFound { location: String, reference: String },
+    #[error(
+        "{location}: base image {reference:?} in the store is {have}, but this stage is built for \
+         {want} (pull it for {want}, e.g. `mybuild pull --platform {want} {reference}`)"
+    )]
+    BasePlatform {
+        location: String,
+        reference: String,
+        have: String,
+        want: String,
+    },
+    #[error("{location}: {step}: exec {program}: exec format error: {why}")]
+    ExecFormat {
+        location: String,
+        step: String,
+        program: String,
+        why: String,
+    },
     #[error("{location}: {step}: {source}")]
     User {
         location: String,
@@ -210,7 +231,10 @@ struct Exec<'a> {
     reporter: &'a mut dyn BuildReporter,
     created: &'a str,
     next_id: &'a AtomicUsize,
+    /// The build's key options with this stage's platform.
     key_opts: &'a KeyOptions,
+    /// The platform this stage is built for.
+    platform: &'a Platform,
     /// Stat caches of the build context and of stages COPY'd from, loaded when first
     /// needed, by the directory (or snapshot stack) they describe.
     stat: &'a Mutex<BTreeMap<PathBuf, StatCache>>,
@@ -310,12 +334,9 @@ pub fn build(
     let downloads = Mutex::new(BTreeMap::new());
     let revalidated = Mutex::new(BTreeMap::new());
     let git_refs = Mutex::new(BTreeMap::new());
-    let (os, arch, variant) = image::host_platform();
     let key_opts = KeyOptions {
-        platform: format!(
-            "{os}/{arch}{}",
-            variant.map(|v| format!("/{v}")).unwrap_or_default()
-        ),
+        // Replaced by each stage's own platform, so no step is shared across platforms.
+        platform: Platform::host().to_string(),
         compression: format!("{:?}/{:?}", req.layer.compression, req.layer.level),
         source_date_epoch: req.source_date_epoch,
     };
@@ -354,13 +375,18 @@ pub fn build(
                     );
                     scope.spawn(move || {
                         let mut forward = Forward(tx.clone());
+                        let stage_opts = KeyOptions {
+                            platform: stage.stage_platform.to_string(),
+                            ..key_opts.clone()
+                        };
                         let mut ex = Exec {
                             store,
                             req,
                             reporter: &mut forward,
                             created,
                             next_id,
-                            key_opts,
+                            key_opts: &stage_opts,
+                            platform: &stage.stage_platform,
                             stat,
                             ran,
                             downloads,
@@ -496,11 +522,10 @@ impl Exec<'_> {
         };
         let mut st = match &stage.base {
             Base::Scratch => {
-                let (os, arch, variant) = image::host_platform();
                 let mut s = StageState::default();
-                s.config.os = os.into();
-                s.config.architecture = arch.into();
-                s.config.variant = variant.filter(|_| arch == "arm").map(str::to_string);
+                s.config.os = self.platform.os.clone();
+                s.config.architecture = self.platform.arch.clone();
+                s.config.variant = self.platform.variant.clone();
                 s.key = Some(cache::scratch_key(self.key_opts));
                 s
             }
@@ -533,7 +558,13 @@ impl Exec<'_> {
 
 impl Exec<'_> {
     fn base_image(&mut self, reference: &str, location: &str) -> Result<StageState, BuildError> {
-        let desc = match self.store.resolve(reference) {
+        let resolved = self
+            .req
+            .base_images
+            .get(&(reference.to_string(), self.platform.to_string()))
+            .cloned()
+            .map(Ok);
+        let desc = match resolved.unwrap_or_else(|| self.store.resolve(reference)) {
             Ok(d) => d,
             Err(StoreError::ImageNotFound(_)) | Err(StoreError::InvalidReference { .. }) => {
                 return Err(BuildError::BaseNotFound {
@@ -544,6 +575,22 @@ impl Exec<'_> {
             Err(e) => return Err(e.into()),
         };
         let img = self.store.load_image(&desc)?;
+        let c = &img.config;
+        // A tag holds one platform's image: never build on another platform's.
+        // (A config that names no architecture is taken as it is.)
+        if !c.architecture.is_empty()
+            && !self
+                .platform
+                .matches_image(&c.os, &c.architecture, c.variant.as_deref())
+        {
+            let have = Platform::normalized(&c.os, &c.architecture, c.variant.as_deref());
+            return Err(BuildError::BasePlatform {
+                location: location.to_string(),
+                reference: reference.to_string(),
+                have: have.to_string(),
+                want: self.platform.to_string(),
+            });
+        }
         let layers = img.manifest.layers().clone();
         let diff_ids = img.config.rootfs.diff_ids.clone();
         if layers.len() != diff_ids.len() {

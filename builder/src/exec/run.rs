@@ -229,10 +229,18 @@ impl Exec<'_> {
             &secrets,
             &mut |stream, data| reporter.event(BuildEvent::Output { id, stream, data }),
         )
-        .map_err(|e| BuildError::Sandbox {
-            location: location.to_string(),
-            step: text.to_string(),
-            source: e,
+        .map_err(|e| match e {
+            SandboxError::ExecFormat { program } => BuildError::ExecFormat {
+                location: location.to_string(),
+                step: text.to_string(),
+                program,
+                why: exec_format_cause(self.platform),
+            },
+            e => BuildError::Sandbox {
+                location: location.to_string(),
+                step: text.to_string(),
+                source: e,
+            },
         })?;
         let code = match outcome {
             Outcome::Exited(0) => None,
@@ -261,6 +269,22 @@ impl Exec<'_> {
         };
         self.commit_layer(st, upper, created_by)
     }
+}
+
+/// Why a RUN command could not be executed (ENOEXEC), for a stage built for `platform`.
+fn exec_format_cause(platform: &Platform) -> String {
+    let host = Platform::host();
+    if platform.matches_image(&host.os, &host.arch, host.variant.as_deref()) {
+        return "not a program this kernel can run (a script without #! or a binary for \
+                another architecture)"
+            .to_string();
+    }
+    format!(
+        "this stage's platform {platform} cannot run on this {host} host without an \
+         emulator registered in binfmt_misc (e.g. qemu-user-static); a stage for another \
+         platform can only COPY, or build with FROM --platform=$BUILDPLATFORM and \
+         cross-compile for $TARGETARCH"
+    )
 }
 
 #[cfg(test)]

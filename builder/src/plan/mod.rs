@@ -189,6 +189,9 @@ pub struct PlannedStage {
     pub base: Base,
     /// The expanded `FROM --platform`, when given.
     pub platform: Option<Platform>,
+    /// The platform the stage is built for: its base stage's, else its `FROM
+    /// --platform`, else the target platform (as BuildKit decides).
+    pub stage_platform: Platform,
     pub span: Span,
     pub steps: Vec<Step>,
     /// File indices of the stages this one needs (base, COPY --from, RUN --mount from=).
@@ -445,10 +448,22 @@ pub fn plan(
             }
         };
 
+        // A stage built on another keeps that stage's platform; others are built for
+        // their FROM --platform or the target.
+        let stage_platform = match &base {
+            Base::Stage { index } => planned[*index]
+                .as_ref()
+                .map(|s| s.stage_platform.clone())
+                .unwrap_or_else(|| opts.target_platform.clone()),
+            _ => platform
+                .clone()
+                .unwrap_or_else(|| opts.target_platform.clone()),
+        };
+
         // Stage scope: the base's env, then ARGs as they are declared.
         let mut env = match &base {
             Base::Stage { index } => final_env[*index].clone(),
-            Base::Image { reference } => Vars(bases.env(reference, platform.as_ref())),
+            Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
             Base::Scratch => Vars::default(),
         };
         let mut args = Vars::default();
@@ -461,7 +476,7 @@ pub fn plan(
         // ONBUILD triggers of the base run first.
         let triggers = match &base {
             Base::Stage { index } => onbuilds[*index].clone(),
-            Base::Image { reference } => bases.onbuild(reference, platform.as_ref()),
+            Base::Image { reference } => bases.onbuild(reference, Some(&stage_platform)),
             Base::Scratch => Vec::new(),
         };
         let mut trigger_instrs = Vec::new();
@@ -516,6 +531,7 @@ pub fn plan(
             name: stage.name().map(str::to_string),
             base,
             platform,
+            stage_platform,
             span,
             steps,
             depends_on: deps.into_iter().collect(),

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::{MountKind, Network, SandboxSpec, EXEC_FAILED, SETUP_FAILED};
+use super::{MountKind, Network, SandboxSpec, EXEC_FAILED, EXEC_FORMAT_MARK, SETUP_FAILED};
 
 struct Fail(String);
 
@@ -369,7 +369,7 @@ fn resolve_program(arg0: &str, env: &[String]) -> PathBuf {
 }
 
 /// In the forked command process: drop privileges and exec. Never returns.
-fn exec_command(spec: &SandboxSpec, secrets: &[Vec<u8>]) -> ! {
+fn exec_command(spec: &SandboxSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
     let fail = |msg: String| -> ! {
         let _ = writeln!(std::io::stderr(), "{msg}");
         // SAFETY: _exit is always safe.
@@ -441,7 +441,13 @@ fn exec_command(spec: &SandboxSpec, secrets: &[Vec<u8>]) -> ! {
         }
         libc::execve(prog_c.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
-    fail(format!("exec {arg0}: {}", std::io::Error::last_os_error()))
+    let e = std::io::Error::last_os_error();
+    // A binary for another architecture: told apart from a command's own exit 127
+    // through the error file, so the build can name the platform.
+    if e.raw_os_error() == Some(libc::ENOEXEC) {
+        let _ = write!(err, "{EXEC_FORMAT_MARK}{}", program.display());
+    }
+    fail(format!("exec {arg0}: {e}"))
 }
 
 fn wait_status_to_code(status: libc::c_int) -> i32 {
@@ -469,7 +475,7 @@ fn pid1(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) 
         std::process::exit(SETUP_FAILED);
     }
     if child == 0 {
-        exec_command(spec, secrets);
+        exec_command(spec, secrets, err);
     }
     loop {
         let mut status = 0;

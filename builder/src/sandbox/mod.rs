@@ -29,6 +29,8 @@ pub const INIT_ARG: &str = "__mybuild-sandbox-init";
 pub const SETUP_FAILED: i32 = 125;
 /// Exit status when the command could not be executed (not found, not executable).
 pub const EXEC_FAILED: i32 = 127;
+/// Written to the error file (before the program's path) when exec said ENOEXEC.
+const EXEC_FORMAT_MARK: &str = "exec format error: ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
@@ -120,6 +122,10 @@ pub enum SandboxError {
     Setup(String),
     #[error("sandbox spec: {0}")]
     Spec(#[from] serde_json::Error),
+    /// The command is not a program this kernel can run (ENOEXEC): usually one for
+    /// another architecture with no binfmt_misc emulator registered.
+    #[error("exec {program}: exec format error")]
+    ExecFormat { program: String },
 }
 
 /// Which stream a chunk of output came from.
@@ -582,9 +588,14 @@ pub fn run_with_secrets(
         return Ok(Outcome::Signaled(sig));
     }
     let code = status.code().unwrap_or(SETUP_FAILED);
-    if code == SETUP_FAILED {
+    if code == SETUP_FAILED || code == EXEC_FAILED {
         if let Ok(msg) = std::fs::read_to_string(&setup_err_path) {
-            if !msg.is_empty() {
+            if let Some(program) = msg.strip_prefix(EXEC_FORMAT_MARK) {
+                return Err(SandboxError::ExecFormat {
+                    program: program.to_string(),
+                });
+            }
+            if code == SETUP_FAILED && !msg.is_empty() {
                 return Err(SandboxError::Setup(msg.trim().to_string()));
             }
         }

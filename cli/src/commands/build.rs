@@ -1,5 +1,6 @@
 //! `mybuild [build] [OPTIONS] CONTEXT`: build an image from a Dockerfile.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use builder::plan::{BaseInfo, PlanOptions, Platform};
 use builder::sandbox::Network;
 use layer_cache::image::{self, Compression};
 use layer_cache::layer::LayerOptions;
+use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{ImageRef, Store};
 
 use crate::Globals;
@@ -69,6 +71,11 @@ pub struct BuildArgs {
     /// SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET|KEY[,KEY...]] (alone: $SSH_AUTH_SOCK); repeatable
     #[arg(long = "ssh")]
     ssh: Vec<String>,
+    /// Target platform, os/arch[/variant] (default: this machine's): sets TARGETPLATFORM
+    /// and its parts, the platform of stages without FROM --platform, and which image of
+    /// a multi-platform base is used
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Vec<String>,
     /// Pull every base image, even those already in the store
     #[arg(long)]
     pull: bool,
@@ -92,25 +99,83 @@ pub struct BuildArgs {
 }
 
 /// Answers the planner's questions about base images from the local store,
-/// pulling images that are missing (all of them with `--pull`).
-struct StoreBases<'a>(&'a Store, &'a super::registry::BasePuller);
+/// pulling images that are missing or stored for another platform (all of them
+/// with `--pull`), and remembers which manifest each (name, platform) resolved to.
+struct StoreBases<'a> {
+    store: &'a Store,
+    puller: &'a super::registry::BasePuller,
+    resolved: RefCell<BTreeMap<(String, String), Option<Descriptor>>>,
+}
 
 impl StoreBases<'_> {
+    /// The stored manifest of `reference` for `platform`, pulled when needed; `None`
+    /// when the store has no image of that name for that platform.
+    fn resolve(&self, reference: &str, platform: &Platform) -> Option<Descriptor> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some(d) = self.resolved.borrow().get(&key) {
+            return d.clone();
+        }
+        self.puller.ensure(
+            reference,
+            Some(registry_client::Platform {
+                os: platform.os.clone(),
+                architecture: platform.arch.clone(),
+                variant: platform.variant.clone(),
+            }),
+        );
+        // Another platform's image under this name is not used (the build then
+        // says which platform the store has).
+        let desc = self.store.resolve(reference).ok().filter(|d| {
+            self.store.load_image(d).is_ok_and(|img| {
+                let c = &img.config;
+                c.architecture.is_empty()
+                    || platform.matches_image(&c.os, &c.architecture, c.variant.as_deref())
+            })
+        });
+        self.resolved.borrow_mut().insert(key, desc.clone());
+        desc
+    }
+
     fn config(
         &self,
         reference: &str,
         platform: Option<&Platform>,
     ) -> Option<layer_cache::image::ContainerConfig> {
-        self.1.ensure(
-            reference,
-            platform.map(|p| registry_client::Platform {
-                os: p.os.clone(),
-                architecture: p.arch.clone(),
-                variant: p.variant.clone(),
-            }),
-        );
-        let desc = self.0.resolve(reference).ok()?;
-        self.0.load_image(&desc).ok()?.config.config
+        let platform = platform.cloned().unwrap_or_else(Platform::host);
+        let desc = self.resolve(reference, &platform)?;
+        self.store.load_image(&desc).ok()?.config.config
+    }
+}
+
+/// An image's `Env` as (name, value) pairs.
+fn env_pairs(c: &layer_cache::image::ContainerConfig) -> Vec<(String, String)> {
+    c.env
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The base images the plan resolved, for the build checks: they ask without a
+/// platform, and must neither pull nor re-resolve (that could retag a name).
+struct PlannedBases<'a>(&'a StoreBases<'a>);
+
+impl BaseInfo for PlannedBases<'_> {
+    fn env(&self, image: &str, _platform: Option<&Platform>) -> Vec<(String, String)> {
+        let found = self
+            .0
+            .resolved
+            .borrow()
+            .iter()
+            .find(|((name, _), d)| name == image && d.is_some())
+            .and_then(|(_, d)| d.clone());
+        found
+            .and_then(|d| self.0.store.load_image(&d).ok())
+            .and_then(|img| img.config.config)
+            .map(|c| env_pairs(&c))
+            .unwrap_or_default()
     }
 }
 
@@ -122,15 +187,7 @@ impl BaseInfo for StoreBases<'_> {
     }
     fn env(&self, image: &str, platform: Option<&Platform>) -> Vec<(String, String)> {
         self.config(image, platform)
-            .map(|c| {
-                c.env
-                    .iter()
-                    .filter_map(|e| {
-                        e.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                    })
-                    .collect()
-            })
+            .map(|c| env_pairs(&c))
             .unwrap_or_default()
     }
 }
@@ -309,6 +366,35 @@ fn extra_hosts(list: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `--platform` (repeatable, comma-separated): one platform, or the host's.
+fn target_platform(given: &[String]) -> Result<Platform> {
+    let mut list: Vec<Platform> = Vec::new();
+    for p in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
+        if p.is_empty() {
+            continue;
+        }
+        let parsed = Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        if !list.contains(&parsed) {
+            list.push(parsed);
+        }
+    }
+    match list.as_slice() {
+        [] => Ok(Platform::host()),
+        [one] => Ok(one.clone()),
+        many => bail!(
+            "--platform {}: building more than one platform at once (a multi-platform \
+             image) is not supported yet; build each platform on its own, e.g. \
+             --platform {}",
+            many.iter()
+                .map(Platform::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            many[0]
+        ),
+    }
+}
+
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let outputs = a
         .outputs
@@ -381,6 +467,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let opts = PlanOptions {
         build_args: key_values(&a.build_args, "--build-arg")?,
         target: a.target.clone(),
+        target_platform: target_platform(&a.platform)?,
         ..PlanOptions::default()
     };
     let puller = super::registry::BasePuller::new(
@@ -389,7 +476,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         &a.registry,
         super::registry::ProgressMode::for_build(&a.progress, a.quiet),
     )?;
-    let graph = match builder::plan::plan(&df, &opts, &StoreBases(&store, &puller)) {
+    let bases = StoreBases {
+        store: &store,
+        puller: &puller,
+        resolved: RefCell::new(BTreeMap::new()),
+    };
+    let graph = match builder::plan::plan(&df, &opts, &bases) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("{}", e.render());
@@ -414,7 +506,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     // Build checks, as BuildKit runs them on every build: reported after it, or
     // instead of it with --check; `# check=error=true` stops it before any step.
-    let lint = builder::lint::lint(&df, &StoreBases(&store, &puller));
+    let lint = builder::lint::lint(&df, &PlannedBases(&bases));
     if a.check {
         crate::commands::check::print_report(&dockerfile_name, &text, &lint, None, false)?;
         return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
@@ -451,6 +543,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         ssh: ssh.sockets.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
+        base_images: bases
+            .resolved
+            .into_inner()
+            .into_iter()
+            .filter_map(|(k, d)| Some((k, d?)))
+            .collect(),
     };
     let mut explain = Explain {
         inner: reporter,

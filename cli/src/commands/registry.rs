@@ -1075,16 +1075,29 @@ impl BasePuller {
         let Ok(mut done) = self.done.lock() else {
             return;
         };
-        if !done.insert(reference.to_string()) {
+        let platform = platform.unwrap_or_else(Platform::host);
+        if !done.insert(format!("{reference} {platform}")) {
             return;
         }
-        if !self.always && self.store.resolve(reference).is_ok() {
+        // A stored image of another platform is pulled again for this one.
+        let stored = self.store.resolve(reference).ok().map(|d| {
+            self.store.load_image(&d).map_or(true, |img| {
+                let c = img.config;
+                c.architecture.is_empty()
+                    || Platform {
+                        os: c.os,
+                        architecture: c.architecture,
+                        variant: c.variant,
+                    }
+                    .matches(&platform)
+            })
+        });
+        if !self.always && stored == Some(true) {
             return;
         }
         let Ok(r) = Reference::parse(reference) else {
             return;
         };
-        let platform = platform.unwrap_or_else(Platform::host);
         Progress::new(self.mode).start("pull", &r);
         if let Err(e) = self.rt.block_on(pull_into_store(
             &self.store,
