@@ -199,7 +199,14 @@ impl Exec<'_> {
     fn reuse_layer(&self, st: &mut StageState, rec: &CacheRecord) -> Result<bool, BuildError> {
         match (&rec.layer, &rec.diff_id) {
             (Some(layer), Some(diff_id)) => {
-                if !self.store.has_blob(&image::descriptor_digest(layer)?) {
+                let digest = image::descriptor_digest(layer)?;
+                // An imported record's blob is fetched on first use.
+                if !self.store.has_blob(&digest)
+                    && !self
+                        .req
+                        .layer_source
+                        .is_some_and(|s| s.fetch(layer) && self.store.has_blob(&digest))
+                {
                     return Ok(false);
                 }
                 let snapshot = self.store.ensure_snapshot(layer, diff_id)?;

@@ -74,6 +74,15 @@ pub struct BuildRequest<'a> {
     /// stored manifest. A store tag names one platform's image, so a build using one
     /// name for two platforms needs this; other bases are looked up by name.
     pub base_images: BTreeMap<(String, String), Descriptor>,
+    /// Where a cache hit's missing layer blob can be fetched from (`--cache-from`).
+    pub layer_source: Option<&'a dyn LayerSource>,
+}
+
+/// Fetches layer blobs of imported cache records on first use.
+pub trait LayerSource: Sync {
+    /// Puts the layer's blob in the store, verified; `false` when it cannot (the
+    /// source reports why), so the step runs instead.
+    fn fetch(&self, layer: &Descriptor) -> bool;
 }
 
 /// Progress, as data; the cli renders it.
@@ -199,6 +208,19 @@ pub enum BuildError {
 pub struct BuildResult {
     pub manifest: Descriptor,
     pub config: ImageConfig,
+    /// Step-cache records this build used or wrote, for `--cache-to`.
+    pub cache_keys: UsedKeys,
+}
+
+/// Cache keys of the records a build used or wrote (chained and `--link` keys; the
+/// whole-build record is left out), each list sorted and without duplicates.
+#[derive(Debug, Clone, Default)]
+pub struct UsedKeys {
+    /// The records that make up the final image: the target stage's and those of
+    /// the stages it is built `FROM` (not stages only copied or mounted from).
+    pub image: Vec<Digest>,
+    /// Every built stage's records.
+    pub all: Vec<Digest>,
 }
 
 /// A stage as it grows: layers, their snapshots, the config.
@@ -212,6 +234,9 @@ struct StageState {
     key: Option<Digest>,
     /// Some step of this state (or of a stage it builds on) ran instead of hitting.
     rebuilt: bool,
+    /// Keys of the records the state's steps used or wrote (with those of the
+    /// stage it is built FROM).
+    cache_keys: Vec<Digest>,
 }
 
 impl StageState {
@@ -449,6 +474,22 @@ pub fn build(
     let mut st = done
         .remove(&req.graph.target)
         .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
+    let cache_keys = UsedKeys {
+        image: st
+            .cache_keys
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        all: done
+            .values()
+            .chain(std::iter::once(&st))
+            .flat_map(|s| s.cache_keys.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
     // A build where every step hit reuses the image it made last time: same digest,
     // and nothing but the tag is written.
     let final_key = st.key.as_ref().map(|k| cache::final_key(k, &req.labels));
@@ -465,6 +506,7 @@ pub fn build(
                     return Ok(BuildResult {
                         manifest: m,
                         config: img.config,
+                        cache_keys,
                     });
                 }
             }
@@ -491,6 +533,7 @@ pub fn build(
     Ok(BuildResult {
         manifest,
         config: st.config,
+        cache_keys,
     })
 }
 
@@ -610,6 +653,7 @@ impl Exec<'_> {
             config: img.config,
             key: Some(cache::image_key(&img.manifest_digest, self.key_opts)),
             rebuilt: false,
+            cache_keys: Vec::new(),
         })
     }
 
@@ -680,6 +724,7 @@ impl Exec<'_> {
             if let Some(rec) = self.store.cache_get(key)? {
                 if self.restore(st, &rec)? {
                     st.key = Some(key.clone());
+                    st.cache_keys.push(key.clone());
                     self.reporter
                         .event(BuildEvent::StepCached { id, linked: false });
                     return Ok(());
@@ -710,9 +755,13 @@ impl Exec<'_> {
                 self.record_link(st, lk, &text, layers_before, history_before)?;
             }
         }
+        if let Some(lk) = link_key {
+            st.cache_keys.push(lk);
+        }
         let parent_key = st.key.take();
         if let (Some(parent), Some((key, inputs, step_json))) = (parent_key, keyed) {
             self.record(st, &key, &text, layers_before, history_before)?;
+            st.cache_keys.push(key.clone());
             let note = StepNote {
                 key: key.clone(),
                 step_json,

@@ -94,6 +94,12 @@ pub struct BuildArgs {
     /// Evaluate the build checks (lint rules) instead of building; exit 1 on any finding
     #[arg(long)]
     check: bool,
+    /// Export the step cache: type=local,dest=DIR or type=registry,ref=REF, with mode=min|max (default min); repeatable
+    #[arg(long = "cache-to", value_name = "OPTS")]
+    cache_to: Vec<String>,
+    /// Import a step cache exported with --cache-to: type=local,src=DIR, type=registry,ref=REF, or REF; repeatable
+    #[arg(long = "cache-from", value_name = "OPTS")]
+    cache_from: Vec<String>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -401,6 +407,20 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|o| crate::output::parse(o))
         .collect::<Result<Vec<_>>>()?;
+    let cache_from = a
+        .cache_from
+        .iter()
+        .map(|c| super::cache_io::parse(c, false))
+        .collect::<Result<Vec<_>>>()?;
+    let cache_to = a
+        .cache_to
+        .iter()
+        .map(|c| super::cache_io::parse(c, true))
+        .collect::<Result<Vec<_>>>()?;
+    let say = super::cache_io::Say(super::registry::ProgressMode::for_build(
+        &a.progress,
+        a.quiet,
+    ));
     let reporter = reporter(&a.progress, a.quiet)?;
     let network = match a.network.as_str() {
         "default" | "host" => Network::Host,
@@ -519,6 +539,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
     // Agents serving --ssh key files live until the build ends (on every path).
     let ssh = crate::commands::ssh::parse(&a.ssh)?;
+    let imported = super::cache_io::import(&store, &cache_from, &a.registry, say);
     let req = BuildRequest {
         graph: &graph,
         context: ctx.path().to_path_buf(),
@@ -549,6 +570,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .into_iter()
             .filter_map(|(k, d)| Some((k, d?)))
             .collect(),
+        layer_source: (!imported.is_empty()).then_some(&imported as _),
     };
     let mut explain = Explain {
         inner: reporter,
@@ -574,6 +596,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             );
         }
     }
+    imported.report(say);
     let result = result?;
     let digest = image::descriptor_digest(&result.manifest)?;
     for t in &tags {
@@ -581,6 +604,9 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     for o in &outputs {
         crate::output::write(&store, o, &result.manifest, &tags)?;
+    }
+    for c in &cache_to {
+        super::cache_io::export(&store, c, &result.cache_keys, &a.registry, say)?;
     }
     if a.push {
         for t in &tags {

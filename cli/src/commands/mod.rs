@@ -1,6 +1,7 @@
 pub mod archive;
 pub mod build;
 pub mod cache;
+pub mod cache_io;
 pub mod check;
 pub mod parse;
 pub mod registry;

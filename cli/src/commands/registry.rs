@@ -761,6 +761,33 @@ async fn push_manifest_tree(
     Ok(())
 }
 
+/// Pushes a manifest whose config and layers are in the store (the build cache's
+/// artifact) to `dest`, as `push` sends an image.
+pub async fn push_manifest(
+    store: &Store,
+    client: &Client,
+    dest: &Reference,
+    m: &Manifest,
+    mode: ProgressMode,
+) -> Result<()> {
+    let mut sources = Sources::load(store);
+    push_manifest_tree(store, client, &mut sources, dest, m, &Progress::new(mode)).await?;
+    sources.save();
+    Ok(())
+}
+
+/// Pulls one blob of `r`'s repository into the store, verified, without progress
+/// output (a build's imported cache layer, fetched while steps run).
+pub async fn pull_blob_quietly(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    d: &Descriptor,
+) -> Result<()> {
+    let progress = Progress::new(ProgressMode::Quiet);
+    fetch_blob(store, client, r, d, &progress, None).await
+}
+
 /// Pushes a stored image to `dest`; returns the manifest digest.
 pub async fn push_from_store(
     store: &Store,
