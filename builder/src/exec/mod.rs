@@ -69,6 +69,8 @@ pub struct BuildRequest<'a> {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name or index) whose steps all run.
     pub no_cache_filter: Vec<String>,
+    /// Local directory `--build-context`s by name ([`Source::NamedContext`]).
+    pub named_contexts: BTreeMap<String, crate::context::NamedDir>,
 }
 
 /// Progress, as data; the cli renders it.

@@ -87,6 +87,9 @@ pub struct BuildArgs {
     /// Evaluate the build checks (lint rules) instead of building; exit 1 on any finding
     #[arg(long)]
     check: bool,
+    /// Additional build context NAME=VALUE (a directory, docker-image://REF, oci-layout://DIR[:TAG][@DIGEST]), used by FROM NAME, COPY --from=NAME, RUN --mount=from=NAME; repeatable
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -322,6 +325,11 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         other => bail!("--network={other}: expected default, none or host"),
     };
     let store = g.store()?;
+    // An oci-layout:// context's blobs stay untagged: keep `prune` off until the build ran.
+    let _usage = (!a.build_contexts.is_empty())
+        .then(|| store.usage_lock())
+        .transpose()?;
+    let named = super::build_context::parse(&store, &a.build_contexts)?;
     let ctx = if a.context == "-" {
         if a.file.as_deref() == Some("-") {
             bail!("standard input cannot hold both the build context and the Dockerfile");
@@ -381,6 +389,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let opts = PlanOptions {
         build_args: key_values(&a.build_args, "--build-arg")?,
         target: a.target.clone(),
+        named_contexts: named.plan.clone(),
         ..PlanOptions::default()
     };
     let puller = super::registry::BasePuller::new(
@@ -396,6 +405,10 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
+    // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
+    for reference in super::build_context::copied_images(&graph, &named.plan) {
+        puller.ensure(reference, None);
+    }
     // A base that could not be pulled is reported here; the build then fails
     // at its FROM (with the Dockerfile location) unless the store has it.
     for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
@@ -414,7 +427,13 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     // Build checks, as BuildKit runs them on every build: reported after it, or
     // instead of it with --check; `# check=error=true` stops it before any step.
-    let lint = builder::lint::lint(&df, &StoreBases(&store, &puller));
+    let lint = builder::lint::lint(
+        &df,
+        &super::build_context::ContextBases {
+            inner: &StoreBases(&store, &puller),
+            named: &named.plan,
+        },
+    );
     if a.check {
         crate::commands::check::print_report(&dockerfile_name, &text, &lint, None, false)?;
         return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
@@ -451,6 +470,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         ssh: ssh.sockets.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
+        named_contexts: named.dirs,
     };
     let mut explain = Explain {
         inner: reporter,
