@@ -143,6 +143,25 @@ impl Context {
     }
 }
 
+/// A local directory `--build-context`: read like the build context, through the
+/// `.dockerignore` at its own root (as BuildKit loads a named local context).
+#[derive(Debug)]
+pub struct NamedDir {
+    pub dir: PathBuf,
+    pub dockerignore: Option<Matcher>,
+}
+
+impl NamedDir {
+    pub fn open(path: &Path) -> Result<NamedDir, ContextError> {
+        let ctx = Context::dir(path)?;
+        let dockerignore = ctx.ignore(None)?;
+        Ok(NamedDir {
+            dir: ctx.dir,
+            dockerignore,
+        })
+    }
+}
+
 /// Reads up to `n` bytes (fewer only at the end of input) and returns them with
 /// the rest of the reader.
 fn peek<R: Read>(mut r: R, n: usize) -> io::Result<(Vec<u8>, R)> {

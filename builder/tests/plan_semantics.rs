@@ -14,6 +14,7 @@ fn run(text: &str, args: &[(&str, &str)], target: Option<&str>) -> StepGraph {
         target_platform: Platform::parse("linux/arm64/v8").unwrap(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
         all_stages: false,
+        ..PlanOptions::default()
     };
     plan(&df, &opts, &NoBaseInfo).unwrap()
 }
@@ -222,4 +223,67 @@ fn expansion_applies_where_buildkit_applies_it() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn named_contexts_resolve_before_stages_and_images() {
+    use builder::plan::NamedContext;
+    let text = "FROM busybox AS src\nRUN make\n\
+                FROM alpine:latest\n\
+                COPY --from=src /a /a\n\
+                COPY --from=dir /b /b\n\
+                RUN --mount=from=docker.io/library/tools,target=/t true\n";
+    let df = parse(text, "Dockerfile").unwrap();
+    let mut opts = PlanOptions::default();
+    for (name, nc) in [
+        ("src", NamedContext::Local),
+        ("dir", NamedContext::Local),
+        (
+            "alpine",
+            NamedContext::Image {
+                reference: "busybox:1".into(),
+            },
+        ),
+        (
+            "tools",
+            NamedContext::Image {
+                reference: "busybox:2".into(),
+            },
+        ),
+    ] {
+        opts.named_contexts.insert(name.to_string(), nc);
+    }
+    let g = plan(&df, &opts, &NoBaseInfo).unwrap();
+    // The stage `src` is replaced by the context: not needed, not built.
+    assert_eq!(g.stages.len(), 1);
+    let last = g.stage(1).unwrap();
+    assert_eq!(
+        last.base,
+        Base::Image {
+            reference: "busybox:1".into()
+        }
+    );
+    let froms: Vec<Source> = last
+        .steps
+        .iter()
+        .flat_map(|s| match &s.kind {
+            StepKind::Copy(c) => vec![c.from.clone()],
+            StepKind::Run { mounts, .. } => mounts.iter().filter_map(|m| m.from.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(
+        froms,
+        vec![
+            Source::NamedContext { name: "src".into() },
+            Source::NamedContext { name: "dir".into() },
+            Source::Image {
+                reference: "busybox:2".into()
+            },
+        ]
+    );
+    // A directory is no base.
+    let df = parse("FROM dir\n", "Dockerfile").unwrap();
+    let err = plan(&df, &opts, &NoBaseInfo).unwrap_err();
+    assert!(err.to_string().contains("is a local directory"), "{err}");
 }

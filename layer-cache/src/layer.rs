@@ -187,7 +187,10 @@ impl Store {
     }
 }
 
-fn pick_platform(index: &oci_spec::image::ImageIndex, digest: &Digest) -> Result<Digest> {
+pub(crate) fn pick_platform(
+    index: &oci_spec::image::ImageIndex,
+    digest: &Digest,
+) -> Result<Digest> {
     let (os, arch, _) = image::host_platform();
     let found = index.manifests().iter().find(|m| match m.platform() {
         Some(p) => p.os().to_string() == os && p.architecture().to_string() == arch,

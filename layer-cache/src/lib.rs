@@ -16,6 +16,7 @@ pub mod image;
 pub mod import;
 pub mod ingest;
 pub mod layer;
+pub mod layout;
 pub mod lock;
 pub mod pgzip;
 pub mod refs;

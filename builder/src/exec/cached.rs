@@ -59,6 +59,21 @@ impl Exec<'_> {
                             };
                             inputs.files.extend(self.context_inputs(&[src], &filter)?);
                         }
+                        // A named local context, through its own .dockerignore.
+                        Some(from @ Source::NamedContext { .. }) if bind => {
+                            let (dir, ignore) = self.context_dir(from).ok().flatten()?;
+                            let filter = copy::SourceFilter {
+                                from_context: true,
+                                ignore,
+                                ..copy::SourceFilter::default()
+                            };
+                            let files = self.dir_inputs(dir, &[src], &filter)?;
+                            inputs.files.extend(
+                                files
+                                    .into_iter()
+                                    .map(|(p, d)| (format!("mount {i}:{p}"), d)),
+                            );
+                        }
                         Some(Source::Stage { index }) if bind => {
                             let filter = copy::SourceFilter::default();
                             let files = self.stage_inputs(*index, &[src], &filter, done)?;
@@ -117,16 +132,19 @@ impl Exec<'_> {
                 // What the step itself selects; a bad pattern gives no key and the
                 // step reports it.
                 let exclude = crate::ignore::Matcher::new(&c.exclude).ok()?;
-                let from_context = matches!(c.from, Source::Context);
+                // The build context or a named local one: files hashed the same way.
+                let context = self.context_dir(&c.from).ok()?;
                 let filter = copy::SourceFilter {
-                    from_context,
-                    ignore: self.req.dockerignore.as_ref().filter(|_| from_context),
+                    from_context: context.is_some(),
+                    ignore: context.and_then(|(_, ignore)| ignore),
                     exclude: Some(&exclude),
                     parents: c.parents,
                 };
                 match &c.from {
-                    Source::Context if local.is_empty() => {}
-                    Source::Context => inputs.files = self.context_inputs(&local, &filter)?,
+                    Source::Context | Source::NamedContext { .. } if local.is_empty() => {}
+                    Source::Context | Source::NamedContext { .. } => {
+                        inputs.files = self.dir_inputs(context?.0, &local, &filter)?
+                    }
                     // By content, so a rebuilt stage that made the same files still hits.
                     Source::Stage { index } => {
                         inputs.files = self.stage_inputs(*index, &local, &filter, done)?
@@ -237,6 +255,7 @@ impl Exec<'_> {
     fn source_id(&self, from: &Source, done: &BTreeMap<usize, StageState>) -> Option<String> {
         match from {
             Source::Context => Some("context".into()),
+            Source::NamedContext { name } => Some(format!("context {name}")),
             Source::Stage { index } => Some(format!(
                 "stage {} {}",
                 stage_name_of(self.req.graph, *index),
@@ -259,8 +278,18 @@ impl Exec<'_> {
         sources: &[String],
         filter: &copy::SourceFilter<'_>,
     ) -> Option<Vec<(String, Digest)>> {
-        let context = std::slice::from_ref(&self.req.context);
-        self.hashed_inputs(context, &self.req.context, sources, filter)
+        self.dir_inputs(&self.req.context, sources, filter)
+    }
+
+    /// Files a COPY would select from a context directory (the build context or a
+    /// named one), through that directory's stat cache.
+    fn dir_inputs(
+        &self,
+        dir: &Path,
+        sources: &[String],
+        filter: &copy::SourceFilter<'_>,
+    ) -> Option<Vec<(String, Digest)>> {
+        self.hashed_inputs(&[dir.to_path_buf()], dir, sources, filter)
     }
 
     /// Files selected from a finished stage's snapshots. Snapshots never change once

@@ -28,7 +28,26 @@ pub(super) fn copy_dest(st: &StageState, c: &CopyStep) -> String {
     dest
 }
 
-impl Exec<'_> {
+impl<'a> Exec<'a> {
+    /// The directory and ignore rules of a context source (the build context or a
+    /// local named context); `None` for stages and images.
+    pub(super) fn context_dir(
+        &self,
+        from: &Source,
+    ) -> Result<Option<(&'a std::path::Path, Option<&'a crate::ignore::Matcher>)>, BuildError> {
+        let req: &'a BuildRequest<'a> = self.req;
+        Ok(match from {
+            Source::Context => Some((req.context.as_path(), req.dockerignore.as_ref())),
+            Source::NamedContext { name } => {
+                let nd = req.named_contexts.get(name).ok_or_else(|| {
+                    StoreError::invalid("build plan", format!("named context {name} was not given"))
+                })?;
+                Some((nd.dir.as_path(), nd.dockerignore.as_ref()))
+            }
+            Source::Stage { .. } | Source::Image { .. } => None,
+        })
+    }
+
     pub(super) fn copy_step(
         &mut self,
         st: &mut StageState,
@@ -82,8 +101,11 @@ impl Exec<'_> {
                 checkouts.push((src.clone(), co));
             }
         }
+        let context = self.context_dir(&c.from)?;
         let src_layers = match &c.from {
-            Source::Context => vec![self.req.context.clone()],
+            Source::Context | Source::NamedContext { .. } => {
+                context.iter().map(|(d, _)| d.to_path_buf()).collect()
+            }
             Source::Stage { index } => {
                 done.get(index).map(|s| s.topmost_first()).ok_or_else(|| {
                     StoreError::invalid(
@@ -120,10 +142,9 @@ impl Exec<'_> {
         let dest = copy_dest(st, c);
         let exclude = crate::ignore::Matcher::new(&c.exclude)
             .map_err(|e| copy_err(copy::CopyError::Pattern(e)))?;
-        let from_context = matches!(c.from, Source::Context);
         let filter = copy::SourceFilter {
-            from_context,
-            ignore: self.req.dockerignore.as_ref().filter(|_| from_context),
+            from_context: context.is_some(),
+            ignore: context.and_then(|(_, ignore)| ignore),
             exclude: Some(&exclude),
             parents: c.parents,
         };

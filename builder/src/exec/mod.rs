@@ -70,6 +70,8 @@ pub struct BuildRequest<'a> {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name or index) whose steps all run.
     pub no_cache_filter: Vec<String>,
+    /// Local directory `--build-context`s by name ([`Source::NamedContext`]).
+    pub named_contexts: BTreeMap<String, crate::context::NamedDir>,
     /// Base images the caller resolved for a platform: (reference, platform) → the
     /// stored manifest. A store tag names one platform's image, so a build using one
     /// name for two platforms needs this; other bases are looked up by name.

@@ -114,6 +114,11 @@ impl Exec<'_> {
     ) -> Result<Vec<PathBuf>, BuildError> {
         Ok(match from {
             None | Some(Source::Context) => vec![self.req.context.clone()],
+            Some(from @ Source::NamedContext { .. }) => self
+                .context_dir(from)?
+                .iter()
+                .map(|(d, _)| d.to_path_buf())
+                .collect(),
             Some(Source::Stage { index }) => {
                 done.get(index).map(|s| s.topmost_first()).ok_or_else(|| {
                     StoreError::invalid(
@@ -131,9 +136,15 @@ impl Exec<'_> {
     /// The build context as BuildKit shows it to a bind mount: `[context]`, or with
     /// a `.dockerignore` that hides something, a mask layer of whiteouts for what it
     /// hides on top (kept alive in `scratch`), so nothing is copied.
-    fn context_view(&self, scratch: &mut Vec<ScratchDir>) -> Result<Vec<PathBuf>, BuildError> {
-        let context = self.req.context.clone();
-        let hidden = match &self.req.dockerignore {
+    /// A named local context is shown the same way, through its own `.dockerignore`.
+    fn context_view(
+        &self,
+        context: &Path,
+        ignore: Option<&crate::ignore::Matcher>,
+        scratch: &mut Vec<ScratchDir>,
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        let context = context.to_path_buf();
+        let hidden = match ignore {
             Some(m) => copy::ignored_paths(&context, m),
             None => Vec::new(),
         };
@@ -193,11 +204,11 @@ impl Exec<'_> {
             match f.kind.as_str() {
                 "bind" => {
                     let target = need_target()?;
-                    let from_context = matches!(rm.from, None | Some(Source::Context));
-                    let layers = if from_context {
-                        self.context_view(&mut out._scratch)?
-                    } else {
-                        self.mount_layers(rm.from.as_ref(), done, location)?
+                    let context = self.context_dir(rm.from.as_ref().unwrap_or(&Source::Context))?;
+                    let from_context = context.is_some();
+                    let layers = match context {
+                        Some((dir, ignore)) => self.context_view(dir, ignore, &mut out._scratch)?,
+                        None => self.mount_layers(rm.from.as_ref(), done, location)?,
                     };
                     let source = resolve_in_layers(&layers, f.source.as_deref().unwrap_or("/"));
                     let rel = PathBuf::from(source.trim_start_matches('/'));

@@ -48,6 +48,22 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// Plan every stage instead of only what the target needs (used by `check`).
     pub all_stages: bool,
+    /// `--build-context NAME=VALUE`, by [`reference::context_name`]. A name used by
+    /// `FROM`, `COPY --from` or `RUN --mount=from=` means the context, and a stage of
+    /// the same name is replaced by it (BuildKit's rule).
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a `--build-context` is, as far as planning cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory: read by `COPY --from` and bind mounts, never a base.
+    Local,
+    /// An image in the store (or pulled): `docker-image://REF`, or an OCI layout's
+    /// image the caller copied into the store.
+    Image { reference: String },
+    /// `docker-image://scratch`: an empty filesystem.
+    Scratch,
 }
 
 impl Default for PlanOptions {
@@ -58,6 +74,7 @@ impl Default for PlanOptions {
             target_platform: Platform::host(),
             build_platform: Platform::host(),
             all_stages: false,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -81,8 +98,16 @@ pub enum Base {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Source {
     Context,
-    Stage { index: usize },
-    Image { reference: String },
+    Stage {
+        index: usize,
+    },
+    Image {
+        reference: String,
+    },
+    /// A local directory `--build-context`, by its name.
+    NamedContext {
+        name: String,
+    },
 }
 
 /// COPY and ADD after expansion.
@@ -256,6 +281,10 @@ pub enum PlanErrorKind {
     Onbuild(String),
     #[error("dockerfile has no build stages")]
     NoStages,
+    #[error("named context {0:?} is a local directory, which cannot be a base image or the target (use it with COPY --from={0} or RUN --mount=from={0})")]
+    LocalContextBase(String),
+    #[error("named context {0:?} is docker-image://scratch, which has no files to read")]
+    ScratchContextSource(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -302,6 +331,41 @@ impl Ctx<'_> {
             kind,
             location: self.df.locate(span, needle),
         }
+    }
+    /// The named context `word` means, with its normalised name.
+    fn named(&self, word: &str) -> Option<(String, &NamedContext)> {
+        if self.opts.named_contexts.is_empty() {
+            return None;
+        }
+        let name = reference::context_name(word)?;
+        let nc = self.opts.named_contexts.get(&name)?;
+        Some((name, nc))
+    }
+    /// A named context as a source to read files from.
+    fn named_source(&self, word: &str, span: Span) -> Result<Option<Source>, PlanError> {
+        Ok(match self.named(word) {
+            None => None,
+            Some((name, NamedContext::Local)) => Some(Source::NamedContext { name }),
+            Some((_, NamedContext::Image { reference })) => Some(Source::Image {
+                reference: reference.clone(),
+            }),
+            Some((name, NamedContext::Scratch)) => {
+                return Err(self.err(PlanErrorKind::ScratchContextSource(name), span, Some(word)))
+            }
+        })
+    }
+    /// A named context as a stage's base.
+    fn named_base(&self, word: &str, span: Span) -> Result<Option<Base>, PlanError> {
+        Ok(match self.named(word) {
+            None => None,
+            Some((name, NamedContext::Local)) => {
+                return Err(self.err(PlanErrorKind::LocalContextBase(name), span, Some(word)))
+            }
+            Some((_, NamedContext::Image { reference })) => Some(Base::Image {
+                reference: reference.clone(),
+            }),
+            Some((_, NamedContext::Scratch)) => Some(Base::Scratch),
+        })
     }
     fn expand(&self, word: &str, env: &Vars, span: Span) -> Result<String, PlanError> {
         self.lex
@@ -376,10 +440,34 @@ pub fn plan(
     let mut final_env: Vec<Vars> = vec![Vars::default(); df.stages.len()];
     let mut onbuilds: Vec<Vec<String>> = vec![Vec::new(); df.stages.len()];
     for (i, stage) in df.stages.iter().enumerate() {
+        let span = stage.from.span;
+        // A named context of the stage's name replaces the whole stage.
+        if let Some((name, nc)) = stage.name().and_then(|n| ctx.named(n)) {
+            let base = match nc {
+                NamedContext::Local if i == target => {
+                    return Err(ctx.err(PlanErrorKind::LocalContextBase(name), span, None))
+                }
+                // Nothing can reach it: every use of the name means the context.
+                NamedContext::Local | NamedContext::Scratch => Base::Scratch,
+                NamedContext::Image { reference } => Base::Image {
+                    reference: reference.clone(),
+                },
+            };
+            planned[i] = Some(PlannedStage {
+                index: i,
+                name: stage.name().map(str::to_string),
+                base,
+                platform: None,
+                stage_platform: opts.target_platform.clone(),
+                span,
+                steps: Vec::new(),
+                depends_on: Vec::new(),
+            });
+            continue;
+        }
         let from = stage
             .from_instr()
             .ok_or_else(|| ctx.err(PlanErrorKind::NoStages, stage.from.span, None))?;
-        let span = stage.from.span;
         // FROM sees the global scope only.
         let exp = ctx
             .lex
@@ -417,6 +505,8 @@ pub fn plan(
                 span,
                 Some(&from.image),
             ));
+        } else if let Some(b) = ctx.named_base(&image, span)? {
+            b
         } else if image.eq_ignore_ascii_case("scratch") {
             Base::Scratch
         } else if let Some(j) = find_stage(df, &image, false).filter(|&j| j < i) {
@@ -622,7 +712,21 @@ fn resolve_source(
     if word.contains('$') {
         return Err(ctx.err(PlanErrorKind::FromExpansion, span, Some(word)));
     }
+    if word.parse::<usize>().is_err() {
+        if let Some(src) = ctx.named_source(word, span)? {
+            return Ok(src);
+        }
+    }
     if let Some(j) = find_stage(ctx.df, word, true) {
+        // A stage (here by index) that a named context replaced.
+        if let Some(src) = ctx.df.stages[j]
+            .name()
+            .map(|n| ctx.named_source(n, span))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(src);
+        }
         if j == me {
             let name = ctx.df.stages[j]
                 .name()

@@ -139,6 +139,40 @@ pub fn validate(reference: &str) -> Result<(), ReferenceError> {
     Ok(())
 }
 
+/// The name a `--build-context` is known by, as BuildKit normalises it: the familiar
+/// form (`docker.io/library/` dropped) without a `:latest` tag, so `FROM alpine`,
+/// `FROM alpine:latest` and `FROM docker.io/library/alpine` all find `alpine`.
+/// `None` when `name` is not a valid image reference.
+pub fn context_name(name: &str) -> Option<String> {
+    validate(name).ok()?;
+    let (rest, digest) = match name.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (name, None),
+    };
+    let mut familiar = rest;
+    for domain in ["docker.io/", "index.docker.io/"] {
+        if let Some(r) = familiar.strip_prefix(domain) {
+            familiar = r;
+        }
+    }
+    if familiar.len() != rest.len() {
+        if let Some(r) = familiar
+            .strip_prefix("library/")
+            .filter(|r| !r.contains('/'))
+        {
+            familiar = r;
+        }
+    }
+    Some(match digest {
+        Some(d) => format!("{familiar}@{d}"),
+        None => familiar
+            .strip_suffix(":latest")
+            .filter(|n| !n.ends_with('/'))
+            .unwrap_or(familiar)
+            .to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +194,21 @@ mod tests {
             validate("BUG_stage"),
             Err(ReferenceError::Uppercase("library/BUG_stage".into()))
         );
+    }
+
+    #[test]
+    fn context_names_are_familiar_and_untagged_latest() {
+        for (input, want) in [
+            ("alpine", "alpine"),
+            ("alpine:latest", "alpine"),
+            ("docker.io/library/alpine:latest", "alpine"),
+            ("docker.io/foo/bar:1", "foo/bar:1"),
+            ("alpine:3.18", "alpine:3.18"),
+            ("localhost:5000/app", "localhost:5000/app"),
+        ] {
+            assert_eq!(context_name(input).as_deref(), Some(want), "{input}");
+        }
+        assert_eq!(context_name("Extra"), None);
+        assert_eq!(context_name("a=b"), None);
     }
 }

@@ -100,6 +100,9 @@ pub struct BuildArgs {
     /// Import a step cache exported with --cache-to: type=local,src=DIR, type=registry,ref=REF, or REF; repeatable
     #[arg(long = "cache-from", value_name = "OPTS")]
     cache_from: Vec<String>,
+    /// Additional build context NAME=VALUE (a directory, docker-image://REF, oci-layout://DIR[:TAG][@DIGEST]), used by FROM NAME, COPY --from=NAME, RUN --mount=from=NAME; repeatable
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -428,6 +431,11 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         other => bail!("--network={other}: expected default, none or host"),
     };
     let store = g.store()?;
+    // An oci-layout:// context's blobs stay untagged: keep `prune` off until the build ran.
+    let _usage = (!a.build_contexts.is_empty())
+        .then(|| store.usage_lock())
+        .transpose()?;
+    let named = super::build_context::parse(&store, &a.build_contexts)?;
     let ctx = if a.context == "-" {
         if a.file.as_deref() == Some("-") {
             bail!("standard input cannot hold both the build context and the Dockerfile");
@@ -488,6 +496,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         build_args: key_values(&a.build_args, "--build-arg")?,
         target: a.target.clone(),
         target_platform: target_platform(&a.platform)?,
+        named_contexts: named.plan.clone(),
         ..PlanOptions::default()
     };
     let puller = super::registry::BasePuller::new(
@@ -508,6 +517,10 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
+    // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
+    for reference in super::build_context::copied_images(&graph, &named.plan) {
+        puller.ensure(reference, None);
+    }
     // A base that could not be pulled is reported here; the build then fails
     // at its FROM (with the Dockerfile location) unless the store has it.
     for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
@@ -526,7 +539,13 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     // Build checks, as BuildKit runs them on every build: reported after it, or
     // instead of it with --check; `# check=error=true` stops it before any step.
-    let lint = builder::lint::lint(&df, &PlannedBases(&bases));
+    let lint = builder::lint::lint(
+        &df,
+        &super::build_context::ContextBases {
+            inner: &PlannedBases(&bases),
+            named: &named.plan,
+        },
+    );
     if a.check {
         crate::commands::check::print_report(&dockerfile_name, &text, &lint, None, false)?;
         return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
@@ -571,6 +590,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .filter_map(|(k, d)| Some((k, d?)))
             .collect(),
         layer_source: (!imported.is_empty()).then_some(&imported as _),
+        named_contexts: named.dirs,
     };
     let mut explain = Explain {
         inner: reporter,

@@ -1,5 +1,6 @@
 pub mod archive;
 pub mod build;
+pub mod build_context;
 pub mod cache;
 pub mod cache_io;
 pub mod check;
