@@ -147,11 +147,7 @@ fn create_data(
     init: CacheInit,
     seed: &mut dyn FnMut(&Path) -> std::io::Result<()>,
 ) -> Result<()> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!("data.tmp-{}-{nanos}", std::process::id()));
+    let tmp = dir.join(format!("data.tmp-{}", crate::store::unique_suffix()));
     let result = (|| {
         std::fs::create_dir(&tmp)?;
         seed(&tmp)?;

@@ -5,15 +5,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{flock, FlockOperation};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Result, StoreError};
 use crate::store::Store;
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A blob being written. Dropping it without `commit` removes the temp file.
 pub struct BlobWriter {
@@ -38,16 +35,7 @@ pub struct Committed {
 
 impl BlobWriter {
     pub(crate) fn new(store: &Store) -> Result<BlobWriter> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            nanos,
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = crate::store::unique_suffix();
         let temp = store.ingest_dir().join(name);
         let file = OpenOptions::new()
             .write(true)

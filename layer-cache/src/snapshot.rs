@@ -31,11 +31,7 @@ impl Store {
     pub fn scratch_dir(&self, prefix: &str) -> Result<ScratchDir> {
         let base = self.snapshots_dir().join("tmp");
         std::fs::create_dir_all(&base).map_err(|e| StoreError::io(&base, e))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = base.join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        let path = base.join(format!("{prefix}-{}", crate::store::unique_suffix()));
         std::fs::create_dir(&path).map_err(|e| StoreError::io(&path, e))?;
         // Held while the directory is in use, so `prune` removes only leftovers of
         // processes that died (the kernel drops the lock with them).

@@ -79,14 +79,7 @@ impl Store {
 
     /// A complete temp file, flock'ed while the returned handle lives so `prune` leaves it.
     fn write_temp(&self, content: &[u8]) -> Result<(PathBuf, File)> {
-        let temp = self.ingest_dir().join(format!(
-            "meta-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
+        let temp = self.ingest_dir().join(format!("meta-{}", unique_suffix()));
         let mut f = File::create(&temp).map_err(|e| StoreError::io(&temp, e))?;
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| StoreError::io(&temp, e.into()))?;
@@ -206,4 +199,19 @@ pub(crate) fn verify_error(digest: &Digest, path: &Path, e: std::io::Error) -> S
     } else {
         StoreError::io(path, e)
     }
+}
+
+/// `PID-NANOS-SEQ`, unique among this store's temporary names: the sequence number
+/// keeps two threads of one process apart when the clock is coarse.
+pub(crate) fn unique_suffix() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
