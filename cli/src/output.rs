@@ -17,8 +17,13 @@ use crate::commands::archive::write_tar_to;
 pub enum Output {
     /// Only the store (the default).
     Image,
-    /// An archive that is an OCI layout and a docker-archive at once.
-    Archive { dest: PathBuf, name: Option<String> },
+    /// An archive that is an OCI layout and a docker-archive at once; `docker`:
+    /// asked for as `type=docker` (which cannot hold a multi-platform index).
+    Archive {
+        dest: PathBuf,
+        name: Option<String>,
+        docker: bool,
+    },
     /// The final filesystem, unpacked into a directory.
     Local { dest: PathBuf },
     /// The final filesystem as one tar.
@@ -61,9 +66,10 @@ pub fn parse(spec: &str) -> Result<Output> {
     match kind.as_deref() {
         Some("registry") => bail!("--output type=registry: use --push"),
         Some("image") => Ok(Output::Image),
-        Some("oci") | Some("docker") => Ok(Output::Archive {
-            dest: need_dest(kind.as_deref().unwrap_or_default())?,
+        Some(k @ ("oci" | "docker")) => Ok(Output::Archive {
+            dest: need_dest(k)?,
             name,
+            docker: k == "docker",
         }),
         Some("local") => Ok(Output::Local {
             dest: need_dest("local")?,
@@ -77,10 +83,20 @@ pub fn parse(spec: &str) -> Result<Output> {
 }
 
 /// Writes the built image where `out` says. `tags` name the image in archives.
+/// For a multi-platform index, filesystems go one subdirectory per platform
+/// (`linux_amd64/`, `linux_arm_v7/`), as buildx writes them.
 pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRef]) -> Result<()> {
+    let platforms = platform_children(store, manifest)?;
     match out {
         Output::Image => Ok(()),
-        Output::Archive { dest, name } => {
+        Output::Archive {
+            docker: true, dest, ..
+        } if platforms.is_some() => bail!(
+            "--output type=docker,dest={}: docker exporter does not currently support \
+             exporting manifest lists; use type=oci",
+            dest.display()
+        ),
+        Output::Archive { dest, name, .. } => {
             let name = match name {
                 Some(n) => Some(ImageRef::parse(n)?),
                 None => tags.first().cloned(),
@@ -89,18 +105,58 @@ pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRe
                 Ok(store.save(&[(name, manifest.clone())], w)?)
             })
         }
-        Output::Local { dest } => {
-            std::fs::create_dir_all(dest)
-                .with_context(|| format!("creating {}", dest.display()))?;
-            apply_layers(store, manifest, dest)
-        }
+        Output::Local { dest } => apply_all(store, manifest, platforms.as_deref(), dest),
         Output::Tar { dest } => {
             // Flatten in a scratch directory of the store, then stream it as one tar.
             let scratch = store.scratch_dir("output")?;
-            apply_layers(store, manifest, scratch.path())?;
+            apply_all(store, manifest, platforms.as_deref(), scratch.path())?;
             write_tar_to(Some(dest), |w| tar_tree(scratch.path(), w))
         }
     }
+}
+
+/// For an index: each child manifest with its directory name (`os_arch[_variant]`);
+/// `None` for a single image.
+fn platform_children(
+    store: &Store,
+    desc: &Descriptor,
+) -> Result<Option<Vec<(String, Descriptor)>>> {
+    if desc.media_type().to_string() != layer_cache::image::OCI_INDEX {
+        return Ok(None);
+    }
+    let digest = layer_cache::image::descriptor_digest(desc)?;
+    let bytes = store.read_blob(&digest, layer_cache::image::MAX_JSON_BLOB)?;
+    let index: layer_cache::oci_spec::image::ImageIndex =
+        serde_json::from_slice(&bytes).with_context(|| format!("reading index {digest}"))?;
+    let mut out = Vec::new();
+    for child in index.manifests() {
+        let p = child
+            .platform()
+            .as_ref()
+            .with_context(|| format!("index {digest}: an entry has no platform"))?;
+        let mut dir = format!("{}_{}", p.os(), p.architecture());
+        if let Some(v) = p.variant() {
+            dir = format!("{dir}_{v}");
+        }
+        out.push((dir, child.clone()));
+    }
+    Ok(Some(out))
+}
+
+/// The image's filesystem in `dest`, or each platform's in its subdirectory.
+fn apply_all(
+    store: &Store,
+    manifest: &Descriptor,
+    platforms: Option<&[(String, Descriptor)]>,
+    dest: &Path,
+) -> Result<()> {
+    let one = [(String::new(), manifest.clone())];
+    for (dir, child) in platforms.unwrap_or(&one) {
+        let dest = dest.join(dir);
+        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        apply_layers(store, child, &dest)?;
+    }
+    Ok(())
 }
 
 /// Applies every layer of the image, bottom first, with whiteouts applied.
@@ -155,14 +211,16 @@ mod tests {
             parse("type=oci,dest=a.tar,name=x:1").unwrap(),
             Output::Archive {
                 dest: "a.tar".into(),
-                name: Some("x:1".into())
+                name: Some("x:1".into()),
+                docker: false,
             }
         );
         assert_eq!(
             parse("type=docker,dest=-").unwrap(),
             Output::Archive {
                 dest: "-".into(),
-                name: None
+                name: None,
+                docker: true,
             }
         );
         assert_eq!(parse("type=image").unwrap(), Output::Image);

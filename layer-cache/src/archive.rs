@@ -1,6 +1,8 @@
 //! Image archives. `save` writes one tar that is both an OCI layout (`oci-layout`,
 //! `index.json`, `blobs/sha256/`) and a `docker load` archive (`manifest.json` whose
-//! paths point into `blobs/sha256/`), as Docker 25+ does. `load` reads either form.
+//! paths point into `blobs/sha256/`), as Docker 25+ does; a multi-platform index is
+//! whole in `index.json`, its host platform alone in `manifest.json`. `load` reads
+//! either form.
 //! Blobs are streamed and verified; nothing from the archive is written by path.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,7 +77,17 @@ impl Store {
                 entry.set_annotations(Some(ann));
             }
             index.push(entry);
-            let img = self.load_image(desc)?;
+            // manifest.json holds single images: for a multi-platform index, the
+            // host's platform when the store has it (what `docker load` can run).
+            let is_index = matches!(
+                desc.media_type().to_string().as_str(),
+                image::OCI_INDEX | image::DOCKER_MANIFEST_LIST
+            );
+            let img = match self.load_image(desc) {
+                Ok(img) => img,
+                Err(_) if is_index => continue,
+                Err(e) => return Err(e),
+            };
             docker.push(DockerManifestEntry {
                 config: format!("blobs/sha256/{}", img.config_digest.hex()),
                 repo_tags: name.iter().map(ImageRef::tagged_name).collect(),

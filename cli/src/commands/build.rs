@@ -73,7 +73,8 @@ pub struct BuildArgs {
     ssh: Vec<String>,
     /// Target platform, os/arch[/variant] (default: this machine's): sets TARGETPLATFORM
     /// and its parts, the platform of stages without FROM --platform, and which image of
-    /// a multi-platform base is used
+    /// a multi-platform base is used; several (comma-separated or repeated) build a
+    /// multi-platform image (an OCI index)
     #[arg(long, value_name = "PLATFORM")]
     platform: Vec<String>,
     /// Pull every base image, even those already in the store
@@ -375,8 +376,9 @@ fn extra_hosts(list: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// `--platform` (repeatable, comma-separated): one platform, or the host's.
-fn target_platform(given: &[String]) -> Result<Platform> {
+/// `--platform` (repeatable, comma-separated): the target platforms in the order
+/// given, duplicates dropped; the host's when none.
+fn target_platforms(given: &[String]) -> Result<Vec<Platform>> {
     let mut list: Vec<Platform> = Vec::new();
     for p in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
         if p.is_empty() {
@@ -388,20 +390,99 @@ fn target_platform(given: &[String]) -> Result<Platform> {
             list.push(parsed);
         }
     }
-    match list.as_slice() {
-        [] => Ok(Platform::host()),
-        [one] => Ok(one.clone()),
-        many => bail!(
-            "--platform {}: building more than one platform at once (a multi-platform \
-             image) is not supported yet; build each platform on its own, e.g. \
-             --platform {}",
-            many.iter()
-                .map(Platform::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            many[0]
-        ),
+    if list.is_empty() {
+        list.push(Platform::host());
     }
+    Ok(list)
+}
+
+/// Passes events on with step ids made unique across the platforms of one build
+/// and the platform put before the stage (`#7 [linux/arm64 build] RUN ...`).
+struct PlatformTag<'a> {
+    inner: &'a mut dyn BuildReporter,
+    platform: String,
+    /// Added to this platform's step ids: the largest id the earlier platforms used.
+    offset: usize,
+    max: usize,
+}
+
+impl BuildReporter for PlatformTag<'_> {
+    fn event(&mut self, event: BuildEvent<'_>) {
+        let offset = self.offset;
+        let id = |id: usize, max: &mut usize| {
+            *max = (*max).max(id + offset);
+            id + offset
+        };
+        let mut max = self.max;
+        match event {
+            BuildEvent::StepStarted { id: i, stage, text } => {
+                let stage = format!("{} {stage}", self.platform);
+                self.inner.event(BuildEvent::StepStarted {
+                    id: id(i, &mut max),
+                    stage: &stage,
+                    text,
+                });
+            }
+            BuildEvent::CacheMiss {
+                id: i,
+                stage,
+                cause,
+            } => {
+                let stage = format!("{} {stage}", self.platform);
+                self.inner.event(BuildEvent::CacheMiss {
+                    id: id(i, &mut max),
+                    stage: &stage,
+                    cause,
+                });
+            }
+            BuildEvent::Output {
+                id: i,
+                stream,
+                data,
+            } => self.inner.event(BuildEvent::Output {
+                id: id(i, &mut max),
+                stream,
+                data,
+            }),
+            BuildEvent::StepDone { id: i, elapsed } => self.inner.event(BuildEvent::StepDone {
+                id: id(i, &mut max),
+                elapsed,
+            }),
+            BuildEvent::StepCached { id: i, linked } => self.inner.event(BuildEvent::StepCached {
+                id: id(i, &mut max),
+                linked,
+            }),
+        }
+        self.max = max;
+    }
+}
+
+/// Writes an OCI image index of the per-platform images (each entry with the
+/// platform of its config) to the store; returns its descriptor.
+fn write_index(store: &Store, images: &[Descriptor]) -> Result<Descriptor> {
+    let mut manifests = Vec::new();
+    for d in images {
+        let img = store.load_image(d)?;
+        let c = &img.config;
+        let mut platform = serde_json::json!({"architecture": c.architecture, "os": c.os});
+        if let Some(v) = &c.variant {
+            platform["variant"] = v.clone().into();
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": d.media_type().to_string(),
+            "digest": img.manifest_digest.to_string(),
+            "size": d.size(),
+            "platform": platform,
+        }));
+    }
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": image::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let bytes = image::canonical_json(&doc)?;
+    let c = store.write_blob(&bytes)?;
+    Ok(image::descriptor(image::OCI_INDEX, &c.digest, c.size))
 }
 
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
@@ -492,13 +573,22 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    let opts = PlanOptions {
-        build_args: key_values(&a.build_args, "--build-arg")?,
-        target: a.target.clone(),
-        target_platform: target_platform(&a.platform)?,
-        named_contexts: named.plan.clone(),
-        ..PlanOptions::default()
-    };
+    let platforms = target_platforms(&a.platform)?;
+    let multi = platforms.len() > 1;
+    if multi {
+        // As buildx: a docker-archive holds one image per name, not an index.
+        if outputs
+            .iter()
+            .any(|o| matches!(o, crate::output::Output::Archive { docker: true, .. }))
+        {
+            bail!(
+                "--output type=docker: docker exporter does not currently support exporting \
+                 manifest lists (building {} platforms); use type=oci",
+                platforms.len()
+            );
+        }
+    }
+    let build_args = key_values(&a.build_args, "--build-arg")?;
     let puller = super::registry::BasePuller::new(
         &store,
         a.pull,
@@ -510,31 +600,47 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         puller: &puller,
         resolved: RefCell::new(BTreeMap::new()),
     };
-    let graph = match builder::plan::plan(&df, &opts, &bases) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("{}", e.render());
-            return Ok(1);
+    // One step graph per target platform, all planned before any step runs.
+    let mut graphs = Vec::new();
+    for platform in &platforms {
+        let opts = PlanOptions {
+            build_args: build_args.clone(),
+            target: a.target.clone(),
+            target_platform: platform.clone(),
+            named_contexts: named.plan.clone(),
+            ..PlanOptions::default()
+        };
+        match builder::plan::plan(&df, &opts, &bases) {
+            Ok(g) => graphs.push((platform.clone(), g)),
+            Err(e) => {
+                eprintln!("{}", e.render());
+                return Ok(1);
+            }
         }
-    };
+    }
     // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
-    for reference in super::build_context::copied_images(&graph, &named.plan) {
-        puller.ensure(reference, None);
+    for (_, graph) in &graphs {
+        for reference in super::build_context::copied_images(graph, &named.plan) {
+            puller.ensure(reference, None);
+        }
     }
     // A base that could not be pulled is reported here; the build then fails
     // at its FROM (with the Dockerfile location) unless the store has it.
     for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
         eprintln!("WARNING: {e}");
     }
-    for w in &graph.warnings {
-        if !a.quiet {
-            match &w.span {
-                Some(s) => eprintln!(
-                    "WARNING: {}:{}: {}",
-                    dockerfile_name, s.start_line, w.message
-                ),
-                None => eprintln!("WARNING: {}", w.message),
-            }
+    // The platforms' plans mostly warn alike: each warning once.
+    let mut warned = std::collections::BTreeSet::new();
+    for w in graphs.iter().flat_map(|(_, g)| &g.warnings) {
+        let line = match &w.span {
+            Some(s) => format!(
+                "WARNING: {}:{}: {}",
+                dockerfile_name, s.start_line, w.message
+            ),
+            None => format!("WARNING: {}", w.message),
+        };
+        if !a.quiet && warned.insert(line.clone()) {
+            eprintln!("{line}");
         }
     }
     // Build checks, as BuildKit runs them on every build: reported after it, or
@@ -559,8 +665,8 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     // Agents serving --ssh key files live until the build ends (on every path).
     let ssh = crate::commands::ssh::parse(&a.ssh)?;
     let imported = super::cache_io::import(&store, &cache_from, &a.registry, say);
-    let req = BuildRequest {
-        graph: &graph,
+    let mut req = BuildRequest {
+        graph: &graphs[0].1,
         context: ctx.path().to_path_buf(),
         dockerignore,
         dockerfile: dockerfile_name,
@@ -583,6 +689,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         ssh: ssh.sockets.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
+        // Keyed by (reference, platform): every platform's bases at once.
         base_images: bases
             .resolved
             .into_inner()
@@ -598,12 +705,39 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         texts: BTreeMap::new(),
         linked: Vec::new(),
     };
-    let result = builder::exec::build(&store, &req, &mut explain);
+    // The platforms are built one after another; steps they share (stages on
+    // $BUILDPLATFORM) are step-cache hits after the first.
+    let mut built = Vec::new();
+    let mut failed = None;
+    let mut last_id = 0;
+    for (platform, graph) in &graphs {
+        req.graph = graph;
+        let result = if multi {
+            let mut tagged = PlatformTag {
+                inner: &mut explain,
+                platform: platform.to_string(),
+                offset: last_id,
+                max: last_id,
+            };
+            let r = builder::exec::build(&store, &req, &mut tagged);
+            last_id = tagged.max;
+            r.with_context(|| format!("building for {platform}"))
+        } else {
+            builder::exec::build(&store, &req, &mut explain).map_err(anyhow::Error::from)
+        };
+        match result {
+            Ok(r) => built.push(r),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
     drop(ssh);
     // Stops live progress before anything else prints.
     drop(explain.inner);
     if a.explain_cache {
-        if explain.misses.is_empty() && result.is_ok() {
+        if explain.misses.is_empty() && failed.is_none() {
             eprintln!("cache: every step was cached");
         }
         for (id, stage, cause) in &explain.misses {
@@ -617,16 +751,36 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         }
     }
     imported.report(say);
-    let result = result?;
-    let digest = image::descriptor_digest(&result.manifest)?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // One platform: its manifest; several: an index of theirs (the children stay
+    // reachable from the tag through it, so prune keeps them).
+    let manifest = match built.as_slice() {
+        [one] => one.manifest.clone(),
+        many => write_index(
+            &store,
+            &many.iter().map(|r| r.manifest.clone()).collect::<Vec<_>>(),
+        )?,
+    };
+    let digest = image::descriptor_digest(&manifest)?;
     for t in &tags {
-        store.set_tag(t, &result.manifest)?;
+        store.set_tag(t, &manifest)?;
     }
     for o in &outputs {
-        crate::output::write(&store, o, &result.manifest, &tags)?;
+        crate::output::write(&store, o, &manifest, &tags)?;
+    }
+    let mut cache_keys = builder::exec::UsedKeys::default();
+    for r in &built {
+        cache_keys.image.extend(r.cache_keys.image.iter().cloned());
+        cache_keys.all.extend(r.cache_keys.all.iter().cloned());
+    }
+    for keys in [&mut cache_keys.image, &mut cache_keys.all] {
+        keys.sort();
+        keys.dedup();
     }
     for c in &cache_to {
-        super::cache_io::export(&store, c, &result.cache_keys, &a.registry, say)?;
+        super::cache_io::export(&store, c, &cache_keys, &a.registry, say)?;
     }
     if a.push {
         for t in &tags {
@@ -638,13 +792,16 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &a.metadata_file {
-        let image = store.load_image(&result.manifest)?;
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "containerimage.digest": digest.to_string(),
-            "containerimage.config.digest": image.config_digest.to_string(),
-            "containerimage.descriptor": &result.manifest,
+            "containerimage.descriptor": &manifest,
             "image.name": tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>().join(","),
         });
+        // An index has no config of its own (buildx leaves the key out too).
+        if !multi {
+            let image = store.load_image(&manifest)?;
+            meta["containerimage.config.digest"] = image.config_digest.to_string().into();
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use layer_cache::image::descriptor_digest;
+use layer_cache::image::{self, descriptor_digest};
 use layer_cache::ImageRef;
 use serde_json::Value;
 
@@ -41,14 +41,8 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
             writeln!(out, "{id}")?;
             continue;
         }
-        let (created, size) = match store.load_image(&t.descriptor) {
-            Ok(img) => (
-                img.config.created.clone().unwrap_or_default(),
-                img.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
-                    + img.manifest.config().size(),
-            ),
-            Err(_) => ("<damaged: run mybuild fsck>".to_string(), 0),
-        };
+        let (created, size) = summary(&store, &t.descriptor)
+            .unwrap_or_else(|_| ("<damaged: run mybuild fsck>".to_string(), 0));
         writeln!(
             out,
             "{repo:<40} {tag:<16} {id:<14} {:<22} {}",
@@ -57,6 +51,45 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
         )?;
     }
     Ok(0)
+}
+
+/// The children of a stored multi-platform index, `None` for a single image.
+fn index_children(
+    store: &layer_cache::Store,
+    desc: &layer_cache::oci_spec::image::Descriptor,
+) -> Result<Option<(Vec<u8>, Vec<layer_cache::oci_spec::image::Descriptor>)>> {
+    let mt = desc.media_type().to_string();
+    if mt != image::OCI_INDEX && mt != image::DOCKER_MANIFEST_LIST {
+        return Ok(None);
+    }
+    let digest = descriptor_digest(desc)?;
+    let bytes = store.read_blob(&digest, image::MAX_JSON_BLOB)?;
+    let index: layer_cache::oci_spec::image::ImageIndex =
+        serde_json::from_slice(&bytes).with_context(|| format!("index {digest}"))?;
+    Ok(Some((bytes, index.manifests().clone())))
+}
+
+/// (created, size) of an image; for an index, the newest creation time and the
+/// size of every platform image the store holds.
+fn summary(
+    store: &layer_cache::Store,
+    desc: &layer_cache::oci_spec::image::Descriptor,
+) -> Result<(String, u64)> {
+    let images = match index_children(store, desc)? {
+        Some((_, children)) => children
+            .into_iter()
+            .filter(|c| descriptor_digest(c).is_ok_and(|d| store.has_blob(&d)))
+            .collect(),
+        None => vec![desc.clone()],
+    };
+    let (mut created, mut size) = (String::new(), 0);
+    for d in &images {
+        let img = store.load_image(d)?;
+        created = created.max(img.config.created.clone().unwrap_or_default());
+        size += img.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+            + img.manifest.config().size();
+    }
+    Ok((created, size))
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +101,9 @@ pub struct InspectArgs {
 pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
     let store = g.store()?;
     let desc = store.resolve(&a.image)?;
+    if let Some((bytes, children)) = index_children(&store, &desc)? {
+        return inspect_index(&store, &desc, &bytes, &children);
+    }
     let img = store.load_image(&desc)?;
     let manifest: Value = serde_json::from_slice(&img.manifest_bytes).context("manifest")?;
     let config: Value = serde_json::from_slice(&img.config_bytes).context("config")?;
@@ -90,6 +126,52 @@ pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
             .and_then(|a| a.get(super::registry::UPSTREAM_INDEX_ANNOTATION)),
         "Manifest": manifest,
         "Config": config,
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(0)
+}
+
+/// A multi-platform index: the index itself and its platforms, each with whether
+/// the store holds that image.
+fn inspect_index(
+    store: &layer_cache::Store,
+    desc: &layer_cache::oci_spec::image::Descriptor,
+    bytes: &[u8],
+    children: &[layer_cache::oci_spec::image::Descriptor],
+) -> Result<i32> {
+    let top = descriptor_digest(desc)?;
+    let names: Vec<String> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| descriptor_digest(&t.descriptor).ok().as_ref() == Some(&top))
+        .map(|t| t.name)
+        .collect();
+    let mut platforms = Vec::new();
+    for c in children {
+        let platform = c.platform().as_ref().map(|p| {
+            let mut s = format!("{}/{}", p.os(), p.architecture());
+            if let Some(v) = p.variant() {
+                s = format!("{s}/{v}");
+            }
+            s
+        });
+        let digest = descriptor_digest(c)?;
+        platforms.push(serde_json::json!({
+            "Platform": platform,
+            "Digest": digest.to_string(),
+            "Present": store.has_blob(&digest),
+        }));
+    }
+    let index: Value = serde_json::from_slice(bytes).context("index")?;
+    let doc = serde_json::json!({
+        "Id": top.to_string(),
+        "RepoTags": names,
+        "Digest": top.to_string(),
+        "MediaType": desc.media_type().to_string(),
+        "Platforms": platforms,
+        "Index": index,
     });
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &doc)?;
