@@ -32,6 +32,7 @@ pub mod exec;
 pub mod ignore;
 pub mod layer;
 pub mod lint;
+pub mod mtime;
 pub mod plan;
 pub mod sandbox;
 pub mod users;

@@ -354,18 +354,6 @@ fn multi_platform_push_sends_the_index_and_its_children() {
     }
 }
 
-/// A 64-byte ELF header for an aarch64 executable: the kernel refuses it with
-/// ENOEXEC on another architecture.
-fn aarch64_elf() -> Vec<u8> {
-    let mut h = vec![0u8; 64];
-    h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-    h[16] = 2; // ET_EXEC
-    h[18] = 0xb7; // EM_AARCH64
-    h[20] = 1; // EV_CURRENT
-    h[52] = 64; // e_ehsize
-    h
-}
-
 #[test]
 fn a_platform_that_cannot_run_fails_the_build_and_tags_nothing() {
     let Some((tmp, root)) = setup() else { return };

@@ -146,18 +146,6 @@ fn steps_are_never_shared_across_target_platforms() {
     assert_eq!(inspect(&root, "k:amd2")["Id"], before);
 }
 
-/// A 64-byte ELF header for an aarch64 executable: enough for the kernel to refuse
-/// it with ENOEXEC on another architecture (nothing here could run anyway).
-fn aarch64_elf() -> Vec<u8> {
-    let mut h = vec![0u8; 64];
-    h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-    h[16] = 2; // ET_EXEC
-    h[18] = 0xb7; // EM_AARCH64
-    h[20] = 1; // EV_CURRENT
-    h[52] = 64; // e_ehsize
-    h
-}
-
 /// Pushes `busybox` (amd64) and an arm64 image (`/which` = arm, ENV WHICH=arm, a
 /// /bin/sh for aarch64) and an index of both; returns the index's reference.
 fn push_index(root: &Path, tmp: &Path, registry: &str) -> String {
@@ -185,33 +173,8 @@ fn push_index(root: &Path, tmp: &Path, registry: &str) -> String {
     ok(mybuild(root)
         .args(["build", "-q", "--platform", "linux/arm64", "-t", "armimg"])
         .arg(&ctx));
-    let amd = ok(mybuild(root).args(["push", "busybox", &format!("{registry}/multi:amd")])).0;
-    let arm = ok(mybuild(root).args(["push", "armimg", &format!("{registry}/multi:arm")])).0;
-    let (amd, arm) = (amd.trim().to_string(), arm.trim().to_string());
-    let size = |d: &str| {
-        std::fs::metadata(root.join("blobs/sha256").join(&d[7..]))
-            .unwrap()
-            .len()
-    };
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": size(&amd),
-             "platform": {"os": "linux", "architecture": "amd64"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": size(&arm),
-             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-        ]
-    });
-    let m = registry_client::Manifest::new(serde_json::to_vec(&index).unwrap(), None).unwrap();
-    let name = format!("{registry}/multi:both");
-    let r = registry_client::Reference::parse(&name).unwrap();
-    let client = registry_client::Client::new(registry_client::ClientOptions::from_env());
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(client.put_manifest(&r, &m))
-        .unwrap();
-    name
+    common::push_two_platform_index(root, registry, "busybox", "armimg");
+    format!("{registry}/multi:both")
 }
 
 #[test]

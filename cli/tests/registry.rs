@@ -528,38 +528,14 @@ fn malformed_references_are_refused_clearly() {
     assert!(err.contains("invalid registry port"), "{err}");
 }
 
-/// Two single-platform images and an index over them, put with registry-client.
+/// Busybox and a second image (ENV SECOND=1) under an index of both platforms.
 fn push_index(root: &Path, tmp: &Path, registry: &str) -> (String, String, String) {
     let rootfs = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
     ok(mybuild(root)
         .arg("import")
         .arg(&rootfs)
         .args(["second", "-c", "ENV SECOND=1"]));
-    let amd = ok(mybuild(root).args(["push", "busybox", &format!("{registry}/multi:amd")])).0;
-    let arm = ok(mybuild(root).args(["push", "second", &format!("{registry}/multi:arm")])).0;
-    let (amd, arm) = (amd.trim().to_string(), arm.trim().to_string());
-    let blob_size = |d: &str| {
-        std::fs::metadata(root.join("blobs/sha256").join(&d[7..]))
-            .unwrap()
-            .len()
-    };
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": blob_size(&amd),
-             "platform": {"os": "linux", "architecture": "amd64"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": blob_size(&arm),
-             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-        ]
-    });
-    let bytes = serde_json::to_vec(&index).unwrap();
-    let m = registry_client::Manifest::new(bytes, None).unwrap();
-    let r = registry_client::Reference::parse(&format!("{registry}/multi:both")).unwrap();
-    let client = registry_client::Client::new(registry_client::ClientOptions::from_env());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let digest = rt.block_on(client.put_manifest(&r, &m)).unwrap();
-    (amd, arm, digest)
+    common::push_two_platform_index(root, registry, "busybox", "second")
 }
 
 #[test]

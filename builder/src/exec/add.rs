@@ -781,24 +781,7 @@ impl ParentWalk<'_, '_> {
         let target = std::fs::read_link(real).map_err(io(real))?;
         std::os::unix::fs::symlink(&target, &at).map_err(io(&at))?;
         std::os::unix::fs::lchown(&at, Some(md.uid()), Some(md.gid())).map_err(io(&at))?;
-        let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
-            .map_err(|e| io(&at)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-        let t = libc::timespec {
-            tv_sec: md.mtime() as libc::time_t,
-            tv_nsec: md.mtime_nsec() as _,
-        };
-        // SAFETY: a valid C path and a two-element timespec array.
-        let r = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                [t, t].as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 {
-            return Err(io(&at)(std::io::Error::last_os_error()));
-        }
+        crate::mtime::set(&at, md.mtime(), md.mtime_nsec()).map_err(io(&at))?;
         Ok(())
     }
 }

@@ -9,7 +9,6 @@
 //! each source, and `--parents` keeps the sources' parent directories. Symlinks are
 //! copied as links and never followed.
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -180,30 +179,7 @@ fn set_meta(
         }
     }
     if let Some(t) = mtime {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| CopyError::NotFound(path.display().to_string()))?;
-        let ts = [
-            libc::timespec {
-                tv_sec: t,
-                tv_nsec: 0,
-            },
-            libc::timespec {
-                tv_sec: t,
-                tv_nsec: 0,
-            },
-        ];
-        // SAFETY: valid path and a two-element timespec array.
-        if unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                ts.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        } != 0
-        {
-            return Err(io(path)(std::io::Error::last_os_error()));
-        }
+        crate::mtime::set(path, t, 0).map_err(io(path))?;
     }
     Ok(())
 }

@@ -440,25 +440,7 @@ fn normalize(dir: &Path, dot_git: &Path, time: i64) -> Result<(), GitError> {
 }
 
 fn set_mtime(path: &Path, time: i64) -> Result<(), GitError> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| io(path)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    let t = libc::timespec {
-        tv_sec: time as libc::time_t,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid C path and a two-element timespec array.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            [t, t].as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io(path)(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::mtime::set(path, time, 0).map_err(io(path))
 }
 
 /// Runs git for one remote, isolated from the caller's configuration.

@@ -556,3 +556,53 @@ pub fn dumb_http_routes(repo: &Path, prefix: &str) -> Routes {
     }
     routes
 }
+
+/// Pushes `amd_image` and `arm_image` from the store to `REGISTRY/multi:amd` and
+/// `multi:arm` and puts an OCI index of both (linux/amd64, linux/arm64/v8) as
+/// `multi:both`; returns the three manifest digests (amd, arm, index).
+pub fn push_two_platform_index(
+    root: &Path,
+    registry: &str,
+    amd_image: &str,
+    arm_image: &str,
+) -> (String, String, String) {
+    let amd = ok(mybuild(root).args(["push", amd_image, &format!("{registry}/multi:amd")])).0;
+    let arm = ok(mybuild(root).args(["push", arm_image, &format!("{registry}/multi:arm")])).0;
+    let (amd, arm) = (amd.trim().to_string(), arm.trim().to_string());
+    let size = |d: &str| {
+        std::fs::metadata(root.join("blobs/sha256").join(&d[7..]))
+            .expect("manifest blob")
+            .len()
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": size(&amd),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": size(&arm),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ]
+    });
+    let m = registry_client::Manifest::new(serde_json::to_vec(&index).expect("json"), None)
+        .expect("index");
+    let r = registry_client::Reference::parse(&format!("{registry}/multi:both")).expect("ref");
+    let client = registry_client::Client::new(registry_client::ClientOptions::from_env());
+    let digest = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(client.put_manifest(&r, &m))
+        .expect("put index");
+    (amd, arm, digest)
+}
+
+/// A 64-byte ELF header for an aarch64 executable: enough for the kernel to refuse
+/// it with ENOEXEC on another architecture.
+pub fn aarch64_elf() -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    h[16] = 2; // ET_EXEC
+    h[18] = 0xb7; // EM_AARCH64
+    h[20] = 1; // EV_CURRENT
+    h[52] = 64; // e_ehsize
+    h
+}
