@@ -389,15 +389,7 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
             let bytes =
                 read_layout_blob(dir, digest, size, registry_client::manifest::MAX_MANIFEST)?;
             let m = Manifest::new(bytes, Some(OCI_MANIFEST))?;
-            let ManifestBody::Image { config, layers } = m.body()? else {
-                bail!("manifest {digest} is not an image manifest");
-            };
-            if config.media_type != CACHE_CONFIG {
-                bail!(
-                    "not a mybuild cache (config media type {})",
-                    config.media_type
-                );
-            }
+            let (config, layers) = cache_parts(&m, &format!("manifest {digest}"))?;
             let bytes = read_layout_blob(dir, &config.digest, config.size, MAX_RECORDS_BLOB)?;
             (config, layers, bytes)
         }
@@ -412,15 +404,7 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
                     Err(registry_client::Error::NotFound { .. }) => bail!("not found"),
                     Err(e) => return Err(e.into()),
                 };
-                let ManifestBody::Image { config, layers } = m.body()? else {
-                    bail!("{r} is an index, not a mybuild cache");
-                };
-                if config.media_type != CACHE_CONFIG {
-                    bail!(
-                        "not a mybuild cache (config media type {})",
-                        config.media_type
-                    );
-                }
+                let (config, layers) = cache_parts(&m, &r.to_string())?;
                 if config.size > MAX_RECORDS_BLOB {
                     bail!("its records blob is {} bytes, too large", config.size);
                 }
@@ -435,6 +419,26 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
         .with_context(|| format!("records blob {} is not a cache record list", config.digest))?;
     let layers = layers.into_iter().map(|l| (l.digest, l.size)).collect();
     Ok((file, layers))
+}
+
+/// A cache manifest's records blob and layers; anything else is refused.
+fn cache_parts(
+    m: &Manifest,
+    what: &str,
+) -> Result<(
+    registry_client::Descriptor,
+    Vec<registry_client::Descriptor>,
+)> {
+    let ManifestBody::Image { config, layers } = m.body()? else {
+        bail!("{what} is an index, not a mybuild cache");
+    };
+    if config.media_type != CACHE_CONFIG {
+        bail!(
+            "not a mybuild cache (config media type {})",
+            config.media_type
+        );
+    }
+    Ok((config, layers))
 }
 
 /// Adds the records whose layer the cache holds; a local record that still has its

@@ -127,10 +127,7 @@ pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
         "Manifest": manifest,
         "Config": config,
     });
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &doc)?;
-    writeln!(out)?;
-    Ok(0)
+    print_json(&doc)
 }
 
 /// A multi-platform index: the index itself and its platforms, each with whether
@@ -173,10 +170,7 @@ fn inspect_index(
         "Platforms": platforms,
         "Index": index,
     });
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &doc)?;
-    writeln!(out)?;
-    Ok(0)
+    print_json(&doc)
 }
 
 #[derive(clap::Args, Debug)]
@@ -287,4 +281,12 @@ pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
         }
     );
     Ok(if r.is_ok() { 0 } else { 1 })
+}
+
+/// Writes `doc` as pretty JSON and a newline to standard output.
+fn print_json(doc: &Value) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, doc)?;
+    writeln!(out)?;
+    Ok(0)
 }
