@@ -240,7 +240,9 @@ pub fn copy_inputs(
             .field("whole", &[u8::from(sel.whole)])
             .field(
                 "entry",
-                entry_digest(&sel.real, &name, &mut stat)?.hex().as_bytes(),
+                entry_digest(&sel.real, &sel.md, &name, &mut stat)?
+                    .hex()
+                    .as_bytes(),
             );
         out.push((name, h.finish()));
     }
@@ -250,6 +252,7 @@ pub fn copy_inputs(
 /// One entry's metadata and content.
 fn entry_digest(
     real: &Path,
+    md: &std::fs::Metadata,
     name: &str,
     stat: &mut Option<&mut StatCache>,
 ) -> Result<Digest, CopyError> {
@@ -257,7 +260,6 @@ fn entry_digest(
         path: real.to_path_buf(),
         source,
     };
-    let md = std::fs::symlink_metadata(real).map_err(io)?;
     let mut h = KeyHasher::new("entry");
     h.field("mode", &md.mode().to_le_bytes())
         .field("uid", &md.uid().to_le_bytes())
@@ -273,7 +275,7 @@ fn entry_digest(
         h.field("symlink", target.as_os_str().as_bytes());
     } else if ft.is_file() {
         let digest = match stat.as_deref_mut() {
-            Some(c) => c.file_digest(name, real, &md).map_err(io)?,
+            Some(c) => c.file_digest(name, real, md).map_err(io)?,
             None => {
                 let mut f = std::fs::File::open(real).map_err(io)?;
                 let mut hasher = layer_cache::digest::HashingWriter::new(std::io::sink());

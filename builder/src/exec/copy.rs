@@ -66,7 +66,7 @@ pub enum EntryKind {
 }
 
 /// One entry a COPY writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Selected {
     /// Path in the source view (relative to its root).
     pub src: PathBuf,
@@ -79,7 +79,19 @@ pub struct Selected {
     /// destination is not a directory, this file becomes the destination.
     pub whole: bool,
     pub kind: EntryKind,
+    /// `real`'s metadata as the selection saw it, so keying stats it once.
+    pub md: std::fs::Metadata,
 }
+
+/// Equal when they write the same thing; the metadata snapshot does not count.
+impl PartialEq for Selected {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.src, &self.real, &self.dest, self.whole, self.kind)
+            == (&o.src, &o.real, &o.dest, o.whole, o.kind)
+    }
+}
+
+impl Eq for Selected {}
 
 pub struct CopySpec<'a> {
     /// Where sources are read: `[context]`, or a stage's snapshots topmost first.
@@ -312,18 +324,11 @@ impl View<'_> {
     /// The visible entries of directory `dir`, sorted by name.
     fn children(&self, dir: &Node) -> Vec<Node> {
         let mut out = Vec::new();
-        for name in merged::list(self.layers, &dir.rel) {
-            let rel = dir.rel.join(&name);
-            let Some(real) = merged::lookup(self.layers, &rel) else {
-                continue;
-            };
-            let Ok(md) = std::fs::symlink_metadata(&real) else {
-                continue;
-            };
+        for e in merged::entries(self.layers, &dir.rel) {
             let mut node = Node {
-                rel,
-                real,
-                md,
+                rel: dir.rel.join(&e.name),
+                real: e.real,
+                md: e.md,
                 info: MatchInfo::default(),
                 hidden: false,
             };
@@ -381,6 +386,7 @@ fn entry(node: &Node, dest: PathBuf, whole: bool) -> Selected {
         dest,
         whole,
         kind: node.kind(),
+        md: node.md.clone(),
     }
 }
 

@@ -50,7 +50,21 @@ pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
 
 /// Names in directory `rel` of the merged view, sorted.
 pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
-    let mut names = BTreeSet::new();
+    entries(layers, rel).into_iter().map(|e| e.name).collect()
+}
+
+/// One entry of a merged directory: the file backing it (in the topmost layer that
+/// has it) and that file's metadata.
+pub struct Entry {
+    pub name: OsString,
+    pub real: PathBuf,
+    pub md: std::fs::Metadata,
+}
+
+/// The entries of directory `rel` of the merged view, sorted by name. One stat per
+/// entry: walking a context of thousands of files costs no more lookups than that.
+pub fn entries(layers: &[PathBuf], rel: &Path) -> Vec<Entry> {
+    let mut found = std::collections::BTreeMap::new();
     let mut hidden = BTreeSet::new();
     for layer in layers {
         let dir = layer.join(rel);
@@ -63,15 +77,16 @@ pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
-                if hidden.contains(&name) || names.contains(&name) {
+                if hidden.contains(&name) || found.contains_key(&name) {
                     continue;
                 }
-                match e.path().symlink_metadata() {
+                let real = e.path();
+                match real.symlink_metadata() {
                     Ok(m) if is_whiteout(&m) => {
                         hidden.insert(name);
                     }
-                    Ok(_) => {
-                        names.insert(name);
+                    Ok(md) => {
+                        found.insert(name.clone(), Entry { name, real, md });
                     }
                     Err(_) => {}
                 }
@@ -81,5 +96,5 @@ pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
             break;
         }
     }
-    names.into_iter().collect()
+    found.into_values().collect()
 }
