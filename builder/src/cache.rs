@@ -260,22 +260,33 @@ fn entry_digest(
         path: real.to_path_buf(),
         source,
     };
+    let ft = md.file_type();
+    // A regular file's content digest and xattrs come from the stat cache when its
+    // stat is unchanged: neither is read again.
+    let (content, xattrs) = match stat.as_deref_mut() {
+        Some(c) if ft.is_file() => {
+            let (d, x) = c
+                .file_entry(name, real, md, || crate::xattrs::read(real))
+                .map_err(io)?;
+            (Some(d), x)
+        }
+        _ => (None, crate::xattrs::read(real).map_err(io)?),
+    };
     let mut h = KeyHasher::new("entry");
     h.field("mode", &md.mode().to_le_bytes())
         .field("uid", &md.uid().to_le_bytes())
         .field("gid", &md.gid().to_le_bytes());
-    for (name, value) in crate::xattrs::read(real).map_err(io)? {
+    for (name, value) in xattrs {
         if !crate::xattrs::is_overlay(&name) {
             h.field("xattr", &name).field("value", &value);
         }
     }
-    let ft = md.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(real).map_err(io)?;
         h.field("symlink", target.as_os_str().as_bytes());
     } else if ft.is_file() {
-        let digest = match stat.as_deref_mut() {
-            Some(c) => c.file_digest(name, real, md).map_err(io)?,
+        let digest = match content {
+            Some(d) => d,
             None => {
                 let mut f = std::fs::File::open(real).map_err(io)?;
                 let mut hasher = layer_cache::digest::HashingWriter::new(std::io::sink());

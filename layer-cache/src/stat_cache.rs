@@ -38,10 +38,17 @@ impl Stat {
     }
 }
 
+/// A file's extended attributes, (name, value), as the cache keeps them.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     stat: Stat,
     sha256: Digest,
+    /// Setting an xattr changes ctime, so an unchanged stat means unchanged xattrs.
+    /// `None` in caches written before they were kept: read them once.
+    #[serde(default)]
+    xattrs: Option<Xattrs>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -96,14 +103,16 @@ impl Store {
 }
 
 impl StatCache {
-    /// The sha256 of regular file `real`, known to the cache as `rel`; `md` is its
-    /// `symlink_metadata`. Reads the file only when its stat changed or is racy.
-    pub fn file_digest(
+    /// The sha256 and extended attributes of regular file `real`, known to the cache
+    /// as `rel`; `md` is its `symlink_metadata`. The file is read (and `read_xattrs`
+    /// called) only when its stat changed or is racy.
+    pub fn file_entry(
         &mut self,
         rel: &str,
         real: &Path,
         md: &std::fs::Metadata,
-    ) -> std::io::Result<Digest> {
+        read_xattrs: impl FnOnce() -> std::io::Result<Xattrs>,
+    ) -> std::io::Result<(Digest, Xattrs)> {
         let stat = Stat::of(md);
         let real_name;
         let rel = if self.by_real_path {
@@ -112,9 +121,18 @@ impl StatCache {
         } else {
             rel
         };
-        if let Some(e) = self.disk.entries.get(rel) {
+        if let Some(e) = self.disk.entries.get_mut(rel) {
             if e.stat == stat && stat.mtime.0 < self.disk.written {
-                return Ok(e.sha256.clone());
+                let xattrs = match &e.xattrs {
+                    Some(x) => x.clone(),
+                    None => {
+                        let x = read_xattrs()?;
+                        e.xattrs = Some(x.clone());
+                        self.dirty = true;
+                        x
+                    }
+                };
+                return Ok((e.sha256.clone(), xattrs));
             }
         }
         let mut f = std::fs::File::open(real)?;
@@ -128,6 +146,7 @@ impl StatCache {
             h.update(&buf[..n]);
         }
         let sha256 = h.finish();
+        let xattrs = read_xattrs()?;
         self.hashed += 1;
         self.dirty = true;
         self.disk.entries.insert(
@@ -135,9 +154,10 @@ impl StatCache {
             Entry {
                 stat,
                 sha256: sha256.clone(),
+                xattrs: Some(xattrs.clone()),
             },
         );
-        Ok(sha256)
+        Ok((sha256, xattrs))
     }
 
     /// Files read (not answered from the cache) since loading.
@@ -199,8 +219,11 @@ mod tests {
         set_mtime(&racy, now);
 
         let digest = |c: &mut StatCache, name: &str, p: &Path| {
-            c.file_digest(name, p, &std::fs::symlink_metadata(p).unwrap())
-                .unwrap()
+            c.file_entry(name, p, &std::fs::symlink_metadata(p).unwrap(), || {
+                Ok(Vec::new())
+            })
+            .map(|(d, _)| d)
+            .unwrap()
         };
         let mut c = store.stat_cache(&ctx);
         assert_eq!(digest(&mut c, "old", &old), Digest::of(b"old"));
