@@ -119,20 +119,30 @@ fn assert_drawn_then_cleared(p: &Pty, blobs: &[Blob], first: &str, verb: &str, l
     );
     assert_eq!(shown.first().map(String::as_str), Some(first), "{shown:#?}");
     assert_eq!(shown.last().map(String::as_str), Some(last), "{shown:#?}");
-    let mut said: Vec<&str> = shown[1..shown.len() - 1]
+    one_line_per_blob(&shown[1..shown.len() - 1], verb, blobs);
+    let big_line = format!("{}: {verb} {:.3}MB", big.short, big.size as f64 / 1e6);
+    assert!(shown.contains(&big_line), "{big_line:?} in {shown:#?}");
+}
+
+/// Each line is `SHORT: VERB …`, one for every blob.
+fn one_line_per_blob(lines: &[impl AsRef<str>], verb: &str, blobs: &[Blob]) {
+    let mut said: Vec<&str> = lines
         .iter()
         .map(|l| {
+            let l = l.as_ref();
             let (short, what) = l.split_once(": ").unwrap_or(("", ""));
-            assert!(what.starts_with(&format!("{verb} ")), "{l:?} in {shown:#?}");
+            assert!(
+                what.starts_with(&format!("{verb} ")),
+                "{l:?} in {:#?}",
+                lines.iter().map(AsRef::as_ref).collect::<Vec<&str>>()
+            );
             short
         })
         .collect();
     said.sort();
     let mut want: Vec<&str> = blobs.iter().map(|b| b.short.as_str()).collect();
     want.sort();
-    assert_eq!(said, want, "{shown:#?}");
-    let big_line = format!("{}: {verb} {:.3}MB", big.short, big.size as f64 / 1e6);
-    assert!(shown.contains(&big_line), "{big_line:?} in {shown:#?}");
+    assert_eq!(said, want);
 }
 
 /// Pushes `app:1` to `dest` without a terminal; returns the manifest digest.
@@ -221,18 +231,7 @@ fn assert_plain(p: &Pty, blobs: &[Blob], first: &str, verb: &str, last: &str) {
     assert_eq!(lines.len(), blobs.len() + 2, "{lines:#?}");
     assert_eq!(lines[0], first, "{lines:#?}");
     assert_eq!(lines[blobs.len() + 1], last, "{lines:#?}");
-    let mut said: Vec<&str> = lines[1..=blobs.len()]
-        .iter()
-        .map(|l| {
-            let (short, what) = l.split_once(": ").unwrap_or(("", ""));
-            assert!(what.starts_with(&format!("{verb} ")), "{l:?} in {lines:#?}");
-            short
-        })
-        .collect();
-    said.sort();
-    let mut want: Vec<&str> = blobs.iter().map(|b| b.short.as_str()).collect();
-    want.sort();
-    assert_eq!(said, want, "{lines:#?}");
+    one_line_per_blob(&lines[1..=blobs.len()], verb, blobs);
 }
 
 /// `push`'s last line for a manifest stored in `root`.

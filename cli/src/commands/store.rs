@@ -108,12 +108,7 @@ pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
     let manifest: Value = serde_json::from_slice(&img.manifest_bytes).context("manifest")?;
     let config: Value = serde_json::from_slice(&img.config_bytes).context("config")?;
     let top = descriptor_digest(&desc)?;
-    let names: Vec<String> = store
-        .tags()?
-        .into_iter()
-        .filter(|t| descriptor_digest(&t.descriptor).ok().as_ref() == Some(&top))
-        .map(|t| t.name)
-        .collect();
+    let names = tag_names(&store, &top)?;
     let doc = serde_json::json!({
         "Id": img.manifest_digest.to_string(),
         "RepoTags": names,
@@ -139,12 +134,7 @@ fn inspect_index(
     children: &[layer_cache::oci_spec::image::Descriptor],
 ) -> Result<i32> {
     let top = descriptor_digest(desc)?;
-    let names: Vec<String> = store
-        .tags()?
-        .into_iter()
-        .filter(|t| descriptor_digest(&t.descriptor).ok().as_ref() == Some(&top))
-        .map(|t| t.name)
-        .collect();
+    let names = tag_names(store, &top)?;
     let mut platforms = Vec::new();
     for c in children {
         let platform = c.platform().as_ref().map(|p| {
@@ -281,6 +271,16 @@ pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
         }
     );
     Ok(if r.is_ok() { 0 } else { 1 })
+}
+
+/// The tags that name the manifest `top`.
+fn tag_names(store: &layer_cache::Store, top: &layer_cache::Digest) -> Result<Vec<String>> {
+    Ok(store
+        .tags()?
+        .into_iter()
+        .filter(|t| descriptor_digest(&t.descriptor).ok().as_ref() == Some(top))
+        .map(|t| t.name)
+        .collect())
 }
 
 /// Writes `doc` as pretty JSON and a newline to standard output.
