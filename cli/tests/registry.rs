@@ -1670,10 +1670,12 @@ fn interrupt_mid_upload(
     let open = upload_sessions(reg, repo).unwrap_or_default();
     assert!(open.contains(id), "{open:?} lacks {id}");
     let (status, err) = signal_and_wait(child, libc::SIGINT);
-    assert_eq!(
-        upload_sessions(reg, repo),
-        Some(vec![]),
-        "requests: {:?}",
+    // The held session is gone. Another blob's PUT that Ctrl-C cut mid-body may
+    // leave one behind: 2.8 refuses to cancel a session holding part of a blob.
+    let left = upload_sessions(reg, repo).unwrap_or_default();
+    assert!(
+        !left.contains(id),
+        "{id} still open; requests: {:?}",
         proxy.requests()
     );
     assert!(
