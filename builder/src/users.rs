@@ -1,8 +1,7 @@
 //! USER and `--chown` resolution through the image's own `/etc/passwd` and
 //! `/etc/group`, read from the merged view of snapshot directories (topmost first).
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserError {
@@ -22,37 +21,30 @@ pub struct Ids {
     pub additional_gids: Vec<u32>,
 }
 
-/// Reads a file as the merged overlay would show it: the topmost layer that has the
-/// path decides; a whiteout (0/0 char device) or an opaque parent hides lower ones.
+/// Reads a file of the image as a process inside it would: `path` is resolved in the
+/// merged view of `lowerdirs` (topmost first), symlinks followed but never out of
+/// the image's root, whiteouts and opaque directories honoured. `None` when it is
+/// missing or not a regular file.
 pub fn read_merged(lowerdirs: &[PathBuf], path: &str) -> Option<Vec<u8>> {
-    let rel = path.trim_start_matches('/');
-    for dir in lowerdirs {
-        let p = dir.join(rel);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.file_type().is_char_device() && md.rdev() == 0 => return None,
-            Ok(md) if md.is_file() => return std::fs::read(&p).ok(),
-            Ok(_) => return None,
-            Err(_) => {
-                if has_opaque_parent(dir, rel) {
-                    return None;
-                }
-            }
-        }
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let real = crate::exec::merged::resolve(lowerdirs, path)?;
+    if !std::fs::symlink_metadata(&real).ok()?.is_file() {
+        return None;
     }
-    None
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&real)
+        .ok()?;
+    let mut out = Vec::new();
+    // A passwd or group file is small; a huge one is not read whole.
+    (&mut f).take(MAX_ID_FILE).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
-fn has_opaque_parent(dir: &Path, rel: &str) -> bool {
-    let mut cur = dir.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for part in &parts[..parts.len().saturating_sub(1)] {
-        cur.push(part);
-        if crate::xattrs::is(&cur, "trusted.overlay.opaque", b"y") {
-            return true;
-        }
-    }
-    false
-}
+/// The most of `/etc/passwd` or `/etc/group` read.
+const MAX_ID_FILE: u64 = 64 << 20;
 
 fn lookup_line<'a>(file: &'a str, name: &str) -> Option<Vec<&'a str>> {
     file.lines()
@@ -77,7 +69,8 @@ pub fn resolve(spec: &str, lowerdirs: &[PathBuf]) -> Result<Ids, UserError> {
 }
 
 pub fn resolve_in(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<Ids, UserError> {
-    let spec = if spec.is_empty() { "root" } else { spec };
+    let unset = spec.is_empty();
+    let spec = if unset { "root" } else { spec };
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -101,6 +94,8 @@ pub fn resolve_in(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Resu
             Some(f[0]),
         ),
         (_, Some(n)) => (n, 0, None),
+        // No USER at all runs as 0:0, with or without a passwd file (FROM scratch).
+        _ if unset => (0, 0, None),
         _ => return Err(UserError::NoUser(user.to_string())),
     };
     let gid = match grp {

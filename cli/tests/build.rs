@@ -471,7 +471,7 @@ fn add_host_lines_reach_run_and_key_the_step() {
         std::fs::read_to_string(unpack(tmp.path(), &root, "hosts:1").join("hosts")).expect("hosts");
     for line in [
         "10.1.2.3\tdb",
-        "127.0.0.1\tgw",
+        "10.0.2.2\tgw",
         "fd00::7\tv6",
         "127.0.0.1\tlocalhost mybuild",
     ] {

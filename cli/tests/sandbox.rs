@@ -43,6 +43,7 @@ fn setup(tmp: &Path, args: &[&str]) -> SandboxSpec {
         resolv_conf: "nameserver 127.0.0.1\n".into(),
         mounts: vec![],
         secret_env: vec![],
+        insecure: false,
     }
 }
 

@@ -5,6 +5,7 @@
 //! the test; otherwise the test prints why and skips itself.
 
 pub mod images;
+pub mod probe;
 pub mod registry;
 pub mod tars;
 

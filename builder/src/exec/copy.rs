@@ -203,8 +203,12 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
     for c in rel.components() {
         cur.push(c);
         let here = spec.upper.join(&cur);
-        if here.symlink_metadata().is_ok() {
-            continue;
+        match here.symlink_metadata() {
+            Ok(md) if md.is_dir() => continue,
+            // A link or file this copy wrote gives way: nothing is written through a
+            // symlink on the host side.
+            Ok(_) => std::fs::remove_file(&here).map_err(io(&here))?,
+            Err(_) => {}
         }
         std::fs::create_dir(&here).map_err(io(&here))?;
         match merged::lookup(spec.dest_layers, &cur).and_then(|p| std::fs::symlink_metadata(p).ok())
@@ -650,7 +654,12 @@ pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
 /// Writes what [`select`] chose (for `spec`'s sources) and `spec`'s heredoc files
 /// into `spec.upper`.
 pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), CopyError> {
-    let dest_rel = clean_rel(spec.dest).unwrap_or_default();
+    // The destination follows the image's symlinks, never out of its root.
+    let dest_rel = clean_rel(&crate::sandbox::resolve_in_layers(
+        spec.dest_layers,
+        spec.dest,
+    ))
+    .unwrap_or_default();
     let many =
         spec.sources.len() + spec.contents.len() > 1 || spec.sources.iter().any(|s| has_glob(s));
     let dest_is_dir = spec.dest.ends_with('/')
@@ -659,7 +668,7 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         || spec.filter.parents
         || dest_rel.as_os_str().is_empty()
         || merged::lookup(spec.dest_layers, &dest_rel)
-            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir());
     if dest_is_dir {
         ensure_dirs(spec, &dest_rel)?;

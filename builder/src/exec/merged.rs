@@ -48,6 +48,16 @@ pub fn lookup(layers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The file backing image path `path` (absolute or not) in the merged view of
+/// `layers`, after following the image's symlinks inside its root, as a process in
+/// the image would. With [`lookup`] on an already resolved path, this is how the
+/// host reads an image path: never `Path::join` and `std::fs` on a path that may
+/// hold the image's symlinks.
+pub fn resolve(layers: &[PathBuf], path: &str) -> Option<PathBuf> {
+    let resolved = crate::sandbox::resolve_in_layers(layers, path);
+    lookup(layers, Path::new(resolved.trim_start_matches('/')))
+}
+
 /// Names in directory `rel` of the merged view, sorted.
 pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
     entries(layers, rel).into_iter().map(|e| e.name).collect()

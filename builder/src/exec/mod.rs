@@ -55,6 +55,8 @@ pub struct BuildRequest<'a> {
     pub exe: PathBuf,
     /// `--network` for RUN steps that do not say.
     pub network: Network,
+    /// `--allow`: entitlements RUN flags may use.
+    pub allow: Entitlements,
     pub layer: LayerOptions,
     /// `--label`s added to the final image.
     pub labels: BTreeMap<String, String>,
@@ -205,6 +207,26 @@ pub enum BuildError {
         step: String,
         what: String,
     },
+    #[error(
+        "{location}: {step}: {what} needs the {entitlement} entitlement, which this build \
+         was not given: build with --allow {entitlement}"
+    )]
+    Entitlement {
+        location: String,
+        step: String,
+        what: String,
+        entitlement: &'static str,
+    },
+}
+
+/// What RUN steps may ask for beyond the default sandbox (`--allow`), as BuildKit's
+/// entitlements.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Entitlements {
+    /// `security.insecure`: `RUN --security=insecure`.
+    pub security_insecure: bool,
+    /// `network.host`: `RUN --network=host`.
+    pub network_host: bool,
 }
 
 pub struct BuildResult {

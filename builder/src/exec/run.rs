@@ -98,20 +98,39 @@ impl Exec<'_> {
         else {
             return Ok(());
         };
-        if security.as_deref().is_some_and(|s| s != "sandbox") {
-            return Err(unsupported("RUN --security=insecure"));
-        }
+        let insecure = match security.as_deref() {
+            None | Some("sandbox") => false,
+            Some("insecure") if self.req.allow.security_insecure => true,
+            Some("insecure") => {
+                return Err(BuildError::Entitlement {
+                    location: location.to_string(),
+                    step: text.to_string(),
+                    what: "RUN --security=insecure".into(),
+                    entitlement: "security.insecure",
+                })
+            }
+            Some(other) => return Err(unsupported(&format!("RUN --security={other}"))),
+        };
         if !devices.is_empty() {
             return Err(unsupported("RUN --device"));
         }
         let network = match network.as_deref() {
             None | Some("default") => self.req.network,
             Some("none") => Network::None,
-            Some("host") => Network::Host,
+            Some("host") if self.req.allow.network_host => Network::Host,
+            Some("host") => {
+                return Err(BuildError::Entitlement {
+                    location: location.to_string(),
+                    step: text.to_string(),
+                    what: "RUN --network=host".into(),
+                    entitlement: "network.host",
+                })
+            }
             Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
         };
+        let how = RunHow { network, insecure };
         self.run(
-            id, st, command, files, mounts, done, build_args, network, location, text,
+            id, st, command, files, mounts, done, build_args, how, location, text,
         )
     }
 
@@ -125,10 +144,11 @@ impl Exec<'_> {
         mounts: &[RunMount],
         done: &BTreeMap<usize, StageState>,
         build_args: &[(String, String)],
-        network: Network,
+        how: RunHow,
         location: &str,
         text: &str,
     ) -> Result<(), BuildError> {
+        let RunHow { network, insecure } = how;
         let work = self.store.scratch_dir("run")?;
         let mut extra_mounts: Vec<Mount> = Vec::new();
         let argv = match (command, heredoc_script_for(command, files)) {
@@ -206,10 +226,7 @@ impl Exec<'_> {
             hostname: "mybuild".into(),
             network,
             hosts: self.hosts_file(),
-            resolv_conf: match network {
-                Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-                Network::None => String::new(),
-            },
+            resolv_conf: resolv_conf(network),
             mounts: prepared
                 .mounts
                 .iter()
@@ -219,6 +236,7 @@ impl Exec<'_> {
             // Secrets given as variables reach this process only, never the config
             // or the spec file.
             secret_env: prepared.secret_env.clone(),
+            insecure,
         };
         let secrets: Vec<&[u8]> = prepared.secrets.iter().map(Vec::as_slice).collect();
         let reporter = &mut *self.reporter;
@@ -268,6 +286,36 @@ impl Exec<'_> {
             Command::Exec(v) => format!("RUN {} # buildkit", json(v)),
         };
         self.commit_layer(st, upper, created_by)
+    }
+}
+
+/// How a RUN step is isolated, after its flags and the build's entitlements.
+#[derive(Debug, Clone, Copy)]
+struct RunHow {
+    network: Network,
+    insecure: bool,
+}
+
+/// `/etc/resolv.conf` for a step: the host's for the host network; for a private
+/// one, the stack's forwarder with the host's search domains and options (the
+/// host's nameservers may be loopback addresses the step cannot reach).
+fn resolv_conf(network: Network) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    match network {
+        Network::Host => host,
+        Network::None => String::new(),
+        Network::Private => {
+            let mut out = format!("nameserver {}\n", sandbox::PRIVATE_DNS);
+            for line in host.lines() {
+                let t = line.trim_start();
+                if t.starts_with("search ") || t.starts_with("domain ") || t.starts_with("options ")
+                {
+                    out.push_str(t);
+                    out.push('\n');
+                }
+            }
+            out
+        }
     }
 }
 

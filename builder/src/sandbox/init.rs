@@ -9,7 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::{MountKind, Network, SandboxSpec, EXEC_FAILED, EXEC_FORMAT_MARK, SETUP_FAILED};
+use super::confine::{self, SeccompProgram};
+use super::{
+    InitSpec, MountKind, Network, SandboxSpec, EXEC_FAILED, EXEC_FORMAT_MARK, SETUP_FAILED,
+};
 
 struct Fail(String);
 
@@ -55,19 +58,46 @@ fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Opt
     Ok(())
 }
 
+/// Binds `src` at `target` for the step: never a usable device node (`nodev`), and
+/// read-only when asked. The flags the source's mount already has (nosuid, noexec,
+/// ...) are kept, as a remount replaces them all.
 fn bind(src: &Path, target: &Path, readonly: bool) -> R {
     let src_s = src.to_string_lossy().into_owned();
     mount(&src_s, target, "none", libc::MS_BIND | libc::MS_REC, None)?;
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | mount_flags(target);
     if readonly {
-        mount(
-            "none",
-            target,
-            "none",
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
-            None,
-        )?;
+        flags |= libc::MS_RDONLY;
     }
-    Ok(())
+    mount("none", target, "none", flags, None)
+}
+
+/// Binds a host device node (`/dev/null`, ...) as it is: these must stay openable.
+fn bind_device(src: &Path, target: &Path) -> R {
+    let src_s = src.to_string_lossy().into_owned();
+    mount(&src_s, target, "none", libc::MS_BIND, None)
+}
+
+/// The per-mount flags of the mount holding `path`, as mount(2) takes them.
+fn mount_flags(path: &Path) -> libc::c_ulong {
+    let Ok(c) = cpath(path) else { return 0 };
+    // SAFETY: statvfs writes only into the zeroed struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    flags
 }
 
 fn ensure_dir(p: &Path) -> R {
@@ -106,17 +136,19 @@ fn in_root(root: &Path, path: &str) -> PathBuf {
 
 fn setup_dev(dev: &Path) -> R {
     ensure_dir(dev)?;
+    // nodev: a node the step makes here with mknod cannot be opened; the nodes
+    // below are bind mounts of the host's own, which keep working.
     mount(
         "tmpfs",
         dev,
         "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         ensure_file(&target)?;
-        bind(&Path::new("/dev").join(name), &target, false)?;
+        bind_device(&Path::new("/dev").join(name), &target)?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -172,7 +204,12 @@ fn loopback_up() -> R {
     Ok(())
 }
 
-fn setup_root(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
+fn setup_root(
+    spec: &SandboxSpec,
+    etc_targets: &[(String, String)],
+    bundle: &Path,
+    secrets: &[Vec<u8>],
+) -> R {
     let root = Path::new("/");
     mount("none", root, "none", libc::MS_REC | libc::MS_PRIVATE, None)?;
     if spec.lowerdirs.is_empty() {
@@ -191,7 +228,8 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
     );
     let rootfs = &spec.rootfs;
     ensure_dir(rootfs)?;
-    mount("overlay", rootfs, "overlay", 0, Some(&data))?;
+    // nodev: a device node made in RUN may belong in the image, but never opens.
+    mount("overlay", rootfs, "overlay", libc::MS_NODEV, Some(&data))?;
 
     let proc_dir = rootfs.join("proc");
     ensure_dir(&proc_dir)?;
@@ -205,21 +243,25 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
     setup_dev(&rootfs.join("dev"))?;
     let sys = rootfs.join("sys");
     ensure_dir(&sys)?;
-    let sys_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
-    if spec.network == Network::None {
-        mount("sysfs", &sys, "sysfs", sys_flags, None)?;
-    } else {
-        bind(Path::new("/sys"), &sys, true)?;
+    // A fresh sysfs has no submounts: no host cgroup file, debugfs or securityfs
+    // below it, and read-only all the way down.
+    let mut sys_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if !spec.insecure {
+        sys_flags |= libc::MS_RDONLY;
     }
+    mount("sysfs", &sys, "sysfs", sys_flags, None)?;
 
-    for (name, content) in [
-        ("hosts", &spec.hosts),
-        ("resolv.conf", &spec.resolv_conf),
-        ("hostname", &format!("{}\n", spec.hostname)),
-    ] {
+    let hostname = format!("{}\n", spec.hostname);
+    for (name, target) in etc_targets {
+        let content = match name.as_str() {
+            "hosts" => &spec.hosts,
+            "resolv.conf" => &spec.resolv_conf,
+            _ => &hostname,
+        };
         let src = bundle.join(name);
         std::fs::write(&src, content).map_err(|e| Fail(format!("write {}: {e}", src.display())))?;
-        let target = in_root(rootfs, &format!("/etc/{name}"));
+        // Resolved inside the image by the parent; its parents are real directories.
+        let target = in_root(rootfs, target);
         ensure_file(&target)?;
         bind(&src, &target, false)?;
     }
@@ -286,7 +328,13 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
                     ),
                     None => (format!("lowerdir={}", lowers.join(":")), libc::MS_RDONLY),
                 };
-                mount("overlay", &staging, "overlay", flags, Some(&data))?;
+                mount(
+                    "overlay",
+                    &staging,
+                    "overlay",
+                    flags | libc::MS_NODEV,
+                    Some(&data),
+                )?;
                 if *is_dir {
                     ensure_dir(&target)?;
                 } else {
@@ -341,12 +389,73 @@ fn setup_root(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
             )));
         }
     }
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         loopback_up()?;
+    }
+    if !spec.insecure {
+        mask_paths()?;
     }
     // WORKDIR is created as root before privileges drop, as Docker does.
     ensure_dir(&in_root(Path::new("/"), &spec.cwd))?;
     Ok(())
+}
+
+/// Docker's masked and read-only paths, in the new root.
+fn mask_paths() -> R {
+    for p in confine::MASKED_PATHS {
+        let path = Path::new(p);
+        let Ok(md) = path.symlink_metadata() else {
+            continue;
+        };
+        if md.is_dir() {
+            mount(
+                "tmpfs",
+                path,
+                "tmpfs",
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=0"),
+            )?;
+        } else {
+            bind_device(Path::new("/dev/null"), path)?;
+        }
+    }
+    for p in confine::READONLY_PATHS {
+        let path = Path::new(p);
+        if path.symlink_metadata().is_err() {
+            continue;
+        }
+        mount(p, path, "none", libc::MS_BIND | libc::MS_REC, None)?;
+        mount(
+            "none",
+            path,
+            "none",
+            libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Docker's confinement for the calling process, in runc's order: bounding set
+/// (needs CAP_SETPCAP), seccomp (needs CAP_SYS_ADMIN without no_new_privs), the
+/// uid change (`switch_user`), then the process's own capability sets.
+fn confine_self(
+    seccomp: Option<&SeccompProgram>,
+    switch_user: impl FnOnce() -> Result<(), String>,
+    root: bool,
+) -> Result<(), String> {
+    let keep = confine::default_caps();
+    confine::limit_bounding(&keep)?;
+    if let Some(program) = seccomp {
+        confine::apply_seccomp(program)?;
+    }
+    switch_user()?;
+    confine::limit_process(&keep, root)
 }
 
 /// Finds `arg0` on the container's PATH, as execvp would.
@@ -369,7 +478,12 @@ fn resolve_program(arg0: &str, env: &[String]) -> PathBuf {
 }
 
 /// In the forked command process: drop privileges and exec. Never returns.
-fn exec_command(spec: &SandboxSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
+fn exec_command(
+    spec: &SandboxSpec,
+    seccomp: Option<&SeccompProgram>,
+    secrets: &[Vec<u8>],
+    err: &mut File,
+) -> ! {
     let fail = |msg: String| -> ! {
         let _ = writeln!(std::io::stderr(), "{msg}");
         // SAFETY: _exit is always safe.
@@ -412,26 +526,47 @@ fn exec_command(spec: &SandboxSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
     let Ok(cwd_c) = cpath(&cwd) else {
         fail("bad working directory".into())
     };
+    let switch_user = || -> Result<(), String> {
+        let gids: Vec<libc::gid_t> = spec.additional_gids.clone();
+        // SAFETY: plain id syscalls in a single-threaded child.
+        unsafe {
+            if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
+                return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
+            }
+            if libc::setgid(spec.gid) != 0 {
+                return Err(format!(
+                    "setgid {}: {}",
+                    spec.gid,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            if libc::setuid(spec.uid) != 0 {
+                return Err(format!(
+                    "setuid {}: {}",
+                    spec.uid,
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(())
+    };
+    let confined = if spec.insecure {
+        switch_user()
+    } else {
+        confine_self(seccomp, switch_user, spec.uid == 0)
+    };
+    if let Err(e) = confined {
+        fail(format!("mybuild sandbox: {e}"));
+    }
     // SAFETY: single-threaded child after fork; all pointers outlive the calls.
     unsafe {
-        let gids: Vec<libc::gid_t> = spec.additional_gids.clone();
-        if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
-            fail(format!("setgroups: {}", std::io::Error::last_os_error()));
-        }
-        if libc::setgid(spec.gid) != 0 {
-            fail(format!(
-                "setgid {}: {}",
-                spec.gid,
-                std::io::Error::last_os_error()
-            ));
-        }
-        if libc::setuid(spec.uid) != 0 {
-            fail(format!(
-                "setuid {}: {}",
-                spec.uid,
-                std::io::Error::last_os_error()
-            ));
-        }
+        // Only 0, 1 and 2 reach the command; the error file stays usable until exec.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
         if libc::chdir(cwd_c.as_ptr()) != 0 {
             fail(format!(
                 "chdir {}: {}",
@@ -461,10 +596,17 @@ fn wait_status_to_code(status: libc::c_int) -> i32 {
 }
 
 /// PID 1 of the sandbox: set up, run the command, reap, exit with its status.
-fn pid1(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> ! {
+fn pid1(
+    spec: &SandboxSpec,
+    seccomp: Option<&SeccompProgram>,
+    etc_targets: &[(String, String)],
+    bundle: &Path,
+    secrets: &[Vec<u8>],
+    err: &mut File,
+) -> ! {
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    if let Err(Fail(msg)) = setup_root(spec, bundle, secrets) {
+    if let Err(Fail(msg)) = setup_root(spec, etc_targets, bundle, secrets) {
         let _ = err.write_all(msg.as_bytes());
         std::process::exit(SETUP_FAILED);
     }
@@ -475,7 +617,17 @@ fn pid1(spec: &SandboxSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) 
         std::process::exit(SETUP_FAILED);
     }
     if child == 0 {
-        exec_command(spec, secrets, err);
+        exec_command(spec, seccomp, secrets, err);
+    }
+    // PID 1 only reaps from here on: it keeps no capability and the same filter, so
+    // nothing in the namespace holds more than the step.
+    if !spec.insecure {
+        if let Err(e) = confine_self(seccomp, || Ok(()), false) {
+            let _ = write!(err, "{e}");
+            // SAFETY: kill of our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            std::process::exit(SETUP_FAILED);
+        }
     }
     loop {
         let mut status = 0;
@@ -535,7 +687,11 @@ pub fn init_main(args: &[OsString]) -> ! {
             std::process::exit(SETUP_FAILED);
         }
     };
-    let spec: SandboxSpec = match std::fs::read(spec_path)
+    let InitSpec {
+        spec,
+        seccomp,
+        etc_targets,
+    } = match std::fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
@@ -566,7 +722,14 @@ pub fn init_main(args: &[OsString]) -> ! {
         std::process::exit(SETUP_FAILED);
     }
     if pid == 0 {
-        pid1(&spec, &bundle, &secrets, &mut err);
+        pid1(
+            &spec,
+            seccomp.as_ref(),
+            &etc_targets,
+            &bundle,
+            &secrets,
+            &mut err,
+        );
     }
     let mut status = 0;
     loop {

@@ -1,6 +1,10 @@
 //! The RUN sandbox: a command in new mount, PID, UTS and IPC namespaces (and a new
-//! network namespace for `--network=none`), inside an overlayfs whose lowerdirs are
-//! the parent snapshots and whose upperdir collects the step's changes.
+//! network namespace unless `--network=host`), inside an overlayfs whose lowerdirs
+//! are the parent snapshots and whose upperdir collects the step's changes, confined
+//! as Docker confines a container by default ([`confine`]): 14 capabilities, a
+//! seccomp allowlist, masked and read-only `/proc` and `/sys` paths, a `nodev` root,
+//! no inherited file descriptors. `--network=default` joins the private namespace to
+//! the outside through a per-step slirp4netns ([`network`]).
 //!
 //! The `mybuild` binary re-executes itself as the sandbox's init ([`INIT_ARG`]), as
 //! runc and buildah do, instead of forking inside a threaded process. The parent
@@ -12,7 +16,9 @@
 //! nothing is left mounted on the host on any path, Ctrl-C included.
 //! cgroups are not used.
 
+pub mod confine;
 mod init;
+mod network;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,11 +40,20 @@ const EXEC_FORMAT_MARK: &str = "exec format error: ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
+    /// A new network namespace reaching the outside through a user-mode stack
+    /// (slirp4netns), with no way to the host's loopback.
+    Private,
     /// Share the host's network namespace.
     Host,
     /// A new network namespace with only `lo`.
     None,
 }
+
+/// Where a private network's DNS forwarder answers (slirp4netns's default).
+pub const PRIVATE_DNS: &str = "10.0.2.3";
+/// The private network's gateway: the host, as seen from the step (its loopback
+/// services stay unreachable).
+pub const PRIVATE_GATEWAY: &str = "10.0.2.2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
@@ -102,6 +117,20 @@ pub struct SandboxSpec {
     /// Variables set to a secret's value (`NAME`, secret index) for the command only.
     #[serde(default)]
     pub secret_env: Vec<(String, usize)>,
+    /// `RUN --security=insecure`: every capability, no seccomp filter, no masked
+    /// paths, `/sys` writable.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// What the init reads: the caller's spec and the seccomp program compiled once
+/// per process (absent for an insecure step).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InitSpec {
+    spec: SandboxSpec,
+    seccomp: Option<confine::SeccompProgram>,
+    /// (name in [`ETC_FILES`], absolute target resolved inside the image).
+    etc_targets: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +155,16 @@ pub enum SandboxError {
     /// another architecture with no binfmt_misc emulator registered.
     #[error("exec {program}: exec format error")]
     ExecFormat { program: String },
+    #[error(transparent)]
+    Confine(#[from] confine::ConfineError),
+    #[error(
+        "RUN with --network=default needs slirp4netns, the user-mode network stack that \
+         joins its private network to the outside (apt-get install slirp4netns); or build \
+         with --network=host (the host's network, unconfined) or --network=none"
+    )]
+    StackMissing,
+    #[error("the network stack (slirp4netns) failed: {0}")]
+    Stack(String),
 }
 
 /// Which stream a chunk of output came from.
@@ -143,24 +182,28 @@ pub enum Outcome {
 }
 
 /// Mount points every sandbox needs: (path, is_dir).
-const MOUNT_POINTS: &[(&str, bool)] = &[
-    ("proc", true),
-    ("dev", true),
-    ("sys", true),
-    ("etc/hosts", false),
-    ("etc/resolv.conf", false),
-    ("etc/hostname", false),
-];
+const MOUNT_POINTS: &[(&str, bool)] = &[("proc", true), ("dev", true), ("sys", true)];
+
+/// Files of `/etc` the sandbox provides, bound where the image's own symlinks lead
+/// (inside its root): `/etc/resolv.conf -> ../run/resolv.conf` gets it at `/run`.
+const ETC_FILES: &[&str] = &["hosts", "resolv.conf", "hostname"];
 
 /// Builds a private lowerdir holding every mount point, to sit above the image's
 /// layers. Mount points then exist without anything being created in the upperdir,
 /// so they never reach a layer. Parent directories copy their owner and mode from
 /// the image so the merged view keeps the image's metadata.
-fn mountpoint_layer(spec: &SandboxSpec, dir: &Path) -> Result<(), SandboxError> {
+fn mountpoint_layer(
+    spec: &SandboxSpec,
+    etc_targets: &[(String, String)],
+    dir: &Path,
+) -> Result<(), SandboxError> {
     let mut targets: Vec<(String, bool)> = MOUNT_POINTS
         .iter()
         .map(|(p, d)| (p.to_string(), *d))
         .collect();
+    for (_, target) in etc_targets {
+        targets.push((target.trim_start_matches('/').to_string(), false));
+    }
     for m in &spec.mounts {
         let is_dir = match &m.kind {
             MountKind::Bind { source, .. } => source.is_dir(),
@@ -480,11 +523,27 @@ pub fn run_with_secrets(
     }
     effective.mounts.sort_by_key(|m| depth(&m.target));
     nested_stubs(&mut effective, bundle)?;
-    mountpoint_layer(&effective, &mountpoints)?;
+    let etc_targets: Vec<(String, String)> = ETC_FILES
+        .iter()
+        .map(|n| {
+            let target = resolve_in_layers(&spec.lowerdirs, &format!("/etc/{n}"));
+            (n.to_string(), target)
+        })
+        .collect();
+    mountpoint_layer(&effective, &etc_targets, &mountpoints)?;
     effective.lowerdirs.insert(0, mountpoints);
     let spec = &effective;
+    let seccomp = if spec.insecure {
+        None
+    } else {
+        Some(confine::seccomp_program()?.clone())
+    };
     let spec_path = bundle.join("spec.json");
-    let bytes = serde_json::to_vec(spec)?;
+    let bytes = serde_json::to_vec(&InitSpec {
+        spec: spec.clone(),
+        seccomp,
+        etc_targets,
+    })?;
     std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
         path: spec_path.clone(),
         source: e,
@@ -492,14 +551,20 @@ pub fn run_with_secrets(
     let setup_err_path = bundle.join("setup-error");
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         flags |= libc::CLONE_NEWNET;
     }
+    let stack_exe = match spec.network {
+        Network::Private => Some(network::find_stack()?),
+        _ => None,
+    };
     let mut cmd = Command::new(exe);
+    // Standard input carries the secrets, and stays open until the network is up:
+    // the init reads it to EOF before anything else.
     cmd.arg(INIT_ARG)
         .arg(&spec_path)
         .arg(&setup_err_path)
-        .stdin(if secrets.is_empty() {
+        .stdin(if secrets.is_empty() && stack_exe.is_none() {
             Stdio::null()
         } else {
             Stdio::piped()
@@ -507,9 +572,19 @@ pub fn run_with_secrets(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear();
-    // SAFETY: between fork and exec only async-signal-safe calls are made (unshare).
+    // SAFETY: between fork and exec only async-signal-safe calls are made.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            // Nothing of the caller's open files reaches the sandbox.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::unshare(flags) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -520,6 +595,17 @@ pub fn run_with_secrets(
         exe: exe.to_path_buf(),
         source: e,
     })?;
+    let stack = match &stack_exe {
+        Some(stack_exe) => match network::Stack::start(stack_exe, child.id(), bundle) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     // Secrets go through a pipe as (u64 length, bytes) frames; the init reads them
     // all before it does anything else.
     let feeder = child.stdin.take().map(|mut pipe| {
@@ -583,6 +669,7 @@ pub fn run_with_secrets(
         exe: exe.to_path_buf(),
         source: e,
     })?;
+    drop(stack);
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
         return Ok(Outcome::Signaled(sig));

@@ -44,9 +44,14 @@ pub struct BuildArgs {
     /// Set metadata on the image (KEY=VALUE)
     #[arg(long = "label")]
     labels: Vec<String>,
-    /// Network for RUN steps: default, none or host
+    /// Network for RUN steps: default (a private network with outbound access through
+    /// slirp4netns), none (loopback only) or host (the host's network, unconfined)
     #[arg(long, default_value = "default")]
     network: String,
+    /// Allow an entitlement RUN flags need: security.insecure (RUN --security=insecure)
+    /// or network.host (RUN --network=host); repeatable or comma-separated
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    allow: Vec<String>,
     /// Write the image id to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -350,10 +355,31 @@ fn lint_summary(lint: &builder::lint::LintReport, progress: &str) {
     }
 }
 
+/// `--allow` values as BuildKit's entitlements. `--network=host` for the whole build
+/// grants `network.host` itself, as buildx does.
+fn entitlements(list: &[String], network: Network) -> Result<builder::exec::Entitlements> {
+    let mut allow = builder::exec::Entitlements {
+        network_host: network == Network::Host,
+        ..Default::default()
+    };
+    for item in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match item {
+            "security.insecure" => allow.security_insecure = true,
+            "network.host" => allow.network_host = true,
+            other => bail!("--allow {other}: expected security.insecure or network.host"),
+        }
+    }
+    Ok(allow)
+}
+
 /// `--add-host` values as (host, address), parsed as Docker does: `HOST=IP` or
-/// `HOST:IP`, an IPv6 address optionally in brackets. `host-gateway` is the host
-/// itself, which RUN reaches on loopback since it shares the host's network.
-fn extra_hosts(list: &[String]) -> Result<Vec<(String, String)>> {
+/// `HOST:IP`, an IPv6 address optionally in brackets. `host-gateway` is the host as
+/// RUN sees it: loopback on the host's network, the stack's gateway on a private one.
+fn extra_hosts(list: &[String], network: Network) -> Result<Vec<(String, String)>> {
+    let gateway = match network {
+        Network::Private => builder::sandbox::PRIVATE_GATEWAY,
+        Network::Host | Network::None => "127.0.0.1",
+    };
     list.iter()
         .map(|item| {
             let (host, ip) = item
@@ -361,11 +387,7 @@ fn extra_hosts(list: &[String]) -> Result<Vec<(String, String)>> {
                 .or_else(|| item.split_once(':'))
                 .ok_or_else(|| anyhow!("--add-host {item:?}: expected HOST:IP"))?;
             let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            let ip = if ip == "host-gateway" {
-                "127.0.0.1"
-            } else {
-                ip
-            };
+            let ip = if ip == "host-gateway" { gateway } else { ip };
             if host.is_empty() || host.contains(char::is_whitespace) {
                 bail!("--add-host {item:?}: invalid host name {host:?}");
             }
@@ -507,10 +529,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     ));
     let reporter = reporter(&a.progress, a.quiet)?;
     let network = match a.network.as_str() {
-        "default" | "host" => Network::Host,
+        "default" => Network::Private,
+        "host" => Network::Host,
         "none" => Network::None,
         other => bail!("--network={other}: expected default, none or host"),
     };
+    let allow = entitlements(&a.allow, network)?;
     let store = g.store()?;
     // An oci-layout:// context's blobs stay untagged: keep `prune` off until the build ran.
     let _usage = (!a.build_contexts.is_empty())
@@ -672,6 +696,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         dockerfile: dockerfile_name,
         exe,
         network,
+        allow,
         layer: LayerOptions {
             compression: if a.compression == "zstd" {
                 Compression::Zstd
@@ -685,7 +710,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .ok()
             .and_then(|s| s.trim().parse().ok()),
         secrets: crate::commands::secrets::parse(&a.secrets)?,
-        extra_hosts: extra_hosts(&a.add_hosts)?,
+        extra_hosts: extra_hosts(&a.add_hosts, network)?,
         ssh: ssh.sockets.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
