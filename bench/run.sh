@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mybuild against buildah and skopeo, side by side in one run (see bench/README.md).
 #
-#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,R,L,M] [--release] [--keep]
+#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,S,R,L,M] [--release] [--keep]
 #
 # As root on Debian: installs the peers with apt when missing, builds mybuild, sets up a
 # loop-mounted ext4 work area, starts docker-registry on 127.0.0.1, makes a busybox base
@@ -15,7 +15,7 @@ REPO=$(dirname "$HERE")
 
 RUNS=5
 SMOKE=0
-ONLY="A,B,C,R,L,M"
+ONLY="A,B,C,S,R,L,M"
 RELEASE=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -421,6 +421,31 @@ if want C; then
   alternate "C cold" buildah 0
   WARMUP=0
   buildah_clean bench-c
+fi
+
+# --- S: what the RUN sandbox costs per step --------------------------------------------
+# 20 RUN steps, --no-cache: confined against unconfined (RUN --security=insecure, both
+# without a network), the default network against none, and buildah for scale.
+if want S; then
+  CS=$W/ctx-s CSI=$W/ctx-s-insecure
+  mkdir -p "$CS" "$CSI"
+  { echo 'ARG BASE=busybox'; echo 'FROM $BASE'; for i in $(seq 20); do echo "RUN echo $i > /s$i"; done; } > "$CS/Dockerfile"
+  { echo 'ARG BASE=busybox'; echo 'FROM $BASE'; for i in $(seq 20); do echo "RUN --security=insecure echo $i > /s$i"; done; } > "$CSI/Dockerfile"
+  log "S: 20 RUN steps: confinement and the private network, side by side"
+  WARMUP=1
+  prep_mb() { mb_fresh "$S"; }
+  prep_peer() { mb_fresh "$S"; }
+  mb_build --no-cache --network=none -t bench-s "$CS"
+  PEERCMD=("$MB" --root "$S" build -q --progress plain --no-cache --network=none --allow security.insecure -t bench-s "$CSI")
+  alternate "S 20 RUNs, no network" unconfined 0
+  mb_build --no-cache -t bench-s "$CS"
+  PEERCMD=("$MB" --root "$S" build -q --progress plain --no-cache --network=none -t bench-s "$CS")
+  alternate "S 20 RUNs, default network" network-none 0
+  prep_peer() { buildah_clean bench-s; }
+  bu_build --no-cache -t bench-s "$CS"
+  alternate "S 20 RUNs, default network" buildah 0
+  WARMUP=0
+  buildah_clean bench-s
 fi
 
 # --- Registry: mybuild push/pull against skopeo copy, same image B -----------------------

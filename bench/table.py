@@ -213,6 +213,18 @@ def targets(groups, summ, crit):
     else:
         out.append(("C stages overlap: cold ≤ 0.6× the stages alone", "not measured", why_missing("C cold")))
 
+    def per_step(name, sc, peer, limit):
+        m, p = med(sc, "mybuild"), med(sc, peer)
+        if m is None or p is None:
+            out.append((name, "not measured", why_missing(sc) if m is None else f"no {peer} figure"))
+            return
+        d = (m - p) / 20
+        out.append((name, "met" if d <= limit else "NOT met",
+                    f"{fmt_secs(m)} vs {peer} {fmt_secs(p)} over 20 RUNs = {d * 1000:.1f} ms per RUN"))
+
+    per_step("confinement ≤ 5 ms per RUN", "S 20 RUNs, no network", "unconfined", 0.005)
+    per_step("private network ≤ 20 ms per RUN", "S 20 RUNs, default network", "network-none", 0.020)
+
     ratio_target("push ≤ 1.0× skopeo", "R push", "skopeo", 1.0)
     ratio_target("pull ≤ 1.0× skopeo", "R pull", "skopeo", 1.0)
     m = med("R no-op push", "mybuild")

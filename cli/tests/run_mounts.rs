@@ -673,12 +673,15 @@ fn mount_targets_edge_cases_leave_the_layer_right() {
          RUN --mount=type=bind,source=conf/app.conf,target=/etc/app/app.conf cat /etc/app/app.conf > /conf-seen\n\
          RUN --mount=type=bind,source=conf/app.conf,target=/etc/group cat /etc/group > /group-seen\n\
          RUN --mount=type=cache,id=nested,target=/work/src/cache --mount=type=bind,source=src,target=/work/src sh -c 'ls /work/src > /nested-list && echo hi > /work/src/cache/f && cat /work/src/cache/f > /nested-cache'\n\
-         RUN --mount=type=tmpfs,target=/gone/t sh -c 'umount /gone/t && rmdir /gone/t && echo ok > /deleted-seen'\n\
-         RUN --mount=type=tmpfs,target=/var/replaced sh -c 'umount /var/replaced && rmdir /var/replaced && echo mine > /var/replaced'\n\
-         RUN --mount=type=bind,source=conf/app.conf,target=/srv/file.conf sh -c 'umount /srv/file.conf && rm /srv/file.conf && echo ok > /file-deleted'\n",
+         RUN --security=insecure --mount=type=tmpfs,target=/gone/t sh -c 'umount /gone/t && rmdir /gone/t && echo ok > /deleted-seen'\n\
+         RUN --security=insecure --mount=type=tmpfs,target=/var/replaced sh -c 'umount /var/replaced && rmdir /var/replaced && echo mine > /var/replaced'\n\
+         RUN --security=insecure --mount=type=bind,source=conf/app.conf,target=/srv/file.conf sh -c 'umount /srv/file.conf && rm /srv/file.conf && echo ok > /file-deleted'\n",
         &[("src/a.txt", "a\n"), ("conf/app.conf", "conf\n")],
     );
-    ok(mybuild(&root).args(["build", "-t", "edges:1"]).arg(&ctx));
+    // Unmounting needs CAP_SYS_ADMIN and the mount syscalls: an insecure step.
+    ok(mybuild(&root)
+        .args(["build", "--allow", "security.insecure", "-t", "edges:1"])
+        .arg(&ctx));
     let rootfs = unpack(tmp.path(), &root, "edges:1");
     // A relative target is resolved against WORKDIR.
     assert_eq!(read(&rootfs, "rel-seen"), "a\n");
