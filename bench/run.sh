@@ -443,7 +443,7 @@ if want S; then
   alternate "S 20 RUNs, default network" network-none 0
   prep_peer() { buildah_clean bench-s; }
   bu_build --no-cache -t bench-s "$CS"
-  alternate "S 20 RUNs, default network" buildah 0
+  alternate "S 20 RUNs vs buildah" buildah 0
   WARMUP=0
   buildah_clean bench-s
 fi
