@@ -580,3 +580,70 @@ fn image_symlinks_never_lead_to_host_files() {
     );
     assert!(inside.join("w/made-here").exists());
 }
+
+/// Pids of `name` processes whose parent is `parent`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // comm is in parentheses; ppid is the second field after it.
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+            comm.ends_with(&format!("({name}")) && ppid == Some(parent)
+        })
+        .collect()
+}
+
+#[test]
+fn the_network_stack_dies_with_a_killed_build() {
+    let Some((tmp, root)) = setup() else { return };
+    if !requirements() {
+        return;
+    }
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN echo sta''rted && sleep 600\n",
+        &[],
+    );
+    let mut child = mybuild(&root)
+        .args(["build", "--progress", "plain", "-t", "never:1"])
+        .arg(&ctx)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = err.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let stacks = children_named(child.id(), "slirp4netns");
+    assert_eq!(stacks.len(), 1, "one stack for the running step");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().expect("wait");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&format!("/proc/{}", stacks[0])).exists() {
+        let cmd =
+            std::fs::read_to_string(format!("/proc/{}/cmdline", stacks[0])).unwrap_or_default();
+        if !cmd.contains("slirp4netns") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slirp4netns outlived the killed build"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
