@@ -191,7 +191,7 @@ fn expansion_applies_where_buildkit_applies_it() {
     assert_eq!(
         *kinds[3],
         StepKind::Expose {
-            ports: vec!["80".into(), "80/udp".into()]
+            ports: vec!["80/tcp".into(), "80/udp".into()]
         }
     );
     assert_eq!(

@@ -197,7 +197,8 @@ fn set_meta(
 }
 
 /// Creates `rel`'s missing parents (and itself when `dir`) in the upper directory,
-/// copying owner and mode from the image where the directory already exists.
+/// copying owner and mode from the image where the directory already exists; the
+/// others are 0755 and owned by the `--chown` owner.
 fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
     let mut cur = PathBuf::new();
     for c in rel.components() {
@@ -215,7 +216,8 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
                 (md.uid(), md.gid()),
                 Some(md.mtime()),
             )?,
-            _ => set_meta(&here, Some(0o755), (0, 0), None)?,
+            // New directories take the `--chown` owner, as BuildKit's MkdirAll does.
+            _ => set_meta(&here, Some(0o755), spec.owner, None)?,
         }
     }
     Ok(())

@@ -199,6 +199,12 @@ pub enum BuildError {
         #[source]
         source: add::AddError,
     },
+    #[error("{location}: {step}: mkdir {path}: not a directory")]
+    Workdir {
+        location: String,
+        step: String,
+        path: String,
+    },
     #[error("{location}: {step}: {what} is not supported yet")]
     Unsupported {
         location: String,
@@ -594,6 +600,11 @@ impl Exec<'_> {
                 ));
             }
         }
+        // The base's ONBUILD triggers ran (the plan put them first): a child of this
+        // stage must not run them again, as BuildKit clears them.
+        if let Some(c) = st.config.config.as_mut() {
+            c.on_build = None;
+        }
         for step in &stage.steps {
             self.step(&mut sc, &mut st, step, done)?;
         }
@@ -849,17 +860,13 @@ impl Exec<'_> {
                 self.history(st, format!("ENTRYPOINT {}", json(&argv)), true);
             }
             StepKind::Expose { ports } => {
+                // Already `port/proto`, normalised by the plan.
                 for p in ports {
-                    let key = if p.contains('/') {
-                        p.clone()
-                    } else {
-                        format!("{p}/tcp")
-                    };
                     st.container()
                         .exposed_ports
-                        .insert(key, serde_json::json!({}));
+                        .insert(p.clone(), serde_json::json!({}));
                 }
-                self.history(st, format!("EXPOSE map[{}]", ports.join(" ")), true);
+                self.history(st, format!("EXPOSE [{}]", ports.join(" ")), true);
             }
             StepKind::Volume { paths } => {
                 for p in paths {
@@ -882,7 +889,11 @@ impl Exec<'_> {
                     path,
                 );
                 st.container().working_dir = Some(wd.clone());
-                self.history(st, format!("WORKDIR {wd}"), true);
+                if wd == "/" {
+                    self.history(st, format!("WORKDIR {wd}"), true);
+                } else {
+                    self.workdir_layer(st, &wd, &location, &text)?;
+                }
             }
             StepKind::StopSignal { signal } => {
                 st.container().stop_signal = Some(signal.clone());
@@ -915,6 +926,80 @@ impl Exec<'_> {
             }
         }
         Ok(())
+    }
+
+    /// WORKDIR makes its directory at once, as BuildKit's mkdir with parents: the
+    /// missing directories (the path resolved through the image's symlinks, never
+    /// leaving the root) are 0755 and owned by the USER in effect, else root, in a
+    /// layer of their own; parents that exist keep their owner, mode and time. No
+    /// layer when the directory exists.
+    fn workdir_layer(
+        &mut self,
+        st: &mut StageState,
+        wd: &str,
+        location: &str,
+        text: &str,
+    ) -> Result<(), BuildError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let lowers = st.topmost_first();
+        let user = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default();
+        let owner = if user.is_empty() {
+            (0, 0)
+        } else {
+            let ids = users::resolve(&user, &lowers).map_err(|e| BuildError::User {
+                location: location.to_string(),
+                step: text.to_string(),
+                source: e,
+            })?;
+            (ids.uid, ids.gid)
+        };
+        let resolved = sandbox::resolve_in_layers(&lowers, wd);
+        let upper = self.store.scratch_dir("workdir")?;
+        let mut rel = PathBuf::new();
+        let mut times = Vec::new();
+        for part in resolved.split('/').filter(|p| !p.is_empty()) {
+            rel.push(part);
+            let here = upper.path().join(&rel);
+            let io = |e| StoreError::io(&here, e);
+            let existing = merged::lookup(&lowers, &rel).and_then(|p| std::fs::metadata(p).ok());
+            std::fs::create_dir(&here).map_err(io)?;
+            let (mode, (uid, gid), mtime) = match existing {
+                Some(md) if md.is_dir() => {
+                    (md.mode() & 0o7777, (md.uid(), md.gid()), Some(md.mtime()))
+                }
+                Some(_) => {
+                    return Err(BuildError::Workdir {
+                        location: location.to_string(),
+                        step: text.to_string(),
+                        path: format!("/{}", rel.display()),
+                    })
+                }
+                None => (0o755, owner, None),
+            };
+            std::os::unix::fs::chown(&here, Some(uid), Some(gid)).map_err(io)?;
+            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            if let Some(t) = mtime {
+                times.push((here.clone(), t));
+            }
+        }
+        // Deepest first: making a child would move its parent's time again.
+        for (dir, t) in times.iter().rev() {
+            crate::mtime::set(dir, *t, 0).map_err(|e| StoreError::io(dir, e))?;
+        }
+        // Only existing directories were mirrored: nothing new, no layer.
+        let exists = merged::lookup(&lowers, &rel)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_dir());
+        if exists {
+            self.history(st, format!("WORKDIR {wd}"), true);
+            return Ok(());
+        }
+        self.commit_layer(st, upper, format!("WORKDIR {wd}"))
     }
 
     /// Exec form as is; shell form through the stage's SHELL (default `/bin/sh -c`).

@@ -279,6 +279,8 @@ pub enum PlanErrorKind {
     NetworkMode(String),
     #[error("{0}")]
     Onbuild(String),
+    #[error("EXPOSE: {0}")]
+    Expose(String),
     #[error("dockerfile has no build stages")]
     NoStages,
     #[error("named context {0:?} is a local directory, which cannot be a base image or the target (use it with COPY --from={0} or RUN --mount=from={0})")]
@@ -876,12 +878,12 @@ fn plan_instruction(
         }
         InstructionKind::Env { pairs } => {
             let mut out = Vec::new();
-            // Each pair sees the ones before it on the same line.
-            let mut s = scope.clone();
+            // Every pair sees the environment from before the instruction, as
+            // BuildKit expands the whole instruction at once: `ENV X=2 Y=$X` gives
+            // Y the old X.
             for p in pairs {
-                let k = ctx.expand(&p.key, &s, span)?;
-                let v = ctx.expand(&p.value, &s, span)?;
-                s.set(&k, &v);
+                let k = x(ctx, &p.key)?;
+                let v = x(ctx, &p.value)?;
                 env.set(&k, &v);
                 out.push((k, v));
             }
@@ -908,7 +910,15 @@ fn plan_instruction(
                         .map_err(|e| ctx.err(e.into(), span, Some(p)))?,
                 );
             }
-            StepKind::Expose { ports: out }
+            let mut ports = Vec::new();
+            for p in &out {
+                let parsed = parse_port_spec(p).map_err(|e| {
+                    let needle = ins.original.contains(p.as_str()).then_some(p.as_str());
+                    ctx.err(PlanErrorKind::Expose(e), span, needle)
+                })?;
+                ports.extend(parsed);
+            }
+            StepKind::Expose { ports }
         }
         InstructionKind::Volume { paths } => StepKind::Volume {
             paths: paths.iter().map(|p| x(ctx, p)).collect::<Result<_, _>>()?,
@@ -953,6 +963,67 @@ fn plan_instruction(
         },
         InstructionKind::Maintainer { name } => StepKind::Maintainer { name: name.clone() },
     })
+}
+
+/// An EXPOSE word (`[ip:][hostport:]port[-end][/proto]`) as the `port/proto` keys it
+/// exposes, as BuildKit normalises them: the protocol lowercased (tcp by default,
+/// else udp or sctp), a range expanded to one key per port.
+fn parse_port_spec(raw: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (ip, host_port, container) = match parts.len() {
+        1 => ("".to_string(), "", parts[0]),
+        2 => ("".to_string(), parts[0], parts[1]),
+        n => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
+    };
+    let (port, proto) = match container.split_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (container, ""),
+    };
+    let proto = match (port.is_empty(), proto.is_empty()) {
+        (false, true) => "tcp".to_string(),
+        _ => proto.to_ascii_lowercase(),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let ip = match ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')) {
+        Some(inner) => inner.to_string(),
+        None => ip,
+    };
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid IP address: {ip}"));
+    }
+    if port.is_empty() {
+        return Err(format!("no port specified: {raw}<empty>"));
+    }
+    let (start, end) = port_range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+    if !host_port.is_empty() {
+        let (hs, he) =
+            port_range(host_port).ok_or_else(|| format!("invalid hostPort: {host_port}"))?;
+        if end - start != he - hs && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host_port}"
+            ));
+        }
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// `N` or `N-M` (ports 0 to 65535, M ≥ N).
+fn port_range(s: &str) -> Option<(u32, u32)> {
+    let num = |p: &str| {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u16>().ok())
+            .flatten()
+            .map(u32::from)
+    };
+    match s.split_once('-') {
+        None => num(s).map(|n| (n, n)),
+        Some((a, b)) => {
+            let (a, b) = (num(a)?, num(b)?);
+            (b >= a).then_some((a, b))
+        }
+    }
 }
 
 /// A stage on a dependency cycle, if any.
@@ -1007,4 +1078,40 @@ fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
         visit(n, graph, &mut done, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_port_spec;
+
+    #[test]
+    fn expose_ports_are_normalised_as_buildkit_does() {
+        assert_eq!(parse_port_spec("80"), Ok(vec!["80/tcp".to_string()]));
+        assert_eq!(parse_port_spec("53/UDP"), Ok(vec!["53/udp".to_string()]));
+        assert_eq!(
+            parse_port_spec("7000-7002"),
+            Ok(vec![
+                "7000/tcp".into(),
+                "7001/tcp".into(),
+                "7002/tcp".into()
+            ])
+        );
+        assert_eq!(
+            parse_port_spec("127.0.0.1:8080:80/sctp"),
+            Ok(vec!["80/sctp".to_string()])
+        );
+        assert_eq!(
+            parse_port_spec("abc"),
+            Err("invalid containerPort: abc".into())
+        );
+        assert_eq!(parse_port_spec("80/foo"), Err("invalid proto: foo".into()));
+        assert_eq!(
+            parse_port_spec("70000"),
+            Err("invalid containerPort: 70000".into())
+        );
+        assert_eq!(
+            parse_port_spec("9-8"),
+            Err("invalid containerPort: 9-8".into())
+        );
+    }
 }
