@@ -164,6 +164,7 @@ fn target_prunes_and_onbuild_of_a_stage_runs_in_its_children() {
             security: None,
             devices: vec![],
             build_args: vec![],
+            history_args: vec![],
         }
     );
 }

@@ -312,3 +312,184 @@ fn expose_is_normalised_and_validated() {
         assert!(err.contains(why), "{err}");
     }
 }
+
+/// Builds `ctx` as `tag`; the image id.
+fn build_id(root: &Path, ctx: &Path, tag: &str, extra: &[&str]) -> String {
+    let iid = ctx.with_extension(format!("{}.iid", tag.replace(':', "-")));
+    ok(mybuild(root)
+        .args(["build", "-t", tag, "--iidfile"])
+        .arg(&iid)
+        .args(extra)
+        .arg(ctx));
+    std::fs::read_to_string(&iid).expect("iid")
+}
+
+#[test]
+fn history_records_build_args_as_buildkit_writes_them() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox AS base\n\
+         RUN echo none\n\
+         ARG A=1\n\
+         ARG B\n\
+         ENV C=3\n\
+         ARG C=ignored\n\
+         RUN echo hi\n\
+         RUN [\"echo\", \"x\"]\n\
+         FROM base\n\
+         ARG D=4\n\
+         RUN echo child\n",
+        &[],
+    );
+    let first = build_id(&root, &ctx, "hist:1", &[]);
+    let h: Vec<(String, bool)> = history(&inspect(&root, "hist:1"))
+        .into_iter()
+        .filter(|(c, _)| !c.starts_with("ADD") && !c.starts_with("ENV PATH"))
+        .collect();
+    let want: Vec<(String, bool)> = [
+        ("RUN /bin/sh -c echo none # buildkit", true),
+        ("ARG A=1", true),
+        ("ARG B", true),
+        ("ENV C=3", true),
+        ("ARG C=ignored", true),
+        ("RUN |3 A=1 B= C=3 /bin/sh -c echo hi # buildkit", true),
+        ("RUN |3 A=1 B= C=3 echo x # buildkit", true),
+        ("ARG D=4", true),
+        (
+            "RUN |4 A=1 B= C=3 D=4 /bin/sh -c echo child # buildkit",
+            true,
+        ),
+    ]
+    .iter()
+    .map(|(c, e)| (c.to_string(), *e))
+    .collect();
+    assert_eq!(h[h.len() - want.len()..], want[..], "{h:#?}");
+    // Cached steps make the same image again.
+    assert_eq!(build_id(&root, &ctx, "hist:1", &[]), first);
+    // A build arg changes the prefix (and the image).
+    let second = build_id(&root, &ctx, "hist:2", &["--build-arg", "B=2"]);
+    assert_ne!(second, first);
+    let h = history(&inspect(&root, "hist:2"));
+    assert!(h.contains(&(
+        "RUN |3 A=1 B=2 C=3 /bin/sh -c echo hi # buildkit".into(),
+        true
+    )));
+    assert_eq!(
+        build_id(&root, &ctx, "hist:2", &["--build-arg", "B=2"]),
+        second
+    );
+    // An ARG no RUN follows still reaches the history, so the image changes.
+    let tail = context(
+        tmp.path(),
+        "FROM busybox\nCOPY f /f\nARG V=1\n",
+        &[("f", "f")],
+    );
+    let v1 = build_id(&root, &tail, "hist:3", &[]);
+    let v2 = build_id(&root, &tail, "hist:3", &["--build-arg", "V=2"]);
+    assert_ne!(v1, v2);
+    assert!(history(&inspect(&root, "hist:3")).contains(&("ARG V=2".into(), true)));
+    assert_eq!(build_id(&root, &tail, "hist:3", &[]), v1);
+}
+
+#[test]
+fn a_symlink_named_as_a_copy_source_copies_its_target() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox AS s\n\
+         RUN mkdir -p /data && echo S > /data/s && ln -s /data/s /abs && ln -s ../../../data/s /rel\n\
+         FROM busybox\n\
+         COPY link.txt /copied.txt\n\
+         COPY link.txt /into/\n\
+         COPY dir /d/\n\
+         COPY linkdir/f /viadir\n\
+         COPY l*.txt /glob/\n\
+         COPY --from=s /abs /from-abs\n\
+         COPY --from=s /rel /from-rel\n",
+        &[("real.txt", "R\n"), ("dir/f", "F\n")],
+    );
+    use std::os::unix::fs::symlink;
+    symlink("real.txt", ctx.join("link.txt")).expect("link");
+    symlink("../real.txt", ctx.join("dir/in")).expect("inner link");
+    symlink("dir", ctx.join("linkdir")).expect("dir link");
+    ok(mybuild(&root).args(["-t", "links:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "links:1");
+    let file = |p: &str| {
+        assert!(meta(&rootfs, p).is_file(), "{p} is a regular file");
+        std::fs::read_to_string(rootfs.join(p)).expect(p)
+    };
+    assert_eq!(file("copied.txt"), "R\n");
+    assert_eq!(file("into/link.txt"), "R\n");
+    assert_eq!(file("viadir"), "F\n");
+    assert_eq!(file("glob/link.txt"), "R\n");
+    assert_eq!(file("from-abs"), "S\n");
+    assert_eq!(file("from-rel"), "S\n");
+    // Inside a copied directory a link stays a link.
+    assert!(meta(&rootfs, "d/in").file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(rootfs.join("d/in")).expect("in"),
+        Path::new("../real.txt")
+    );
+    // A link leading out of the context is an error naming it.
+    for (name, target) in [("out", "../outside.txt"), ("abs", "/etc/passwd")] {
+        let ctx = context(
+            tmp.path(),
+            &format!("FROM busybox\nCOPY {name} /x\n"),
+            &[("a", ""), ("b", ""), ("c", ""), ("d", "")],
+        );
+        std::fs::write(ctx.parent().expect("parent").join("outside.txt"), "secret").expect("w");
+        symlink(target, ctx.join(name)).expect("link");
+        let err = fails(mybuild(&root).args(["-t", "links:bad"]).arg(&ctx));
+        assert!(err.contains("outside the build context"), "{err}");
+        assert!(err.contains(&format!("{name:?}")), "{err}");
+        assert!(err.contains(target), "{err}");
+        std::fs::remove_dir_all(&ctx).expect("rm");
+    }
+}
+
+#[test]
+fn hardlinks_survive_copy_and_copy_from() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox AS s\n\
+         RUN mkdir /m && echo M > /m/one && ln /m/one /m/two\n\
+         FROM busybox\n\
+         COPY hl /hl/\n\
+         COPY --from=s /m /m/\n",
+        &[("hl/a", "A\n")],
+    );
+    std::fs::hard_link(ctx.join("hl/a"), ctx.join("hl/b")).expect("hardlink");
+    ok(mybuild(&root).args(["-t", "hard:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "hard:1");
+    for (a, b) in [("hl/a", "hl/b"), ("m/one", "m/two")] {
+        let (ma, mb) = (meta(&rootfs, a), meta(&rootfs, b));
+        assert_eq!(ma.ino(), mb.ino(), "{a} and {b} are one inode");
+        assert_eq!(ma.nlink(), 2);
+    }
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("m/two")).expect("two"),
+        "M\n"
+    );
+    // In the layer: one file and a hardlink entry.
+    let img = inspect(&root, "hard:1");
+    let layers = img["Manifest"]["layers"].as_array().expect("layers");
+    let last = layers.last().expect("layer")["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let blob = root.join("blobs/sha256").join(&last[7..]);
+    let out = std::process::Command::new("tar")
+        .arg("-tvzf")
+        .arg(&blob)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('h') && l.contains("link to")),
+        "{listing}"
+    );
+}

@@ -500,7 +500,10 @@ pub fn build(
     };
     // A build where every step hit reuses the image it made last time: same digest,
     // and nothing but the tag is written.
-    let final_key = st.key.as_ref().map(|k| cache::final_key(k, &req.labels));
+    let final_key = st
+        .key
+        .as_ref()
+        .map(|k| cache::final_key(k, &req.labels, &config_digest(&st.config)));
     if ran.load(Ordering::Relaxed) == 0 && !req.no_cache {
         if let Some(rec) = final_key
             .as_ref()
@@ -696,9 +699,18 @@ impl Exec<'_> {
             stage: &sc.name,
             text: &text,
         });
-        if matches!(step.kind, StepKind::Arg { .. }) {
-            // ARG changes nothing by itself (no key, no record); its values reach the
-            // keys of the RUN steps that see them.
+        if let StepKind::Arg { args } = &step.kind {
+            // ARG changes nothing but the history (no key, no record); its values
+            // reach the keys of the RUN steps that see them. The final image's key
+            // covers the history, so a changed ARG still makes a new image.
+            let desc: Vec<String> = args
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect();
+            self.history(st, format!("ARG {}", desc.join(" ")), true);
             self.reporter.event(BuildEvent::StepDone {
                 id,
                 elapsed: started.elapsed(),
@@ -1077,6 +1089,17 @@ fn resolve_path(workdir: Option<&str>, path: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// The config's digest without its times, which a rebuild from the cache makes anew:
+/// it tells whether the image made last time is still the one this build makes.
+fn config_digest(config: &ImageConfig) -> Digest {
+    let mut c = config.clone();
+    c.created = None;
+    for h in &mut c.history {
+        h.created = None;
+    }
+    Digest::of(&serde_json::to_vec(&c).unwrap_or_default())
 }
 
 fn json(v: &[String]) -> String {

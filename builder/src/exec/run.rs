@@ -94,6 +94,7 @@ impl Exec<'_> {
             security,
             devices,
             build_args,
+            history_args,
         } = kind
         else {
             return Ok(());
@@ -110,9 +111,12 @@ impl Exec<'_> {
             Some("host") => Network::Host,
             Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
         };
-        self.run(
-            id, st, command, files, mounts, done, build_args, network, location, text,
-        )
+        let run = RunArgs {
+            build_args,
+            history_args,
+            network,
+        };
+        self.run(id, st, command, files, mounts, done, &run, location, text)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -124,8 +128,7 @@ impl Exec<'_> {
         files: &[Heredoc],
         mounts: &[RunMount],
         done: &BTreeMap<usize, StageState>,
-        build_args: &[(String, String)],
-        network: Network,
+        run: &RunArgs,
         location: &str,
         text: &str,
     ) -> Result<(), BuildError> {
@@ -156,7 +159,8 @@ impl Exec<'_> {
         let cfg = st.config.config.clone().unwrap_or_default();
         let mut env = cfg.env.clone();
         // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
-        for (k, v) in build_args {
+        let network = run.network;
+        for (k, v) in run.build_args {
             if !env
                 .iter()
                 .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
@@ -269,12 +273,29 @@ impl Exec<'_> {
                 source: e,
             }
         })?;
-        let created_by = match command {
-            Command::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
-            Command::Exec(v) => format!("RUN {} # buildkit", json(v)),
-        };
+        let created_by = format!("RUN {} # buildkit", run_created_by(&argv, run.history_args));
         self.commit_layer(st, upper, created_by)
     }
+}
+
+/// What a RUN is run with besides its command.
+struct RunArgs<'a> {
+    build_args: &'a [(String, String)],
+    history_args: &'a [(String, String)],
+    network: Network,
+}
+
+/// A RUN's history text as BuildKit's `runCommandString` writes it: `|N K=V ...` for
+/// the stage's ARGs when it has any, then the argv (shell included) joined by spaces,
+/// exec form too.
+fn run_created_by(argv: &[String], args: &[(String, String)]) -> String {
+    let mut parts = Vec::new();
+    if !args.is_empty() {
+        parts.push(format!("|{}", args.len()));
+        parts.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    parts.extend(argv.iter().cloned());
+    parts.join(" ")
 }
 
 /// The home directory of `user` (`name` or `uid`, with an optional `:group`) in the

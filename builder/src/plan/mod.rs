@@ -149,6 +149,10 @@ pub enum StepKind {
         devices: Vec<String>,
         /// ARGs in scope with a value: the executor adds them to the environment of this RUN.
         build_args: Vec<(String, String)>,
+        /// Every ARG the stage (and the stages it is built on) declared, in order, with
+        /// the value the RUN sees (ENV first, else the ARG's, else empty): BuildKit's
+        /// `|N K=V` history prefix.
+        history_args: Vec<(String, String)>,
     },
     Copy(CopyStep),
     Add(CopyStep),
@@ -440,6 +444,7 @@ pub fn plan(
 
     let mut planned: Vec<Option<PlannedStage>> = vec![None; df.stages.len()];
     let mut final_env: Vec<Vars> = vec![Vars::default(); df.stages.len()];
+    let mut final_declared: Vec<Vec<(String, String)>> = vec![Vec::new(); df.stages.len()];
     let mut onbuilds: Vec<Vec<String>> = vec![Vec::new(); df.stages.len()];
     for (i, stage) in df.stages.iter().enumerate() {
         let span = stage.from.span;
@@ -596,6 +601,11 @@ pub fn plan(
             .into_iter()
             .chain(stage.instructions.iter().map(|i| (i.clone(), false)));
         let mut my_onbuild = Vec::new();
+        // BuildKit's `buildArgs` of the stage: a stage built on another starts with its.
+        let mut declared = match &base {
+            Base::Stage { index } => final_declared[*index].clone(),
+            _ => Vec::new(),
+        };
         for (ins, is_trigger) in body {
             let merged = merged_env(&args, &env);
             let kind = plan_instruction(
@@ -608,6 +618,7 @@ pub fn plan(
                 i,
                 &mut deps,
                 &mut my_onbuild,
+                &mut declared,
             )?;
             steps.push(Step {
                 kind,
@@ -617,6 +628,7 @@ pub fn plan(
             });
         }
         final_env[i] = env;
+        final_declared[i] = declared;
         onbuilds[i] = my_onbuild;
         planned[i] = Some(PlannedStage {
             index: i,
@@ -771,6 +783,7 @@ fn plan_instruction(
     me: usize,
     deps: &mut BTreeSet<usize>,
     my_onbuild: &mut Vec<String>,
+    declared: &mut Vec<(String, String)>,
 ) -> Result<StepKind, PlanError> {
     let span = ins.span;
     let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
@@ -828,6 +841,10 @@ fn plan_instruction(
                 security: r.security.clone(),
                 devices: r.devices.iter().map(|d| d.name.clone()).collect(),
                 build_args,
+                history_args: declared
+                    .iter()
+                    .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+                    .collect(),
             }
         }
         InstructionKind::Copy(c) | InstructionKind::Add(c) => {
@@ -946,6 +963,11 @@ fn plan_instruction(
                 };
                 if let Some(v) = &v {
                     args.set(&a.name, v);
+                }
+                let shown = v.clone().unwrap_or_default();
+                match declared.iter_mut().find(|(k, _)| *k == a.name) {
+                    Some(d) => d.1 = shown,
+                    None => declared.push((a.name.clone(), shown)),
                 }
                 out.push((a.name.clone(), v));
             }
