@@ -55,6 +55,9 @@ fn workdir_creates_its_directory_before_copy() {
          USER app\n\
          WORKDIR /srv/data\n\
          WORKDIR /w\n\
+         USER 4242\n\
+         WORKDIR /by-uid\n\
+         USER app\n\
          WORKDIR /app\n",
         &[("package.json", "{}\n")],
     );
@@ -74,9 +77,11 @@ fn workdir_creates_its_directory_before_copy() {
         std::fs::read_to_string(rootfs.join("listing")).expect("ls"),
         "package.json\n"
     );
-    // Under USER app: the new directories are app's; /srv existed? No: both new.
+    // Under USER app: the new directories are app's (/srv too: it is new).
     assert_eq!(owner_mode(&rootfs, "srv/data"), (1000, 1000, 0o755));
     assert_eq!(owner_mode(&rootfs, "w"), (1000, 1000, 0o755));
+    // A uid alone is also the group, as BuildKit's mkdir chowns.
+    assert_eq!(owner_mode(&rootfs, "by-uid"), (4242, 4242, 0o755));
     let img = inspect(&root, "wd:1");
     assert_eq!(img["Config"]["config"]["WorkingDir"], "/app");
     let h = history(&img);

@@ -942,7 +942,8 @@ impl Exec<'_> {
 
     /// WORKDIR makes its directory at once, as BuildKit's mkdir with parents: the
     /// missing directories (the path resolved through the image's symlinks, never
-    /// leaving the root) are 0755 and owned by the USER in effect, else root, in a
+    /// leaving the root) are 0755 and owned by the USER in effect (a uid alone is
+    /// also the gid), else root, in a
     /// layer of their own; parents that exist keep their owner, mode and time. No
     /// layer when the directory exists.
     fn workdir_layer(
@@ -960,15 +961,16 @@ impl Exec<'_> {
             .as_ref()
             .and_then(|c| c.user.clone())
             .unwrap_or_default();
+        // BuildKit's mkdir takes the user as a chown option: a number alone is its
+        // own group, as with `--chown`.
         let owner = if user.is_empty() {
             (0, 0)
         } else {
-            let ids = users::resolve(&user, &lowers).map_err(|e| BuildError::User {
+            copy_step::chown_ids(&user, &lowers).map_err(|e| BuildError::User {
                 location: location.to_string(),
                 step: text.to_string(),
                 source: e,
-            })?;
-            (ids.uid, ids.gid)
+            })?
         };
         let resolved = sandbox::resolve_in_layers(&lowers, wd);
         let upper = self.store.scratch_dir("workdir")?;
