@@ -358,11 +358,15 @@ fn history_records_build_args_as_buildkit_writes_them() {
         ("ARG B", true),
         ("ENV C=3", true),
         ("ARG C=ignored", true),
-        ("RUN |3 A=1 B= C=3 /bin/sh -c echo hi # buildkit", true),
-        ("RUN |3 A=1 B= C=3 echo x # buildkit", true),
+        // An ARG declared after an ENV wins for RUN; the child stage inherits it.
+        (
+            "RUN |3 A=1 B= C=ignored /bin/sh -c echo hi # buildkit",
+            true,
+        ),
+        ("RUN |3 A=1 B= C=ignored echo x # buildkit", true),
         ("ARG D=4", true),
         (
-            "RUN |4 A=1 B= C=3 D=4 /bin/sh -c echo child # buildkit",
+            "RUN |4 A=1 B= C=ignored D=4 /bin/sh -c echo child # buildkit",
             true,
         ),
     ]
@@ -377,7 +381,7 @@ fn history_records_build_args_as_buildkit_writes_them() {
     assert_ne!(second, first);
     let h = history(&inspect(&root, "hist:2"));
     assert!(h.contains(&(
-        "RUN |3 A=1 B=2 C=3 /bin/sh -c echo hi # buildkit".into(),
+        "RUN |3 A=1 B=2 C=ignored /bin/sh -c echo hi # buildkit".into(),
         true
     )));
     assert_eq!(
@@ -497,4 +501,67 @@ fn hardlinks_survive_copy_and_copy_from() {
             .any(|l| l.starts_with('h') && l.contains("link to")),
         "{listing}"
     );
+}
+
+#[test]
+fn an_arg_declared_after_an_env_wins_in_run_but_not_in_the_config() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\n\
+         ENV V=env W=env\n\
+         ARG V=arg\n\
+         ARG W\n\
+         RUN echo \"$V $W\" > /vw\n\
+         LABEL v=$V\n\
+         ARG U=arg\n\
+         ENV U=env\n\
+         RUN echo \"$U\" > /u\n",
+        &[],
+    );
+    ok(mybuild(&root).args(["-t", "argenv:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "argenv:1");
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).expect(p);
+    // An ARG without a value leaves the ENV as it was.
+    assert_eq!(read("vw"), "arg env\n");
+    assert_eq!(read("u"), "env\n");
+    let img = inspect(&root, "argenv:1");
+    let env = env_of(&img);
+    for want in ["V=env", "W=env", "U=env"] {
+        assert!(env.contains(&want.to_string()), "{env:?}");
+    }
+    assert_eq!(img["Config"]["config"]["Labels"]["v"], "arg");
+    assert!(history(&img).contains(&(
+        "RUN |2 V=arg W=env /bin/sh -c echo \"$V $W\" > /vw # buildkit".into(),
+        false
+    )));
+}
+
+#[test]
+fn a_stage_built_on_another_inherits_its_args() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox AS base\n\
+         ARG NAME=joe\n\
+         FROM base AS build\n\
+         RUN echo \"hello $NAME\" > /hello\n\
+         LABEL name=$NAME\n\
+         FROM busybox\n\
+         COPY --from=build /hello /hello\n\
+         RUN echo \"[$NAME]\" > /unrelated\n",
+        &[],
+    );
+    ok(mybuild(&root).args(["-t", "inherit:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "inherit:1");
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).expect(p);
+    assert_eq!(read("hello"), "hello joe\n");
+    // A stage not built on it does not see it.
+    assert_eq!(read("unrelated"), "[]\n");
+    ok(mybuild(&root)
+        .args(["-t", "inherit:2", "--target", "build"])
+        .arg(&ctx));
+    let img = inspect(&root, "inherit:2");
+    assert_eq!(img["Config"]["config"]["Labels"]["name"], "joe");
+    assert!(!env_of(&img).iter().any(|e| e.starts_with("NAME=")));
 }

@@ -158,15 +158,13 @@ impl Exec<'_> {
         let prepared = self.prepare_mounts(st, mounts, done, location, text)?;
         let cfg = st.config.config.clone().unwrap_or_default();
         let mut env = cfg.env.clone();
-        // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
+        // ARG values reach RUN but never the config. The plan gives each as RUN sees
+        // it (an ENV set after the ARG already replaced it; an ARG declared after an
+        // ENV wins, as in BuildKit).
         let network = run.network;
         for (k, v) in run.build_args {
-            if !env
-                .iter()
-                .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
-            {
-                env.push(format!("{k}={v}"));
-            }
+            env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
+            env.push(format!("{k}={v}"));
         }
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.into());

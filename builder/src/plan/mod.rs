@@ -445,6 +445,8 @@ pub fn plan(
     let mut planned: Vec<Option<PlannedStage>> = vec![None; df.stages.len()];
     let mut final_env: Vec<Vars> = vec![Vars::default(); df.stages.len()];
     let mut final_declared: Vec<Vec<(String, String)>> = vec![Vec::new(); df.stages.len()];
+    let mut final_state: Vec<Vars> = vec![Vars::default(); df.stages.len()];
+    let mut final_args: Vec<Vars> = vec![Vars::default(); df.stages.len()];
     let mut onbuilds: Vec<Vec<String>> = vec![Vec::new(); df.stages.len()];
     for (i, stage) in df.stages.iter().enumerate() {
         let span = stage.from.span;
@@ -563,7 +565,11 @@ pub fn plan(
             Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
             Base::Scratch => Vars::default(),
         };
-        let mut args = Vars::default();
+        // A stage built on another inherits its ARGs, as BuildKit's stages do.
+        let mut args = match &base {
+            Base::Stage { index } => final_args[*index].clone(),
+            _ => Vars::default(),
+        };
         let mut steps = Vec::new();
         let mut deps = BTreeSet::new();
         if let Base::Stage { index } = base {
@@ -606,13 +612,21 @@ pub fn plan(
             Base::Stage { index } => final_declared[*index].clone(),
             _ => Vec::new(),
         };
+        // What expansion and RUN see: ENV and ARG values in the order they were set
+        // (BuildKit's state env), so an ARG declared after an ENV of the same name
+        // wins there while the config keeps the ENV.
+        let mut state = match &base {
+            Base::Stage { index } => final_state[*index].clone(),
+            _ => env.clone(),
+        };
         for (ins, is_trigger) in body {
-            let merged = merged_env(&args, &env);
+            let merged = state.clone();
             let kind = plan_instruction(
                 &mut ctx,
                 &ins,
                 &merged,
                 &mut env,
+                &mut state,
                 &mut args,
                 &global,
                 i,
@@ -629,6 +643,8 @@ pub fn plan(
         }
         final_env[i] = env;
         final_declared[i] = declared;
+        final_state[i] = state;
+        final_args[i] = args;
         onbuilds[i] = my_onbuild;
         planned[i] = Some(PlannedStage {
             index: i,
@@ -687,15 +703,6 @@ pub fn plan(
         target,
         warnings,
     })
-}
-
-/// ENV wins over an ARG of the same name.
-fn merged_env(args: &Vars, env: &Vars) -> Vars {
-    let mut m = args.clone();
-    for (k, v) in &env.0 {
-        m.set(k, v);
-    }
-    m
 }
 
 /// The value an ARG takes: `--build-arg`, else its default (expanded), else the global value.
@@ -778,6 +785,7 @@ fn plan_instruction(
     ins: &Instruction,
     scope: &Vars,
     env: &mut Vars,
+    state: &mut Vars,
     args: &mut Vars,
     global: &Vars,
     me: usize,
@@ -825,7 +833,12 @@ fn plan_instruction(
                     return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
                 }
             }
-            let mut build_args: Vec<(String, String)> = args.0.clone();
+            // Each ARG as RUN sees it: a later ENV of the same name replaces it.
+            let mut build_args: Vec<(String, String)> = args
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+                .collect();
             for p in PROXY_ARGS {
                 if let Some(v) = ctx.opts.build_args.get(p) {
                     if !build_args.iter().any(|(k, _)| k == p) {
@@ -902,6 +915,7 @@ fn plan_instruction(
                 let k = x(ctx, &p.key)?;
                 let v = x(ctx, &p.value)?;
                 env.set(&k, &v);
+                state.set(&k, &v);
                 out.push((k, v));
             }
             StepKind::Env { pairs: out }
@@ -952,7 +966,7 @@ fn plan_instruction(
         InstructionKind::Arg { args: decls } => {
             let mut out = Vec::new();
             for a in decls {
-                let s = merged_env(args, env);
+                let s = state.clone();
                 let platform_default = PLATFORM_ARGS
                     .contains(&a.name.as_str())
                     .then(|| global.get(&a.name).map(str::to_string))
@@ -963,6 +977,7 @@ fn plan_instruction(
                 };
                 if let Some(v) = &v {
                     args.set(&a.name, v);
+                    state.set(&a.name, v);
                 }
                 let shown = v.clone().unwrap_or_default();
                 match declared.iter_mut().find(|(k, _)| *k == a.name) {
