@@ -97,11 +97,13 @@ pub fn link_key(step_json: &str, inputs: &Inputs, resolved: &str, opts: &KeyOpti
     h.finish()
 }
 
-/// The finished image: the target stage's key and what the driver adds at the end.
-pub fn final_key(target: &Digest, labels: &BTreeMap<String, String>) -> Digest {
+/// The finished image: the target stage's key, what the driver adds at the end, and
+/// the digest of its config without times.
+pub fn final_key(target: &Digest, labels: &BTreeMap<String, String>, config: &Digest) -> Digest {
     let mut h = KeyHasher::new("final");
     h.field("target", target.to_string().as_bytes())
-        .field("labels", &serde_json::to_vec(labels).unwrap_or_default());
+        .field("labels", &serde_json::to_vec(labels).unwrap_or_default())
+        .field("config", config.to_string().as_bytes());
     h.finish()
 }
 

@@ -164,6 +164,7 @@ fn target_prunes_and_onbuild_of_a_stage_runs_in_its_children() {
             security: None,
             devices: vec![],
             build_args: vec![],
+            history_args: vec![],
         }
     );
 }
@@ -191,7 +192,7 @@ fn expansion_applies_where_buildkit_applies_it() {
     assert_eq!(
         *kinds[3],
         StepKind::Expose {
-            ports: vec!["80".into(), "80/udp".into()]
+            ports: vec!["80/tcp".into(), "80/udp".into()]
         }
     );
     assert_eq!(

@@ -179,10 +179,7 @@ impl Exec<'_> {
             return None;
         }
         let (uid, gid) = match &c.chown {
-            Some(spec) => {
-                let ids = users::resolve(spec, &st.topmost_first()).ok()?;
-                (ids.uid, ids.gid)
-            }
+            Some(spec) => super::copy_step::chown_ids(spec, &st.topmost_first()).ok()?,
             None => (0, 0),
         };
         let resolved = format!("dest {} owner {uid}:{gid}", copy_dest(st, c));

@@ -6,9 +6,12 @@
 //! can be hashed for the step cache. The build context is seen through its
 //! `.dockerignore` (an ignored entry is absent, an ignored directory with a
 //! re-included child holds just that child), `--exclude` patterns drop entries below
-//! each source, and `--parents` keeps the sources' parent directories. Symlinks are
-//! copied as links and never followed.
+//! each source, and `--parents` keeps the sources' parent directories. A symlink a
+//! source names is followed (inside the source root, as BuildKit does); symlinks
+//! inside a copied directory are copied as links.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -24,6 +27,14 @@ pub enum CopyError {
     NotInContext(String),
     #[error("source {0:?} leaves the build context")]
     Outside(String),
+    #[error("source {src:?}: symlink {link:?} points to {target:?}, outside the build context")]
+    LinkOutside {
+        src: String,
+        link: String,
+        target: String,
+    },
+    #[error("source {0:?}: too many levels of symbolic links")]
+    LinkLoop(String),
     #[error("invalid --chmod {0:?}: expected an octal mode such as 0755 or a symbolic one such as u=rwX,go=rX")]
     Chmod(String),
     #[error("invalid pattern: {0}")]
@@ -197,7 +208,8 @@ fn set_meta(
 }
 
 /// Creates `rel`'s missing parents (and itself when `dir`) in the upper directory,
-/// copying owner and mode from the image where the directory already exists.
+/// copying owner and mode from the image where the directory already exists; the
+/// others are 0755 and owned by the `--chown` owner.
 fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
     let mut cur = PathBuf::new();
     for c in rel.components() {
@@ -219,7 +231,8 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
                 (md.uid(), md.gid()),
                 Some(md.mtime()),
             )?,
-            _ => set_meta(&here, Some(0o755), (0, 0), None)?,
+            // New directories take the `--chown` owner, as BuildKit's MkdirAll does.
+            _ => set_meta(&here, Some(0o755), spec.owner, None)?,
         }
     }
     Ok(())
@@ -261,6 +274,8 @@ fn slash(p: &Path) -> String {
 struct View<'a> {
     layers: &'a [PathBuf],
     ignore: Option<&'a Matcher>,
+    /// The layers are a build context: a symlink may not lead out of it.
+    from_context: bool,
 }
 
 impl View<'_> {
@@ -356,30 +371,115 @@ impl View<'_> {
         !self.children(dir).is_empty()
     }
 
-    /// Expands a cleaned source pattern (globs per component) to visible entries.
-    fn expand(&self, pattern: &Path) -> Vec<Node> {
+    /// Expands a cleaned source pattern (globs per component) to visible entries,
+    /// each with the name it was matched by. Symlinks on the way, the matches
+    /// themselves included, are followed as BuildKit follows a source path: inside
+    /// the source root, where an absolute target starts from the root; a link
+    /// leaving the build context is an error. `src` is the source as written.
+    fn expand(&self, pattern: &Path, src: &str) -> Result<Vec<(Node, OsString)>, CopyError> {
         let Some(root) = self.root() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let mut current = vec![root];
+        let mut current = vec![(root, OsString::new())];
         for comp in pattern.components() {
             let part = comp.as_os_str().to_string_lossy().into_owned();
             let mut next = Vec::new();
-            for base in &current {
-                if has_glob(&part) {
-                    if base.md.is_dir() {
-                        next.extend(self.children(base).into_iter().filter(|n| {
+            for (base, _) in &current {
+                let found: Vec<Node> = if has_glob(&part) {
+                    if !base.md.is_dir() {
+                        continue;
+                    }
+                    self.children(base)
+                        .into_iter()
+                        .filter(|n| {
                             let name = n.rel.file_name().unwrap_or_default();
                             glob_match(part.as_bytes(), name.as_bytes())
-                        }));
-                    }
+                        })
+                        .collect()
                 } else if base.md.is_dir() {
-                    next.extend(self.node(&base.rel.join(&part)));
+                    self.node(&base.rel.join(&part)).into_iter().collect()
+                } else {
+                    continue;
+                };
+                for n in found {
+                    let name = n.rel.file_name().unwrap_or_default().to_owned();
+                    if let Some(n) = self.follow(n, src)? {
+                        next.push((n, name));
+                    }
                 }
             }
             current = next;
         }
-        current
+        Ok(current)
+    }
+
+    /// `node` itself, or when it is a symlink the entry its target names (`None`
+    /// when that is absent or ignored).
+    fn follow(&self, node: Node, src: &str) -> Result<Option<Node>, CopyError> {
+        if node.kind() != EntryKind::Symlink {
+            return Ok(Some(node));
+        }
+        let first = std::fs::read_link(&node.real).map_err(io(&node.real))?;
+        let outside = || CopyError::LinkOutside {
+            src: src.to_string(),
+            link: slash(&node.rel),
+            target: slash(&first),
+        };
+        let mut done: Vec<OsString> = node
+            .rel
+            .parent()
+            .map(|p| p.iter().map(|c| c.to_owned()).collect())
+            .unwrap_or_default();
+        let mut pending: Vec<OsString> = Vec::new();
+        let mut target = first.clone();
+        let mut hops = 0;
+        loop {
+            // `target` is a link's: it replaces the link's own name.
+            hops += 1;
+            if hops > 40 {
+                return Err(CopyError::LinkLoop(src.to_string()));
+            }
+            if target.is_absolute() {
+                if self.from_context {
+                    return Err(outside());
+                }
+                done.clear();
+            }
+            let parts: Vec<OsString> = target
+                .iter()
+                .filter(|c| *c != "/")
+                .map(|c| c.to_owned())
+                .collect();
+            pending.extend(parts.into_iter().rev());
+            let mut next_link = None;
+            while let Some(part) = pending.pop() {
+                match part.to_str() {
+                    Some(".") => continue,
+                    Some("..") => {
+                        if done.pop().is_none() && self.from_context {
+                            return Err(outside());
+                        }
+                        continue;
+                    }
+                    _ => done.push(part),
+                }
+                let rel: PathBuf = done.iter().collect();
+                let Some(real) = merged::lookup(self.layers, &rel) else {
+                    return Ok(None);
+                };
+                if let Ok(t) = std::fs::read_link(&real) {
+                    done.pop();
+                    next_link = Some(t);
+                    break;
+                }
+            }
+            match next_link {
+                Some(t) => target = t,
+                None => break,
+            }
+        }
+        let rel: PathBuf = done.iter().collect();
+        Ok(self.node(&rel))
     }
 }
 
@@ -465,6 +565,7 @@ pub fn select(
     let view = View {
         layers,
         ignore: filter.ignore.filter(|m| !m.is_empty()),
+        from_context: filter.from_context,
     };
     let exclude = filter.exclude.filter(|m| !m.is_empty());
     let missing = |src: &str| {
@@ -493,7 +594,7 @@ pub fn select(
                 include: (!pattern.is_empty()).then_some(&include),
                 exclude,
             };
-            for node in view.expand(&root) {
+            for (node, _) in view.expand(&root, src)? {
                 if node.md.is_dir() {
                     let empty = MatchInfo::default();
                     walk(
@@ -510,7 +611,7 @@ pub fn select(
             }
         } else {
             let pattern = clean_rel(src).ok_or_else(|| CopyError::Outside(src.clone()))?;
-            let matches = view.expand(&pattern);
+            let matches = view.expand(&pattern, src)?;
             if matches.is_empty() {
                 return Err(missing(src));
             }
@@ -518,7 +619,7 @@ pub fn select(
                 include: None,
                 exclude,
             };
-            for node in matches {
+            for (node, named) in matches {
                 if node.md.is_dir() {
                     // A directory source copies its contents, not itself; this
                     // entry stands for the destination directory it fills.
@@ -536,7 +637,8 @@ pub fn select(
                     );
                     continue;
                 }
-                let name = PathBuf::from(node.rel.file_name().unwrap_or_default());
+                // Under the name the source gave, also when it was a followed link.
+                let name = PathBuf::from(named);
                 if exclude.is_some_and(|m| m.matches(&slash(&name))) {
                     continue;
                 }
@@ -560,6 +662,7 @@ pub fn ignored_paths(root: &Path, ignore: &Matcher) -> Vec<PathBuf> {
     let view = View {
         layers: &layers,
         ignore: Some(ignore).filter(|m| !m.is_empty()),
+        from_context: true,
     };
     let mut out = Vec::new();
     if view.ignore.is_none() {
@@ -592,6 +695,7 @@ fn place(
     e: &Selected,
     target_rel: &Path,
     dirs: &mut Vec<(PathBuf, u32, i64)>,
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<(), CopyError> {
     if e.kind == EntryKind::Other {
         // Devices, fifos and sockets in a context are skipped, as Docker does.
@@ -632,6 +736,15 @@ fn place(
         std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
         set_meta(&target, None, spec.owner, Some(md.mtime()))?;
     } else {
+        // Two names of one inode stay one inode, as BuildKit's copy keeps hardlinks.
+        let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+        if let Some(first) = inode.and_then(|i| links.get(&i)).filter(|f| **f != target) {
+            std::fs::hard_link(first, &target).map_err(io(&target))?;
+            return Ok(());
+        }
+        if let Some(i) = inode {
+            links.insert(i, target.clone());
+        }
         std::fs::copy(&e.real, &target).map_err(io(&target))?;
         set_meta(
             &target,
@@ -674,13 +787,14 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         ensure_dirs(spec, &dest_rel)?;
     }
     let mut dirs = Vec::new();
+    let mut links = HashMap::new();
     for e in selected {
         let target_rel = if e.whole && !dest_is_dir {
             dest_rel.clone()
         } else {
             dest_rel.join(&e.dest)
         };
-        place(spec, e, &target_rel, &mut dirs)?;
+        place(spec, e, &target_rel, &mut dirs, &mut links)?;
     }
     // Deepest first, so setting a directory's times is not undone by its children.
     for (dir, mode, mtime) in dirs.iter().rev() {

@@ -22,10 +22,27 @@ pub(super) fn copy_dest(st: &StageState, c: &CopyStep) -> String {
         .as_ref()
         .and_then(|c| c.working_dir.as_deref());
     let mut dest = resolve_path(workdir, &c.dest);
-    if c.dest.ends_with('/') && !dest.ends_with('/') {
+    // `.` names the WORKDIR itself, always a directory (BuildKit makes it `./`).
+    let names_dir = c.dest.ends_with('/') || c.dest == "." || c.dest.ends_with("/.");
+    if names_dir && !dest.ends_with('/') {
         dest.push('/');
     }
     dest
+}
+
+/// The owner `--chown` names, as BuildKit resolves it: `user:group` through the
+/// image's passwd and group files; a user alone takes the user's primary group, but
+/// a numeric user alone is its own group (`3000` gives 3000:3000) whatever passwd
+/// says, since BuildKit passes it by id without a lookup.
+pub(super) fn chown_ids(spec: &str, layers: &[PathBuf]) -> Result<(u32, u32), users::UserError> {
+    if !spec.contains(':') && !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        let uid = spec
+            .parse()
+            .map_err(|_| users::UserError::Invalid(spec.to_string()))?;
+        return Ok((uid, uid));
+    }
+    let ids = users::resolve(spec, layers)?;
+    Ok((ids.uid, ids.gid))
 }
 
 impl<'a> Exec<'a> {
@@ -117,15 +134,11 @@ impl<'a> Exec<'a> {
             Source::Image { reference } => self.base_image(reference, location)?.topmost_first(),
         };
         let owner = match &c.chown {
-            Some(spec) => {
-                let ids =
-                    users::resolve(spec, &st.topmost_first()).map_err(|e| BuildError::User {
-                        location: location.to_string(),
-                        step: text.to_string(),
-                        source: e,
-                    })?;
-                (ids.uid, ids.gid)
-            }
+            Some(spec) => chown_ids(spec, &st.topmost_first()).map_err(|e| BuildError::User {
+                location: location.to_string(),
+                step: text.to_string(),
+                source: e,
+            })?,
             None => (0, 0),
         };
         let copy_err = |e| BuildError::Copy {

@@ -201,6 +201,12 @@ pub enum BuildError {
         #[source]
         source: add::AddError,
     },
+    #[error("{location}: {step}: mkdir {path}: not a directory")]
+    Workdir {
+        location: String,
+        step: String,
+        path: String,
+    },
     #[error("{location}: {step}: {what} is not supported yet")]
     Unsupported {
         location: String,
@@ -516,7 +522,10 @@ pub fn build(
     };
     // A build where every step hit reuses the image it made last time: same digest,
     // and nothing but the tag is written.
-    let final_key = st.key.as_ref().map(|k| cache::final_key(k, &req.labels));
+    let final_key = st
+        .key
+        .as_ref()
+        .map(|k| cache::final_key(k, &req.labels, &config_digest(&st.config)));
     if ran.load(Ordering::Relaxed) == 0 && !req.no_cache {
         if let Some(rec) = final_key
             .as_ref()
@@ -616,6 +625,11 @@ impl Exec<'_> {
                 ));
             }
         }
+        // The base's ONBUILD triggers ran (the plan put them first): a child of this
+        // stage must not run them again, as BuildKit clears them.
+        if let Some(c) = st.config.config.as_mut() {
+            c.on_build = None;
+        }
         for step in &stage.steps {
             self.step(&mut sc, &mut st, step, done)?;
         }
@@ -707,9 +721,18 @@ impl Exec<'_> {
             stage: &sc.name,
             text: &text,
         });
-        if matches!(step.kind, StepKind::Arg { .. }) {
-            // ARG changes nothing by itself (no key, no record); its values reach the
-            // keys of the RUN steps that see them.
+        if let StepKind::Arg { args } = &step.kind {
+            // ARG changes nothing but the history (no key, no record); its values
+            // reach the keys of the RUN steps that see them. The final image's key
+            // covers the history, so a changed ARG still makes a new image.
+            let desc: Vec<String> = args
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect();
+            self.history(st, format!("ARG {}", desc.join(" ")), true);
             self.reporter.event(BuildEvent::StepDone {
                 id,
                 elapsed: started.elapsed(),
@@ -871,17 +894,13 @@ impl Exec<'_> {
                 self.history(st, format!("ENTRYPOINT {}", json(&argv)), true);
             }
             StepKind::Expose { ports } => {
+                // Already `port/proto`, normalised by the plan.
                 for p in ports {
-                    let key = if p.contains('/') {
-                        p.clone()
-                    } else {
-                        format!("{p}/tcp")
-                    };
                     st.container()
                         .exposed_ports
-                        .insert(key, serde_json::json!({}));
+                        .insert(p.clone(), serde_json::json!({}));
                 }
-                self.history(st, format!("EXPOSE map[{}]", ports.join(" ")), true);
+                self.history(st, format!("EXPOSE [{}]", ports.join(" ")), true);
             }
             StepKind::Volume { paths } => {
                 for p in paths {
@@ -904,7 +923,11 @@ impl Exec<'_> {
                     path,
                 );
                 st.container().working_dir = Some(wd.clone());
-                self.history(st, format!("WORKDIR {wd}"), true);
+                if wd == "/" {
+                    self.history(st, format!("WORKDIR {wd}"), true);
+                } else {
+                    self.workdir_layer(st, &wd, &location, &text)?;
+                }
             }
             StepKind::StopSignal { signal } => {
                 st.container().stop_signal = Some(signal.clone());
@@ -937,6 +960,82 @@ impl Exec<'_> {
             }
         }
         Ok(())
+    }
+
+    /// WORKDIR makes its directory at once, as BuildKit's mkdir with parents: the
+    /// missing directories (the path resolved through the image's symlinks, never
+    /// leaving the root) are 0755 and owned by the USER in effect (a uid alone is
+    /// also the gid), else root, in a
+    /// layer of their own; parents that exist keep their owner, mode and time. No
+    /// layer when the directory exists.
+    fn workdir_layer(
+        &mut self,
+        st: &mut StageState,
+        wd: &str,
+        location: &str,
+        text: &str,
+    ) -> Result<(), BuildError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let lowers = st.topmost_first();
+        let user = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default();
+        // BuildKit's mkdir takes the user as a chown option: a number alone is its
+        // own group, as with `--chown`.
+        let owner = if user.is_empty() {
+            (0, 0)
+        } else {
+            copy_step::chown_ids(&user, &lowers).map_err(|e| BuildError::User {
+                location: location.to_string(),
+                step: text.to_string(),
+                source: e,
+            })?
+        };
+        let resolved = sandbox::resolve_in_layers(&lowers, wd);
+        let upper = self.store.scratch_dir("workdir")?;
+        let mut rel = PathBuf::new();
+        let mut times = Vec::new();
+        for part in resolved.split('/').filter(|p| !p.is_empty()) {
+            rel.push(part);
+            let here = upper.path().join(&rel);
+            let io = |e| StoreError::io(&here, e);
+            let existing = merged::lookup(&lowers, &rel).and_then(|p| std::fs::metadata(p).ok());
+            std::fs::create_dir(&here).map_err(io)?;
+            let (mode, (uid, gid), mtime) = match existing {
+                Some(md) if md.is_dir() => {
+                    (md.mode() & 0o7777, (md.uid(), md.gid()), Some(md.mtime()))
+                }
+                Some(_) => {
+                    return Err(BuildError::Workdir {
+                        location: location.to_string(),
+                        step: text.to_string(),
+                        path: format!("/{}", rel.display()),
+                    })
+                }
+                None => (0o755, owner, None),
+            };
+            std::os::unix::fs::chown(&here, Some(uid), Some(gid)).map_err(io)?;
+            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            if let Some(t) = mtime {
+                times.push((here.clone(), t));
+            }
+        }
+        // Deepest first: making a child would move its parent's time again.
+        for (dir, t) in times.iter().rev() {
+            crate::mtime::set(dir, *t, 0).map_err(|e| StoreError::io(dir, e))?;
+        }
+        // Only existing directories were mirrored: nothing new, no layer.
+        let exists = merged::lookup(&lowers, &rel)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_dir());
+        if exists {
+            self.history(st, format!("WORKDIR {wd}"), true);
+            return Ok(());
+        }
+        self.commit_layer(st, upper, format!("WORKDIR {wd}"))
     }
 
     /// Exec form as is; shell form through the stage's SHELL (default `/bin/sh -c`).
@@ -1014,6 +1113,17 @@ fn resolve_path(workdir: Option<&str>, path: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// The config's digest without its times, which a rebuild from the cache makes anew:
+/// it tells whether the image made last time is still the one this build makes.
+fn config_digest(config: &ImageConfig) -> Digest {
+    let mut c = config.clone();
+    c.created = None;
+    for h in &mut c.history {
+        h.created = None;
+    }
+    Digest::of(&serde_json::to_vec(&c).unwrap_or_default())
 }
 
 fn json(v: &[String]) -> String {

@@ -94,6 +94,7 @@ impl Exec<'_> {
             security,
             devices,
             build_args,
+            history_args,
         } = kind
         else {
             return Ok(());
@@ -128,10 +129,13 @@ impl Exec<'_> {
             }
             Some(other) => return Err(unsupported(&format!("RUN --network={other}"))),
         };
-        let how = RunHow { network, insecure };
-        self.run(
-            id, st, command, files, mounts, done, build_args, how, location, text,
-        )
+        let run = RunArgs {
+            build_args,
+            history_args,
+            network,
+            insecure,
+        };
+        self.run(id, st, command, files, mounts, done, &run, location, text)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -143,12 +147,10 @@ impl Exec<'_> {
         files: &[Heredoc],
         mounts: &[RunMount],
         done: &BTreeMap<usize, StageState>,
-        build_args: &[(String, String)],
-        how: RunHow,
+        run: &RunArgs,
         location: &str,
         text: &str,
     ) -> Result<(), BuildError> {
-        let RunHow { network, insecure } = how;
         let work = self.store.scratch_dir("run")?;
         let mut extra_mounts: Vec<Mount> = Vec::new();
         let argv = match (command, heredoc_script_for(command, files)) {
@@ -175,14 +177,13 @@ impl Exec<'_> {
         let prepared = self.prepare_mounts(st, mounts, done, location, text)?;
         let cfg = st.config.config.clone().unwrap_or_default();
         let mut env = cfg.env.clone();
-        // ARG values reach RUN but never the config; ENV wins over an ARG of the same name.
-        for (k, v) in build_args {
-            if !env
-                .iter()
-                .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
-            {
-                env.push(format!("{k}={v}"));
-            }
+        // ARG values reach RUN but never the config. The plan gives each as RUN sees
+        // it (an ENV set after the ARG already replaced it; an ARG declared after an
+        // ENV wins, as in BuildKit).
+        let network = run.network;
+        for (k, v) in run.build_args {
+            env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
+            env.push(format!("{k}={v}"));
         }
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.into());
@@ -201,6 +202,12 @@ impl Exec<'_> {
                 source: e,
             }
         })?;
+        // As runc does for a process without HOME: the user's home from the image's
+        // passwd, else /root for root and / for others. Only the process sees it.
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            let user = cfg.user.as_deref().unwrap_or("");
+            env.push(format!("HOME={}", home_dir(user, ids.uid, &lowers)));
+        }
         let upper = self.store.scratch_dir("upper")?;
         let empty = self.store.scratch_dir("empty")?;
         let bundle = work.path().join("bundle");
@@ -236,7 +243,7 @@ impl Exec<'_> {
             // Secrets given as variables reach this process only, never the config
             // or the spec file.
             secret_env: prepared.secret_env.clone(),
-            insecure,
+            insecure: run.insecure,
         };
         let secrets: Vec<&[u8]> = prepared.secrets.iter().map(Vec::as_slice).collect();
         let reporter = &mut *self.reporter;
@@ -281,19 +288,9 @@ impl Exec<'_> {
                 source: e,
             }
         })?;
-        let created_by = match command {
-            Command::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
-            Command::Exec(v) => format!("RUN {} # buildkit", json(v)),
-        };
+        let created_by = format!("RUN {} # buildkit", run_created_by(&argv, run.history_args));
         self.commit_layer(st, upper, created_by)
     }
-}
-
-/// How a RUN step is isolated, after its flags and the build's entitlements.
-#[derive(Debug, Clone, Copy)]
-struct RunHow {
-    network: Network,
-    insecure: bool,
 }
 
 /// `/etc/resolv.conf` for a step: the host's for the host network; for a private
@@ -316,6 +313,53 @@ fn resolv_conf(network: Network) -> String {
             }
             out
         }
+    }
+}
+
+/// What a RUN is run with besides its command.
+struct RunArgs<'a> {
+    build_args: &'a [(String, String)],
+    history_args: &'a [(String, String)],
+    network: Network,
+    /// `--security=insecure`, allowed by the build's entitlements.
+    insecure: bool,
+}
+
+/// A RUN's history text as BuildKit's `runCommandString` writes it: `|N K=V ...` for
+/// the stage's ARGs when it has any, then the argv (shell included) joined by spaces,
+/// exec form too.
+fn run_created_by(argv: &[String], args: &[(String, String)]) -> String {
+    let mut parts = Vec::new();
+    if !args.is_empty() {
+        parts.push(format!("|{}", args.len()));
+        parts.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    parts.extend(argv.iter().cloned());
+    parts.join(" ")
+}
+
+/// The home directory of `user` (`name` or `uid`, with an optional `:group`) in the
+/// image's passwd; /root for uid 0 without one, else /.
+fn home_dir(user: &str, uid: u32, lowers: &[PathBuf]) -> String {
+    let name = user.split(':').next().unwrap_or("");
+    let passwd = users::read_merged(lowers, "/etc/passwd")
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let fields = |l: &str| l.split(':').map(str::to_string).collect::<Vec<_>>();
+    let entry = passwd
+        .lines()
+        .map(fields)
+        .find(|f| f.len() >= 6 && !name.is_empty() && f[0] == name)
+        .or_else(|| {
+            passwd
+                .lines()
+                .map(fields)
+                .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid))
+        });
+    match entry {
+        Some(f) if !f[5].is_empty() => f[5].clone(),
+        _ if uid == 0 => "/root".into(),
+        _ => "/".into(),
     }
 }
 

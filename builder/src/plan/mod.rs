@@ -149,6 +149,10 @@ pub enum StepKind {
         devices: Vec<String>,
         /// ARGs in scope with a value: the executor adds them to the environment of this RUN.
         build_args: Vec<(String, String)>,
+        /// Every ARG the stage (and the stages it is built on) declared, in order, with
+        /// the value the RUN sees (ENV first, else the ARG's, else empty): BuildKit's
+        /// `|N K=V` history prefix.
+        history_args: Vec<(String, String)>,
     },
     Copy(CopyStep),
     Add(CopyStep),
@@ -279,6 +283,8 @@ pub enum PlanErrorKind {
     NetworkMode(String),
     #[error("{0}")]
     Onbuild(String),
+    #[error("EXPOSE: {0}")]
+    Expose(String),
     #[error("dockerfile has no build stages")]
     NoStages,
     #[error("named context {0:?} is a local directory, which cannot be a base image or the target (use it with COPY --from={0} or RUN --mount=from={0})")]
@@ -438,6 +444,9 @@ pub fn plan(
 
     let mut planned: Vec<Option<PlannedStage>> = vec![None; df.stages.len()];
     let mut final_env: Vec<Vars> = vec![Vars::default(); df.stages.len()];
+    let mut final_declared: Vec<Vec<(String, String)>> = vec![Vec::new(); df.stages.len()];
+    let mut final_state: Vec<Vars> = vec![Vars::default(); df.stages.len()];
+    let mut final_args: Vec<Vars> = vec![Vars::default(); df.stages.len()];
     let mut onbuilds: Vec<Vec<String>> = vec![Vec::new(); df.stages.len()];
     for (i, stage) in df.stages.iter().enumerate() {
         let span = stage.from.span;
@@ -556,7 +565,11 @@ pub fn plan(
             Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
             Base::Scratch => Vars::default(),
         };
-        let mut args = Vars::default();
+        // A stage built on another inherits its ARGs, as BuildKit's stages do.
+        let mut args = match &base {
+            Base::Stage { index } => final_args[*index].clone(),
+            _ => Vars::default(),
+        };
         let mut steps = Vec::new();
         let mut deps = BTreeSet::new();
         if let Base::Stage { index } = base {
@@ -594,18 +607,32 @@ pub fn plan(
             .into_iter()
             .chain(stage.instructions.iter().map(|i| (i.clone(), false)));
         let mut my_onbuild = Vec::new();
+        // BuildKit's `buildArgs` of the stage: a stage built on another starts with its.
+        let mut declared = match &base {
+            Base::Stage { index } => final_declared[*index].clone(),
+            _ => Vec::new(),
+        };
+        // What expansion and RUN see: ENV and ARG values in the order they were set
+        // (BuildKit's state env), so an ARG declared after an ENV of the same name
+        // wins there while the config keeps the ENV.
+        let mut state = match &base {
+            Base::Stage { index } => final_state[*index].clone(),
+            _ => env.clone(),
+        };
         for (ins, is_trigger) in body {
-            let merged = merged_env(&args, &env);
+            let merged = state.clone();
             let kind = plan_instruction(
                 &mut ctx,
                 &ins,
                 &merged,
                 &mut env,
+                &mut state,
                 &mut args,
                 &global,
                 i,
                 &mut deps,
                 &mut my_onbuild,
+                &mut declared,
             )?;
             steps.push(Step {
                 kind,
@@ -615,6 +642,9 @@ pub fn plan(
             });
         }
         final_env[i] = env;
+        final_declared[i] = declared;
+        final_state[i] = state;
+        final_args[i] = args;
         onbuilds[i] = my_onbuild;
         planned[i] = Some(PlannedStage {
             index: i,
@@ -673,15 +703,6 @@ pub fn plan(
         target,
         warnings,
     })
-}
-
-/// ENV wins over an ARG of the same name.
-fn merged_env(args: &Vars, env: &Vars) -> Vars {
-    let mut m = args.clone();
-    for (k, v) in &env.0 {
-        m.set(k, v);
-    }
-    m
 }
 
 /// The value an ARG takes: `--build-arg`, else its default (expanded), else the global value.
@@ -764,11 +785,13 @@ fn plan_instruction(
     ins: &Instruction,
     scope: &Vars,
     env: &mut Vars,
+    state: &mut Vars,
     args: &mut Vars,
     global: &Vars,
     me: usize,
     deps: &mut BTreeSet<usize>,
     my_onbuild: &mut Vec<String>,
+    declared: &mut Vec<(String, String)>,
 ) -> Result<StepKind, PlanError> {
     let span = ins.span;
     let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
@@ -810,7 +833,12 @@ fn plan_instruction(
                     return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
                 }
             }
-            let mut build_args: Vec<(String, String)> = args.0.clone();
+            // Each ARG as RUN sees it: a later ENV of the same name replaces it.
+            let mut build_args: Vec<(String, String)> = args
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+                .collect();
             for p in PROXY_ARGS {
                 if let Some(v) = ctx.opts.build_args.get(p) {
                     if !build_args.iter().any(|(k, _)| k == p) {
@@ -826,6 +854,10 @@ fn plan_instruction(
                 security: r.security.clone(),
                 devices: r.devices.iter().map(|d| d.name.clone()).collect(),
                 build_args,
+                history_args: declared
+                    .iter()
+                    .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+                    .collect(),
             }
         }
         InstructionKind::Copy(c) | InstructionKind::Add(c) => {
@@ -876,13 +908,14 @@ fn plan_instruction(
         }
         InstructionKind::Env { pairs } => {
             let mut out = Vec::new();
-            // Each pair sees the ones before it on the same line.
-            let mut s = scope.clone();
+            // Every pair sees the environment from before the instruction, as
+            // BuildKit expands the whole instruction at once: `ENV X=2 Y=$X` gives
+            // Y the old X.
             for p in pairs {
-                let k = ctx.expand(&p.key, &s, span)?;
-                let v = ctx.expand(&p.value, &s, span)?;
-                s.set(&k, &v);
+                let k = x(ctx, &p.key)?;
+                let v = x(ctx, &p.value)?;
                 env.set(&k, &v);
+                state.set(&k, &v);
                 out.push((k, v));
             }
             StepKind::Env { pairs: out }
@@ -908,7 +941,15 @@ fn plan_instruction(
                         .map_err(|e| ctx.err(e.into(), span, Some(p)))?,
                 );
             }
-            StepKind::Expose { ports: out }
+            let mut ports = Vec::new();
+            for p in &out {
+                let parsed = parse_port_spec(p).map_err(|e| {
+                    let needle = ins.original.contains(p.as_str()).then_some(p.as_str());
+                    ctx.err(PlanErrorKind::Expose(e), span, needle)
+                })?;
+                ports.extend(parsed);
+            }
+            StepKind::Expose { ports }
         }
         InstructionKind::Volume { paths } => StepKind::Volume {
             paths: paths.iter().map(|p| x(ctx, p)).collect::<Result<_, _>>()?,
@@ -925,7 +966,7 @@ fn plan_instruction(
         InstructionKind::Arg { args: decls } => {
             let mut out = Vec::new();
             for a in decls {
-                let s = merged_env(args, env);
+                let s = state.clone();
                 let platform_default = PLATFORM_ARGS
                     .contains(&a.name.as_str())
                     .then(|| global.get(&a.name).map(str::to_string))
@@ -936,6 +977,12 @@ fn plan_instruction(
                 };
                 if let Some(v) = &v {
                     args.set(&a.name, v);
+                    state.set(&a.name, v);
+                }
+                let shown = v.clone().unwrap_or_default();
+                match declared.iter_mut().find(|(k, _)| *k == a.name) {
+                    Some(d) => d.1 = shown,
+                    None => declared.push((a.name.clone(), shown)),
                 }
                 out.push((a.name.clone(), v));
             }
@@ -953,6 +1000,67 @@ fn plan_instruction(
         },
         InstructionKind::Maintainer { name } => StepKind::Maintainer { name: name.clone() },
     })
+}
+
+/// An EXPOSE word (`[ip:][hostport:]port[-end][/proto]`) as the `port/proto` keys it
+/// exposes, as BuildKit normalises them: the protocol lowercased (tcp by default,
+/// else udp or sctp), a range expanded to one key per port.
+fn parse_port_spec(raw: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (ip, host_port, container) = match parts.len() {
+        1 => ("".to_string(), "", parts[0]),
+        2 => ("".to_string(), parts[0], parts[1]),
+        n => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
+    };
+    let (port, proto) = match container.split_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (container, ""),
+    };
+    let proto = match (port.is_empty(), proto.is_empty()) {
+        (false, true) => "tcp".to_string(),
+        _ => proto.to_ascii_lowercase(),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let ip = match ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')) {
+        Some(inner) => inner.to_string(),
+        None => ip,
+    };
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid IP address: {ip}"));
+    }
+    if port.is_empty() {
+        return Err(format!("no port specified: {raw}<empty>"));
+    }
+    let (start, end) = port_range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+    if !host_port.is_empty() {
+        let (hs, he) =
+            port_range(host_port).ok_or_else(|| format!("invalid hostPort: {host_port}"))?;
+        if end - start != he - hs && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host_port}"
+            ));
+        }
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// `N` or `N-M` (ports 0 to 65535, M ≥ N).
+fn port_range(s: &str) -> Option<(u32, u32)> {
+    let num = |p: &str| {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u16>().ok())
+            .flatten()
+            .map(u32::from)
+    };
+    match s.split_once('-') {
+        None => num(s).map(|n| (n, n)),
+        Some((a, b)) => {
+            let (a, b) = (num(a)?, num(b)?);
+            (b >= a).then_some((a, b))
+        }
+    }
 }
 
 /// A stage on a dependency cycle, if any.
@@ -1007,4 +1115,40 @@ fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
         visit(n, graph, &mut done, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_port_spec;
+
+    #[test]
+    fn expose_ports_are_normalised_as_buildkit_does() {
+        assert_eq!(parse_port_spec("80"), Ok(vec!["80/tcp".to_string()]));
+        assert_eq!(parse_port_spec("53/UDP"), Ok(vec!["53/udp".to_string()]));
+        assert_eq!(
+            parse_port_spec("7000-7002"),
+            Ok(vec![
+                "7000/tcp".into(),
+                "7001/tcp".into(),
+                "7002/tcp".into()
+            ])
+        );
+        assert_eq!(
+            parse_port_spec("127.0.0.1:8080:80/sctp"),
+            Ok(vec!["80/sctp".to_string()])
+        );
+        assert_eq!(
+            parse_port_spec("abc"),
+            Err("invalid containerPort: abc".into())
+        );
+        assert_eq!(parse_port_spec("80/foo"), Err("invalid proto: foo".into()));
+        assert_eq!(
+            parse_port_spec("70000"),
+            Err("invalid containerPort: 70000".into())
+        );
+        assert_eq!(
+            parse_port_spec("9-8"),
+            Err("invalid containerPort: 9-8".into())
+        );
+    }
 }
