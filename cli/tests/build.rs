@@ -295,26 +295,14 @@ fn an_interrupted_build_leaves_no_mounts_processes_or_garbage() {
         "FROM busybox\nRUN echo sta''rted && sleep 600\n",
         &[("a", ""), ("b", ""), ("c", ""), ("d", "")],
     );
-    let mut child = mybuild(&root)
-        .args(["-t", "never:1", "--progress", "plain"])
-        .arg(&ctx)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
     // Wait for the RUN's own output (the step header spells it differently), so the
     // sandbox is up.
-    let mut err = child.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("started") {
-        let n = std::io::Read::read(&mut err, &mut buf).expect("read");
-        assert!(
-            n > 0,
-            "build ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut child = spawn_until(
+        mybuild(&root)
+            .args(["-t", "never:1", "--progress", "plain"])
+            .arg(&ctx),
+        "started",
+    );
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().expect("wait");

@@ -26,8 +26,10 @@ fn probe_context(tmp: &Path, name: &str, dockerfile: &str) -> PathBuf {
     ctx
 }
 
-fn requirements() -> bool {
-    testdata::require_tool("cc") && testdata::require_tool("slirp4netns")
+/// A store with busybox, when root, busybox, umoci, cc and slirp4netns are there.
+fn setup_sandbox() -> Option<(tempfile::TempDir, PathBuf)> {
+    let got = setup()?;
+    (testdata::require_tool("cc") && testdata::require_tool("slirp4netns")).then_some(got)
 }
 
 /// The output of `#N` lines of a plain-progress build, prefixes removed.
@@ -50,10 +52,9 @@ fn build_plain(root: &Path, ctx: &Path, extra: &[&str]) -> (bool, String) {
 
 #[test]
 fn run_gets_dockers_capabilities_seccomp_masks_and_no_inherited_fds() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() {
+    let Some((tmp, root)) = setup_sandbox() else {
         return;
-    }
+    };
     let ctx = probe_context(
         tmp.path(),
         "ctx",
@@ -113,8 +114,10 @@ fn run_gets_dockers_capabilities_seccomp_masks_and_no_inherited_fds() {
 
 #[test]
 fn the_probe_sees_what_buildah_chroot_gives_with_dockers_capabilities() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() || !testdata::require_tool("buildah") {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    if !testdata::require_tool("buildah") {
         return;
     }
     let ctx = probe_context(
@@ -195,8 +198,10 @@ impl Drop for Loop {
 
 #[test]
 fn device_nodes_made_in_run_are_kept_but_never_opened() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() || !testdata::require_tool("losetup") {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    if !testdata::require_tool("losetup") {
         return;
     }
     let dev = Loop::new(tmp.path());
@@ -239,10 +244,9 @@ fn device_nodes_made_in_run_are_kept_but_never_opened() {
 
 #[test]
 fn ordinary_root_work_still_works() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() {
+    let Some((tmp, root)) = setup_sandbox() else {
         return;
-    }
+    };
     let ctx = probe_context(
         tmp.path(),
         "ctx",
@@ -289,10 +293,9 @@ fn loopback_server(body: &'static str) -> u16 {
 
 #[test]
 fn the_default_network_cannot_reach_the_hosts_loopback() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() {
+    let Some((tmp, root)) = setup_sandbox() else {
         return;
-    }
+    };
     let port = loopback_server("host-only");
     let ctx = context(
         tmp.path(),
@@ -364,9 +367,10 @@ impl Drop for Netns {
 
 #[test]
 fn the_default_network_reaches_out_through_the_stack() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements()
-        || !testdata::require_tool("ip")
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    if !testdata::require_tool("ip")
         || !testdata::require_tool("nsenter")
         || !testdata::require_tool("unshare")
     {
@@ -459,10 +463,9 @@ fn a_missing_network_stack_names_its_package_and_the_alternatives() {
 
 #[test]
 fn insecure_steps_and_host_network_need_their_entitlements() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() {
+    let Some((tmp, root)) = setup_sandbox() else {
         return;
-    }
+    };
     let ctx = probe_context(
         tmp.path(),
         "ctx",
@@ -514,10 +517,9 @@ fn insecure_steps_and_host_network_need_their_entitlements() {
 
 #[test]
 fn image_symlinks_never_lead_to_host_files() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() {
+    let Some((tmp, root)) = setup_sandbox() else {
         return;
-    }
+    };
     // Host directories an image's absolute symlinks name.
     let host_etc = tmp.path().join("host-etc");
     let host_data = tmp.path().join("host-data");
@@ -601,10 +603,9 @@ fn children_named(parent: u32, name: &str) -> Vec<u32> {
 
 #[test]
 fn the_network_stack_dies_with_a_killed_build() {
-    let Some((tmp, root)) = setup() else { return };
-    if !requirements() {
+    let Some((tmp, root)) = setup_sandbox() else {
         return;
-    }
+    };
     let ctx = context(
         tmp.path(),
         "FROM busybox\nRUN echo sta''rted && sleep 600\n",

@@ -67,6 +67,23 @@ pub fn with_stdin(cmd: &mut Command, input: impl AsRef<[u8]>) -> (bool, String, 
     )
 }
 
+/// Spawns `cmd` and returns once its standard error has shown `marker` (e.g. a RUN's
+/// own output, so the sandbox is up); panics if it ends first.
+pub fn spawn_until(cmd: &mut Command, marker: &str) -> std::process::Child {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut err = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        let n = err.read(&mut buf).expect("read");
+        assert!(n > 0, "ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || while matches!(err.read(&mut buf), Ok(n) if n > 0) {});
+    child
+}
+
 /// A store under `tmp` holding `busybox` imported from `busybox-static`.
 pub fn store_with_busybox(tmp: &Path) -> PathBuf {
     let rootfs = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
