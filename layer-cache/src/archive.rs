@@ -228,12 +228,7 @@ impl Store {
             )
             .map_err(|e| StoreError::json("index.json", e))?;
             for m in manifests {
-                let digest = image::descriptor_digest(&m)?;
-                if !self.has_blob(&digest) {
-                    return Err(bad(format!(
-                        "index.json names manifest {digest}, which the archive lacks"
-                    )));
-                }
+                self.check_descriptors(&m, source)?;
                 let ann = m.annotations().clone().unwrap_or_default();
                 let name = ann
                     .get(image::IMAGE_NAME_ANNOTATION)
@@ -313,6 +308,68 @@ impl Store {
             }
         }
         Ok(loaded)
+    }
+
+    /// Every blob reachable from an index.json entry must be there (an index's
+    /// absent platforms excepted) with the size its descriptor gives: a wrong size
+    /// would load and then fail `fsck`, push and every size-checked read.
+    fn check_descriptors(&self, top: &Descriptor, source: &str) -> Result<()> {
+        let bad = |reason: String| StoreError::Archive {
+            path: source.into(),
+            reason,
+        };
+        // (descriptor, who names it, whether it must be present); a stack, not
+        // recursion, so nesting depth costs no stack.
+        let mut todo = vec![(top.clone(), "index.json".to_string(), true)];
+        let mut seen = BTreeSet::new();
+        while let Some((desc, named_by, required)) = todo.pop() {
+            let digest = image::descriptor_digest(&desc)?;
+            if !seen.insert((digest.clone(), desc.size())) {
+                continue;
+            }
+            let media_type = desc.media_type().to_string();
+            let actual = match self.blob_size(&digest)? {
+                Some(a) => a,
+                None if required => {
+                    return Err(bad(format!(
+                        "{named_by} names {media_type} {digest}, which the archive lacks"
+                    )))
+                }
+                None => continue,
+            };
+            if actual != desc.size() {
+                return Err(bad(format!(
+                    "{named_by} gives {digest} a size of {} bytes, but the blob has {actual} bytes",
+                    desc.size()
+                )));
+            }
+            let is_manifest = matches!(
+                media_type.as_str(),
+                image::OCI_MANIFEST
+                    | image::OCI_INDEX
+                    | image::DOCKER_MANIFEST
+                    | image::DOCKER_MANIFEST_LIST
+            );
+            if !is_manifest {
+                continue;
+            }
+            let what = format!("manifest {digest}");
+            match image::parse_manifest(&self.read_blob(&digest, MAX_JSON_BLOB)?, &what)? {
+                image::ParsedManifest::Image(m) => {
+                    todo.push((m.config().clone(), what.clone(), true));
+                    for l in m.layers() {
+                        todo.push((l.clone(), what.clone(), true));
+                    }
+                }
+                image::ParsedManifest::Index(idx) => {
+                    // Platforms never fetched may be absent; present ones must agree.
+                    for child in idx.manifests() {
+                        todo.push((child.clone(), what.clone(), false));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// sha256 of a stored layer's uncompressed content.
