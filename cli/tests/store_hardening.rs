@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -55,4 +56,86 @@ fn fsck_during_prune_reports_no_vanished_garbage() {
     // Damage a tag needs is still found once prune is done.
     let (so, _) = ok(mybuild(&root).arg("fsck"));
     assert!(so.contains(": ok"), "{so}");
+}
+
+/// Runs `cmd` with `feed` writing its standard input from a thread and its output
+/// in files: (success, peak RSS in MiB, stderr).
+fn run_measured(
+    cmd: &mut std::process::Command,
+    dir: &Path,
+    feed: impl FnOnce(&mut dyn Write) + Send + 'static,
+) -> (bool, u64, String) {
+    let err_path = dir.join("stderr.txt");
+    // Reaped by wait4 below, which also gives its own peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || feed(&mut stdin));
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; both pointers are valid for the call.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    writer.join().expect("writer");
+    let success = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    // ru_maxrss is in KiB on Linux.
+    (success, usage.ru_maxrss as u64 / 1024, stderr)
+}
+
+/// Writes a tar stream: `members` files of 1 MiB of zeros under `junk/`, then the
+/// members of `image` (a saved image tar, end blocks included). Write errors end
+/// it quietly: the reader may have stopped.
+fn write_zero_members(out: &mut dyn Write, members: usize, image: &[u8]) {
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..members {
+        let mut h = tar::Header::new_ustar();
+        if h.set_path(format!("junk/{i:05}")).is_err() {
+            return;
+        }
+        h.set_size(1 << 20);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        if out.write_all(h.as_bytes()).is_err() || out.write_all(&zeros).is_err() {
+            return;
+        }
+    }
+    let _ = out.write_all(image);
+}
+
+#[test]
+fn load_memory_stays_flat_with_many_large_members() {
+    let Some((tmp, root)) = busybox_store() else {
+        return;
+    };
+    let image = tmp.path().join("busybox.tar");
+    ok(mybuild(&root)
+        .args(["save", "-o"])
+        .arg(&image)
+        .arg("busybox"));
+    let image = std::fs::read(&image).expect("image tar");
+    // Each member fits the old in-memory limit (1 MiB): before, all were held
+    // at once (2,000 took about 2 GB); 300 keep the test quick and still show it.
+    let members = 300;
+    let fresh = tmp.path().join("fresh");
+    let started = std::time::Instant::now();
+    let (success, peak_mib, stderr) =
+        run_measured(mybuild(&fresh).arg("load"), tmp.path(), move |w| {
+            write_zero_members(w, members, &image)
+        });
+    eprintln!(
+        "load of {members} x 1 MiB members: peak RSS {peak_mib} MiB, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(success, "load failed: {stderr}");
+    assert!(peak_mib < 100, "load peaked at {peak_mib} MiB of RSS");
+    let (so, _) = ok(mybuild(&fresh).arg("images"));
+    assert!(so.contains("busybox"), "{so}");
 }

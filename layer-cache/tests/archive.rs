@@ -127,3 +127,32 @@ fn load_refuses_a_manifest_whose_layer_size_disagrees_with_the_blob() {
     );
     assert!(dst.tags().expect("tags").is_empty());
 }
+
+#[test]
+fn load_refuses_index_json_over_the_json_cap() {
+    let tmp = tempfile::TempDir::new().expect("tmp");
+    let mut tar = tar::Builder::new(Vec::new());
+    let big = vec![b' '; (layer_cache::archive::MAX_ARCHIVE_JSON + 1) as usize];
+    append(&mut tar, "index.json", &big);
+    let tar = tar.into_inner().expect("tar");
+    let err = store(&tmp, "dst").load(&tar[..], "big.tar").unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("big.tar: index.json") && msg.contains("more than the 4194304"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn load_refuses_an_archive_of_too_many_members() {
+    let tmp = tempfile::TempDir::new().expect("tmp");
+    let mut tar = tar::Builder::new(Vec::new());
+    for i in 0..100_001 {
+        append(&mut tar, &format!("m/{i}"), b"");
+    }
+    let tar = tar.into_inner().expect("tar");
+    let err = store(&tmp, "dst").load(&tar[..], "many.tar").unwrap_err();
+    let msg = archive_error(err);
+    assert!(msg.contains("more than 100000 files and links"), "{msg}");
+}
