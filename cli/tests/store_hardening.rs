@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -138,4 +138,47 @@ fn load_memory_stays_flat_with_many_large_members() {
     assert!(peak_mib < 100, "load peaked at {peak_mib} MiB of RSS");
     let (so, _) = ok(mybuild(&fresh).arg("images"));
     assert!(so.contains("busybox"), "{so}");
+}
+
+#[test]
+fn unpack_cap_from_the_environment_stops_a_large_base_layer() {
+    if !testdata::require_root() {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let root = tmp.path().join("store");
+    // A base whose one layer holds an 8 MiB file (its gzip is a few KiB).
+    let rootfs = tmp.path().join("big.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&rootfs).expect("tar"));
+        let mut h = tar::Header::new_ustar();
+        h.set_size(8 << 20);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "big", std::io::repeat(0).take(8 << 20))
+            .expect("append");
+        b.finish().expect("tar");
+    }
+    ok(mybuild(&root).arg("import").arg(&rootfs).arg("big"));
+    let ctx = common::context(tmp.path(), "FROM scratch\nCOPY --from=big /big /big\n", &[]);
+    let build = |cap: &str| {
+        common::run(
+            mybuild(&root)
+                .env("MYBUILD_UNPACK_MAX_BYTES", cap)
+                .args(["build", "-t", "out:1"])
+                .arg(&ctx),
+        )
+    };
+    let (success, so, se) = build("4MiB");
+    assert!(!success, "the build should stop:\n{so}\n{se}");
+    assert!(
+        se.contains("\"big\"") && se.contains("more than 4194304 bytes"),
+        "{se}"
+    );
+    assert!(se.contains("MYBUILD_UNPACK_MAX_BYTES"), "{se}");
+    // With room for it, the same build passes.
+    let (success, so, se) = build("16MiB");
+    assert!(success, "{so}\n{se}");
 }
