@@ -9,6 +9,7 @@ use std::process::Stdio;
 
 use common::{mybuild, ok};
 use tempfile::TempDir;
+use testdata::registry::{Fault, FaultKind, FaultProxy, Registry, RegistryOptions};
 
 /// A store holding `busybox` (so fsck has a tag to walk); `None` when skipped.
 fn busybox_store() -> Option<(TempDir, PathBuf)> {
@@ -181,4 +182,148 @@ fn unpack_cap_from_the_environment_stops_a_large_base_layer() {
     // With room for it, the same build passes.
     let (success, so, se) = build("16MiB");
     assert!(success, "{so}\n{se}");
+}
+
+/// A store with busybox for the registry tests; `None` when skipped.
+fn registry_setup(tools: &[&str]) -> Option<(TempDir, PathBuf)> {
+    if !tools.iter().all(|t| testdata::require_tool(t)) {
+        return None;
+    }
+    busybox_store()
+}
+
+fn login(root: &Path, registry: &str, user: &str, password: &str) {
+    let (success, out, err) = common::with_stdin(
+        mybuild(root).args(["login", "-u", user, "--password-stdin", registry]),
+        format!("{password}\n"),
+    );
+    assert!(success, "login failed: {out}{err}");
+}
+
+/// The requests a proxy saw that carried an Authorization header.
+fn authorized(p: &FaultProxy) -> Vec<(String, Option<String>)> {
+    p.authorizations()
+        .into_iter()
+        .filter(|(_, a)| a.is_some())
+        .collect()
+}
+
+#[test]
+fn upload_location_on_another_port_gets_no_basic_credentials() {
+    let Some((_tmp, root)) = registry_setup(&["docker-registry", "htpasswd"]) else {
+        return;
+    };
+    let reg = Registry::start_with(&RegistryOptions {
+        basic_auth: Some(("alice".into(), "pw-Basic-77".into())),
+        ..Default::default()
+    });
+    // The client talks to `front`; its upload sessions are handed to `other`,
+    // another port in front of the same registry.
+    let front = FaultProxy::start(&reg.addr);
+    let other = FaultProxy::start(&reg.addr);
+    front.add(Fault::new(
+        "POST",
+        "/blobs/uploads/",
+        FaultKind::RewriteLocation {
+            to: other.addr.clone(),
+        },
+        100,
+    ));
+    login(&root, &front.addr, "alice", "pw-Basic-77");
+    let dest = format!("{}/private:1", front.addr);
+    let (success, so, se) = common::run(mybuild(&root).args(["push", "busybox", &dest]));
+    let seen = other.authorizations();
+    assert!(
+        seen.iter().any(|(r, _)| r.contains("/blobs/uploads/")),
+        "the upload never reached the other port: {seen:?}"
+    );
+    assert_eq!(
+        authorized(&other),
+        vec![],
+        "credentials left their registry"
+    );
+    // The other port wants credentials it does not get: the push fails clearly.
+    assert!(!success, "{so}\n{se}");
+    assert!(se.contains("authentication required"), "{se}");
+    // The registry itself still gets them.
+    assert!(!authorized(&front).is_empty());
+}
+
+#[test]
+fn upload_location_on_another_port_gets_only_the_realms_bearer_token() {
+    let Some((_tmp, root)) = registry_setup(&["docker-registry", "openssl"]) else {
+        return;
+    };
+    let issuer = testdata::registry::TokenIssuer::start("carol", "tok-pw-77", "refresh-abc");
+    let reg = Registry::start_with(&RegistryOptions {
+        token_auth: Some(issuer.config()),
+        ..Default::default()
+    });
+    let front = FaultProxy::start(&reg.addr);
+    let other = FaultProxy::start(&reg.addr);
+    front.add(Fault::new(
+        "POST",
+        "/blobs/uploads/",
+        FaultKind::RewriteLocation {
+            to: other.addr.clone(),
+        },
+        100,
+    ));
+    login(&root, &front.addr, "carol", "tok-pw-77");
+    let dest = format!("{}/tok/a:1", front.addr);
+    // The other port challenges for the same realm and service: the token the
+    // realm issued for it goes along, and the push completes.
+    ok(mybuild(&root).args(["push", "busybox", &dest]));
+    let sent = authorized(&other);
+    assert!(!sent.is_empty(), "{:?}", other.authorizations());
+    for (req, auth) in &sent {
+        let auth = auth.as_deref().unwrap_or_default();
+        assert!(auth.starts_with("Bearer "), "{req}: {auth}");
+    }
+    // Each session's first request went without: the token follows a challenge.
+    let first = other.authorizations().into_iter().next();
+    assert!(matches!(first, Some((_, None))), "{first:?}");
+}
+
+#[test]
+fn blob_redirect_to_another_port_gets_no_credentials() {
+    let Some((_tmp, root)) = registry_setup(&["docker-registry", "htpasswd"]) else {
+        return;
+    };
+    let reg = Registry::start_with(&RegistryOptions {
+        basic_auth: Some(("alice".into(), "pw-Basic-77".into())),
+        ..Default::default()
+    });
+    let front = FaultProxy::start(&reg.addr);
+    let other = FaultProxy::start(&reg.addr);
+    login(&root, &front.addr, "alice", "pw-Basic-77");
+    let dest = format!("{}/private:1", front.addr);
+    ok(mybuild(&root).args(["push", "busybox", &dest]));
+    front.add(Fault::new(
+        "GET",
+        "/blobs/sha256:",
+        FaultKind::Redirect {
+            to: other.addr.clone(),
+        },
+        100,
+    ));
+    let fresh = root.with_file_name("fresh");
+    let _ = common::run(
+        mybuild(&fresh)
+            .env("DOCKER_CONFIG", root.with_extension("docker"))
+            .args(["pull", &dest]),
+    );
+    assert!(
+        other
+            .authorizations()
+            .iter()
+            .any(|(r, _)| r.contains("/blobs/sha256:")),
+        "{:?}",
+        other.authorizations()
+    );
+    assert_eq!(
+        authorized(&other),
+        vec![],
+        "credentials followed a redirect"
+    );
 }

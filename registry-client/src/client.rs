@@ -102,6 +102,9 @@ struct AuthState {
     challenge: Option<Challenge>,
     tokens: HashMap<String, (String, Instant)>,
     creds: Option<Option<Credentials>>,
+    /// Other origins (upload Locations) that challenged for our token's realm and
+    /// service: they get the token without a 401 round trip first.
+    token_origins: HashSet<String>,
 }
 
 /// How long cancelling upload sessions may take: an interrupted command
@@ -574,8 +577,18 @@ impl Client {
         let mut attempt = 0;
         let mut rechallenged = false;
         let mut fresh = false;
+        // Credentials stay with their registry: another host or port (an upload
+        // Location elsewhere) gets none, unless it challenges for the same token
+        // realm and service, the audience of our Bearer token.
+        let foreign = url.origin() != host.base.origin();
+        let origin = url.origin().ascii_serialization();
+        let mut same_audience = foreign && host.auth.lock().await.token_origins.contains(&origin);
         loop {
-            let auth = self.authorization(host, scopes, fresh).await?;
+            let auth = if foreign && !same_audience {
+                None
+            } else {
+                self.authorization(host, scopes, fresh).await?
+            };
             fresh = false;
             let mut req = host
                 .http
@@ -613,6 +626,18 @@ impl Client {
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(parse_challenges)
                     .find(|c| c.scheme == "bearer" || c.scheme == "basic");
+                if foreign {
+                    let mut st = host.auth.lock().await;
+                    if ch.is_some_and(|c| same_token_audience(&c, st.challenge.as_ref())) {
+                        st.token_origins.insert(origin.clone());
+                        // Refused although already sent: the token may have expired.
+                        fresh = same_audience;
+                        same_audience = true;
+                        continue;
+                    }
+                    tracing::debug!(%url, "another host asks for credentials; not sending ours");
+                    return Ok(resp);
+                }
                 // An expired or revoked token: take the new challenge (if any),
                 // get a fresh token and try once more.
                 if let Some(ch) = ch {
@@ -1400,6 +1425,19 @@ impl Client {
         }
         Ok(chunks)
     }
+}
+
+/// Whether a foreign host's challenge asks for a token from the realm and for the
+/// service that issued ours (Bearer only: Basic credentials name a registry).
+fn same_token_audience(theirs: &Challenge, ours: Option<&Challenge>) -> bool {
+    let Some(ours) = ours else {
+        return false;
+    };
+    theirs.scheme == "bearer"
+        && ours.scheme == "bearer"
+        && theirs.params.contains_key("realm")
+        && theirs.params.get("realm") == ours.params.get("realm")
+        && theirs.params.get("service") == ours.params.get("service")
 }
 
 fn empty_body() -> BoxFuture<'static, Result<reqwest::Body>> {
