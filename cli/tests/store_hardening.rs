@@ -327,3 +327,93 @@ fn blob_redirect_to_another_port_gets_no_credentials() {
         "credentials followed a redirect"
     );
 }
+
+/// The digest of the image's (only) layer blob.
+fn layer_digest(root: &Path, name: &str) -> String {
+    let v = common::inspect(root, name);
+    v["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no layer in {v}"))
+        .to_string()
+}
+
+/// A registry holding busybox behind a proxy that trickles its layer blob at
+/// 1 byte/s for the first `times` GETs: (registry, proxy, reference, layer digest).
+fn trickling_registry(root: &Path, times: usize) -> (Registry, FaultProxy, String, String) {
+    let reg = Registry::start();
+    let dest = format!("{}/slow:1", reg.addr);
+    ok(mybuild(root).args(["push", "busybox", &dest]));
+    let proxy = FaultProxy::start(&reg.addr);
+    let layer = layer_digest(root, "busybox");
+    proxy.add(Fault::new(
+        "GET",
+        &format!("/blobs/{layer}"),
+        FaultKind::Trickle {
+            after: 4096,
+            every: std::time::Duration::from_secs(1),
+        },
+        times,
+    ));
+    let from_proxy = format!("{}/slow:1", proxy.addr);
+    (reg, proxy, from_proxy, layer)
+}
+
+/// The second GET resumes where the trickle left off: 4096 bytes plus the few
+/// trickled before the transfer was found idle.
+fn assert_resumed_after_trickle(gets: &[String]) {
+    let from: u64 = gets[1]
+        .split("range=bytes=")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .unwrap_or_else(|| panic!("no Range in {gets:?}"));
+    assert!((4096..4096 + 10).contains(&from), "{gets:?}");
+}
+
+fn layer_gets(p: &FaultProxy, layer: &str) -> Vec<String> {
+    p.requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET ") && r.contains(layer))
+        .collect()
+}
+
+#[test]
+fn idle_blob_transfer_is_resumed_once_then_fails_naming_the_blob() {
+    let Some((tmp, root)) = registry_setup(&["docker-registry"]) else {
+        return;
+    };
+    let (_reg, proxy, from_proxy, layer) = trickling_registry(&root, 2);
+    let started = std::time::Instant::now();
+    let (success, so, se) = common::run(
+        mybuild(&tmp.path().join("fresh"))
+            .env("MYBUILD_IDLE_TIMEOUT", "2s")
+            .args(["pull", &from_proxy]),
+    );
+    let took = started.elapsed();
+    assert!(!success, "{so}\n{se}");
+    assert!(
+        se.contains(&format!("blob {layer}")) && se.contains("stalled") && se.contains("2s"),
+        "{se}"
+    );
+    let gets = layer_gets(&proxy, &layer);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_resumed_after_trickle(&gets);
+    // Two idle windows of 2 s, not the 60 s default nor the whole trickle.
+    assert!(took.as_secs() < 20, "{took:?}");
+}
+
+#[test]
+fn idle_blob_transfer_resumes_with_range_and_completes() {
+    let Some((tmp, root)) = registry_setup(&["docker-registry"]) else {
+        return;
+    };
+    let (_reg, proxy, from_proxy, layer) = trickling_registry(&root, 1);
+    let fresh = tmp.path().join("fresh");
+    ok(mybuild(&fresh)
+        .env("MYBUILD_IDLE_TIMEOUT", "2s")
+        .args(["pull", &from_proxy]));
+    let gets = layer_gets(&proxy, &layer);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_resumed_after_trickle(&gets);
+    let (so, _) = ok(mybuild(&fresh).arg("fsck"));
+    assert!(so.contains(": ok"), "{so}");
+}

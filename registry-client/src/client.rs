@@ -40,6 +40,42 @@ pub struct ClientOptions {
     /// Credentials to use instead of the store (login checks them before saving).
     pub credential_override: Option<(String, Credentials)>,
     pub user_agent: String,
+    /// A body transfer that moves less than [`IDLE_MIN_BYTES`] in this long is
+    /// idle: it is resumed once, then fails.
+    pub idle_timeout: Duration,
+}
+
+/// Bytes a transfer must move per idle-timeout window (curl's low-speed limit,
+/// as an amount per window): a 1 byte/s trickle is idle, a slow link is not.
+pub const IDLE_MIN_BYTES: u64 = 1024;
+
+/// The default idle timeout, when `MYBUILD_IDLE_TIMEOUT` is unset.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `2s`, `500ms`, `1m`, or a plain number of seconds.
+pub fn parse_idle_timeout(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (num, mult_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (v, 1000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    let d = Duration::from_millis(n.checked_mul(mult_ms)?);
+    (!d.is_zero()).then_some(d)
+}
+
+/// A duration as the user would write it: `2s`, `1500ms`.
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 impl ClientOptions {
@@ -63,7 +99,56 @@ impl ClientOptions {
             credentials: CredentialStore::from_env(),
             credential_override: None,
             user_agent: concat!("mybuild/", env!("CARGO_PKG_VERSION")).to_string(),
+            idle_timeout: idle_timeout_from_env(),
         }
+    }
+}
+
+/// `$MYBUILD_IDLE_TIMEOUT`, or the default (also when it cannot be read).
+fn idle_timeout_from_env() -> Duration {
+    match std::env::var("MYBUILD_IDLE_TIMEOUT") {
+        Ok(v) if !v.trim().is_empty() => parse_idle_timeout(&v).unwrap_or_else(|| {
+            tracing::warn!(
+                "MYBUILD_IDLE_TIMEOUT={v:?} is not a duration such as 60s or 500ms; using 60s"
+            );
+            DEFAULT_IDLE_TIMEOUT
+        }),
+        _ => DEFAULT_IDLE_TIMEOUT,
+    }
+}
+
+/// Tracks one body transfer's progress: idle once a window of `timeout` passes
+/// with fewer than [`IDLE_MIN_BYTES`] moved.
+struct IdleWatch {
+    timeout: Duration,
+    since: Instant,
+    bytes: u64,
+}
+
+impl IdleWatch {
+    fn new(timeout: Duration) -> IdleWatch {
+        IdleWatch {
+            timeout,
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn moved(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if self.bytes >= IDLE_MIN_BYTES {
+            self.since = Instant::now();
+            self.bytes = 0;
+        }
+    }
+
+    /// The stream's next item, or `None` when the transfer went idle first.
+    async fn next<S: futures_util::Stream + Unpin>(
+        &self,
+        stream: &mut S,
+    ) -> Option<Option<S::Item>> {
+        let deadline = tokio::time::Instant::from_std(self.since + self.timeout);
+        tokio::time::timeout_at(deadline, stream.next()).await.ok()
     }
 }
 
@@ -220,7 +305,7 @@ impl Client {
         let mut b = reqwest::Client::builder()
             .user_agent(self.opts.user_agent.clone())
             .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
+            .read_timeout(Duration::from_secs(120).max(self.opts.idle_timeout * 2))
             .pool_max_idle_per_host(self.opts.max_concurrent_per_host.max(1) * 2);
         let mut identity_pem: Vec<u8> = Vec::new();
         for root in &self.opts.certs_dirs {
@@ -916,6 +1001,7 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
         let mut attempt = 0;
+        let mut idle_resumed = false;
         loop {
             let mut h = HeaderMap::new();
             if offset > 0 {
@@ -935,9 +1021,19 @@ impl Client {
             };
             let mut stream = resp.bytes_stream();
             let mut broken = None;
-            while let Some(chunk) = stream.next().await {
+            let mut watch = IdleWatch::new(self.opts.idle_timeout);
+            let mut idle = false;
+            loop {
+                let Some(next) = watch.next(&mut stream).await else {
+                    idle = true;
+                    break;
+                };
+                let Some(chunk) = next else { break };
                 let chunk = match chunk {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        watch.moved(c.len());
+                        c
+                    }
                     Err(e) => {
                         broken = Some(transport(&r.registry, &e));
                         break;
@@ -960,6 +1056,22 @@ impl Client {
                 out.write_all(data).map_err(|e| Error::io(&what, e))?;
                 offset += data.len() as u64;
                 progress(offset);
+            }
+            if idle {
+                let err = Error::Idle {
+                    what: what.clone(),
+                    idle: show_duration(self.opts.idle_timeout),
+                    offset,
+                    size: desc.size,
+                };
+                // Resumed once: a stuck connection may be one bad path; twice is
+                // the registry.
+                if idle_resumed {
+                    return Err(err);
+                }
+                idle_resumed = true;
+                tracing::info!("{err}; resuming at byte {offset}");
+                continue;
             }
             if offset < desc.size {
                 let err = broken.unwrap_or_else(|| Error::SizeMismatch {
@@ -1020,10 +1132,40 @@ impl Client {
             StatusCode::PARTIAL_CONTENT => 0,
             _ => return Err(status_error(&format!("blob {digest}"), &r.registry, resp).await),
         };
-        let stream = resp
-            .bytes_stream()
-            .map(|c| c.map_err(std::io::Error::other));
-        let mut reader = tokio_util::io::StreamReader::new(stream);
+        let what = format!("blob {digest}");
+        let idle = self.opts.idle_timeout;
+        let stream = futures_util::stream::unfold(
+            (Box::pin(resp.bytes_stream()), IdleWatch::new(idle), false),
+            move |(mut stream, mut watch, done)| {
+                let what = what.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    match watch.next(&mut stream).await {
+                        None => {
+                            let e = Error::Idle {
+                                what,
+                                idle: show_duration(watch.timeout),
+                                offset: 0,
+                                size: 0,
+                            };
+                            let e =
+                                std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string());
+                            Some((Err(e), (stream, watch, true)))
+                        }
+                        Some(None) => None,
+                        Some(Some(c)) => {
+                            if let Ok(b) = &c {
+                                watch.moved(b.len());
+                            }
+                            Some((c.map_err(std::io::Error::other), (stream, watch, false)))
+                        }
+                    }
+                }
+            },
+        );
+        let mut reader = tokio_util::io::StreamReader::new(Box::pin(stream));
         if skip > 0 {
             tokio::io::copy(&mut (&mut reader).take(skip), &mut tokio::io::sink())
                 .await
@@ -1613,6 +1755,21 @@ mod tests {
             "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
         );
         assert!(next_page(&base, &cur, "http://evil.example/v2/a/tags/list").is_none());
+    }
+
+    #[test]
+    fn idle_timeout_parses_seconds_milliseconds_and_minutes() {
+        assert_eq!(parse_idle_timeout("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_idle_timeout(" 500ms "),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_idle_timeout("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_idle_timeout("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_idle_timeout("0s"), None);
+        assert_eq!(parse_idle_timeout("soon"), None);
+        assert_eq!(show_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]
