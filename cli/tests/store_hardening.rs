@@ -417,3 +417,67 @@ fn idle_blob_transfer_resumes_with_range_and_completes() {
     let (so, _) = ok(mybuild(&fresh).arg("fsck"));
     assert!(so.contains(": ok"), "{so}");
 }
+
+#[test]
+fn idle_blob_upload_is_retried_once_then_fails_naming_the_blob() {
+    let Some((tmp, root)) = registry_setup(&["docker-registry"]) else {
+        return;
+    };
+    // A 24 MiB incompressible layer: more than the socket buffers between the
+    // client and a proxy that stops reading hold.
+    let rootfs = tmp.path().join("noise.tar");
+    {
+        let mut data = vec![0u8; 24 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in data.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let mut b = tar::Builder::new(std::fs::File::create(&rootfs).expect("tar"));
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "noise", &data[..]).expect("append");
+        b.finish().expect("tar");
+    }
+    ok(mybuild(&root)
+        .args(["import", "--compression", "uncompressed"])
+        .arg(&rootfs)
+        .arg("noise"));
+    let layer = layer_digest(&root, "noise");
+    let reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.addr);
+    // The monolithic PUT names the digest in its query.
+    proxy.add(Fault::new(
+        "PUT",
+        &layer[7..],
+        FaultKind::Stall { after: 64 << 10 },
+        2,
+    ));
+    let started = std::time::Instant::now();
+    let (success, so, se) = common::run(mybuild(&root).env("MYBUILD_IDLE_TIMEOUT", "2s").args([
+        "push",
+        "noise",
+        &format!("{}/noise:1", proxy.addr),
+    ]));
+    let took = started.elapsed();
+    assert!(!success, "{so}\n{se}");
+    assert!(
+        se.contains(&format!("pushing blob {layer}"))
+            && se.contains("stalled")
+            && se.contains("2s"),
+        "{se}"
+    );
+    let puts: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PUT ") && r.contains(&layer[7..]))
+        .collect();
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    assert!(took.as_secs() < 30, "{took:?}");
+}

@@ -1298,6 +1298,51 @@ impl Client {
         }
     }
 
+    /// Runs an upload request, failing with [`Error::Idle`] when its body moves less
+    /// than [`IDLE_MIN_BYTES`] in an idle window while it is being sent. The wait for
+    /// the answer once the body is out is left to the read timeout: a registry
+    /// may take a while to store a large blob.
+    async fn watch_body<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T>>,
+        flow: &BodyFlow,
+        what: &str,
+    ) -> Result<T> {
+        let idle = self.opts.idle_timeout;
+        let watchdog = async {
+            let tick = (idle / 8).max(Duration::from_millis(20));
+            let snapshot = || {
+                (
+                    flow.starts.load(Ordering::Relaxed),
+                    flow.moved.load(Ordering::Relaxed),
+                )
+            };
+            // The window restarts with each body and each 1 KiB it moves.
+            let (mut base, mut since) = (snapshot(), Instant::now());
+            loop {
+                tokio::time::sleep(tick).await;
+                let now = snapshot();
+                if !flow.sending.load(Ordering::Relaxed)
+                    || now.0 != base.0
+                    || now.1 - base.1 >= IDLE_MIN_BYTES
+                {
+                    (base, since) = (now, Instant::now());
+                } else if since.elapsed() >= idle {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = request => r,
+            () = watchdog => Err(Error::Idle {
+                what: what.to_string(),
+                idle: show_duration(idle),
+                offset: 0,
+                size: 0,
+            }),
+        }
+    }
+
     /// Records an upload session the registry opened; returns its id.
     fn upload_opened(&self, host: &Arc<Host>, repository: &str, url: &Url) -> u64 {
         let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
@@ -1434,18 +1479,26 @@ impl Client {
         );
         h.insert(CONTENT_LENGTH, HeaderValue::from(desc.size));
         let size = desc.size;
+        let flow = Arc::new(BodyFlow::default());
+        let body_flow = flow.clone();
         let body = move || -> BoxFuture<'_, Result<reqwest::Body>> {
-            Box::pin(async move { reader_body(source, 0, size).await })
+            let flow = body_flow.clone();
+            Box::pin(async move { reader_body(source, 0, size, flow).await })
         };
+        let what = format!("pushing blob {}", desc.digest);
         let resp = self
-            .send(
-                host,
-                Method::PUT,
-                &loc,
-                &h,
-                Some(&body),
-                &Self::push_scope(&r.repository),
-                true,
+            .watch_body(
+                self.send(
+                    host,
+                    Method::PUT,
+                    &loc,
+                    &h,
+                    Some(&body),
+                    &Self::push_scope(&r.repository),
+                    true,
+                ),
+                &flow,
+                &what,
             )
             .await?;
         if resp.status() != StatusCode::CREATED {
@@ -1485,13 +1538,22 @@ impl Client {
                     .map_err(|_| Error::invalid(&what, "content-range"))?,
             );
             let start = offset;
+            let flow = Arc::new(BodyFlow::default());
+            let body_flow = flow.clone();
             let body = move || -> BoxFuture<'_, Result<reqwest::Body>> {
-                Box::pin(async move { reader_body(source, start, len).await })
+                let flow = body_flow.clone();
+                Box::pin(async move { reader_body(source, start, len, flow).await })
             };
             let sent = self
-                .send(host, Method::PATCH, &loc, &h, Some(&body), &scopes, false)
+                .watch_body(
+                    self.send(host, Method::PATCH, &loc, &h, Some(&body), &scopes, false),
+                    &flow,
+                    &what,
+                )
                 .await;
             match sent {
+                // The upload as a whole is retried once by `push_blob`.
+                Err(e @ Error::Idle { .. }) => return Err(e),
                 Ok(resp)
                     if matches!(
                         resp.status(),
@@ -1592,13 +1654,84 @@ fn zero_length() -> HeaderMap {
     h
 }
 
-async fn reader_body(source: &dyn BlobSource, offset: u64, len: u64) -> Result<reqwest::Body> {
+async fn reader_body(
+    source: &dyn BlobSource,
+    offset: u64,
+    len: u64,
+    flow: Arc<BodyFlow>,
+) -> Result<reqwest::Body> {
     let reader = source
         .open(offset)
         .await
         .map_err(|e| Error::io("opening blob for upload", e))?;
+    let generation = flow.starts.fetch_add(1, Ordering::Relaxed) + 1;
+    flow.sending.store(true, Ordering::Relaxed);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader.take(len), 256 << 10);
+    // Counts what the connection takes; hyper stops polling a body the peer
+    // does not read.
+    let stream = CountedBody {
+        inner: stream,
+        flow,
+        generation,
+    };
     Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// How far the current upload body has been taken by the connection.
+#[derive(Default)]
+struct BodyFlow {
+    /// Bytes handed to the connection, over every attempt.
+    moved: AtomicU64,
+    /// A body is being sent and has not ended.
+    sending: std::sync::atomic::AtomicBool,
+    /// Bodies started (a retry starts another).
+    starts: AtomicU64,
+}
+
+struct CountedBody<S> {
+    inner: S,
+    flow: Arc<BodyFlow>,
+    /// Which of the flow's bodies this is: a late drop of an earlier one must not
+    /// mark a newer one done.
+    generation: u64,
+}
+
+impl<S> CountedBody<S> {
+    fn done(&self) {
+        if self.flow.starts.load(Ordering::Relaxed) == self.generation {
+            self.flow.sending.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S> Drop for CountedBody<S> {
+    /// A body dropped unfinished (an answer came early, or the request failed) is
+    /// not being sent any more.
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<S> futures_util::Stream for CountedBody<S>
+where
+    S: futures_util::Stream<Item = std::io::Result<tokio_util::bytes::Bytes>> + Unpin,
+{
+    type Item = std::io::Result<tokio_util::bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(b))) => {
+                self.flow.moved.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            std::task::Poll::Ready(_) => self.done(),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
 }
 
 /// The upload Location resolved against the request URL (query kept), and the
