@@ -125,8 +125,29 @@ pub struct Globals {
 
 impl Globals {
     pub fn store(&self) -> anyhow::Result<layer_cache::Store> {
-        Ok(layer_cache::Store::open(&self.root)?)
+        Ok(layer_cache::Store::open(&self.root)?.with_unpack_overrides(unpack_overrides()?))
     }
+}
+
+/// Layer unpack limits from `MYBUILD_UNPACK_MAX_BYTES` (a size such as `20GiB`)
+/// and `MYBUILD_UNPACK_MAX_ENTRIES`, replacing the defaults.
+fn unpack_overrides() -> anyhow::Result<layer_cache::store::UnpackOverrides> {
+    use anyhow::Context;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let max_bytes = var("MYBUILD_UNPACK_MAX_BYTES")
+        .map(|v| commands::cache::parse_size(&v).context("MYBUILD_UNPACK_MAX_BYTES"))
+        .transpose()?;
+    let max_entries = var("MYBUILD_UNPACK_MAX_ENTRIES")
+        .map(|v| {
+            v.trim().parse::<u64>().with_context(|| {
+                format!("MYBUILD_UNPACK_MAX_ENTRIES={v:?}: expected a whole number")
+            })
+        })
+        .transpose()?;
+    Ok(layer_cache::store::UnpackOverrides {
+        max_bytes,
+        max_entries,
+    })
 }
 
 fn main() -> std::process::ExitCode {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layer_cache::oci_spec::image::Descriptor;
-use layer_cache::unpack::{unpack, UnpackOptions, WhiteoutMode};
+use layer_cache::unpack::{unpack_limited, UnpackOptions, WhiteoutMode};
 use layer_cache::{ImageRef, Store};
 
 use crate::commands::archive::write_tar_to;
@@ -168,7 +168,8 @@ fn apply_layers(store: &Store, manifest: &Descriptor, dest: &Path) -> Result<()>
     };
     for layer in img.manifest.layers() {
         let reader = store.open_layer(layer)?;
-        unpack(reader, dest, &opts).with_context(|| {
+        let limits = store.layer_unpack_limits(layer.size());
+        unpack_limited(reader, dest, &opts, limits).with_context(|| {
             format!("unpacking layer {} into {}", layer.digest(), dest.display())
         })?;
     }

@@ -19,8 +19,17 @@ use crate::layer::decompress;
 use crate::refs::ImageRef;
 use crate::store::{Store, OCI_LAYOUT};
 
-/// Archive members up to this size that are not blobs are held in memory while loading.
+/// Archive members up to this size that are not blobs are held in memory while
+/// loading (Docker's `<id>.json` configs, `VERSION` files), ...
 const SMALL_FILE: u64 = 1 << 20;
+/// ... as long as they add up to no more than this; later ones go to the store.
+const SMALL_TOTAL: u64 = 16 << 20;
+/// `index.json` and `manifest.json` are read into memory; larger ones are refused.
+/// 4 MiB is the manifest limit of distribution and containerd.
+pub const MAX_ARCHIVE_JSON: u64 = 4 << 20;
+/// Files and links an archive may hold (the paths are remembered until the
+/// manifests are read).
+const MAX_MEMBERS: usize = 100_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -132,6 +141,7 @@ impl Store {
         let mut files: BTreeMap<String, (Digest, u64, Compression)> = BTreeMap::new();
         let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut links: BTreeMap<String, String> = BTreeMap::new();
+        let (mut recorded, mut small_bytes) = (0usize, 0u64);
         for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
             let path = clean(
@@ -152,6 +162,12 @@ impl Store {
                     } else {
                         clean(&t)
                     };
+                    if recorded >= MAX_MEMBERS {
+                        return Err(bad(format!(
+                            "more than {MAX_MEMBERS} files and links; no image archive has that many"
+                        )));
+                    }
+                    recorded += 1;
                     links.insert(path, resolved);
                 }
                 continue;
@@ -160,21 +176,36 @@ impl Store {
                 continue;
             }
             let size = entry.size();
+            if recorded >= MAX_MEMBERS {
+                return Err(bad(format!(
+                    "more than {MAX_MEMBERS} files and links; no image archive has that many"
+                )));
+            }
+            recorded += 1;
+            if path == "index.json" || path == "manifest.json" {
+                if size > MAX_ARCHIVE_JSON {
+                    return Err(StoreError::TooLarge {
+                        what: format!("archive {source}: {path}"),
+                        size,
+                        limit: MAX_ARCHIVE_JSON,
+                    });
+                }
+                small.insert(path.clone(), read_member(&mut entry, size, &path, &bad)?);
+                continue;
+            }
             let expected = path
                 .strip_prefix("blobs/sha256/")
                 .and_then(|h| Digest::from_hex(h).ok());
-            // Small metadata stays in memory and enters the store only if a manifest names it.
-            if expected.is_none() && size <= SMALL_FILE {
-                let mut buf = Vec::with_capacity(size as usize);
-                entry
-                    .read_to_end(&mut buf)
-                    .map_err(|e| bad(format!("{path}: {e}")))?;
-                small.insert(path, buf);
+            // Small metadata stays in memory, up to a total, and enters the store
+            // only if a manifest names it; the rest is streamed into the store
+            // (what no manifest names is left for `prune`).
+            if expected.is_none() && size <= SMALL_FILE && small_bytes + size <= SMALL_TOTAL {
+                small_bytes += size;
+                small.insert(path.clone(), read_member(&mut entry, size, &path, &bad)?);
                 continue;
             }
             let mut w = self.ingest()?;
-            let mut head = [0u8; 4];
-            let mut head_len = 0;
+            let mut head = Vec::with_capacity(4);
             let mut buf = vec![0u8; 1 << 16];
             loop {
                 let n = entry
@@ -183,18 +214,13 @@ impl Store {
                 if n == 0 {
                     break;
                 }
-                while head_len < 4 && head_len < n {
-                    head[head_len] = buf[head_len];
-                    head_len += 1;
-                }
+                let want = 4 - head.len();
+                head.extend_from_slice(&buf[..n.min(want)]);
                 w.write_all(&buf[..n])
                     .map_err(|e| StoreError::io(self.ingest_dir(), e))?;
             }
             let c = w.commit(expected.as_ref(), Some(size))?;
-            files.insert(
-                path,
-                (c.digest, c.size, Compression::sniff(&head[..head_len])),
-            );
+            files.insert(path, (c.digest, c.size, Compression::sniff(&head)));
         }
         let lookup = |p: &str| -> Result<(Digest, u64, Compression)> {
             let mut p = clean(p);
@@ -228,12 +254,7 @@ impl Store {
             )
             .map_err(|e| StoreError::json("index.json", e))?;
             for m in manifests {
-                let digest = image::descriptor_digest(&m)?;
-                if !self.has_blob(&digest) {
-                    return Err(bad(format!(
-                        "index.json names manifest {digest}, which the archive lacks"
-                    )));
-                }
+                self.check_descriptors(&m, source)?;
                 let ann = m.annotations().clone().unwrap_or_default();
                 let name = ann
                     .get(image::IMAGE_NAME_ANNOTATION)
@@ -315,6 +336,68 @@ impl Store {
         Ok(loaded)
     }
 
+    /// Every blob reachable from an index.json entry must be there (an index's
+    /// absent platforms excepted) with the size its descriptor gives: a wrong size
+    /// would load and then fail `fsck`, push and every size-checked read.
+    fn check_descriptors(&self, top: &Descriptor, source: &str) -> Result<()> {
+        let bad = |reason: String| StoreError::Archive {
+            path: source.into(),
+            reason,
+        };
+        // (descriptor, who names it, whether it must be present); a stack, not
+        // recursion, so nesting depth costs no stack.
+        let mut todo = vec![(top.clone(), "index.json".to_string(), true)];
+        let mut seen = BTreeSet::new();
+        while let Some((desc, named_by, required)) = todo.pop() {
+            let digest = image::descriptor_digest(&desc)?;
+            if !seen.insert((digest.clone(), desc.size())) {
+                continue;
+            }
+            let media_type = desc.media_type().to_string();
+            let actual = match self.blob_size(&digest)? {
+                Some(a) => a,
+                None if required => {
+                    return Err(bad(format!(
+                        "{named_by} names {media_type} {digest}, which the archive lacks"
+                    )))
+                }
+                None => continue,
+            };
+            if actual != desc.size() {
+                return Err(bad(format!(
+                    "{named_by} gives {digest} a size of {} bytes, but the blob has {actual} bytes",
+                    desc.size()
+                )));
+            }
+            let is_manifest = matches!(
+                media_type.as_str(),
+                image::OCI_MANIFEST
+                    | image::OCI_INDEX
+                    | image::DOCKER_MANIFEST
+                    | image::DOCKER_MANIFEST_LIST
+            );
+            if !is_manifest {
+                continue;
+            }
+            let what = format!("manifest {digest}");
+            match image::parse_manifest(&self.read_blob(&digest, MAX_JSON_BLOB)?, &what)? {
+                image::ParsedManifest::Image(m) => {
+                    todo.push((m.config().clone(), what.clone(), true));
+                    for l in m.layers() {
+                        todo.push((l.clone(), what.clone(), true));
+                    }
+                }
+                image::ParsedManifest::Index(idx) => {
+                    // Platforms never fetched may be absent; present ones must agree.
+                    for child in idx.manifests() {
+                        todo.push((child.clone(), what.clone(), false));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// sha256 of a stored layer's uncompressed content.
     pub fn diff_id_of(&self, digest: &Digest, size: u64) -> Result<Digest> {
         let reader = BufReader::new(self.open_blob(digest, Some(size))?);
@@ -325,6 +408,21 @@ impl Store {
             .map_err(|e| crate::store::verify_error(digest, &self.blob_path(digest), e))?;
         Ok(plain.finish().1)
     }
+}
+
+/// Reads one member whose size the header gave (already checked against a limit).
+fn read_member(
+    entry: &mut impl Read,
+    size: u64,
+    path: &str,
+    bad: &impl Fn(String) -> StoreError,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size as usize);
+    entry
+        .take(size)
+        .read_to_end(&mut buf)
+        .map_err(|e| bad(format!("{path}: {e}")))?;
+    Ok(buf)
 }
 
 fn tar_header(size: u64) -> tar::Header {

@@ -12,6 +12,8 @@ pub struct FsckReport {
     pub blobs_checked: u64,
     pub bytes_checked: u64,
     pub tags_checked: u64,
+    /// Blobs listed but gone before they could be read (removed by a concurrent prune).
+    pub blobs_vanished: u64,
     /// One line per problem, naming the blob or tag.
     pub problems: Vec<String>,
 }
@@ -36,24 +38,7 @@ impl Store {
                 ));
                 continue;
             };
-            report.blobs_checked += 1;
-            match hash_file(&entry.path()) {
-                Ok((actual, len)) => {
-                    report.bytes_checked += len;
-                    if actual != expected {
-                        report.problems.push(format!(
-                            "blob {expected} is corrupt: content hashes to {actual}"
-                        ));
-                        corrupt.insert(expected);
-                    }
-                }
-                Err(e) => {
-                    report
-                        .problems
-                        .push(format!("blob {expected} cannot be read: {e}"));
-                    corrupt.insert(expected);
-                }
-            }
+            check_listed_blob(&entry.path(), expected, &mut report, &mut corrupt);
         }
         let mut diff_ids = BTreeMap::new();
         for tag in self.tags()? {
@@ -195,10 +180,83 @@ impl Store {
     }
 }
 
+/// Hashes one blob found by the listing. One that is gone by now was removed by a
+/// concurrent `prune` (it sweeps garbage without blocking fsck): nothing is left to
+/// check, and a tag that needs it is reported as missing by the tag walk.
+fn check_listed_blob(
+    path: &std::path::Path,
+    expected: Digest,
+    report: &mut FsckReport,
+    corrupt: &mut BTreeSet<Digest>,
+) {
+    match hash_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.blobs_vanished += 1,
+        Ok((actual, len)) => {
+            report.blobs_checked += 1;
+            report.bytes_checked += len;
+            if actual != expected {
+                report.problems.push(format!(
+                    "blob {expected} is corrupt: content hashes to {actual}"
+                ));
+                corrupt.insert(expected);
+            }
+        }
+        Err(e) => {
+            report.blobs_checked += 1;
+            report
+                .problems
+                .push(format!("blob {expected} cannot be read: {e}"));
+            corrupt.insert(expected);
+        }
+    }
+}
+
 fn hash_file(path: &std::path::Path) -> std::io::Result<(Digest, u64)> {
     let file = std::fs::File::open(path)?;
     let mut r = HashingReader::new(file);
     std::io::copy(&mut r, &mut std::io::sink())?;
     let (_, d, len) = r.finish();
     Ok((d, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsck_blob_vanished_while_checking_is_not_a_problem() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let c = store.write_blob(b"garbage").unwrap();
+        let path = store.blob_path(&c.digest);
+        // Listed, then swept by a prune before fsck opens it.
+        std::fs::remove_file(&path).unwrap();
+        let mut report = FsckReport::default();
+        let mut corrupt = BTreeSet::new();
+        check_listed_blob(&path, c.digest.clone(), &mut report, &mut corrupt);
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!((report.blobs_checked, report.blobs_vanished), (0, 1));
+        assert!(corrupt.is_empty());
+    }
+
+    #[test]
+    fn fsck_tag_whose_manifest_vanished_is_still_a_problem() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let m = store.write_blob(br#"{"schemaVersion":2}"#).unwrap();
+        let desc = image::descriptor(image::OCI_MANIFEST, &m.digest, m.size);
+        store
+            .set_tag(&crate::ImageRef::parse("gone:1").unwrap(), &desc)
+            .unwrap();
+        std::fs::remove_file(store.blob_path(&m.digest)).unwrap();
+        let report = store.fsck().unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("gone:1") && p.contains("is missing")),
+            "{:?}",
+            report.problems
+        );
+    }
 }

@@ -73,7 +73,6 @@ impl BlobWriter {
         let file = buf
             .into_inner()
             .map_err(|e| StoreError::io(&self.temp, e.into_error()))?;
-        file.sync_all().map_err(|e| StoreError::io(&self.temp, e))?;
         let size = self.hasher.len();
         let digest = std::mem::take(&mut self.hasher).finish();
         if let Some(expected) = expected {
@@ -94,9 +93,11 @@ impl BlobWriter {
             }
         }
         let dest = self.blobs_dir.join(digest.hex());
+        // Already stored (and synced when it was): this copy needs no fsync.
         if dest.exists() {
             return Ok(Committed { digest, size });
         }
+        file.sync_all().map_err(|e| StoreError::io(&self.temp, e))?;
         std::fs::rename(&self.temp, &dest).map_err(|e| StoreError::io(&dest, e))?;
         sync_dir(&self.blobs_dir)?;
         drop(file);

@@ -14,7 +14,7 @@ use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::lock::FileLock;
 use crate::store::Store;
-use crate::unpack::{unpack, UnpackOptions, WhiteoutMode};
+use crate::unpack::{unpack_limited, UnpackLimits, UnpackOptions, WhiteoutMode};
 
 impl Store {
     pub fn snapshots_dir(&self) -> PathBuf {
@@ -55,13 +55,20 @@ impl Store {
             return Ok(target);
         }
         let what = format!("layer {}", crate::image::descriptor_digest(layer)?);
-        let scratch = self.unpack_scratch(self.open_layer(layer)?, diff_id, &what)?;
+        let limits = self.layer_unpack_limits(layer.size());
+        let scratch = self.unpack_scratch(self.open_layer(layer)?, diff_id, &what, limits)?;
         self.commit_snapshot(scratch, diff_id)
     }
 
     /// Unpacks an uncompressed layer stream into a fresh scratch directory in overlay
     /// form, failing when the stream does not hash to `diff_id`.
-    fn unpack_scratch(&self, layer: impl Read, diff_id: &Digest, what: &str) -> Result<ScratchDir> {
+    fn unpack_scratch(
+        &self,
+        layer: impl Read,
+        diff_id: &Digest,
+        what: &str,
+        limits: UnpackLimits,
+    ) -> Result<ScratchDir> {
         let scratch = self.scratch_dir("unpack")?;
         let mut reader = crate::digest::HashingReader::new(layer);
         let opts = UnpackOptions {
@@ -69,7 +76,7 @@ impl Store {
             preserve_owner: true,
             same_permissions: true,
         };
-        unpack(&mut reader, scratch.path(), &opts)?;
+        unpack_limited(&mut reader, scratch.path(), &opts, limits)?;
         // Drain trailing padding so the whole stream is hashed and the blob verified.
         std::io::copy(&mut reader, &mut std::io::sink())
             .map_err(|e| StoreError::io(scratch.path(), e))?;
@@ -87,8 +94,14 @@ impl Store {
     /// Starts unpacking the layer with this diff_id from its compressed bytes as they
     /// arrive (write them to the feeder), so a pulled base needs no second read of its
     /// blob. `None` when the snapshot exists or another unpack of it is under way.
-    /// `what` names the layer in errors.
-    pub fn snapshot_feeder(&self, diff_id: &Digest, what: &str) -> Result<Option<SnapshotFeeder>> {
+    /// `compressed` is the blob's size (it sets the unpack limits); `what` names
+    /// the layer in errors.
+    pub fn snapshot_feeder(
+        &self,
+        diff_id: &Digest,
+        compressed: u64,
+        what: &str,
+    ) -> Result<Option<SnapshotFeeder>> {
         if self.snapshot_path(diff_id).is_dir() {
             return Ok(None);
         }
@@ -105,6 +118,7 @@ impl Store {
         let store = self.clone();
         let id = diff_id.clone();
         let what = what.to_string();
+        let limits = self.layer_unpack_limits(compressed);
         let worker = std::thread::spawn(move || {
             let input = std::io::BufReader::new(ChannelReader {
                 rx,
@@ -112,7 +126,7 @@ impl Store {
                 pos: 0,
             });
             let layer = crate::unpack::decompress(input).map_err(|e| StoreError::io(&what, e))?;
-            store.unpack_scratch(layer, &id, &what)
+            store.unpack_scratch(layer, &id, &what, limits)
         });
         Ok(Some(SnapshotFeeder {
             store: self.clone(),

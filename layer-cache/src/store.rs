@@ -21,12 +21,24 @@ const EMPTY_INDEX: &[u8] = br#"{"manifests":[],"schemaVersion":2}"#;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    unpack_overrides: UnpackOverrides,
+}
+
+/// Replacements for the default layer unpack limits
+/// ([`crate::unpack::UnpackLimits::for_layer`]), e.g. from the environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnpackOverrides {
+    pub max_bytes: Option<u64>,
+    pub max_entries: Option<u64>,
 }
 
 impl Store {
     /// Opens the store at `root`, creating the layout when missing.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
-        let store = Store { root: root.into() };
+        let store = Store {
+            root: root.into(),
+            unpack_overrides: UnpackOverrides::default(),
+        };
         for dir in [
             store.root.clone(),
             store.blobs_dir(),
@@ -38,6 +50,21 @@ impl Store {
         store.create_if_missing(&store.root.join("oci-layout"), OCI_LAYOUT)?;
         store.create_if_missing(&store.index_path(), EMPTY_INDEX)?;
         Ok(store)
+    }
+
+    /// This store, unpacking layers with these limits instead of the defaults.
+    pub fn with_unpack_overrides(mut self, o: UnpackOverrides) -> Store {
+        self.unpack_overrides = o;
+        self
+    }
+
+    /// The limits for unpacking a layer whose blob has `compressed` bytes.
+    pub fn layer_unpack_limits(&self, compressed: u64) -> crate::unpack::UnpackLimits {
+        let d = crate::unpack::UnpackLimits::for_layer(compressed);
+        crate::unpack::UnpackLimits {
+            max_bytes: self.unpack_overrides.max_bytes.unwrap_or(d.max_bytes),
+            max_entries: self.unpack_overrides.max_entries.unwrap_or(d.max_entries),
+        }
     }
 
     pub fn root(&self) -> &Path {

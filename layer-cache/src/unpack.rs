@@ -106,6 +106,36 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
+/// Caps on what one unpack may create, so a small hostile layer (a gzip bomb: a
+/// few MB that inflate to many GB, or millions of empty files) is stopped before
+/// it fills the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes of regular file content.
+    pub max_bytes: u64,
+    /// Tar entries, as counted in [`UnpackStats::entries`].
+    pub max_entries: u64,
+}
+
+impl UnpackLimits {
+    /// No limit (trusted input, such as the build context).
+    pub const NONE: UnpackLimits = UnpackLimits {
+        max_bytes: u64::MAX,
+        max_entries: u64::MAX,
+    };
+
+    /// The default for a layer whose blob is `compressed` bytes: 10 times that plus
+    /// 1 GiB of content, and 1,000,000 entries plus one per 32 compressed bytes.
+    /// Real layers stay far below (gzip rarely passes 5:1 on image content, and a
+    /// tar header compresses to more than 32 bytes).
+    pub fn for_layer(compressed: u64) -> UnpackLimits {
+        UnpackLimits {
+            max_bytes: compressed.saturating_mul(10).saturating_add(1 << 30),
+            max_entries: (compressed / 32).saturating_add(1_000_000),
+        }
+    }
+}
+
 /// Why an unpack failed; every variant names the entry or path concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -169,6 +199,10 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    #[error("tar entry {entry:?}: the layer unpacks to more than {limit} bytes of file content, its limit (by default 10 times the compressed size plus 1 GiB; MYBUILD_UNPACK_MAX_BYTES changes it)")]
+    TooLarge { entry: String, limit: u64 },
+    #[error("tar entry {entry:?}: the layer has more than {limit} entries, its limit (by default 1,000,000 plus one per 32 compressed bytes; MYBUILD_UNPACK_MAX_ENTRIES changes it)")]
+    TooManyEntries { entry: String, limit: u64 },
     #[error("tar entry {entry:?}: {op} {path:?}: {source}")]
     Io {
         entry: String,
@@ -213,11 +247,22 @@ pub fn decompress<'a, R: BufRead + Send + 'a>(
     }
 }
 
-/// Unpack an uncompressed tar stream into `root` (which must exist).
+/// Unpack an uncompressed tar stream into `root` (which must exist), without limits.
 pub fn unpack<R: Read>(
     reader: R,
     root: &Path,
     opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    unpack_limited(reader, root, opts, UnpackLimits::NONE)
+}
+
+/// [`unpack`], failing once the content or the entry count passes `limits`
+/// (what was written so far stays; callers unpack into a scratch directory).
+pub fn unpack_limited<R: Read>(
+    reader: R,
+    root: &Path,
+    opts: &UnpackOptions,
+    limits: UnpackLimits,
 ) -> Result<UnpackStats, UnpackError> {
     let root_fd = rustix::fs::open(
         root,
@@ -241,6 +286,7 @@ pub fn unpack<R: Read>(
         layer_ancestors: HashSet::new(),
         dirs: Vec::new(),
         stats: UnpackStats::default(),
+        limits,
     };
     let stream_err = |source| UnpackError::Stream {
         root: root.to_path_buf(),
@@ -344,6 +390,7 @@ struct Unpacker<'o> {
     layer_ancestors: HashSet<Vec<u8>>,
     dirs: Vec<PendingDir>,
     stats: UnpackStats,
+    limits: UnpackLimits,
 }
 
 /// A resolved parent directory: an `O_PATH` descriptor and its path under the root.
@@ -422,6 +469,12 @@ impl Unpacker<'_> {
         let raw_name = entry.path_bytes().into_owned();
         let name = lossy(&raw_name);
         self.stats.entries += 1;
+        if self.stats.entries > self.limits.max_entries {
+            return Err(UnpackError::TooManyEntries {
+                entry: name,
+                limit: self.limits.max_entries,
+            });
+        }
 
         let meta = self.meta(entry, &name)?;
         let comps = clean(&raw_name).map_err(|p| Self::name_err(&name, "name", &raw_name, p))?;
@@ -440,6 +493,13 @@ impl Unpacker<'_> {
 
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // Refused before anything is written when the header alone says so.
+                if entry.size() > self.limits.max_bytes.saturating_sub(self.stats.bytes) {
+                    return Err(UnpackError::TooLarge {
+                        entry: name,
+                        limit: self.limits.max_bytes,
+                    });
+                }
                 let parent = self.resolve_parent(&name, parent_comps)?;
                 self.regular(entry, &name, &parent, last, &meta)
             }
@@ -691,6 +751,11 @@ impl Unpacker<'_> {
         meta: &Meta,
     ) -> Result<(), UnpackError> {
         let path = parent.child(name);
+        let room = self.limits.max_bytes.saturating_sub(self.stats.bytes);
+        let too_large = || UnpackError::TooLarge {
+            entry: entry.to_string(),
+            limit: self.limits.max_bytes,
+        };
         self.remove(entry, parent, name)?;
         // O_EXCL after the removal: never write into something already there,
         // be it a symlink or an inode shared by a hardlink.
@@ -702,12 +767,21 @@ impl Unpacker<'_> {
         )
         .map_err(|e| self.io_err(entry, "creating file", &path, e))?;
         let mut file = File::from(fd);
-        let n = io::copy(content, &mut file).map_err(|e| UnpackError::Io {
-            entry: entry.to_string(),
-            op: "writing content of",
-            path: show(&path),
-            source: e,
+        // One byte past the room tells a stream that would overrun (the header's
+        // size is not trusted: sparse entries expand).
+        let n = io::copy(&mut content.take(room.saturating_add(1)), &mut file).map_err(|e| {
+            UnpackError::Io {
+                entry: entry.to_string(),
+                op: "writing content of",
+                path: show(&path),
+                source: e,
+            }
         })?;
+        if n > room {
+            drop(file);
+            let _ = rustix::fs::unlinkat(&parent.fd, os(name), AtFlags::empty());
+            return Err(too_large());
+        }
         self.stats.bytes += n;
         self.chown_at(entry, parent, name, meta)?;
         self.xattrs_fd(entry, &path, file.as_fd(), meta);

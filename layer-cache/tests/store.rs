@@ -268,7 +268,7 @@ fn a_snapshot_fed_while_the_blob_arrives_matches_the_layer() {
         let (_t, s) = store();
         let (blob, diff_id) = small_layer(&s, compression);
         let mut feeder = s
-            .snapshot_feeder(&diff_id, "layer")
+            .snapshot_feeder(&diff_id, blob.len() as u64, "layer")
             .expect("feeder")
             .expect("no snapshot yet");
         // Odd-sized writes, as network reads come.
@@ -286,7 +286,7 @@ fn a_snapshot_fed_while_the_blob_arrives_matches_the_layer() {
             .mode();
         assert_eq!(mode & 0o777, 0o640);
         assert!(
-            s.snapshot_feeder(&diff_id, "layer")
+            s.snapshot_feeder(&diff_id, blob.len() as u64, "layer")
                 .expect("feeder")
                 .is_none(),
             "a present snapshot needs no feeder"
@@ -300,7 +300,10 @@ fn a_fed_snapshot_with_the_wrong_diff_id_or_cut_short_is_never_committed() {
     let (_t, s) = store();
     let (blob, diff_id) = small_layer(&s, Compression::Gzip);
     let wrong = Digest::of(b"another layer");
-    let mut feeder = s.snapshot_feeder(&wrong, "layer").expect("f").expect("f");
+    let mut feeder = s
+        .snapshot_feeder(&wrong, blob.len() as u64, "layer")
+        .expect("f")
+        .expect("f");
     feeder.write_all(&blob).expect("write");
     let err = feeder.finish().unwrap_err();
     assert!(
@@ -310,13 +313,19 @@ fn a_fed_snapshot_with_the_wrong_diff_id_or_cut_short_is_never_committed() {
     );
     assert!(!s.snapshot_path(&wrong).exists());
     // An interrupted download: half the blob, then the feeder is dropped.
-    let mut feeder = s.snapshot_feeder(&diff_id, "layer").expect("f").expect("f");
+    let mut feeder = s
+        .snapshot_feeder(&diff_id, blob.len() as u64, "layer")
+        .expect("f")
+        .expect("f");
     feeder.write_all(&blob[..blob.len() / 2]).expect("write");
     drop(feeder);
     assert!(!s.snapshot_path(&diff_id).exists());
     assert!(scratch_left(&s).is_empty(), "{:?}", scratch_left(&s));
     // Garbage is refused at finish, and the writes themselves never fail.
-    let mut feeder = s.snapshot_feeder(&diff_id, "layer").expect("f").expect("f");
+    let mut feeder = s
+        .snapshot_feeder(&diff_id, blob.len() as u64, "layer")
+        .expect("f")
+        .expect("f");
     feeder.write_all(&vec![0x1f; 1 << 20]).expect("write");
     assert!(feeder.finish().is_err());
     assert!(!s.snapshot_path(&diff_id).exists());

@@ -40,6 +40,42 @@ pub struct ClientOptions {
     /// Credentials to use instead of the store (login checks them before saving).
     pub credential_override: Option<(String, Credentials)>,
     pub user_agent: String,
+    /// A body transfer that moves less than [`IDLE_MIN_BYTES`] in this long is
+    /// idle: it is resumed once, then fails.
+    pub idle_timeout: Duration,
+}
+
+/// Bytes a transfer must move per idle-timeout window (curl's low-speed limit,
+/// as an amount per window): a 1 byte/s trickle is idle, a slow link is not.
+pub const IDLE_MIN_BYTES: u64 = 1024;
+
+/// The default idle timeout, when `MYBUILD_IDLE_TIMEOUT` is unset.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `2s`, `500ms`, `1m`, or a plain number of seconds.
+pub fn parse_idle_timeout(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (num, mult_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (v, 1000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    let d = Duration::from_millis(n.checked_mul(mult_ms)?);
+    (!d.is_zero()).then_some(d)
+}
+
+/// A duration as the user would write it: `2s`, `1500ms`.
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 impl ClientOptions {
@@ -63,7 +99,56 @@ impl ClientOptions {
             credentials: CredentialStore::from_env(),
             credential_override: None,
             user_agent: concat!("mybuild/", env!("CARGO_PKG_VERSION")).to_string(),
+            idle_timeout: idle_timeout_from_env(),
         }
+    }
+}
+
+/// `$MYBUILD_IDLE_TIMEOUT`, or the default (also when it cannot be read).
+fn idle_timeout_from_env() -> Duration {
+    match std::env::var("MYBUILD_IDLE_TIMEOUT") {
+        Ok(v) if !v.trim().is_empty() => parse_idle_timeout(&v).unwrap_or_else(|| {
+            tracing::warn!(
+                "MYBUILD_IDLE_TIMEOUT={v:?} is not a duration such as 60s or 500ms; using 60s"
+            );
+            DEFAULT_IDLE_TIMEOUT
+        }),
+        _ => DEFAULT_IDLE_TIMEOUT,
+    }
+}
+
+/// Tracks one body transfer's progress: idle once a window of `timeout` passes
+/// with fewer than [`IDLE_MIN_BYTES`] moved.
+struct IdleWatch {
+    timeout: Duration,
+    since: Instant,
+    bytes: u64,
+}
+
+impl IdleWatch {
+    fn new(timeout: Duration) -> IdleWatch {
+        IdleWatch {
+            timeout,
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn moved(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if self.bytes >= IDLE_MIN_BYTES {
+            self.since = Instant::now();
+            self.bytes = 0;
+        }
+    }
+
+    /// The stream's next item, or `None` when the transfer went idle first.
+    async fn next<S: futures_util::Stream + Unpin>(
+        &self,
+        stream: &mut S,
+    ) -> Option<Option<S::Item>> {
+        let deadline = tokio::time::Instant::from_std(self.since + self.timeout);
+        tokio::time::timeout_at(deadline, stream.next()).await.ok()
     }
 }
 
@@ -102,6 +187,9 @@ struct AuthState {
     challenge: Option<Challenge>,
     tokens: HashMap<String, (String, Instant)>,
     creds: Option<Option<Credentials>>,
+    /// Other origins (upload Locations) that challenged for our token's realm and
+    /// service: they get the token without a 401 round trip first.
+    token_origins: HashSet<String>,
 }
 
 /// How long cancelling upload sessions may take: an interrupted command
@@ -217,7 +305,7 @@ impl Client {
         let mut b = reqwest::Client::builder()
             .user_agent(self.opts.user_agent.clone())
             .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
+            .read_timeout(Duration::from_secs(120).max(self.opts.idle_timeout * 2))
             .pool_max_idle_per_host(self.opts.max_concurrent_per_host.max(1) * 2);
         let mut identity_pem: Vec<u8> = Vec::new();
         for root in &self.opts.certs_dirs {
@@ -574,8 +662,18 @@ impl Client {
         let mut attempt = 0;
         let mut rechallenged = false;
         let mut fresh = false;
+        // Credentials stay with their registry: another host or port (an upload
+        // Location elsewhere) gets none, unless it challenges for the same token
+        // realm and service, the audience of our Bearer token.
+        let foreign = url.origin() != host.base.origin();
+        let origin = url.origin().ascii_serialization();
+        let mut same_audience = foreign && host.auth.lock().await.token_origins.contains(&origin);
         loop {
-            let auth = self.authorization(host, scopes, fresh).await?;
+            let auth = if foreign && !same_audience {
+                None
+            } else {
+                self.authorization(host, scopes, fresh).await?
+            };
             fresh = false;
             let mut req = host
                 .http
@@ -613,6 +711,18 @@ impl Client {
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(parse_challenges)
                     .find(|c| c.scheme == "bearer" || c.scheme == "basic");
+                if foreign {
+                    let mut st = host.auth.lock().await;
+                    if ch.is_some_and(|c| same_token_audience(&c, st.challenge.as_ref())) {
+                        st.token_origins.insert(origin.clone());
+                        // Refused although already sent: the token may have expired.
+                        fresh = same_audience;
+                        same_audience = true;
+                        continue;
+                    }
+                    tracing::debug!(%url, "another host asks for credentials; not sending ours");
+                    return Ok(resp);
+                }
                 // An expired or revoked token: take the new challenge (if any),
                 // get a fresh token and try once more.
                 if let Some(ch) = ch {
@@ -891,6 +1001,7 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
         let mut attempt = 0;
+        let mut idle_resumed = false;
         loop {
             let mut h = HeaderMap::new();
             if offset > 0 {
@@ -910,9 +1021,19 @@ impl Client {
             };
             let mut stream = resp.bytes_stream();
             let mut broken = None;
-            while let Some(chunk) = stream.next().await {
+            let mut watch = IdleWatch::new(self.opts.idle_timeout);
+            let mut idle = false;
+            loop {
+                let Some(next) = watch.next(&mut stream).await else {
+                    idle = true;
+                    break;
+                };
+                let Some(chunk) = next else { break };
                 let chunk = match chunk {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        watch.moved(c.len());
+                        c
+                    }
                     Err(e) => {
                         broken = Some(transport(&r.registry, &e));
                         break;
@@ -935,6 +1056,22 @@ impl Client {
                 out.write_all(data).map_err(|e| Error::io(&what, e))?;
                 offset += data.len() as u64;
                 progress(offset);
+            }
+            if idle {
+                let err = Error::Idle {
+                    what: what.clone(),
+                    idle: show_duration(self.opts.idle_timeout),
+                    offset,
+                    size: desc.size,
+                };
+                // Resumed once: a stuck connection may be one bad path; twice is
+                // the registry.
+                if idle_resumed {
+                    return Err(err);
+                }
+                idle_resumed = true;
+                tracing::info!("{err}; resuming at byte {offset}");
+                continue;
             }
             if offset < desc.size {
                 let err = broken.unwrap_or_else(|| Error::SizeMismatch {
@@ -995,10 +1132,40 @@ impl Client {
             StatusCode::PARTIAL_CONTENT => 0,
             _ => return Err(status_error(&format!("blob {digest}"), &r.registry, resp).await),
         };
-        let stream = resp
-            .bytes_stream()
-            .map(|c| c.map_err(std::io::Error::other));
-        let mut reader = tokio_util::io::StreamReader::new(stream);
+        let what = format!("blob {digest}");
+        let idle = self.opts.idle_timeout;
+        let stream = futures_util::stream::unfold(
+            (Box::pin(resp.bytes_stream()), IdleWatch::new(idle), false),
+            move |(mut stream, mut watch, done)| {
+                let what = what.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    match watch.next(&mut stream).await {
+                        None => {
+                            let e = Error::Idle {
+                                what,
+                                idle: show_duration(watch.timeout),
+                                offset: 0,
+                                size: 0,
+                            };
+                            let e =
+                                std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string());
+                            Some((Err(e), (stream, watch, true)))
+                        }
+                        Some(None) => None,
+                        Some(Some(c)) => {
+                            if let Ok(b) = &c {
+                                watch.moved(b.len());
+                            }
+                            Some((c.map_err(std::io::Error::other), (stream, watch, false)))
+                        }
+                    }
+                }
+            },
+        );
+        let mut reader = tokio_util::io::StreamReader::new(Box::pin(stream));
         if skip > 0 {
             tokio::io::copy(&mut (&mut reader).take(skip), &mut tokio::io::sink())
                 .await
@@ -1128,6 +1295,51 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Runs an upload request, failing with [`Error::Idle`] when its body moves less
+    /// than [`IDLE_MIN_BYTES`] in an idle window while it is being sent. The wait for
+    /// the answer once the body is out is left to the read timeout: a registry
+    /// may take a while to store a large blob.
+    async fn watch_body<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T>>,
+        flow: &BodyFlow,
+        what: &str,
+    ) -> Result<T> {
+        let idle = self.opts.idle_timeout;
+        let watchdog = async {
+            let tick = (idle / 8).max(Duration::from_millis(20));
+            let snapshot = || {
+                (
+                    flow.starts.load(Ordering::Relaxed),
+                    flow.moved.load(Ordering::Relaxed),
+                )
+            };
+            // The window restarts with each body and each 1 KiB it moves.
+            let (mut base, mut since) = (snapshot(), Instant::now());
+            loop {
+                tokio::time::sleep(tick).await;
+                let now = snapshot();
+                if !flow.sending.load(Ordering::Relaxed)
+                    || now.0 != base.0
+                    || now.1 - base.1 >= IDLE_MIN_BYTES
+                {
+                    (base, since) = (now, Instant::now());
+                } else if since.elapsed() >= idle {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = request => r,
+            () = watchdog => Err(Error::Idle {
+                what: what.to_string(),
+                idle: show_duration(idle),
+                offset: 0,
+                size: 0,
+            }),
         }
     }
 
@@ -1267,18 +1479,26 @@ impl Client {
         );
         h.insert(CONTENT_LENGTH, HeaderValue::from(desc.size));
         let size = desc.size;
+        let flow = Arc::new(BodyFlow::default());
+        let body_flow = flow.clone();
         let body = move || -> BoxFuture<'_, Result<reqwest::Body>> {
-            Box::pin(async move { reader_body(source, 0, size).await })
+            let flow = body_flow.clone();
+            Box::pin(async move { reader_body(source, 0, size, flow).await })
         };
+        let what = format!("pushing blob {}", desc.digest);
         let resp = self
-            .send(
-                host,
-                Method::PUT,
-                &loc,
-                &h,
-                Some(&body),
-                &Self::push_scope(&r.repository),
-                true,
+            .watch_body(
+                self.send(
+                    host,
+                    Method::PUT,
+                    &loc,
+                    &h,
+                    Some(&body),
+                    &Self::push_scope(&r.repository),
+                    true,
+                ),
+                &flow,
+                &what,
             )
             .await?;
         if resp.status() != StatusCode::CREATED {
@@ -1318,13 +1538,22 @@ impl Client {
                     .map_err(|_| Error::invalid(&what, "content-range"))?,
             );
             let start = offset;
+            let flow = Arc::new(BodyFlow::default());
+            let body_flow = flow.clone();
             let body = move || -> BoxFuture<'_, Result<reqwest::Body>> {
-                Box::pin(async move { reader_body(source, start, len).await })
+                let flow = body_flow.clone();
+                Box::pin(async move { reader_body(source, start, len, flow).await })
             };
             let sent = self
-                .send(host, Method::PATCH, &loc, &h, Some(&body), &scopes, false)
+                .watch_body(
+                    self.send(host, Method::PATCH, &loc, &h, Some(&body), &scopes, false),
+                    &flow,
+                    &what,
+                )
                 .await;
             match sent {
+                // The upload as a whole is retried once by `push_blob`.
+                Err(e @ Error::Idle { .. }) => return Err(e),
                 Ok(resp)
                     if matches!(
                         resp.status(),
@@ -1402,6 +1631,19 @@ impl Client {
     }
 }
 
+/// Whether a foreign host's challenge asks for a token from the realm and for the
+/// service that issued ours (Bearer only: Basic credentials name a registry).
+fn same_token_audience(theirs: &Challenge, ours: Option<&Challenge>) -> bool {
+    let Some(ours) = ours else {
+        return false;
+    };
+    theirs.scheme == "bearer"
+        && ours.scheme == "bearer"
+        && theirs.params.contains_key("realm")
+        && theirs.params.get("realm") == ours.params.get("realm")
+        && theirs.params.get("service") == ours.params.get("service")
+}
+
 fn empty_body() -> BoxFuture<'static, Result<reqwest::Body>> {
     Box::pin(async { Ok(reqwest::Body::from(Vec::new())) })
 }
@@ -1412,13 +1654,84 @@ fn zero_length() -> HeaderMap {
     h
 }
 
-async fn reader_body(source: &dyn BlobSource, offset: u64, len: u64) -> Result<reqwest::Body> {
+async fn reader_body(
+    source: &dyn BlobSource,
+    offset: u64,
+    len: u64,
+    flow: Arc<BodyFlow>,
+) -> Result<reqwest::Body> {
     let reader = source
         .open(offset)
         .await
         .map_err(|e| Error::io("opening blob for upload", e))?;
+    let generation = flow.starts.fetch_add(1, Ordering::Relaxed) + 1;
+    flow.sending.store(true, Ordering::Relaxed);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader.take(len), 256 << 10);
+    // Counts what the connection takes; hyper stops polling a body the peer
+    // does not read.
+    let stream = CountedBody {
+        inner: stream,
+        flow,
+        generation,
+    };
     Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// How far the current upload body has been taken by the connection.
+#[derive(Default)]
+struct BodyFlow {
+    /// Bytes handed to the connection, over every attempt.
+    moved: AtomicU64,
+    /// A body is being sent and has not ended.
+    sending: std::sync::atomic::AtomicBool,
+    /// Bodies started (a retry starts another).
+    starts: AtomicU64,
+}
+
+struct CountedBody<S> {
+    inner: S,
+    flow: Arc<BodyFlow>,
+    /// Which of the flow's bodies this is: a late drop of an earlier one must not
+    /// mark a newer one done.
+    generation: u64,
+}
+
+impl<S> CountedBody<S> {
+    fn done(&self) {
+        if self.flow.starts.load(Ordering::Relaxed) == self.generation {
+            self.flow.sending.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S> Drop for CountedBody<S> {
+    /// A body dropped unfinished (an answer came early, or the request failed) is
+    /// not being sent any more.
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<S> futures_util::Stream for CountedBody<S>
+where
+    S: futures_util::Stream<Item = std::io::Result<tokio_util::bytes::Bytes>> + Unpin,
+{
+    type Item = std::io::Result<tokio_util::bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(b))) => {
+                self.flow.moved.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            std::task::Poll::Ready(_) => self.done(),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
 }
 
 /// The upload Location resolved against the request URL (query kept), and the
@@ -1575,6 +1888,21 @@ mod tests {
             "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
         );
         assert!(next_page(&base, &cur, "http://evil.example/v2/a/tags/list").is_none());
+    }
+
+    #[test]
+    fn idle_timeout_parses_seconds_milliseconds_and_minutes() {
+        assert_eq!(parse_idle_timeout("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_idle_timeout(" 500ms "),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_idle_timeout("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_idle_timeout("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_idle_timeout("0s"), None);
+        assert_eq!(parse_idle_timeout("soon"), None);
+        assert_eq!(show_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
+    #[error("{what}: the transfer stalled: less than 1 KiB arrived in {idle} (the idle timeout; MYBUILD_IDLE_TIMEOUT changes it){}", progress(*offset, *size))]
+    Idle {
+        what: String,
+        idle: String,
+        offset: u64,
+        size: u64,
+    },
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
     #[error("credentials: {0}")]
@@ -65,5 +72,14 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+}
+
+/// `, at byte N of M` when known.
+fn progress(offset: u64, size: u64) -> String {
+    if size == 0 {
+        String::new()
+    } else {
+        format!(", at byte {offset} of {size}")
     }
 }

@@ -154,6 +154,14 @@ pub enum FaultKind {
     /// client goes away or the proxy is dropped: a transfer caught mid-blob for as
     /// long as a test needs. [`FaultProxy::wait_stalled`] waits for it.
     Stall { after: usize },
+    /// Forward, and point the response's `Location` at `to` (`127.0.0.1:PORT`)
+    /// instead: an upload session handed to another host.
+    RewriteLocation { to: String },
+    /// Answer `307` with `Location: http://{to}{path}` without asking the registry.
+    Redirect { to: String },
+    /// Forward, send the head and `after` body bytes, then one byte every
+    /// `every` until the body ends or the client goes away.
+    Trickle { after: usize, every: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +200,7 @@ struct ProxyState {
     fired: Vec<String>,
     sizes: Vec<(String, String, u64)>,
     stalled: Vec<String>,
+    authorizations: Vec<(String, Option<String>)>,
 }
 
 /// An HTTP/1.1 proxy in front of a registry that injects faults and records the
@@ -271,6 +280,11 @@ impl FaultProxy {
     /// `(METHOD, /path?query, Content-Length)` of every request seen so far.
     pub fn request_sizes(&self) -> Vec<(String, String, u64)> {
         self.state.lock().expect("state").sizes.clone()
+    }
+
+    /// `(METHOD /path?query, Authorization header)` of every request seen so far.
+    pub fn authorizations(&self) -> Vec<(String, Option<String>)> {
+        self.state.lock().expect("state").authorizations.clone()
     }
 
     pub fn clear_log(&self) {
@@ -379,6 +393,10 @@ fn handle(
             None => st.log.push(format!("{method} {path}")),
         }
         st.sizes.push((method.clone(), path.clone(), len));
+        st.authorizations.push((
+            format!("{method} {path}"),
+            header(&head, "authorization").map(str::to_string),
+        ));
         let found = st
             .faults
             .iter_mut()
@@ -398,6 +416,7 @@ fn handle(
     };
     let injected = match &fault {
         Some(FaultKind::Status(c)) => Some((*c, String::new())),
+        Some(FaultKind::Redirect { to }) => Some((307, format!("Location: http://{to}{path}\r\n"))),
         Some(FaultKind::TooManyRequests { retry_after }) => {
             Some((429, format!("Retry-After: {retry_after}\r\n")))
         }
@@ -435,6 +454,23 @@ fn handle(
     if let Some(FaultKind::AddHeader { name, value }) = &fault {
         resp_head.push(format!("{name}: {value}"));
     }
+    if let Some(FaultKind::RewriteLocation { to }) = &fault {
+        for line in resp_head.iter_mut().skip(1) {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            if !k.trim().eq_ignore_ascii_case("location") {
+                continue;
+            }
+            let v = v.trim();
+            // Absolute (`http://host/...`) or absolute-path (`/v2/...`).
+            let rest = match v.split_once("://") {
+                Some((_, after)) => after.find('/').map_or("/", |i| &after[i..]),
+                None => v,
+            };
+            *line = format!("Location: http://{to}{rest}");
+        }
+    }
     client_w.write_all(with_close(&resp_head).as_bytes())?;
     match fault {
         Some(FaultKind::ResetMidBody { after }) | Some(FaultKind::Truncate { after }) => {
@@ -466,6 +502,17 @@ fn handle(
                         ) => {}
                     Err(_) => break,
                 }
+            }
+            return Ok(());
+        }
+        Some(FaultKind::Trickle { after, every }) => {
+            std::io::copy(&mut (&mut up_reader).take(after as u64), &mut client_w)?;
+            client_w.flush()?;
+            let mut byte = [0u8; 1];
+            while !stop.load(Ordering::SeqCst) && up_reader.read(&mut byte)? == 1 {
+                std::thread::sleep(every);
+                client_w.write_all(&byte)?;
+                client_w.flush()?;
             }
             return Ok(());
         }

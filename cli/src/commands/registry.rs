@@ -372,7 +372,7 @@ async fn fetch_blob(
         return Ok(());
     }
     let mut feeder = match &diff_id {
-        Some(id) => store.snapshot_feeder(id, &format!("layer {}", d.digest))?,
+        Some(id) => store.snapshot_feeder(id, d.size, &format!("layer {}", d.digest))?,
         None => None,
     };
     let mut w = store.ingest()?;

@@ -259,8 +259,13 @@ pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
     for p in &r.problems {
         println!("{p}");
     }
+    // Blobs a concurrent prune removed before they were read are not damage.
+    let vanished = match r.blobs_vanished {
+        0 => String::new(),
+        n => format!(", {n} removed meanwhile"),
+    };
     println!(
-        "checked {} blobs ({}) and {} tags: {}",
+        "checked {} blobs ({}{vanished}) and {} tags: {}",
         r.blobs_checked,
         super::human_size(r.bytes_checked),
         r.tags_checked,
