@@ -565,3 +565,23 @@ fn a_stage_built_on_another_inherits_its_args() {
     assert_eq!(img["Config"]["config"]["Labels"]["name"], "joe");
     assert!(!env_of(&img).iter().any(|e| e.starts_with("NAME=")));
 }
+
+#[test]
+fn a_directory_copied_to_a_new_destination_keeps_its_mode() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY d /made\nCOPY d /made2/\nCOPY d /etc/\nCOPY --chmod=0700 d /private/\n",
+        &[("d/f", "F\n")],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ctx.join("d"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    ok(mybuild(&root).args(["-t", "dirmode:1"]).arg(&ctx));
+    let rootfs = unpack(tmp.path(), &root, "dirmode:1");
+    assert_eq!(owner_mode(&rootfs, "made"), (0, 0, 0o750));
+    assert_eq!(owner_mode(&rootfs, "made2"), (0, 0, 0o750));
+    assert_eq!(owner_mode(&rootfs, "private"), (0, 0, 0o700));
+    // An existing destination keeps its own mode.
+    assert_eq!(owner_mode(&rootfs, "etc"), (0, 0, 0o755));
+    assert!(meta(&rootfs, "etc/f").is_file());
+}

@@ -696,14 +696,28 @@ fn place(
     target_rel: &Path,
     dirs: &mut Vec<(PathBuf, u32, i64)>,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    fresh_dest: &mut bool,
 ) -> Result<(), CopyError> {
     if e.kind == EntryKind::Other {
         // Devices, fifos and sockets in a context are skipped, as Docker does.
         return Ok(());
     }
     if e.kind == EntryKind::Dir && e.dest.as_os_str().is_empty() {
-        // The destination a directory source fills: made like any missing parent.
-        return ensure_dirs(spec, target_rel);
+        // The destination a directory source fills. As BuildKit's copy: when the
+        // step creates it, it takes the source directory's mode and time (an
+        // existing one keeps its own).
+        ensure_dirs(spec, target_rel)?;
+        // (The source root is a snapshot's root, not a directory of its own: 0755.)
+        let root_source = e.src.as_os_str().is_empty();
+        if std::mem::take(fresh_dest) && !target_rel.as_os_str().is_empty() && !root_source {
+            let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
+            dirs.push((
+                spec.upper.join(target_rel),
+                mode_for(spec, md.mode(), true),
+                md.mtime(),
+            ));
+        }
+        return Ok(());
     }
     let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
     if let Some(parent) = target_rel.parent() {
@@ -783,6 +797,11 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         || merged::lookup(spec.dest_layers, &dest_rel)
             .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir());
+    // The destination directory is new: the first directory source gives it its mode.
+    let mut fresh_dest = spec.upper.join(&dest_rel).symlink_metadata().is_err()
+        && merged::lookup(spec.dest_layers, &dest_rel)
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_none();
     if dest_is_dir {
         ensure_dirs(spec, &dest_rel)?;
     }
@@ -794,7 +813,7 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         } else {
             dest_rel.join(&e.dest)
         };
-        place(spec, e, &target_rel, &mut dirs, &mut links)?;
+        place(spec, e, &target_rel, &mut dirs, &mut links, &mut fresh_dest)?;
     }
     // Deepest first, so setting a directory's times is not undone by its children.
     for (dir, mode, mtime) in dirs.iter().rev() {
