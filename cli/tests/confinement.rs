@@ -648,3 +648,33 @@ fn the_network_stack_dies_with_a_killed_build() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_step_cannot_reach_into_the_sandbox_init() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    // PID 1 is mybuild itself: its exe is the host's binary, its fd 3 a host file.
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        "FROM busybox\nCOPY probe /probe\n\
+         RUN /probe open /proc/1/exe /proc/1/mem /proc/1/environ /proc/1/fd/3 \
+         && /probe ptrace 1\n",
+    );
+    let (ok, out) = build_plain(&root, &ctx, &[]);
+    assert!(ok, "{out}");
+    for (key, want) in [
+        ("open /proc/1/exe", "EACCES"),
+        ("open /proc/1/mem", "EACCES"),
+        ("open /proc/1/environ", "EACCES"),
+        ("open /proc/1/fd/3", "EACCES"),
+        ("ptrace", "EPERM"),
+    ] {
+        assert_eq!(
+            probe::value(&out, key).as_deref(),
+            Some(want),
+            "{key}:\n{out}"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -116,6 +117,11 @@ int main(int argc, char **argv) {
             printf("PROBE open %s=%s\n", argv[i], fd < 0 ? err_name(errno) : "ok");
             if (fd >= 0) close(fd);
         }
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "ptrace") == 0) {
+        /* Seize only: the tracee keeps running and is let go when the probe exits. */
+        report("ptrace", ptrace(PTRACE_SEIZE, atoi(argv[2]), 0, 0));
         return 0;
     }
     status();

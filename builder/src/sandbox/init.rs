@@ -712,8 +712,14 @@ pub fn init_main(args: &[OsString]) -> ! {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    // SAFETY: prctl with these arguments has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: prctl and setsid have no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // Not dumpable (inherited by PID 1, reset by the command's execve): the step
+        // cannot ptrace PID 1 or open its /proc/1/exe (mybuild's binary on the
+        // host), /proc/1/fd (the error file) or /proc/1/mem (the secrets).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     // The parent unshared CLONE_NEWPID: our first child is PID 1 of the new namespace.
     // SAFETY: fork in a single-threaded process (init_main runs before any thread).
     let pid = unsafe { libc::fork() };
