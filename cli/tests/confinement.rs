@@ -678,3 +678,53 @@ fn the_step_cannot_reach_into_the_sandbox_init() {
         );
     }
 }
+
+#[test]
+fn the_step_cannot_open_the_terminal_mybuild_runs_in() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        "FROM busybox\nCOPY probe /probe\nRUN /probe open /dev/tty\n",
+    );
+    // mybuild with a terminal of its own as controlling terminal, as in a shell.
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors; the other arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let mut cmd = mybuild(&root);
+    cmd.args(["build", "--progress=plain", "--no-cache"])
+        .arg(&ctx);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (ok, out, err) = run(&mut cmd);
+    // SAFETY: closing our own descriptors once the build is over.
+    unsafe {
+        libc::close(slave);
+        libc::close(master);
+    }
+    let out = format!("{out}\n{}", step_output(&err));
+    assert!(ok, "{out}");
+    assert_eq!(
+        probe::value(&out, "open /dev/tty").as_deref(),
+        Some("ENXIO"),
+        "{out}"
+    );
+}

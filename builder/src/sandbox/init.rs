@@ -719,6 +719,9 @@ pub fn init_main(args: &[OsString]) -> ! {
         // cannot ptrace PID 1 or open its /proc/1/exe (mybuild's binary on the
         // host), /proc/1/fd (the error file) or /proc/1/mem (the secrets).
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // A session of its own, without a controlling terminal: /dev/tty must not
+        // be the terminal mybuild runs in (TIOCSTI would type into its shell).
+        libc::setsid();
     }
     // The parent unshared CLONE_NEWPID: our first child is PID 1 of the new namespace.
     // SAFETY: fork in a single-threaded process (init_main runs before any thread).
