@@ -728,3 +728,57 @@ fn the_step_cannot_open_the_terminal_mybuild_runs_in() {
         "{out}"
     );
 }
+
+#[test]
+fn mount_targets_through_a_caches_symlinks_stay_inside_the_root() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    // A host directory a cache's symlinks name, absolutely and through `..`.
+    let host = tmp.path().join("host-dir");
+    std::fs::create_dir_all(&host).expect("host dir");
+    let up = "../".repeat(30);
+    let host_rel = host.display().to_string();
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, "s3cret").expect("secret");
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        &format!(
+            "FROM busybox\nCOPY probe /probe\n\
+             RUN --mount=type=cache,target=/c,id=planted \
+             ln -sfn {host_rel} /c/abs && ln -sfn {up}{rel} /c/rel\n\
+             RUN --mount=type=cache,target=/c,id=planted \
+             --mount=type=tmpfs,target=/c/abs/tmpfs \
+             --mount=type=secret,id=s,target=/c/rel/secret \
+             --mount=type=bind,target=/c/abs/ctx \
+             cat /c/rel/secret && ls /c/abs/ctx/probe \
+             && mknod /c/null c 1 3 && /probe open /c/null /c/abs/ctx/probe\n",
+            rel = host_rel.trim_start_matches('/'),
+        ),
+    );
+    let (ok, out) = build_plain(
+        &root,
+        &ctx,
+        &["--secret", &format!("id=s,src={}", secret.display())],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        std::fs::read_dir(&host).expect("host dir").count(),
+        0,
+        "nothing made on the host:\n{out}"
+    );
+    // The mounts are there, where the symlinks lead inside the root.
+    assert!(out.contains("s3cret"), "{out}");
+    assert_eq!(
+        probe::value(&out, "open /c/abs/ctx/probe").as_deref(),
+        Some("ok"),
+        "{out}"
+    );
+    // A node made in the cache never opens.
+    assert_eq!(
+        probe::value(&out, "open /c/null").as_deref(),
+        Some("EACCES"),
+        "{out}"
+    );
+}
