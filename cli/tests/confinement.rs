@@ -788,3 +788,55 @@ fn mount_targets_through_a_caches_symlinks_stay_inside_the_root() {
         "{out}"
     );
 }
+
+#[test]
+fn writable_mounts_lower_layer_nodes_and_file_capabilities_give_no_device_or_capability() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    // Char 1:3 is the host's /dev/null: harmless to open, so an "ok" would mean
+    // any device opens there.
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        "FROM busybox\nCOPY probe /probe\n\
+         RUN mknod /lower-null c 1 3 && cp /probe /capprobe && /probe setcap /capprobe\n\
+         RUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c \
+         --mount=type=bind,target=/b,rw \
+         mknod /dev/shm/null c 1 3 && mknod /t/null c 1 3 && mknod /c/null c 1 3 \
+         && mknod /b/null c 1 3 \
+         && /probe open /lower-null /dev/shm/null /t/null /c/null /b/null\n\
+         RUN /capprobe | sed 's/PROBE Cap/PROBE rootCap/'\n\
+         USER 1000\n\
+         RUN /capprobe | sed 's/PROBE Cap/PROBE userCap/'\n",
+    );
+    let (ok, out) = build_plain(&root, &ctx, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(probe::value(&out, "setcap").as_deref(), Some("ok"), "{out}");
+    for path in [
+        "/lower-null",
+        "/dev/shm/null",
+        "/t/null",
+        "/c/null",
+        "/b/null",
+    ] {
+        assert_eq!(
+            probe::value(&out, &format!("open {path}")).as_deref(),
+            Some("EACCES"),
+            "{path}:\n{out}"
+        );
+    }
+    // CAP_SYS_ADMIN in the file's permitted set is cut by the bounding set.
+    for (key, want) in [
+        ("rootCapPrm", DOCKER_CAPS),
+        ("rootCapEff", DOCKER_CAPS),
+        ("userCapPrm", "0000000000000000"),
+        ("userCapEff", "0000000000000000"),
+    ] {
+        assert_eq!(
+            probe::value(&out, key).as_deref(),
+            Some(want),
+            "{key}:\n{out}"
+        );
+    }
+}

@@ -13,6 +13,7 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 static const char *err_name(int e) {
@@ -125,6 +126,14 @@ int main(int argc, char **argv) {
             printf("PROBE open %s=%s\n", argv[i], fd < 0 ? err_name(errno) : "ok");
             if (fd >= 0) close(fd);
         }
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "setcap") == 0) {
+        /* File capabilities (VFS_CAP_REVISION_2) granting CAP_SYS_ADMIN (21) in
+         * the permitted set: exec must cap them at the bounding set. (With the
+         * effective bit as well, exec itself fails with EPERM.) */
+        unsigned int cap[5] = {0x02000000, 1u << 21, 0, 0, 0};
+        report("setcap", setxattr(argv[2], "security.capability", cap, sizeof cap, 0));
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "ptrace") == 0) {
