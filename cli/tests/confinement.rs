@@ -799,13 +799,16 @@ fn writable_mounts_lower_layer_nodes_and_file_capabilities_give_no_device_or_cap
     let ctx = probe_context(
         tmp.path(),
         "ctx",
-        "FROM busybox\nCOPY probe /probe\n\
+        "FROM busybox AS base\nCOPY probe /probe\n\
          RUN mknod /lower-null c 1 3 && cp /probe /capprobe && /probe setcap /capprobe\n\
+         FROM base\n\
          RUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c \
-         --mount=type=bind,target=/b,rw \
+         --mount=type=bind,target=/b,rw --mount=type=bind,from=base,target=/s \
+         --mount=type=bind,from=base,target=/w,rw \
          mknod /dev/shm/null c 1 3 && mknod /t/null c 1 3 && mknod /c/null c 1 3 \
          && mknod /b/null c 1 3 \
-         && /probe open /lower-null /dev/shm/null /t/null /c/null /b/null\n\
+         && /probe open /lower-null /dev/shm/null /t/null /c/null /b/null \
+         /s/lower-null /w/lower-null\n\
          RUN /capprobe | sed 's/PROBE Cap/PROBE rootCap/'\n\
          USER 1000\n\
          RUN /capprobe | sed 's/PROBE Cap/PROBE userCap/'\n",
@@ -819,6 +822,8 @@ fn writable_mounts_lower_layer_nodes_and_file_capabilities_give_no_device_or_cap
         "/t/null",
         "/c/null",
         "/b/null",
+        "/s/lower-null",
+        "/w/lower-null",
     ] {
         assert_eq!(
             probe::value(&out, &format!("open {path}")).as_deref(),
