@@ -83,6 +83,12 @@ fn run_gets_dockers_capabilities_seccomp_masks_and_no_inherited_fds() {
         ("open_by_handle_at", "EPERM"),
         ("unshare_user", "EPERM"),
         ("unshare_net", "EPERM"),
+        ("keyctl", "EPERM"),
+        ("add_key", "EPERM"),
+        ("bpf", "EPERM"),
+        ("perf_event_open", "EPERM"),
+        ("userfaultfd", "EPERM"),
+        ("io_uring_setup", "EPERM"),
         ("write_core_pattern", "EROFS"),
         ("write_sys", "EROFS"),
         ("cgroup_entries", "0"),
@@ -646,5 +652,196 @@ fn the_network_stack_dies_with_a_killed_build() {
             "slirp4netns outlived the killed build"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_step_cannot_reach_into_the_sandbox_init() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    // PID 1 is mybuild itself: its exe is the host's binary, its fd 3 a host file.
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        "FROM busybox\nCOPY probe /probe\n\
+         RUN /probe open /proc/1/exe /proc/1/mem /proc/1/environ /proc/1/fd/3 \
+         && /probe ptrace 1\n",
+    );
+    let (ok, out) = build_plain(&root, &ctx, &[]);
+    assert!(ok, "{out}");
+    for (key, want) in [
+        ("open /proc/1/exe", "EACCES"),
+        ("open /proc/1/mem", "EACCES"),
+        ("open /proc/1/environ", "EACCES"),
+        ("open /proc/1/fd/3", "EACCES"),
+        ("ptrace", "EPERM"),
+    ] {
+        assert_eq!(
+            probe::value(&out, key).as_deref(),
+            Some(want),
+            "{key}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn the_step_cannot_open_the_terminal_mybuild_runs_in() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        "FROM busybox\nCOPY probe /probe\nRUN /probe open /dev/tty\n",
+    );
+    // mybuild with a terminal of its own as controlling terminal, as in a shell.
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors; the other arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let mut cmd = mybuild(&root);
+    cmd.args(["build", "--progress=plain", "--no-cache"])
+        .arg(&ctx);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (ok, out, err) = run(&mut cmd);
+    // SAFETY: closing our own descriptors once the build is over.
+    unsafe {
+        libc::close(slave);
+        libc::close(master);
+    }
+    let out = format!("{out}\n{}", step_output(&err));
+    assert!(ok, "{out}");
+    assert_eq!(
+        probe::value(&out, "open /dev/tty").as_deref(),
+        Some("ENXIO"),
+        "{out}"
+    );
+}
+
+#[test]
+fn mount_targets_through_a_caches_symlinks_stay_inside_the_root() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    // A host directory a cache's symlinks name, absolutely and through `..`.
+    let host = tmp.path().join("host-dir");
+    std::fs::create_dir_all(&host).expect("host dir");
+    let up = "../".repeat(30);
+    let host_rel = host.display().to_string();
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, "s3cret").expect("secret");
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        &format!(
+            "FROM busybox\nCOPY probe /probe\n\
+             RUN --mount=type=cache,target=/c,id=planted \
+             ln -sfn {host_rel} /c/abs && ln -sfn {up}{rel} /c/rel\n\
+             RUN --mount=type=cache,target=/c,id=planted \
+             --mount=type=tmpfs,target=/c/abs/tmpfs \
+             --mount=type=secret,id=s,target=/c/rel/secret \
+             --mount=type=bind,target=/c/abs/ctx \
+             cat /c/rel/secret && ls /c/abs/ctx/probe \
+             && mknod /c/null c 1 3 && /probe open /c/null /c/abs/ctx/probe\n",
+            rel = host_rel.trim_start_matches('/'),
+        ),
+    );
+    let (ok, out) = build_plain(
+        &root,
+        &ctx,
+        &["--secret", &format!("id=s,src={}", secret.display())],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        std::fs::read_dir(&host).expect("host dir").count(),
+        0,
+        "nothing made on the host:\n{out}"
+    );
+    // The mounts are there, where the symlinks lead inside the root.
+    assert!(out.contains("s3cret"), "{out}");
+    assert_eq!(
+        probe::value(&out, "open /c/abs/ctx/probe").as_deref(),
+        Some("ok"),
+        "{out}"
+    );
+    // A node made in the cache never opens.
+    assert_eq!(
+        probe::value(&out, "open /c/null").as_deref(),
+        Some("EACCES"),
+        "{out}"
+    );
+}
+
+#[test]
+fn writable_mounts_lower_layer_nodes_and_file_capabilities_give_no_device_or_capability() {
+    let Some((tmp, root)) = setup_sandbox() else {
+        return;
+    };
+    // Char 1:3 is the host's /dev/null: harmless to open, so an "ok" would mean
+    // any device opens there.
+    let ctx = probe_context(
+        tmp.path(),
+        "ctx",
+        "FROM busybox AS base\nCOPY probe /probe\n\
+         RUN mknod /lower-null c 1 3 && cp /probe /capprobe && /probe setcap /capprobe\n\
+         FROM base\n\
+         RUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c \
+         --mount=type=bind,target=/b,rw --mount=type=bind,from=base,target=/s \
+         --mount=type=bind,from=base,target=/w,rw \
+         mknod /dev/shm/null c 1 3 && mknod /t/null c 1 3 && mknod /c/null c 1 3 \
+         && mknod /b/null c 1 3 \
+         && /probe open /lower-null /dev/shm/null /t/null /c/null /b/null \
+         /s/lower-null /w/lower-null\n\
+         RUN /capprobe | sed 's/PROBE Cap/PROBE rootCap/'\n\
+         USER 1000\n\
+         RUN /capprobe | sed 's/PROBE Cap/PROBE userCap/'\n",
+    );
+    let (ok, out) = build_plain(&root, &ctx, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(probe::value(&out, "setcap").as_deref(), Some("ok"), "{out}");
+    for path in [
+        "/lower-null",
+        "/dev/shm/null",
+        "/t/null",
+        "/c/null",
+        "/b/null",
+        "/s/lower-null",
+        "/w/lower-null",
+    ] {
+        assert_eq!(
+            probe::value(&out, &format!("open {path}")).as_deref(),
+            Some("EACCES"),
+            "{path}:\n{out}"
+        );
+    }
+    // CAP_SYS_ADMIN in the file's permitted set is cut by the bounding set.
+    for (key, want) in [
+        ("rootCapPrm", DOCKER_CAPS),
+        ("rootCapEff", DOCKER_CAPS),
+        ("userCapPrm", "0000000000000000"),
+        ("userCapEff", "0000000000000000"),
+    ] {
+        assert_eq!(
+            probe::value(&out, key).as_deref(),
+            Some(want),
+            "{key}:\n{out}"
+        );
     }
 }

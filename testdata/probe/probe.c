@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 static const char *err_name(int e) {
@@ -62,6 +64,14 @@ static void syscalls(void) {
     report("open_by_handle_at", syscall(SYS_open_by_handle_at, AT_FDCWD, &handle, O_RDONLY));
     report("unshare_user", unshare(CLONE_NEWUSER));
     report("unshare_net", unshare(CLONE_NEWNET));
+    /* Each with arguments the kernel would refuse anyway: only the filter's EPERM
+     * counts as denied. */
+    report("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 0));
+    report("add_key", syscall(SYS_add_key, "user", "probe", "x", 1, -3));
+    report("bpf", syscall(SYS_bpf, 0, NULL, 0));
+    report("perf_event_open", syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0));
+    report("userfaultfd", syscall(SYS_userfaultfd, 0));
+    report("io_uring_setup", syscall(SYS_io_uring_setup, 1, NULL));
     int fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
     report("raw_socket", fd);
     if (fd >= 0) close(fd);
@@ -116,6 +126,19 @@ int main(int argc, char **argv) {
             printf("PROBE open %s=%s\n", argv[i], fd < 0 ? err_name(errno) : "ok");
             if (fd >= 0) close(fd);
         }
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "setcap") == 0) {
+        /* File capabilities (VFS_CAP_REVISION_2) granting CAP_SYS_ADMIN (21) in
+         * the permitted set: exec must cap them at the bounding set. (With the
+         * effective bit as well, exec itself fails with EPERM.) */
+        unsigned int cap[5] = {0x02000000, 1u << 21, 0, 0, 0};
+        report("setcap", setxattr(argv[2], "security.capability", cap, sizeof cap, 0));
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "ptrace") == 0) {
+        /* Seize only: the tracee keeps running and is let go when the probe exits. */
+        report("ptrace", ptrace(PTRACE_SEIZE, atoi(argv[2]), 0, 0));
         return 0;
     }
     status();

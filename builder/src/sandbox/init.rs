@@ -5,6 +5,7 @@
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -58,17 +59,166 @@ fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Opt
     Ok(())
 }
 
-/// Binds `src` at `target` for the step: never a usable device node (`nodev`), and
-/// read-only when asked. The flags the source's mount already has (nosuid, noexec,
-/// ...) are kept, as a remount replaces them all.
-fn bind(src: &Path, target: &Path, readonly: bool) -> R {
-    let src_s = src.to_string_lossy().into_owned();
-    mount(&src_s, target, "none", libc::MS_BIND | libc::MS_REC, None)?;
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | mount_flags(target);
-    if readonly {
-        flags |= libc::MS_RDONLY;
+/// Binds `src` on the directory or file `target` holds, for the step: never a usable
+/// device node (`nodev`, submounts too), and read-only when asked. The flags are set
+/// on a detached copy of the tree before it is attached, so no moment exists where
+/// the step's view has devices allowed; the source's other flags (nosuid, noexec,
+/// ...) are kept.
+fn bind(src: &Path, target: &OwnedFd, readonly: bool) -> R {
+    let src_c = cpath(src)?;
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = libc::MOUNT_ATTR_NODEV | if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    // SAFETY: valid C strings and a zeroed mount_attr of the size passed; the tree
+    // descriptor is owned right after the call.
+    unsafe {
+        let tree = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src_c.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
+        );
+        if tree < 0 {
+            return Err(errno("open_tree", src));
+        }
+        let tree = OwnedFd::from_raw_fd(tree as RawFd);
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        ) != 0
+        {
+            return Err(errno("mount_setattr", src));
+        }
+        if libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        ) != 0
+        {
+            return Err(errno("move_mount", src));
+        }
     }
-    mount("none", target, "none", flags, None)
+    Ok(())
+}
+
+/// The path that names what `fd` holds, for mount(2).
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Opens `path` under `root` (a directory descriptor) as the kernel resolves it
+/// inside the container: `..` and symlinks, absolute ones too, never leave `root`.
+/// Each component is opened relative to the directory already held, so a tree
+/// that changes meanwhile (a cache mount another step writes to) cannot lead out
+/// of it either. Missing components are made: directories, and the last one a
+/// file unless `dir`. The result is an `O_PATH` descriptor to mount on.
+fn open_in_root(root: &OwnedFd, path: &str, dir: bool) -> R<OwnedFd> {
+    let split = |p: &[u8]| -> Vec<Vec<u8>> {
+        p.split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let fail = |what: &str| {
+        Fail(format!(
+            "{what} {path}: {}",
+            std::io::Error::last_os_error()
+        ))
+    };
+    let mut pending = split(path.as_bytes());
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == b".." {
+            held.pop();
+            continue;
+        }
+        let at = held.last().unwrap_or(root).as_raw_fd();
+        let name = CString::new(part).map_err(|_| Fail(format!("{path:?} contains NUL")))?;
+        let mut tries = 0;
+        // SAFETY: plain *at calls on descriptors we hold, with valid C strings; a
+        // descriptor returned is owned at once.
+        let fd = loop {
+            let fd = unsafe {
+                libc::openat(
+                    at,
+                    name.as_ptr(),
+                    libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                break unsafe { OwnedFd::from_raw_fd(fd) };
+            }
+            tries += 1;
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) || tries > 8 {
+                return Err(fail("opening"));
+            }
+            let made = if pending.is_empty() && !dir {
+                let f = unsafe {
+                    libc::openat(
+                        at,
+                        name.as_ptr(),
+                        libc::O_CREAT
+                            | libc::O_EXCL
+                            | libc::O_NOFOLLOW
+                            | libc::O_WRONLY
+                            | libc::O_CLOEXEC,
+                        0o644,
+                    )
+                };
+                if f >= 0 {
+                    unsafe { libc::close(f) };
+                }
+                f >= 0
+            } else {
+                unsafe { libc::mkdirat(at, name.as_ptr(), 0o755) == 0 }
+            };
+            if !made && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                return Err(fail("creating"));
+            }
+        };
+        // SAFETY: fstat and readlinkat write only into the buffers given.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(fail("stat"));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            held.push(fd);
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return Err(Fail(format!("{path}: too many levels of symbolic links")));
+        }
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        let n = unsafe {
+            libc::readlinkat(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(fail("readlink"));
+        }
+        buf.truncate(n as usize);
+        if buf.starts_with(b"/") {
+            held.clear();
+        }
+        pending.extend(split(&buf));
+    }
+    match held.pop() {
+        Some(fd) => Ok(fd),
+        None => root.try_clone().map_err(|e| Fail(format!("{path}: {e}"))),
+    }
 }
 
 /// Binds a host device node (`/dev/null`, ...) as it is: these must stay openable.
@@ -77,27 +227,20 @@ fn bind_device(src: &Path, target: &Path) -> R {
     mount(&src_s, target, "none", libc::MS_BIND, None)
 }
 
-/// The per-mount flags of the mount holding `path`, as mount(2) takes them.
-fn mount_flags(path: &Path) -> libc::c_ulong {
-    let Ok(c) = cpath(path) else { return 0 };
-    // SAFETY: statvfs writes only into the zeroed struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
+fn open_dir(p: &Path) -> R<OwnedFd> {
+    let c = cpath(p)?;
+    // SAFETY: a valid C string; the descriptor is owned at once.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(errno("open", p));
     }
-    let mut flags = 0;
-    for (st_flag, ms_flag) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if st.f_flag & st_flag != 0 {
-            flags |= ms_flag;
-        }
-    }
-    flags
+    // SAFETY: fd was just opened and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn ensure_dir(p: &Path) -> R {
@@ -251,6 +394,9 @@ fn setup_root(
     }
     mount("sysfs", &sys, "sysfs", sys_flags, None)?;
 
+    // Every target below is resolved under this descriptor, never by a host path:
+    // a mount's contents (a cache another step wrote) may hold symlinks.
+    let root_fd = open_dir(rootfs)?;
     let hostname = format!("{}\n", spec.hostname);
     for (name, target) in etc_targets {
         let content = match name.as_str() {
@@ -260,10 +406,7 @@ fn setup_root(
         };
         let src = bundle.join(name);
         std::fs::write(&src, content).map_err(|e| Fail(format!("write {}: {e}", src.display())))?;
-        // Resolved inside the image by the parent; its parents are real directories.
-        let target = in_root(rootfs, target);
-        ensure_file(&target)?;
-        bind(&src, &target, false)?;
+        bind(&src, &open_in_root(&root_fd, target, false)?, false)?;
     }
 
     let secret_dir = bundle.join("secrets");
@@ -286,22 +429,17 @@ fn setup_root(
     }
 
     for (i, m) in spec.mounts.iter().enumerate() {
-        let target = in_root(rootfs, &m.target);
         match &m.kind {
             MountKind::Bind { source, readonly } => {
-                if source.is_dir() {
-                    ensure_dir(&target)?;
-                } else {
-                    ensure_file(&target)?;
-                }
+                let target = open_in_root(&root_fd, &m.target, source.is_dir())?;
                 bind(source, &target, *readonly)?;
             }
             MountKind::Tmpfs { size } => {
-                ensure_dir(&target)?;
+                let target = open_in_root(&root_fd, &m.target, true)?;
                 let data = size.map(|s| format!("size={s}"));
                 mount(
                     "tmpfs",
-                    &target,
+                    &fd_path(&target),
                     "tmpfs",
                     libc::MS_NOSUID | libc::MS_NODEV,
                     data.as_deref(),
@@ -335,11 +473,7 @@ fn setup_root(
                     flags | libc::MS_NODEV,
                     Some(&data),
                 )?;
-                if *is_dir {
-                    ensure_dir(&target)?;
-                } else {
-                    ensure_file(&target)?;
-                }
+                let target = open_in_root(&root_fd, &m.target, *is_dir)?;
                 bind(&in_root(&staging, source), &target, scratch.is_none())?;
             }
             MountKind::Secret {
@@ -358,8 +492,7 @@ fn setup_root(
                 std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7777))
                     .map_err(fail)?;
-                ensure_file(&target)?;
-                bind(&file, &target, true)?;
+                bind(&file, &open_in_root(&root_fd, &m.target, false)?, true)?;
             }
         }
     }
@@ -712,8 +845,17 @@ pub fn init_main(args: &[OsString]) -> ! {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    // SAFETY: prctl with these arguments has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: prctl and setsid have no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // Not dumpable (inherited by PID 1, reset by the command's execve): the step
+        // cannot ptrace PID 1 or open its /proc/1/exe (mybuild's binary on the
+        // host), /proc/1/fd (the error file) or /proc/1/mem (the secrets).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // A session of its own, without a controlling terminal: /dev/tty must not
+        // be the terminal mybuild runs in (TIOCSTI would type into its shell).
+        libc::setsid();
+    }
     // The parent unshared CLONE_NEWPID: our first child is PID 1 of the new namespace.
     // SAFETY: fork in a single-threaded process (init_main runs before any thread).
     let pid = unsafe { libc::fork() };
