@@ -1,0 +1,154 @@
+//! Hostile and huge input stays bounded, and the first things a new user sees read
+//! right: deep trees, deep expansions, costly `.dockerignore` patterns, big secrets,
+//! special files as `-o dest=` or in the context, and the messages of a failing build.
+
+use std::path::{Path, PathBuf};
+
+mod common;
+
+use common::{context, fails, mybuild, ok};
+
+const DEEP: usize = 1500;
+
+/// `deep/d/d/.../d` (`DEEP` levels below `deep`) as a relative path.
+fn deep_rel() -> PathBuf {
+    let mut p = PathBuf::from("deep");
+    for _ in 0..DEEP {
+        p.push("d");
+    }
+    p
+}
+
+fn local_out(tmp: &Path, name: &str) -> (PathBuf, String) {
+    let dir = tmp.join(name);
+    let spec = format!("type=local,dest={}", dir.display());
+    (dir, spec)
+}
+
+#[test]
+fn copy_of_a_1500_level_context_tree_builds() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ctx = context(tmp.path(), "FROM busybox\nCOPY deep /deep\n", &[]);
+    let leaf = ctx.join(deep_rel());
+    std::fs::create_dir_all(&leaf).expect("deep dirs");
+    std::fs::write(leaf.join("f"), "bottom\n").expect("deep file");
+    let (out, spec) = local_out(tmp.path(), "out");
+    ok(mybuild(&root)
+        .args(["build", "-t", "deep:1", "-o", &spec])
+        .arg(&ctx));
+    let got = std::fs::read_to_string(out.join(deep_rel()).join("f")).expect("deepest file");
+    assert_eq!(got, "bottom\n");
+}
+
+#[test]
+fn run_writing_a_1500_level_tree_builds() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    // 15 chunks of 100 levels, each made relative to the last, so no path given to
+    // mkdir comes near PATH_MAX.
+    let df = format!(
+        "FROM busybox\n\
+         RUN mkdir /deep && cd /deep && j=0; while [ $j -lt {} ]; do \
+         p=d; i=1; while [ $i -lt 100 ]; do p=$p/d; i=$((i+1)); done; \
+         mkdir -p $p && cd $p; j=$((j+1)); done; echo bottom > f\n\
+         RUN cd /deep && find . -name f | wc -l > /count\n",
+        DEEP / 100
+    );
+    let ctx = context(tmp.path(), &df, &[]);
+    let (out, spec) = local_out(tmp.path(), "out");
+    ok(mybuild(&root)
+        .args(["build", "-t", "deep:2", "-o", &spec])
+        .arg(&ctx));
+    let got = std::fs::read_to_string(out.join(deep_rel()).join("f")).expect("deepest file");
+    assert_eq!(got, "bottom\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("count")).unwrap().trim(),
+        "1"
+    );
+}
+
+#[test]
+fn copy_of_a_fifo_socket_or_device_in_the_context_is_an_error_naming_it() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ctx = context(tmp.path(), "FROM busybox\nCOPY fifo /x\n", &[]);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        ctx.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+    let err = fails(mybuild(&root).args(["build", "-t", "f:1"]).arg(&ctx));
+    assert!(
+        err.contains("fifo: named pipe (FIFO) in the build context"),
+        "{err}"
+    );
+
+    // Inside a copied directory too, and for sockets and devices.
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY dir /x/\n",
+        &[("dir/a", "a")],
+    );
+    let sock = ctx.join("dir/sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("socket");
+    let err = fails(mybuild(&root).args(["build", "-t", "f:2"]).arg(&ctx));
+    assert!(
+        err.contains("dir/sock: socket in the build context"),
+        "{err}"
+    );
+    std::fs::remove_file(&sock).expect("rm socket");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        ctx.join("dir/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .expect("mknod");
+    let err = fails(mybuild(&root).args(["build", "-t", "f:3"]).arg(&ctx));
+    assert!(
+        err.contains("dir/null: character device in the build context"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dockerignore_with_a_5kb_wildcard_line_over_a_40_level_tree_is_fast() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ignore = format!("{}y\n", "*".repeat(5000));
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nCOPY . /ctx/\n",
+        &[(".dockerignore", ignore.as_str())],
+    );
+    let mut leaf = ctx.clone();
+    for _ in 0..40 {
+        leaf.push("d");
+    }
+    std::fs::create_dir_all(&leaf).expect("dirs");
+    std::fs::write(leaf.join("y"), "ignored").expect("y");
+    std::fs::write(leaf.join("kept"), "kept").expect("kept");
+    let (out, spec) = local_out(tmp.path(), "out");
+    let started = std::time::Instant::now();
+    ok(mybuild(&root)
+        .args(["build", "-t", "ig:1", "-o", &spec])
+        .arg(&ctx));
+    let took = started.elapsed();
+    // Bounded, not a benchmark: it used to take 47 s and 2.5 GB.
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    let below = out.join("ctx").join(leaf.strip_prefix(&ctx).unwrap());
+    assert_eq!(std::fs::read_to_string(below.join("kept")).unwrap(), "kept");
+    assert!(
+        !below.join("y").exists(),
+        "`**...*y` ignores y at any depth"
+    );
+}
