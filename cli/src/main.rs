@@ -135,6 +135,26 @@ fn main() -> std::process::ExitCode {
     if args.get(1).is_some_and(|a| a == builder::sandbox::INIT_ARG) {
         builder::sandbox::init_main(&args);
     }
+    // The work runs on a thread with a known stack, whatever `ulimit -s` says:
+    // parsing and expansion recurse (bounded, see `shell::MAX_NESTING`).
+    let work = std::thread::Builder::new()
+        .name("mybuild".into())
+        .stack_size(WORK_STACK)
+        .spawn(move || work(args));
+    match work.map(|h| h.join()) {
+        Ok(Ok(code)) => code,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => {
+            eprintln!("error: starting the main thread: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// The stack the cli's work gets: 64 MiB (only what is touched is committed).
+const WORK_STACK: usize = 64 << 20;
+
+fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
     let cli = Cli::parse_from(with_default_verb(args));
     let filter = if cli.debug {
         tracing_subscriber::EnvFilter::new("debug")

@@ -152,3 +152,36 @@ fn dockerignore_with_a_5kb_wildcard_line_over_a_40_level_tree_is_fast() {
         "`**...*y` ignores y at any depth"
     );
 }
+
+/// `${a:-${a:-...x...}}`, `depth` levels, continued over lines of 1,000 levels
+/// (a physical line may not pass 64 KiB).
+fn nested(depth: usize) -> String {
+    let open = vec!["${a:-".repeat(1000); depth / 1000].join("\\\n");
+    let close = vec!["}".repeat(1000); depth / 1000].join("\\\n");
+    let rest = depth % 1000;
+    format!("{open}{}x{}{close}", "${a:-".repeat(rest), "}".repeat(rest))
+}
+
+#[test]
+fn expansion_nested_12000_or_20000_deep_is_a_clear_error_naming_the_line() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    for depth in [12_000, 20_000] {
+        let df = format!("FROM busybox\nENV X={}\n", nested(depth));
+        let ctx = context(tmp.path(), &df, &[]);
+        let (ok, _, err) = common::run(mybuild(&root).args(["build", "-t", "n:1"]).arg(&ctx));
+        assert!(!ok, "{depth} levels built");
+        assert!(err.contains("nested deeper than 1000 levels"), "{err}");
+        assert!(err.contains("Dockerfile:2"), "names the line: {err}");
+        assert!(
+            err.len() < 10_000,
+            "the word is not quoted whole: {} bytes",
+            err.len()
+        );
+    }
+    // Within the limit, the value is the innermost default.
+    let df = format!("FROM busybox\nENV X={}\nRUN test \"$X\" = x\n", nested(900));
+    let ctx = context(tmp.path(), &df, &[]);
+    ok(mybuild(&root).args(["build", "-t", "n:2"]).arg(&ctx));
+}

@@ -70,7 +70,15 @@ pub enum ExpandErrorKind {
     Required { name: String, message: String },
     #[error("invalid pattern ({pattern}) in substitution: invalid escape '\\{ch}'")]
     InvalidPattern { pattern: String, ch: char },
+    #[error("${{...}} nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
 }
+
+/// How deeply `${...}` may nest. Expansion recurses once per level (about 3.5 KiB
+/// of stack in a debug build, far less optimised), so this bounds it to a few MiB,
+/// well inside the 64 MiB stack the cli runs its work on; no real Dockerfile comes
+/// near it.
+pub const MAX_NESTING: usize = 1000;
 
 /// An expansion error, naming the word that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +150,7 @@ impl Lexer {
             raw_escapes: self.raw_escapes,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
         };
         match sw.process_stop_on(None, self.raw_escapes) {
             Ok((result, words)) => Ok(Expansion {
@@ -151,7 +160,13 @@ impl Lexer {
                 unmatched: sw.unmatched,
             }),
             Err(kind) => Err(ExpandError {
-                word: word.to_string(),
+                // A word too deep to expand is too long to quote whole.
+                word: match kind {
+                    ExpandErrorKind::TooDeep if word.chars().count() > 80 => {
+                        format!("{}...", word.chars().take(80).collect::<String>())
+                    }
+                    _ => word.to_string(),
+                },
                 kind,
             }),
         }
@@ -205,6 +220,8 @@ struct ShellWord<'a> {
     raw_escapes: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// `${` levels currently open.
+    depth: usize,
 }
 
 type R<T> = Result<T, ExpandErrorKind>;
@@ -378,7 +395,18 @@ impl ShellWord<'_> {
         name
     }
 
+    /// `$...` at the cursor; every nesting of the grammar passes through here.
     fn process_dollar(&mut self) -> R<String> {
+        if self.depth >= MAX_NESTING {
+            return Err(ExpandErrorKind::TooDeep);
+        }
+        self.depth += 1;
+        let r = self.process_dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn process_dollar_inner(&mut self) -> R<String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -687,5 +715,34 @@ mod tests {
             w("${E:?boom}").map_err(|e| e.to_string()),
             Err("failed to process \"${E:?boom}\": E: boom".to_string())
         );
+    }
+
+    /// `${a:-${a:-...x...}}`, `depth` levels.
+    fn nested(depth: usize) -> String {
+        format!("{}x{}", "${a:-".repeat(depth), "}".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_expands_and_deeper_is_a_clear_error() {
+        // 8 MiB: less than the cli's work thread, more than the limit needs.
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(|| {
+                let l = Lexer::new('\\');
+                assert_eq!(
+                    l.process_word(&nested(MAX_NESTING), &NoEnv).as_deref(),
+                    Ok("x")
+                );
+                for depth in [MAX_NESTING + 1, 12_000, 20_000] {
+                    let e = l.process_word(&nested(depth), &NoEnv).unwrap_err();
+                    assert_eq!(e.kind, ExpandErrorKind::TooDeep);
+                    let text = e.to_string();
+                    assert!(text.contains("nested deeper than 1000 levels"), "{text}");
+                    assert!(text.len() < 200, "{text}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
