@@ -185,3 +185,53 @@ fn expansion_nested_12000_or_20000_deep_is_a_clear_error_naming_the_line() {
     let ctx = context(tmp.path(), &df, &[]);
     ok(mybuild(&root).args(["build", "-t", "n:2"]).arg(&ctx));
 }
+
+#[test]
+fn secret_from_dev_zero_is_read_only_when_mounted_and_only_up_to_500_kib() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    // No step mounts it: nothing is read.
+    let ctx = context(tmp.path(), "FROM busybox\nRUN true\n", &[]);
+    ok(mybuild(&root)
+        .args(["build", "-t", "s:1", "--secret", "id=z,src=/dev/zero"])
+        .arg(&ctx));
+    // Mounted: a clear error, fast, not memory growing without end.
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN --mount=type=secret,id=z wc -c /run/secrets/z\n",
+        &[],
+    );
+    let started = std::time::Instant::now();
+    let err = fails(
+        mybuild(&root)
+            .args(["build", "-t", "s:2", "--secret", "id=z,src=/dev/zero"])
+            .arg(&ctx),
+    );
+    assert!(
+        err.contains("secret z: /dev/zero is larger than the 500 KiB limit for a secret"),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // A regular file over the limit is refused at once; one at the limit is mounted.
+    let big = tmp.path().join("big");
+    std::fs::write(&big, vec![b'a'; 500 * 1024 + 1]).expect("big");
+    let err = fails(
+        mybuild(&root)
+            .args(["build", "-t", "s:3", "--secret"])
+            .arg(format!("id=z,src={}", big.display()))
+            .arg(&ctx),
+    );
+    assert!(err.contains("--secret id=z"), "{err}");
+    assert!(err.contains("larger than the 500 KiB limit"), "{err}");
+    std::fs::write(&big, vec![b'a'; 500 * 1024]).expect("limit");
+    let (so, se) = ok(mybuild(&root)
+        .args(["build", "-t", "s:4", "--progress", "plain", "--secret"])
+        .arg(format!("id=z,src={}", big.display()))
+        .arg(&ctx));
+    assert!(
+        format!("{so}{se}").contains("512000 /run/secrets/z"),
+        "{so}{se}"
+    );
+}

@@ -19,6 +19,7 @@ pub mod git;
 pub mod merged;
 mod mounts;
 mod run;
+pub mod secret;
 mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,7 +62,7 @@ pub struct BuildRequest<'a> {
     /// SOURCE_DATE_EPOCH: fixes `created` and clamps file times in new layers.
     pub source_date_epoch: Option<i64>,
     /// `--secret` values by id, for `RUN --mount=type=secret`; never written to an image.
-    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub secrets: BTreeMap<String, secret::Secret>,
     /// `--add-host` entries (host, address), appended to every RUN's `/etc/hosts`.
     pub extra_hosts: Vec<(String, String)>,
     /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
