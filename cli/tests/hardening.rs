@@ -235,3 +235,115 @@ fn secret_from_dev_zero_is_read_only_when_mounted_and_only_up_to_500_kib() {
         "{so}{se}"
     );
 }
+
+fn mknod(path: &Path, kind: rustix::fs::FileType, dev: rustix::fs::Dev) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        kind,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        dev,
+    )
+    .expect("mknod");
+}
+
+/// The names in a tar's bytes.
+fn tar_names(bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(bytes)
+        .entries()
+        .expect("tar")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn output_dest_that_is_a_device_fifo_or_symlink_is_written_into_not_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ctx = context(tmp.path(), "FROM busybox\nRUN echo hi > /hi\n", &[]);
+    // A char device like /dev/null, made here so no host device is at stake.
+    let null = tmp.path().join("null");
+    mknod(
+        &null,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::makedev(1, 3),
+    );
+    for kind in ["tar", "oci", "docker"] {
+        ok(mybuild(&root)
+            .args(["build", "-t", "o:1", "-o"])
+            .arg(format!("type={kind},dest={}", null.display()))
+            .arg(&ctx));
+        let md = std::fs::symlink_metadata(&null).expect("still there");
+        assert!(
+            md.file_type().is_char_device(),
+            "type={kind} replaced the device"
+        );
+    }
+
+    // A FIFO gets the archive's bytes.
+    let fifo = tmp.path().join("fifo");
+    mknod(&fifo, rustix::fs::FileType::Fifo, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).expect("read fifo"))
+    };
+    ok(mybuild(&root)
+        .args(["build", "-t", "o:1", "-o"])
+        .arg(format!("type=tar,dest={}", fifo.display()))
+        .arg(&ctx));
+    let bytes = reader.join().expect("reader");
+    assert!(
+        tar_names(&bytes).iter().any(|n| n == "hi"),
+        "the rootfs came through"
+    );
+    let md = std::fs::symlink_metadata(&fifo).expect("fifo");
+    assert!(md.file_type().is_fifo(), "the FIFO was replaced");
+
+    // A symlink is written through, as buildx's os.Create does; the link stays.
+    let target = tmp.path().join("real.tar");
+    std::fs::write(&target, "old").expect("target");
+    let link = tmp.path().join("link.tar");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    ok(mybuild(&root)
+        .args(["build", "-t", "o:1", "-o"])
+        .arg(format!("type=tar,dest={}", link.display()))
+        .arg(&ctx));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let bytes = std::fs::read(&target).expect("target written");
+    assert!(tar_names(&bytes).iter().any(|n| n == "hi"));
+    // A dangling one creates its target.
+    let gone = tmp.path().join("new.tar");
+    let dangling = tmp.path().join("dangling.tar");
+    std::os::unix::fs::symlink(&gone, &dangling).expect("symlink");
+    ok(mybuild(&root)
+        .args(["build", "-t", "o:1", "-o"])
+        .arg(format!("type=oci,dest={}", dangling.display()))
+        .arg(&ctx));
+    assert!(std::fs::symlink_metadata(&dangling)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(tar_names(&std::fs::read(&gone).unwrap())
+        .iter()
+        .any(|n| n == "index.json"));
+
+    // A directory is refused, as buildx does.
+    let err = fails(
+        mybuild(&root)
+            .args(["build", "-t", "o:1", "-o"])
+            .arg(format!("type=tar,dest={}", tmp.path().display()))
+            .arg(&ctx),
+    );
+    assert!(err.contains("is a directory"), "{err}");
+}
