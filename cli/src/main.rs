@@ -97,9 +97,21 @@ fn with_default_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
         Some(a)
             if VERBS.contains(&a.as_str())
                 || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
+        // A misspelt verb is left to clap, which says it is not a command and
+        // suggests the verb, rather than being taken as the build context.
+        Some(a) if looks_like_a_verb(&a) => {}
         Some(_) => args.insert(i, "build".into()),
     }
     args
+}
+
+/// A word that is no path on disk but close to a verb (clap's own measure:
+/// Jaro similarity above 0.7), e.g. `buidl`.
+fn looks_like_a_verb(word: &str) -> bool {
+    !word.starts_with('-')
+        && !word.contains(['/', '.', ':'])
+        && std::fs::symlink_metadata(word).is_err()
+        && VERBS.iter().any(|v| strsim::jaro(v, word) > 0.7)
 }
 
 /// Where the store lives when no `--root` is given.

@@ -347,3 +347,29 @@ fn output_dest_that_is_a_device_fifo_or_symlink_is_written_into_not_replaced() {
     );
     assert!(err.contains("is a directory"), "{err}");
 }
+
+#[test]
+fn a_misspelt_verb_is_not_a_command_and_build_is_suggested() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ctx = context(tmp.path(), "FROM busybox\n", &[]);
+    let (success, _, err) = common::run(
+        mybuild(&root)
+            .args(["buidl", "-t", "x:1", "."])
+            .current_dir(&ctx),
+    );
+    assert!(!success);
+    assert!(err.contains("unrecognized subcommand 'buidl'"), "{err}");
+    assert!(err.contains("similar subcommand exists: 'build'"), "{err}");
+    // The verb stays optional: `mybuild -t x .`, `mybuild .`, and a context directory
+    // whose name looks like a verb.
+    ok(mybuild(&root).args(["-t", "x:1", "."]).current_dir(&ctx));
+    ok(mybuild(&root).arg(".").current_dir(&ctx));
+    let odd = context(tmp.path().join("in").as_path(), "FROM busybox\n", &[]);
+    let named = odd.with_file_name("buidl");
+    std::fs::rename(&odd, &named).expect("rename");
+    ok(mybuild(&root)
+        .args(["-t", "x:2", "buidl"])
+        .current_dir(named.parent().unwrap()));
+}
