@@ -373,3 +373,26 @@ fn a_misspelt_verb_is_not_a_command_and_build_is_suggested() {
         .args(["-t", "x:2", "buidl"])
         .current_dir(named.parent().unwrap()));
 }
+
+#[test]
+fn a_failing_multi_line_run_shows_its_lines_marked_and_the_command_once() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nRUN false && \\\n    echo\nRUN true\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "f:1"]).arg(&ctx));
+    let block = "Dockerfile:2\n\
+                 --------------------\n   \
+                 1 |     FROM busybox\n   \
+                 2 | >>> RUN false && \\\n   \
+                 3 | >>>     echo\n   \
+                 4 |     RUN true\n\
+                 --------------------\n\
+                 error: process \"/bin/sh -c false &&     echo\" did not complete successfully: exit code: 1\n";
+    assert!(err.ends_with(block), "{err}");
+    assert_eq!(err.matches("/bin/sh -c false").count(), 1, "{err}");
+}

@@ -459,6 +459,77 @@ impl BuildReporter for PlatformTag<'_> {
 
 /// Writes an OCI image index of the per-platform images (each entry with the
 /// platform of its config) to the store; returns its descriptor.
+/// A failed RUN as Docker shows it: the instruction's lines in the Dockerfile
+/// marked `>>>`, then the process and its exit code (the command once).
+fn with_source(
+    e: anyhow::Error,
+    file: &str,
+    text: &str,
+    graphs: &[(Platform, builder::plan::StepGraph)],
+) -> anyhow::Error {
+    let Some(builder::exec::BuildError::RunFailed {
+        location,
+        command,
+        code,
+        ..
+    }) = e.downcast_ref()
+    else {
+        return e;
+    };
+    let Some(start) = location
+        .rsplit_once(':')
+        .and_then(|(_, l)| l.parse::<usize>().ok())
+    else {
+        return e;
+    };
+    let end = graphs
+        .iter()
+        .flat_map(|(_, g)| &g.stages)
+        .flat_map(|s| &s.steps)
+        .find(|s| s.span.start_line == start && !s.onbuild)
+        .map_or(start, |s| s.span.end_line.max(start));
+    eprint!("{}", source_block(file, text, start, end));
+    anyhow!("process {command:?} did not complete successfully: exit code: {code}")
+}
+
+/// BuildKit's `errdefs.Source.Print`: lines `start..=end` marked `>>>`, with one
+/// line of context each side (two for a one-line instruction).
+fn source_block(file: &str, text: &str, start: usize, end: usize) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if start < 1 || start > lines.len() {
+        return String::new();
+    }
+    let (mut first, mut last) = (start, end.min(lines.len()));
+    let pad = if last == start { 4 } else { 2 };
+    let mut p = 0;
+    while p < pad {
+        if first > 1 {
+            first -= 1;
+            p += 1;
+        }
+        if last != lines.len() {
+            last += 1;
+            p += 1;
+        }
+        p += 1;
+    }
+    let mut out = format!("{file}:{start}\n--------------------\n");
+    for (i, line) in lines.iter().enumerate().take(last).skip(first - 1) {
+        let n = i + 1;
+        let mark = if (start..=end).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!(
+            " {n:>3} | {mark} {}\n",
+            line.trim_end_matches('\r')
+        ));
+    }
+    out.push_str("--------------------\n");
+    out
+}
+
 fn write_index(store: &Store, images: &[Descriptor]) -> Result<Descriptor> {
     let mut manifests = Vec::new();
     for d in images {
@@ -752,7 +823,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     imported.report(say);
     if let Some(e) = failed {
-        return Err(e);
+        return Err(with_source(e, &req.dockerfile, &text, &graphs));
     }
     // One platform: its manifest; several: an index of theirs (the children stay
     // reachable from the tag through it, so prune keeps them).
@@ -823,4 +894,24 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_block;
+
+    #[test]
+    fn a_failed_instruction_is_shown_with_its_lines_marked_as_docker_does() {
+        let df = "# syntax\nFROM busybox\nRUN false && \\\n    echo\n";
+        assert_eq!(
+            source_block("Dockerfile", df, 3, 4),
+            "Dockerfile:3\n--------------------\n   2 |     FROM busybox\n   3 | >>> RUN false && \\\n   4 | >>>     echo\n   5 |     \n--------------------\n"
+        );
+        // One line: two lines of context each side where there are some.
+        let df = "FROM busybox\nRUN a\nRUN false\nRUN b\nRUN c\nRUN d\n";
+        assert_eq!(
+            source_block("Dockerfile", df, 3, 3),
+            "Dockerfile:3\n--------------------\n   1 |     FROM busybox\n   2 |     RUN a\n   3 | >>> RUN false\n   4 |     RUN b\n   5 |     RUN c\n--------------------\n"
+        );
+    }
 }
