@@ -396,3 +396,39 @@ fn a_failing_multi_line_run_shows_its_lines_marked_and_the_command_once() {
     assert!(err.ends_with(block), "{err}");
     assert_eq!(err.matches("/bin/sh -c false").count(), 1, "{err}");
 }
+
+#[test]
+fn a_first_build_prints_no_cache_miss_line_and_warnings_have_one_prefix() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let ctx = context(tmp.path(), "FROM busybox\nRUN echo one > /one\n", &[]);
+    let (_, err) = ok(mybuild(&root)
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "c:1",
+            "--build-arg",
+            "UNUSED=1",
+        ])
+        .arg(&ctx));
+    assert!(!err.contains("cache miss"), "{err}");
+    assert!(!err.contains("no earlier build"), "{err}");
+    assert!(
+        err.contains("WARNING: One or more build-args [UNUSED] were not consumed"),
+        "{err}"
+    );
+    assert!(!err.contains("[Warning]"), "{err}");
+    // A change is still explained.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG V=2\nRUN echo $V > /one\n",
+    )
+    .expect("edit");
+    let (_, err) = ok(mybuild(&root)
+        .args(["build", "--progress", "plain", "-t", "c:1", "--no-cache"])
+        .arg(&ctx));
+    assert!(err.contains("(cache miss: "), "{err}");
+}

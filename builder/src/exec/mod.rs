@@ -12,6 +12,7 @@
 
 pub mod add;
 mod cached;
+pub use cached::NEW_INSTRUCTION;
 pub mod chmod;
 pub mod copy;
 mod copy_step;

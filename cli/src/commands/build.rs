@@ -278,6 +278,9 @@ impl BuildReporter for Plain {
             BuildEvent::StepCached { id, .. } => {
                 let _ = writeln!(err, "#{id} CACHED");
             }
+            // An instruction never built before is no news (a first build).
+            BuildEvent::CacheMiss { cause, .. }
+                if cause.ends_with(builder::exec::NEW_INSTRUCTION) => {}
             BuildEvent::CacheMiss { id, cause, .. } => {
                 let _ = writeln!(err, "#{id} (cache miss: {cause})");
             }
@@ -703,12 +706,11 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     // The platforms' plans mostly warn alike: each warning once.
     let mut warned = std::collections::BTreeSet::new();
     for w in graphs.iter().flat_map(|(_, g)| &g.warnings) {
+        // BuildKit's own text may start `[Warning] `: one prefix is enough.
+        let message = w.message.strip_prefix("[Warning] ").unwrap_or(&w.message);
         let line = match &w.span {
-            Some(s) => format!(
-                "WARNING: {}:{}: {}",
-                dockerfile_name, s.start_line, w.message
-            ),
-            None => format!("WARNING: {}", w.message),
+            Some(s) => format!("WARNING: {}:{}: {message}", dockerfile_name, s.start_line),
+            None => format!("WARNING: {message}"),
         };
         if !a.quiet && warned.insert(line.clone()) {
             eprintln!("{line}");
