@@ -432,3 +432,17 @@ fn a_first_build_prints_no_cache_miss_line_and_warnings_have_one_prefix() {
         .arg(&ctx));
     assert!(err.contains("(cache miss: "), "{err}");
 }
+
+#[test]
+fn progress_rawjson_is_refused_naming_the_values_that_exist() {
+    let tmp = tempfile::TempDir::new().expect("tmp");
+    let root = tmp.path().join("store");
+    for verb in ["build", "pull"] {
+        let err = fails(mybuild(&root).args([verb, "--progress", "rawjson", "x"]));
+        assert!(
+            err.contains("invalid value 'rawjson' for '--progress"),
+            "{err}"
+        );
+        assert!(err.contains("json"), "{err}");
+    }
+}

@@ -51,7 +51,7 @@ pub struct BuildArgs {
     #[arg(long)]
     iidfile: Option<PathBuf>,
     /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "rawjson"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json"])]
     progress: String,
     /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
     #[arg(short = 'o', long = "output")]
@@ -296,7 +296,7 @@ fn reporter(progress: &str, quiet: bool) -> Result<Box<dyn BuildReporter>> {
     }
     Ok(match progress {
         _ if quiet => Box::new(builder::exec::NoReporter),
-        "json" | "rawjson" => Box::new(crate::progress::Json),
+        "json" => Box::new(crate::progress::Json),
         "tty" | "auto" if cannot_draw.is_none() => Box::new(crate::progress::Tty::new()),
         _ => Box::new(Plain {
             quiet,
@@ -334,7 +334,7 @@ fn lint_summary(lint: &builder::lint::LintReport, progress: &str) {
     if lint.warnings.is_empty() {
         return;
     }
-    if matches!(progress, "json" | "rawjson") {
+    if progress == "json" {
         for w in &lint.warnings {
             crate::progress::Json::emit(&serde_json::json!({
                 "event": "warning", "rule": w.rule, "line": w.line,
@@ -883,7 +883,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     if a.quiet {
         println!("{digest}");
-    } else if matches!(a.progress.as_str(), "json" | "rawjson") {
+    } else if a.progress == "json" {
         crate::progress::Json::emit(&serde_json::json!({
             "event": "image",
             "digest": digest.to_string(),
