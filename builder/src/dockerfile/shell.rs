@@ -72,6 +72,8 @@ pub enum ExpandErrorKind {
     InvalidPattern { pattern: String, ch: char },
     #[error("${{...}} nested deeper than {MAX_NESTING} levels")]
     TooDeep,
+    #[error("pattern ({0}) in substitution is too large")]
+    PatternTooLarge(String),
 }
 
 /// How deeply `${...}` may nest. Expansion recurses once per level (about 3.5 KiB
@@ -539,8 +541,8 @@ impl ShellWord<'_> {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }
                 let value = value.unwrap_or_default();
-                let pat = compile_pattern(&pattern)?;
-                Ok(replace(&pat, &value, &replacement, replace_all))
+                let re = PatRe::new(&pattern, &compile_pattern(&pattern)?, true)?;
+                Ok(replace(&re, &value, &replacement, replace_all))
             }
             _ => Err(ExpandErrorKind::UnsupportedModifier(chs)),
         }
@@ -590,41 +592,40 @@ fn compile_pattern(pattern: &str) -> R<Vec<Pat>> {
     Ok(out)
 }
 
-/// Backtracking match at `start`, with the preference order of a leftmost-first regexp
-/// engine (greedy stars try longest first). Returns the end of the preferred match.
-fn match_at(pat: &[Pat], s: &[char], pos: usize, greedy: bool) -> Option<usize> {
-    let Some((first, rest)) = pat.split_first() else {
-        return Some(pos);
-    };
-    match first {
-        // `.` in Go's regexp does not match a newline.
-        Pat::Any => match s.get(pos) {
-            Some(&c) if c != '\n' => match_at(rest, s, pos + 1, greedy),
-            _ => None,
-        },
-        Pat::Lit(l) => match s.get(pos) {
-            Some(c) if c == l => match_at(rest, s, pos + 1, greedy),
-            _ => None,
-        },
-        Pat::Star => {
-            let mut max = pos;
-            while max < s.len() && s[max] != '\n' {
-                max += 1;
-            }
-            if greedy {
-                (pos..=max).rev().find_map(|e| match_at(rest, s, e, greedy))
-            } else {
-                (pos..=max).find_map(|e| match_at(rest, s, e, greedy))
+/// A shell pattern as BuildKit runs it: translated to a regexp (`*` is `.*`, or
+/// `.*?` for the shortest match; `?` is `.`). The regex crate's leftmost-first
+/// semantics give the match a backtracking engine prefers, in time linear in the
+/// text, with no recursion on the pattern's length.
+struct PatRe(regex::Regex);
+
+impl PatRe {
+    fn new(pattern: &str, pat: &[Pat], greedy: bool) -> R<PatRe> {
+        let mut re = String::from("(?:");
+        for p in pat {
+            match p {
+                Pat::Star if greedy => re.push_str(".*"),
+                Pat::Star => re.push_str(".*?"),
+                Pat::Any => re.push('.'),
+                Pat::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
             }
         }
+        re.push(')');
+        regex::RegexBuilder::new(&re)
+            .build()
+            .map(PatRe)
+            .map_err(|_| ExpandErrorKind::PatternTooLarge(pattern.to_string()))
+    }
+
+    /// The end (a byte offset) of the preferred match starting at byte 0.
+    fn prefix(&self, s: &str) -> Option<usize> {
+        self.0.find(s).filter(|m| m.start() == 0).map(|m| m.end())
     }
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> R<String> {
-    let pat = compile_pattern(pattern)?;
-    let s: Vec<char> = value.chars().collect();
-    Ok(match match_at(&pat, &s, 0, greedy) {
-        Some(end) => s[end..].iter().collect(),
+    let re = PatRe::new(pattern, &compile_pattern(pattern)?, greedy)?;
+    Ok(match re.prefix(value) {
+        Some(end) => value[end..].to_string(),
         None => value.to_string(),
     })
 }
@@ -657,32 +658,33 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> R<String> {
     Ok(r.chars().rev().collect())
 }
 
-fn replace(pat: &[Pat], value: &str, replacement: &str, all: bool) -> String {
-    let s: Vec<char> = value.chars().collect();
+fn replace(re: &PatRe, value: &str, replacement: &str, all: bool) -> String {
     let mut out = String::new();
     let mut pos = 0;
-    let mut replaced = false;
-    while pos <= s.len() {
-        if all || !replaced {
-            if let Some(end) = match_at(pat, &s, pos, true) {
-                out.push_str(replacement);
-                replaced = true;
-                if end > pos {
-                    pos = end;
-                    continue;
-                }
-                // Empty match: copy one char and move on, as Go's ReplaceAll does.
-                if let Some(&c) = s.get(pos) {
+    while pos <= value.len() {
+        // The leftmost match at or after `pos`, as trying each position would find.
+        let Some(m) = re.0.find_at(value, pos) else {
+            break;
+        };
+        out.push_str(&value[pos..m.start()]);
+        out.push_str(replacement);
+        pos = m.end();
+        if m.is_empty() {
+            // Empty match: copy one char and move on, as Go's ReplaceAll does.
+            match value[pos..].chars().next() {
+                Some(c) => {
                     out.push(c);
+                    pos += c.len_utf8();
                 }
-                pos += 1;
-                continue;
+                None => pos += 1,
             }
         }
-        if let Some(&c) = s.get(pos) {
-            out.push(c);
+        if !all {
+            break;
         }
-        pos += 1;
+    }
+    if pos <= value.len() {
+        out.push_str(&value[pos..]);
     }
     out
 }
@@ -744,5 +746,36 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn patterns_with_thousands_of_stars_match_in_linear_time() {
+        let e = env(&[("A", &"ab".repeat(500))]);
+        let l = Lexer::new('\\');
+        let stars = "*a".repeat(200);
+        // Backtracking took exponential time here; the automaton does not.
+        let started = std::time::Instant::now();
+        assert_eq!(
+            l.process_word(&format!("${{A#{stars}c}}"), &e).unwrap(),
+            "ab".repeat(500)
+        );
+        assert_eq!(
+            l.process_word(&format!("${{A/{stars}c/x}}"), &e).unwrap(),
+            "ab".repeat(500)
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Shortest and longest matches, replacement of empty matches, non-ASCII.
+        let e = env(&[("A", "héllo.tar.gz"), ("N", "a\nb")]);
+        let w = |s: &str| l.process_word(s, &e).unwrap();
+        assert_eq!(w("${A#*l}"), "lo.tar.gz");
+        assert_eq!(w("${A##*l}"), "o.tar.gz");
+        assert_eq!(w("${A%.*}"), "héllo.tar");
+        assert_eq!(w("${A/é/e}"), "hello.tar.gz");
+        assert_eq!(w("${A//?/x}"), "xxxxxxxxxxxx");
+        assert_eq!(w("${A//x*/-}"), "héllo.tar.gz");
+        assert_eq!(w("${A/l*./L}"), "héLgz");
+        assert_eq!(w("${A//l/L}"), "héLLo.tar.gz");
+        assert_eq!(w("${N#*}"), "a\nb");
+        assert_eq!(w("${N##*}"), "\nb", "`*` does not cross a newline");
     }
 }
