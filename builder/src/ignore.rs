@@ -370,9 +370,13 @@ fn compile(p: &str) -> Option<Kind> {
     let mut kind = T::Exact;
     let mut i = 0;
     let mut first = true;
+    // The wildcard just emitted: a run of equal wildcards means what one does, and
+    // emitting it once keeps the automaton as small as the pattern's meaning.
+    let mut last: Option<&str> = None;
     while i < chars.len() {
         let ch = chars[i];
         i += 1;
+        let prev = last.take();
         match ch {
             '*' if chars.get(i) == Some(&'*') => {
                 i += 1;
@@ -388,7 +392,12 @@ fn compile(p: &str) -> Option<Kind> {
                         kind = T::Regex;
                     }
                 } else {
-                    re.push_str("(.*/)?");
+                    // Non-capturing: capture slots would make the PikeVM's memory
+                    // grow with the number of groups.
+                    if prev != Some("(?:.*/)?") {
+                        re.push_str("(?:.*/)?");
+                    }
+                    last = Some("(?:.*/)?");
                     kind = T::Regex;
                 }
                 if first {
@@ -396,7 +405,10 @@ fn compile(p: &str) -> Option<Kind> {
                 }
             }
             '*' => {
-                re.push_str("[^/]*");
+                if prev != Some("[^/]*") {
+                    re.push_str("[^/]*");
+                }
+                last = Some("[^/]*");
                 kind = T::Regex;
             }
             '?' => {
@@ -463,5 +475,25 @@ mod tests {
         assert!(m.must_descend("anything"));
         let m = Matcher::new(&["a"]).unwrap();
         assert!(!m.must_descend("a"));
+    }
+
+    #[test]
+    fn a_long_run_of_wildcards_compiles_to_a_small_automaton() {
+        let line = format!("{}y", "*".repeat(5000));
+        let m = Matcher::new(&[line.as_str()]).unwrap();
+        let deep = vec!["d"; 40].join("/");
+        assert!(m.matches(&format!("{deep}/y")));
+        assert!(m.matches("y"));
+        assert!(!m.matches(&format!("{deep}/x")));
+        let Kind::Regex(re) = &m.patterns[0].kind else {
+            panic!("a regex")
+        };
+        assert_eq!(re.as_str(), "^(?:.*/)?y$");
+        let m = Matcher::new(&[format!("a/{}b", "*?".repeat(2000))]).unwrap();
+        assert!(m.matches(&format!("a/{}b", "x".repeat(2000))));
+        assert!(
+            !m.matches(&format!("a/{}/b", "x".repeat(2000))),
+            "`*` never crosses `/`"
+        );
     }
 }

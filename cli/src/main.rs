@@ -97,9 +97,21 @@ fn with_default_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
         Some(a)
             if VERBS.contains(&a.as_str())
                 || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
+        // A misspelt verb is left to clap, which says it is not a command and
+        // suggests the verb, rather than being taken as the build context.
+        Some(a) if looks_like_a_verb(&a) => {}
         Some(_) => args.insert(i, "build".into()),
     }
     args
+}
+
+/// A word that is no path on disk but close to a verb (clap's own measure:
+/// Jaro similarity above 0.7), e.g. `buidl`.
+fn looks_like_a_verb(word: &str) -> bool {
+    !word.starts_with('-')
+        && !word.contains(['/', '.', ':'])
+        && std::fs::symlink_metadata(word).is_err()
+        && VERBS.iter().any(|v| strsim::jaro(v, word) > 0.7)
 }
 
 /// Where the store lives when no `--root` is given.
@@ -156,6 +168,26 @@ fn main() -> std::process::ExitCode {
     if args.get(1).is_some_and(|a| a == builder::sandbox::INIT_ARG) {
         builder::sandbox::init_main(&args);
     }
+    // The work runs on a thread with a known stack, whatever `ulimit -s` says:
+    // parsing and expansion recurse (bounded, see `shell::MAX_NESTING`).
+    let work = std::thread::Builder::new()
+        .name("mybuild".into())
+        .stack_size(WORK_STACK)
+        .spawn(move || work(args));
+    match work.map(|h| h.join()) {
+        Ok(Ok(code)) => code,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => {
+            eprintln!("error: starting the main thread: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// The stack the cli's work gets: 64 MiB (only what is touched is committed).
+const WORK_STACK: usize = 64 << 20;
+
+fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
     let cli = Cli::parse_from(with_default_verb(args));
     let filter = if cli.debug {
         tracing_subscriber::EnvFilter::new("debug")

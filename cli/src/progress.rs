@@ -95,6 +95,9 @@ impl BuildReporter for Tty {
                     bar.finish_with_message(format!("{label} CACHED"));
                 }
             }
+            // An instruction never built before is no news (a first build).
+            BuildEvent::CacheMiss { cause, .. }
+                if cause.ends_with(builder::exec::NEW_INSTRUCTION) => {}
             BuildEvent::CacheMiss { id, cause, .. } => {
                 self.line(id, &format!("(cache miss: {cause})"));
             }

@@ -127,7 +127,11 @@ fn a_failing_run_names_the_line_and_exit_code_and_tags_nothing() {
     let err = fails(mybuild(&root).args(["-t", "broken:1"]).arg(&ctx));
     assert!(err.contains("#2 boom"), "output is shown live: {err}");
     assert!(
-        err.contains("Dockerfile:3: RUN echo boom >&2; exit 7: process"),
+        err.contains("Dockerfile:3\n--------------------\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("   3 | >>> RUN echo boom >&2; exit 7\n"),
         "{err}"
     );
     assert!(err.contains("exit code: 7"), "{err}");

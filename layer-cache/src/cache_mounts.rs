@@ -173,20 +173,22 @@ fn create_data(
 
 /// A step may leave read-only directories in its cache; give the owner write access
 /// so the tree can be removed.
-fn make_removable(path: &Path) {
-    let Ok(md) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    if !md.is_dir() {
-        return;
-    }
-    let mode = md.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700));
-    }
-    if let Ok(rd) = std::fs::read_dir(path) {
-        for e in rd.flatten() {
-            make_removable(&e.path());
+fn make_removable(root: &Path) {
+    // A stack of directories to visit: depth costs heap, not call stack.
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !md.is_dir() {
+            continue;
+        }
+        let mode = md.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o700));
+        }
+        if let Ok(rd) = std::fs::read_dir(&path) {
+            todo.extend(rd.flatten().map(|e| e.path()));
         }
     }
 }

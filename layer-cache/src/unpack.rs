@@ -635,12 +635,14 @@ impl Unpacker<'_> {
                 continue;
             }
             let dir: BorrowedFd<'_> = stack.last().map_or(self.root.as_fd(), |f| f.as_fd());
-            let mut here = path.clone();
-            here.push(c.clone());
+            // `path` names this component until it turns out not to be entered:
+            // no copy of the path per step, so a deep entry costs O(depth).
+            path.push(c.clone());
+            let here = &path;
             let st = match rustix::fs::statat(dir, os(&c), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
                 Err(Errno::NOENT) => None,
-                Err(e) => return Err(self.io_err(entry, "inspecting", &here, e)),
+                Err(e) => return Err(self.io_err(entry, "inspecting", here, e)),
             };
             match st {
                 Some(FileType::Directory) => {}
@@ -652,44 +654,44 @@ impl Unpacker<'_> {
                     if hops > MAX_SYMLINKS {
                         return Err(UnpackError::SymlinkLoop {
                             entry: entry.to_string(),
-                            path: show(&here),
+                            path: show(here),
                         });
                     }
                     let target = rustix::fs::readlinkat(dir, os(&c), Vec::new())
-                        .map_err(|e| self.io_err(entry, "reading symlink", &here, e))?
+                        .map_err(|e| self.io_err(entry, "reading symlink", here, e))?
                         .into_bytes();
                     if target.starts_with(b"/") {
                         return Err(UnpackError::SymlinkEscape {
                             entry: entry.to_string(),
-                            link: show(&here),
+                            link: show(here),
                             target: lossy(&target),
                         });
                     }
                     for t in target.split(|&b| b == b'/').rev() {
                         pending.push_front(t.to_vec());
                     }
-                    via = Some((here, target));
+                    via = Some((here.clone(), target));
+                    path.pop();
                     continue;
                 }
                 Some(_) => {
                     return Err(UnpackError::NotADirectory {
                         entry: entry.to_string(),
-                        path: show(&here),
+                        path: show(here),
                     })
                 }
                 None if walk == Walk::Create => {
                     // Docker and containerd create missing parents as 0755.
                     match rustix::fs::mkdirat(dir, os(&c), Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(self.io_err(entry, "creating directory", &here, e)),
+                        Err(e) => return Err(self.io_err(entry, "creating directory", here, e)),
                     }
                 }
                 None => return Ok(None),
             }
             let fd = rustix::fs::openat(dir, os(&c), path_fd_flags(), Mode::empty())
-                .map_err(|e| self.io_err(entry, "opening directory", &here, e))?;
+                .map_err(|e| self.io_err(entry, "opening directory", here, e))?;
             stack.push(fd);
-            path = here;
         }
         let fd = match stack.pop() {
             Some(fd) => fd,
@@ -711,8 +713,14 @@ impl Unpacker<'_> {
     }
 
     fn record(&mut self, path: Comps) {
-        for i in 0..path.len() {
-            self.layer_ancestors.insert(path[..i].join(&b'/'));
+        // Ancestors are recorded together, so the first one already known ends the
+        // climb: O(depth) per entry, not O(depth²).
+        let mut end = path.len();
+        while end > 0 {
+            end -= 1;
+            if !self.layer_ancestors.insert(path[..end].join(&b'/')) {
+                break;
+            }
         }
         self.layer_paths.insert(path.join(&b'/'));
     }
@@ -1036,15 +1044,22 @@ impl Unpacker<'_> {
         }
     }
 
-    /// Remove everything beneath `dir` that this tar did not write.
+    /// Remove everything beneath `dir` that this tar did not write. Open
+    /// directories are a stack on the heap, so depth costs memory, not call stack.
     fn clear_earlier(&self, dir: BorrowedFd<'_>, path: &[Vec<u8>]) -> Result<(), (Comps, Errno)> {
         let children = list_dir(dir).map_err(|e| (path.to_vec(), e))?;
-        for (child, ft) in children {
-            let mut cpath = path.to_vec();
+        let mut stack: Vec<OpenDir> = vec![(None, path.to_vec(), children.into_iter())];
+        while let Some((fd, path, children)) = stack.last_mut() {
+            let Some((child, ft)) = children.next() else {
+                stack.pop();
+                continue;
+            };
+            let here = fd.as_ref().map_or(dir, |f| f.as_fd());
+            let mut cpath = path.clone();
             cpath.push(child.clone());
             let ft = match ft {
                 FileType::Unknown => {
-                    match rustix::fs::statat(dir, os(&child), AtFlags::SYMLINK_NOFOLLOW) {
+                    match rustix::fs::statat(here, os(&child), AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => FileType::from_raw_mode(st.st_mode),
                         Err(e) => return Err((cpath, e)),
                     }
@@ -1055,14 +1070,15 @@ impl Unpacker<'_> {
             let ours = self.layer_paths.contains(&key);
             if ft == FileType::Directory {
                 if ours || self.layer_ancestors.contains(&key) {
-                    let sub = rustix::fs::openat(dir, os(&child), read_dir_flags(), Mode::empty())
+                    let sub = rustix::fs::openat(here, os(&child), read_dir_flags(), Mode::empty())
                         .map_err(|e| (cpath.clone(), e))?;
-                    self.clear_earlier(sub.as_fd(), &cpath)?;
+                    let list = list_dir(sub.as_fd()).map_err(|e| (cpath.clone(), e))?;
+                    stack.push((Some(sub), cpath, list.into_iter()));
                 } else {
-                    remove_tree(dir, &child).map_err(|e| (cpath, e))?;
+                    remove_tree(here, &child).map_err(|e| (cpath, e))?;
                 }
             } else if !ours {
-                rustix::fs::unlinkat(dir, os(&child), AtFlags::empty()).map_err(|e| (cpath, e))?;
+                rustix::fs::unlinkat(here, os(&child), AtFlags::empty()).map_err(|e| (cpath, e))?;
             }
         }
         Ok(())
@@ -1183,26 +1199,50 @@ fn list_dir(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<(Vec<u8>, FileType)>>
     Ok(out)
 }
 
+/// A directory being emptied: its descriptor (`None` for the starting one), its
+/// path and the children left to look at.
+type OpenDir = (
+    Option<OwnedFd>,
+    Comps,
+    std::vec::IntoIter<(Vec<u8>, FileType)>,
+);
+
 /// Remove the directory `name` beneath `parent` and everything in it, by
-/// descriptor, never following a symlink.
+/// descriptor, never following a symlink. Iterative: a stack of open directories
+/// on the heap, so a deep tree cannot overflow the call stack.
 fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let dir = rustix::fs::openat(parent, os(name), read_dir_flags(), Mode::empty())?;
-    for (child, ft) in list_dir(dir.as_fd())? {
+    let open = |at: BorrowedFd<'_>, name: &[u8]| -> rustix::io::Result<_> {
+        let fd = rustix::fs::openat(at, os(name), read_dir_flags(), Mode::empty())?;
+        let list = list_dir(fd.as_fd())?;
+        Ok((fd, name.to_vec(), list.into_iter()))
+    };
+    let mut stack = vec![open(parent, name)?];
+    while let Some((dir, _, children)) = stack.last_mut() {
+        let Some((child, ft)) = children.next() else {
+            let Some((fd, name, _)) = stack.pop() else {
+                break;
+            };
+            drop(fd);
+            let up = stack.last().map_or(parent, |(fd, _, _)| fd.as_fd());
+            rustix::fs::unlinkat(up, os(&name), AtFlags::REMOVEDIR)?;
+            continue;
+        };
         let is_dir = match ft {
             FileType::Directory => true,
             FileType::Unknown => {
-                let st = rustix::fs::statat(&dir, os(&child), AtFlags::SYMLINK_NOFOLLOW)?;
+                let st = rustix::fs::statat(&*dir, os(&child), AtFlags::SYMLINK_NOFOLLOW)?;
                 FileType::from_raw_mode(st.st_mode) == FileType::Directory
             }
             _ => false,
         };
         if is_dir {
-            remove_tree(dir.as_fd(), &child)?;
+            let next = open(dir.as_fd(), &child)?;
+            stack.push(next);
         } else {
-            rustix::fs::unlinkat(&dir, os(&child), AtFlags::empty())?;
+            rustix::fs::unlinkat(&*dir, os(&child), AtFlags::empty())?;
         }
     }
-    rustix::fs::unlinkat(parent, os(name), AtFlags::REMOVEDIR)
+    Ok(())
 }
 
 /// A PAX time: decimal seconds with an optional fraction, possibly negative.

@@ -70,7 +70,17 @@ pub enum ExpandErrorKind {
     Required { name: String, message: String },
     #[error("invalid pattern ({pattern}) in substitution: invalid escape '\\{ch}'")]
     InvalidPattern { pattern: String, ch: char },
+    #[error("${{...}} nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+    #[error("pattern ({0}) in substitution is too large")]
+    PatternTooLarge(String),
 }
+
+/// How deeply `${...}` may nest. Expansion recurses once per level (about 3.5 KiB
+/// of stack in a debug build, far less optimised), so this bounds it to a few MiB,
+/// well inside the 64 MiB stack the cli runs its work on; no real Dockerfile comes
+/// near it.
+pub const MAX_NESTING: usize = 1000;
 
 /// An expansion error, naming the word that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +152,7 @@ impl Lexer {
             raw_escapes: self.raw_escapes,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
         };
         match sw.process_stop_on(None, self.raw_escapes) {
             Ok((result, words)) => Ok(Expansion {
@@ -151,7 +162,13 @@ impl Lexer {
                 unmatched: sw.unmatched,
             }),
             Err(kind) => Err(ExpandError {
-                word: word.to_string(),
+                // A word too deep to expand is too long to quote whole.
+                word: match kind {
+                    ExpandErrorKind::TooDeep if word.chars().count() > 80 => {
+                        format!("{}...", word.chars().take(80).collect::<String>())
+                    }
+                    _ => word.to_string(),
+                },
                 kind,
             }),
         }
@@ -205,6 +222,8 @@ struct ShellWord<'a> {
     raw_escapes: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// `${` levels currently open.
+    depth: usize,
 }
 
 type R<T> = Result<T, ExpandErrorKind>;
@@ -378,7 +397,18 @@ impl ShellWord<'_> {
         name
     }
 
+    /// `$...` at the cursor; every nesting of the grammar passes through here.
     fn process_dollar(&mut self) -> R<String> {
+        if self.depth >= MAX_NESTING {
+            return Err(ExpandErrorKind::TooDeep);
+        }
+        self.depth += 1;
+        let r = self.process_dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn process_dollar_inner(&mut self) -> R<String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -511,8 +541,8 @@ impl ShellWord<'_> {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }
                 let value = value.unwrap_or_default();
-                let pat = compile_pattern(&pattern)?;
-                Ok(replace(&pat, &value, &replacement, replace_all))
+                let re = PatRe::new(&pattern, &compile_pattern(&pattern)?, true)?;
+                Ok(replace(&re, &value, &replacement, replace_all))
             }
             _ => Err(ExpandErrorKind::UnsupportedModifier(chs)),
         }
@@ -562,41 +592,40 @@ fn compile_pattern(pattern: &str) -> R<Vec<Pat>> {
     Ok(out)
 }
 
-/// Backtracking match at `start`, with the preference order of a leftmost-first regexp
-/// engine (greedy stars try longest first). Returns the end of the preferred match.
-fn match_at(pat: &[Pat], s: &[char], pos: usize, greedy: bool) -> Option<usize> {
-    let Some((first, rest)) = pat.split_first() else {
-        return Some(pos);
-    };
-    match first {
-        // `.` in Go's regexp does not match a newline.
-        Pat::Any => match s.get(pos) {
-            Some(&c) if c != '\n' => match_at(rest, s, pos + 1, greedy),
-            _ => None,
-        },
-        Pat::Lit(l) => match s.get(pos) {
-            Some(c) if c == l => match_at(rest, s, pos + 1, greedy),
-            _ => None,
-        },
-        Pat::Star => {
-            let mut max = pos;
-            while max < s.len() && s[max] != '\n' {
-                max += 1;
-            }
-            if greedy {
-                (pos..=max).rev().find_map(|e| match_at(rest, s, e, greedy))
-            } else {
-                (pos..=max).find_map(|e| match_at(rest, s, e, greedy))
+/// A shell pattern as BuildKit runs it: translated to a regexp (`*` is `.*`, or
+/// `.*?` for the shortest match; `?` is `.`). The regex crate's leftmost-first
+/// semantics give the match a backtracking engine prefers, in time linear in the
+/// text, with no recursion on the pattern's length.
+struct PatRe(regex::Regex);
+
+impl PatRe {
+    fn new(pattern: &str, pat: &[Pat], greedy: bool) -> R<PatRe> {
+        let mut re = String::from("(?:");
+        for p in pat {
+            match p {
+                Pat::Star if greedy => re.push_str(".*"),
+                Pat::Star => re.push_str(".*?"),
+                Pat::Any => re.push('.'),
+                Pat::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
             }
         }
+        re.push(')');
+        regex::RegexBuilder::new(&re)
+            .build()
+            .map(PatRe)
+            .map_err(|_| ExpandErrorKind::PatternTooLarge(pattern.to_string()))
+    }
+
+    /// The end (a byte offset) of the preferred match starting at byte 0.
+    fn prefix(&self, s: &str) -> Option<usize> {
+        self.0.find(s).filter(|m| m.start() == 0).map(|m| m.end())
     }
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> R<String> {
-    let pat = compile_pattern(pattern)?;
-    let s: Vec<char> = value.chars().collect();
-    Ok(match match_at(&pat, &s, 0, greedy) {
-        Some(end) => s[end..].iter().collect(),
+    let re = PatRe::new(pattern, &compile_pattern(pattern)?, greedy)?;
+    Ok(match re.prefix(value) {
+        Some(end) => value[end..].to_string(),
         None => value.to_string(),
     })
 }
@@ -629,32 +658,33 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> R<String> {
     Ok(r.chars().rev().collect())
 }
 
-fn replace(pat: &[Pat], value: &str, replacement: &str, all: bool) -> String {
-    let s: Vec<char> = value.chars().collect();
+fn replace(re: &PatRe, value: &str, replacement: &str, all: bool) -> String {
     let mut out = String::new();
     let mut pos = 0;
-    let mut replaced = false;
-    while pos <= s.len() {
-        if all || !replaced {
-            if let Some(end) = match_at(pat, &s, pos, true) {
-                out.push_str(replacement);
-                replaced = true;
-                if end > pos {
-                    pos = end;
-                    continue;
-                }
-                // Empty match: copy one char and move on, as Go's ReplaceAll does.
-                if let Some(&c) = s.get(pos) {
+    while pos <= value.len() {
+        // The leftmost match at or after `pos`, as trying each position would find.
+        let Some(m) = re.0.find_at(value, pos) else {
+            break;
+        };
+        out.push_str(&value[pos..m.start()]);
+        out.push_str(replacement);
+        pos = m.end();
+        if m.is_empty() {
+            // Empty match: copy one char and move on, as Go's ReplaceAll does.
+            match value[pos..].chars().next() {
+                Some(c) => {
                     out.push(c);
+                    pos += c.len_utf8();
                 }
-                pos += 1;
-                continue;
+                None => pos += 1,
             }
         }
-        if let Some(&c) = s.get(pos) {
-            out.push(c);
+        if !all {
+            break;
         }
-        pos += 1;
+    }
+    if pos <= value.len() {
+        out.push_str(&value[pos..]);
     }
     out
 }
@@ -687,5 +717,65 @@ mod tests {
             w("${E:?boom}").map_err(|e| e.to_string()),
             Err("failed to process \"${E:?boom}\": E: boom".to_string())
         );
+    }
+
+    /// `${a:-${a:-...x...}}`, `depth` levels.
+    fn nested(depth: usize) -> String {
+        format!("{}x{}", "${a:-".repeat(depth), "}".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_expands_and_deeper_is_a_clear_error() {
+        // 8 MiB: less than the cli's work thread, more than the limit needs.
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(|| {
+                let l = Lexer::new('\\');
+                assert_eq!(
+                    l.process_word(&nested(MAX_NESTING), &NoEnv).as_deref(),
+                    Ok("x")
+                );
+                for depth in [MAX_NESTING + 1, 12_000, 20_000] {
+                    let e = l.process_word(&nested(depth), &NoEnv).unwrap_err();
+                    assert_eq!(e.kind, ExpandErrorKind::TooDeep);
+                    let text = e.to_string();
+                    assert!(text.contains("nested deeper than 1000 levels"), "{text}");
+                    assert!(text.len() < 200, "{text}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn patterns_with_thousands_of_stars_match_in_linear_time() {
+        let e = env(&[("A", &"ab".repeat(500))]);
+        let l = Lexer::new('\\');
+        let stars = "*a".repeat(200);
+        // Backtracking took exponential time here; the automaton does not.
+        let started = std::time::Instant::now();
+        assert_eq!(
+            l.process_word(&format!("${{A#{stars}c}}"), &e).unwrap(),
+            "ab".repeat(500)
+        );
+        assert_eq!(
+            l.process_word(&format!("${{A/{stars}c/x}}"), &e).unwrap(),
+            "ab".repeat(500)
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Shortest and longest matches, replacement of empty matches, non-ASCII.
+        let e = env(&[("A", "héllo.tar.gz"), ("N", "a\nb")]);
+        let w = |s: &str| l.process_word(s, &e).unwrap();
+        assert_eq!(w("${A#*l}"), "lo.tar.gz");
+        assert_eq!(w("${A##*l}"), "o.tar.gz");
+        assert_eq!(w("${A%.*}"), "héllo.tar");
+        assert_eq!(w("${A/é/e}"), "hello.tar.gz");
+        assert_eq!(w("${A//?/x}"), "xxxxxxxxxxxx");
+        assert_eq!(w("${A//x*/-}"), "héllo.tar.gz");
+        assert_eq!(w("${A/l*./L}"), "héLgz");
+        assert_eq!(w("${A//l/L}"), "héLLo.tar.gz");
+        assert_eq!(w("${N#*}"), "a\nb");
+        assert_eq!(w("${N##*}"), "\nb", "`*` does not cross a newline");
     }
 }

@@ -605,7 +605,7 @@ fn extract(spec: &AddSpec, file: &Path, shown: &str) -> Result<(), AddError> {
         .and_then(|d| d.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t)))
         .map_err(io(&root))?;
     if spec.chown_given {
-        chown_tree(&root, Path::new(""), &mirrored, base.owner)?;
+        chown_tree(&root, &mirrored, base.owner)?;
     }
     Ok(())
 }
@@ -789,33 +789,32 @@ impl ParentWalk<'_, '_> {
 /// `--chown` on an archive: every extracted entry gets the owner, except the image's
 /// directories the archive only passed through (`keep`, relative to `root`).
 /// `chown` clears set-id bits, so the mode is put back afterwards.
-fn chown_tree(
-    root: &Path,
-    rel: &Path,
-    keep: &BTreeSet<PathBuf>,
-    owner: (u32, u32),
-) -> Result<(), AddError> {
-    let dir = root.join(rel);
-    let rd = std::fs::read_dir(&dir).map_err(io(&dir))?;
-    for e in rd {
-        let e = e.map_err(io(&dir))?;
-        let p = e.path();
-        let child = rel.join(e.file_name());
-        let md = p.symlink_metadata().map_err(io(&p))?;
-        if md.is_dir() {
-            chown_tree(root, &child, keep, owner)?;
-        }
-        if keep.contains(&child) {
-            continue;
-        }
-        // Overlay whiteouts (0/0 character devices) carry no ownership.
-        if md.file_type().is_char_device() && md.rdev() == 0 {
-            continue;
-        }
-        std::os::unix::fs::lchown(&p, Some(owner.0), Some(owner.1)).map_err(io(&p))?;
-        if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(md.mode() & 0o7777))
-                .map_err(io(&p))?;
+fn chown_tree(root: &Path, keep: &BTreeSet<PathBuf>, owner: (u32, u32)) -> Result<(), AddError> {
+    // A stack of directories still to visit: depth costs heap, not call stack.
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = root.join(&rel);
+        let rd = std::fs::read_dir(&dir).map_err(io(&dir))?;
+        for e in rd {
+            let e = e.map_err(io(&dir))?;
+            let p = e.path();
+            let child = rel.join(e.file_name());
+            let md = p.symlink_metadata().map_err(io(&p))?;
+            if md.is_dir() {
+                todo.push(child.clone());
+            }
+            if keep.contains(&child) {
+                continue;
+            }
+            // Overlay whiteouts (0/0 character devices) carry no ownership.
+            if md.file_type().is_char_device() && md.rdev() == 0 {
+                continue;
+            }
+            std::os::unix::fs::lchown(&p, Some(owner.0), Some(owner.1)).map_err(io(&p))?;
+            if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                    .map_err(io(&p))?;
+            }
         }
     }
     Ok(())

@@ -6,6 +6,11 @@ use std::path::Path;
 use super::copy_step::{copy_dest, is_linked};
 use super::*;
 
+/// The cache-miss cause of an instruction never built on this parent, as on a
+/// first build; progress output leaves it out (BuildKit says nothing there).
+pub const NEW_INSTRUCTION: &str =
+    "no earlier build of this instruction on the same parent (the instruction is new or was edited)";
+
 impl Exec<'_> {
     /// The step's key, its inputs summary and its planned form; `None` when the step
     /// cannot be keyed (its parent could not, or its inputs are unknown before it runs),
@@ -418,9 +423,7 @@ impl Exec<'_> {
                         .flatten()
                         .and_then(|b| serde_json::from_slice::<StepNote>(&b).ok());
                     match note {
-                        None => "no earlier build of this instruction on the same parent \
-                                 (the instruction is new or was edited)"
-                            .into(),
+                        None => NEW_INSTRUCTION.into(),
                         Some(n) if n.key == *key => {
                             "its cache record was pruned or its layer is gone".into()
                         }

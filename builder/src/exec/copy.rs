@@ -39,12 +39,31 @@ pub enum CopyError {
     Chmod(String),
     #[error("invalid pattern: {0}")]
     Pattern(#[from] PatternError),
+    #[error("{}: {kind} in the build context: only regular files, directories and symlinks can be copied", path.display())]
+    Special { path: PathBuf, kind: &'static str },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What kind of special file `md` is, for messages.
+fn special_kind(md: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    if t.is_fifo() {
+        "named pipe (FIFO)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
@@ -72,7 +91,7 @@ pub enum EntryKind {
     Dir,
     File,
     Symlink,
-    /// Devices, fifos, sockets: listed, not copied (as Docker skips them).
+    /// Devices, fifos, sockets: an error from the build context, skipped from a stage.
     Other,
 }
 
@@ -151,16 +170,44 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// Shell-style match of one path component: `*`, `?`, `[...]`, `\` escapes.
+/// Iterative, remembering only the last `*` (a later star subsumes earlier
+/// ones), so time is O(pattern × name) and the stack does not grow with either.
 pub fn glob_match(pat: &[u8], name: &[u8]) -> bool {
-    match (pat.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob_match(&pat[1..], name) || (!name.is_empty() && glob_match(pat, &name[1..]))
+    let (mut p, mut n) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, name index).
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if pat.get(p) == Some(&b'*') {
+            p += 1;
+            star = Some((p, n));
+            continue;
         }
-        (Some(b'?'), Some(_)) => glob_match(&pat[1..], &name[1..]),
-        (Some(b'['), Some(c)) => {
+        if let Some(len) = match_one(&pat[p..], name[n]) {
+            p += len;
+            n += 1;
+            continue;
+        }
+        match star {
+            Some((sp, sn)) => {
+                p = sp;
+                n = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    pat[p..].iter().all(|b| *b == b'*')
+}
+
+/// Whether the first element of `pat` (a literal, `?`, `[...]` or `\x`) matches
+/// `c`; the pattern bytes it takes when it does.
+fn match_one(pat: &[u8], c: u8) -> Option<usize> {
+    match pat.first()? {
+        b'*' => None,
+        b'?' => Some(1),
+        b'[' => {
             let Some(end) = pat.iter().skip(1).position(|b| *b == b']').map(|i| i + 1) else {
-                return pat[0] == *c && glob_match(&pat[1..], &name[1..]);
+                return (pat[0] == c).then_some(1);
             };
             let class = &pat[1..end];
             let (negate, class) = match class.first() {
@@ -171,20 +218,17 @@ pub fn glob_match(pat: &[u8], name: &[u8]) -> bool {
             let mut i = 0;
             while i < class.len() {
                 if i + 2 < class.len() && class[i + 1] == b'-' {
-                    hit |= class[i] <= *c && *c <= class[i + 2];
+                    hit |= class[i] <= c && c <= class[i + 2];
                     i += 3;
                 } else {
-                    hit |= class[i] == *c;
+                    hit |= class[i] == c;
                     i += 1;
                 }
             }
-            hit != negate && glob_match(&pat[end + 1..], &name[1..])
+            (hit != negate).then_some(end + 1)
         }
-        (Some(b'\\'), Some(c)) if pat.len() > 1 => {
-            pat[1] == *c && glob_match(&pat[2..], &name[1..])
-        }
-        (Some(p), Some(c)) => p == c && glob_match(&pat[1..], &name[1..]),
-        _ => false,
+        b'\\' if pat.len() > 1 => (pat[1] == c).then_some(2),
+        p => (*p == c).then_some(1),
     }
 }
 
@@ -211,6 +255,11 @@ fn set_meta(
 /// copying owner and mode from the image where the directory already exists; the
 /// others are 0755 and owned by the `--chown` owner.
 fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
+    // Usually all of it exists: one lookup, not one per level (a deep tree would
+    // otherwise cost depth² path walks per entry).
+    if spec.upper.join(rel).symlink_metadata().is_ok() {
+        return Ok(());
+    }
     let mut cur = PathBuf::new();
     for c in rel.components() {
         cur.push(c);
@@ -367,8 +416,27 @@ impl View<'_> {
         out
     }
 
+    /// Whether an excluded directory holds anything `.dockerignore` lets through,
+    /// at any depth. Iterative: `children` asks this of hidden subdirectories.
     fn holds_visible(&self, dir: &Node) -> bool {
-        !self.children(dir).is_empty()
+        let Some(m) = self.ignore else {
+            return !merged::entries(self.layers, &dir.rel).is_empty();
+        };
+        let mut stack = vec![(dir.rel.clone(), dir.info.clone())];
+        while let Some((rel, info)) = stack.pop() {
+            for e in merged::entries(self.layers, &rel) {
+                let child = rel.join(&e.name);
+                let p = slash(&child);
+                let (ex, child_info) = m.matches_in(&p, &info);
+                if !ex {
+                    return true;
+                }
+                if e.md.is_dir() && m.must_descend(&p) {
+                    stack.push((child, child_info));
+                }
+            }
+        }
+        false
     }
 
     /// Expands a cleaned source pattern (globs per component) to visible entries,
@@ -502,7 +570,8 @@ struct Below<'a> {
 
 /// Walks directory `dir`, appending what is kept with paths relative to the copy
 /// root (`below`). Entries dropped by a filter are not written, but a directory
-/// holding a kept entry is written first, as its parent.
+/// holding a kept entry is written first, as its parent. The open directories are
+/// a stack on the heap, so depth costs memory, not call stack.
 #[allow(clippy::too_many_arguments)]
 fn walk(
     view: &View,
@@ -514,16 +583,37 @@ fn walk(
     pending: &mut Vec<Selected>,
     out: &mut Vec<Selected>,
 ) {
-    for child in view.children(dir) {
+    struct Frame {
+        children: std::vec::IntoIter<Node>,
+        below: PathBuf,
+        inc: MatchInfo,
+        exc: MatchInfo,
+        /// `pending`'s length before this directory was entered.
+        depth: usize,
+    }
+    let mut stack = vec![Frame {
+        children: view.children(dir).into_iter(),
+        below: below.to_path_buf(),
+        inc: inc.clone(),
+        exc: exc.clone(),
+        depth: pending.len(),
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(child) = top.children.next() else {
+            let depth = top.depth;
+            stack.pop();
+            pending.truncate(depth);
+            continue;
+        };
         let name = child.rel.file_name().unwrap_or_default().to_owned();
-        let rel = below.join(&name);
+        let rel = top.below.join(&name);
         let p = slash(&rel);
         let is_dir = child.md.is_dir();
         let mut keep = !child.hidden;
         let mut descend = is_dir;
         let (mut inc_info, mut exc_info) = (MatchInfo::default(), MatchInfo::default());
         if let Some(m) = f.include {
-            let (hit, info) = m.matches_in(&p, inc);
+            let (hit, info) = m.matches_in(&p, &top.inc);
             inc_info = info;
             if !hit {
                 keep = false;
@@ -531,25 +621,29 @@ fn walk(
             }
         }
         if let Some(m) = f.exclude {
-            let (hit, info) = m.matches_in(&p, exc);
+            let (hit, info) = m.matches_in(&p, &top.exc);
             exc_info = info;
             if hit {
                 keep = false;
                 descend &= m.must_descend(&p);
             }
         }
-        let e = entry(&child, rel.clone(), false);
         if keep {
             out.append(pending);
-            out.push(e);
+            out.push(entry(&child, rel.clone(), false));
         }
         if descend {
             let depth = pending.len();
             if !keep {
                 pending.push(entry(&child, rel.clone(), false));
             }
-            walk(view, &child, &rel, f, &inc_info, &exc_info, pending, out);
-            pending.truncate(depth);
+            stack.push(Frame {
+                children: view.children(&child).into_iter(),
+                below: rel,
+                inc: inc_info,
+                exc: exc_info,
+                depth,
+            });
         }
     }
 }
@@ -699,7 +793,13 @@ fn place(
     fresh_dest: &mut bool,
 ) -> Result<(), CopyError> {
     if e.kind == EntryKind::Other {
-        // Devices, fifos and sockets in a context are skipped, as Docker does.
+        if spec.filter.from_context {
+            return Err(CopyError::Special {
+                path: e.src.clone(),
+                kind: special_kind(&e.md),
+            });
+        }
+        // Devices, fifos and sockets of another stage are skipped.
         return Ok(());
     }
     if e.kind == EntryKind::Dir && e.dest.as_os_str().is_empty() {
@@ -871,5 +971,18 @@ mod tests {
         assert!(glob_match(b"f?le[0-9]", b"file7"));
         assert!(!glob_match(b"[!a]*", b"abc"));
         assert!(glob_match(b"\\*", b"*"));
+    }
+
+    #[test]
+    fn glob_match_is_iterative_and_polynomial() {
+        let pat = format!("{}y", "*".repeat(5000));
+        assert!(glob_match(pat.as_bytes(), b"xxxy"));
+        assert!(!glob_match(pat.as_bytes(), "x".repeat(200).as_bytes()));
+        assert!(glob_match(b"a*[0-9]?\\*", b"abc5z*"));
+        assert!(!glob_match(b"a*[!0-9]", b"ab5"));
+        assert!(glob_match(b"[ab", b"[ab"));
+        assert!(glob_match(b"", b""));
+        assert!(!glob_match(b"", b"a"));
+        assert!(glob_match(b"**", b""));
     }
 }

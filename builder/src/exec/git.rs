@@ -417,26 +417,32 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + '_ {
 /// checkout times by default and sets the commit time with its `git.mtime=commit`
 /// option (which its Dockerfile frontend turns on under SOURCE_DATE_EPOCH); we always
 /// use the commit time, so the same commit always makes the same layer.
-fn normalize(dir: &Path, dot_git: &Path, time: i64) -> Result<(), GitError> {
-    let rd = std::fs::read_dir(dir).map_err(io(dir))?;
-    for e in rd {
-        let e = e.map_err(io(dir))?;
-        let p = e.path();
-        let md = p.symlink_metadata().map_err(io(&p))?;
-        let in_git = p.starts_with(dot_git);
-        if md.is_dir() {
-            normalize(&p, dot_git, time)?;
+fn normalize(root: &Path, dot_git: &Path, time: i64) -> Result<(), GitError> {
+    // Changing a child's mode or times leaves its directory's mtime alone, so the
+    // order of visits does not matter; a stack keeps depth off the call stack.
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(io(&dir))?;
+        for e in rd {
+            let e = e.map_err(io(&dir))?;
+            let p = e.path();
+            let md = p.symlink_metadata().map_err(io(&p))?;
+            let in_git = p.starts_with(dot_git);
+            if !in_git && !md.file_type().is_symlink() {
+                let mode = match md.is_dir() || md.permissions().mode() & 0o100 != 0 {
+                    true => 0o755,
+                    false => 0o644,
+                };
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                    .map_err(io(&p))?;
+            }
+            set_mtime(&p, time)?;
+            if md.is_dir() {
+                todo.push(p);
+            }
         }
-        if !in_git && !md.file_type().is_symlink() {
-            let mode = match md.is_dir() || md.permissions().mode() & 0o100 != 0 {
-                true => 0o755,
-                false => 0o644,
-            };
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io(&p))?;
-        }
-        set_mtime(&p, time)?;
     }
-    set_mtime(dir, time)
+    set_mtime(root, time)
 }
 
 fn set_mtime(path: &Path, time: i64) -> Result<(), GitError> {

@@ -12,6 +12,7 @@
 
 pub mod add;
 mod cached;
+pub use cached::NEW_INSTRUCTION;
 pub mod chmod;
 pub mod copy;
 mod copy_step;
@@ -19,6 +20,7 @@ pub mod git;
 pub mod merged;
 mod mounts;
 mod run;
+pub mod secret;
 mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +65,7 @@ pub struct BuildRequest<'a> {
     /// SOURCE_DATE_EPOCH: fixes `created` and clamps file times in new layers.
     pub source_date_epoch: Option<i64>,
     /// `--secret` values by id, for `RUN --mount=type=secret`; never written to an image.
-    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub secrets: BTreeMap<String, secret::Secret>,
     /// `--add-host` entries (host, address), appended to every RUN's `/etc/hosts`.
     pub extra_hosts: Vec<(String, String)>,
     /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.

@@ -341,7 +341,7 @@ impl Exec<'_> {
                                     .map(str::to_string)
                             })
                             .ok_or_else(|| err("secret needs an id or a target".into()))?;
-                    let Some(value) = self.req.secrets.get(&id) else {
+                    let Some(source) = self.req.secrets.get(&id) else {
                         if f.required {
                             return Err(err(format!(
                                 "secret {id} is required but was not given (pass --secret id={id},src=FILE)"
@@ -349,16 +349,17 @@ impl Exec<'_> {
                         }
                         continue;
                     };
+                    let value = source.read(&id).map_err(|e| err(e.to_string()))?;
                     let index = out.secrets.len();
-                    out.secrets.push(value.clone());
                     if let Some(name) = f.env.as_deref().filter(|n| !n.is_empty()) {
-                        if std::str::from_utf8(value).is_err() || value.contains(&0) {
+                        if std::str::from_utf8(&value).is_err() || value.contains(&0) {
                             return Err(err(format!(
                                 "secret {id} is not UTF-8 text without NUL bytes and cannot be an environment variable"
                             )));
                         }
                         out.secret_env.push((name.to_string(), index));
                     }
+                    out.secrets.push(value);
                     // With env= and no target the secret is not a file.
                     let file_target = match (&target, &f.env) {
                         (Some(t), _) => Some(t.clone()),

@@ -50,7 +50,7 @@ pub fn write_upperdir<W: Write>(
         links: HashMap::new(),
         count: 0,
     };
-    walk(&mut b, upper, Path::new(""), &mut state)?;
+    walk(&mut b, upper, &mut state)?;
     b.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_err(upper))?;
@@ -74,93 +74,125 @@ fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>, DiffError> {
     Ok(names)
 }
 
-fn walk<W: Write>(
+/// Writes every entry below `root` in sorted, depth-first order. The stack of open
+/// directories lives on the heap, so tree depth is bounded by memory, not the stack.
+fn walk<W: Write>(b: &mut tar::Builder<W>, root: &Path, st: &mut State) -> Result<(), DiffError> {
+    struct Frame {
+        abs: PathBuf,
+        rel: PathBuf,
+        names: std::vec::IntoIter<std::ffi::OsString>,
+    }
+    let mut stack = vec![Frame {
+        abs: root.to_path_buf(),
+        rel: PathBuf::new(),
+        names: sorted_children(root)?.into_iter(),
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = top.abs.join(&name);
+        let rel_path = top.rel.join(&name);
+        if let Some(dir) = entry(b, &path, &top.rel, &rel_path, &name, st)? {
+            let names = sorted_children(&dir)?.into_iter();
+            stack.push(Frame {
+                abs: dir,
+                rel: rel_path,
+                names,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes one entry; returns its path when it is a directory to descend into.
+fn entry<W: Write>(
     b: &mut tar::Builder<W>,
-    abs: &Path,
+    path: &Path,
     rel: &Path,
+    rel_path: &Path,
+    name: &std::ffi::OsStr,
     st: &mut State,
-) -> Result<(), DiffError> {
-    for name in sorted_children(abs)? {
-        let path = abs.join(&name);
-        let rel_path = rel.join(&name);
-        let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        let ft = md.file_type();
-        if ft.is_char_device() && md.rdev() == 0 {
-            let mut wh = std::ffi::OsString::from(".wh.");
-            wh.push(&name);
+) -> Result<Option<PathBuf>, DiffError> {
+    let path = path.to_path_buf();
+    let rel_path = rel_path.to_path_buf();
+    let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+    let ft = md.file_type();
+    if ft.is_char_device() && md.rdev() == 0 {
+        let mut wh = std::ffi::OsString::from(".wh.");
+        wh.push(name);
+        let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
+        h.set_mode(0o600);
+        h.set_size(0);
+        append(b, h, &rel.join(wh), io::empty(), &path)?;
+        st.count += 1;
+        return Ok(None);
+    }
+    let xattrs = crate::xattrs::read(&path).map_err(io_err(&path))?;
+    if ft.is_dir() {
+        let opaque = xattrs
+            .iter()
+            .any(|(k, v)| k == b"trusted.overlay.opaque" && v.as_slice() == b"y");
+        pax(b, &xattrs, &path)?;
+        let h = base_header(&md, st.opts, tar::EntryType::Directory);
+        append(b, h, &rel_path, io::empty(), &path)?;
+        st.count += 1;
+        if opaque {
             let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
             h.set_mode(0o600);
             h.set_size(0);
-            append(b, h, &rel.join(wh), io::empty(), &path)?;
+            append(b, h, &rel_path.join(".wh..wh..opq"), io::empty(), &path)?;
             st.count += 1;
-            continue;
         }
-        let xattrs = crate::xattrs::read(&path).map_err(io_err(&path))?;
-        if ft.is_dir() {
-            let opaque = xattrs
-                .iter()
-                .any(|(k, v)| k == b"trusted.overlay.opaque" && v.as_slice() == b"y");
-            pax(b, &xattrs, &path)?;
-            let h = base_header(&md, st.opts, tar::EntryType::Directory);
-            append(b, h, &rel_path, io::empty(), &path)?;
-            st.count += 1;
-            if opaque {
-                let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
-                h.set_mode(0o600);
-                h.set_size(0);
-                append(b, h, &rel_path.join(".wh..wh..opq"), io::empty(), &path)?;
-                st.count += 1;
-            }
-            walk(b, &path, &rel_path, st)?;
-            continue;
-        }
-        if !ft.is_symlink() && md.nlink() > 1 {
-            let key = (md.dev(), md.ino());
-            if let Some(first) = st.links.get(&key) {
-                let mut h = base_header(&md, st.opts, tar::EntryType::Link);
-                h.set_size(0);
-                b.append_link(&mut h, &rel_path, first)
-                    .map_err(io_err(&path))?;
-                st.count += 1;
-                continue;
-            }
-            st.links.insert(key, rel_path.clone());
-        }
-        pax(b, &xattrs, &path)?;
-        if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(io_err(&path))?;
-            let mut h = base_header(&md, st.opts, tar::EntryType::Symlink);
-            h.set_size(0);
-            b.append_link(&mut h, &rel_path, &target)
-                .map_err(io_err(&path))?;
-        } else if ft.is_file() {
-            let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
-            h.set_size(md.len());
-            let f = File::open(&path).map_err(io_err(&path))?;
-            append(b, h, &rel_path, f, &path)?;
-        } else {
-            let kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else {
-                // Sockets cannot be stored in a tar; Docker skips them too.
-                continue;
-            };
-            let mut h = base_header(&md, st.opts, kind);
-            h.set_size(0);
-            let rdev = md.rdev();
-            h.set_device_major(libc::major(rdev))
-                .map_err(io_err(&path))?;
-            h.set_device_minor(libc::minor(rdev))
-                .map_err(io_err(&path))?;
-            append(b, h, &rel_path, io::empty(), &path)?;
-        }
-        st.count += 1;
+        return Ok(Some(path));
     }
-    Ok(())
+    if !ft.is_symlink() && md.nlink() > 1 {
+        let key = (md.dev(), md.ino());
+        if let Some(first) = st.links.get(&key) {
+            let mut h = base_header(&md, st.opts, tar::EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, &rel_path, first)
+                .map_err(io_err(&path))?;
+            st.count += 1;
+            return Ok(None);
+        }
+        st.links.insert(key, rel_path.clone());
+    }
+    pax(b, &xattrs, &path)?;
+    if ft.is_symlink() {
+        let target = std::fs::read_link(&path).map_err(io_err(&path))?;
+        let mut h = base_header(&md, st.opts, tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, &rel_path, &target)
+            .map_err(io_err(&path))?;
+    } else if ft.is_file() {
+        let mut h = base_header(&md, st.opts, tar::EntryType::Regular);
+        h.set_size(md.len());
+        let f = File::open(&path).map_err(io_err(&path))?;
+        append(b, h, &rel_path, f, &path)?;
+    } else {
+        let kind = if ft.is_char_device() {
+            tar::EntryType::Char
+        } else if ft.is_block_device() {
+            tar::EntryType::Block
+        } else if ft.is_fifo() {
+            tar::EntryType::Fifo
+        } else {
+            // Sockets cannot be stored in a tar; Docker skips them too.
+            return Ok(None);
+        };
+        let mut h = base_header(&md, st.opts, kind);
+        h.set_size(0);
+        let rdev = md.rdev();
+        h.set_device_major(libc::major(rdev))
+            .map_err(io_err(&path))?;
+        h.set_device_minor(libc::minor(rdev))
+            .map_err(io_err(&path))?;
+        append(b, h, &rel_path, io::empty(), &path)?;
+    }
+    st.count += 1;
+    Ok(None)
 }
 
 fn base_header(md: &std::fs::Metadata, opts: &DiffOptions, kind: tar::EntryType) -> tar::Header {

@@ -56,7 +56,7 @@ pub struct BuildArgs {
     #[arg(long)]
     iidfile: Option<PathBuf>,
     /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "rawjson"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json"])]
     progress: String,
     /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
     #[arg(short = 'o', long = "output")]
@@ -283,6 +283,9 @@ impl BuildReporter for Plain {
             BuildEvent::StepCached { id, .. } => {
                 let _ = writeln!(err, "#{id} CACHED");
             }
+            // An instruction never built before is no news (a first build).
+            BuildEvent::CacheMiss { cause, .. }
+                if cause.ends_with(builder::exec::NEW_INSTRUCTION) => {}
             BuildEvent::CacheMiss { id, cause, .. } => {
                 let _ = writeln!(err, "#{id} (cache miss: {cause})");
             }
@@ -298,7 +301,7 @@ fn reporter(progress: &str, quiet: bool) -> Result<Box<dyn BuildReporter>> {
     }
     Ok(match progress {
         _ if quiet => Box::new(builder::exec::NoReporter),
-        "json" | "rawjson" => Box::new(crate::progress::Json),
+        "json" => Box::new(crate::progress::Json),
         "tty" | "auto" if cannot_draw.is_none() => Box::new(crate::progress::Tty::new()),
         _ => Box::new(Plain {
             quiet,
@@ -336,7 +339,7 @@ fn lint_summary(lint: &builder::lint::LintReport, progress: &str) {
     if lint.warnings.is_empty() {
         return;
     }
-    if matches!(progress, "json" | "rawjson") {
+    if progress == "json" {
         for w in &lint.warnings {
             crate::progress::Json::emit(&serde_json::json!({
                 "event": "warning", "rule": w.rule, "line": w.line,
@@ -481,6 +484,77 @@ impl BuildReporter for PlatformTag<'_> {
 
 /// Writes an OCI image index of the per-platform images (each entry with the
 /// platform of its config) to the store; returns its descriptor.
+/// A failed RUN as Docker shows it: the instruction's lines in the Dockerfile
+/// marked `>>>`, then the process and its exit code (the command once).
+fn with_source(
+    e: anyhow::Error,
+    file: &str,
+    text: &str,
+    graphs: &[(Platform, builder::plan::StepGraph)],
+) -> anyhow::Error {
+    let Some(builder::exec::BuildError::RunFailed {
+        location,
+        command,
+        code,
+        ..
+    }) = e.downcast_ref()
+    else {
+        return e;
+    };
+    let Some(start) = location
+        .rsplit_once(':')
+        .and_then(|(_, l)| l.parse::<usize>().ok())
+    else {
+        return e;
+    };
+    let end = graphs
+        .iter()
+        .flat_map(|(_, g)| &g.stages)
+        .flat_map(|s| &s.steps)
+        .find(|s| s.span.start_line == start && !s.onbuild)
+        .map_or(start, |s| s.span.end_line.max(start));
+    eprint!("{}", source_block(file, text, start, end));
+    anyhow!("process {command:?} did not complete successfully: exit code: {code}")
+}
+
+/// BuildKit's `errdefs.Source.Print`: lines `start..=end` marked `>>>`, with one
+/// line of context each side (two for a one-line instruction).
+fn source_block(file: &str, text: &str, start: usize, end: usize) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if start < 1 || start > lines.len() {
+        return String::new();
+    }
+    let (mut first, mut last) = (start, end.min(lines.len()));
+    let pad = if last == start { 4 } else { 2 };
+    let mut p = 0;
+    while p < pad {
+        if first > 1 {
+            first -= 1;
+            p += 1;
+        }
+        if last != lines.len() {
+            last += 1;
+            p += 1;
+        }
+        p += 1;
+    }
+    let mut out = format!("{file}:{start}\n--------------------\n");
+    for (i, line) in lines.iter().enumerate().take(last).skip(first - 1) {
+        let n = i + 1;
+        let mark = if (start..=end).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!(
+            " {n:>3} | {mark} {}\n",
+            line.trim_end_matches('\r')
+        ));
+    }
+    out.push_str("--------------------\n");
+    out
+}
+
 fn write_index(store: &Store, images: &[Descriptor]) -> Result<Descriptor> {
     let mut manifests = Vec::new();
     for d in images {
@@ -656,12 +730,11 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     // The platforms' plans mostly warn alike: each warning once.
     let mut warned = std::collections::BTreeSet::new();
     for w in graphs.iter().flat_map(|(_, g)| &g.warnings) {
+        // BuildKit's own text may start `[Warning] `: one prefix is enough.
+        let message = w.message.strip_prefix("[Warning] ").unwrap_or(&w.message);
         let line = match &w.span {
-            Some(s) => format!(
-                "WARNING: {}:{}: {}",
-                dockerfile_name, s.start_line, w.message
-            ),
-            None => format!("WARNING: {}", w.message),
+            Some(s) => format!("WARNING: {}:{}: {message}", dockerfile_name, s.start_line),
+            None => format!("WARNING: {message}"),
         };
         if !a.quiet && warned.insert(line.clone()) {
             eprintln!("{line}");
@@ -777,7 +850,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     imported.report(say);
     if let Some(e) = failed {
-        return Err(e);
+        return Err(with_source(e, &req.dockerfile, &text, &graphs));
     }
     // One platform: its manifest; several: an index of theirs (the children stay
     // reachable from the tag through it, so prune keeps them).
@@ -835,7 +908,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     if a.quiet {
         println!("{digest}");
-    } else if matches!(a.progress.as_str(), "json" | "rawjson") {
+    } else if a.progress == "json" {
         crate::progress::Json::emit(&serde_json::json!({
             "event": "image",
             "digest": digest.to_string(),
@@ -848,4 +921,24 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_block;
+
+    #[test]
+    fn a_failed_instruction_is_shown_with_its_lines_marked_as_docker_does() {
+        let df = "# syntax\nFROM busybox\nRUN false && \\\n    echo\n";
+        assert_eq!(
+            source_block("Dockerfile", df, 3, 4),
+            "Dockerfile:3\n--------------------\n   2 |     FROM busybox\n   3 | >>> RUN false && \\\n   4 | >>>     echo\n   5 |     \n--------------------\n"
+        );
+        // One line: two lines of context each side where there are some.
+        let df = "FROM busybox\nRUN a\nRUN false\nRUN b\nRUN c\nRUN d\n";
+        assert_eq!(
+            source_block("Dockerfile", df, 3, 3),
+            "Dockerfile:3\n--------------------\n   1 |     FROM busybox\n   2 |     RUN a\n   3 | >>> RUN false\n   4 |     RUN b\n   5 |     RUN c\n--------------------\n"
+        );
+    }
 }

@@ -33,7 +33,7 @@ pub struct RegistryOpts {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProgressOpts {
     /// Progress output: auto, tty, plain, json or quiet (auto: byte counters on a terminal unless CI is set, else plain lines; tty: byte counters, even in CI)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "rawjson", "quiet"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
     progress: String,
     /// No progress output (same as --progress=quiet)
     #[arg(short, long)]
@@ -466,7 +466,7 @@ impl ProgressMode {
         match progress {
             _ if quiet => ProgressMode::Quiet,
             "quiet" => ProgressMode::Quiet,
-            "json" | "rawjson" => ProgressMode::Json,
+            "json" => ProgressMode::Json,
             "plain" => ProgressMode::Plain,
             "tty" => ProgressMode::Tty,
             _ => ProgressMode::Auto,

@@ -1,11 +1,14 @@
 //! `--secret id=ID,src=FILE` / `--secret id=ID,env=VAR` (docker buildx's syntax).
+//! A file is only named here; the build reads it when a step mounts it.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
+use builder::exec::secret::{Secret, MAX_SECRET_SIZE};
 
-/// Reads every `--secret` value; a missing file or variable fails naming it.
-pub fn parse(list: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
+/// Parses every `--secret`; a missing variable fails naming it (a file is read,
+/// with its size limit, only by a step that mounts it).
+pub fn parse(list: &[String]) -> Result<BTreeMap<String, Secret>> {
     let mut out = BTreeMap::new();
     for item in list {
         let (mut id, mut kind, mut src, mut env) = (None, None, None, None);
@@ -26,14 +29,24 @@ pub fn parse(list: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
         };
         let value = match (kind.as_deref(), src, env) {
             (Some("env"), Some(v), None) | (Some("env"), None, Some(v)) | (None, None, Some(v)) => {
-                read_env(&id, &v)?
+                Secret::Value(read_env(&id, &v)?)
             }
-            (Some("env"), None, None) => read_env(&id, &id)?,
+            (Some("env"), None, None) => Secret::Value(read_env(&id, &id)?),
             (Some("file") | None, Some(path), None) => {
-                std::fs::read(&path).with_context(|| format!("--secret id={id}: reading {path}"))?
+                // As buildx: the file must exist now, and a regular file's size is
+                // checked now; its bytes are read by the step that mounts it.
+                let md = std::fs::metadata(&path)
+                    .with_context(|| format!("--secret id={id}: reading {path}"))?;
+                if md.is_file() && md.len() > MAX_SECRET_SIZE {
+                    bail!(
+                        "--secret id={id}: {path} is larger than the {} KiB limit for a secret",
+                        MAX_SECRET_SIZE / 1024
+                    );
+                }
+                Secret::File(path.into())
             }
             (None, None, None) => match std::env::var_os(&id) {
-                Some(_) => read_env(&id, &id)?,
+                Some(_) => Secret::Value(read_env(&id, &id)?),
                 None => bail!("--secret id={id}: give src=FILE or env=VARIABLE"),
             },
             (Some(t), _, _) if t != "env" && t != "file" => {
