@@ -514,7 +514,14 @@ fn with_source(
         .find(|s| s.span.start_line == start && !s.onbuild)
         .map_or(start, |s| s.span.end_line.max(start));
     eprint!("{}", source_block(file, text, start, end));
-    anyhow!("process {command:?} did not complete successfully: exit code: {code}")
+    let failed = anyhow!("process {command:?} did not complete successfully: exit code: {code}");
+    // Keep what the caller added (`building for PLATFORM`); drop the old text.
+    let top = e.to_string();
+    if top.contains("did not complete successfully") {
+        failed
+    } else {
+        failed.context(top)
+    }
 }
 
 /// BuildKit's `errdefs.Source.Print`: lines `start..=end` marked `>>>`, with one
