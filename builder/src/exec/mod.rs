@@ -602,6 +602,12 @@ impl Exec<'_> {
                 s.config.os = self.platform.os.clone();
                 s.config.architecture = self.platform.arch.clone();
                 s.config.variant = self.platform.variant.clone();
+                // BuildKit's empty image: WORKDIR / and the default PATH.
+                let c = s.container();
+                c.working_dir = Some("/".into());
+                if self.platform.os != "windows" {
+                    c.env.push(DEFAULT_PATH.into());
+                }
                 s.key = Some(cache::scratch_key(self.key_opts));
                 s
             }
@@ -612,8 +618,17 @@ impl Exec<'_> {
                 )
             })?,
             Base::Image { reference } => {
-                let s = self.base_image(reference, &location)?;
+                let mut s = self.base_image(reference, &location)?;
                 sc.base_cause = self.base_changed(reference)?;
+                // BuildKit makes sure every stage has a PATH (but on Windows).
+                let has_path = s.config.config.as_ref().is_some_and(|c| {
+                    c.env
+                        .iter()
+                        .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
+                });
+                if !has_path && self.platform.os != "windows" {
+                    s.container().env.push(DEFAULT_PATH.into());
+                }
                 s
             }
         };

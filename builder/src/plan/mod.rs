@@ -20,6 +20,9 @@ use crate::dockerfile::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The PATH BuildKit gives a stage whose base sets none (its `DefaultPathEnv`).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What the planner may know about a base image. The cli answers from the store or a
 /// registry; tests answer from a table.
 pub trait BaseInfo {
@@ -565,6 +568,14 @@ pub fn plan(
             Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
             Base::Scratch => Vars::default(),
         };
+        // BuildKit gives every stage a PATH (but on Windows): the empty image's, or
+        // the default added to an image that sets none.
+        if !matches!(base, Base::Stage { .. })
+            && env.get("PATH").is_none()
+            && stage_platform.os != "windows"
+        {
+            env.set("PATH", DEFAULT_PATH);
+        }
         // A stage built on another inherits its ARGs, as BuildKit's stages do.
         let mut args = match &base {
             Base::Stage { index } => final_args[*index].clone(),
