@@ -1,5 +1,6 @@
-//! More of BuildKit's image on everyday Dockerfiles: the empty image's PATH and
-//! WORKDIR, end to end on a busybox base.
+//! More of BuildKit's image on everyday Dockerfiles: the config fields CMD,
+//! ENTRYPOINT and ENV leave, the empty image's PATH and WORKDIR, end to end on a
+//! busybox base.
 
 mod common;
 
@@ -7,6 +8,65 @@ use common::*;
 
 fn config(img: &serde_json::Value) -> &serde_json::Value {
     &img["Config"]["config"]
+}
+
+#[test]
+fn entrypoint_keeps_a_cmd_set_earlier_in_the_same_stage() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox AS base\n\
+         CMD [\"inherited\"]\n\
+         FROM base AS kept\n\
+         CMD [\"mine\"]\n\
+         ENTRYPOINT [\"/bin/echo\"]\n\
+         FROM base AS reset\n\
+         ENTRYPOINT [\"/bin/echo\"]\n\
+         FROM base AS emptied\n\
+         ENTRYPOINT []\n\
+         CMD []\n",
+        &[],
+    );
+    for target in ["kept", "reset", "emptied"] {
+        ok(mybuild(&root)
+            .args(["build", "--target", target, "-t"])
+            .arg(format!("ep:{target}"))
+            .arg(&ctx));
+    }
+    // BuildKit resets CMD on ENTRYPOINT only when this stage set none before.
+    let kept = inspect(&root, "ep:kept");
+    assert_eq!(config(&kept)["Cmd"], serde_json::json!(["mine"]));
+    assert_eq!(
+        config(&kept)["Entrypoint"],
+        serde_json::json!(["/bin/echo"])
+    );
+    // Every CMD marks its arguments escaped, as BuildKit's config says.
+    assert_eq!(config(&kept)["ArgsEscaped"], true);
+    let reset = inspect(&root, "ep:reset");
+    assert!(config(&reset)["Cmd"].is_null(), "{}", config(&reset));
+    // Empty lists leave no field at all (Go omits them).
+    let emptied = inspect(&root, "ep:emptied");
+    let c = config(&emptied).as_object().expect("config");
+    assert!(!c.contains_key("Cmd"), "{c:?}");
+    assert!(!c.contains_key("Entrypoint"), "{c:?}");
+}
+
+#[test]
+fn env_replaces_a_variable_in_its_place() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\n\
+         ENV A=1 B=1\n\
+         ENV A=2 PATH=/opt/bin:$PATH\n",
+        &[],
+    );
+    ok(mybuild(&root).args(["build", "-t", "env:1"]).arg(&ctx));
+    let img = inspect(&root, "env:1");
+    assert_eq!(
+        config(&img)["Env"],
+        serde_json::json!(["PATH=/opt/bin:/bin", "A=2", "B=1"])
+    );
 }
 
 #[test]

@@ -873,9 +873,13 @@ impl Exec<'_> {
             StepKind::Env { pairs } => {
                 let c = st.container();
                 for (k, v) in pairs {
-                    c.env
-                        .retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
-                    c.env.push(format!("{k}={v}"));
+                    // A variable already set keeps its place, as BuildKit's addEnv.
+                    let entry = format!("{k}={v}");
+                    let name = |e: &String| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k;
+                    match c.env.iter_mut().find(|e| name(e)) {
+                        Some(e) => *e = entry,
+                        None => c.env.push(entry),
+                    }
                 }
                 let desc = pairs
                     .iter()
@@ -897,16 +901,23 @@ impl Exec<'_> {
             }
             StepKind::Cmd { command } => {
                 let argv = self.argv(st, command);
-                st.container().cmd = Some(argv.clone());
+                let c = st.container();
+                // `CMD []` leaves no Cmd, as Go omits an empty list.
+                c.cmd = (!argv.is_empty()).then(|| argv.clone());
+                // BuildKit marks every CMD's arguments as escaped (Docker's field).
+                c.args_escaped = Some(true);
                 self.history(st, format!("CMD {}", json(&argv)), true);
             }
-            StepKind::Entrypoint { command } => {
+            StepKind::Entrypoint { command, keep_cmd } => {
                 let argv = self.argv(st, command);
                 let c = st.container();
-                c.entrypoint = Some(argv.clone());
-                // Docker resets an inherited CMD when ENTRYPOINT changes.
-                c.cmd = None;
-                self.history(st, format!("ENTRYPOINT {}", json(&argv)), true);
+                c.entrypoint = (!argv.is_empty()).then(|| argv.clone());
+                // BuildKit resets the CMD unless this stage set one before.
+                if !keep_cmd {
+                    c.cmd = None;
+                }
+                let created_by = format!("ENTRYPOINT {}", json(&argv));
+                self.history(st, created_by, true);
             }
             StepKind::Expose { ports } => {
                 // Already `port/proto`, normalised by the plan.

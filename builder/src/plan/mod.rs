@@ -170,6 +170,9 @@ pub enum StepKind {
     },
     Entrypoint {
         command: Command,
+        /// A CMD came earlier in this stage: ENTRYPOINT keeps it (BuildKit resets
+        /// only a CMD the stage inherited).
+        keep_cmd: bool,
     },
     Expose {
         ports: Vec<String>,
@@ -630,9 +633,11 @@ pub fn plan(
             Base::Stage { index } => final_state[*index].clone(),
             _ => env.clone(),
         };
+        // Whether a CMD (or a trigger's) came earlier in this stage.
+        let mut cmd_set = false;
         for (ins, is_trigger) in body {
             let merged = state.clone();
-            let kind = plan_instruction(
+            let mut kind = plan_instruction(
                 &mut ctx,
                 &ins,
                 &merged,
@@ -645,6 +650,11 @@ pub fn plan(
                 &mut my_onbuild,
                 &mut declared,
             )?;
+            match &mut kind {
+                StepKind::Cmd { .. } => cmd_set = true,
+                StepKind::Entrypoint { keep_cmd, .. } => *keep_cmd = cmd_set,
+                _ => {}
+            }
             steps.push(Step {
                 kind,
                 span: ins.span,
@@ -942,6 +952,7 @@ fn plan_instruction(
         },
         InstructionKind::Entrypoint { command } => StepKind::Entrypoint {
             command: command.clone(),
+            keep_cmd: false,
         },
         InstructionKind::Expose { ports } => {
             let mut out = Vec::new();
