@@ -1,6 +1,6 @@
 //! More of BuildKit's image on everyday Dockerfiles: the config fields CMD,
-//! ENTRYPOINT and ENV leave, the empty image's PATH and WORKDIR, end to end on a
-//! busybox base.
+//! ENTRYPOINT and ENV leave, the empty image's PATH and WORKDIR, and the history
+//! text of each instruction, end to end on a busybox base.
 
 mod common;
 
@@ -8,6 +8,20 @@ use common::*;
 
 fn config(img: &serde_json::Value) -> &serde_json::Value {
     &img["Config"]["config"]
+}
+
+fn created_by(img: &serde_json::Value) -> Vec<(String, bool)> {
+    img["Config"]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or("").to_string(),
+                h["empty_layer"] == true,
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -114,4 +128,58 @@ fn base_image_without_path_gets_the_default_path() {
         std::fs::read_to_string(out.join("path")).expect("path"),
         format!("{default}\n")
     );
+}
+
+#[test]
+fn history_is_written_as_buildkit_formats_each_instruction() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\n\
+         CMD [\"echo\", \"a \\\"b\\\"\"]\n\
+         ENTRYPOINT echo ep\n\
+         VOLUME /data /logs\n\
+         SHELL [\"/bin/sh\", \"-e\", \"-c\"]\n\
+         HEALTHCHECK --interval=1m30s --retries=3 CMD wget -q localhost\n\
+         ONBUILD RUN echo later\n\
+         EXPOSE 80 443/udp 8080\n\
+         WORKDIR /app\n\
+         COPY --chown=1:1 --chmod=640 f .\n\
+         COPY <<EOT <<EOT2 ./\n\
+         x\n\
+         EOT\n\
+         y\n\
+         EOT2\n\
+         HEALTHCHECK NONE\n",
+        &[("f", "x\n")],
+    );
+    ok(mybuild(&root).args(["build", "-t", "hist:1"]).arg(&ctx));
+    let img = inspect(&root, "hist:1");
+    let got: Vec<(String, bool)> = created_by(&img).into_iter().skip(1).collect();
+    let want: Vec<(String, bool)> = [
+        (r#"CMD ["echo" "a \"b\""]"#, true),
+        (r#"ENTRYPOINT ["/bin/sh" "-c" "echo ep"]"#, true),
+        ("VOLUME [/data /logs]", true),
+        ("SHELL [/bin/sh -e -c]", true),
+        (
+            "HEALTHCHECK {Test:[CMD-SHELL wget -q localhost] Interval:1m30s Timeout:0s \
+             StartPeriod:0s StartInterval:0s Retries:3}",
+            true,
+        ),
+        // ONBUILD leaves no history; EXPOSE lists the words sorted as written.
+        ("EXPOSE [443/udp 80/tcp 8080/tcp]", true),
+        ("WORKDIR /app", false),
+        // The destination as written, with the owner and mode flags.
+        ("COPY --chown=1:1 --chmod=640 f . # buildkit", false),
+        ("COPY <<EOT <<EOT2 ./ # buildkit", false),
+        (
+            "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s \
+             StartInterval:0s Retries:0}",
+            true,
+        ),
+    ]
+    .into_iter()
+    .map(|(s, e)| (s.to_string(), e))
+    .collect();
+    assert_eq!(got, want);
 }

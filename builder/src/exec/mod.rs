@@ -16,6 +16,7 @@ pub mod chmod;
 pub mod copy;
 mod copy_step;
 pub mod git;
+mod history;
 pub mod merged;
 mod mounts;
 mod run;
@@ -906,7 +907,7 @@ impl Exec<'_> {
                 c.cmd = (!argv.is_empty()).then(|| argv.clone());
                 // BuildKit marks every CMD's arguments as escaped (Docker's field).
                 c.args_escaped = Some(true);
-                self.history(st, format!("CMD {}", json(&argv)), true);
+                self.history(st, format!("CMD {}", history::quoted_list(&argv)), true);
             }
             StepKind::Entrypoint { command, keep_cmd } => {
                 let argv = self.argv(st, command);
@@ -916,7 +917,7 @@ impl Exec<'_> {
                 if !keep_cmd {
                     c.cmd = None;
                 }
-                let created_by = format!("ENTRYPOINT {}", json(&argv));
+                let created_by = format!("ENTRYPOINT {}", history::quoted_list(&argv));
                 self.history(st, created_by, true);
             }
             StepKind::Expose { ports } => {
@@ -934,7 +935,7 @@ impl Exec<'_> {
                         .volumes
                         .insert(p.clone(), serde_json::json!({}));
                 }
-                self.history(st, format!("VOLUME {}", json(paths)), true);
+                self.history(st, format!("VOLUME {}", history::plain_list(paths)), true);
             }
             StepKind::User { user } => {
                 st.container().user = Some(user.clone());
@@ -961,22 +962,24 @@ impl Exec<'_> {
             }
             StepKind::Shell { shell } => {
                 st.container().shell = Some(shell.clone());
-                self.history(st, format!("SHELL {}", json(shell)), true);
+                self.history(st, format!("SHELL {}", history::plain_list(shell)), true);
             }
             StepKind::Onbuild { expression } => {
                 st.container()
                     .on_build
                     .get_or_insert_with(Vec::new)
                     .push(expression.clone());
-                self.history(st, format!("ONBUILD {expression}"), true);
+                // BuildKit records no history for ONBUILD.
             }
             StepKind::Maintainer { name } => {
                 st.config.author = Some(name.clone());
                 self.history(st, format!("MAINTAINER {name}"), true);
             }
             StepKind::Healthcheck(h) => {
-                st.container().healthcheck = Some(health_config(h));
-                self.history(st, text.clone(), true);
+                let hc = health_config(h);
+                let created_by = history::healthcheck(&hc);
+                st.container().healthcheck = Some(hc);
+                self.history(st, created_by, true);
             }
             StepKind::Arg { .. } => {}
             StepKind::Run { .. } => self.run_step(id, st, &step.kind, done, &location, &text)?,
@@ -1150,10 +1153,6 @@ fn config_digest(config: &ImageConfig) -> Digest {
         h.created = None;
     }
     Digest::of(&serde_json::to_vec(&c).unwrap_or_default())
-}
-
-fn json(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn health_config(h: &Healthcheck) -> HealthConfig {

@@ -955,8 +955,12 @@ fn plan_instruction(
             keep_cmd: false,
         },
         InstructionKind::Expose { ports } => {
+            // BuildKit sorts the words as written, before expansion: the history
+            // lists the ports in that order.
+            let mut words = ports.clone();
+            words.sort();
             let mut out = Vec::new();
-            for p in ports {
+            for p in &words {
                 out.extend(
                     ctx.lex
                         .process_words(p, &scope.0)
@@ -973,8 +977,12 @@ fn plan_instruction(
             }
             StepKind::Expose { ports }
         }
+        // BuildKit trims each path as written, before expansion.
         InstructionKind::Volume { paths } => StepKind::Volume {
-            paths: paths.iter().map(|p| x(ctx, p)).collect::<Result<_, _>>()?,
+            paths: paths
+                .iter()
+                .map(|p| x(ctx, p.trim()))
+                .collect::<Result<_, _>>()?,
         },
         InstructionKind::User { user } => StepKind::User {
             user: x(ctx, user)?,
