@@ -183,3 +183,20 @@ fn history_is_written_as_buildkit_formats_each_instruction() {
     .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn stopsignal_must_name_a_signal() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nARG SIG=SIGKIL\nSTOPSIGNAL $SIG\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "sig:bad"]).arg(&ctx));
+    assert!(err.contains("invalid signal: SIGKIL"), "{err}");
+    assert!(err.contains("Dockerfile:3:"), "{err}");
+    // Names in any case, with or without SIG, and numbers are kept as written.
+    let ctx = context(tmp.path(), "FROM busybox\nSTOPSIGNAL sigquit\n", &[]);
+    ok(mybuild(&root).args(["build", "-t", "sig:ok"]).arg(&ctx));
+    assert_eq!(config(&inspect(&root, "sig:ok"))["StopSignal"], "sigquit");
+}

@@ -289,6 +289,8 @@ pub enum PlanErrorKind {
     NetworkMode(String),
     #[error("{0}")]
     Onbuild(String),
+    #[error("invalid signal: {0}")]
+    Signal(String),
     #[error("EXPOSE: {0}")]
     Expose(String),
     #[error("dockerfile has no build stages")]
@@ -990,9 +992,13 @@ fn plan_instruction(
         InstructionKind::Workdir { path } => StepKind::Workdir {
             path: x(ctx, path)?,
         },
-        InstructionKind::StopSignal { signal } => StepKind::StopSignal {
-            signal: x(ctx, signal)?,
-        },
+        InstructionKind::StopSignal { signal } => {
+            let signal = x(ctx, signal)?;
+            if !valid_signal(&signal) {
+                return Err(ctx.err(PlanErrorKind::Signal(signal), span, None));
+            }
+            StepKind::StopSignal { signal }
+        }
         InstructionKind::Arg { args: decls } => {
             let mut out = Vec::new();
             for a in decls {
@@ -1030,6 +1036,32 @@ fn plan_instruction(
         },
         InstructionKind::Maintainer { name } => StepKind::Maintainer { name: name.clone() },
     })
+}
+
+/// Whether STOPSIGNAL names a signal as BuildKit's `signal.ParseSignal` accepts it: a
+/// non-zero number, or a Linux signal name with or without `SIG`, in any case.
+fn valid_signal(raw: &str) -> bool {
+    if let Ok(n) = raw.parse::<i64>() {
+        return n != 0;
+    }
+    let upper = raw.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    if NAMES.contains(&name) {
+        return true;
+    }
+    // RTMIN+1..RTMIN+15 and RTMAX-14..RTMAX-1.
+    let offset = |prefix: &str, max: u32| {
+        name.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u32>().ok().filter(|_| !n.starts_with('0')))
+            .is_some_and(|n| (1..=max).contains(&n))
+    };
+    offset("RTMIN+", 15) || offset("RTMAX-", 14)
 }
 
 /// An EXPOSE word (`[ip:][hostport:]port[-end][/proto]`) as the `port/proto` keys it
@@ -1150,6 +1182,24 @@ fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::parse_port_spec;
+
+    #[test]
+    fn stop_signals_are_checked_as_buildkit_does() {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "9",
+            "-1",
+            "SIGRTMIN+3",
+            "RTMAX-14",
+            "sigwinch",
+        ] {
+            assert!(super::valid_signal(ok), "{ok}");
+        }
+        for bad in ["FOO", "0", "SIGRTMIN+16", "RTMAX-0", "", "SIG"] {
+            assert!(!super::valid_signal(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn expose_ports_are_normalised_as_buildkit_does() {
