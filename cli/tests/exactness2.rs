@@ -200,3 +200,46 @@ fn stopsignal_must_name_a_signal() {
     ok(mybuild(&root).args(["build", "-t", "sig:ok"]).arg(&ctx));
     assert_eq!(config(&inspect(&root, "sig:ok"))["StopSignal"], "sigquit");
 }
+
+#[test]
+fn glob_or_several_sources_to_a_name_without_slash_make_a_file() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\n\
+         WORKDIR /srv\n\
+         COPY target/*.jar app.jar\n\
+         COPY a.txt b.txt /last\n\
+         COPY <<A <<B /doc\n\
+         from a\n\
+         A\n\
+         from b\n\
+         B\n\
+         COPY d1 d2 /merged\n\
+         COPY d1 a.txt /into\n\
+         COPY a.txt b.txt /slash/\n",
+        &[
+            ("target/app-1.0.jar", "jar\n"),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+            ("d1/x", "x\n"),
+            ("d2/y", "y\n"),
+        ],
+    );
+    ok(mybuild(&root).args(["build", "-t", "many:1"]).arg(&ctx));
+    let out = unpack(tmp.path(), &root, "many:1");
+    let read =
+        |p: &str| std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // One match of a glob is copied to the name given, as BuildKit does.
+    assert_eq!(read("srv/app.jar"), "jar\n");
+    // Files in turn onto a name that is no directory: the last one stays.
+    assert_eq!(read("last"), "b\n");
+    assert_eq!(read("doc"), "from b\n");
+    // A directory source makes the destination a directory for what follows.
+    assert_eq!(read("merged/x"), "x\n");
+    assert_eq!(read("merged/y"), "y\n");
+    assert_eq!(read("into/x"), "x\n");
+    assert_eq!(read("into/a.txt"), "a\n");
+    assert_eq!(read("slash/a.txt"), "a\n");
+    assert_eq!(read("slash/b.txt"), "b\n");
+}
