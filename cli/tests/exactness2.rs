@@ -243,3 +243,20 @@ fn glob_or_several_sources_to_a_name_without_slash_make_a_file() {
     assert_eq!(read("slash/a.txt"), "a\n");
     assert_eq!(read("slash/b.txt"), "b\n");
 }
+
+#[test]
+fn healthcheck_zero_settings_are_left_out() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nHEALTHCHECK --interval=0s --retries=0 CMD [\"true\"]\n",
+        &[],
+    );
+    ok(mybuild(&root).args(["build", "-t", "hc:0"]).arg(&ctx));
+    // Zero means "inherit": BuildKit's config (Go, omitempty) has only the test.
+    let img = inspect(&root, "hc:0");
+    assert_eq!(
+        config(&img)["Healthcheck"],
+        serde_json::json!({"Test": ["CMD", "true"]})
+    );
+}

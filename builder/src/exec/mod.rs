@@ -1174,7 +1174,8 @@ fn health_config(h: &Healthcheck) -> HealthConfig {
             timeout: timeout.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             start_period: start_period.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             start_interval: start_interval.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            retries: retries.map(|r| r as i64),
+            // Zero means "inherit" and Go omits it, as the durations.
+            retries: retries.filter(|r| *r != 0).map(i64::from),
             ..HealthConfig::default()
         },
     }
