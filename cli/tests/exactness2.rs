@@ -260,3 +260,19 @@ fn healthcheck_zero_settings_are_left_out() {
         serde_json::json!({"Test": ["CMD", "true"]})
     );
 }
+
+#[test]
+fn volume_that_expands_to_nothing_is_refused() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nARG DATA\nVOLUME /ok $DATA\n",
+        &[],
+    );
+    let err = fails(mybuild(&root).args(["build", "-t", "vol:bad"]).arg(&ctx));
+    assert!(
+        err.contains("VOLUME specified can not be an empty string"),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:3:"), "{err}");
+}

@@ -289,6 +289,8 @@ pub enum PlanErrorKind {
     NetworkMode(String),
     #[error("{0}")]
     Onbuild(String),
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
     #[error("invalid signal: {0}")]
     Signal(String),
     #[error("EXPOSE: {0}")]
@@ -979,13 +981,18 @@ fn plan_instruction(
             }
             StepKind::Expose { ports }
         }
-        // BuildKit trims each path as written, before expansion.
-        InstructionKind::Volume { paths } => StepKind::Volume {
-            paths: paths
+        // BuildKit trims each path as written, before expansion, and refuses one that
+        // expands to nothing (dispatchVolume).
+        InstructionKind::Volume { paths } => {
+            let paths: Vec<String> = paths
                 .iter()
                 .map(|p| x(ctx, p.trim()))
-                .collect::<Result<_, _>>()?,
-        },
+                .collect::<Result<_, _>>()?;
+            if paths.iter().any(String::is_empty) {
+                return Err(ctx.err(PlanErrorKind::EmptyVolume, span, None));
+            }
+            StepKind::Volume { paths }
+        }
         InstructionKind::User { user } => StepKind::User {
             user: x(ctx, user)?,
         },
