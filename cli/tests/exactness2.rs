@@ -276,3 +276,34 @@ fn volume_that_expands_to_nothing_is_refused() {
     );
     assert!(err.contains("Dockerfile:3:"), "{err}");
 }
+
+#[test]
+fn add_of_an_archive_and_a_file_fills_the_destination_directory() {
+    let Some((tmp, root)) = setup() else { return };
+    let ctx = context(
+        tmp.path(),
+        "FROM busybox\nADD a.tar b.txt /m\n",
+        &[("b.txt", "b\n")],
+    );
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "inner", &b"in\n"[..]).expect("tar");
+    std::fs::write(ctx.join("a.tar"), tar.into_inner().expect("tar")).expect("write");
+    ok(mybuild(&root).args(["build", "-t", "addmix:1"]).arg(&ctx));
+    let out = unpack(tmp.path(), &root, "addmix:1");
+    // The archive is unpacked into /m and the file goes beside it.
+    assert_eq!(
+        std::fs::read_to_string(out.join("m/inner")).expect("inner"),
+        "in\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("m/b.txt")).expect("b"),
+        "b\n"
+    );
+}
