@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::exec::copy::{self, CopyError};
 
-const VERSION: &[u8] = b"mybuild-cache-v1";
+// Raised when what a record holds changes (e.g. history text), so old records miss.
+const VERSION: &[u8] = b"mybuild-cache-v2";
 
 /// Builds a key from labelled fields; lengths are included so fields cannot run together.
 pub struct KeyHasher(Hasher);

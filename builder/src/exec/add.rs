@@ -394,7 +394,20 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
             && e.kind == copy::EntryKind::File
             && is_archive(&e.real)
     });
-    copy::copy_selection(base, &rest)?;
+    // Beside an archive, a URL or a git source (which fill the destination as a
+    // directory), several sources go into the destination as a directory; plain
+    // files alone follow COPY's rules.
+    let mixed = many && (!archives.is_empty() || local.len() != base.sources.len());
+    if mixed {
+        let into_dir = CopySpec {
+            dest: &dir_dest,
+            chmod: base.chmod.clone(),
+            ..*base
+        };
+        copy::copy_selection(&into_dir, &rest)?;
+    } else {
+        copy::copy_selection(base, &rest)?;
+    }
     let mut archives = archives.into_iter().peekable();
     for src in base.sources {
         if is_git(src) {

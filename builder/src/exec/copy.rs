@@ -887,16 +887,26 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         spec.dest,
     ))
     .unwrap_or_default();
-    let many =
-        spec.sources.len() + spec.contents.len() > 1 || spec.sources.iter().any(|s| has_glob(s));
+    // As BuildKit's copy, each source in turn: a file goes into the destination only
+    // when that is a directory by then (named with a trailing slash, in the image, or
+    // made by an earlier directory source of this step); else the file becomes the
+    // destination and a later one replaces it. Several sources or a glob do not make
+    // it a directory: `COPY target/*.jar app.jar` gives the file app.jar.
     let dest_is_dir = spec.dest.ends_with('/')
         || spec.dest.ends_with("/.")
-        || many
         || spec.filter.parents
         || dest_rel.as_os_str().is_empty()
         || merged::lookup(spec.dest_layers, &dest_rel)
             .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir());
+    let dir_by_now = |spec: &CopySpec| {
+        dest_is_dir
+            || spec
+                .upper
+                .join(&dest_rel)
+                .symlink_metadata()
+                .is_ok_and(|m| m.is_dir())
+    };
     // The destination directory is new: the first directory source gives it its mode.
     let mut fresh_dest = spec.upper.join(&dest_rel).symlink_metadata().is_err()
         && merged::lookup(spec.dest_layers, &dest_rel)
@@ -908,7 +918,7 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
     let mut dirs = Vec::new();
     let mut links = HashMap::new();
     for e in selected {
-        let target_rel = if e.whole && !dest_is_dir {
+        let target_rel = if e.whole && !dir_by_now(spec) {
             dest_rel.clone()
         } else {
             dest_rel.join(&e.dest)
@@ -920,7 +930,7 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         set_meta(dir, Some(*mode), spec.owner, Some(*mtime))?;
     }
     for (name, data) in spec.contents {
-        let target_rel = if dest_is_dir {
+        let target_rel = if dir_by_now(spec) {
             dest_rel.join(name)
         } else {
             dest_rel.clone()

@@ -45,6 +45,34 @@ pub(super) fn chown_ids(spec: &str, layers: &[PathBuf]) -> Result<(u32, u32), us
     Ok((ids.uid, ids.gid))
 }
 
+/// COPY's and ADD's history as BuildKit writes it: `--parents`, `--chown` and
+/// `--chmod` as given, the sources, `<<NAME` for each heredoc, and the destination
+/// as written (not resolved against WORKDIR).
+pub(super) fn copy_created_by(c: &CopyStep, is_add: bool) -> String {
+    let mut s = String::from(if is_add { "ADD" } else { "COPY" });
+    if c.parents && !is_add {
+        s.push_str(" --parents");
+    }
+    if let Some(v) = c.chown.as_deref().filter(|v| !v.is_empty()) {
+        s.push_str(&format!(" --chown={v}"));
+    }
+    if let Some(v) = c.chmod.as_deref().filter(|v| !v.is_empty()) {
+        s.push_str(&format!(" --chmod={v}"));
+    }
+    for src in &c.sources {
+        s.push(' ');
+        s.push_str(src);
+    }
+    for (name, _) in &c.contents {
+        s.push_str(" <<");
+        s.push_str(name);
+    }
+    s.push(' ');
+    s.push_str(&c.dest);
+    s.push_str(" # buildkit");
+    s
+}
+
 impl<'a> Exec<'a> {
     /// The directory and ignore rules of a context source (the build context or a
     /// local named context); `None` for stages and images.
@@ -198,12 +226,7 @@ impl<'a> Exec<'a> {
         } else {
             copy::copy(&spec).map_err(copy_err)?;
         }
-        let word = if is_add { "ADD" } else { "COPY" };
-        self.commit_layer(
-            st,
-            upper,
-            format!("{word} {} {dest} # buildkit", c.sources.join(" ")),
-        )?;
+        self.commit_layer(st, upper, copy_created_by(c, is_add))?;
         Ok(())
     }
 

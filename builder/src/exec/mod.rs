@@ -17,6 +17,7 @@ pub mod chmod;
 pub mod copy;
 mod copy_step;
 pub mod git;
+mod history;
 pub mod merged;
 mod mounts;
 mod run;
@@ -604,6 +605,12 @@ impl Exec<'_> {
                 s.config.os = self.platform.os.clone();
                 s.config.architecture = self.platform.arch.clone();
                 s.config.variant = self.platform.variant.clone();
+                // BuildKit's empty image: WORKDIR / and the default PATH.
+                let c = s.container();
+                c.working_dir = Some("/".into());
+                if self.platform.os != "windows" {
+                    c.env.push(DEFAULT_PATH.into());
+                }
                 s.key = Some(cache::scratch_key(self.key_opts));
                 s
             }
@@ -614,8 +621,17 @@ impl Exec<'_> {
                 )
             })?,
             Base::Image { reference } => {
-                let s = self.base_image(reference, &location)?;
+                let mut s = self.base_image(reference, &location)?;
                 sc.base_cause = self.base_changed(reference)?;
+                // BuildKit makes sure every stage has a PATH (but on Windows).
+                let has_path = s.config.config.as_ref().is_some_and(|c| {
+                    c.env
+                        .iter()
+                        .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
+                });
+                if !has_path && self.platform.os != "windows" {
+                    s.container().env.push(DEFAULT_PATH.into());
+                }
                 s
             }
         };
@@ -860,9 +876,13 @@ impl Exec<'_> {
             StepKind::Env { pairs } => {
                 let c = st.container();
                 for (k, v) in pairs {
-                    c.env
-                        .retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
-                    c.env.push(format!("{k}={v}"));
+                    // A variable already set keeps its place, as BuildKit's addEnv.
+                    let entry = format!("{k}={v}");
+                    let name = |e: &String| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k;
+                    match c.env.iter_mut().find(|e| name(e)) {
+                        Some(e) => *e = entry,
+                        None => c.env.push(entry),
+                    }
                 }
                 let desc = pairs
                     .iter()
@@ -884,16 +904,23 @@ impl Exec<'_> {
             }
             StepKind::Cmd { command } => {
                 let argv = self.argv(st, command);
-                st.container().cmd = Some(argv.clone());
-                self.history(st, format!("CMD {}", json(&argv)), true);
+                let c = st.container();
+                // `CMD []` leaves no Cmd, as Go omits an empty list.
+                c.cmd = (!argv.is_empty()).then(|| argv.clone());
+                // BuildKit marks every CMD's arguments as escaped (Docker's field).
+                c.args_escaped = Some(true);
+                self.history(st, format!("CMD {}", history::quoted_list(&argv)), true);
             }
-            StepKind::Entrypoint { command } => {
+            StepKind::Entrypoint { command, keep_cmd } => {
                 let argv = self.argv(st, command);
                 let c = st.container();
-                c.entrypoint = Some(argv.clone());
-                // Docker resets an inherited CMD when ENTRYPOINT changes.
-                c.cmd = None;
-                self.history(st, format!("ENTRYPOINT {}", json(&argv)), true);
+                c.entrypoint = (!argv.is_empty()).then(|| argv.clone());
+                // BuildKit resets the CMD unless this stage set one before.
+                if !keep_cmd {
+                    c.cmd = None;
+                }
+                let created_by = format!("ENTRYPOINT {}", history::quoted_list(&argv));
+                self.history(st, created_by, true);
             }
             StepKind::Expose { ports } => {
                 // Already `port/proto`, normalised by the plan.
@@ -910,7 +937,7 @@ impl Exec<'_> {
                         .volumes
                         .insert(p.clone(), serde_json::json!({}));
                 }
-                self.history(st, format!("VOLUME {}", json(paths)), true);
+                self.history(st, format!("VOLUME {}", history::plain_list(paths)), true);
             }
             StepKind::User { user } => {
                 st.container().user = Some(user.clone());
@@ -937,22 +964,24 @@ impl Exec<'_> {
             }
             StepKind::Shell { shell } => {
                 st.container().shell = Some(shell.clone());
-                self.history(st, format!("SHELL {}", json(shell)), true);
+                self.history(st, format!("SHELL {}", history::plain_list(shell)), true);
             }
             StepKind::Onbuild { expression } => {
                 st.container()
                     .on_build
                     .get_or_insert_with(Vec::new)
                     .push(expression.clone());
-                self.history(st, format!("ONBUILD {expression}"), true);
+                // BuildKit records no history for ONBUILD.
             }
             StepKind::Maintainer { name } => {
                 st.config.author = Some(name.clone());
                 self.history(st, format!("MAINTAINER {name}"), true);
             }
             StepKind::Healthcheck(h) => {
-                st.container().healthcheck = Some(health_config(h));
-                self.history(st, text.clone(), true);
+                let hc = health_config(h);
+                let created_by = history::healthcheck(&hc);
+                st.container().healthcheck = Some(hc);
+                self.history(st, created_by, true);
             }
             StepKind::Arg { .. } => {}
             StepKind::Run { .. } => self.run_step(id, st, &step.kind, done, &location, &text)?,
@@ -1128,10 +1157,6 @@ fn config_digest(config: &ImageConfig) -> Digest {
     Digest::of(&serde_json::to_vec(&c).unwrap_or_default())
 }
 
-fn json(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
 fn health_config(h: &Healthcheck) -> HealthConfig {
     match h {
         Healthcheck::None => HealthConfig {
@@ -1151,7 +1176,8 @@ fn health_config(h: &Healthcheck) -> HealthConfig {
             timeout: timeout.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             start_period: start_period.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             start_interval: start_interval.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            retries: retries.map(|r| r as i64),
+            // Zero means "inherit" and Go omits it, as the durations.
+            retries: retries.filter(|r| *r != 0).map(i64::from),
             ..HealthConfig::default()
         },
     }

@@ -20,6 +20,9 @@ use crate::dockerfile::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The PATH BuildKit gives a stage whose base sets none (its `DefaultPathEnv`).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What the planner may know about a base image. The cli answers from the store or a
 /// registry; tests answer from a table.
 pub trait BaseInfo {
@@ -167,6 +170,9 @@ pub enum StepKind {
     },
     Entrypoint {
         command: Command,
+        /// A CMD came earlier in this stage: ENTRYPOINT keeps it (BuildKit resets
+        /// only a CMD the stage inherited).
+        keep_cmd: bool,
     },
     Expose {
         ports: Vec<String>,
@@ -283,6 +289,10 @@ pub enum PlanErrorKind {
     NetworkMode(String),
     #[error("{0}")]
     Onbuild(String),
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
+    #[error("invalid signal: {0}")]
+    Signal(String),
     #[error("EXPOSE: {0}")]
     Expose(String),
     #[error("dockerfile has no build stages")]
@@ -565,6 +575,14 @@ pub fn plan(
             Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
             Base::Scratch => Vars::default(),
         };
+        // BuildKit gives every stage a PATH (but on Windows): the empty image's, or
+        // the default added to an image that sets none.
+        if !matches!(base, Base::Stage { .. })
+            && env.get("PATH").is_none()
+            && stage_platform.os != "windows"
+        {
+            env.set("PATH", DEFAULT_PATH);
+        }
         // A stage built on another inherits its ARGs, as BuildKit's stages do.
         let mut args = match &base {
             Base::Stage { index } => final_args[*index].clone(),
@@ -619,9 +637,11 @@ pub fn plan(
             Base::Stage { index } => final_state[*index].clone(),
             _ => env.clone(),
         };
+        // Whether a CMD (or a trigger's) came earlier in this stage.
+        let mut cmd_set = false;
         for (ins, is_trigger) in body {
             let merged = state.clone();
-            let kind = plan_instruction(
+            let mut kind = plan_instruction(
                 &mut ctx,
                 &ins,
                 &merged,
@@ -634,6 +654,11 @@ pub fn plan(
                 &mut my_onbuild,
                 &mut declared,
             )?;
+            match &mut kind {
+                StepKind::Cmd { .. } => cmd_set = true,
+                StepKind::Entrypoint { keep_cmd, .. } => *keep_cmd = cmd_set,
+                _ => {}
+            }
             steps.push(Step {
                 kind,
                 span: ins.span,
@@ -931,10 +956,15 @@ fn plan_instruction(
         },
         InstructionKind::Entrypoint { command } => StepKind::Entrypoint {
             command: command.clone(),
+            keep_cmd: false,
         },
         InstructionKind::Expose { ports } => {
+            // BuildKit sorts the words as written, before expansion: the history
+            // lists the ports in that order.
+            let mut words = ports.clone();
+            words.sort();
             let mut out = Vec::new();
-            for p in ports {
+            for p in &words {
                 out.extend(
                     ctx.lex
                         .process_words(p, &scope.0)
@@ -951,18 +981,31 @@ fn plan_instruction(
             }
             StepKind::Expose { ports }
         }
-        InstructionKind::Volume { paths } => StepKind::Volume {
-            paths: paths.iter().map(|p| x(ctx, p)).collect::<Result<_, _>>()?,
-        },
+        // BuildKit trims each path as written, before expansion, and refuses one that
+        // expands to nothing (dispatchVolume).
+        InstructionKind::Volume { paths } => {
+            let paths: Vec<String> = paths
+                .iter()
+                .map(|p| x(ctx, p.trim()))
+                .collect::<Result<_, _>>()?;
+            if paths.iter().any(String::is_empty) {
+                return Err(ctx.err(PlanErrorKind::EmptyVolume, span, None));
+            }
+            StepKind::Volume { paths }
+        }
         InstructionKind::User { user } => StepKind::User {
             user: x(ctx, user)?,
         },
         InstructionKind::Workdir { path } => StepKind::Workdir {
             path: x(ctx, path)?,
         },
-        InstructionKind::StopSignal { signal } => StepKind::StopSignal {
-            signal: x(ctx, signal)?,
-        },
+        InstructionKind::StopSignal { signal } => {
+            let signal = x(ctx, signal)?;
+            if !valid_signal(&signal) {
+                return Err(ctx.err(PlanErrorKind::Signal(signal), span, None));
+            }
+            StepKind::StopSignal { signal }
+        }
         InstructionKind::Arg { args: decls } => {
             let mut out = Vec::new();
             for a in decls {
@@ -1000,6 +1043,32 @@ fn plan_instruction(
         },
         InstructionKind::Maintainer { name } => StepKind::Maintainer { name: name.clone() },
     })
+}
+
+/// Whether STOPSIGNAL names a signal as BuildKit's `signal.ParseSignal` accepts it: a
+/// non-zero number, or a Linux signal name with or without `SIG`, in any case.
+fn valid_signal(raw: &str) -> bool {
+    if let Ok(n) = raw.parse::<i64>() {
+        return n != 0;
+    }
+    let upper = raw.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    if NAMES.contains(&name) {
+        return true;
+    }
+    // RTMIN+1..RTMIN+15 and RTMAX-14..RTMAX-1.
+    let offset = |prefix: &str, max: u32| {
+        name.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u32>().ok().filter(|_| !n.starts_with('0')))
+            .is_some_and(|n| (1..=max).contains(&n))
+    };
+    offset("RTMIN+", 15) || offset("RTMAX-", 14)
 }
 
 /// An EXPOSE word (`[ip:][hostport:]port[-end][/proto]`) as the `port/proto` keys it
@@ -1120,6 +1189,24 @@ fn topo_order(graph: &[Vec<usize>], needed: &[bool]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::parse_port_spec;
+
+    #[test]
+    fn stop_signals_are_checked_as_buildkit_does() {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "9",
+            "-1",
+            "SIGRTMIN+3",
+            "RTMAX-14",
+            "sigwinch",
+        ] {
+            assert!(super::valid_signal(ok), "{ok}");
+        }
+        for bad in ["FOO", "0", "SIGRTMIN+16", "RTMAX-0", "", "SIG"] {
+            assert!(!super::valid_signal(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn expose_ports_are_normalised_as_buildkit_does() {
