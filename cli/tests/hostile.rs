@@ -116,3 +116,61 @@ fn a_tags_page_of_endless_bytes_is_refused_at_the_cap() {
         "error names the cap: {err}"
     );
 }
+
+/// A 512-byte ustar header for `name` whose size field claims `size` bytes, with
+/// no data after it: what a bomb's first entry looks like before inflating.
+fn header_claiming(name: &str, size: u64) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+#[test]
+fn add_of_a_local_archive_inflating_past_the_unpack_cap_is_refused() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    // 2 MiB of content against a 1 MiB cap.
+    let tar = testdata::tars::RawTar::new()
+        .file(b"big", &vec![0u8; 2 << 20])
+        .finish();
+    let ctx = common::context(tmp.path(), "FROM scratch\nADD bomb.tar /x/\n", &[]);
+    std::fs::write(ctx.join("bomb.tar"), tar).expect("write");
+    let err = fails(
+        mybuild(&root)
+            .env("MYBUILD_UNPACK_MAX_BYTES", "1MiB")
+            .args(["build", "-t", "bomb:1"])
+            .arg(&ctx),
+    );
+    assert!(
+        err.contains("bomb.tar") && err.contains("more than 1048576 bytes"),
+        "error names the archive and the limit: {err}"
+    );
+}
+
+#[test]
+fn add_of_a_local_archive_claiming_3_gib_stops_at_the_default_cap_before_writing() {
+    let Some((tmp, root)) = common::setup() else {
+        return;
+    };
+    let mut tar = header_claiming("huge", 3 << 30);
+    tar.extend_from_slice(&[0u8; 4096]);
+    let ctx = common::context(tmp.path(), "FROM scratch\nADD bomb.tar /x/\n", &[]);
+    std::fs::write(ctx.join("bomb.tar"), tar).expect("write");
+    let err = fails(mybuild(&root).args(["build", "-t", "bomb:1"]).arg(&ctx));
+    assert!(
+        err.contains("bomb.tar") && err.contains("MYBUILD_UNPACK_MAX_BYTES"),
+        "error names the archive and the limit: {err}"
+    );
+}
