@@ -576,10 +576,15 @@ impl Client {
             if !status.is_success() {
                 return Err(terr(format!("token server answered {status}")));
             }
-            let body = resp
-                .bytes()
+            let body = read_capped(resp, MAX_TOKEN_RESPONSE)
                 .await
-                .map_err(|e| terr(transport(registry, &e).to_string()))?;
+                .map_err(|e| terr(transport(registry, &e).to_string()))?
+                .ok_or_else(|| {
+                    terr(format!(
+                        "token response larger than {} KiB",
+                        MAX_TOKEN_RESPONSE >> 10
+                    ))
+                })?;
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| terr(format!("token response is not JSON: {e}")))?;
             let tok = v
@@ -937,7 +942,7 @@ impl Client {
         let host = self.host(&r.registry).await?;
         let mut url = self.url(&host, &format!("v2/{}/tags/list", r.repository))?;
         let mut tags = Vec::new();
-        for _ in 0..10_000 {
+        for _ in 0..MAX_TAG_PAGES {
             let resp = self
                 .send(
                     &host,
@@ -968,18 +973,39 @@ impl Client {
                 })?),
                 None => None,
             };
-            let body = resp.bytes().await.map_err(|e| transport(&r.registry, &e))?;
+            let body = read_capped(resp, MAX_MANIFEST)
+                .await
+                .map_err(|e| transport(&r.registry, &e))?
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("tags of {}", r.name()),
+                        format!("a page larger than {} MiB", MAX_MANIFEST >> 20),
+                    )
+                })?;
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::invalid(format!("tags of {}", r.name()), e.to_string()))?;
             if let Some(list) = v.get("tags").and_then(|t| t.as_array()) {
                 tags.extend(list.iter().filter_map(|t| t.as_str().map(str::to_string)));
+            }
+            if tags.len() > MAX_TAGS {
+                return Err(Error::invalid(
+                    format!("tags of {}", r.name()),
+                    format!("more than {MAX_TAGS} tags"),
+                ));
             }
             match next {
                 Some(n) => url = n,
                 None => return Ok(tags),
             }
         }
-        Ok(tags)
+        // A registry whose pages never end: say so rather than return a
+        // silently truncated list.
+        Err(Error::invalid(
+            format!("tags of {}", r.name()),
+            format!(
+                "more than {MAX_TAG_PAGES} pages (the registry's Link pagination does not end)"
+            ),
+        ))
     }
 
     /// Streams a blob into `out`, verifying size and digest; a broken connection
@@ -1809,6 +1835,30 @@ fn parse_next_link(link: &str) -> Option<String> {
 
 /// Turns an error response into a typed error with the registry's own code and
 /// message (a HEAD has none, so its status alone is explained).
+/// A token response: a JWT and a few fields, never megabytes.
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+/// Pages of a tag list followed before the registry is judged endless.
+const MAX_TAG_PAGES: usize = 10_000;
+/// Tags collected across pages.
+const MAX_TAGS: usize = 1_000_000;
+
+/// The body, or `None` once it would pass `limit` bytes (read no further).
+async fn read_capped(resp: Response, limit: u64) -> reqwest::Result<Option<Vec<u8>>> {
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 async fn status_error(what: &str, registry: &str, resp: Response) -> Error {
     let status = resp.status();
     let mut body = Vec::new();

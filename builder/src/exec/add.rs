@@ -427,7 +427,7 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
             };
             let file = dl.path();
             if spec.unpack == Some(true) && is_archive(&file) {
-                extract(spec, &file, src)?;
+                extract(store, spec, &file, src)?;
             } else {
                 copy_download(spec, dl.dir.path(), &dl.name, &dir_dest)?;
             }
@@ -435,11 +435,11 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
         }
         // The archives this source matched (select keeps source order).
         while let Some(e) = archives.next_if(|e| matches_source(src, &e.src)) {
-            extract(spec, &e.real, &e.src.to_string_lossy())?;
+            extract(store, spec, &e.real, &e.src.to_string_lossy())?;
         }
     }
     for e in archives {
-        extract(spec, &e.real, &e.src.to_string_lossy())?;
+        extract(store, spec, &e.real, &e.src.to_string_lossy())?;
     }
     Ok(())
 }
@@ -577,7 +577,7 @@ fn valid_tar_header(block: &[u8; 512]) -> bool {
 }
 
 /// Extracts the archive at `file` into the destination directory of the upper.
-fn extract(spec: &AddSpec, file: &Path, shown: &str) -> Result<(), AddError> {
+fn extract(store: &Store, spec: &AddSpec, file: &Path, shown: &str) -> Result<(), AddError> {
     let base = &spec.copy;
     let dest_rel = clean_rel(base.dest).unwrap_or_default();
     // The destination is always a directory; make it (and its parents) the way COPY
@@ -590,9 +590,12 @@ fn extract(spec: &AddSpec, file: &Path, shown: &str) -> Result<(), AddError> {
         chmod: base.chmod.clone(),
         ..*base
     })?;
-    let mirrored = prepare_parents(spec, file, shown, &dest_rel)?;
-    let root = base.upper.join(&dest_rel);
     let f = File::open(file).map_err(io(file))?;
+    // The same caps as a base layer's unpack: a small archive that inflates to
+    // gigabytes is stopped before it fills the disk.
+    let limits = store.layer_unpack_limits(f.metadata().map_err(io(file))?.len());
+    let mirrored = prepare_parents(spec, file, shown, &dest_rel, limits.max_entries)?;
+    let root = base.upper.join(&dest_rel);
     let reader = decompress(BufReader::new(f)).map_err(io(file))?;
     let opts = UnpackOptions {
         whiteouts: WhiteoutMode::Overlay,
@@ -602,7 +605,7 @@ fn extract(spec: &AddSpec, file: &Path, shown: &str) -> Result<(), AddError> {
     // Docker and BuildKit skip an archive's `.` entry: the destination directory
     // keeps its metadata, so put it back after the unpacker applied it.
     let before = root.symlink_metadata().map_err(io(&root))?;
-    unpack::unpack(reader, &root, &opts).map_err(|source| AddError::Unpack {
+    unpack::unpack_limited(reader, &root, &opts, limits).map_err(|source| AddError::Unpack {
         archive: shown.to_string(),
         dest: dest_dir.clone(),
         source,
@@ -636,6 +639,7 @@ fn prepare_parents(
     file: &Path,
     shown: &str,
     dest_rel: &Path,
+    max_entries: u64,
 ) -> Result<BTreeSet<PathBuf>, AddError> {
     let base = &spec.copy;
     let mut walk = ParentWalk {
@@ -658,8 +662,12 @@ fn prepare_parents(
     let Ok(entries) = archive.entries() else {
         return Ok(walk.mirrored);
     };
-    for entry in entries {
-        // A broken or hostile archive is reported by the unpacker itself.
+    for (n, entry) in entries.enumerate() {
+        // A broken or hostile archive (too many entries included) is reported
+        // by the unpacker itself.
+        if n as u64 >= max_entries {
+            break;
+        }
         let Ok(entry) = entry else { break };
         let Ok(path) = entry.path() else { continue };
         let Some(rel) = clean_rel(&path.to_string_lossy()) else {
