@@ -29,20 +29,6 @@ fn env_of(img: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn history(img: &serde_json::Value) -> Vec<(String, bool)> {
-    img["Config"]["history"]
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|h| {
-            (
-                h["created_by"].as_str().unwrap_or("").to_string(),
-                h["empty_layer"] == true,
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn workdir_creates_its_directory_before_copy() {
     let Some((tmp, root)) = setup() else { return };

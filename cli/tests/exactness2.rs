@@ -10,20 +10,6 @@ fn config(img: &serde_json::Value) -> &serde_json::Value {
     &img["Config"]["config"]
 }
 
-fn created_by(img: &serde_json::Value) -> Vec<(String, bool)> {
-    img["Config"]["history"]
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|h| {
-            (
-                h["created_by"].as_str().unwrap_or("").to_string(),
-                h["empty_layer"] == true,
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn entrypoint_keeps_a_cmd_set_earlier_in_the_same_stage() {
     let Some((tmp, root)) = setup() else { return };
@@ -155,7 +141,7 @@ fn history_is_written_as_buildkit_formats_each_instruction() {
     );
     ok(mybuild(&root).args(["build", "-t", "hist:1"]).arg(&ctx));
     let img = inspect(&root, "hist:1");
-    let got: Vec<(String, bool)> = created_by(&img).into_iter().skip(1).collect();
+    let got: Vec<(String, bool)> = history(&img).into_iter().skip(1).collect();
     let want: Vec<(String, bool)> = [
         (r#"CMD ["echo" "a \"b\""]"#, true),
         (r#"ENTRYPOINT ["/bin/sh" "-c" "echo ep"]"#, true),

@@ -4,6 +4,8 @@
 
 use layer_cache::image::HealthConfig;
 
+use crate::dockerfile::ast::go_quote;
+
 /// Go's `%q` of a `[]string`: `["a" "b c"]`.
 pub(super) fn quoted_list(items: &[String]) -> String {
     let parts: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
@@ -13,31 +15,6 @@ pub(super) fn quoted_list(items: &[String]) -> String {
 /// Go's `%v` of a `[]string`: `[a b c]`.
 pub(super) fn plain_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
-}
-
-/// Go's `strconv.Quote`: printable characters as they are, the rest escaped.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c == ' ' || !(c.is_control() || c.is_whitespace()) => out.push(c),
-            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `time.Duration.String()` of `ns` nanoseconds: `0s`, `500ms`, `1m30s`.

@@ -84,6 +84,21 @@ pub fn spawn_until(cmd: &mut Command, marker: &str) -> std::process::Child {
     child
 }
 
+/// An inspected image's history as (created_by, empty_layer) pairs.
+pub fn history(img: &serde_json::Value) -> Vec<(String, bool)> {
+    img["Config"]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or("").to_string(),
+                h["empty_layer"] == true,
+            )
+        })
+        .collect()
+}
+
 /// A store under `tmp` holding `busybox` imported from `busybox-static`.
 pub fn store_with_busybox(tmp: &Path) -> PathBuf {
     let rootfs = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
