@@ -27,42 +27,46 @@ impl Store {
         self.walk(desc, out, &mut BTreeSet::new())
     }
 
-    /// Like `reachable_from`, also collecting the image configs met on the way.
+    /// Like `reachable_from`, also collecting the image configs met on the way. A
+    /// stack, not recursion: indexes from outside may nest arbitrarily deep.
     fn walk(
         &self,
         desc: &Descriptor,
         out: &mut BTreeSet<Digest>,
         configs: &mut BTreeSet<Digest>,
     ) -> Result<()> {
-        let digest = image::descriptor_digest(desc)?;
-        if !out.insert(digest.clone()) {
-            return Ok(());
-        }
-        let is_manifest = matches!(
-            desc.media_type().to_string().as_str(),
-            image::OCI_MANIFEST
-                | image::OCI_INDEX
-                | image::DOCKER_MANIFEST
-                | image::DOCKER_MANIFEST_LIST
-        );
-        if !is_manifest {
-            return Ok(());
-        }
-        let bytes = self.read_blob(&digest, MAX_JSON_BLOB)?;
-        match image::parse_manifest(&bytes, &format!("manifest {digest}"))? {
-            ParsedManifest::Image(m) => {
-                let config = image::descriptor_digest(m.config())?;
-                configs.insert(config.clone());
-                out.insert(config);
-                for l in m.layers() {
-                    out.insert(image::descriptor_digest(l)?);
-                }
+        let mut todo = vec![desc.clone()];
+        while let Some(desc) = todo.pop() {
+            let digest = image::descriptor_digest(&desc)?;
+            if !out.insert(digest.clone()) {
+                continue;
             }
-            ParsedManifest::Index(idx) => {
-                for child in idx.manifests() {
-                    // An index may name platforms that were never fetched.
-                    if self.has_blob(&image::descriptor_digest(child)?) {
-                        self.walk(child, out, configs)?;
+            let is_manifest = matches!(
+                desc.media_type().to_string().as_str(),
+                image::OCI_MANIFEST
+                    | image::OCI_INDEX
+                    | image::DOCKER_MANIFEST
+                    | image::DOCKER_MANIFEST_LIST
+            );
+            if !is_manifest {
+                continue;
+            }
+            let bytes = self.read_blob(&digest, MAX_JSON_BLOB)?;
+            match image::parse_manifest(&bytes, &format!("manifest {digest}"))? {
+                ParsedManifest::Image(m) => {
+                    let config = image::descriptor_digest(m.config())?;
+                    configs.insert(config.clone());
+                    out.insert(config);
+                    for l in m.layers() {
+                        out.insert(image::descriptor_digest(l)?);
+                    }
+                }
+                ParsedManifest::Index(idx) => {
+                    for child in idx.manifests() {
+                        // An index may name platforms that were never fetched.
+                        if self.has_blob(&image::descriptor_digest(child)?) {
+                            todo.push(child.clone());
+                        }
                     }
                 }
             }

@@ -331,3 +331,37 @@ fn a_fed_snapshot_with_the_wrong_diff_id_or_cut_short_is_never_committed() {
     assert!(!s.snapshot_path(&diff_id).exists());
     assert!(scratch_left(&s).is_empty(), "{:?}", scratch_left(&s));
 }
+
+#[test]
+fn reachability_walks_indexes_nested_thousands_deep_without_recursion() {
+    let (_t, s) = store();
+    // 5,000 indexes, each naming the one below; the innermost names a blob.
+    let leaf = s.write_blob(b"leaf").expect("leaf");
+    let mut child = image::descriptor("application/octet-stream", &leaf.digest, leaf.size);
+    let mut digests = vec![leaf.digest.clone()];
+    for _ in 0..5_000 {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": image::OCI_INDEX,
+            "manifests": [child],
+        });
+        let c = s
+            .write_blob(&serde_json::to_vec(&index).expect("json"))
+            .expect("index");
+        digests.push(c.digest.clone());
+        child = image::descriptor(image::OCI_INDEX, &c.digest, c.size);
+    }
+    // A small stack: a recursive walk of this depth would overflow it.
+    let got = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let mut out = std::collections::BTreeSet::new();
+            s.reachable_from(&child, &mut out).map(|_| out)
+        })
+        .expect("thread")
+        .join()
+        .expect("no overflow")
+        .expect("walk");
+    assert_eq!(got.len(), digests.len());
+    assert!(digests.iter().all(|d| got.contains(d)));
+}

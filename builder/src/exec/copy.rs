@@ -256,8 +256,9 @@ fn set_meta(
 /// others are 0755 and owned by the `--chown` owner.
 fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
     // Usually all of it exists: one lookup, not one per level (a deep tree would
-    // otherwise cost depth² path walks per entry).
-    if spec.upper.join(rel).symlink_metadata().is_ok() {
+    // otherwise cost depth² path walks per entry). It must be directories all the
+    // way, no symlink this copy wrote on the way: the kernel checks both at once.
+    if all_dirs(&spec.upper.join(rel)) {
         return Ok(());
     }
     let mut cur = PathBuf::new();
@@ -285,6 +286,19 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a directory reached without following any symlink.
+fn all_dirs(path: &Path) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )
+    .is_ok()
 }
 
 /// An entry of the source view.
