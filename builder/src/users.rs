@@ -61,14 +61,32 @@ fn numeric(s: &str) -> Option<u32> {
 
 /// Resolves `user[:group]` (names or numbers) as Docker does for USER and RUN.
 pub fn resolve(spec: &str, lowerdirs: &[PathBuf]) -> Result<Ids, UserError> {
+    resolve_with_home(spec, lowerdirs).map(|(ids, _)| ids)
+}
+
+/// [`resolve`], and the home directory a process of that user gets when the image
+/// sets no HOME, as runc picks it: the passwd entry's, else /root for uid 0 and /
+/// for others. The image's passwd and group are read once.
+pub fn resolve_with_home(spec: &str, lowerdirs: &[PathBuf]) -> Result<(Ids, String), UserError> {
     let passwd =
         read_merged(lowerdirs, "/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned());
     let group =
         read_merged(lowerdirs, "/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned());
-    resolve_in(spec, passwd.as_deref(), group.as_deref())
+    let (ids, home) = resolve_entry(spec, passwd.as_deref(), group.as_deref())?;
+    let home = home.unwrap_or_else(|| if ids.uid == 0 { "/root" } else { "/" }.to_string());
+    Ok((ids, home))
 }
 
 pub fn resolve_in(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<Ids, UserError> {
+    resolve_entry(spec, passwd, group).map(|(ids, _)| ids)
+}
+
+/// The ids, and the passwd entry's home directory when it names one.
+fn resolve_entry(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<(Ids, Option<String>), UserError> {
     let unset = spec.is_empty();
     let spec = if unset { "root" } else { spec };
     let (user, grp) = match spec.split_once(':') {
@@ -124,11 +142,19 @@ pub fn resolve_in(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Resu
             }
         }
     }
-    Ok(Ids {
-        uid,
-        gid,
-        additional_gids,
-    })
+    let home = entry
+        .as_ref()
+        .and_then(|f| f.get(5))
+        .filter(|h| !h.is_empty())
+        .map(|h| h.to_string());
+    Ok((
+        Ids {
+            uid,
+            gid,
+            additional_gids,
+        },
+        home,
+    ))
 }
 
 #[cfg(test)]

@@ -208,17 +208,9 @@ fn authorized(p: &FaultProxy) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-#[test]
-fn upload_location_on_another_port_gets_no_basic_credentials() {
-    let Some((_tmp, root)) = registry_setup(&["docker-registry", "htpasswd"]) else {
-        return;
-    };
-    let reg = Registry::start_with(&RegistryOptions {
-        basic_auth: Some(("alice".into(), "pw-Basic-77".into())),
-        ..Default::default()
-    });
-    // The client talks to `front`; its upload sessions are handed to `other`,
-    // another port in front of the same registry.
+/// Two proxies in front of `reg`: the client talks to the first, whose upload
+/// sessions are handed to the second, another port of the same registry.
+fn upload_elsewhere(reg: &Registry) -> (FaultProxy, FaultProxy) {
     let front = FaultProxy::start(&reg.addr);
     let other = FaultProxy::start(&reg.addr);
     front.add(Fault::new(
@@ -229,6 +221,19 @@ fn upload_location_on_another_port_gets_no_basic_credentials() {
         },
         100,
     ));
+    (front, other)
+}
+
+#[test]
+fn upload_location_on_another_port_gets_no_basic_credentials() {
+    let Some((_tmp, root)) = registry_setup(&["docker-registry", "htpasswd"]) else {
+        return;
+    };
+    let reg = Registry::start_with(&RegistryOptions {
+        basic_auth: Some(("alice".into(), "pw-Basic-77".into())),
+        ..Default::default()
+    });
+    let (front, other) = upload_elsewhere(&reg);
     login(&root, &front.addr, "alice", "pw-Basic-77");
     let dest = format!("{}/private:1", front.addr);
     let (success, so, se) = common::run(mybuild(&root).args(["push", "busybox", &dest]));
@@ -259,16 +264,7 @@ fn upload_location_on_another_port_gets_only_the_realms_bearer_token() {
         token_auth: Some(issuer.config()),
         ..Default::default()
     });
-    let front = FaultProxy::start(&reg.addr);
-    let other = FaultProxy::start(&reg.addr);
-    front.add(Fault::new(
-        "POST",
-        "/blobs/uploads/",
-        FaultKind::RewriteLocation {
-            to: other.addr.clone(),
-        },
-        100,
-    ));
+    let (front, other) = upload_elsewhere(&reg);
     login(&root, &front.addr, "carol", "tok-pw-77");
     let dest = format!("{}/tok/a:1", front.addr);
     // The other port challenges for the same realm and service: the token the

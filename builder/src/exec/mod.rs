@@ -996,9 +996,8 @@ impl Exec<'_> {
     /// WORKDIR makes its directory at once, as BuildKit's mkdir with parents: the
     /// missing directories (the path resolved through the image's symlinks, never
     /// leaving the root) are 0755 and owned by the USER in effect (a uid alone is
-    /// also the gid), else root, in a
-    /// layer of their own; parents that exist keep their owner, mode and time. No
-    /// layer when the directory exists.
+    /// also the gid), else root, in a layer of their own; parents that exist keep
+    /// their owner, mode and time. No layer when the directory exists.
     fn workdir_layer(
         &mut self,
         st: &mut StageState,
@@ -1026,6 +1025,17 @@ impl Exec<'_> {
             })?
         };
         let resolved = sandbox::resolve_in_layers(&lowers, wd);
+        // Resolved, so no component is a symlink: never followed on the host.
+        let in_image = |rel: &std::path::Path| {
+            merged::lookup(&lowers, rel).and_then(|p| std::fs::symlink_metadata(p).ok())
+        };
+        if in_image(std::path::Path::new(resolved.trim_start_matches('/')))
+            .is_some_and(|m| m.is_dir())
+        {
+            // Nothing to make, no layer.
+            self.history(st, format!("WORKDIR {wd}"), true);
+            return Ok(());
+        }
         let upper = self.store.scratch_dir("workdir")?;
         let mut rel = PathBuf::new();
         let mut times = Vec::new();
@@ -1033,7 +1043,7 @@ impl Exec<'_> {
             rel.push(part);
             let here = upper.path().join(&rel);
             let io = |e| StoreError::io(&here, e);
-            let existing = merged::lookup(&lowers, &rel).and_then(|p| std::fs::metadata(p).ok());
+            let existing = in_image(&rel);
             std::fs::create_dir(&here).map_err(io)?;
             let (mode, (uid, gid), mtime) = match existing {
                 Some(md) if md.is_dir() => {
@@ -1057,14 +1067,6 @@ impl Exec<'_> {
         // Deepest first: making a child would move its parent's time again.
         for (dir, t) in times.iter().rev() {
             crate::mtime::set(dir, *t, 0).map_err(|e| StoreError::io(dir, e))?;
-        }
-        // Only existing directories were mirrored: nothing new, no layer.
-        let exists = merged::lookup(&lowers, &rel)
-            .and_then(|p| std::fs::metadata(p).ok())
-            .is_some_and(|m| m.is_dir());
-        if exists {
-            self.history(st, format!("WORKDIR {wd}"), true);
-            return Ok(());
         }
         self.commit_layer(st, upper, format!("WORKDIR {wd}"))
     }

@@ -195,18 +195,15 @@ impl Exec<'_> {
             }
         }
         let lowers = st.topmost_first();
-        let ids = users::resolve(cfg.user.as_deref().unwrap_or(""), &lowers).map_err(|e| {
-            BuildError::User {
+        let (ids, home) = users::resolve_with_home(cfg.user.as_deref().unwrap_or(""), &lowers)
+            .map_err(|e| BuildError::User {
                 location: location.to_string(),
                 step: text.to_string(),
                 source: e,
-            }
-        })?;
-        // As runc does for a process without HOME: the user's home from the image's
-        // passwd, else /root for root and / for others. Only the process sees it.
+            })?;
+        // As runc does for a process without HOME; only the process sees it.
         if !env.iter().any(|e| e.starts_with("HOME=")) {
-            let user = cfg.user.as_deref().unwrap_or("");
-            env.push(format!("HOME={}", home_dir(user, ids.uid, &lowers)));
+            env.push(format!("HOME={home}"));
         }
         let upper = self.store.scratch_dir("upper")?;
         let empty = self.store.scratch_dir("empty")?;
@@ -336,31 +333,6 @@ fn run_created_by(argv: &[String], args: &[(String, String)]) -> String {
     }
     parts.extend(argv.iter().cloned());
     parts.join(" ")
-}
-
-/// The home directory of `user` (`name` or `uid`, with an optional `:group`) in the
-/// image's passwd; /root for uid 0 without one, else /.
-fn home_dir(user: &str, uid: u32, lowers: &[PathBuf]) -> String {
-    let name = user.split(':').next().unwrap_or("");
-    let passwd = users::read_merged(lowers, "/etc/passwd")
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let fields = |l: &str| l.split(':').map(str::to_string).collect::<Vec<_>>();
-    let entry = passwd
-        .lines()
-        .map(fields)
-        .find(|f| f.len() >= 6 && !name.is_empty() && f[0] == name)
-        .or_else(|| {
-            passwd
-                .lines()
-                .map(fields)
-                .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid))
-        });
-    match entry {
-        Some(f) if !f[5].is_empty() => f[5].clone(),
-        _ if uid == 0 => "/root".into(),
-        _ => "/".into(),
-    }
 }
 
 /// Why a RUN command could not be executed (ENOEXEC), for a stage built for `platform`.

@@ -384,6 +384,8 @@ pub enum ConfineError {
     },
     #[error("seccomp is not supported on {0}")]
     Arch(String),
+    #[error("the seccomp profile: {0}")]
+    Profile(String),
 }
 
 fn rule(name: &str) -> serde_json::Value {
@@ -447,27 +449,19 @@ pub struct SeccompProgram {
     pub filters: Vec<Vec<u64>>,
 }
 
-fn to_raw(prog: &[seccompiler::sock_filter]) -> Vec<u64> {
-    prog.iter()
-        .map(|f| {
-            (u64::from(f.code) << 48)
-                | (u64::from(f.jt) << 40)
-                | (u64::from(f.jf) << 32)
-                | u64::from(f.k)
-        })
-        .collect()
+/// One BPF instruction as a u64 (code, jt, jf, k from the top), so the program
+/// travels to the init as plain JSON numbers.
+fn pack(f: &seccompiler::sock_filter) -> u64 {
+    (u64::from(f.code) << 48) | (u64::from(f.jt) << 40) | (u64::from(f.jf) << 32) | u64::from(f.k)
 }
 
-#[cfg(test)]
-fn from_raw(raw: &[u64]) -> Vec<seccompiler::sock_filter> {
-    raw.iter()
-        .map(|w| seccompiler::sock_filter {
-            code: (w >> 48) as u16,
-            jt: (w >> 40) as u8,
-            jf: (w >> 32) as u8,
-            k: *w as u32,
-        })
-        .collect()
+fn unpack(w: u64) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (w >> 48) as u16,
+        jt: (w >> 40) as u8,
+        jf: (w >> 32) as u8,
+        k: w as u32,
+    }
 }
 
 /// Compiles the profile for `arch` (`x86_64` or `aarch64`).
@@ -482,8 +476,8 @@ pub fn compile(arch: &'static str, ptrace: bool) -> Result<SeccompProgram, Confi
     for name in ["main", "clone3"] {
         let prog = map
             .remove(name)
-            .ok_or_else(|| ConfineError::Arch(format!("{arch}: no {name} filter")))?;
-        filters.push(to_raw(&prog));
+            .ok_or_else(|| ConfineError::Profile(format!("{arch}: no {name} filter")))?;
+        filters.push(prog.iter().map(pack).collect());
     }
     Ok(SeccompProgram { filters })
 }
@@ -499,17 +493,15 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 
 /// The host's program, compiled once per process and shared by every step.
 pub fn seccomp_program() -> Result<&'static SeccompProgram, ConfineError> {
+    // The error is kept as text: a OnceLock hands out references, and
+    // seccompiler's error is not Clone.
     static PROGRAM: OnceLock<Result<SeccompProgram, String>> = OnceLock::new();
-    let arch = std::env::consts::ARCH;
-    let got = PROGRAM.get_or_init(|| {
-        let arch: &'static str = match arch {
-            "x86_64" => "x86_64",
-            "aarch64" => "aarch64",
-            other => return Err(other.to_string()),
-        };
-        compile(arch, kernel_at_least(4, 8)).map_err(|e| e.to_string())
-    });
-    got.as_ref().map_err(|e| ConfineError::Arch(e.clone()))
+    PROGRAM
+        .get_or_init(|| {
+            compile(std::env::consts::ARCH, kernel_at_least(4, 8)).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| ConfineError::Profile(e.clone()))
 }
 
 /// Installs the filters on the calling thread. Runs in the init after fork, before
@@ -518,15 +510,7 @@ pub fn seccomp_program() -> Result<&'static SeccompProgram, ConfineError> {
 /// seccompiler's own installer always sets `no_new_privs`, hence the direct call.
 pub fn apply_seccomp(program: &SeccompProgram) -> Result<(), String> {
     for raw in &program.filters {
-        let insns: Vec<libc::sock_filter> = raw
-            .iter()
-            .map(|w| libc::sock_filter {
-                code: (w >> 48) as u16,
-                jt: (w >> 40) as u8,
-                jf: (w >> 32) as u8,
-                k: *w as u32,
-            })
-            .collect();
+        let insns: Vec<libc::sock_filter> = raw.iter().map(|w| unpack(*w)).collect();
         let len = u16::try_from(insns.len()).map_err(|_| {
             format!(
                 "seccomp: a filter of {} instructions is too long",
@@ -657,7 +641,18 @@ mod tests {
     #[test]
     fn raw_instructions_round_trip() {
         let p = compile("x86_64", true).expect("compiles");
-        let back = to_raw(&from_raw(&p.filters[0]));
+        let back: Vec<u64> = p.filters[0]
+            .iter()
+            .map(|w| {
+                let f = unpack(*w);
+                pack(&seccompiler::sock_filter {
+                    code: f.code,
+                    jt: f.jt,
+                    jf: f.jf,
+                    k: f.k,
+                })
+            })
+            .collect();
         assert_eq!(back, p.filters[0]);
     }
 }

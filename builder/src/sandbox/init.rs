@@ -11,9 +11,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::confine::{self, SeccompProgram};
-use super::{
-    InitSpec, MountKind, Network, SandboxSpec, EXEC_FAILED, EXEC_FORMAT_MARK, SETUP_FAILED,
-};
+use super::{InitSpec, MountKind, Network, EXEC_FAILED, EXEC_FORMAT_MARK, SETUP_FAILED};
 
 struct Fail(String);
 
@@ -347,12 +345,8 @@ fn loopback_up() -> R {
     Ok(())
 }
 
-fn setup_root(
-    spec: &SandboxSpec,
-    etc_targets: &[(String, String)],
-    bundle: &Path,
-    secrets: &[Vec<u8>],
-) -> R {
+fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
+    let spec = &init.spec;
     let root = Path::new("/");
     mount("none", root, "none", libc::MS_REC | libc::MS_PRIVATE, None)?;
     if spec.lowerdirs.is_empty() {
@@ -397,16 +391,8 @@ fn setup_root(
     // Every target below is resolved under this descriptor, never by a host path:
     // a mount's contents (a cache another step wrote) may hold symlinks.
     let root_fd = open_dir(rootfs)?;
-    let hostname = format!("{}\n", spec.hostname);
-    for (name, target) in etc_targets {
-        let content = match name.as_str() {
-            "hosts" => &spec.hosts,
-            "resolv.conf" => &spec.resolv_conf,
-            _ => &hostname,
-        };
-        let src = bundle.join(name);
-        std::fs::write(&src, content).map_err(|e| Fail(format!("write {}: {e}", src.display())))?;
-        bind(&src, &open_in_root(&root_fd, target, false)?, false)?;
+    for (src, target) in &init.etc_files {
+        bind(src, &open_in_root(&root_fd, target, false)?, false)?;
     }
 
     let secret_dir = bundle.join("secrets");
@@ -611,12 +597,8 @@ fn resolve_program(arg0: &str, env: &[String]) -> PathBuf {
 }
 
 /// In the forked command process: drop privileges and exec. Never returns.
-fn exec_command(
-    spec: &SandboxSpec,
-    seccomp: Option<&SeccompProgram>,
-    secrets: &[Vec<u8>],
-    err: &mut File,
-) -> ! {
+fn exec_command(init: &InitSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
+    let spec = &init.spec;
     let fail = |msg: String| -> ! {
         let _ = writeln!(std::io::stderr(), "{msg}");
         // SAFETY: _exit is always safe.
@@ -686,7 +668,7 @@ fn exec_command(
     let confined = if spec.insecure {
         switch_user()
     } else {
-        confine_self(seccomp, switch_user, spec.uid == 0)
+        confine_self(init.seccomp.as_ref(), switch_user, spec.uid == 0)
     };
     if let Err(e) = confined {
         fail(format!("mybuild sandbox: {e}"));
@@ -729,17 +711,11 @@ fn wait_status_to_code(status: libc::c_int) -> i32 {
 }
 
 /// PID 1 of the sandbox: set up, run the command, reap, exit with its status.
-fn pid1(
-    spec: &SandboxSpec,
-    seccomp: Option<&SeccompProgram>,
-    etc_targets: &[(String, String)],
-    bundle: &Path,
-    secrets: &[Vec<u8>],
-    err: &mut File,
-) -> ! {
+fn pid1(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> ! {
+    let spec = &init.spec;
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    if let Err(Fail(msg)) = setup_root(spec, etc_targets, bundle, secrets) {
+    if let Err(Fail(msg)) = setup_root(init, bundle, secrets) {
         let _ = err.write_all(msg.as_bytes());
         std::process::exit(SETUP_FAILED);
     }
@@ -750,12 +726,12 @@ fn pid1(
         std::process::exit(SETUP_FAILED);
     }
     if child == 0 {
-        exec_command(spec, seccomp, secrets, err);
+        exec_command(init, secrets, err);
     }
     // PID 1 only reaps from here on: it keeps no capability and the same filter, so
     // nothing in the namespace holds more than the step.
     if !spec.insecure {
-        if let Err(e) = confine_self(seccomp, || Ok(()), false) {
+        if let Err(e) = confine_self(init.seccomp.as_ref(), || Ok(()), false) {
             let _ = write!(err, "{e}");
             // SAFETY: kill of our own child.
             unsafe { libc::kill(child, libc::SIGKILL) };
@@ -820,11 +796,7 @@ pub fn init_main(args: &[OsString]) -> ! {
             std::process::exit(SETUP_FAILED);
         }
     };
-    let InitSpec {
-        spec,
-        seccomp,
-        etc_targets,
-    } = match std::fs::read(spec_path)
+    let init: InitSpec = match std::fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
@@ -864,14 +836,7 @@ pub fn init_main(args: &[OsString]) -> ! {
         std::process::exit(SETUP_FAILED);
     }
     if pid == 0 {
-        pid1(
-            &spec,
-            seccomp.as_ref(),
-            &etc_targets,
-            &bundle,
-            &secrets,
-            &mut err,
-        );
+        pid1(&init, &bundle, &secrets, &mut err);
     }
     let mut status = 0;
     loop {

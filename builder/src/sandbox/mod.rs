@@ -129,8 +129,9 @@ pub struct SandboxSpec {
 struct InitSpec {
     spec: SandboxSpec,
     seccomp: Option<confine::SeccompProgram>,
-    /// (name in [`ETC_FILES`], absolute target resolved inside the image).
-    etc_targets: Vec<(String, String)>,
+    /// `/etc` files the parent wrote: (file in the bundle, absolute target resolved
+    /// inside the image).
+    etc_files: Vec<(PathBuf, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,24 +185,20 @@ pub enum Outcome {
 /// Mount points every sandbox needs: (path, is_dir).
 const MOUNT_POINTS: &[(&str, bool)] = &[("proc", true), ("dev", true), ("sys", true)];
 
-/// Files of `/etc` the sandbox provides, bound where the image's own symlinks lead
-/// (inside its root): `/etc/resolv.conf -> ../run/resolv.conf` gets it at `/run`.
-const ETC_FILES: &[&str] = &["hosts", "resolv.conf", "hostname"];
-
 /// Builds a private lowerdir holding every mount point, to sit above the image's
 /// layers. Mount points then exist without anything being created in the upperdir,
 /// so they never reach a layer. Parent directories copy their owner and mode from
 /// the image so the merged view keeps the image's metadata.
 fn mountpoint_layer(
     spec: &SandboxSpec,
-    etc_targets: &[(String, String)],
+    etc_files: &[(PathBuf, String)],
     dir: &Path,
 ) -> Result<(), SandboxError> {
     let mut targets: Vec<(String, bool)> = MOUNT_POINTS
         .iter()
         .map(|(p, d)| (p.to_string(), *d))
         .collect();
-    for (_, target) in etc_targets {
+    for (_, target) in etc_files {
         targets.push((target.trim_start_matches('/').to_string(), false));
     }
     for m in &spec.mounts {
@@ -523,14 +520,24 @@ pub fn run_with_secrets(
     }
     effective.mounts.sort_by_key(|m| depth(&m.target));
     nested_stubs(&mut effective, bundle)?;
-    let etc_targets: Vec<(String, String)> = ETC_FILES
-        .iter()
-        .map(|n| {
-            let target = resolve_in_layers(&spec.lowerdirs, &format!("/etc/{n}"));
-            (n.to_string(), target)
-        })
-        .collect();
-    mountpoint_layer(&effective, &etc_targets, &mountpoints)?;
+    // The /etc files the sandbox provides are bound where the image's own symlinks
+    // lead, inside its root: `/etc/resolv.conf -> ../run/resolv.conf` gets it at /run.
+    let hostname = format!("{}\n", spec.hostname);
+    let mut etc_files = Vec::new();
+    for (name, content) in [
+        ("hosts", &spec.hosts),
+        ("resolv.conf", &spec.resolv_conf),
+        ("hostname", &hostname),
+    ] {
+        let src = bundle.join(name);
+        std::fs::write(&src, content).map_err(|source| SandboxError::Io {
+            path: src.clone(),
+            source,
+        })?;
+        let target = resolve_in_layers(&spec.lowerdirs, &format!("/etc/{name}"));
+        etc_files.push((src, target));
+    }
+    mountpoint_layer(&effective, &etc_files, &mountpoints)?;
     effective.lowerdirs.insert(0, mountpoints);
     let spec = &effective;
     let seccomp = if spec.insecure {
@@ -542,7 +549,7 @@ pub fn run_with_secrets(
     let bytes = serde_json::to_vec(&InitSpec {
         spec: spec.clone(),
         seccomp,
-        etc_targets,
+        etc_files,
     })?;
     std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
         path: spec_path.clone(),
