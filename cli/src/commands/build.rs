@@ -2,9 +2,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use builder::context::Context as BuildContext;
@@ -16,6 +15,7 @@ use layer_cache::layer::LayerOptions;
 use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{ImageRef, Store};
 
+use crate::progress::{Event, ProgressMode};
 use crate::Globals;
 
 #[derive(clap::Args, Debug)]
@@ -56,8 +56,8 @@ pub struct BuildArgs {
     #[arg(long)]
     iidfile: Option<PathBuf>,
     /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json"])]
-    progress: String,
+    #[arg(long, default_value = "auto", value_parser = progress_values())]
+    progress: ProgressMode,
     /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
@@ -207,13 +207,6 @@ impl BaseInfo for StoreBases<'_> {
     }
 }
 
-/// Plain progress: `#N [stage] INSTRUCTION`, output prefixed by step, `#N DONE 0.3s`,
-/// `#N CACHED`, and `#N (cache miss: …)` on each stage's first miss.
-struct Plain {
-    quiet: bool,
-    partial: BTreeMap<usize, Vec<u8>>,
-}
-
 /// Keeps each stage's first cache miss for `--explain-cache`, and the `--link`
 /// steps reused after one, passing events on.
 struct Explain {
@@ -248,70 +241,11 @@ impl BuildReporter for Explain {
     }
 }
 
-impl BuildReporter for Plain {
-    fn event(&mut self, event: BuildEvent<'_>) {
-        if self.quiet {
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        match event {
-            BuildEvent::StepStarted { id, stage, text } => {
-                let _ = writeln!(err, "#{id} [{stage}] {text}");
-            }
-            BuildEvent::Output {
-                id,
-                stream: _,
-                data,
-            } => {
-                let buf = self.partial.entry(id).or_default();
-                buf.extend_from_slice(data);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let _ = writeln!(
-                        err,
-                        "#{id} {}",
-                        String::from_utf8_lossy(&line[..line.len() - 1])
-                    );
-                }
-            }
-            BuildEvent::StepDone { id, elapsed } => {
-                if let Some(rest) = self.partial.remove(&id).filter(|r| !r.is_empty()) {
-                    let _ = writeln!(err, "#{id} {}", String::from_utf8_lossy(&rest));
-                }
-                let _ = writeln!(err, "#{id} DONE {}", secs(elapsed));
-            }
-            BuildEvent::StepCached { id, .. } => {
-                let _ = writeln!(err, "#{id} CACHED");
-            }
-            // An instruction never built before is no news (a first build).
-            BuildEvent::CacheMiss { cause, .. }
-                if cause.ends_with(builder::exec::NEW_INSTRUCTION) => {}
-            BuildEvent::CacheMiss { id, cause, .. } => {
-                let _ = writeln!(err, "#{id} (cache miss: {cause})");
-            }
-        }
-    }
-}
-
-/// The renderer `--progress` names; `auto` is tty on a terminal, else plain.
-fn reporter(progress: &str, quiet: bool) -> Result<Box<dyn BuildReporter>> {
-    let cannot_draw = crate::progress::cannot_draw();
-    if let (false, "tty", Some(why)) = (quiet, progress, cannot_draw) {
-        bail!("--progress=tty: {why}");
-    }
-    Ok(match progress {
-        _ if quiet => Box::new(builder::exec::NoReporter),
-        "json" => Box::new(crate::progress::Json),
-        "tty" | "auto" if cannot_draw.is_none() => Box::new(crate::progress::Tty::new()),
-        _ => Box::new(Plain {
-            quiet,
-            partial: BTreeMap::new(),
-        }),
-    })
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
+/// `--progress`'s values for a build (no `quiet`: a build has `-q`).
+fn progress_values() -> impl clap::builder::TypedValueParser<Value = ProgressMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["auto", "tty", "plain", "json"])
+        .map(|s| <ProgressMode as clap::ValueEnum>::from_str(&s, false).unwrap_or_default())
 }
 
 fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
@@ -335,16 +269,13 @@ fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
 
 /// The build checks' findings after a build, as BuildKit lists them (JSON events
 /// with `--progress=json`).
-fn lint_summary(lint: &builder::lint::LintReport, progress: &str) {
+fn lint_summary(lint: &builder::lint::LintReport, progress: ProgressMode) {
     if lint.warnings.is_empty() {
         return;
     }
-    if progress == "json" {
+    if progress == ProgressMode::Json {
         for w in &lint.warnings {
-            crate::progress::Json::emit(&serde_json::json!({
-                "event": "warning", "rule": w.rule, "line": w.line,
-                "message": w.detail, "url": w.url,
-            }));
+            crate::progress::json::write(&Event::lint(w), &mut std::io::stderr().lock());
         }
         return;
     }
@@ -604,11 +535,9 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|c| super::cache_io::parse(c, true))
         .collect::<Result<Vec<_>>>()?;
-    let say = super::cache_io::Say(super::registry::ProgressMode::for_build(
-        &a.progress,
-        a.quiet,
-    ));
-    let reporter = reporter(&a.progress, a.quiet)?;
+    let mode = crate::progress::start(a.progress, a.quiet, crate::progress::Command::Build)?;
+    let say = super::cache_io::Say(mode);
+    let reporter: Box<dyn BuildReporter> = Box::new(crate::progress::Steps);
     let network = match a.network.as_str() {
         "default" => Network::Private,
         "host" => Network::Host,
@@ -694,12 +623,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         }
     }
     let build_args = key_values(&a.build_args, "--build-arg")?;
-    let puller = super::registry::BasePuller::new(
-        &store,
-        a.pull,
-        &a.registry,
-        super::registry::ProgressMode::for_build(&a.progress, a.quiet),
-    )?;
+    let puller = super::registry::BasePuller::new(&store, a.pull, &a.registry, mode)?;
     let bases = StoreBases {
         store: &store,
         puller: &puller,
@@ -761,7 +685,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
     }
     if let Some(e) = &lint.error {
-        lint_summary(&lint, &a.progress);
+        lint_summary(&lint, a.progress);
         eprintln!("error: {e}");
         return Ok(1);
     }
@@ -911,21 +835,15 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if !a.quiet {
-        lint_summary(&lint, &a.progress);
+        lint_summary(&lint, a.progress);
     }
     if a.quiet {
         println!("{digest}");
-    } else if a.progress == "json" {
-        crate::progress::Json::emit(&serde_json::json!({
-            "event": "image",
-            "digest": digest.to_string(),
-            "tags": tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>(),
-        }));
     } else {
-        eprintln!("writing image {digest} done");
-        for t in &tags {
-            eprintln!("naming to {} done", t.tagged_name());
-        }
+        crate::progress::emit(&Event::Image {
+            digest: digest.to_string(),
+            tags: tags.iter().map(|t| t.tagged_name()).collect(),
+        });
     }
     Ok(0)
 }

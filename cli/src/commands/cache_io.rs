@@ -22,6 +22,7 @@ use registry_client::{Client, Manifest, ManifestBody, Reference};
 use serde::{Deserialize, Serialize};
 
 use super::registry::{self, ProgressMode, RegistryOpts};
+use crate::progress::Event;
 
 /// The artifact's config media type (also its `artifactType`). Distribution 2.8
 /// (Debian's docker-registry) stores OCI manifests with any config media type, so
@@ -145,26 +146,19 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
     Ok(spec)
 }
 
-/// How cache transfers talk: plain lines, JSON events, or (quiet) warnings only.
+/// How cache transfers talk: their events into the process's view (quiet: warnings only).
 #[derive(Clone, Copy)]
 pub struct Say(pub ProgressMode);
 
 impl Say {
-    fn line(&self, event: serde_json::Value, text: String) {
-        match self.0 {
-            ProgressMode::Quiet => {}
-            ProgressMode::Json => crate::progress::Json::emit(&event),
-            _ => eprintln!("{text}"),
+    fn event(&self, e: Event<'_>) {
+        if self.0 != ProgressMode::Quiet || e.always_said() {
+            crate::progress::emit(&e);
         }
     }
 
     pub fn warn(&self, text: &str) {
-        match self.0 {
-            ProgressMode::Json => crate::progress::Json::emit(&serde_json::json!({
-                "event": "warning", "message": text,
-            })),
-            _ => eprintln!("warning: {text}"),
-        }
+        self.event(Event::warning(text));
     }
 }
 
@@ -199,14 +193,10 @@ impl Imported {
         }
         let (n, bytes) = self.fetched.lock().map(|f| *f).unwrap_or_default();
         if n > 0 {
-            say.line(
-                serde_json::json!({"event": "cache-fetched", "layers": n, "size": bytes}),
-                format!(
-                    "imported cache: fetched {n} layer{} ({}) used by cached steps",
-                    plural(n),
-                    super::human_size(bytes)
-                ),
-            );
+            say.event(Event::CacheFetched {
+                layers: n,
+                size: bytes,
+            });
         }
     }
 
@@ -271,14 +261,6 @@ impl LayerSource for Imported {
     }
 }
 
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs").join("sha256").join(digest.hex())
 }
@@ -330,25 +312,13 @@ pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say)
         }) {
             Ok(((records, skipped), layers)) => {
                 let bytes: u64 = layers.values().sum();
-                say.line(
-                    serde_json::json!({
-                        "event": "cache-import", "source": spec.to_string(),
-                        "records": records, "layers": layers.len(), "size": bytes,
-                    }),
-                    format!(
-                        "importing cache from {spec}: {records} record{}, {} layer{} ({}), \
-                         fetched when used{}",
-                        plural(records),
-                        layers.len(),
-                        plural(layers.len() as u64),
-                        super::human_size(bytes),
-                        if skipped > 0 {
-                            format!(" ({skipped} records without their layer skipped)")
-                        } else {
-                            String::new()
-                        }
-                    ),
-                );
+                say.event(Event::CacheImport {
+                    source: spec.to_string(),
+                    records,
+                    layers: layers.len() as u64,
+                    size: bytes,
+                    skipped,
+                });
                 imported.sources.push(Source {
                     spec: spec.clone(),
                     layers,
@@ -561,19 +531,13 @@ fn export_inner(
         Mode::Min => "min",
         Mode::Max => "max",
     };
-    say.line(
-        serde_json::json!({
-            "event": "cache-export", "dest": spec.to_string(), "mode": mode,
-            "records": n, "layers": layers.len(), "size": bytes,
-        }),
-        format!(
-            "exporting cache to {spec} (mode={mode}): {n} record{}, {} layer{} ({})",
-            plural(n),
-            layers.len(),
-            plural(layers.len() as u64),
-            super::human_size(bytes)
-        ),
-    );
+    say.event(Event::CacheExport {
+        dest: spec.to_string(),
+        mode,
+        records: n,
+        layers: layers.len() as u64,
+        size: bytes,
+    });
     let digest = match &spec.location {
         Location::Local(dir) => write_layout(store, dir, &config, &manifest, &layers)?,
         Location::Registry(r) => {
@@ -589,10 +553,10 @@ fn export_inner(
             m.digest
         }
     };
-    say.line(
-        serde_json::json!({"event": "cache-exported", "dest": spec.to_string(), "digest": digest}),
-        format!("exporting cache to {spec}: done ({digest})"),
-    );
+    say.event(Event::CacheExported {
+        dest: spec.to_string(),
+        digest,
+    });
     Ok(())
 }
 

@@ -33,8 +33,8 @@ pub struct RegistryOpts {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProgressOpts {
     /// Progress output: auto, tty, plain, json or quiet (auto: byte counters on a terminal unless CI is set, else plain lines; tty: byte counters, even in CI)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
-    progress: String,
+    #[arg(long, value_enum, default_value_t)]
+    progress: ProgressMode,
     /// No progress output (same as --progress=quiet)
     #[arg(short, long)]
     quiet: bool,
@@ -42,12 +42,11 @@ pub struct ProgressOpts {
 
 impl ProgressOpts {
     fn mode(&self) -> Result<ProgressMode> {
-        if self.progress == "tty" {
-            if let Some(why) = crate::progress::cannot_draw() {
-                bail!("--progress=tty: {why}");
-            }
-        }
-        Ok(ProgressMode::for_build(&self.progress, self.quiet))
+        crate::progress::start(
+            self.progress,
+            self.quiet,
+            crate::progress::Command::Transfer,
+        )
     }
 }
 
@@ -195,7 +194,7 @@ impl Sources {
 }
 
 /// A store blob as an upload source, counting what is read into a bar.
-struct StoreBlob(PathBuf, Option<indicatif::ProgressBar>);
+struct StoreBlob(PathBuf, Option<BlobBar>);
 
 impl BlobSource for StoreBlob {
     fn open(
@@ -217,7 +216,7 @@ impl BlobSource for StoreBlob {
     }
 }
 
-struct Counted<R>(R, indicatif::ProgressBar);
+struct Counted<R>(R, BlobBar);
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
     fn poll_read(
@@ -368,7 +367,7 @@ async fn fetch_blob(
 ) -> Result<()> {
     let digest = digest_of(&d.digest)?;
     if store.has_blob(&digest) {
-        progress.blob(r, d, "exists", "already exists".into());
+        progress.blob(Event::blob(BlobAction::Exists, r, d));
         return Ok(());
     }
     let mut feeder = match &diff_id {
@@ -376,7 +375,7 @@ async fn fetch_blob(
         None => None,
     };
     let mut w = store.ingest()?;
-    let bar = progress.bar(short(&d.digest), d.size);
+    let bar = progress.bar(d);
     let update = |n: u64| {
         if let Some(b) = &bar {
             b.set_position(n);
@@ -405,13 +404,7 @@ async fn fetch_blob(
         }
         None => false,
     };
-    let size = super::human_size(d.size);
-    let text = if unpacked {
-        format!("pulled {size}, unpacked")
-    } else {
-        format!("pulled {size}")
-    };
-    progress.blob_unpacked(r, d, "pulled", text, unpacked);
+    progress.blob(Event::blob(BlobAction::Pulled, r, d).unpacked(unpacked));
     Ok(())
 }
 
@@ -448,160 +441,60 @@ impl std::io::Write for Tee<'_> {
     }
 }
 
-/// How transfers are shown: `Auto` is byte counters per blob in a terminal
-/// (plain lines otherwise, and in CI); `Tty` is byte counters in CI too;
-/// `Json` is one JSON line per event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    Auto,
-    Tty,
-    Plain,
-    Json,
-    Quiet,
-}
+pub use crate::progress::ProgressMode;
+use crate::progress::{BlobAction, BlobBar, Event};
 
-impl ProgressMode {
-    /// The mode for a build's (or pull's, push's) `--progress` value.
-    pub fn for_build(progress: &str, quiet: bool) -> ProgressMode {
-        match progress {
-            _ if quiet => ProgressMode::Quiet,
-            "quiet" => ProgressMode::Quiet,
-            "json" => ProgressMode::Json,
-            "plain" => ProgressMode::Plain,
-            "tty" => ProgressMode::Tty,
-            _ => ProgressMode::Auto,
-        }
-    }
-}
-
+/// A transfer's events into the process's view; `Quiet` keeps only warnings and
+/// interruptions.
 struct Progress {
     mode: ProgressMode,
-    multi: Option<indicatif::MultiProgress>,
 }
 
 impl Progress {
     fn new(mode: ProgressMode) -> Progress {
-        Progress {
-            mode,
-            multi: live_progress(mode).then(|| {
-                indicatif::MultiProgress::with_draw_target(
-                    indicatif::ProgressDrawTarget::stderr_with_hz(10),
-                )
-            }),
-        }
+        Progress { mode }
     }
 
-    fn line(&self, text: String) {
-        match (&self.multi, self.mode) {
-            (_, ProgressMode::Quiet | ProgressMode::Json) => {}
-            (Some(m), _) => {
-                let _ = m.println(text);
-            }
-            (None, _) => eprintln!("{text}"),
+    fn emit(&self, e: &Event<'_>) {
+        if self.mode != ProgressMode::Quiet || e.always_said() {
+            crate::progress::emit(e);
         }
     }
 
     /// A warning: always shown (a JSON event in JSON mode), even when quiet.
     fn warn(&self, text: String) {
-        match (&self.multi, self.mode) {
-            (_, ProgressMode::Json) => crate::progress::Json::emit(&serde_json::json!({
-                "event": "warning", "message": text,
-            })),
-            (Some(m), _) => {
-                let _ = m.println(format!("warning: {text}"));
-            }
-            (None, _) => eprintln!("warning: {text}"),
-        }
+        self.emit(&Event::warning(text));
     }
 
-    /// One blob's outcome: `action` names it in JSON, `text` says it in a line.
-    fn blob(&self, r: &Reference, d: &Descriptor, action: &str, text: String) {
-        self.blob_unpacked(r, d, action, text, false)
+    /// One blob's outcome.
+    fn blob(&self, e: Event<'_>) {
+        self.emit(&e);
     }
 
-    /// [`Progress::blob`], with JSON's `unpacked: true` for a layer a build pull
-    /// also unpacked into its snapshot.
-    fn blob_unpacked(
-        &self,
-        r: &Reference,
-        d: &Descriptor,
-        action: &str,
-        text: String,
-        unpacked: bool,
-    ) {
-        if self.mode == ProgressMode::Json {
-            let mut event = serde_json::json!({
-                "event": "blob", "action": action, "ref": r.to_string(),
-                "digest": d.digest, "size": d.size,
-            });
-            if unpacked {
-                event["unpacked"] = true.into();
-            }
-            crate::progress::Json::emit(&event);
-        } else {
-            self.line(format!("{}: {text}", short(&d.digest)));
-        }
-    }
-
-    /// The end of a pull or push (`action`: `pulled`, `pushed`): the manifest's digest.
-    fn finish(&self, action: &str, r: &Reference, digest: &str, size: u64) {
-        match self.mode {
-            ProgressMode::Json => crate::progress::Json::emit(&serde_json::json!({
-                "event": action, "ref": r.to_string(), "digest": digest, "size": size,
-            })),
-            ProgressMode::Quiet => {}
-            _ if action == "pushed" => {
-                self.line(format!("{}: digest: {digest} size: {size}", r.reference()))
-            }
-            _ => self.line(format!("Digest: {digest}")),
-        }
+    /// The end of a pull or push (`pulled`, `pushed`).
+    fn finish(&self, e: Event<'_>) {
+        self.emit(&e);
     }
 
     /// Says the work was stopped by a signal, and what that left.
     fn interrupted(&self, action: &str, r: &Reference, left: &str) {
-        if self.mode == ProgressMode::Json {
-            crate::progress::Json::emit(&serde_json::json!({
-                "event": "interrupted", "action": action, "ref": r.to_string(), "left": left,
-            }));
-        } else {
-            eprintln!("error: {action} of {r} interrupted: {left}");
-        }
+        self.emit(&Event::interrupted(action, r, left));
     }
 
-    /// The start of a pull or push (`action`) of `r`.
-    fn start(&self, action: &str, r: &Reference) {
-        if self.mode == ProgressMode::Json {
-            crate::progress::Json::emit(&serde_json::json!({
-                "event": action, "ref": r.to_string(),
-            }));
-        } else {
-            self.line(format!("{action}ing {r}"));
-        }
+    /// The start of a pull or push.
+    fn start(&self, e: Event<'_>) {
+        self.emit(&e);
     }
 
-    fn bar(&self, label: &str, size: u64) -> Option<indicatif::ProgressBar> {
-        let m = self.multi.as_ref()?;
-        let bar = m.add(indicatif::ProgressBar::new(size));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix}: {bytes:>10}/{total_bytes:<10} {wide_bar}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(label.to_string());
-        Some(bar)
+    /// `d`'s byte counter, where the view draws one.
+    fn bar(&self, d: &Descriptor) -> Option<BlobBar> {
+        live_progress(self.mode).then(|| BlobBar::new(d)).flatten()
     }
 }
 
-/// Live progress only where it can be drawn, and (unless asked for by name)
-/// where someone watches it: not in CI.
+/// Byte counters only where the view draws them, and not for quiet work.
 fn live_progress(mode: ProgressMode) -> bool {
-    let watched = match mode {
-        ProgressMode::Tty => true,
-        ProgressMode::Auto => std::env::var_os("CI").is_none(),
-        _ => false,
-    };
-    watched && crate::progress::cannot_draw().is_none()
+    mode != ProgressMode::Quiet && crate::progress::draws_bytes()
 }
 
 /// Runs `work` to its end or until SIGINT or SIGTERM, whichever comes first.
@@ -655,7 +548,7 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
     let store = g.store()?;
     let client = client(&a.opts);
     let progress = Progress::new(mode);
-    progress.start("pull", &r);
+    progress.start(Event::pull(&r));
     let pulled = until_interrupted(
         &runtime()?,
         pull_into_store(&store, &client, &r, &platform, mode, false),
@@ -672,7 +565,7 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
         }
     };
     let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
-    progress.finish("pulled", &r, &digest, size);
+    progress.finish(Event::pulled(&r, &digest, size));
     println!("{}", ImageRef::parse(&local_name(&r))?);
     Ok(0)
 }
@@ -719,7 +612,7 @@ async fn push_manifest_tree(
                 if !path.is_file() {
                     bail!("blob {} is not in the store", d.digest);
                 }
-                let bar = progress.bar(short(&d.digest), d.size);
+                let bar = progress.bar(d);
                 let pushed = client
                     .push_blob(dest, d, &StoreBlob(path, bar.clone()), &from)
                     .await;
@@ -727,24 +620,11 @@ async fn push_manifest_tree(
                     b.finish_and_clear();
                 }
                 match pushed? {
-                    PushOutcome::Exists => {
-                        progress.blob(dest, d, "skipped", "skipped (exists)".into())
+                    PushOutcome::Exists => progress.blob(Event::blob(BlobAction::Skipped, dest, d)),
+                    PushOutcome::Mounted { from } => progress.blob(Event::mounted(dest, d, &from)),
+                    PushOutcome::Uploaded { chunks } => {
+                        progress.blob(Event::pushed_in(dest, d, u64::from(chunks)))
                     }
-                    PushOutcome::Mounted { from } => {
-                        progress.blob(dest, d, "mounted", format!("mounted from {from}"))
-                    }
-                    PushOutcome::Uploaded { chunks } if chunks > 1 => progress.blob(
-                        dest,
-                        d,
-                        "pushed",
-                        format!("pushed {} in {chunks} chunks", super::human_size(d.size)),
-                    ),
-                    PushOutcome::Uploaded { .. } => progress.blob(
-                        dest,
-                        d,
-                        "pushed",
-                        format!("pushed {}", super::human_size(d.size)),
-                    ),
                 }
                 Ok(d.digest.clone())
             });
@@ -832,11 +712,7 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     let store = g.store()?;
     let client = client(&a.opts);
     let progress = Progress::new(mode);
-    if mode == ProgressMode::Json {
-        progress.start("push", &dest);
-    } else {
-        progress.line(format!("pushing {} to {dest}", a.image));
-    }
+    progress.start(Event::push(&dest, Some(&a.image)));
     let pushed = uploading_until_interrupted(
         &runtime()?,
         &client,
@@ -854,7 +730,7 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
         }
     };
     let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
-    progress.finish("pushed", &dest, &digest, size);
+    progress.finish(Event::pushed(&dest, &digest, size));
     println!("{digest}");
     Ok(0)
 }
@@ -1125,7 +1001,7 @@ impl BasePuller {
         let Ok(r) = Reference::parse(reference) else {
             return;
         };
-        Progress::new(self.mode).start("pull", &r);
+        Progress::new(self.mode).start(Event::pull(&r));
         if let Err(e) = self.rt.block_on(pull_into_store(
             &self.store,
             &self.client,
@@ -1142,7 +1018,7 @@ impl BasePuller {
 
     pub fn push(&self, store: &Store, image: &str) -> Result<String> {
         let dest = parse_ref(image)?;
-        Progress::new(self.mode).start("push", &dest);
+        Progress::new(self.mode).start(Event::push(&dest, None));
         self.rt.block_on(async {
             let pushed = push_from_store(store, &self.client, image, &dest, self.mode).await;
             // A failed blob drops its siblings mid-upload: cancel their sessions.

@@ -1,0 +1,377 @@
+//! What every command reports, as data: the one schema `--progress=json` writes
+//! (one object per line, `event` naming it) and the tty and plain views draw.
+//! Fields marked `skip` only shape the text views; JSON keeps its documented fields.
+
+use std::time::Duration;
+
+use builder::exec::BuildEvent;
+use builder::sandbox::Stream;
+use registry_client::{Descriptor, Reference};
+use serde::{Serialize, Serializer};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    // A build's steps.
+    StepStarted {
+        id: usize,
+        stage: &'a str,
+        text: &'a str,
+    },
+    /// A chunk of a RUN step's output (not split at lines).
+    Output {
+        id: usize,
+        #[serde(serialize_with = "stream_name")]
+        stream: Stream,
+        #[serde(serialize_with = "lossy")]
+        data: &'a [u8],
+    },
+    StepDone {
+        id: usize,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
+    StepCached {
+        id: usize,
+        /// A `--link` layer reused on a changed image below it.
+        #[serde(rename = "link_layer")]
+        linked: bool,
+    },
+    CacheMiss {
+        id: usize,
+        stage: &'a str,
+        cause: &'a str,
+    },
+    /// A build check's finding (a `warning` event, as transfer warnings).
+    #[serde(rename = "warning")]
+    Lint {
+        rule: &'a str,
+        line: usize,
+        message: &'a str,
+        url: &'a str,
+    },
+    /// The build's result.
+    Image {
+        digest: String,
+        tags: Vec<String>,
+    },
+
+    // Transfers: the start of a pull, push or copy.
+    Pull {
+        #[serde(rename = "ref")]
+        reference: String,
+    },
+    Push {
+        #[serde(rename = "ref")]
+        reference: String,
+        /// The local image pushed, when the text view names it.
+        #[serde(skip)]
+        image: Option<String>,
+    },
+    Copy {
+        #[serde(rename = "ref")]
+        reference: String,
+        dest: String,
+    },
+    /// Bytes moved so far for one blob; drawn by the tty view only.
+    #[serde(skip)]
+    BlobBytes {
+        digest: &'a str,
+        size: u64,
+        done: u64,
+    },
+    /// A blob's byte counter is gone (its transfer ended either way).
+    #[serde(skip)]
+    BlobBytesEnd {
+        digest: &'a str,
+    },
+    /// One blob's outcome.
+    Blob {
+        action: BlobAction,
+        #[serde(rename = "ref")]
+        reference: String,
+        digest: String,
+        size: u64,
+        /// A layer a build's pull also unpacked into its snapshot.
+        #[serde(skip_serializing_if = "is_false")]
+        unpacked: bool,
+        /// `mounted`: the repository mounted from.
+        #[serde(skip)]
+        from: Option<String>,
+        /// `pushed`: upload chunks (more than one is said).
+        #[serde(skip)]
+        chunks: u64,
+    },
+    /// A manifest written to a registry.
+    Manifest {
+        #[serde(rename = "ref")]
+        reference: String,
+        digest: String,
+        size: u64,
+    },
+    Pulled {
+        #[serde(rename = "ref")]
+        reference: String,
+        digest: String,
+        size: u64,
+    },
+    Pushed {
+        #[serde(rename = "ref")]
+        reference: String,
+        digest: String,
+        size: u64,
+        /// The tag or digest part of the reference, as the text view says it.
+        #[serde(skip)]
+        shown: String,
+    },
+    Copied {
+        #[serde(rename = "ref")]
+        reference: String,
+        dest: String,
+        digest: String,
+    },
+    /// Stopped by a signal: `action` (`pull`, `push`, `copy`) and what that left.
+    Interrupted {
+        action: &'a str,
+        #[serde(rename = "ref")]
+        reference: String,
+        left: String,
+    },
+    Warning {
+        message: String,
+    },
+
+    // Build cache import and export.
+    #[serde(rename = "cache-import")]
+    CacheImport {
+        source: String,
+        records: u64,
+        layers: u64,
+        size: u64,
+        /// Records left out because their layer was missing.
+        #[serde(skip)]
+        skipped: u64,
+    },
+    /// Layers of imported caches the build fetched (after the build).
+    #[serde(rename = "cache-fetched")]
+    CacheFetched {
+        layers: u64,
+        size: u64,
+    },
+    #[serde(rename = "cache-export")]
+    CacheExport {
+        dest: String,
+        mode: &'a str,
+        records: u64,
+        layers: u64,
+        size: u64,
+    },
+    #[serde(rename = "cache-exported")]
+    CacheExported {
+        dest: String,
+        digest: String,
+    },
+}
+
+/// What happened to a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobAction {
+    /// Pull: already in the store.
+    Exists,
+    Pulled,
+    /// Push or copy: the registry has it.
+    Skipped,
+    /// Push or copy: mounted from another repository of the registry.
+    Mounted,
+    Pushed,
+    #[allow(dead_code)] // For the transfer reporter's copy.
+    Copied,
+}
+
+impl<'a> From<BuildEvent<'a>> for Event<'a> {
+    fn from(e: BuildEvent<'a>) -> Event<'a> {
+        match e {
+            BuildEvent::StepStarted { id, stage, text } => Event::StepStarted { id, stage, text },
+            BuildEvent::Output { id, stream, data } => Event::Output { id, stream, data },
+            BuildEvent::StepDone { id, elapsed } => Event::StepDone { id, elapsed },
+            BuildEvent::StepCached { id, linked } => Event::StepCached { id, linked },
+            BuildEvent::CacheMiss { id, stage, cause } => Event::CacheMiss { id, stage, cause },
+        }
+    }
+}
+
+impl<'a> Event<'a> {
+    pub fn lint(w: &'a builder::lint::LintWarning) -> Event<'a> {
+        Event::Lint {
+            rule: w.rule,
+            line: w.line,
+            message: &w.detail,
+            url: &w.url,
+        }
+    }
+
+    /// The start of a pull of `r`.
+    pub fn pull(r: &Reference) -> Event<'static> {
+        Event::Pull {
+            reference: r.to_string(),
+        }
+    }
+
+    /// The start of a push to `r`; `image`: the local image, when it is named.
+    pub fn push(r: &Reference, image: Option<&str>) -> Event<'static> {
+        Event::Push {
+            reference: r.to_string(),
+            image: image.map(str::to_string),
+        }
+    }
+
+    /// The start of a copy of `src` to `dest`.
+    #[allow(dead_code)] // For the transfer reporter's copy.
+    pub fn copy(src: &Reference, dest: &Reference) -> Event<'static> {
+        Event::Copy {
+            reference: src.to_string(),
+            dest: dest.to_string(),
+        }
+    }
+
+    /// `done` of `d`'s bytes moved.
+    pub fn blob_bytes(d: &'a Descriptor, done: u64) -> Event<'a> {
+        Event::BlobBytes {
+            digest: &d.digest,
+            size: d.size,
+            done,
+        }
+    }
+
+    /// `d`'s byte counter ends.
+    pub fn blob_bytes_end(d: &'a Descriptor) -> Event<'a> {
+        Event::BlobBytesEnd { digest: &d.digest }
+    }
+
+    /// One blob of `r` (the pull's source, the push's or copy's destination) done.
+    pub fn blob(action: BlobAction, r: &Reference, d: &Descriptor) -> Event<'static> {
+        Event::Blob {
+            action,
+            reference: r.to_string(),
+            digest: d.digest.clone(),
+            size: d.size,
+            unpacked: false,
+            from: None,
+            chunks: 0,
+        }
+    }
+
+    /// A pulled layer that was also unpacked into its snapshot.
+    pub fn unpacked(mut self, yes: bool) -> Self {
+        if let Event::Blob { unpacked, .. } = &mut self {
+            *unpacked = yes;
+        }
+        self
+    }
+
+    /// A blob mounted from repository `repo`.
+    pub fn mounted(r: &Reference, d: &Descriptor, repo: &str) -> Event<'static> {
+        let mut e = Event::blob(BlobAction::Mounted, r, d);
+        if let Event::Blob { from, .. } = &mut e {
+            *from = Some(repo.to_string());
+        }
+        e
+    }
+
+    /// A blob uploaded in `n` chunks.
+    pub fn pushed_in(r: &Reference, d: &Descriptor, n: u64) -> Event<'static> {
+        let mut e = Event::blob(BlobAction::Pushed, r, d);
+        if let Event::Blob { chunks, .. } = &mut e {
+            *chunks = n;
+        }
+        e
+    }
+
+    /// A manifest of `size` bytes put at `r`.
+    #[allow(dead_code)] // For the transfer reporter.
+    pub fn manifest(r: &Reference, digest: &str, size: u64) -> Event<'static> {
+        Event::Manifest {
+            reference: r.to_string(),
+            digest: digest.to_string(),
+            size,
+        }
+    }
+
+    /// The end of a pull of `r`: the stored manifest.
+    pub fn pulled(r: &Reference, digest: &str, size: u64) -> Event<'static> {
+        Event::Pulled {
+            reference: r.to_string(),
+            digest: digest.to_string(),
+            size,
+        }
+    }
+
+    /// The end of a push to `r`: the manifest sent.
+    pub fn pushed(r: &Reference, digest: &str, size: u64) -> Event<'static> {
+        Event::Pushed {
+            reference: r.to_string(),
+            digest: digest.to_string(),
+            size,
+            shown: r.reference().to_string(),
+        }
+    }
+
+    /// The end of a copy of `src` to `dest`.
+    #[allow(dead_code)] // For the transfer reporter's copy.
+    pub fn copied(src: &Reference, dest: &Reference, digest: &str) -> Event<'static> {
+        Event::Copied {
+            reference: src.to_string(),
+            dest: dest.to_string(),
+            digest: digest.to_string(),
+        }
+    }
+
+    /// `action` (`pull`, `push`, `copy`) of `r` stopped by a signal, leaving `left`.
+    pub fn interrupted(action: &'a str, r: &Reference, left: &str) -> Event<'a> {
+        Event::Interrupted {
+            action,
+            reference: r.to_string(),
+            left: left.to_string(),
+        }
+    }
+
+    pub fn warning(message: impl Into<String>) -> Event<'static> {
+        Event::Warning {
+            message: message.into(),
+        }
+    }
+
+    /// Whether this is worth a line even when progress is quiet.
+    pub fn always_said(&self) -> bool {
+        matches!(self, Event::Warning { .. } | Event::Interrupted { .. })
+    }
+
+    /// The event as one JSON line's object, keys sorted (as they always were);
+    /// `None` for events JSON leaves out (byte counters).
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        match self {
+            Event::BlobBytes { .. } | Event::BlobBytesEnd { .. } => None,
+            e => serde_json::to_value(e).ok(),
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+fn stream_name<S: Serializer>(s: &Stream, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(match s {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    })
+}
+
+fn lossy<S: Serializer>(data: &&[u8], ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&String::from_utf8_lossy(data))
+}
+
+fn millis<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_u64(d.as_millis() as u64)
+}

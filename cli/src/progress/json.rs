@@ -1,0 +1,22 @@
+//! One JSON object per line on standard error, for tools (the schema is in the
+//! README): every event but the byte counters.
+
+use std::io::Write;
+
+use super::{Event, Render};
+
+pub struct Json;
+
+/// Writes `e` as one line to `out`.
+pub fn write(e: &Event<'_>, out: &mut impl Write) {
+    if let Some(v) = e.to_json() {
+        let _ = serde_json::to_writer(&mut *out, &v);
+        let _ = out.write_all(b"\n");
+    }
+}
+
+impl Render for Json {
+    fn event(&mut self, e: &Event<'_>) {
+        write(e, &mut std::io::stderr().lock());
+    }
+}
