@@ -139,34 +139,46 @@ impl Drop for Steps {
     }
 }
 
-/// One blob's byte counter, as [`Event::BlobBytes`] (shared by a transfer's retries).
+/// One blob's byte counter, as [`Event::BlobBytes`] (shared by a transfer's
+/// retries). It ends when the last clone is dropped (a transfer stopped by a
+/// signal), if not before.
 #[derive(Clone)]
-pub struct BlobBar {
-    blob: Arc<Descriptor>,
-    done: Arc<AtomicU64>,
+pub struct BlobBar(Arc<Counter>);
+
+struct Counter {
+    blob: Descriptor,
+    done: AtomicU64,
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        emit(&Event::blob_bytes_end(&self.blob));
+    }
 }
 
 impl BlobBar {
     /// A counter for `d`, or `None` when the view draws none.
     pub fn new(d: &Descriptor) -> Option<BlobBar> {
-        draws_bytes().then(|| BlobBar {
-            blob: Arc::new(d.clone()),
-            done: Arc::new(AtomicU64::new(0)),
+        draws_bytes().then(|| {
+            BlobBar(Arc::new(Counter {
+                blob: d.clone(),
+                done: AtomicU64::new(0),
+            }))
         })
     }
 
     pub fn set_position(&self, n: u64) {
-        self.done.store(n, Ordering::Relaxed);
-        emit(&Event::blob_bytes(&self.blob, n));
+        self.0.done.store(n, Ordering::Relaxed);
+        emit(&Event::blob_bytes(&self.0.blob, n));
     }
 
     pub fn inc(&self, n: u64) {
-        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        emit(&Event::blob_bytes(&self.blob, done));
+        let done = self.0.done.fetch_add(n, Ordering::Relaxed) + n;
+        emit(&Event::blob_bytes(&self.0.blob, done));
     }
 
     pub fn finish_and_clear(&self) {
-        emit(&Event::blob_bytes_end(&self.blob));
+        emit(&Event::blob_bytes_end(&self.0.blob));
     }
 }
 
