@@ -364,3 +364,53 @@ fn a_terminal_without_term_or_in_ci_gets_plain_lines_unless_tty_is_asked_for() {
     assert!(!p.terminal.contains('\x1b'), "{:?}", p.terminal);
     assert!(p.terminal.contains("#1 say-hi\r\n"), "{:?}", p.terminal);
 }
+
+/// A base pulled for FROM is drawn in the build's own view: its byte bars, then
+/// one line per blob, then the steps below, and nothing left of any bar.
+#[test]
+fn a_build_on_a_terminal_draws_its_base_pull_and_steps_in_one_view() {
+    let Some((tmp, root)) = setup() else { return };
+    let reg = Registry::start();
+    let dest = format!("{}/tty/base:1", reg.addr);
+    let (blobs, id) = blobs(&root, "app:1");
+    assert_eq!(
+        ok(mybuild(&root).args(["push", "-q", "app:1", &dest]))
+            .0
+            .trim(),
+        id
+    );
+
+    let fresh = tmp.path().join("fresh");
+    let ctx = context(
+        tmp.path(),
+        &format!("FROM {dest}\nRUN echo built''-here\n"),
+        &[],
+    );
+    let p = in_pty(
+        tmp.path(),
+        mybuild(&fresh)
+            .args(["build", "--progress=tty", "-t", "b:1"])
+            .arg(&ctx),
+        COLS,
+    )
+    .expect("script");
+    let raw = &p.terminal;
+    assert!(p.success, "{raw:?}");
+    let big = noise_layer(&blobs);
+    assert!(!drawn_bars(raw, &big.short).is_empty(), "{raw:?}");
+    let shown = screen(raw, COLS as usize);
+    assert!(!shown.iter().any(|l| l.contains(['█', '░'])), "{shown:#?}");
+    assert_eq!(shown[0], format!("pulling {dest}"), "{shown:#?}");
+    one_line_per_blob(&shown[1..=blobs.len()], "pulled", &blobs);
+    let rest: Vec<&str> = shown[blobs.len() + 1..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(rest[0], "#1 built-here", "{shown:#?}");
+    assert!(
+        rest[1].starts_with("✔ #1 [stage-0] RUN echo built''-here "),
+        "{shown:#?}"
+    );
+    assert!(rest[2].starts_with("writing image sha256:"), "{shown:#?}");
+    assert_eq!(rest[3], "naming to b:1 done", "{shown:#?}");
+}
