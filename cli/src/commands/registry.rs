@@ -20,6 +20,8 @@ use registry_client::{
 };
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
+pub use crate::progress::ProgressMode;
+use crate::progress::{BlobAction, BlobBar, Event};
 use crate::Globals;
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -440,9 +442,6 @@ impl std::io::Write for Tee<'_> {
         self.0.flush()
     }
 }
-
-pub use crate::progress::ProgressMode;
-use crate::progress::{BlobAction, BlobBar, Event};
 
 /// A transfer's events into the process's view; `Quiet` keeps only warnings and
 /// interruptions.

@@ -375,3 +375,85 @@ fn lossy<S: Serializer>(data: &&[u8], ser: S) -> Result<S::Ok, S::Error> {
 fn millis<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_u64(d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(e: &Event<'_>) -> String {
+        let mut out = Vec::new();
+        crate::progress::json::write(e, &mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    fn text(e: &Event<'_>) -> Vec<String> {
+        crate::progress::text(e, &mut crate::progress::Partial::default())
+    }
+
+    #[test]
+    fn json_lines_keep_sorted_keys_and_leave_out_what_only_text_says() {
+        let r = Reference::parse("127.0.0.1:5000/a/b:1").expect("ref");
+        let d = Descriptor {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 2_500_000,
+            media_type: String::new(),
+            platform: None,
+            urls: Vec::new(),
+        };
+        let e = Event::mounted(&r, &d, "a/c");
+        assert_eq!(
+            json(&e),
+            format!(
+                "{{\"action\":\"mounted\",\"digest\":\"{}\",\"event\":\"blob\",\
+                 \"ref\":\"127.0.0.1:5000/a/b:1\",\"size\":2500000}}\n",
+                d.digest
+            )
+        );
+        assert_eq!(text(&e), ["abababababab: mounted from a/c"]);
+        let e = Event::pushed_in(&r, &d, 3);
+        assert_eq!(text(&e), ["abababababab: pushed 2.500MB in 3 chunks"]);
+        let e = Event::blob(BlobAction::Pulled, &r, &d).unpacked(true);
+        assert!(json(&e).contains("\"unpacked\":true"), "{}", json(&e));
+        assert_eq!(text(&e), ["abababababab: pulled 2.500MB, unpacked"]);
+        let e = Event::push(&r, Some("app:1"));
+        assert_eq!(
+            json(&e),
+            "{\"event\":\"push\",\"ref\":\"127.0.0.1:5000/a/b:1\"}\n"
+        );
+        assert_eq!(text(&e), ["pushing app:1 to 127.0.0.1:5000/a/b:1"]);
+        let e = Event::pushed(&r, "sha256:00", 7);
+        assert_eq!(text(&e), ["1: digest: sha256:00 size: 7"]);
+        // Byte counters are drawn, never written as JSON or lines.
+        assert_eq!(json(&Event::blob_bytes(&d, 5)), "");
+        assert!(text(&Event::blob_bytes(&d, 5)).is_empty());
+    }
+
+    #[test]
+    fn a_steps_output_is_said_in_whole_lines_and_its_rest_when_it_ends() {
+        let mut partial = crate::progress::Partial::default();
+        let mut say = |e: Event<'_>| crate::progress::text(&e, &mut partial);
+        let out = |data| Event::Output {
+            id: 2,
+            stream: Stream::Stdout,
+            data,
+        };
+        assert_eq!(say(out(b"one\ntw")), ["#2 one"]);
+        // A character split between chunks is whole again.
+        assert!(say(out(b"o \xc3")).is_empty());
+        assert_eq!(say(out(b"\xa9\nthree")), ["#2 two é"]);
+        let done = Event::StepDone {
+            id: 2,
+            elapsed: Duration::from_millis(1260),
+        };
+        assert_eq!(say(done), ["#2 three", "#2 DONE 1.3s"]);
+        let e = Event::Output {
+            id: 1,
+            stream: Stream::Stderr,
+            data: b"\xff",
+        };
+        assert_eq!(
+            json(&e),
+            "{\"data\":\"\u{fffd}\",\"event\":\"output\",\"id\":1,\"stream\":\"stderr\"}\n"
+        );
+    }
+}
