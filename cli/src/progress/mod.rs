@@ -55,7 +55,8 @@ pub fn cannot_draw() -> Option<&'static str> {
 }
 
 /// Decides the view for `mode` (`quiet`: `-q`), installs it for the process and
-/// returns the mode in effect (`Quiet` when quiet).
+/// returns the mode in effect (`Quiet` when quiet). `copy` has no `--progress`:
+/// it gets the plain view, which [`emit`] falls back to.
 pub fn start(mode: ProgressMode, quiet: bool, command: Command) -> Result<ProgressMode> {
     let cannot_draw = cannot_draw();
     // A build's -q wins over tty; a transfer's does not.
