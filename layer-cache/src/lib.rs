@@ -6,6 +6,7 @@
 //! It knows nothing of Dockerfiles or HTTP.
 
 pub mod archive;
+pub mod atomic;
 pub mod cache_index;
 pub mod cache_mounts;
 pub mod digest;

@@ -117,16 +117,9 @@ impl Store {
     }
 
     /// Replaces a small metadata file atomically (temp, fsync, rename, fsync dir).
+    /// The temp file lives in `ingest/`, locked, so `prune` leaves it.
     pub(crate) fn replace_file(&self, path: &Path, content: &[u8]) -> Result<()> {
-        let (temp, _held) = self.write_temp(content)?;
-        if let Err(e) = std::fs::rename(&temp, path) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(StoreError::io(path, e));
-        }
-        match path.parent() {
-            Some(dir) => sync_dir(dir),
-            None => Ok(()),
-        }
+        crate::atomic::write_atomically_in(&self.ingest_dir(), path, |f| f.write_all(content))
     }
 
     /// Held by any operation that adds blobs it has not yet referenced.

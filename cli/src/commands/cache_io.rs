@@ -7,7 +7,7 @@
 //! ones; their layer blobs are fetched (and verified) only when a record is used.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use builder::exec::{LayerSource, UsedKeys};
 use layer_cache::cache_index::CacheRecord;
 use layer_cache::image::descriptor_digest;
+use layer_cache::layout::LayoutDir;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
 use layer_cache::{Digest, Store};
 use registry_client::manifest::{OCI_INDEX, OCI_MANIFEST};
@@ -214,7 +215,7 @@ impl Imported {
         let digest = descriptor_digest(d)?;
         match &src.spec.location {
             Location::Local(dir) => {
-                let path = blob_path(dir, &digest);
+                let path = LayoutDir::open(dir).blob_path(&digest);
                 let f = std::fs::File::open(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
                 let mut w = self.store.ingest()?;
@@ -279,29 +280,10 @@ fn plural(n: u64) -> &'static str {
     }
 }
 
-fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs").join("sha256").join(digest.hex())
-}
-
 /// A small blob of an OCI layout, checked against its descriptor.
 fn read_layout_blob(dir: &Path, digest: &str, size: u64, limit: u64) -> Result<Vec<u8>> {
     let d: Digest = digest.parse().map_err(|e| anyhow!("{e}"))?;
-    if size > limit {
-        bail!("blob {digest} is {size} bytes, more than {limit}");
-    }
-    let path = blob_path(dir, &d);
-    let mut bytes = Vec::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let actual = Digest::of(&bytes);
-    if actual != d || bytes.len() as u64 != size {
-        bail!(
-            "blob {digest} is corrupt: its content has digest {actual} ({} bytes)",
-            bytes.len()
-        );
-    }
-    Ok(bytes)
+    Ok(LayoutDir::open(dir).read_blob(&d, size, limit)?)
 }
 
 /// Reads every `--cache-from` and adds their records to the store's cache index.
@@ -596,9 +578,9 @@ fn export_inner(
     Ok(())
 }
 
-/// Writes the artifact into an OCI layout at `dir`: blobs first (each via a temp file
-/// and rename), `index.json` last by rename, so an interrupted export leaves the
-/// previous one readable. Blobs no longer referenced are removed afterwards.
+/// Writes the artifact into an OCI layout at `dir`: blobs first, `index.json` last,
+/// so an interrupted export leaves the previous one readable. Blobs no longer
+/// referenced are removed afterwards.
 fn write_layout(
     store: &Store,
     dir: &Path,
@@ -606,42 +588,16 @@ fn write_layout(
     manifest: &[u8],
     layers: &[OciDescriptor],
 ) -> Result<String> {
-    let blobs = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-    // Two exports to one directory would remove each other's blobs.
-    let _lock = layer_cache::lock::FileLock::exclusive(&dir.join(".mybuild-cache.lock"))?;
-    let mut keep = BTreeSet::new();
+    let mut layout = LayoutDir::create(dir)?;
     for l in layers {
         let d = descriptor_digest(l)?;
-        let dest = blob_path(dir, &d);
-        keep.insert(d.hex().to_string());
-        if file_has_digest(&dest, &d) {
-            continue;
-        }
-        // The store's reader fails at EOF on a corrupt blob, so none is exported.
-        let mut r = store.open_blob(&d, Some(l.size()))?;
-        write_atomically(&dest, |f| {
-            std::io::copy(&mut r, f)?;
-            Ok(())
-        })?;
+        let path = store.blob_path(&d);
+        let f =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        layout.add_blob(&d, Some(l.size()), f)?;
     }
-    let mut put = |data: &[u8]| -> Result<Digest> {
-        let d = Digest::of(data);
-        keep.insert(d.hex().to_string());
-        let dest = blob_path(dir, &d);
-        if !file_has_digest(&dest, &d) {
-            write_atomically(&dest, |f| f.write_all(data))?;
-        }
-        Ok(d)
-    };
-    put(config)?;
-    let manifest_digest = put(manifest)?;
-    let layout = dir.join("oci-layout");
-    if !layout.is_file() {
-        write_atomically(&layout, |f| {
-            f.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)
-        })?;
-    }
+    layout.add_bytes(config)?;
+    let manifest_digest = layout.add_bytes(manifest)?;
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -653,59 +609,10 @@ fn write_layout(
             "annotations": {"org.opencontainers.image.ref.name": "latest"},
         }],
     }))?;
-    write_atomically(&dir.join("index.json"), |f| f.write_all(&index))?;
+    layout.write_index(&index)?;
     // The new index is in place: what only the old one used can go.
-    if let Ok(rd) = std::fs::read_dir(&blobs) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if Digest::from_hex(&name).is_ok() && !keep.contains(&name) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    layout.remove_other_blobs();
     Ok(manifest_digest.to_string())
-}
-
-fn file_has_digest(path: &Path, d: &Digest) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut h = layer_cache::digest::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    h.finish() == *d
-}
-
-/// Writes `path` through a temp file beside it, fsync and rename.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let res = std::fs::File::create(&tmp).and_then(|mut f| {
-        fill(&mut f)?;
-        f.sync_all()
-    });
-    if let Err(e) = res.and_then(|_| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
