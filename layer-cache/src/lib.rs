@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod atomic;
+pub mod cache_artifact;
 pub mod cache_index;
 pub mod cache_mounts;
 pub mod digest;
