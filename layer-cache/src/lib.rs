@@ -12,6 +12,7 @@ pub mod cache_index;
 pub mod cache_mounts;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod fsck;
 pub mod gc;
 pub mod image;
