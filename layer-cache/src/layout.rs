@@ -6,6 +6,7 @@
 
 mod dir;
 
+pub(crate) use dir::read_file;
 pub use dir::{LayoutDir, LayoutError};
 
 use std::fs::File;
@@ -113,7 +114,7 @@ impl Store {
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>> {
-    dir::read_file(path, MAX_JSON_BLOB)
+    read_file(path, MAX_JSON_BLOB)
 }
 
 fn media_type(bytes: &[u8]) -> String {

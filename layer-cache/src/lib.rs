@@ -24,6 +24,7 @@ pub mod lock;
 pub mod pgzip;
 pub mod refs;
 pub mod snapshot;
+pub mod sources;
 pub mod stat_cache;
 pub mod store;
 pub mod unpack;
