@@ -16,6 +16,9 @@ use crate::ingest::{sync_dir, BlobWriter, Committed};
 use crate::lock::FileLock;
 
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// On a tag pulled from a multi-platform index: that index's digest (only the chosen
+/// platform's manifest is stored; the index is a note of where it came from).
+pub const UPSTREAM_INDEX_ANNOTATION: &str = "io.mybuild.upstream.index";
 const EMPTY_INDEX: &[u8] = br#"{"manifests":[],"schemaVersion":2}"#;
 
 #[derive(Debug, Clone)]

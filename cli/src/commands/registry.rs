@@ -268,8 +268,7 @@ async fn resolve_platform(
     Ok(child)
 }
 
-/// On a tag pulled from a multi-platform index: that index's digest.
-pub const UPSTREAM_INDEX_ANNOTATION: &str = "io.mybuild.upstream.index";
+pub use layer_cache::store::UPSTREAM_INDEX_ANNOTATION;
 
 /// Pulls `r` into the store and tags it; returns the stored manifest's digest.
 pub async fn pull_into_store(
