@@ -3,12 +3,11 @@
 //! `type=tar,dest=FILE|-`, `type=image`; a bare `PATH` means `type=local,dest=PATH`
 //! and a bare `-` means `type=tar,dest=-`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use layer_cache::export::ImageFs;
 use layer_cache::oci_spec::image::Descriptor;
-use layer_cache::unpack::{unpack_limited, UnpackOptions, WhiteoutMode};
 use layer_cache::{ImageRef, Store};
 
 use crate::commands::archive::write_tar_to;
@@ -83,15 +82,14 @@ pub fn parse(spec: &str) -> Result<Output> {
 }
 
 /// Writes the built image where `out` says. `tags` name the image in archives.
-/// For a multi-platform index, filesystems go one subdirectory per platform
-/// (`linux_amd64/`, `linux_arm_v7/`), as buildx writes them.
+/// For a multi-platform index, filesystems go one subdirectory per platform.
 pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRef]) -> Result<()> {
-    let platforms = platform_children(store, manifest)?;
+    let fs = ImageFs::new(store, manifest)?;
     match out {
         Output::Image => Ok(()),
         Output::Archive {
             docker: true, dest, ..
-        } if platforms.is_some() => bail!(
+        } if fs.is_multi_platform() => bail!(
             "--output type=docker,dest={}: docker exporter does not currently support \
              exporting manifest lists; use type=oci",
             dest.display()
@@ -105,99 +103,13 @@ pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRe
                 Ok(store.save(&[(name, manifest.clone())], w)?)
             })
         }
-        Output::Local { dest } => apply_all(store, manifest, platforms.as_deref(), dest),
+        Output::Local { dest } => Ok(fs.unpack_into(store, dest)?),
         Output::Tar { dest } => {
             // Flatten in a scratch directory of the store, then stream it as one tar.
-            let scratch = store.scratch_dir("output")?;
-            apply_all(store, manifest, platforms.as_deref(), scratch.path())?;
-            write_tar_to(Some(dest), |w| tar_tree(scratch.path(), w))
+            let flat = fs.flatten(store)?;
+            write_tar_to(Some(dest), |w| Ok(flat.write_tar(w)?))
         }
     }
-}
-
-/// For an index: each child manifest with its directory name (`os_arch[_variant]`);
-/// `None` for a single image.
-fn platform_children(
-    store: &Store,
-    desc: &Descriptor,
-) -> Result<Option<Vec<(String, Descriptor)>>> {
-    if desc.media_type().to_string() != layer_cache::image::OCI_INDEX {
-        return Ok(None);
-    }
-    let digest = layer_cache::image::descriptor_digest(desc)?;
-    let bytes = store.read_blob(&digest, layer_cache::image::MAX_JSON_BLOB)?;
-    let index: layer_cache::oci_spec::image::ImageIndex =
-        serde_json::from_slice(&bytes).with_context(|| format!("reading index {digest}"))?;
-    let mut out = Vec::new();
-    for child in index.manifests() {
-        let p = child
-            .platform()
-            .as_ref()
-            .with_context(|| format!("index {digest}: an entry has no platform"))?;
-        let mut dir = format!("{}_{}", p.os(), p.architecture());
-        if let Some(v) = p.variant() {
-            dir = format!("{dir}_{v}");
-        }
-        out.push((dir, child.clone()));
-    }
-    Ok(Some(out))
-}
-
-/// The image's filesystem in `dest`, or each platform's in its subdirectory.
-fn apply_all(
-    store: &Store,
-    manifest: &Descriptor,
-    platforms: Option<&[(String, Descriptor)]>,
-    dest: &Path,
-) -> Result<()> {
-    let one = [(String::new(), manifest.clone())];
-    for (dir, child) in platforms.unwrap_or(&one) {
-        let dest = dest.join(dir);
-        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-        apply_layers(store, child, &dest)?;
-    }
-    Ok(())
-}
-
-/// Applies every layer of the image, bottom first, with whiteouts applied.
-fn apply_layers(store: &Store, manifest: &Descriptor, dest: &Path) -> Result<()> {
-    let img = store.load_image(manifest)?;
-    let opts = UnpackOptions {
-        whiteouts: WhiteoutMode::Apply,
-        ..UnpackOptions::default()
-    };
-    for layer in img.manifest.layers() {
-        let reader = store.open_layer(layer)?;
-        let limits = store.layer_unpack_limits(layer.size());
-        unpack_limited(reader, dest, &opts, limits).with_context(|| {
-            format!("unpacking layer {} into {}", layer.digest(), dest.display())
-        })?;
-    }
-    Ok(())
-}
-
-fn tar_tree(root: &Path, w: &mut dyn Write) -> Result<()> {
-    let mut b = tar::Builder::new(w);
-    b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Complete);
-    let mut entries: Vec<_> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .collect::<std::result::Result<_, _>>()
-        .with_context(|| format!("reading {}", root.display()))?;
-    // Directories before their contents, in a stable order.
-    entries.sort_by(|a, b| a.path().cmp(b.path()));
-    for e in entries {
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .context("walking the flattened image")?;
-        b.append_path_with_name(e.path(), rel)
-            .with_context(|| format!("adding {} to the tar", rel.display()))?;
-    }
-    b.finish().context("finishing the tar")?;
-    Ok(())
 }
 
 #[cfg(test)]

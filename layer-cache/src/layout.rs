@@ -1,10 +1,16 @@
 //! An image read out of an OCI image layout directory on disk (another store's root,
 //! `skopeo copy … oci:DIR:TAG`, an extracted `-o type=oci` archive) into the store,
 //! for `--build-context NAME=oci-layout://DIR[:TAG][@DIGEST]`. The layout is only
-//! read; every blob is verified against its digest on the way in.
+//! read; every blob is verified against its digest on the way in. [`LayoutDir`]
+//! writes and reads such directories.
+
+mod dir;
+
+pub(crate) use dir::read_file;
+pub use dir::{LayoutDir, LayoutError};
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 use oci_spec::image::{Descriptor, ImageIndex};
@@ -28,8 +34,8 @@ impl Store {
         digest: Option<&Digest>,
     ) -> Result<Descriptor> {
         let what = format!("OCI layout {}", dir.display());
-        let index_path = dir.join("index.json");
-        let bytes = read_small(&index_path)?;
+        let layout = LayoutDir::open(dir);
+        let bytes = read_small(&layout.index_path())?;
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::json(&what, e))?;
         let listed = |want: &dyn Fn(&Descriptor) -> bool| {
@@ -40,8 +46,8 @@ impl Store {
                 Some(m) => Some(m),
                 // Any manifest blob of the layout, listed or not (as BuildKit's
                 // content store sees it).
-                None if blob_path(dir, d).is_file() => {
-                    let b = read_small(&blob_path(dir, d))?;
+                None if layout.blob_path(d).is_file() => {
+                    let b = read_small(&layout.blob_path(d))?;
                     Some(image::descriptor(&media_type(&b), d, b.len() as u64))
                 }
                 None => None,
@@ -65,7 +71,7 @@ impl Store {
         };
         for _ in 0..4 {
             let d = image::descriptor_digest(&desc)?;
-            self.copy_blob(dir, &d, desc.size())?;
+            self.copy_blob(&layout, &d, desc.size())?;
             let bytes = self.read_blob(&d, MAX_JSON_BLOB)?;
             match image::parse_manifest(&bytes, &format!("manifest {d}"))? {
                 ParsedManifest::Index(index) => {
@@ -79,12 +85,12 @@ impl Store {
                 }
                 ParsedManifest::Image(m) => {
                     self.copy_blob(
-                        dir,
+                        &layout,
                         &image::descriptor_digest(m.config())?,
                         m.config().size(),
                     )?;
                     for l in m.layers() {
-                        self.copy_blob(dir, &image::descriptor_digest(l)?, l.size())?;
+                        self.copy_blob(&layout, &image::descriptor_digest(l)?, l.size())?;
                     }
                     return Ok(image::descriptor(&media_type(&bytes), &d, desc.size()));
                 }
@@ -94,11 +100,11 @@ impl Store {
     }
 
     /// One blob of the layout into the store, verified; present ones are skipped.
-    fn copy_blob(&self, dir: &Path, digest: &Digest, size: u64) -> Result<()> {
+    fn copy_blob(&self, layout: &LayoutDir, digest: &Digest, size: u64) -> Result<()> {
         if self.has_blob(digest) {
             return Ok(());
         }
-        let path = blob_path(dir, digest);
+        let path = layout.blob_path(digest);
         let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
         let mut w = self.ingest()?;
         io::copy(&mut file, &mut w).map_err(|e| StoreError::io(&path, e))?;
@@ -107,24 +113,8 @@ impl Store {
     }
 }
 
-fn blob_path(dir: &Path, digest: &Digest) -> std::path::PathBuf {
-    dir.join("blobs").join("sha256").join(digest.hex())
-}
-
 fn read_small(path: &Path) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let mut out = Vec::new();
-    file.take(MAX_JSON_BLOB + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| StoreError::io(path, e))?;
-    if out.len() as u64 > MAX_JSON_BLOB {
-        return Err(StoreError::TooLarge {
-            what: path.display().to_string(),
-            size: out.len() as u64,
-            limit: MAX_JSON_BLOB,
-        });
-    }
-    Ok(out)
+    read_file(path, MAX_JSON_BLOB)
 }
 
 fn media_type(bytes: &[u8]) -> String {

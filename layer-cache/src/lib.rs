@@ -6,10 +6,13 @@
 //! It knows nothing of Dockerfiles or HTTP.
 
 pub mod archive;
+pub mod atomic;
+pub mod cache_artifact;
 pub mod cache_index;
 pub mod cache_mounts;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod fsck;
 pub mod gc;
 pub mod image;
@@ -21,6 +24,7 @@ pub mod lock;
 pub mod pgzip;
 pub mod refs;
 pub mod snapshot;
+pub mod sources;
 pub mod stat_cache;
 pub mod store;
 pub mod unpack;

@@ -16,6 +16,9 @@ use crate::ingest::{sync_dir, BlobWriter, Committed};
 use crate::lock::FileLock;
 
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// On a tag pulled from a multi-platform index: that index's digest (only the chosen
+/// platform's manifest is stored; the index is a note of where it came from).
+pub const UPSTREAM_INDEX_ANNOTATION: &str = "io.mybuild.upstream.index";
 const EMPTY_INDEX: &[u8] = br#"{"manifests":[],"schemaVersion":2}"#;
 
 #[derive(Debug, Clone)]
@@ -117,16 +120,9 @@ impl Store {
     }
 
     /// Replaces a small metadata file atomically (temp, fsync, rename, fsync dir).
+    /// The temp file lives in `ingest/`, locked, so `prune` leaves it.
     pub(crate) fn replace_file(&self, path: &Path, content: &[u8]) -> Result<()> {
-        let (temp, _held) = self.write_temp(content)?;
-        if let Err(e) = std::fs::rename(&temp, path) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(StoreError::io(path, e));
-        }
-        match path.parent() {
-            Some(dir) => sync_dir(dir),
-            None => Ok(()),
-        }
+        crate::atomic::write_atomically_in(&self.ingest_dir(), path, |f| f.write_all(content))
     }
 
     /// Held by any operation that adds blobs it has not yet referenced.

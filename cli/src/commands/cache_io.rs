@@ -1,36 +1,26 @@
 //! `build --cache-to` / `--cache-from`: step-cache records carried to another machine
-//! as one OCI artifact, in an OCI image layout directory (`type=local`) or a registry
-//! (`type=registry`). The artifact is an OCI image manifest whose config (media type
-//! [`CACHE_CONFIG`]) is the JSON list of records and whose layers are the records'
-//! layer blobs with their own media types. Keys are content-based and
-//! machine-independent, so imported records are found by the same lookups as local
-//! ones; their layer blobs are fetched (and verified) only when a record is used.
+//! as one OCI artifact ([`layer_cache::cache_artifact`]), in an OCI image layout
+//! directory (`type=local`) or a registry (`type=registry`). Imported records are
+//! found by the same lookups as local ones; their layer blobs are fetched (and
+//! verified) only when a record is used.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use builder::exec::{LayerSource, UsedKeys};
-use layer_cache::cache_index::CacheRecord;
+use layer_cache::cache_artifact::{Added, CacheArtifact, CacheContents, CacheManifest};
 use layer_cache::image::descriptor_digest;
+use layer_cache::layout::LayoutDir;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
-use layer_cache::{Digest, Store};
-use registry_client::manifest::{OCI_INDEX, OCI_MANIFEST};
-use registry_client::{Client, Manifest, ManifestBody, Reference};
-use serde::{Deserialize, Serialize};
+use layer_cache::Store;
+use registry_client::manifest::OCI_MANIFEST;
+use registry_client::{Client, Manifest, Reference};
 
 use super::registry::{self, ProgressMode, RegistryOpts};
 use crate::progress::Event;
-
-/// The artifact's config media type (also its `artifactType`). Distribution 2.8
-/// (Debian's docker-registry) stores OCI manifests with any config media type, so
-/// the artifact needs no disguise as an image.
-pub const CACHE_CONFIG: &str = "application/vnd.mybuild.cache.v1+json";
-
-/// The records list is read into memory; a bigger one is refused.
-const MAX_RECORDS_BLOB: u64 = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -61,12 +51,6 @@ impl std::fmt::Display for CacheSpec {
             Location::Registry(r) => write!(f, "{r}"),
         }
     }
-}
-
-/// The config blob.
-#[derive(Serialize, Deserialize)]
-struct CacheFile {
-    records: Vec<CacheRecord>,
 }
 
 /// Parses a `--cache-to` (`export`) or `--cache-from` value as BuildKit does:
@@ -204,7 +188,7 @@ impl Imported {
         let digest = descriptor_digest(d)?;
         match &src.spec.location {
             Location::Local(dir) => {
-                let path = blob_path(dir, &digest);
+                let path = LayoutDir::open(dir).blob_path(&digest);
                 let f = std::fs::File::open(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
                 let mut w = self.store.ingest()?;
@@ -261,31 +245,6 @@ impl LayerSource for Imported {
     }
 }
 
-fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs").join("sha256").join(digest.hex())
-}
-
-/// A small blob of an OCI layout, checked against its descriptor.
-fn read_layout_blob(dir: &Path, digest: &str, size: u64, limit: u64) -> Result<Vec<u8>> {
-    let d: Digest = digest.parse().map_err(|e| anyhow!("{e}"))?;
-    if size > limit {
-        bail!("blob {digest} is {size} bytes, more than {limit}");
-    }
-    let path = blob_path(dir, &d);
-    let mut bytes = Vec::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let actual = Digest::of(&bytes);
-    if actual != d || bytes.len() as u64 != size {
-        bail!(
-            "blob {digest} is corrupt: its content has digest {actual} ({} bytes)",
-            bytes.len()
-        );
-    }
-    Ok(bytes)
-}
-
 /// Reads every `--cache-from` and adds their records to the store's cache index.
 /// A source that is missing or unreadable is a warning: the build runs without it.
 pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say) -> Imported {
@@ -306,11 +265,11 @@ pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say)
         }
     }
     for spec in specs {
-        match read_cache(&imported, spec).and_then(|(file, layers)| {
-            let n = add_records(store, file, &layers)?;
-            Ok((n, layers))
+        match read_cache(&imported, spec).and_then(|contents| {
+            let layers = contents.layers.clone();
+            Ok((contents.add_to(store)?, layers))
         }) {
-            Ok(((records, skipped), layers)) => {
+            Ok((Added { records, skipped }, layers)) => {
                 let bytes: u64 = layers.values().sum();
                 say.event(Event::CacheImport {
                     source: spec.to_string(),
@@ -332,37 +291,10 @@ pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say)
     imported
 }
 
-/// The records and the layer list (digest → size) of one cache source.
-fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<String, u64>)> {
-    let (config, layers, config_bytes) = match &spec.location {
-        Location::Local(dir) => {
-            let index_path = dir.join("index.json");
-            let index = match std::fs::read(&index_path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    bail!("not found ({} does not exist)", index_path.display())
-                }
-                Err(e) => return Err(e).context(format!("reading {}", index_path.display())),
-            };
-            let index: serde_json::Value =
-                serde_json::from_slice(&index).context("index.json is not JSON")?;
-            let desc = index["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["mediaType"] == OCI_MANIFEST)
-                .ok_or_else(|| anyhow!("index.json lists no OCI manifest"))?;
-            let (digest, size) = match (desc["digest"].as_str(), desc["size"].as_u64()) {
-                (Some(d), Some(s)) => (d, s),
-                _ => bail!("index.json: manifest descriptor without digest or size"),
-            };
-            let bytes =
-                read_layout_blob(dir, digest, size, registry_client::manifest::MAX_MANIFEST)?;
-            let m = Manifest::new(bytes, Some(OCI_MANIFEST))?;
-            let (config, layers) = cache_parts(&m, &format!("manifest {digest}"))?;
-            let bytes = read_layout_blob(dir, &config.digest, config.size, MAX_RECORDS_BLOB)?;
-            (config, layers, bytes)
-        }
+/// The records and the layer list of one cache source.
+fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<CacheContents> {
+    match &spec.location {
+        Location::Local(dir) => Ok(CacheContents::read_local(dir)?),
         Location::Registry(r) => {
             let (client, rt) = imp
                 .remote
@@ -374,73 +306,22 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
                     Err(registry_client::Error::NotFound { .. }) => bail!("not found"),
                     Err(e) => return Err(e.into()),
                 };
-                let (config, layers) = cache_parts(&m, &r.to_string())?;
-                if config.size > MAX_RECORDS_BLOB {
-                    bail!("its records blob is {} bytes, too large", config.size);
-                }
+                let m = CacheManifest::parse(&m.bytes, &r.to_string())?;
+                let config = m.records_blob()?;
+                let config = registry_client::Descriptor {
+                    media_type: config.media_type().to_string(),
+                    digest: config.digest().to_string(),
+                    size: config.size(),
+                    platform: None,
+                    urls: Vec::new(),
+                };
                 // pull_blob checks size and digest.
                 let mut bytes = Vec::new();
                 client.pull_blob(r, &config, &mut bytes, &|_| {}).await?;
-                Ok((config, layers, bytes))
-            })?
+                Ok(m.contents(&bytes)?)
+            })
         }
-    };
-    let file: CacheFile = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("records blob {} is not a cache record list", config.digest))?;
-    let layers = layers.into_iter().map(|l| (l.digest, l.size)).collect();
-    Ok((file, layers))
-}
-
-/// A cache manifest's records blob and layers; anything else is refused.
-fn cache_parts(
-    m: &Manifest,
-    what: &str,
-) -> Result<(
-    registry_client::Descriptor,
-    Vec<registry_client::Descriptor>,
-)> {
-    let ManifestBody::Image { config, layers } = m.body()? else {
-        bail!("{what} is an index, not a mybuild cache");
-    };
-    if config.media_type != CACHE_CONFIG {
-        bail!(
-            "not a mybuild cache (config media type {})",
-            config.media_type
-        );
     }
-    Ok((config, layers))
-}
-
-/// Adds the records whose layer the cache holds; a local record that still has its
-/// blob is kept. Returns (records added or already present, records skipped).
-fn add_records(
-    store: &Store,
-    file: CacheFile,
-    layers: &BTreeMap<String, u64>,
-) -> Result<(u64, u64)> {
-    let (mut added, mut skipped) = (0, 0);
-    for rec in file.records {
-        let layer_ok = match &rec.layer {
-            Some(l) => layers.get(&l.digest().to_string()) == Some(&l.size()),
-            None => true,
-        };
-        if !layer_ok || rec.manifest.is_some() {
-            skipped += 1;
-            continue;
-        }
-        let keep_local = match store.cache_get(&rec.key)? {
-            Some(local) => match &local.layer {
-                Some(l) => store.has_blob(&descriptor_digest(l)?),
-                None => true,
-            },
-            None => false,
-        };
-        if !keep_local {
-            store.cache_put(&rec)?;
-        }
-        added += 1;
-    }
-    Ok((added, skipped))
 }
 
 /// Writes the records the build used (`mode=min`: the final image's, `max`: every
@@ -477,56 +358,15 @@ fn export_inner(
         Mode::Min => &keys.image,
         Mode::Max => &keys.all,
     };
-    let mut records = Vec::new();
-    let mut layers: Vec<OciDescriptor> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for key in keys {
-        let Some(rec) = store.cache_get(key)? else {
-            continue;
-        };
-        if rec.manifest.is_some() {
-            continue;
-        }
-        if let Some(l) = &rec.layer {
-            let d = descriptor_digest(l)?;
-            if !store.has_blob(&d) {
-                say.warn(&format!(
-                    "exporting cache: the layer of {:?} is not in the store; its record is left out",
-                    rec.step
-                ));
-                continue;
-            }
-            if seen.insert(d) {
-                layers.push(l.clone());
-            }
-        }
-        records.push(rec);
+    let artifact = CacheArtifact::collect(store, keys)?;
+    for step in &artifact.left_out {
+        say.warn(&format!(
+            "exporting cache: the layer of {step:?} is not in the store; its record is left out"
+        ));
     }
-    let config = serde_json::to_vec(&CacheFile { records })?;
-    let config_digest = Digest::of(&config);
-    let layer_json: Vec<serde_json::Value> = layers
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "mediaType": l.media_type().to_string(),
-                "digest": l.digest().to_string(),
-                "size": l.size(),
-            })
-        })
-        .collect();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": CACHE_CONFIG,
-        "config": {
-            "mediaType": CACHE_CONFIG,
-            "digest": config_digest.to_string(),
-            "size": config.len(),
-        },
-        "layers": layer_json,
-    }))?;
-    let n = serde_json::from_slice::<CacheFile>(&config)?.records.len() as u64;
-    let bytes: u64 = layers.iter().map(|l| l.size()).sum();
+    let n = artifact.records;
+    let layers = &artifact.layers;
+    let bytes = artifact.layer_bytes();
     let mode = match spec.mode {
         Mode::Min => "min",
         Mode::Max => "max",
@@ -539,14 +379,14 @@ fn export_inner(
         size: bytes,
     });
     let digest = match &spec.location {
-        Location::Local(dir) => write_layout(store, dir, &config, &manifest, &layers)?,
+        Location::Local(dir) => artifact.write_local(store, dir)?.to_string(),
         Location::Registry(r) => {
             let mut dest = r.clone();
             if dest.tag.is_none() && dest.digest.is_none() {
                 dest.tag = Some("latest".into());
             }
-            store.write_blob(&config)?;
-            let m = Manifest::new(manifest, Some(OCI_MANIFEST))?;
+            store.write_blob(&artifact.config)?;
+            let m = Manifest::new(artifact.manifest, Some(OCI_MANIFEST))?;
             let client = registry::client(opts);
             let rt = registry::runtime()?;
             rt.block_on(registry::push_manifest(store, &client, &dest, &m, say.0))?;
@@ -557,118 +397,6 @@ fn export_inner(
         dest: spec.to_string(),
         digest,
     });
-    Ok(())
-}
-
-/// Writes the artifact into an OCI layout at `dir`: blobs first (each via a temp file
-/// and rename), `index.json` last by rename, so an interrupted export leaves the
-/// previous one readable. Blobs no longer referenced are removed afterwards.
-fn write_layout(
-    store: &Store,
-    dir: &Path,
-    config: &[u8],
-    manifest: &[u8],
-    layers: &[OciDescriptor],
-) -> Result<String> {
-    let blobs = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-    // Two exports to one directory would remove each other's blobs.
-    let _lock = layer_cache::lock::FileLock::exclusive(&dir.join(".mybuild-cache.lock"))?;
-    let mut keep = BTreeSet::new();
-    for l in layers {
-        let d = descriptor_digest(l)?;
-        let dest = blob_path(dir, &d);
-        keep.insert(d.hex().to_string());
-        if file_has_digest(&dest, &d) {
-            continue;
-        }
-        // The store's reader fails at EOF on a corrupt blob, so none is exported.
-        let mut r = store.open_blob(&d, Some(l.size()))?;
-        write_atomically(&dest, |f| {
-            std::io::copy(&mut r, f)?;
-            Ok(())
-        })?;
-    }
-    let mut put = |data: &[u8]| -> Result<Digest> {
-        let d = Digest::of(data);
-        keep.insert(d.hex().to_string());
-        let dest = blob_path(dir, &d);
-        if !file_has_digest(&dest, &d) {
-            write_atomically(&dest, |f| f.write_all(data))?;
-        }
-        Ok(d)
-    };
-    put(config)?;
-    let manifest_digest = put(manifest)?;
-    let layout = dir.join("oci-layout");
-    if !layout.is_file() {
-        write_atomically(&layout, |f| {
-            f.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)
-        })?;
-    }
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": OCI_MANIFEST,
-            "artifactType": CACHE_CONFIG,
-            "digest": manifest_digest.to_string(),
-            "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "latest"},
-        }],
-    }))?;
-    write_atomically(&dir.join("index.json"), |f| f.write_all(&index))?;
-    // The new index is in place: what only the old one used can go.
-    if let Ok(rd) = std::fs::read_dir(&blobs) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if Digest::from_hex(&name).is_ok() && !keep.contains(&name) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(manifest_digest.to_string())
-}
-
-fn file_has_digest(path: &Path, d: &Digest) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut h = layer_cache::digest::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    h.finish() == *d
-}
-
-/// Writes `path` through a temp file beside it, fsync and rename.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let res = std::fs::File::create(&tmp).and_then(|mut f| {
-        fill(&mut f)?;
-        f.sync_all()
-    });
-    if let Err(e) = res.and_then(|_| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Registry commands: pull, push, copy, login, logout, tags, digest, delete.
 //! registry-client speaks the protocol; this file wires it to the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
@@ -154,44 +154,21 @@ fn short(d: &str) -> &str {
 
 /// Which repositories (per registry) hold which blobs, so a push to another
 /// repository can mount instead of upload. A hint only: losing it costs an upload.
-struct Sources {
-    path: PathBuf,
-    map: BTreeMap<String, BTreeSet<String>>,
-}
+struct Sources(layer_cache::sources::RegistrySources);
 
 impl Sources {
     fn load(store: &Store) -> Sources {
-        let path = store.root().join("registry-sources.json");
-        let map = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Sources { path, map }
+        Sources(layer_cache::sources::RegistrySources::load(store))
     }
     fn repos_on(&self, digest: &str, registry: &str) -> Vec<String> {
-        let prefix = format!("{registry}/");
-        self.map
-            .get(digest)
-            .map(|s| {
-                s.iter()
-                    .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.0.repos_on(digest, registry)
     }
     fn add(&mut self, digest: &str, r: &Reference) {
-        self.map
-            .entry(digest.to_string())
-            .or_default()
-            .insert(r.name());
+        self.0.add(digest, &r.name())
     }
-    fn save(&self) {
-        let tmp = self.path.with_extension("json.tmp");
-        if let Ok(bytes) = serde_json::to_vec(&self.map) {
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &self.path);
-            }
-        }
+    fn save(&mut self) {
+        // A hint: failing to keep it costs a later upload, not this command.
+        let _ = self.0.save();
     }
 }
 
@@ -292,8 +269,7 @@ async fn resolve_platform(
     Ok(child)
 }
 
-/// On a tag pulled from a multi-platform index: that index's digest.
-pub const UPSTREAM_INDEX_ANNOTATION: &str = "io.mybuild.upstream.index";
+pub use layer_cache::store::UPSTREAM_INDEX_ANNOTATION;
 
 /// Pulls `r` into the store and tags it; returns the stored manifest's digest.
 pub async fn pull_into_store(

@@ -118,7 +118,7 @@ pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
         "UpstreamIndex": desc
             .annotations()
             .as_ref()
-            .and_then(|a| a.get(super::registry::UPSTREAM_INDEX_ANNOTATION)),
+            .and_then(|a| a.get(layer_cache::store::UPSTREAM_INDEX_ANNOTATION)),
         "Manifest": manifest,
         "Config": config,
     });
