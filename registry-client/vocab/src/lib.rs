@@ -5,5 +5,7 @@
 //! each other.
 
 pub mod digest;
+pub mod reference;
 
 pub use digest::{Digest, DigestError};
+pub use reference::{Reference, ReferenceError, ReferenceErrorKind};
