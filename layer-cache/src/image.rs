@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
+pub use oci_vocab::Platform;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -284,26 +285,17 @@ impl ImageConfig {
     pub fn parse(bytes: &[u8], what: &str) -> Result<ImageConfig> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::json(what, e))
     }
-}
 
-/// The platform this process runs on, in OCI's words.
-pub fn host_platform() -> (&'static str, &'static str, Option<&'static str>) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    let variant = match arch {
-        "arm64" => Some("v8"),
-        "arm" => Some("v7"),
-        _ => None,
-    };
-    ("linux", arch, variant)
+    /// The platform the config names, as written.
+    pub fn platform(&self) -> Platform {
+        Platform::new(&self.os, &self.architecture, self.variant.as_deref())
+    }
+
+    /// Whether this stored image serves `want`: the one rule the builder and the
+    /// base puller share ([`oci_vocab::image_is_for`], Docker's).
+    pub fn is_for(&self, want: &Platform) -> bool {
+        oci_vocab::image_is_for(&self.platform(), want)
+    }
 }
 
 #[cfg(test)]

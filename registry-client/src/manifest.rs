@@ -6,6 +6,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
+pub use oci_vocab::platform::{Only, Platform, PlatformError};
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -29,16 +31,6 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
     #[serde(default)]
     pub urls: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-pub struct Platform {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
 }
 
 /// A manifest fetched from or bound for a registry.
@@ -139,94 +131,15 @@ impl Manifest {
     }
 }
 
-impl Platform {
-    /// `os/arch[/variant]`, with aliases normalised (`x86_64` → `amd64`, `aarch64` → `arm64`).
-    pub fn parse(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return Err(Error::invalid(
-                format!("platform {s:?}"),
-                "expected os/arch[/variant]",
-            ));
-        }
-        Ok(Platform {
-            os: parts[0].to_lowercase(),
-            architecture: parts[1].to_lowercase(),
-            variant: parts.get(2).map(|v| v.to_lowercase()),
-        }
-        .normalized())
-    }
-
-    pub fn host() -> Platform {
-        Platform {
-            os: "linux".into(),
-            architecture: std::env::consts::ARCH.into(),
-            variant: None,
-        }
-        .normalized()
-    }
-
-    pub fn normalized(&self) -> Platform {
-        let (arch, implied) = match self.architecture.as_str() {
-            "x86_64" | "x86-64" | "amd64" => ("amd64", None),
-            "aarch64" | "arm64" => ("arm64", Some("v8")),
-            "armhf" => ("arm", Some("v7")),
-            "armel" => ("arm", Some("v6")),
-            "arm" => ("arm", Some("v7")),
-            "i386" | "i686" | "x86" | "386" => ("386", None),
-            other => (other, None),
-        };
-        let variant = self
-            .variant
-            .clone()
-            .filter(|v| !v.is_empty())
-            .or(implied.map(str::to_string));
-        Platform {
-            os: self.os.clone(),
-            architecture: arch.into(),
-            variant,
-        }
-    }
-
-    pub fn matches(&self, other: &Platform) -> bool {
-        let a = self.normalized();
-        let b = other.normalized();
-        a.os == b.os && a.architecture == b.architecture && a.variant == b.variant
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The index entry for `want`, skipping attestation entries (`unknown/unknown`).
+/// The index entry for `want` (attestation entries, `unknown/unknown`, never match),
+/// picked as containerd does: the exact platform first, then those it runs.
 pub fn select_platform<'a>(manifests: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
-    manifests
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(want)))
+    Only::new(want).select(manifests, |d| d.platform.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn platforms_normalise_aliases_and_variants() {
-        let p = |s| Platform::parse(s).unwrap();
-        assert!(p("linux/arm64").matches(&p("linux/arm64/v8")));
-        assert!(p("linux/aarch64").matches(&p("linux/arm64")));
-        assert!(p("linux/x86_64").matches(&p("linux/amd64")));
-        assert!(p("linux/arm").matches(&p("linux/arm/v7")));
-        assert!(!p("linux/arm/v6").matches(&p("linux/arm/v7")));
-        assert!(!p("linux/amd64").matches(&p("windows/amd64")));
-        assert!(Platform::parse("linux").is_err());
-    }
 
     #[test]
     fn index_selection_and_schema1() {

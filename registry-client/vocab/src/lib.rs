@@ -5,7 +5,9 @@
 //! each other.
 
 pub mod digest;
+pub mod platform;
 pub mod reference;
 
 pub use digest::{Digest, DigestError};
+pub use platform::{image_is_for, Only, Platform, PlatformError};
 pub use reference::{Reference, ReferenceError, ReferenceErrorKind};
