@@ -2,18 +2,16 @@
 //! hold) plus just enough parsing to find blobs and pick a platform.
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
 pub use oci_vocab::platform::{Only, Platform, PlatformError};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+use oci_vocab::media;
+pub use oci_vocab::media::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
 /// Every manifest type we understand, for the Accept header.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -65,7 +63,7 @@ struct Raw {
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    oci_vocab::Digest::of(bytes).to_string()
 }
 
 impl Manifest {
@@ -78,12 +76,7 @@ impl Manifest {
             .clone()
             .or_else(|| content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_string()))
             .filter(|m| !m.is_empty() && m != "application/json");
-        if raw.schema_version == Some(1)
-            || matches!(
-                declared.as_deref(),
-                Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)
-            )
-        {
+        if raw.schema_version == Some(1) || declared.as_deref().is_some_and(media::is_schema1) {
             return Err(Error::invalid(
                 format!("manifest {digest}"),
                 "Docker schema 1 manifests are not supported; re-push the image with a current client",
@@ -108,12 +101,12 @@ impl Manifest {
         let raw: Raw = serde_json::from_slice(&self.bytes)
             .map_err(|e| Error::invalid(what(), e.to_string()))?;
         match self.media_type.as_str() {
-            OCI_INDEX | DOCKER_MANIFEST_LIST => Ok(ManifestBody::Index {
+            mt if media::is_index(mt) => Ok(ManifestBody::Index {
                 manifests: raw
                     .manifests
                     .ok_or_else(|| Error::invalid(what(), "index without manifests"))?,
             }),
-            OCI_MANIFEST | DOCKER_MANIFEST => Ok(ManifestBody::Image {
+            mt if media::is_manifest(mt) => Ok(ManifestBody::Image {
                 config: raw
                     .config
                     .ok_or_else(|| Error::invalid(what(), "manifest without config"))?,
@@ -127,7 +120,7 @@ impl Manifest {
     }
 
     pub fn is_index(&self) -> bool {
-        matches!(self.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST)
+        media::is_index(&self.media_type)
     }
 }
 
@@ -140,6 +133,22 @@ pub fn select_platform<'a>(manifests: &'a [Descriptor], want: &Platform) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_names_every_manifest_and_index_type() {
+        let accepted: Vec<&str> = ACCEPT.split(", ").collect();
+        for mt in [
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+        ] {
+            assert!(accepted.contains(&mt), "{mt}");
+        }
+        assert!(accepted
+            .iter()
+            .all(|mt| media::is_index(mt) || media::is_manifest(mt)));
+    }
 
     #[test]
     fn index_selection_and_schema1() {

@@ -5,6 +5,7 @@
 //! each other.
 
 pub mod digest;
+pub mod media;
 pub mod platform;
 pub mod reference;
 
