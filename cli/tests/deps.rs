@@ -45,7 +45,7 @@ fn crate_dependencies_point_the_right_way() {
             .map(|(n, _)| n.clone())
             .collect()
     };
-    for lib in ["layer-cache", "registry-client", "builder"] {
+    for lib in ["oci-vocab", "layer-cache", "registry-client", "builder"] {
         let d = normal(lib);
         for banned in [
             "mybuild",
@@ -60,6 +60,18 @@ fn crate_dependencies_point_the_right_way() {
                 "{lib} must not depend on {banned}"
             );
         }
+    }
+    // The shared vocabulary depends on no crate of ours, so every library can use it.
+    let ours: Vec<String> = deps.keys().cloned().collect();
+    let vocab = &deps["oci-vocab"];
+    for (dep, _) in vocab {
+        assert!(!ours.contains(dep), "oci-vocab must not depend on {dep}");
+    }
+    for lib in ["layer-cache", "registry-client"] {
+        assert!(
+            normal(lib).contains(&"oci-vocab".to_string()),
+            "{lib} takes its digests, references, platforms and media types from oci-vocab"
+        );
     }
     assert!(!normal("layer-cache").contains(&"registry-client".to_string()));
     assert!(!normal("registry-client").contains(&"layer-cache".to_string()));

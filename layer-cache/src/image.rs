@@ -1,4 +1,5 @@
-//! The image model: media types, manifests and indexes (oci-spec types), and our own
+//! The image model: manifests and indexes (oci-spec types; media types from
+//! `oci-vocab`, re-exported here), and our own
 //! image config type, which keeps Docker's fields that oci-spec drops and passes
 //! unknown fields through. JSON we hash is written with sorted keys.
 
@@ -10,20 +11,14 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
+use oci_vocab::media;
+pub use oci_vocab::Platform;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub use oci_vocab::media::{
+    Compression, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
+    OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST,
+};
 
 /// Annotation holding a tag in an OCI layout's index.json (what skopeo's `oci:` reads).
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -32,53 +27,6 @@ pub const IMAGE_NAME_ANNOTATION: &str = "io.containerd.image.name";
 
 /// Manifests and configs larger than this are refused rather than read into memory.
 pub const MAX_JSON_BLOB: u64 = 8 << 20;
-
-/// How a layer blob is compressed, from its media type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn of_media_type(mt: &str) -> Option<Compression> {
-        match mt {
-            OCI_LAYER
-            | DOCKER_LAYER
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(Compression::None),
-            OCI_LAYER_GZIP
-            | DOCKER_LAYER_GZIP
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-                Some(Compression::Gzip)
-            }
-            OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-                Some(Compression::Zstd)
-            }
-            _ => None,
-        }
-    }
-
-    pub fn oci_media_type(self) -> &'static str {
-        match self {
-            Compression::None => OCI_LAYER,
-            Compression::Gzip => OCI_LAYER_GZIP,
-            Compression::Zstd => OCI_LAYER_ZSTD,
-        }
-    }
-
-    /// Sniffs the compression from a blob's first bytes.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
 
 /// Serializes with sorted object keys, so equal values give equal bytes and digests.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -112,15 +60,15 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ParsedManifest> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| StoreError::json(what, e))?;
     let media_type = v.get("mediaType").and_then(Value::as_str).unwrap_or("");
     let schema = v.get("schemaVersion").and_then(Value::as_u64);
-    if schema == Some(1) || media_type == DOCKER_SCHEMA1 || media_type == DOCKER_SCHEMA1_SIGNED {
+    if schema == Some(1) || media::is_schema1(media_type) {
         return Err(StoreError::invalid(
             what,
             "Docker schema 1 manifests are not supported; re-push the image with a current client",
         ));
     }
     let is_index = match media_type {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => true,
-        OCI_MANIFEST | DOCKER_MANIFEST => false,
+        mt if media::is_index(mt) => true,
+        mt if media::is_manifest(mt) => false,
         "" => v.get("manifests").is_some(),
         other => {
             return Err(StoreError::invalid(
@@ -284,26 +232,17 @@ impl ImageConfig {
     pub fn parse(bytes: &[u8], what: &str) -> Result<ImageConfig> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::json(what, e))
     }
-}
 
-/// The platform this process runs on, in OCI's words.
-pub fn host_platform() -> (&'static str, &'static str, Option<&'static str>) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    let variant = match arch {
-        "arm64" => Some("v8"),
-        "arm" => Some("v7"),
-        _ => None,
-    };
-    ("linux", arch, variant)
+    /// The platform the config names, as written.
+    pub fn platform(&self) -> Platform {
+        Platform::new(&self.os, &self.architecture, self.variant.as_deref())
+    }
+
+    /// Whether this stored image serves `want`: the one rule the builder and the
+    /// base puller share ([`oci_vocab::image_is_for`], Docker's).
+    pub fn is_for(&self, want: &Platform) -> bool {
+        oci_vocab::image_is_for(&self.platform(), want)
+    }
 }
 
 #[cfg(test)]

@@ -101,12 +101,13 @@ impl Store {
             io::copy(&mut tee, &mut io::sink()).map_err(source_err)?;
         }
         let layer = writer.finish()?;
-        let (os, arch, variant) = image::host_platform();
+        // Normalised, so only arm carries a variant (`arm64/v8` is `arm64`).
+        let host = image::Platform::host();
         let config = ImageConfig {
             created: Some(opts.created.clone()),
-            architecture: arch.to_string(),
-            os: os.to_string(),
-            variant: variant.filter(|_| arch == "arm").map(str::to_string),
+            architecture: host.architecture,
+            os: host.os,
+            variant: host.variant,
             config: Some(opts.config),
             rootfs: RootFs {
                 kind: "layers".into(),

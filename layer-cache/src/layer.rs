@@ -191,16 +191,15 @@ pub(crate) fn pick_platform(
     index: &oci_spec::image::ImageIndex,
     digest: &Digest,
 ) -> Result<Digest> {
-    let (os, arch, _) = image::host_platform();
-    let found = index.manifests().iter().find(|m| match m.platform() {
-        Some(p) => p.os().to_string() == os && p.architecture().to_string() == arch,
-        None => false,
+    let host = image::Platform::host();
+    let found = oci_vocab::Only::new(&host).select(index.manifests(), |m| {
+        m.platform().as_ref().map(image::Platform::from)
     });
     match found {
         Some(m) => image::descriptor_digest(m),
         None => Err(StoreError::invalid(
             format!("index {digest}"),
-            format!("no manifest for platform {os}/{arch}"),
+            format!("no manifest for platform {host}"),
         )),
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use oci_spec::image::{Descriptor, ImageIndex};
+use oci_vocab::Reference;
 use serde_json::Value;
 
 use crate::digest::Digest;
@@ -18,7 +19,8 @@ use crate::image::{
 };
 use crate::store::Store;
 
-/// A parsed local reference: `repo[:tag][@digest]`.
+/// A parsed local reference: `repo[:tag][@digest]`, the familiar form of Docker's
+/// reference grammar (`oci_vocab::Reference`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
     /// Familiar repository, e.g. `busybox` or `localhost:5000/team/app`.
@@ -28,81 +30,16 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
+    /// Parses with Docker's grammar (`oci_vocab::Reference`) and keeps the familiar name.
     pub fn parse(input: &str) -> Result<ImageRef> {
-        let bad = |reason: &str| StoreError::InvalidReference {
-            name: input.to_string(),
-            reason: reason.to_string(),
-        };
-        if input.is_empty() {
-            return Err(bad("empty name"));
-        }
-        let (rest, digest) = match input.split_once('@') {
-            Some((r, d)) => (
-                r,
-                Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?),
-            ),
-            None => (input, None),
-        };
-        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (repo, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-            None => (rest, None),
-        };
-        if let Some(tag) = tag {
-            let valid = !tag.is_empty()
-                && tag.len() <= 128
-                && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                && tag
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            if !valid {
-                return Err(bad(
-                    "tag must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -",
-                ));
-            }
-        }
-        let mut parts: Vec<&str> = repo.split('/').collect();
-        let has_domain = parts.len() > 1
-            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost");
-        let mut domain = None;
-        if has_domain {
-            let d = parts.remove(0);
-            if d.is_empty()
-                || !d
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-            {
-                return Err(bad("invalid registry host"));
-            }
-            domain = Some(d);
-        }
-        if parts.is_empty() {
-            return Err(bad("missing repository name"));
-        }
-        for p in &parts {
-            if !valid_path_component(p) {
-                return Err(bad(
-                    "repository name must be lowercase letters, digits and separators (. _ __ -)",
-                ));
-            }
-        }
-        // Familiar form: Docker Hub's official images lose their domain and `library/`.
-        let domain = match domain {
-            Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => None,
-            d => d,
-        };
-        if domain.is_none() && parts.len() == 2 && parts[0] == "library" {
-            parts.remove(0);
-        }
-        let path = parts.join("/");
-        let repo = match domain {
-            Some(d) => format!("{d}/{path}"),
-            None => path,
-        };
+        let r = Reference::parse(input).map_err(|e| StoreError::InvalidReference {
+            name: e.input,
+            reason: e.kind.to_string(),
+        })?;
         Ok(ImageRef {
-            repo,
-            tag: tag.map(str::to_string),
-            digest,
+            repo: r.familiar_name(),
+            digest: r.digest_value(),
+            tag: r.tag,
         })
     }
 
@@ -113,17 +50,9 @@ impl ImageRef {
 
     /// The full name Docker and containerd write (`docker.io/library/busybox:latest`).
     pub fn full_name(&self) -> String {
-        let first = self.repo.split('/').next().unwrap_or("");
-        let has_domain = self.repo.contains('/')
-            && (first.contains('.') || first.contains(':') || first == "localhost");
-        let repo = if has_domain {
-            self.repo.clone()
-        } else if self.repo.contains('/') {
-            format!("docker.io/{}", self.repo)
-        } else {
-            format!("docker.io/library/{}", self.repo)
-        };
-        format!("{repo}:{}", self.tag.as_deref().unwrap_or("latest"))
+        // A familiar name parses back to the name it came from.
+        let name = Reference::parse(&self.repo).map_or_else(|_| self.repo.clone(), |r| r.name());
+        format!("{name}:{}", self.tag.as_deref().unwrap_or("latest"))
     }
 }
 
@@ -138,36 +67,6 @@ impl fmt::Display for ImageRef {
         }
         Ok(())
     }
-}
-
-fn valid_path_component(p: &str) -> bool {
-    // [a-z0-9]+ separated by one of: '.', '_', '__', one or more '-'
-    let b = p.as_bytes();
-    if b.is_empty() || !b[0].is_ascii_lowercase() && !b[0].is_ascii_digit() {
-        return false;
-    }
-    let last = b[b.len() - 1];
-    if !last.is_ascii_lowercase() && !last.is_ascii_digit() {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
-            i += 1;
-        }
-        let sep = &p[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
 }
 
 /// One tag in the store.
@@ -400,5 +299,23 @@ mod tests {
             err.contains("\"Busybox\"") && err.contains("lowercase"),
             "{err}"
         );
+    }
+
+    /// The store folded `registry-1.docker.io` into the Hub and took hosts of any of
+    /// `.-:[]`; Docker's grammar does neither.
+    #[test]
+    fn store_names_follow_dockers_grammar() {
+        let r = ImageRef::parse("registry-1.docker.io/library/x:1").expect("ref");
+        assert_eq!(r.tagged_name(), "registry-1.docker.io/library/x:1");
+        assert_eq!(r.full_name(), "registry-1.docker.io/library/x:1");
+        assert!(ImageRef::parse("ho_st.io/app").is_err());
+        assert!(ImageRef::parse("a.-b.io/app").is_err());
+        let long = format!("{}:1", "a".repeat(240));
+        assert!(
+            ImageRef::parse(&long).is_err(),
+            "longer than 255 with docker.io/library/"
+        );
+        let r = ImageRef::parse("[::1]:5000/app").expect("ipv6 host");
+        assert_eq!(r.tagged_name(), "[::1]:5000/app:latest");
     }
 }

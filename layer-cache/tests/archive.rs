@@ -30,7 +30,7 @@ fn parts(tmp: &tempfile::TempDir) -> Parts {
         .write_layer(&mut &[7u8; 4096][..], LayerOptions::default())
         .expect("layer");
     let config = ImageConfig {
-        architecture: image::host_platform().1.to_string(),
+        architecture: image::Platform::host().architecture,
         os: "linux".into(),
         rootfs: image::RootFs {
             kind: "layers".into(),

@@ -83,3 +83,12 @@ fn progress(offset: u64, size: u64) -> String {
         format!(", at byte {offset} of {size}")
     }
 }
+
+impl From<crate::reference::ReferenceError> for Error {
+    fn from(e: crate::reference::ReferenceError) -> Self {
+        Error::InvalidReference {
+            name: e.input,
+            reason: e.kind.to_string(),
+        }
+    }
+}

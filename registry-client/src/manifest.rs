@@ -2,16 +2,16 @@
 //! hold) plus just enough parsing to find blobs and pick a platform.
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub use oci_vocab::platform::{Only, Platform, PlatformError};
+
+use oci_vocab::media;
+pub use oci_vocab::media::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
 /// Every manifest type we understand, for the Accept header.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -29,16 +29,6 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
     #[serde(default)]
     pub urls: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-pub struct Platform {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
 }
 
 /// A manifest fetched from or bound for a registry.
@@ -73,7 +63,7 @@ struct Raw {
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    oci_vocab::Digest::of(bytes).to_string()
 }
 
 impl Manifest {
@@ -86,12 +76,7 @@ impl Manifest {
             .clone()
             .or_else(|| content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_string()))
             .filter(|m| !m.is_empty() && m != "application/json");
-        if raw.schema_version == Some(1)
-            || matches!(
-                declared.as_deref(),
-                Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)
-            )
-        {
+        if raw.schema_version == Some(1) || declared.as_deref().is_some_and(media::is_schema1) {
             return Err(Error::invalid(
                 format!("manifest {digest}"),
                 "Docker schema 1 manifests are not supported; re-push the image with a current client",
@@ -116,12 +101,12 @@ impl Manifest {
         let raw: Raw = serde_json::from_slice(&self.bytes)
             .map_err(|e| Error::invalid(what(), e.to_string()))?;
         match self.media_type.as_str() {
-            OCI_INDEX | DOCKER_MANIFEST_LIST => Ok(ManifestBody::Index {
+            mt if media::is_index(mt) => Ok(ManifestBody::Index {
                 manifests: raw
                     .manifests
                     .ok_or_else(|| Error::invalid(what(), "index without manifests"))?,
             }),
-            OCI_MANIFEST | DOCKER_MANIFEST => Ok(ManifestBody::Image {
+            mt if media::is_manifest(mt) => Ok(ManifestBody::Image {
                 config: raw
                     .config
                     .ok_or_else(|| Error::invalid(what(), "manifest without config"))?,
@@ -135,81 +120,14 @@ impl Manifest {
     }
 
     pub fn is_index(&self) -> bool {
-        matches!(self.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST)
+        media::is_index(&self.media_type)
     }
 }
 
-impl Platform {
-    /// `os/arch[/variant]`, with aliases normalised (`x86_64` → `amd64`, `aarch64` → `arm64`).
-    pub fn parse(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return Err(Error::invalid(
-                format!("platform {s:?}"),
-                "expected os/arch[/variant]",
-            ));
-        }
-        Ok(Platform {
-            os: parts[0].to_lowercase(),
-            architecture: parts[1].to_lowercase(),
-            variant: parts.get(2).map(|v| v.to_lowercase()),
-        }
-        .normalized())
-    }
-
-    pub fn host() -> Platform {
-        Platform {
-            os: "linux".into(),
-            architecture: std::env::consts::ARCH.into(),
-            variant: None,
-        }
-        .normalized()
-    }
-
-    pub fn normalized(&self) -> Platform {
-        let (arch, implied) = match self.architecture.as_str() {
-            "x86_64" | "x86-64" | "amd64" => ("amd64", None),
-            "aarch64" | "arm64" => ("arm64", Some("v8")),
-            "armhf" => ("arm", Some("v7")),
-            "armel" => ("arm", Some("v6")),
-            "arm" => ("arm", Some("v7")),
-            "i386" | "i686" | "x86" | "386" => ("386", None),
-            other => (other, None),
-        };
-        let variant = self
-            .variant
-            .clone()
-            .filter(|v| !v.is_empty())
-            .or(implied.map(str::to_string));
-        Platform {
-            os: self.os.clone(),
-            architecture: arch.into(),
-            variant,
-        }
-    }
-
-    pub fn matches(&self, other: &Platform) -> bool {
-        let a = self.normalized();
-        let b = other.normalized();
-        a.os == b.os && a.architecture == b.architecture && a.variant == b.variant
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The index entry for `want`, skipping attestation entries (`unknown/unknown`).
+/// The index entry for `want` (attestation entries, `unknown/unknown`, never match),
+/// picked as containerd does: the exact platform first, then those it runs.
 pub fn select_platform<'a>(manifests: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
-    manifests
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(want)))
+    Only::new(want).select(manifests, |d| d.platform.clone())
 }
 
 #[cfg(test)]
@@ -217,15 +135,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn platforms_normalise_aliases_and_variants() {
-        let p = |s| Platform::parse(s).unwrap();
-        assert!(p("linux/arm64").matches(&p("linux/arm64/v8")));
-        assert!(p("linux/aarch64").matches(&p("linux/arm64")));
-        assert!(p("linux/x86_64").matches(&p("linux/amd64")));
-        assert!(p("linux/arm").matches(&p("linux/arm/v7")));
-        assert!(!p("linux/arm/v6").matches(&p("linux/arm/v7")));
-        assert!(!p("linux/amd64").matches(&p("windows/amd64")));
-        assert!(Platform::parse("linux").is_err());
+    fn accept_names_every_manifest_and_index_type() {
+        let accepted: Vec<&str> = ACCEPT.split(", ").collect();
+        for mt in [
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+        ] {
+            assert!(accepted.contains(&mt), "{mt}");
+        }
+        assert!(accepted
+            .iter()
+            .all(|mt| media::is_index(mt) || media::is_manifest(mt)));
     }
 
     #[test]

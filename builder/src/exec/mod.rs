@@ -676,12 +676,7 @@ impl Exec<'_> {
         let img = self.store.load_image(&desc)?;
         let c = &img.config;
         // A tag holds one platform's image: never build on another platform's.
-        // (A config that names no architecture is taken as it is.)
-        if !c.architecture.is_empty()
-            && !self
-                .platform
-                .matches_image(&c.os, &c.architecture, c.variant.as_deref())
-        {
+        if !c.is_for(&self.platform.oci()) {
             let have = Platform::normalized(&c.os, &c.architecture, c.variant.as_deref());
             return Err(BuildError::BasePlatform {
                 location: location.to_string(),

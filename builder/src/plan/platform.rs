@@ -12,67 +12,39 @@ pub struct Platform {
 impl Platform {
     /// The platform this process runs on, in OCI words (`amd64`, `arm64`...).
     pub fn host() -> Platform {
-        let (os, arch, variant) = layer_cache::image::host_platform();
-        Platform::normalized(os, arch, variant)
+        Platform::from_oci(oci_vocab::Platform::host())
     }
 
     /// Parse `os/arch[/variant]`, normalised as BuildKit (containerd) does: `x86_64` →
     /// `amd64`, `aarch64` → `arm64`, `arm64/v8` → `arm64`, `arm` → `arm/v7`. `None` when a
     /// component is empty or has other characters than `[A-Za-z0-9_.-]`.
     pub fn parse(s: &str) -> Option<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        };
-        if !parts.iter().all(|p| ok(p)) {
-            return None;
-        }
-        let (os, arch, variant) = match parts.as_slice() {
-            [os, arch] => (os, arch, None),
-            [os, arch, v] => (os, arch, Some(v.to_ascii_lowercase())),
-            _ => return None,
-        };
-        Some(Platform::normalized(
-            &os.to_ascii_lowercase(),
-            &arch.to_ascii_lowercase(),
-            variant.as_deref(),
-        ))
+        oci_vocab::Platform::parse(s).ok().map(Platform::from_oci)
     }
 
     /// `os`, `arch` and `variant` (as an image config or index holds them) in the
     /// words BuildKit uses.
     pub fn normalized(os: &str, arch: &str, variant: Option<&str>) -> Platform {
-        let variant = variant.filter(|v| !v.is_empty());
-        let (arch, variant) = match (arch, variant) {
-            ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v.map(str::to_string)),
-            ("i386" | "i686" | "x86" | "386", v) => ("386", v.map(str::to_string)),
-            ("aarch64" | "arm64", Some("8" | "v8" | "v8.0") | None) => ("arm64", None),
-            ("aarch64" | "arm64", Some(v)) => ("arm64", Some(v.to_string())),
-            ("armhf", _) => ("arm", Some("v7".to_string())),
-            ("armel", _) => ("arm", Some("v6".to_string())),
-            ("arm", None | Some("7")) => ("arm", Some("v7".to_string())),
-            ("arm", Some(v @ ("5" | "6" | "8"))) => ("arm", Some(format!("v{v}"))),
-            (a, v) => (a, v.map(str::to_string)),
-        };
+        Platform::from_oci(oci_vocab::Platform::new(os, arch, variant).normalized())
+    }
+
+    /// The same platform in `oci-vocab`'s type, for its matchers.
+    pub fn oci(&self) -> oci_vocab::Platform {
+        oci_vocab::Platform::new(&self.os, &self.arch, self.variant.as_deref())
+    }
+
+    fn from_oci(p: oci_vocab::Platform) -> Platform {
         Platform {
-            os: os.to_string(),
-            arch: arch.to_string(),
-            variant,
+            os: p.os,
+            arch: p.architecture,
+            variant: p.variant,
         }
     }
 
-    /// True when an image made for `os/arch/variant` (from its config) is this platform.
-    /// A config without a variant matches any variant of its architecture, as many
-    /// images leave it out.
-    pub fn matches_image(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
-        let have = Platform::normalized(os, arch, variant);
-        let want = Platform::normalized(&self.os, &self.arch, self.variant.as_deref());
-        let variant_given = variant.is_some_and(|v| !v.is_empty());
-        (os.is_empty() || have.os == want.os)
-            && have.arch == want.arch
-            && (!variant_given || have.variant == want.variant)
+    /// True when a program built for `other` runs here without emulation
+    /// (containerd's `Only`: arm/v7 runs arm/v6, amd64 runs 386).
+    pub fn runs(&self, other: &Platform) -> bool {
+        oci_vocab::Only::new(&self.oci()).matches(&other.oci())
     }
 
     /// `(prefix + PLATFORM, OS, ARCH, VARIANT)` as build-arg pairs.
@@ -143,13 +115,10 @@ mod tests {
     }
 
     #[test]
-    fn image_platforms_match_with_or_without_a_variant() {
-        let arm64 = Platform::parse("linux/arm64").unwrap();
-        assert!(arm64.matches_image("linux", "arm64", Some("v8")));
-        assert!(arm64.matches_image("linux", "aarch64", None));
-        assert!(!arm64.matches_image("linux", "amd64", None));
-        let v6 = Platform::parse("linux/arm/v6").unwrap();
-        assert!(!v6.matches_image("linux", "arm", Some("v7")));
-        assert!(v6.matches_image("linux", "arm", None));
+    fn a_host_runs_its_own_and_older_variants() {
+        let v7 = Platform::parse("linux/arm/v7").unwrap();
+        assert!(v7.runs(&Platform::parse("linux/arm/v6").unwrap()));
+        assert!(!Platform::parse("linux/arm/v6").unwrap().runs(&v7));
+        assert!(Platform::host().runs(&Platform::host()));
     }
 }

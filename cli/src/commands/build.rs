@@ -141,11 +141,9 @@ impl StoreBases<'_> {
         // Another platform's image under this name is not used (the build then
         // says which platform the store has).
         let desc = self.store.resolve(reference).ok().filter(|d| {
-            self.store.load_image(d).is_ok_and(|img| {
-                let c = &img.config;
-                c.architecture.is_empty()
-                    || platform.matches_image(&c.os, &c.architecture, c.variant.as_deref())
-            })
+            self.store
+                .load_image(d)
+                .is_ok_and(|img| img.config.is_for(&platform.oci()))
         });
         self.resolved.borrow_mut().insert(key, desc.clone());
         desc

@@ -959,16 +959,9 @@ impl BasePuller {
         }
         // A stored image of another platform is pulled again for this one.
         let stored = self.store.resolve(reference).ok().map(|d| {
-            self.store.load_image(&d).map_or(true, |img| {
-                let c = img.config;
-                c.architecture.is_empty()
-                    || Platform {
-                        os: c.os,
-                        architecture: c.architecture,
-                        variant: c.variant,
-                    }
-                    .matches(&platform)
-            })
+            self.store
+                .load_image(&d)
+                .map_or(true, |img| img.config.is_for(&platform))
         });
         if !self.always && stored == Some(true) {
             return;

@@ -1,0 +1,143 @@
+//! sha256 content digests: the one `Digest` type the store, the registry client and
+//! the builder share. Only sha256 is accepted: it is what images use and what we can
+//! verify.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+/// A `sha256:<64 lowercase hex>` content digest. The store holds sha256 blobs only.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid digest {input:?}: {reason}")]
+pub struct DigestError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl Digest {
+    pub fn from_sha256_bytes(bytes: &[u8]) -> Digest {
+        Digest {
+            hex: hex::encode(bytes),
+        }
+    }
+
+    /// Digest of a byte slice.
+    pub fn of(data: &[u8]) -> Digest {
+        Digest::from_sha256_bytes(&Sha256::digest(data))
+    }
+
+    /// Accepts a bare 64-char hex string (as in blob file names).
+    pub fn from_hex(hex: &str) -> Result<Digest, DigestError> {
+        if hex.len() != 64 {
+            return Err(DigestError {
+                input: hex.to_string(),
+                reason: "sha256 hex must be 64 characters",
+            });
+        }
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(DigestError {
+                input: hex.to_string(),
+                reason: "sha256 hex must be lowercase hexadecimal",
+            });
+        }
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// First 12 hex characters, as `docker images` shows ids.
+    pub fn short(&self) -> &str {
+        &self.hex[..12]
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("sha256", hex)) => Digest::from_hex(hex),
+            Some(_) => Err(DigestError {
+                input: s.to_string(),
+                reason: "only sha256 digests are supported",
+            }),
+            None => Err(DigestError {
+                input: s.to_string(),
+                reason: "expected algorithm:hex",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = DigestError;
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Self, Self::Error> {
+        d.to_string().parse()
+    }
+}
+
+impl From<&Digest> for oci_spec::image::Digest {
+    fn from(d: &Digest) -> Self {
+        // A validated sha256 digest always parses.
+        oci_spec::image::Sha256Digest::from_str(&d.hex)
+            .map(Into::into)
+            .unwrap_or_else(|_| unreachable!("validated sha256 hex"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_displays() {
+        let d = Digest::of(b"");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(d.to_string().parse::<Digest>().ok(), Some(d));
+        assert!("sha512:abcd".parse::<Digest>().is_err());
+        assert!("sha256:ABCDEF".parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "G".repeat(64))
+            .parse::<Digest>()
+            .is_err());
+    }
+}
