@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use builder::exec::{LayerSource, UsedKeys};
@@ -18,6 +18,7 @@ use layer_cache::image::descriptor_digest;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
 use layer_cache::{Digest, Store};
 use registry_client::manifest::{OCI_INDEX, OCI_MANIFEST};
+use registry_client::transfer::{ImageSource, Registry, TransferError};
 use registry_client::{Client, Manifest, ManifestBody, Reference};
 use serde::{Deserialize, Serialize};
 
@@ -179,7 +180,7 @@ struct Source {
 pub struct Imported {
     store: Store,
     sources: Vec<Source>,
-    remote: Option<(Client, tokio::runtime::Runtime)>,
+    remote: Option<(Arc<Client>, tokio::runtime::Runtime)>,
     /// Layers fetched (count, bytes).
     fetched: Mutex<(u64, u64)>,
     warnings: Mutex<Vec<String>>,
@@ -398,10 +399,13 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
                 .remote
                 .as_ref()
                 .ok_or_else(|| anyhow!("no registry client"))?;
+            let source = Registry::new(client.clone());
             rt.block_on(async {
-                let m = match client.get_manifest(r).await {
+                let m = match source.manifest(r, None).await {
                     Ok(m) => m,
-                    Err(registry_client::Error::NotFound { .. }) => bail!("not found"),
+                    Err(TransferError::Registry(registry_client::Error::NotFound { .. })) => {
+                        bail!("not found")
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 let (config, layers) = cache_parts(&m, &r.to_string())?;
@@ -410,7 +414,7 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
                 }
                 // pull_blob checks size and digest.
                 let mut bytes = Vec::new();
-                client.pull_blob(r, &config, &mut bytes, &|_| {}).await?;
+                source.read_blob(r, &config, &mut bytes, &|_| {}).await?;
                 Ok((config, layers, bytes))
             })?
         }
