@@ -86,29 +86,23 @@ where
 {
     let permits = Arc::new(Semaphore::new(limit.max(1)));
     let mut set = JoinSet::new();
+    let mut names = std::collections::HashMap::new();
     for (digest, job) in jobs {
         let permits = permits.clone();
-        set.spawn(async move {
+        let name = digest.clone();
+        let task = set.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            job.await
-                .map(|()| digest.clone())
-                .map_err(|e| (digest, Some(e)))
+            job.await.map(|()| digest)
         });
+        names.insert(task.id(), name);
     }
     let mut done = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok(d)) => done.push(d),
-            Ok(Err((_, Some(e)))) => return Err(e),
-            Ok(Err((digest, None))) => {
-                return Err(TransferError::Task {
-                    digest,
-                    reason: "no result".into(),
-                })
-            }
+            Ok(result) => done.push(result?),
             Err(e) => {
                 return Err(TransferError::Task {
-                    digest: String::new(),
+                    digest: names.remove(&e.id()).unwrap_or_default(),
                     reason: e.to_string(),
                 })
             }
@@ -222,12 +216,23 @@ pub async fn pull(
         .map(|d| d.digest.clone())
         .collect();
     sink.record_pulled(r, &blobs);
-    sink.write_manifest(r, &m, index.as_deref()).await?;
+    write_manifest(t, &*sink, r, &m, index.as_deref()).await?;
+    Ok(Pulled { manifest: m, index })
+}
+
+async fn write_manifest(
+    t: &Transfer,
+    sink: &dyn ImageSink,
+    to: &Reference,
+    m: &Manifest,
+    upstream_index: Option<&str>,
+) -> Result<()> {
+    sink.write_manifest(to, m, upstream_index).await?;
     t.say(TransferEvent::Manifest {
-        reference: r,
+        reference: to,
         digest: &m.digest,
     });
-    Ok(Pulled { manifest: m, index })
+    Ok(())
 }
 
 /// Sends an image manifest's config and layers to `to` (each skipped when
@@ -311,12 +316,7 @@ pub async fn push_tree(
     } else {
         push_blobs(t, Action::Push, &source, &sink, from, to, m).await?;
     }
-    sink.write_manifest(to, m, None).await?;
-    t.say(TransferEvent::Manifest {
-        reference: to,
-        digest: &m.digest,
-    });
-    Ok(())
+    write_manifest(t, &*sink, to, m, None).await
 }
 
 /// Copies `from` to `to`: with `all_platforms` a whole index (each entry, then
@@ -338,15 +338,15 @@ pub async fn copy(
                 let cm = source.manifest(from, Some(child)).await?;
                 let child_to = to.with_reference(None, None);
                 push_blobs(t, Action::Copy, &source, &sink, from, &child_to, &cm).await?;
-                sink.write_manifest(&child_to, &cm, None).await?;
+                write_manifest(t, &*sink, &child_to, &cm, None).await?;
             }
         }
-        sink.write_manifest(to, &top, None).await?;
+        write_manifest(t, &*sink, to, &top, None).await?;
         Ok(top.digest)
     } else {
         let m = resolve_platform(&*source, from, top, platform).await?;
         push_blobs(t, Action::Copy, &source, &sink, from, to, &m).await?;
-        sink.write_manifest(to, &m, None).await?;
+        write_manifest(t, &*sink, to, &m, None).await?;
         Ok(m.digest)
     }
 }
