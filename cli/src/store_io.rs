@@ -97,6 +97,20 @@ impl StoreIo {
         }
     }
 
+    /// A stored image's manifest, and the index it was pulled from, if any.
+    pub fn image(&self, name: &str) -> anyhow::Result<(Manifest, Option<String>)> {
+        let desc = self.store.resolve(name)?;
+        let digest = layer_cache::image::descriptor_digest(&desc)?;
+        let bytes = self.store.read_blob(&digest, MAX_MANIFEST)?;
+        let m = Manifest::new(bytes, Some(desc.media_type().to_string().as_str()))?;
+        let upstream = desc
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(UPSTREAM_INDEX_ANNOTATION))
+            .cloned();
+        Ok((m, upstream))
+    }
+
     /// Keeps what the transfer learnt of where blobs live (after a success).
     pub fn save_sources(&self) {
         if let Ok(s) = self.sources.lock() {
@@ -214,12 +228,7 @@ impl StoreIo {
                     .with_context(|| format!("index entry {} is not in the store", child.digest))?;
                 Manifest::new(bytes, Some(&child.media_type))?
             }
-            None => {
-                let desc = self.store.resolve(&local_name(from))?;
-                let digest = layer_cache::image::descriptor_digest(&desc)?;
-                let bytes = self.store.read_blob(&digest, MAX_MANIFEST)?;
-                Manifest::new(bytes, Some(desc.media_type().to_string().as_str()))?
-            }
+            None => self.image(&local_name(from))?.0,
         })
     }
 }

@@ -243,6 +243,11 @@ impl TransferReporter for TransferView {
                 reference,
                 left,
             } => self.interrupted(verb(action), reference, left),
+            TransferEvent::ReplacesIndex { reference, index } => self.warn(&format!(
+                "{reference} holds the multi-platform index {index} this image was pulled from; \
+                 pushing replaces it with this one platform (`mybuild copy --all-platforms` \
+                 moves the whole index)"
+            )),
             TransferEvent::Warning { message } => self.warn(message),
         }
     }

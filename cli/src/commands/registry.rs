@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use layer_cache::{Digest, ImageRef, Store};
 use registry_client::auth::{CredentialStore, Credentials};
-use registry_client::manifest::MAX_MANIFEST;
 use registry_client::reference::normalize_registry;
 use registry_client::transfer::{
     self, Action, Registry, Transfer, TransferEvent, TransferReporter,
@@ -220,35 +219,15 @@ pub async fn push_from_store(
     dest: &Reference,
     view: Arc<TransferView>,
 ) -> Result<String> {
-    let desc = store.resolve(image)?;
-    let digest = layer_cache::image::descriptor_digest(&desc)?;
-    let bytes = store.read_blob(&digest, MAX_MANIFEST)?;
-    let m = Manifest::new(bytes, Some(desc.media_type().to_string().as_str()))?;
+    let io = Arc::new(StoreIo::new(store));
+    let (m, upstream) = io.image(image)?;
     let mut dest = dest.clone();
     if dest.tag.is_none() && dest.digest.is_none() {
         dest.tag = Some("latest".into());
     }
-    let io = Arc::new(StoreIo::new(store));
-    let upstream = desc
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(UPSTREAM_INDEX_ANNOTATION));
-    if let (Some(index), Some(_)) = (upstream, &dest.tag) {
-        // A platform pulled from an index, pushed back over that index: the other
-        // platforms would vanish from the tag.
-        if client.manifest_digest(&dest).await.ok().as_ref() == Some(index) {
-            view.event(TransferEvent::Warning {
-                message: &format!(
-                    "{dest} holds the multi-platform index {index} this image was pulled from; \
-                     pushing replaces it with this one platform (`mybuild copy --all-platforms` \
-                     moves the whole index)"
-                ),
-            });
-        }
-    }
     let t = transfer(client, view);
     let sink = Arc::new(Registry::new(client.clone()));
-    transfer::push_tree(&t, io.clone(), sink, &dest, &dest, &m).await?;
+    transfer::push(&t, io.clone(), sink, &dest, &dest, &m, upstream.as_deref()).await?;
     io.save_sources();
     Ok(m.digest)
 }

@@ -18,7 +18,7 @@ use tokio::io::AsyncRead;
 
 use crate::{Descriptor, Manifest, Reference};
 
-pub use ops::{copy, pull, push_tree, transfer_blob, Pulled, Transfer};
+pub use ops::{copy, pull, push, push_tree, transfer_blob, Pulled, Transfer};
 pub use registry::Registry;
 
 /// An error of a source or sink outside this crate (the store's, say), kept whole.
@@ -144,6 +144,11 @@ pub trait ImageSink: Send + Sync {
         digest: &'a str,
     ) -> BoxFuture<'a, Result<bool>>;
 
+    /// The digest of the manifest `to` names now, where the sink can tell.
+    fn manifest_digest<'a>(&'a self, _to: &'a Reference) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
+
     /// Writes one blob, committed only when its content matches its digest.
     fn write_blob<'a>(
         &'a self,
@@ -239,6 +244,12 @@ pub enum TransferEvent<'a> {
         action: Action,
         reference: &'a Reference,
         left: &'a str,
+    },
+    /// A push is about to replace the multi-platform index `index` that
+    /// `reference` holds (the one the pushed image was picked from) with one platform.
+    ReplacesIndex {
+        reference: &'a Reference,
+        index: &'a str,
     },
     Warning {
         message: &'a str,

@@ -319,6 +319,29 @@ pub async fn push_tree(
     write_manifest(t, &*sink, to, m, None).await
 }
 
+/// Pushes a single-platform image as [`push_tree`] does. When `to`'s tag holds
+/// `upstream_index`, the index the image was picked from, that is said first:
+/// the push replaces the index (and its other platforms) with this one platform.
+pub async fn push(
+    t: &Transfer,
+    source: Arc<dyn ImageSource>,
+    sink: Arc<dyn ImageSink>,
+    from: &Reference,
+    to: &Reference,
+    m: &Manifest,
+    upstream_index: Option<&str>,
+) -> Result<()> {
+    if let (Some(index), Some(_)) = (upstream_index, &to.tag) {
+        if sink.manifest_digest(to).await.as_deref() == Some(index) {
+            t.say(TransferEvent::ReplacesIndex {
+                reference: to,
+                index,
+            });
+        }
+    }
+    push_tree(t, source, sink, from, to, m).await
+}
+
 /// Copies `from` to `to`: with `all_platforms` a whole index (each entry, then
 /// the index, keeping its digest), else the image for `platform`. Returns the
 /// digest of the manifest written under `to`.

@@ -140,6 +140,10 @@ impl ImageSink for Registry {
         Box::pin(async move { Ok(self.client.has_manifest(to, digest).await?) })
     }
 
+    fn manifest_digest<'a>(&'a self, to: &'a Reference) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move { self.client.manifest_digest(to).await.ok() })
+    }
+
     /// Skips a blob the repository has (one HEAD), else mounts or uploads it.
     fn write_blob<'a>(
         &'a self,
