@@ -412,7 +412,7 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<(CacheFile, BTreeMap<S
                 if config.size > MAX_RECORDS_BLOB {
                     bail!("its records blob is {} bytes, too large", config.size);
                 }
-                // pull_blob checks size and digest.
+                // read_blob checks size and digest.
                 let mut bytes = Vec::new();
                 source.read_blob(r, &config, &mut bytes, &|_| {}).await?;
                 Ok((config, layers, bytes))
