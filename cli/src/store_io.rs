@@ -97,6 +97,17 @@ impl StoreIo {
         }
     }
 
+    /// For single blobs: no record of where blobs live is read or kept.
+    pub fn blobs_only(store: &Store) -> StoreIo {
+        StoreIo {
+            store: store.clone(),
+            sources: Mutex::new(Sources {
+                path: store.root().join("registry-sources.json"),
+                map: BTreeMap::new(),
+            }),
+        }
+    }
+
     /// A stored image's manifest, and the index it was pulled from, if any.
     pub fn image(&self, name: &str) -> anyhow::Result<(Manifest, Option<String>)> {
         let desc = self.store.resolve(name)?;

@@ -1,5 +1,6 @@
 //! Registry commands: pull, push, copy, login, logout, tags, digest, delete.
-//! registry-client speaks the protocol; this file wires it to the store.
+//! registry-client speaks the protocol and runs the transfers; this file parses
+//! arguments, wires the store in (`store_io`), handles signals and picks the view.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
@@ -207,7 +208,7 @@ pub async fn pull_blob_quietly(
 ) -> Result<()> {
     let t = Transfer::quiet(1);
     let source = Registry::new(client.clone());
-    transfer::transfer_blob(&t, &source, &StoreIo::new(store), r, d, None).await?;
+    transfer::transfer_blob(&t, &source, &StoreIo::blobs_only(store), r, d, None).await?;
     Ok(())
 }
 
