@@ -2,6 +2,8 @@ mod changes;
 mod commands;
 mod output;
 mod progress;
+mod store_io;
+mod transfer_view;
 
 use std::path::PathBuf;
 

@@ -7,6 +7,7 @@ mod client;
 pub mod error;
 pub mod manifest;
 pub mod reference;
+pub mod transfer;
 
 pub use client::{BlobSource, Client, ClientOptions, PushOutcome};
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use builder::exec::{LayerSource, UsedKeys};
@@ -17,6 +17,7 @@ use layer_cache::layout::LayoutDir;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
 use layer_cache::Store;
 use registry_client::manifest::OCI_MANIFEST;
+use registry_client::transfer::{ImageSource, Registry, TransferError};
 use registry_client::{Client, Manifest, Reference};
 
 use super::registry::{self, ProgressMode, RegistryOpts};
@@ -157,7 +158,7 @@ struct Source {
 pub struct Imported {
     store: Store,
     sources: Vec<Source>,
-    remote: Option<(Client, tokio::runtime::Runtime)>,
+    remote: Option<(Arc<Client>, tokio::runtime::Runtime)>,
     /// Layers fetched (count, bytes).
     fetched: Mutex<(u64, u64)>,
     warnings: Mutex<Vec<String>>,
@@ -300,10 +301,13 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<CacheContents> {
                 .remote
                 .as_ref()
                 .ok_or_else(|| anyhow!("no registry client"))?;
+            let source = Registry::new(client.clone());
             rt.block_on(async {
-                let m = match client.get_manifest(r).await {
+                let m = match source.manifest(r, None).await {
                     Ok(m) => m,
-                    Err(registry_client::Error::NotFound { .. }) => bail!("not found"),
+                    Err(TransferError::Registry(registry_client::Error::NotFound { .. })) => {
+                        bail!("not found")
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 let m = CacheManifest::parse(&m.bytes, &r.to_string())?;
@@ -315,9 +319,9 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<CacheContents> {
                     platform: None,
                     urls: Vec::new(),
                 };
-                // pull_blob checks size and digest.
+                // read_blob checks size and digest.
                 let mut bytes = Vec::new();
-                client.pull_blob(r, &config, &mut bytes, &|_| {}).await?;
+                source.read_blob(r, &config, &mut bytes, &|_| {}).await?;
                 Ok(m.contents(&bytes)?)
             })
         }

@@ -102,13 +102,6 @@ pub enum Event<'a> {
         #[serde(skip)]
         chunks: u64,
     },
-    /// A manifest written to a registry.
-    Manifest {
-        #[serde(rename = "ref")]
-        reference: String,
-        digest: String,
-        size: u64,
-    },
     Pulled {
         #[serde(rename = "ref")]
         reference: String,
@@ -185,7 +178,6 @@ pub enum BlobAction {
     /// Push or copy: mounted from another repository of the registry.
     Mounted,
     Pushed,
-    #[allow(dead_code)] // For the transfer reporter's copy.
     Copied,
 }
 
@@ -227,7 +219,6 @@ impl<'a> Event<'a> {
     }
 
     /// The start of a copy of `src` to `dest`.
-    #[allow(dead_code)] // For the transfer reporter's copy.
     pub fn copy(src: &Reference, dest: &Reference) -> Event<'static> {
         Event::Copy {
             reference: src.to_string(),
@@ -288,16 +279,6 @@ impl<'a> Event<'a> {
         e
     }
 
-    /// A manifest of `size` bytes put at `r`.
-    #[allow(dead_code)] // For the transfer reporter.
-    pub fn manifest(r: &Reference, digest: &str, size: u64) -> Event<'static> {
-        Event::Manifest {
-            reference: r.to_string(),
-            digest: digest.to_string(),
-            size,
-        }
-    }
-
     /// The end of a pull of `r`: the stored manifest.
     pub fn pulled(r: &Reference, digest: &str, size: u64) -> Event<'static> {
         Event::Pulled {
@@ -318,7 +299,6 @@ impl<'a> Event<'a> {
     }
 
     /// The end of a copy of `src` to `dest`.
-    #[allow(dead_code)] // For the transfer reporter's copy.
     pub fn copied(src: &Reference, dest: &Reference, digest: &str) -> Event<'static> {
         Event::Copied {
             reference: src.to_string(),

@@ -173,11 +173,6 @@ impl BlobBar {
         emit(&Event::blob_bytes(&self.0.blob, n));
     }
 
-    pub fn inc(&self, n: u64) {
-        let done = self.0.done.fetch_add(n, Ordering::Relaxed) + n;
-        emit(&Event::blob_bytes(&self.0.blob, done));
-    }
-
     pub fn finish_and_clear(&self) {
         emit(&Event::blob_bytes_end(&self.0.blob));
     }
@@ -266,7 +261,7 @@ pub fn text(e: &Event<'_>, partial: &mut Partial) -> Vec<String> {
         } => vec![format!("pushing {image} to {reference}")],
         Event::Push { reference, .. } => vec![format!("pushing {reference}")],
         // A copy says its blobs and its end.
-        Event::Copy { .. } | Event::Manifest { .. } => vec![],
+        Event::Copy { .. } => vec![],
         Event::BlobBytes { .. } | Event::BlobBytesEnd { .. } => vec![],
         Event::Blob {
             action,

@@ -1,0 +1,346 @@
+//! The store as a transfer source and sink: blobs stream from its files and
+//! into its ingest writers (a layer also into its snapshot while it arrives),
+//! manifests are read by digest and tagged once pulled.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::future::BoxFuture;
+use layer_cache::image::descriptor as oci_descriptor;
+use layer_cache::snapshot::SnapshotFeeder;
+use layer_cache::sources::RegistrySources;
+use layer_cache::store::UPSTREAM_INDEX_ANNOTATION;
+use layer_cache::{Digest, ImageRef, Store};
+use registry_client::manifest::MAX_MANIFEST;
+use registry_client::transfer::{
+    BlobOutcome, BlobReader, BlobWrite, ImageSink, ImageSource, Result, TransferError,
+};
+use registry_client::{Descriptor, Manifest, Reference};
+use tokio::io::AsyncSeekExt;
+
+fn digest_of(s: &str) -> anyhow::Result<Digest> {
+    s.parse::<Digest>().map_err(|e| anyhow!("{e}"))
+}
+
+fn endpoint(e: impl Into<anyhow::Error>) -> TransferError {
+    TransferError::endpoint(Box::<dyn std::error::Error + Send + Sync>::from(e.into()))
+}
+
+/// The store's name for a registry reference (`busybox:latest`, `host:5000/app:1`).
+pub fn local_name(r: &Reference) -> String {
+    let repo = r.name();
+    match (&r.tag, &r.digest) {
+        (Some(t), _) => format!("{repo}:{t}"),
+        (None, Some(d)) => format!("{repo}@{d}"),
+        (None, None) => format!("{repo}:latest"),
+    }
+}
+
+/// The store, read and written by transfers.
+pub struct StoreIo {
+    store: Store,
+    /// Where blobs live, for cross-repository mounts (none for single blobs).
+    sources: Mutex<Option<RegistrySources>>,
+}
+
+impl StoreIo {
+    pub fn new(store: &Store) -> StoreIo {
+        StoreIo {
+            store: store.clone(),
+            sources: Mutex::new(Some(RegistrySources::load(store))),
+        }
+    }
+
+    /// For single blobs: no record of where blobs live is read or kept.
+    pub fn blobs_only(store: &Store) -> StoreIo {
+        StoreIo {
+            store: store.clone(),
+            sources: Mutex::new(None),
+        }
+    }
+
+    /// A stored image's manifest, and the index it was pulled from, if any.
+    pub fn image(&self, name: &str) -> anyhow::Result<(Manifest, Option<String>)> {
+        let desc = self.store.resolve(name)?;
+        let digest = layer_cache::image::descriptor_digest(&desc)?;
+        let bytes = self.store.read_blob(&digest, MAX_MANIFEST)?;
+        let m = Manifest::new(bytes, Some(desc.media_type().to_string().as_str()))?;
+        let upstream = desc
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(UPSTREAM_INDEX_ANNOTATION))
+            .cloned();
+        Ok((m, upstream))
+    }
+
+    /// Keeps what the transfer learnt of where blobs live (after a success).
+    pub fn save_sources(&self) {
+        if let Ok(mut s) = self.sources.lock() {
+            if let Some(s) = s.as_mut() {
+                // A hint: failing to keep it costs a later upload, not this command.
+                let _ = s.save();
+            }
+        }
+    }
+
+    fn record(&self, r: &Reference, digests: &[String]) {
+        if let Ok(mut s) = self.sources.lock() {
+            if let Some(s) = s.as_mut() {
+                for d in digests {
+                    s.add(d, &r.name());
+                }
+            }
+        }
+    }
+
+    /// The diff_ids of a stored config, one per layer (`None` where it cannot be
+    /// read, so that layer is simply not unpacked early).
+    fn stored_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<String>> {
+        let ids = digest_of(&config.digest)
+            .ok()
+            .and_then(|c| {
+                self.store
+                    .read_blob(&c, layer_cache::image::MAX_JSON_BLOB)
+                    .ok()
+            })
+            .and_then(|b| layer_cache::image::ImageConfig::parse(&b, "config").ok())
+            .map(|c| c.rootfs.diff_ids)
+            .unwrap_or_default();
+        if ids.len() != layers {
+            return vec![None; layers];
+        }
+        ids.into_iter().map(|d| Some(d.to_string())).collect()
+    }
+
+    /// Pulls one blob into the store; with `w.unpack_as`, also unpacks the layer
+    /// into its snapshot on the way. Content that contradicts the config fails the
+    /// pull; any other failed unpack is left for the build, which unpacks from the
+    /// stored blob and reports the cause.
+    async fn ingest(&self, w: BlobWrite<'_>) -> anyhow::Result<BlobOutcome> {
+        let d = w.blob;
+        let digest = digest_of(&d.digest)?;
+        let mut feeder = match w.unpack_as {
+            Some(id) => self.store.snapshot_feeder(
+                &digest_of(id)?,
+                d.size,
+                &format!("layer {}", d.digest),
+            )?,
+            None => None,
+        };
+        let mut ingest = self.store.ingest()?;
+        let progress = |n: u64| (w.progress)(n);
+        match feeder.as_mut() {
+            Some(f) => {
+                let mut tee = Tee(&mut ingest, f);
+                w.source.read_blob(w.from, d, &mut tee, &progress).await
+            }
+            None => w.source.read_blob(w.from, d, &mut ingest, &progress).await,
+        }?;
+        ingest.commit(Some(&digest), Some(d.size))?;
+        let unpacked = match feeder.map(|f| f.finish()) {
+            Some(Ok(_)) => true,
+            // The blob is what the manifest names, but not what the config says it
+            // holds: the image is broken, so it is not tagged.
+            Some(Err(e @ layer_cache::StoreError::DiffIdMismatch { .. })) => return Err(e.into()),
+            Some(Err(e)) => {
+                tracing::debug!("{}: unpacking while pulling failed: {e}", d.digest);
+                false
+            }
+            None => false,
+        };
+        Ok(BlobOutcome::Written {
+            chunks: 1,
+            unpacked,
+        })
+    }
+
+    /// Stores a pulled manifest and tags it by `r` (unless `r` is a bare digest).
+    fn store_manifest(
+        &self,
+        r: &Reference,
+        m: &Manifest,
+        upstream_index: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let committed = self.store.write_blob(&m.bytes)?;
+        if committed.digest.to_string() != m.digest {
+            bail!("{r}: stored manifest digest differs from the registry's");
+        }
+        let mut desc = oci_descriptor(&m.media_type, &committed.digest, committed.size);
+        // Only the chosen platform is stored, so the index is kept as a note of
+        // where the image came from, never pushed: a push of this image sends the
+        // platform manifest byte for byte, not an index missing its other platforms.
+        if let Some(index) = upstream_index {
+            let mut ann = std::collections::HashMap::new();
+            ann.insert(UPSTREAM_INDEX_ANNOTATION.to_string(), index.to_string());
+            desc.set_annotations(Some(ann));
+        }
+        if r.digest.is_none() || r.tag.is_some() {
+            let local = ImageRef::parse(&local_name(r))?;
+            self.store.set_tag(&local, &desc)?;
+        }
+        Ok(())
+    }
+
+    fn read_manifest(
+        &self,
+        from: &Reference,
+        child: Option<&Descriptor>,
+    ) -> anyhow::Result<Manifest> {
+        Ok(match child {
+            Some(child) => {
+                let d = digest_of(&child.digest)?;
+                let bytes = self
+                    .store
+                    .read_blob(&d, MAX_MANIFEST)
+                    .with_context(|| format!("index entry {} is not in the store", child.digest))?;
+                Manifest::new(bytes, Some(&child.media_type))?
+            }
+            None => self.image(&local_name(from))?.0,
+        })
+    }
+}
+
+impl ImageSource for StoreIo {
+    fn manifest<'a>(
+        &'a self,
+        from: &'a Reference,
+        child: Option<&'a Descriptor>,
+    ) -> BoxFuture<'a, Result<Manifest>> {
+        Box::pin(async move { self.read_manifest(from, child).map_err(endpoint) })
+    }
+
+    fn read_blob<'a>(
+        &'a self,
+        _from: &'a Reference,
+        blob: &'a Descriptor,
+        out: &'a mut (dyn Write + Send),
+        progress: &'a (dyn Fn(u64) + Sync),
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let copied = (|| {
+                let digest = digest_of(&blob.digest)?;
+                let mut r = self.store.open_blob(&digest, Some(blob.size))?;
+                let n = std::io::copy(&mut r, out)
+                    .with_context(|| format!("copying blob {}", blob.digest))?;
+                progress(n);
+                Ok::<(), anyhow::Error>(())
+            })();
+            copied.map_err(endpoint)
+        })
+    }
+
+    fn open_blob<'a>(
+        &'a self,
+        _from: &'a Reference,
+        blob: &'a Descriptor,
+        offset: u64,
+    ) -> BoxFuture<'a, std::io::Result<BlobReader>> {
+        Box::pin(async move {
+            let digest = digest_of(&blob.digest).map_err(std::io::Error::other)?;
+            let mut f = tokio::fs::File::open(self.store.blob_path(&digest)).await?;
+            f.seek(std::io::SeekFrom::Start(offset)).await?;
+            Ok(Box::new(f) as BlobReader)
+        })
+    }
+
+    fn check_blob(&self, _from: &Reference, blob: &Descriptor) -> Result<()> {
+        let path = digest_of(&blob.digest)
+            .map(|d| self.store.blob_path(&d))
+            .map_err(endpoint)?;
+        if !path.is_file() {
+            return Err(endpoint(anyhow!(
+                "blob {} is not in the store",
+                blob.digest
+            )));
+        }
+        Ok(())
+    }
+
+    fn mount_candidates(&self, _from: &Reference, digest: &str, registry: &str) -> Vec<String> {
+        self.sources
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.repos_on(digest, registry)))
+            .unwrap_or_default()
+    }
+
+    fn record_copied(&self, to: &Reference, digests: &[String]) {
+        self.record(to, digests)
+    }
+}
+
+impl ImageSink for StoreIo {
+    fn has_blob<'a>(
+        &'a self,
+        _to: &'a Reference,
+        blob: &'a Descriptor,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let d = digest_of(&blob.digest).map_err(endpoint)?;
+            Ok(self.store.has_blob(&d))
+        })
+    }
+
+    fn has_manifest<'a>(
+        &'a self,
+        _to: &'a Reference,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let d = digest_of(digest).map_err(endpoint)?;
+            Ok(self.store.has_blob(&d))
+        })
+    }
+
+    fn write_blob<'a>(
+        &'a self,
+        _to: &'a Reference,
+        w: BlobWrite<'a>,
+    ) -> BoxFuture<'a, Result<BlobOutcome>> {
+        Box::pin(async move {
+            // A registry's own error stays typed, as the client raised it.
+            self.ingest(w)
+                .await
+                .map_err(|e| match e.downcast::<TransferError>() {
+                    Ok(t) => t,
+                    Err(e) => endpoint(e),
+                })
+        })
+    }
+
+    fn layer_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<String>> {
+        self.stored_diff_ids(config, layers)
+    }
+
+    fn write_manifest<'a>(
+        &'a self,
+        to: &'a Reference,
+        m: &'a Manifest,
+        upstream_index: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.store_manifest(to, m, upstream_index).map_err(endpoint) })
+    }
+
+    fn record_pulled(&self, from: &Reference, digests: &[String]) {
+        self.record(from, digests)
+    }
+}
+
+/// Writes to two writers: the blob's ingest file and its snapshot feeder.
+struct Tee<'a>(
+    &'a mut layer_cache::ingest::BlobWriter,
+    &'a mut SnapshotFeeder,
+);
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
