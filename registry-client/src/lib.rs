@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blob;
 mod client;
 pub mod error;
+pub mod http;
 pub mod manifest;
 pub mod reference;
 mod transport;

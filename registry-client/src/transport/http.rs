@@ -39,41 +39,62 @@ pub fn build(cfg: &HttpConfig<'_>, what: &str) -> Result<reqwest::Client> {
     b.build().map_err(|e| transport(what, &e))
 }
 
-/// Adds the root CAs (`*.crt`) and the client identity (`*.cert` + `*.key`) that
-/// Docker's and Podman's certs.d keep for `host`.
+/// The root CAs (`*.crt`) and client identity (`*.cert` + `*.key`) that Docker's
+/// and Podman's certs.d keep for one `host[:port]`.
+#[derive(Default)]
+pub struct CertsD {
+    pub roots: Vec<reqwest::Certificate>,
+    pub identity: Option<reqwest::Identity>,
+}
+
+impl CertsD {
+    pub fn load(roots: &[PathBuf], host: &str) -> Result<CertsD> {
+        let mut out = CertsD::default();
+        let mut identity_pem: Vec<u8> = Vec::new();
+        for root in roots {
+            let dir = root.join(host);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for f in files {
+                let name = f.to_string_lossy().to_string();
+                if name.ends_with(".crt") {
+                    let pem = read(&f, &name)?;
+                    let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                        Error::invalid(&name, format!("not a PEM certificate: {e}"))
+                    })?;
+                    out.roots.push(cert);
+                } else if name.ends_with(".cert") || name.ends_with(".key") {
+                    identity_pem.extend(read(&f, &name)?);
+                    identity_pem.push(b'\n');
+                }
+            }
+        }
+        if !identity_pem.is_empty() {
+            let id = reqwest::Identity::from_pem(&identity_pem).map_err(|e| {
+                Error::invalid(
+                    format!("client certificate for {host}"),
+                    format!("needs a .cert and a .key in PEM: {e}"),
+                )
+            })?;
+            out.identity = Some(id);
+        }
+        Ok(out)
+    }
+}
+
 fn with_certs_d(
     mut b: reqwest::ClientBuilder,
     roots: &[PathBuf],
     host: &str,
 ) -> Result<reqwest::ClientBuilder> {
-    let mut identity_pem: Vec<u8> = Vec::new();
-    for root in roots {
-        let dir = root.join(host);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            let name = f.to_string_lossy().to_string();
-            if name.ends_with(".crt") {
-                let pem = read(&f, &name)?;
-                let cert = reqwest::Certificate::from_pem(&pem)
-                    .map_err(|e| Error::invalid(&name, format!("not a PEM certificate: {e}")))?;
-                b = b.add_root_certificate(cert);
-            } else if name.ends_with(".cert") || name.ends_with(".key") {
-                identity_pem.extend(read(&f, &name)?);
-                identity_pem.push(b'\n');
-            }
-        }
+    let certs = CertsD::load(roots, host)?;
+    for c in certs.roots {
+        b = b.add_root_certificate(c);
     }
-    if !identity_pem.is_empty() {
-        let id = reqwest::Identity::from_pem(&identity_pem).map_err(|e| {
-            Error::invalid(
-                format!("client certificate for {host}"),
-                format!("needs a .cert and a .key in PEM: {e}"),
-            )
-        })?;
+    if let Some(id) = certs.identity {
         b = b.identity(id);
     }
     Ok(b)
