@@ -422,13 +422,13 @@ impl Client {
                 Err(e) => tracing::info!("{what}: chunk at {offset}: {e}"),
             }
             failures += 1;
-            if failures >= self.transport.opts.max_attempts {
+            let Some(wait) = self.transport.policy.next_wait(failures, None) else {
                 return Err(Error::Transport {
                     registry: r.registry.clone(),
                     message: format!("{what}: chunk at byte {offset} failed {failures} times"),
                 });
-            }
-            tokio::time::sleep(self.transport.policy.backoff(failures)).await;
+            };
+            tokio::time::sleep(wait).await;
             // Ask the registry how much it has, and resume from there.
             let resp = self
                 .send(host, Request::new(Method::GET, &loc, &scopes))
