@@ -3,13 +3,17 @@
 //! stream from readers into writers.
 
 pub mod auth;
+pub mod blob;
 mod client;
 pub mod error;
+pub mod http;
 pub mod manifest;
 pub mod reference;
 pub mod transfer;
+mod transport;
 
-pub use client::{BlobSource, Client, ClientOptions, PushOutcome};
-pub use error::{Error, Result};
+pub use blob::push::{BlobSource, PushOutcome};
+pub use client::{Client, ClientOptions};
+pub use error::{Error, ErrorResponse, RegistryError, Result};
 pub use manifest::{Descriptor, Manifest, ManifestBody, Platform};
 pub use reference::Reference;

@@ -135,6 +135,8 @@ pub enum FaultKind {
     Status(u16),
     /// 429 with `Retry-After: secs`.
     TooManyRequests { retry_after: u64 },
+    /// 503 with this `Retry-After` value as is (seconds or an HTTP-date).
+    Unavailable { retry_after: String },
     /// Forward, send the response head and `after` body bytes, then reset the connection.
     ResetMidBody { after: usize },
     /// Forward, send the head and `after` body bytes, then close cleanly (short body).
@@ -419,6 +421,9 @@ fn handle(
         Some(FaultKind::Redirect { to }) => Some((307, format!("Location: http://{to}{path}\r\n"))),
         Some(FaultKind::TooManyRequests { retry_after }) => {
             Some((429, format!("Retry-After: {retry_after}\r\n")))
+        }
+        Some(FaultKind::Unavailable { retry_after }) => {
+            Some((503, format!("Retry-After: {retry_after}\r\n")))
         }
         _ => None,
     };

@@ -27,6 +27,8 @@ use layer_cache::snapshot::ScratchDir;
 use layer_cache::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
 use layer_cache::url_cache::UrlMeta;
 use layer_cache::{Digest, Store, StoreError};
+
+use super::fetch::{Fetch, FetchRequest, FetchResponse};
 use sha2::Digest as _;
 
 use super::copy::{self, CopyError, CopySpec};
@@ -52,6 +54,8 @@ pub enum AddError {
     BadChecksum(String),
     #[error("downloading {url}: {message}")]
     Fetch { url: String, message: String },
+    #[error("downloading {url}: this build was given no HTTP client")]
+    NoHttp { url: String },
     #[error("downloading {url}: invalid response status {status}")]
     Status { url: String, status: u16 },
     #[error(
@@ -246,17 +250,27 @@ pub enum Revalidated {
 
 /// Downloads `url` into a fresh scratch directory, streamed and hashed while written;
 /// with `checksum` the body must match it. Its validators are remembered in the store.
-pub fn fetch(store: &Store, url: &str, checksum: Option<&str>) -> Result<Download, AddError> {
-    let resp = get(url, None)?;
+pub fn fetch(
+    store: &Store,
+    http: &dyn Fetch,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<Download, AddError> {
+    let resp = get(http, url, None)?;
     save(store, url, resp, checksum)
 }
 
 /// Asks whether `url` still has the content `meta` remembers: `If-None-Match` with its
 /// ETag, else `If-Modified-Since` with its Last-Modified. A 304 costs no body; any
 /// other success is downloaded as [`fetch`] does.
-pub fn revalidate(store: &Store, url: &str, meta: &UrlMeta) -> Result<Revalidated, AddError> {
-    let resp = get(url, Some(meta))?;
-    if resp.status().as_u16() != 304 {
+pub fn revalidate(
+    store: &Store,
+    http: &dyn Fetch,
+    url: &str,
+    meta: &UrlMeta,
+) -> Result<Revalidated, AddError> {
+    let resp = get(http, url, Some(meta))?;
+    if resp.status != 304 {
         return save(store, url, resp, None).map(Revalidated::Fetched);
     }
     let validator = match (&meta.etag, &meta.last_modified) {
@@ -289,7 +303,7 @@ pub fn remembered(url: &str, meta: &UrlMeta) -> UrlContent {
 fn save(
     store: &Store,
     url: &str,
-    resp: ureq::http::Response<ureq::Body>,
+    resp: FetchResponse,
     checksum: Option<&str>,
 ) -> Result<Download, AddError> {
     let dir = store.scratch_dir("add-url")?;
@@ -363,6 +377,8 @@ pub struct AddSpec<'a> {
     pub downloads: &'a [std::sync::Arc<Download>],
     /// Git sources checked out for this step, by source.
     pub git: &'a [(String, super::git::Checkout)],
+    /// Fetches URLs not in `downloads`.
+    pub http: Option<&'a dyn Fetch>,
 }
 
 /// Performs ADD into `spec.copy.upper`: what is not an archive is copied as COPY
@@ -421,7 +437,10 @@ pub fn add(store: &Store, spec: &AddSpec) -> Result<(), AddError> {
             let dl = match spec.downloads.iter().find(|d| d.url == *src) {
                 Some(d) => d.as_ref(),
                 None => {
-                    fetched = fetch(store, src, spec.checksum)?;
+                    let http = spec
+                        .http
+                        .ok_or_else(|| AddError::NoHttp { url: redact(src) })?;
+                    fetched = fetch(store, http, src, spec.checksum)?;
                     &fetched
                 }
             };
@@ -876,22 +895,9 @@ pub fn url_file_name(url: &str) -> String {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// What [`download`] wrote.
@@ -926,36 +932,31 @@ fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
 /// GETs `url`, conditionally when `validators` are given; a 2xx answer, or a 304 to a
 /// conditional request.
 fn get(
+    http: &dyn Fetch,
     url: &str,
     validators: Option<&UrlMeta>,
-) -> Result<ureq::http::Response<ureq::Body>, AddError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(proxy_for(url)?)
-        .http_status_as_error(false)
-        .build()
-        .into();
+) -> Result<FetchResponse, AddError> {
     // As Go's client does for BuildKit: userinfo becomes Basic auth, never part of the
-    // request line (and ureq never forwards it on a redirect).
+    // request line.
     let (plain, credentials) = split_userinfo(url);
-    let mut req = agent.get(&plain);
-    if let Some((user, password)) = credentials {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        req = req.header("Authorization", format!("Basic {token}"));
-    }
+    let mut req = FetchRequest {
+        url: &plain,
+        basic_auth: credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        ..FetchRequest::default()
+    };
     if let Some(m) = validators {
         // As BuildKit: If-Modified-Since only when there is no ETag.
         match (&m.etag, &m.last_modified) {
-            (Some(etag), _) => req = req.header("If-None-Match", etag),
-            (None, Some(lm)) => req = req.header("If-Modified-Since", lm),
+            (Some(etag), _) => req.if_none_match = Some(etag),
+            (None, Some(lm)) => req.if_modified_since = Some(lm),
             (None, None) => {}
         }
     }
-    let resp = req.call().map_err(|e| AddError::Fetch {
+    let resp = http.get(&req).map_err(|e| AddError::Fetch {
         url: redact(url),
         message: e.to_string(),
     })?;
-    let status = resp.status().as_u16();
+    let status = resp.status;
     let not_modified = status == 304 && validators.is_some();
     if !(200..300).contains(&status) && !not_modified {
         return Err(AddError::Status {
@@ -970,7 +971,7 @@ fn get(
 /// name. On a checksum mismatch the file is removed and an error names both digests.
 fn download(
     url: &str,
-    resp: ureq::http::Response<ureq::Body>,
+    resp: FetchResponse,
     dir: &Path,
     checksum: Option<&str>,
 ) -> Result<Downloaded, AddError> {
@@ -979,14 +980,8 @@ fn download(
         url: redact(url),
         message,
     };
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let etag = header("etag");
-    let last_modified = header("last-modified");
+    let etag = resp.etag;
+    let last_modified = resp.last_modified;
     let mtime = last_modified
         .as_deref()
         .and_then(parse_http_date)
@@ -1005,7 +1000,7 @@ fn download(
         .as_ref()
         .filter(|e| e.algo != "sha256")
         .map(|e| Hasher::new(e.algo));
-    let mut body = resp.into_body().into_reader();
+    let mut body = resp.body;
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
@@ -1052,85 +1047,14 @@ fn download(
     })
 }
 
-/// The proxy for `url` as Go's `ProxyFromEnvironment` (BuildKit's) picks it:
-/// `HTTPS_PROXY` for https, `HTTP_PROXY` for http (either case), minus `NO_PROXY`.
-fn proxy_for(url: &str) -> Result<Option<ureq::Proxy>, AddError> {
-    let names: &[&str] = if url.starts_with("https://") {
-        &["HTTPS_PROXY", "https_proxy"]
-    } else {
-        &["HTTP_PROXY", "http_proxy"]
-    };
-    let Some((var, value)) = names.iter().find_map(|n| {
-        std::env::var(n)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| (n, v))
-    }) else {
-        return Ok(None);
-    };
-    let bad = |e: ureq::Error| AddError::Fetch {
-        url: redact(url),
-        message: format!("invalid proxy {var}={value:?}: {e}"),
-    };
-    let parsed = ureq::Proxy::new(&value).map_err(bad)?;
-    let mut b = ureq::Proxy::builder(parsed.protocol())
-        .host(parsed.host())
-        .port(parsed.port());
-    if let Some(u) = parsed.username() {
-        b = b.username(u);
-    }
-    if let Some(p) = parsed.password() {
-        b = b.password(p);
-    }
-    if let Some(np) = ["NO_PROXY", "no_proxy"]
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-    {
-        b = b.no_proxy(&np);
-    }
-    b.build().map(Some).map_err(bad)
-}
-
 /// An HTTP date (IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850
 /// `Sunday, 06-Nov-94 08:49:37 GMT` or asctime `Sun Nov  6 08:49:37 1994`) as Unix seconds.
 pub fn parse_http_date(s: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = |m: &str| MONTHS.iter().position(|x| *x == m).map(|i| i as i64 + 1);
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let (day, mon, year, time): (i64, i64, i64, &str) = match parts.as_slice() {
-        [_, d, m, y, t, "GMT"] => (d.parse().ok()?, month(m)?, y.parse().ok()?, *t),
-        [_, dmy, t, "GMT"] => {
-            let mut it = dmy.split('-');
-            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
-            let y: i64 = y.parse().ok()?;
-            let y = if y < 70 {
-                2000 + y
-            } else if y < 100 {
-                1900 + y
-            } else {
-                y
-            };
-            (d.parse().ok()?, month(m)?, y, *t)
-        }
-        [_, m, d, t, y] => (d.parse().ok()?, month(m)?, y.parse().ok()?, *t),
-        _ => return None,
-    };
-    let mut hms = time.split(':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    // Days from civil (proleptic Gregorian).
-    let y = if mon <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mon + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + h * 3600 + mi * 60 + se)
+    let t = httpdate::parse_http_date(s.trim()).ok()?;
+    Some(match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    })
 }
 
 #[cfg(test)]

@@ -220,6 +220,7 @@ impl<'a> Exec<'a> {
                     checksum: c.checksum.as_deref(),
                     downloads: &downloads,
                     git: &checkouts,
+                    http: self.req.http,
                 },
             )
             .map_err(add_err)?;
@@ -246,7 +247,7 @@ impl<'a> Exec<'a> {
             }
             return Ok(d);
         }
-        let d = Arc::new(add::fetch(self.store, url, checksum)?);
+        let d = Arc::new(add::fetch(self.store, self.http(url)?, url, checksum)?);
         let confirmed = self
             .revalidated
             .lock()
@@ -264,6 +265,13 @@ impl<'a> Exec<'a> {
             m.insert(url.to_string(), d.clone());
         }
         Ok(d)
+    }
+
+    /// The build's HTTP client, for fetching `url`.
+    fn http(&self, url: &str) -> Result<&'a dyn super::fetch::Fetch, add::AddError> {
+        self.req.http.ok_or_else(|| add::AddError::NoHttp {
+            url: add::redact(url),
+        })
     }
 
     /// `src`'s git ref resolved to a commit, once per build and shared by every step.
@@ -287,7 +295,7 @@ impl<'a> Exec<'a> {
 
     /// Revalidates `url` against what the last build remembered; the content to key by.
     fn revalidate(&self, url: &str, meta: &UrlMeta) -> Result<add::UrlContent, add::AddError> {
-        match add::revalidate(self.store, url, meta)? {
+        match add::revalidate(self.store, self.http(url)?, url, meta)? {
             add::Revalidated::Unchanged(u) => {
                 let content = u.content.clone();
                 if let Ok(mut m) = self.revalidated.lock() {

@@ -16,6 +16,7 @@ pub use cached::NEW_INSTRUCTION;
 pub mod chmod;
 pub mod copy;
 mod copy_step;
+pub mod fetch;
 pub mod git;
 mod history;
 pub mod merged;
@@ -83,6 +84,8 @@ pub struct BuildRequest<'a> {
     pub base_images: BTreeMap<(String, String), Descriptor>,
     /// Where a cache hit's missing layer blob can be fetched from (`--cache-from`).
     pub layer_source: Option<&'a dyn LayerSource>,
+    /// The HTTP client ADD fetches URLs with; without one, ADD of a URL fails.
+    pub http: Option<&'a dyn fetch::Fetch>,
 }
 
 /// Fetches layer blobs of imported cache records on first use.

@@ -691,6 +691,9 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     // Agents serving --ssh key files live until the build ends (on every path).
     let ssh = crate::commands::ssh::parse(&a.ssh)?;
     let imported = super::cache_io::import(&store, &cache_from, &a.registry, say);
+    let http = super::fetch::HttpFetch(registry_client::http::Fetcher::new(
+        super::registry::client(&a.registry).options(),
+    ));
     let mut req = BuildRequest {
         graph: &graphs[0].1,
         context: ctx.path().to_path_buf(),
@@ -725,6 +728,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .collect(),
         layer_source: (!imported.is_empty()).then_some(&imported as _),
         named_contexts: named.dirs,
+        http: Some(&http),
     };
     let mut explain = Explain {
         inner: reporter,

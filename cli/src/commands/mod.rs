@@ -4,6 +4,7 @@ pub mod build_context;
 pub mod cache;
 pub mod cache_io;
 pub mod check;
+pub mod fetch;
 pub mod parse;
 pub mod registry;
 pub mod secrets;
