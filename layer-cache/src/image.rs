@@ -8,6 +8,7 @@ use oci_spec::image::{Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::codec::{self, Codec};
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 
@@ -70,12 +71,10 @@ impl Compression {
 
     /// Sniffs the compression from a blob's first bytes.
     pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
+        match Codec::sniff_among(head, codec::LAYER) {
+            Codec::Gzip => Compression::Gzip,
+            Codec::Zstd => Compression::Zstd,
+            _ => Compression::None,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod cache_index;
 pub mod cache_mounts;
+pub mod codec;
 pub mod digest;
 pub mod error;
 pub mod fsck;
