@@ -45,7 +45,7 @@ impl Store {
             store.ingest_dir(),
             store.locks_dir(),
         ] {
-            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            fs_err::create_dir_all(&dir)?;
         }
         store.create_if_missing(&store.root.join("oci-layout"), OCI_LAYOUT)?;
         store.create_if_missing(&store.index_path(), EMPTY_INDEX)?;
@@ -92,12 +92,12 @@ impl Store {
             return Ok(());
         }
         let (temp, _held) = self.write_temp(content)?;
-        match std::fs::hard_link(&temp, path) {
+        match fs_err::hard_link(&temp, path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
-                return Err(StoreError::io(path, e));
+                return Err(e.into());
             }
         }
         let _ = std::fs::remove_file(&temp);
@@ -119,9 +119,9 @@ impl Store {
     /// Replaces a small metadata file atomically (temp, fsync, rename, fsync dir).
     pub(crate) fn replace_file(&self, path: &Path, content: &[u8]) -> Result<()> {
         let (temp, _held) = self.write_temp(content)?;
-        if let Err(e) = std::fs::rename(&temp, path) {
+        if let Err(e) = fs_err::rename(&temp, path) {
             let _ = std::fs::remove_file(&temp);
-            return Err(StoreError::io(path, e));
+            return Err(e.into());
         }
         match path.parent() {
             Some(dir) => sync_dir(dir),
@@ -157,10 +157,10 @@ impl Store {
     /// Size of a stored blob, or `None` when absent.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let path = self.blob_path(digest);
-        match std::fs::metadata(&path) {
+        match fs_err::metadata(&path) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(&path, e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -204,8 +204,8 @@ impl Store {
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
         let dir = self.blobs_dir();
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
-            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
             if let Some(d) = entry
                 .file_name()
                 .to_str()
