@@ -15,7 +15,7 @@ pub use platform::{Platform, PLATFORM_ARGS, PROXY_ARGS};
 use crate::diagnostic::{render, Location};
 use crate::dockerfile::shell::{ExpandError, Lexer};
 use crate::dockerfile::{
-    ast, instructions, ArgDecl, Command, Dockerfile, Healthcheck, Heredoc, Instruction,
+    ast, instructions, ArgDecl, Command, Dockerfile, FromInstr, Healthcheck, Heredoc, Instruction,
     InstructionKind, Mount, Span,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -420,28 +420,7 @@ pub fn plan(
         });
     }
 
-    // Global scope: platform ARGs, then the meta ARGs in order.
-    let mut global = Vars::default();
-    let mut declared_global: BTreeSet<String> = BTreeSet::new();
-    for (k, v) in opts
-        .target_platform
-        .args("TARGET")
-        .into_iter()
-        .chain(opts.build_platform.args("BUILD"))
-    {
-        global.set(&k, &v);
-    }
-    for ins in &df.meta_args {
-        if let InstructionKind::Arg { args } = &ins.kind {
-            for a in args {
-                let v = resolve_arg(&mut ctx, a, &global, None, ins.span)?;
-                declared_global.insert(a.name.clone());
-                if let Some(v) = v {
-                    global.set(&a.name, &v);
-                }
-            }
-        }
-    }
+    let (global, declared_global) = global_scope(&mut ctx)?;
 
     // Target and the stages it needs.
     let target = match &opts.target {
@@ -461,101 +440,14 @@ pub fn plan(
     for (i, stage) in df.stages.iter().enumerate() {
         let span = stage.from.span;
         // A named context of the stage's name replaces the whole stage.
-        if let Some((name, nc)) = stage.name().and_then(|n| ctx.named(n)) {
-            let base = match nc {
-                NamedContext::Local if i == target => {
-                    return Err(ctx.err(PlanErrorKind::LocalContextBase(name), span, None))
-                }
-                // Nothing can reach it: every use of the name means the context.
-                NamedContext::Local | NamedContext::Scratch => Base::Scratch,
-                NamedContext::Image { reference } => Base::Image {
-                    reference: reference.clone(),
-                },
-            };
-            planned[i] = Some(PlannedStage {
-                index: i,
-                name: stage.name().map(str::to_string),
-                base,
-                platform: None,
-                stage_platform: opts.target_platform.clone(),
-                span,
-                steps: Vec::new(),
-                depends_on: Vec::new(),
-            });
+        if let Some(named) = named_stage(&ctx, i, target)? {
+            planned[i] = Some(named);
             continue;
         }
         let from = stage
             .from_instr()
             .ok_or_else(|| ctx.err(PlanErrorKind::NoStages, stage.from.span, None))?;
-        // FROM sees the global scope only.
-        let exp = ctx
-            .lex
-            .process(&from.image, &global.0)
-            .map_err(|e| ctx.err(e.into(), span, Some(&from.image)))?;
-        let undeclared: Vec<&String> = exp
-            .unmatched
-            .iter()
-            .filter(|n| !declared_global.contains(*n))
-            .collect();
-        let image = exp.result;
-        let platform = match &from.platform {
-            None => None,
-            Some(p) => {
-                let v = ctx.expand(p, &global, span)?;
-                Some(Platform::parse(&v).ok_or_else(|| {
-                    ctx.err(PlanErrorKind::InvalidPlatform(v.clone()), span, Some(p))
-                })?)
-            }
-        };
-        let base = if image.is_empty() {
-            if let Some(name) = undeclared.first() {
-                return Err(ctx.err(
-                    PlanErrorKind::UndeclaredArgInFrom {
-                        name: (*name).clone(),
-                        word: from.image.clone(),
-                        result: image.clone(),
-                    },
-                    span,
-                    Some(&from.image),
-                ));
-            }
-            return Err(ctx.err(
-                PlanErrorKind::BlankBase(from.image.clone()),
-                span,
-                Some(&from.image),
-            ));
-        } else if let Some(b) = ctx.named_base(&image, span)? {
-            b
-        } else if image.eq_ignore_ascii_case("scratch") {
-            Base::Scratch
-        } else if let Some(j) = find_stage(df, &image, false).filter(|&j| j < i) {
-            Base::Stage { index: j }
-        } else {
-            if let Err(e) = reference::validate(&image) {
-                if let Some(name) = undeclared.first() {
-                    return Err(ctx.err(
-                        PlanErrorKind::UndeclaredArgInFrom {
-                            name: (*name).clone(),
-                            word: from.image.clone(),
-                            result: image.clone(),
-                        },
-                        span,
-                        Some(&from.image),
-                    ));
-                }
-                return Err(ctx.err(
-                    PlanErrorKind::InvalidBase {
-                        name: image.clone(),
-                        error: e,
-                    },
-                    span,
-                    Some(&from.image),
-                ));
-            }
-            Base::Image {
-                reference: image.clone(),
-            }
-        };
+        let (base, platform) = stage_base(&mut ctx, i, from, &global, &declared_global, span)?;
 
         // A stage built on another keeps that stage's platform; others are built for
         // their FROM --platform or the target.
@@ -570,19 +462,7 @@ pub fn plan(
         };
 
         // Stage scope: the base's env, then ARGs as they are declared.
-        let mut env = match &base {
-            Base::Stage { index } => final_env[*index].clone(),
-            Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
-            Base::Scratch => Vars::default(),
-        };
-        // BuildKit gives every stage a PATH (but on Windows): the empty image's, or
-        // the default added to an image that sets none.
-        if !matches!(base, Base::Stage { .. })
-            && env.get("PATH").is_none()
-            && stage_platform.os != "windows"
-        {
-            env.set("PATH", DEFAULT_PATH);
-        }
+        let mut env = stage_env(&base, &final_env, bases, &stage_platform);
         // A stage built on another inherits its ARGs, as BuildKit's stages do.
         let mut args = match &base {
             Base::Stage { index } => final_args[*index].clone(),
@@ -600,27 +480,7 @@ pub fn plan(
             Base::Image { reference } => bases.onbuild(reference, Some(&stage_platform)),
             Base::Scratch => Vec::new(),
         };
-        let mut trigger_instrs = Vec::new();
-        for t in &triggers {
-            let a = ast::parse_ast(t).map_err(|e| {
-                ctx.err(
-                    PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {e}")),
-                    span,
-                    None,
-                )
-            })?;
-            for n in &a.nodes {
-                let mut ins = instructions::convert(n, span.column).map_err(|e| {
-                    ctx.err(
-                        PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {}", e.0)),
-                        span,
-                        None,
-                    )
-                })?;
-                ins.span = span;
-                trigger_instrs.push((ins, true));
-            }
-        }
+        let trigger_instrs = trigger_instructions(&ctx, &triggers, span)?;
         let body = trigger_instrs
             .into_iter()
             .chain(stage.instructions.iter().map(|i| (i.clone(), false)));
@@ -683,6 +543,229 @@ pub fn plan(
         });
     }
 
+    let stages = prune(&ctx, planned, target)?;
+
+    warnings.extend(unused_build_args(&ctx));
+    Ok(StepGraph {
+        stages,
+        target,
+        warnings,
+    })
+}
+
+/// The global scope: platform ARGs, then the meta ARGs in order; with the names
+/// the meta ARGs declared.
+fn global_scope(ctx: &mut Ctx<'_>) -> Result<(Vars, BTreeSet<String>), PlanError> {
+    let (df, opts) = (ctx.df, ctx.opts);
+    let mut global = Vars::default();
+    let mut declared_global: BTreeSet<String> = BTreeSet::new();
+    for (k, v) in opts
+        .target_platform
+        .args("TARGET")
+        .into_iter()
+        .chain(opts.build_platform.args("BUILD"))
+    {
+        global.set(&k, &v);
+    }
+    for ins in &df.meta_args {
+        if let InstructionKind::Arg { args } = &ins.kind {
+            for a in args {
+                let v = resolve_arg(ctx, a, &global, None, ins.span)?;
+                declared_global.insert(a.name.clone());
+                if let Some(v) = v {
+                    global.set(&a.name, &v);
+                }
+            }
+        }
+    }
+    Ok((global, declared_global))
+}
+
+/// The stage a `--build-context` of stage `i`'s name stands for, when there is one.
+fn named_stage(ctx: &Ctx<'_>, i: usize, target: usize) -> Result<Option<PlannedStage>, PlanError> {
+    let stage = &ctx.df.stages[i];
+    let opts = ctx.opts;
+    let span = stage.from.span;
+    if let Some((name, nc)) = stage.name().and_then(|n| ctx.named(n)) {
+        let base = match nc {
+            NamedContext::Local if i == target => {
+                return Err(ctx.err(PlanErrorKind::LocalContextBase(name), span, None))
+            }
+            // Nothing can reach it: every use of the name means the context.
+            NamedContext::Local | NamedContext::Scratch => Base::Scratch,
+            NamedContext::Image { reference } => Base::Image {
+                reference: reference.clone(),
+            },
+        };
+        return Ok(Some(PlannedStage {
+            index: i,
+            name: stage.name().map(str::to_string),
+            base,
+            platform: None,
+            stage_platform: opts.target_platform.clone(),
+            span,
+            steps: Vec::new(),
+            depends_on: Vec::new(),
+        }));
+    }
+    Ok(None)
+}
+
+/// The warning for `--build-arg`s no instruction read (proxy variables aside).
+fn unused_build_args(ctx: &Ctx<'_>) -> Option<PlanWarning> {
+    let unused: Vec<String> = ctx
+        .opts
+        .build_args
+        .keys()
+        .filter(|k| !ctx.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    (!unused.is_empty()).then(|| PlanWarning {
+        message: format!(
+            "[Warning] One or more build-args [{}] were not consumed",
+            unused.join(" ")
+        ),
+        span: None,
+    })
+}
+
+/// The environment a stage starts with: its base stage's, or its image's with a
+/// PATH, as BuildKit gives every stage one (but on Windows): the empty image's, or
+/// the default added to an image that sets none.
+fn stage_env(base: &Base, final_env: &[Vars], bases: &dyn BaseInfo, platform: &Platform) -> Vars {
+    let mut env = match base {
+        Base::Stage { index } => return final_env[*index].clone(),
+        Base::Image { reference } => Vars(bases.env(reference, Some(platform))),
+        Base::Scratch => Vars::default(),
+    };
+    if env.get("PATH").is_none() && platform.os != "windows" {
+        env.set("PATH", DEFAULT_PATH);
+    }
+    env
+}
+
+/// What a stage's FROM names, in the global scope: a named context, scratch, an
+/// earlier stage or an image; with its expanded `--platform`.
+fn stage_base(
+    ctx: &mut Ctx<'_>,
+    i: usize,
+    from: &FromInstr,
+    global: &Vars,
+    declared_global: &BTreeSet<String>,
+    span: Span,
+) -> Result<(Base, Option<Platform>), PlanError> {
+    let df = ctx.df;
+    // FROM sees the global scope only.
+    let exp = ctx
+        .lex
+        .process(&from.image, &global.0)
+        .map_err(|e| ctx.err(e.into(), span, Some(&from.image)))?;
+    let undeclared: Vec<&String> = exp
+        .unmatched
+        .iter()
+        .filter(|n| !declared_global.contains(*n))
+        .collect();
+    let image = exp.result;
+    let platform =
+        match &from.platform {
+            None => None,
+            Some(p) => {
+                let v = ctx.expand(p, global, span)?;
+                Some(Platform::parse(&v).ok_or_else(|| {
+                    ctx.err(PlanErrorKind::InvalidPlatform(v.clone()), span, Some(p))
+                })?)
+            }
+        };
+    let base = if image.is_empty() {
+        if let Some(name) = undeclared.first() {
+            return Err(ctx.err(
+                PlanErrorKind::UndeclaredArgInFrom {
+                    name: (*name).clone(),
+                    word: from.image.clone(),
+                    result: image.clone(),
+                },
+                span,
+                Some(&from.image),
+            ));
+        }
+        return Err(ctx.err(
+            PlanErrorKind::BlankBase(from.image.clone()),
+            span,
+            Some(&from.image),
+        ));
+    } else if let Some(b) = ctx.named_base(&image, span)? {
+        b
+    } else if image.eq_ignore_ascii_case("scratch") {
+        Base::Scratch
+    } else if let Some(j) = find_stage(df, &image, false).filter(|&j| j < i) {
+        Base::Stage { index: j }
+    } else {
+        if let Err(e) = reference::validate(&image) {
+            if let Some(name) = undeclared.first() {
+                return Err(ctx.err(
+                    PlanErrorKind::UndeclaredArgInFrom {
+                        name: (*name).clone(),
+                        word: from.image.clone(),
+                        result: image.clone(),
+                    },
+                    span,
+                    Some(&from.image),
+                ));
+            }
+            return Err(ctx.err(
+                PlanErrorKind::InvalidBase {
+                    name: image.clone(),
+                    error: e,
+                },
+                span,
+                Some(&from.image),
+            ));
+        }
+        Base::Image {
+            reference: image.clone(),
+        }
+    };
+    Ok((base, platform))
+}
+
+/// A base's ONBUILD triggers as instructions placed at the FROM.
+fn trigger_instructions(
+    ctx: &Ctx<'_>,
+    triggers: &[String],
+    span: Span,
+) -> Result<Vec<(Instruction, bool)>, PlanError> {
+    let mut trigger_instrs = Vec::new();
+    for t in triggers {
+        let a = ast::parse_ast(t).map_err(|e| {
+            ctx.err(
+                PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {e}")),
+                span,
+                None,
+            )
+        })?;
+        for n in &a.nodes {
+            let mut ins = instructions::convert(n, span.column).map_err(|e| {
+                ctx.err(
+                    PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {}", e.0)),
+                    span,
+                    None,
+                )
+            })?;
+            ins.span = span;
+            trigger_instrs.push((ins, true));
+        }
+    }
+    Ok(trigger_instrs)
+}
+
+/// The stages the target needs (all with `all_stages`), each after what it needs;
+/// a cycle is an error.
+fn prune(
+    ctx: &Ctx<'_>,
+    mut planned: Vec<Option<PlannedStage>>,
+    target: usize,
+) -> Result<Vec<PlannedStage>, PlanError> {
+    let (df, opts) = (ctx.df, ctx.opts);
     // Cycles, then pruning.
     let graph: Vec<Vec<usize>> = planned
         .iter()
@@ -703,31 +786,10 @@ pub fn plan(
     }
     needed[target] = true;
     let order = topo_order(&graph, &needed);
-    let stages: Vec<PlannedStage> = order
+    Ok(order
         .into_iter()
         .filter_map(|i| planned[i].take())
-        .collect();
-
-    let unused: Vec<String> = opts
-        .build_args
-        .keys()
-        .filter(|k| !ctx.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    if !unused.is_empty() {
-        warnings.push(PlanWarning {
-            message: format!(
-                "[Warning] One or more build-args [{}] were not consumed",
-                unused.join(" ")
-            ),
-            span: None,
-        });
-    }
-    Ok(StepGraph {
-        stages,
-        target,
-        warnings,
-    })
+        .collect())
 }
 
 /// The value an ARG takes: `--build-arg`, else its default (expanded), else the global value.
