@@ -1001,8 +1001,8 @@ impl Exec<'_> {
         dir: layer_cache::snapshot::ScratchDir,
         created_by: String,
     ) -> Result<(), BuildError> {
-        let is_empty = std::fs::read_dir(dir.path())
-            .map_err(|e| StoreError::io(dir.path(), e))?
+        let is_empty = fs_err::read_dir(dir.path())
+            .map_err(StoreError::from)?
             .next()
             .is_none();
         if is_empty {

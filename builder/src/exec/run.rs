@@ -160,8 +160,8 @@ impl Exec<'_> {
                 fs_err::create_dir_all(&dir).map_err(StoreError::from)?;
                 let file = dir.join("script");
                 fs_err::write(&file, data).map_err(StoreError::from)?;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| StoreError::io(&file, e))?;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(StoreError::from)?;
                 let target = format!("{HEREDOC_DIR}/{}", name.replace('/', "_"));
                 extra_mounts.push(Mount {
                     target: target.clone(),
