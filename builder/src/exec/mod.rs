@@ -505,6 +505,19 @@ pub fn build(
         return Err(e);
     }
     saved?;
+    finish_image(store, req, done, ran.into_inner(), &created)
+}
+
+/// The target stage's image: the one made last time when no step ran and the
+/// final key hits, else a new config (labels, creation time) and manifest, recorded
+/// under the final key.
+fn finish_image(
+    store: &Store,
+    req: &BuildRequest,
+    mut done: BTreeMap<usize, StageState>,
+    ran: usize,
+    created: &str,
+) -> Result<BuildResult, BuildError> {
     let mut st = done
         .remove(&req.graph.target)
         .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
@@ -530,7 +543,7 @@ pub fn build(
         .key
         .as_ref()
         .map(|k| cache::final_key(k, &req.labels, &config_digest(&st.config)));
-    if ran.load(Ordering::Relaxed) == 0 && !req.no_cache {
+    if ran == 0 && !req.no_cache {
         if let Some(rec) = final_key
             .as_ref()
             .map(|k| store.cache_get(k))
@@ -552,7 +565,7 @@ pub fn build(
     for (k, v) in &req.labels {
         st.container().labels.insert(k.clone(), v.clone());
     }
-    st.config.created = Some(created.clone());
+    st.config.created = Some(created.to_string());
     let manifest = store.write_image(&st.config, &st.layers)?;
     if let Some(key) = final_key {
         store.cache_put(&CacheRecord {

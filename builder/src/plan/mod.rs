@@ -15,8 +15,8 @@ pub use platform::{Platform, PLATFORM_ARGS, PROXY_ARGS};
 use crate::diagnostic::{render, Location};
 use crate::dockerfile::shell::{ExpandError, Lexer};
 use crate::dockerfile::{
-    ast, instructions, ArgDecl, Command, Dockerfile, FromInstr, Healthcheck, Heredoc, Instruction,
-    InstructionKind, Mount, Span,
+    ast, instructions, ArgDecl, Command, CopyInstr, Dockerfile, FromInstr, Healthcheck, Heredoc,
+    Instruction, InstructionKind, Mount, RunInstr, Span,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -866,6 +866,138 @@ fn resolve_source(
     })
 }
 
+/// RUN: mounts checked and their sources resolved, the ARGs RUN sees.
+#[allow(clippy::too_many_arguments)]
+fn plan_run(
+    ctx: &mut Ctx<'_>,
+    r: &RunInstr,
+    scope: &Vars,
+    args: &Vars,
+    declared: &[(String, String)],
+    me: usize,
+    span: Span,
+    deps: &mut BTreeSet<usize>,
+) -> Result<StepKind, PlanError> {
+    let mut mounts = Vec::new();
+    for m in &r.mounts {
+        if let Some((k, _)) = m.options.iter().find(|(_, v)| v.is_none()) {
+            // BuildKit accepts only a few bare boolean fields.
+            if !matches!(
+                k.as_str(),
+                "readonly" | "ro" | "readwrite" | "rw" | "required"
+            ) {
+                return Err(ctx.err(PlanErrorKind::MountField(k.clone()), span, Some(k)));
+            }
+        }
+        // Mount sources match stage names case-insensitively, unlike COPY --from.
+        let from = match m.get("from").filter(|f| !f.is_empty()) {
+            Some(f) => {
+                let lower = f.to_ascii_lowercase();
+                let word = if find_stage(ctx.df, &lower, true).is_some() {
+                    lower.as_str()
+                } else {
+                    f
+                };
+                Some(resolve_source(ctx, word, me, span, deps)?)
+            }
+            None => None,
+        };
+        mounts.push(RunMount {
+            mount: m.clone(),
+            from,
+        });
+    }
+    if let Some(n) = &r.network {
+        if !matches!(n.as_str(), "default" | "none" | "host") {
+            return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
+        }
+    }
+    // Each ARG as RUN sees it: a later ENV of the same name replaces it.
+    let mut build_args: Vec<(String, String)> = args
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+        .collect();
+    for p in PROXY_ARGS {
+        if let Some(v) = ctx.opts.build_args.get(p) {
+            if !build_args.iter().any(|(k, _)| k == p) {
+                build_args.push((p.to_string(), v.clone()));
+            }
+        }
+    }
+    Ok(StepKind::Run {
+        command: r.command.clone(),
+        files: r.files.clone(),
+        mounts,
+        network: r.network.clone(),
+        security: r.security.clone(),
+        devices: r.devices.iter().map(|d| d.name.clone()).collect(),
+        build_args,
+        history_args: declared
+            .iter()
+            .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+            .collect(),
+    })
+}
+
+/// COPY and ADD: the source resolved, words and heredocs expanded.
+fn plan_copy(
+    ctx: &mut Ctx<'_>,
+    c: &CopyInstr,
+    is_add: bool,
+    scope: &Vars,
+    me: usize,
+    span: Span,
+    deps: &mut BTreeSet<usize>,
+) -> Result<StepKind, PlanError> {
+    let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
+    let xopt = |ctx: &Ctx<'_>, w: &Option<String>| w.as_ref().map(|w| x(ctx, w)).transpose();
+    let from = match &c.from {
+        Some(f) => resolve_source(ctx, f, me, span, deps)?,
+        None => Source::Context,
+    };
+    let mut heredoc_lex = ctx.lex;
+    heredoc_lex.skip_process_quotes = true;
+    let mut contents = Vec::new();
+    for s in &c.contents {
+        let data = if s.expand {
+            heredoc_lex
+                .process_word(&s.data, &scope.0)
+                .map_err(|e| ctx.err(e.into(), span, None))?
+        } else {
+            s.data.clone()
+        };
+        contents.push((s.path.clone(), data));
+    }
+    let step = CopyStep {
+        from,
+        sources: c
+            .sources
+            .iter()
+            .map(|s| x(ctx, s))
+            .collect::<Result<_, _>>()?,
+        contents,
+        dest: x(ctx, &c.dest)?,
+        chown: xopt(ctx, &c.chown)?,
+        chmod: xopt(ctx, &c.chmod)?,
+        link: c.link,
+        parents: c.parents,
+        exclude: c
+            .exclude
+            .iter()
+            .map(|s| x(ctx, s))
+            .collect::<Result<_, _>>()?,
+        checksum: xopt(ctx, &c.checksum)?,
+        keep_git_dir: c.keep_git_dir,
+        unpack: c.unpack,
+    };
+    Ok(if is_add {
+        StepKind::Add(step)
+    } else {
+        StepKind::Copy(step)
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan_instruction(
     ctx: &mut Ctx<'_>,
@@ -882,116 +1014,12 @@ fn plan_instruction(
 ) -> Result<StepKind, PlanError> {
     let span = ins.span;
     let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
-    let xopt = |ctx: &Ctx<'_>, w: &Option<String>| w.as_ref().map(|w| x(ctx, w)).transpose();
     Ok(match &ins.kind {
         InstructionKind::From(_) => return Err(ctx.err(PlanErrorKind::NoStages, span, None)),
-        InstructionKind::Run(r) => {
-            let mut mounts = Vec::new();
-            for m in &r.mounts {
-                if let Some((k, _)) = m.options.iter().find(|(_, v)| v.is_none()) {
-                    // BuildKit accepts only a few bare boolean fields.
-                    if !matches!(
-                        k.as_str(),
-                        "readonly" | "ro" | "readwrite" | "rw" | "required"
-                    ) {
-                        return Err(ctx.err(PlanErrorKind::MountField(k.clone()), span, Some(k)));
-                    }
-                }
-                // Mount sources match stage names case-insensitively, unlike COPY --from.
-                let from = match m.get("from").filter(|f| !f.is_empty()) {
-                    Some(f) => {
-                        let lower = f.to_ascii_lowercase();
-                        let word = if find_stage(ctx.df, &lower, true).is_some() {
-                            lower.as_str()
-                        } else {
-                            f
-                        };
-                        Some(resolve_source(ctx, word, me, span, deps)?)
-                    }
-                    None => None,
-                };
-                mounts.push(RunMount {
-                    mount: m.clone(),
-                    from,
-                });
-            }
-            if let Some(n) = &r.network {
-                if !matches!(n.as_str(), "default" | "none" | "host") {
-                    return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
-                }
-            }
-            // Each ARG as RUN sees it: a later ENV of the same name replaces it.
-            let mut build_args: Vec<(String, String)> = args
-                .0
-                .iter()
-                .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
-                .collect();
-            for p in PROXY_ARGS {
-                if let Some(v) = ctx.opts.build_args.get(p) {
-                    if !build_args.iter().any(|(k, _)| k == p) {
-                        build_args.push((p.to_string(), v.clone()));
-                    }
-                }
-            }
-            StepKind::Run {
-                command: r.command.clone(),
-                files: r.files.clone(),
-                mounts,
-                network: r.network.clone(),
-                security: r.security.clone(),
-                devices: r.devices.iter().map(|d| d.name.clone()).collect(),
-                build_args,
-                history_args: declared
-                    .iter()
-                    .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
-                    .collect(),
-            }
-        }
+        InstructionKind::Run(r) => plan_run(ctx, r, scope, args, declared, me, span, deps)?,
         InstructionKind::Copy(c) | InstructionKind::Add(c) => {
-            let from = match &c.from {
-                Some(f) => resolve_source(ctx, f, me, span, deps)?,
-                None => Source::Context,
-            };
-            let mut heredoc_lex = ctx.lex;
-            heredoc_lex.skip_process_quotes = true;
-            let mut contents = Vec::new();
-            for s in &c.contents {
-                let data = if s.expand {
-                    heredoc_lex
-                        .process_word(&s.data, &scope.0)
-                        .map_err(|e| ctx.err(e.into(), span, None))?
-                } else {
-                    s.data.clone()
-                };
-                contents.push((s.path.clone(), data));
-            }
-            let step = CopyStep {
-                from,
-                sources: c
-                    .sources
-                    .iter()
-                    .map(|s| x(ctx, s))
-                    .collect::<Result<_, _>>()?,
-                contents,
-                dest: x(ctx, &c.dest)?,
-                chown: xopt(ctx, &c.chown)?,
-                chmod: xopt(ctx, &c.chmod)?,
-                link: c.link,
-                parents: c.parents,
-                exclude: c
-                    .exclude
-                    .iter()
-                    .map(|s| x(ctx, s))
-                    .collect::<Result<_, _>>()?,
-                checksum: xopt(ctx, &c.checksum)?,
-                keep_git_dir: c.keep_git_dir,
-                unpack: c.unpack,
-            };
-            if matches!(ins.kind, InstructionKind::Add(_)) {
-                StepKind::Add(step)
-            } else {
-                StepKind::Copy(step)
-            }
+            let is_add = matches!(ins.kind, InstructionKind::Add(_));
+            plan_copy(ctx, c, is_add, scope, me, span, deps)?
         }
         InstructionKind::Env { pairs } => {
             let mut out = Vec::new();
