@@ -147,7 +147,7 @@ impl Store {
                 "scratch directory already used",
             ));
         };
-        match std::fs::rename(&src, &target) {
+        match fs_err::rename(&src, &target) {
             Ok(()) => Ok(target),
             // Someone committed the same content first; theirs is as good as ours.
             Err(_) if target.is_dir() => {
@@ -156,7 +156,7 @@ impl Store {
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&src);
-                Err(StoreError::io(&target, e))
+                Err(e.into())
             }
         }
     }

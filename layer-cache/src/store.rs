@@ -107,7 +107,7 @@ impl Store {
     /// A complete temp file, flock'ed while the returned handle lives so `prune` leaves it.
     fn write_temp(&self, content: &[u8]) -> Result<(PathBuf, File)> {
         let temp = self.ingest_dir().join(format!("meta-{}", unique_suffix()));
-        let mut f = File::create(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        let mut f = fs_err::File::create(&temp)?.into_parts().0;
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| StoreError::io(&temp, e.into()))?;
         f.write_all(content)
