@@ -1,4 +1,3 @@
-mod changes;
 mod commands;
 mod output;
 mod progress;

@@ -46,6 +46,62 @@ fn store_with_busybox() -> Option<(TempDir, PathBuf)> {
     Some((tmp, root))
 }
 
+/// `import -c` runs a build's dispatchers: ENV expands earlier values and keeps a
+/// variable's place, WORKDIR resolves against the last one, EXPOSE and HEALTHCHECK
+/// are a build's, and ENTRYPOINT keeps a CMD an earlier change set (as in a stage).
+#[test]
+fn import_changes_are_applied_as_a_build_applies_them() {
+    if !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tempdir");
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let root = tmp.path().join("store");
+    let changes = [
+        "ENV A=1",
+        "ENV B=$A",
+        "ENV A=2",
+        "WORKDIR /app",
+        "WORKDIR sub",
+        "EXPOSE 8000-8001",
+        r#"CMD ["y"]"#,
+        r#"ENTRYPOINT ["/bin/x"]"#,
+        "HEALTHCHECK NONE",
+    ];
+    let mut cmd = mybuild(&root);
+    cmd.arg("import").arg(&rootfs).arg("changed:1");
+    for c in changes {
+        cmd.args(["-c", c]);
+    }
+    run(&mut cmd);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&run(mybuild(&root).args(["inspect", "changed:1"]))).expect("json");
+    let config = &inspect["Config"]["config"];
+    assert_eq!(config["Env"], serde_json::json!(["A=2", "B=1"]), "{config}");
+    assert_eq!(config["WorkingDir"], "/app/sub", "{config}");
+    assert_eq!(config["Cmd"], serde_json::json!(["y"]), "{config}");
+    assert_eq!(
+        config["Entrypoint"],
+        serde_json::json!(["/bin/x"]),
+        "{config}"
+    );
+    assert_eq!(
+        config["ExposedPorts"],
+        serde_json::json!({"8000/tcp": {}, "8001/tcp": {}}),
+        "{config}"
+    );
+    assert_eq!(config["Healthcheck"]["Test"], serde_json::json!(["NONE"]));
+
+    let err = run_fail(
+        mybuild(&root)
+            .arg("import")
+            .arg(&rootfs)
+            .arg("bad:1")
+            .args(["-c", "RUN true"]),
+    );
+    assert!(err.contains("RUN is not supported"), "{err}");
+}
+
 fn blob_files(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))
         .expect("blobs dir")

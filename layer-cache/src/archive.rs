@@ -220,7 +220,10 @@ impl Store {
                     .map_err(|e| StoreError::io(self.ingest_dir(), e))?;
             }
             let c = w.commit(expected.as_ref(), Some(size))?;
-            files.insert(path, (c.digest, c.size, Compression::sniff(&head)));
+            files.insert(
+                path,
+                (c.digest, c.size, crate::codec::layer_compression(&head)),
+            );
         }
         let lookup = |p: &str| -> Result<(Digest, u64, Compression)> {
             let mut p = clean(p);
@@ -230,7 +233,7 @@ impl Store {
                 }
                 if let Some(buf) = small.get(&p) {
                     let c = self.write_blob(buf)?;
-                    return Ok((c.digest, c.size, Compression::sniff(buf)));
+                    return Ok((c.digest, c.size, crate::codec::layer_compression(buf)));
                 }
                 match links.get(&p) {
                     Some(t) => p = t.clone(),

@@ -85,10 +85,10 @@ impl Store {
     /// a newer version, say) is a miss, not an error.
     pub fn cache_get(&self, key: &Digest) -> Result<Option<CacheRecord>> {
         let path = self.record_path(key);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match fs_err::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(&path, e)),
+            Err(e) => return Err(e.into()),
         };
         let Ok(rec) = serde_json::from_slice::<CacheRecord>(&bytes) else {
             tracing::warn!("ignoring unreadable cache record {}", path.display());
@@ -114,14 +114,14 @@ impl Store {
     /// Every record, least recently used first.
     pub fn cache_list(&self) -> Result<Vec<CacheEntry>> {
         let dir = self.cache_dir().join("records");
-        let rd = match std::fs::read_dir(&dir) {
+        let rd = match fs_err::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(&dir, e)),
+            Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let entry = entry?;
             let Some(key) = entry
                 .file_name()
                 .to_str()
@@ -175,10 +175,10 @@ impl Store {
                 continue;
             }
             let path = self.record_path(&e.record.key);
-            match std::fs::remove_file(&path) {
+            match fs_err::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(StoreError::io(&path, err)),
+                Err(err) => return Err(err.into()),
             }
             total = total.saturating_sub(e.record.size);
             stats.records_removed += 1;
@@ -189,10 +189,10 @@ impl Store {
             // with the records.
             for sub in ["notes", "stat", "urls"] {
                 let dir = self.cache_dir().join(sub);
-                match std::fs::remove_dir_all(&dir) {
+                match fs_err::remove_dir_all(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(&dir, e)),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -212,10 +212,10 @@ impl Store {
     /// A small document stored under a name the caller derives (e.g. a hash).
     pub fn cache_note(&self, name: &Digest) -> Result<Option<Vec<u8>>> {
         let path = self.note_path(name);
-        match std::fs::read(&path) {
+        match fs_err::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(&path, e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -229,7 +229,7 @@ impl Store {
 fn ensure_parent(path: &std::path::Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.is_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            fs_err::create_dir_all(dir)?;
         }
     }
     Ok(())

@@ -72,10 +72,10 @@ impl Store {
         let base = self
             .cache_mounts_dir()
             .join(Digest::of(id.as_bytes()).hex());
-        std::fs::create_dir_all(&base).map_err(|e| StoreError::io(&base, e))?;
+        fs_err::create_dir_all(&base)?;
         let id_file = base.join("id");
         if !id_file.exists() {
-            std::fs::write(&id_file, id).map_err(|e| StoreError::io(&id_file, e))?;
+            fs_err::write(&id_file, id)?;
         }
         let (dir, lock) = match sharing {
             Sharing::Shared => (base.clone(), FileLock::shared(&base.join("lock"))?),
@@ -95,14 +95,14 @@ impl Store {
     /// Every cache directory with its id.
     pub fn list_cache_mounts(&self) -> Result<Vec<CacheMountInfo>> {
         let dir = self.cache_mounts_dir();
-        let rd = match std::fs::read_dir(&dir) {
+        let rd = match fs_err::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(&dir, e)),
+            Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let entry = entry?;
             let path = entry.path();
             let id = std::fs::read_to_string(path.join("id")).unwrap_or_default();
             out.push(CacheMountInfo { id, path });
@@ -117,7 +117,7 @@ impl Store {
         let caches = self.list_cache_mounts()?;
         for c in &caches {
             make_removable(&c.path);
-            std::fs::remove_dir_all(&c.path).map_err(|e| StoreError::io(&c.path, e))?;
+            fs_err::remove_dir_all(&c.path)?;
         }
         Ok(caches.len())
     }
@@ -130,7 +130,7 @@ fn private_slot(base: &Path) -> Result<(PathBuf, FileLock)> {
     }
     for n in 0u32.. {
         let dir = base.join(format!("private-{n}"));
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        fs_err::create_dir_all(&dir)?;
         if let Some(l) = FileLock::try_exclusive(&dir.join("lock"))? {
             return Ok((dir, l));
         }

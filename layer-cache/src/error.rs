@@ -6,6 +6,10 @@ use crate::digest::{Digest, DigestError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// An error of an `fs_err` call, whose text names the operation and the path
+    /// (`failed to open file `/x`: ...`). Only such errors convert with `?`.
+    #[error(transparent)]
+    Fs(#[from] std::io::Error),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

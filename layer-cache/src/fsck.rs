@@ -29,8 +29,8 @@ impl Store {
         let mut report = FsckReport::default();
         let mut corrupt = BTreeSet::new();
         let dir = self.blobs_dir();
-        for entry in std::fs::read_dir(&dir).map_err(|e| crate::StoreError::io(&dir, e))? {
-            let entry = entry.map_err(|e| crate::StoreError::io(&dir, e))?;
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(expected) = Digest::from_hex(&name) else {
                 report.problems.push(format!(

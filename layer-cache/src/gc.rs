@@ -114,17 +114,17 @@ impl Store {
             }
             let path = self.blob_path(&d);
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&path).map_err(|e| crate::StoreError::io(&path, e))?;
+            fs_err::remove_file(&path)?;
             stats.blobs_removed += 1;
             stats.bytes_removed += size;
         }
         // An ingest file whose writer is alive is flock'ed; the rest are leftovers of killed processes.
         let ingest = self.ingest_dir();
-        for entry in std::fs::read_dir(&ingest).map_err(|e| crate::StoreError::io(&ingest, e))? {
-            let entry = entry.map_err(|e| crate::StoreError::io(&ingest, e))?;
+        for entry in fs_err::read_dir(&ingest)? {
+            let entry = entry?;
             let path = entry.path();
             if let Some(_lock) = FileLock::try_exclusive_existing(&path)? {
-                std::fs::remove_file(&path).map_err(|e| crate::StoreError::io(&path, e))?;
+                fs_err::remove_file(&path)?;
                 stats.ingests_removed += 1;
             }
         }
@@ -133,10 +133,10 @@ impl Store {
         if snapshots > 0 {
             // Its entries for removed snapshots would only linger.
             let path = self.snapshot_stat_cache_path();
-            match std::fs::remove_file(&path) {
+            match fs_err::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(crate::StoreError::io(&path, e)),
+                Err(e) => return Err(e.into()),
             }
         }
         stats.scratch_removed = scratch;

@@ -98,7 +98,7 @@ impl BlobWriter {
             return Ok(Committed { digest, size });
         }
         file.sync_all().map_err(|e| StoreError::io(&self.temp, e))?;
-        std::fs::rename(&self.temp, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        fs_err::rename(&self.temp, &dest)?;
         sync_dir(&self.blobs_dir)?;
         drop(file);
         Ok(Committed { digest, size })

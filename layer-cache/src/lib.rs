@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod cache_artifact;
 pub mod cache_index;
 pub mod cache_mounts;
+pub mod codec;
 pub mod digest;
 pub mod error;
 pub mod export;

@@ -1,6 +1,6 @@
 //! Advisory file locks (flock) shared between mybuild processes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
@@ -38,10 +38,10 @@ impl FileLock {
 
     /// Like `try_exclusive` on a file that must already exist; `None` if it vanished.
     pub fn try_exclusive_existing(path: &Path) -> Result<Option<FileLock>, StoreError> {
-        let file = match File::open(path) {
-            Ok(f) => f,
+        let file = match fs_err::File::open(path) {
+            Ok(f) => f.into_parts().0,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(path, e)),
+            Err(e) => return Err(e.into()),
         };
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(FileLock {
@@ -74,11 +74,7 @@ impl FileLock {
 }
 
 fn open(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| StoreError::io(path, e))
+    let mut opts = fs_err::OpenOptions::new();
+    opts.create(true).truncate(false).read(true).write(true);
+    Ok(opts.open(path)?.into_parts().0)
 }

@@ -30,9 +30,9 @@ impl Store {
     /// unpacking; it is removed when the returned guard drops.
     pub fn scratch_dir(&self, prefix: &str) -> Result<ScratchDir> {
         let base = self.snapshots_dir().join("tmp");
-        std::fs::create_dir_all(&base).map_err(|e| StoreError::io(&base, e))?;
+        fs_err::create_dir_all(&base)?;
         let path = base.join(format!("{prefix}-{}", crate::store::unique_suffix()));
-        std::fs::create_dir(&path).map_err(|e| StoreError::io(&path, e))?;
+        fs_err::create_dir(&path)?;
         // Held while the directory is in use, so `prune` removes only leftovers of
         // processes that died (the kernel drops the lock with them).
         let lock = FileLock::exclusive(&base.join(format!("{}.lock", file_name(&path))))?;
@@ -147,7 +147,7 @@ impl Store {
                 "scratch directory already used",
             ));
         };
-        match std::fs::rename(&src, &target) {
+        match fs_err::rename(&src, &target) {
             Ok(()) => Ok(target),
             // Someone committed the same content first; theirs is as good as ours.
             Err(_) if target.is_dir() => {
@@ -156,7 +156,7 @@ impl Store {
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&src);
-                Err(StoreError::io(&target, e))
+                Err(e.into())
             }
         }
     }
@@ -295,7 +295,7 @@ impl Store {
                 }
                 let lock_path = tmp.join(format!("{}.lock", file_name(&p)));
                 if let Some(_held) = FileLock::try_exclusive(&lock_path)? {
-                    std::fs::remove_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
+                    fs_err::remove_dir_all(&p)?;
                     let _ = std::fs::remove_file(&lock_path);
                     scratch += 1;
                 }
@@ -310,7 +310,7 @@ impl Store {
                 };
                 if !live_diff_ids.contains(&d) {
                     let p = e.path();
-                    std::fs::remove_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
+                    fs_err::remove_dir_all(&p)?;
                     snapshots += 1;
                 }
             }

@@ -177,7 +177,7 @@ impl StatCache {
         }
         self.disk.written = now;
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            fs_err::create_dir_all(dir)?;
         }
         let bytes =
             serde_json::to_vec(&self.disk).map_err(|e| StoreError::json("stat cache", e))?;

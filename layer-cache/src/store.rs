@@ -48,7 +48,7 @@ impl Store {
             store.ingest_dir(),
             store.locks_dir(),
         ] {
-            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            fs_err::create_dir_all(&dir)?;
         }
         store.create_if_missing(&store.root.join("oci-layout"), OCI_LAYOUT)?;
         store.create_if_missing(&store.index_path(), EMPTY_INDEX)?;
@@ -95,12 +95,12 @@ impl Store {
             return Ok(());
         }
         let (temp, _held) = self.write_temp(content)?;
-        match std::fs::hard_link(&temp, path) {
+        match fs_err::hard_link(&temp, path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
-                return Err(StoreError::io(path, e));
+                return Err(e.into());
             }
         }
         let _ = std::fs::remove_file(&temp);
@@ -110,7 +110,7 @@ impl Store {
     /// A complete temp file, flock'ed while the returned handle lives so `prune` leaves it.
     fn write_temp(&self, content: &[u8]) -> Result<(PathBuf, File)> {
         let temp = self.ingest_dir().join(format!("meta-{}", unique_suffix()));
-        let mut f = File::create(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        let mut f = fs_err::File::create(&temp)?.into_parts().0;
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| StoreError::io(&temp, e.into()))?;
         f.write_all(content)
@@ -153,10 +153,10 @@ impl Store {
     /// Size of a stored blob, or `None` when absent.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let path = self.blob_path(digest);
-        match std::fs::metadata(&path) {
+        match fs_err::metadata(&path) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(&path, e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -200,8 +200,8 @@ impl Store {
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
         let dir = self.blobs_dir();
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
-            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
             if let Some(d) = entry
                 .file_name()
                 .to_str()

@@ -55,6 +55,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::codec;
 use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
@@ -213,38 +214,10 @@ pub enum UnpackError {
     },
 }
 
-/// Reads until `buf` is full or the stream ends; the count read.
-pub fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Sniff gzip / zstd / plain from the first bytes and return a reader of the
 /// uncompressed stream.
-pub fn decompress<'a, R: BufRead + Send + 'a>(
-    mut reader: R,
-) -> io::Result<Box<dyn Read + Send + 'a>> {
-    // Read the magic ourselves: one `fill_buf` may legitimately return fewer
-    // bytes than the magic is long.
-    let mut magic = [0u8; 4];
-    let n = read_up_to(&mut reader, &mut magic)?;
-    let head = &magic[..n];
-    let stream = io::Cursor::new(head.to_vec()).chain(reader);
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(stream)))
-    } else if head == [0x28, 0xb5, 0x2f, 0xfd] {
-        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(stream)?))
-    } else {
-        Ok(Box::new(stream))
-    }
+pub fn decompress<'a, R: BufRead + Send + 'a>(reader: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    Ok(codec::decompress(reader, codec::LAYER)?.1)
 }
 
 /// Unpack an uncompressed tar stream into `root` (which must exist), without limits.

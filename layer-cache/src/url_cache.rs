@@ -55,10 +55,10 @@ impl Store {
     /// only saves a download).
     pub fn url_meta(&self, url: &str) -> Result<Option<UrlMeta>> {
         let path = self.url_meta_path(url);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match fs_err::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(&path, e)),
+            Err(e) => return Err(e.into()),
         };
         let stripped = strip_userinfo(url);
         Ok(serde_json::from_slice::<UrlMeta>(&bytes)
@@ -74,7 +74,7 @@ impl Store {
         };
         let path = self.url_meta_path(&meta.url);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            fs_err::create_dir_all(dir)?;
         }
         let bytes = serde_json::to_vec(&meta).map_err(|e| StoreError::json("url metadata", e))?;
         self.replace_file(&path, &bytes)
@@ -83,10 +83,10 @@ impl Store {
     /// Forgets `url` (its server stopped sending validators).
     pub fn remove_url_meta(&self, url: &str) -> Result<()> {
         let path = self.url_meta_path(url);
-        match std::fs::remove_file(&path) {
+        match fs_err::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io(&path, e)),
+            Err(e) => Err(e.into()),
         }
     }
 }

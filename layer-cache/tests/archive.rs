@@ -2,7 +2,6 @@
 //! members, and many large members that must not be held in memory.
 
 use layer_cache::image::{self, ImageConfig};
-use layer_cache::layer::LayerOptions;
 use layer_cache::{Digest, Store, StoreError};
 
 fn store(tmp: &tempfile::TempDir, name: &str) -> Store {
@@ -26,27 +25,18 @@ struct Parts {
 
 fn parts(tmp: &tempfile::TempDir) -> Parts {
     let s = store(tmp, "src");
-    let layer = s
-        .write_layer(&mut &[7u8; 4096][..], LayerOptions::default())
-        .expect("layer");
-    let config = ImageConfig {
+    let base = ImageConfig {
         architecture: image::Platform::host().architecture,
         os: "linux".into(),
-        rootfs: image::RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![layer.diff_id.clone()],
-        },
         ..ImageConfig::default()
     };
-    let m = s
-        .write_image(&config, &[layer.descriptor()])
-        .expect("image");
-    let img = s.load_image(&m).expect("load");
+    let made = testdata::store::one_layer_image(&s, &[7u8; 4096], base);
+    let img = s.load_image(&made.manifest).expect("load");
     let read = |d: &Digest| (d.clone(), s.read_blob(d, 1 << 30).expect("blob"));
     Parts {
         manifest: read(&img.manifest_digest),
         config: read(&img.config_digest),
-        layer: read(&layer.digest),
+        layer: read(&made.layer.digest),
     }
 }
 

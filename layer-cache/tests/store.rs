@@ -111,22 +111,14 @@ fn layers_are_deterministic_and_decompress_to_the_input() {
 #[test]
 fn tags_resolve_by_name_digest_and_id() {
     let (_t, s) = store();
-    let layer = s
-        .write_layer(&mut &[0u8; 1024][..], LayerOptions::default())
-        .expect("layer");
-    let config = ImageConfig {
+    let base = ImageConfig {
         architecture: "amd64".into(),
         os: "linux".into(),
         config: Some(ContainerConfig::default()),
-        rootfs: image::RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![layer.diff_id.clone()],
-        },
         ..ImageConfig::default()
     };
-    let m = s
-        .write_image(&config, &[layer.descriptor()])
-        .expect("image");
+    let made = testdata::store::one_layer_image(&s, &[0u8; 1024], base);
+    let (m, config) = (made.manifest, made.config);
     let digest = image::descriptor_digest(&m).expect("digest");
     s.set_tag(
         &ImageRef::parse("docker.io/library/app:1").expect("ref"),

@@ -105,3 +105,15 @@ pub fn busybox_rootfs_file(dir: &Path) -> std::io::Result<PathBuf> {
     write_busybox_rootfs(std::io::BufWriter::new(f))?;
     Ok(path)
 }
+
+/// A 64-byte ELF header for an aarch64 executable: enough for the kernel to refuse
+/// it with ENOEXEC on another architecture.
+pub fn aarch64_elf() -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    h[16] = 2; // ET_EXEC
+    h[18] = 0xb7; // EM_AARCH64
+    h[20] = 1; // EV_CURRENT
+    h[52] = 64; // e_ehsize
+    h
+}

@@ -4,9 +4,13 @@
 //! with `MYBUILD_TEST_REQUIRE_ALL` set (as CI sets it) a missing requirement fails
 //! the test; otherwise the test prints why and skips itself.
 
+pub mod git;
+pub mod http;
 pub mod images;
 pub mod probe;
+pub mod pty;
 pub mod registry;
+pub mod store;
 pub mod tars;
 
 use std::path::PathBuf;

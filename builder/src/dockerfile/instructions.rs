@@ -459,35 +459,7 @@ pub fn convert(node: &Node, column: usize) -> Result<Instruction, ConvertError> 
     let args = &node.args;
     let no_flags = || Flags::parse(&[], &node.flags).map_err(flag_err);
     let kind = match kw.as_str() {
-        "FROM" => {
-            let f = Flags::parse(&[("platform", Str)], &node.flags).map_err(flag_err)?;
-            let (as_name, as_keyword) = match args.as_slice() {
-                [_] => (None, None),
-                [_, a, n] if a.eq_ignore_ascii_case("as") => (Some(n.clone()), Some(a.clone())),
-                _ => return Err((InstructionError::FromArgs, None)),
-            };
-            let stage_name = as_name.as_ref().map(|n| n.to_ascii_lowercase());
-            if let (Some(s), Some(orig)) = (&stage_name, &as_name) {
-                let mut cs = s.chars();
-                let ok = cs.next().is_some_and(|c| c.is_ascii_lowercase())
-                    && cs.all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
-                    });
-                if !ok {
-                    return Err((
-                        InstructionError::StageName(orig.clone()),
-                        Some(orig.clone()),
-                    ));
-                }
-            }
-            InstructionKind::From(FromInstr {
-                image: args[0].clone(),
-                as_name,
-                stage_name,
-                platform: f.string("platform"),
-                as_keyword,
-            })
-        }
+        "FROM" => convert_from(node)?,
         "RUN" => {
             let f = Flags::parse(RUN_FLAGS, &node.flags).map_err(flag_err)?;
             InstructionKind::Run(RunInstr {
@@ -529,31 +501,7 @@ pub fn convert(node: &Node, column: usize) -> Result<Instruction, ConvertError> 
                 shell: args.clone(),
             }
         }
-        "ENV" | "LABEL" => {
-            no_flags()?;
-            if args.is_empty() {
-                return Err((InstructionError::AtLeastOne(kw), None));
-            }
-            if !args.len().is_multiple_of(3) {
-                return Err((InstructionError::TooMany(kw), None));
-            }
-            let mut pairs = Vec::new();
-            for t in args.chunks(3) {
-                if t[0].is_empty() {
-                    return Err((InstructionError::BlankName(kw), None));
-                }
-                pairs.push(KeyValue {
-                    key: t[0].clone(),
-                    value: t[1].clone(),
-                    legacy: t[2].is_empty(),
-                });
-            }
-            if kw == "ENV" {
-                InstructionKind::Env { pairs }
-            } else {
-                InstructionKind::Label { pairs }
-            }
-        }
+        "ENV" | "LABEL" => convert_pairs(node, kw.clone())?,
         "MAINTAINER" | "USER" | "WORKDIR" | "STOPSIGNAL" => {
             if args.len() != 1 {
                 return Err((InstructionError::ExactlyOne(kw), None));
@@ -609,155 +557,9 @@ pub fn convert(node: &Node, column: usize) -> Result<Instruction, ConvertError> 
                     .collect(),
             }
         }
-        "COPY" | "ADD" => {
-            if args.len() < 2 {
-                return Err((InstructionError::NoDestination(kw), None));
-            }
-            let is_add = kw == "ADD";
-            let f = Flags::parse(if is_add { ADD_FLAGS } else { COPY_FLAGS }, &node.flags)
-                .map_err(flag_err)?;
-            let (srcs, dest) = args.split_at(args.len() - 1);
-            let dest = dest[0].clone();
-            if !node.json && matches!(parse_heredoc_word(&dest), Ok(Some(_))) {
-                return Err((InstructionError::HeredocDestination(kw), Some(dest)));
-            }
-            let mut sources = Vec::new();
-            let mut contents = Vec::new();
-            for s in srcs {
-                match (node.json, parse_heredoc_word(s)) {
-                    (false, Ok(Some(h))) => {
-                        let body = node
-                            .heredocs
-                            .iter()
-                            .find(|d| d.name == h.name)
-                            .map(|d| d.content.clone())
-                            .unwrap_or_default();
-                        contents.push(SourceContent {
-                            path: h.name,
-                            data: if h.chomp { chomp_heredoc(&body) } else { body },
-                            expand: h.expand,
-                        });
-                    }
-                    _ => sources.push(s.clone()),
-                }
-            }
-            let c = CopyInstr {
-                sources,
-                contents,
-                dest,
-                from: if is_add { None } else { f.string("from") },
-                chown: f.string("chown"),
-                chmod: f.string("chmod"),
-                link: f.bool("link").unwrap_or(false),
-                parents: f.bool("parents").unwrap_or(false),
-                exclude: f.strings("exclude"),
-                checksum: f.string("checksum"),
-                keep_git_dir: f.bool("keep-git-dir"),
-                unpack: f.bool("unpack"),
-            };
-            if is_add {
-                InstructionKind::Add(c)
-            } else {
-                InstructionKind::Copy(c)
-            }
-        }
-        "ONBUILD" => {
-            let Some(sub) = &node.sub else {
-                return Err((InstructionError::AtLeastOne(kw), None));
-            };
-            no_flags()?;
-            let trigger = sub.keyword.to_ascii_uppercase();
-            match trigger.as_str() {
-                "ONBUILD" => return Err((InstructionError::OnbuildChain, None)),
-                "MAINTAINER" | "FROM" => {
-                    return Err((
-                        InstructionError::OnbuildTrigger(trigger),
-                        Some(sub.keyword.clone()),
-                    ))
-                }
-                _ => {}
-            }
-            let mut inner = convert(sub, column)?;
-            inner.span = Span {
-                start_line: node.start_line,
-                end_line: node.end_line,
-                column,
-            };
-            let mut expression = strip_onbuild(&node.original).to_string();
-            for h in &node.heredocs {
-                expression.push('\n');
-                expression.push_str(&h.content);
-                expression.push_str(&h.name);
-            }
-            InstructionKind::Onbuild {
-                expression,
-                trigger: Box::new(inner),
-            }
-        }
-        "HEALTHCHECK" => {
-            let Some(typ) = args.first() else {
-                return Err((InstructionError::AtLeastOne(kw), None));
-            };
-            let typ = typ.to_ascii_uppercase();
-            let rest = &args[1..];
-            if typ == "NONE" {
-                if !rest.is_empty() {
-                    return Err((InstructionError::HealthNoneArgs, None));
-                }
-                no_flags()?;
-                InstructionKind::Healthcheck(Healthcheck::None)
-            } else {
-                let f = Flags::parse(HEALTH_FLAGS, &node.flags).map_err(flag_err)?;
-                if typ != "CMD" {
-                    return Err((InstructionError::HealthType(typ), None));
-                }
-                let cmd: Vec<String> = if node.json {
-                    rest.to_vec()
-                } else if rest.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![rest.join(" ")]
-                };
-                if cmd.is_empty() {
-                    return Err((InstructionError::HealthMissingCmd, None));
-                }
-                let mut test = vec![if node.json { "CMD" } else { "CMD-SHELL" }.to_string()];
-                test.extend(cmd);
-                let dur = |n: &str| -> Result<Option<Duration>, ConvertError> {
-                    let Some(v) = f.string(n) else {
-                        return Ok(None);
-                    };
-                    let word = Some(format!("--{n}={v}"));
-                    match parse_go_duration(&v) {
-                        None => Err((InstructionError::BadDuration(v), word)),
-                        Some(d) if d < 0 => {
-                            Err((InstructionError::IntervalNegative(n.into()), word))
-                        }
-                        Some(0) => Ok(None),
-                        Some(d) if d < 1_000_000 => {
-                            Err((InstructionError::IntervalTooShort(n.into()), word))
-                        }
-                        Some(d) => Ok(Some(Duration::from_nanos(d as u64))),
-                    }
-                };
-                let retries = match f.string("retries") {
-                    None => None,
-                    Some(v) => match v.parse::<i64>() {
-                        Ok(r) if r < 0 => return Err((InstructionError::RetriesNegative(r), None)),
-                        Ok(r) => i32::try_from(r).ok(),
-                        Err(_) => return Err((InstructionError::BadRetries(v), None)),
-                    },
-                };
-                InstructionKind::Healthcheck(Healthcheck::Cmd {
-                    test,
-                    interval: dur("interval")?,
-                    timeout: dur("timeout")?,
-                    start_period: dur("start-period")?,
-                    start_interval: dur("start-interval")?,
-                    retries,
-                })
-            }
-        }
+        "COPY" | "ADD" => convert_copy(node, kw.clone())?,
+        "ONBUILD" => convert_onbuild(node, kw.clone(), column)?,
+        "HEALTHCHECK" => convert_healthcheck(node, kw.clone())?,
         _ => {
             return Err((
                 InstructionError::Unknown(node.keyword.clone()),
@@ -775,6 +577,238 @@ pub fn convert(node: &Node, column: usize) -> Result<Instruction, ConvertError> 
         },
         original: node.original.clone(),
         comments: node.comments.clone(),
+    })
+}
+
+/// FROM, with its stage name checked.
+fn convert_from(node: &Node) -> Result<InstructionKind, ConvertError> {
+    let args = &node.args;
+    Ok({
+        let f = Flags::parse(&[("platform", Str)], &node.flags).map_err(flag_err)?;
+        let (as_name, as_keyword) = match args.as_slice() {
+            [_] => (None, None),
+            [_, a, n] if a.eq_ignore_ascii_case("as") => (Some(n.clone()), Some(a.clone())),
+            _ => return Err((InstructionError::FromArgs, None)),
+        };
+        let stage_name = as_name.as_ref().map(|n| n.to_ascii_lowercase());
+        if let (Some(s), Some(orig)) = (&stage_name, &as_name) {
+            let mut cs = s.chars();
+            let ok = cs.next().is_some_and(|c| c.is_ascii_lowercase())
+                && cs.all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                });
+            if !ok {
+                return Err((
+                    InstructionError::StageName(orig.clone()),
+                    Some(orig.clone()),
+                ));
+            }
+        }
+        InstructionKind::From(FromInstr {
+            image: args[0].clone(),
+            as_name,
+            stage_name,
+            platform: f.string("platform"),
+            as_keyword,
+        })
+    })
+}
+
+/// ENV or LABEL: `key value legacy` triples from the parser.
+fn convert_pairs(node: &Node, kw: String) -> Result<InstructionKind, ConvertError> {
+    let args = &node.args;
+    let no_flags = || Flags::parse(&[], &node.flags).map_err(flag_err);
+    Ok({
+        no_flags()?;
+        if args.is_empty() {
+            return Err((InstructionError::AtLeastOne(kw), None));
+        }
+        if !args.len().is_multiple_of(3) {
+            return Err((InstructionError::TooMany(kw), None));
+        }
+        let mut pairs = Vec::new();
+        for t in args.chunks(3) {
+            if t[0].is_empty() {
+                return Err((InstructionError::BlankName(kw), None));
+            }
+            pairs.push(KeyValue {
+                key: t[0].clone(),
+                value: t[1].clone(),
+                legacy: t[2].is_empty(),
+            });
+        }
+        if kw == "ENV" {
+            InstructionKind::Env { pairs }
+        } else {
+            InstructionKind::Label { pairs }
+        }
+    })
+}
+
+/// COPY or ADD, heredoc sources taken from the node.
+fn convert_copy(node: &Node, kw: String) -> Result<InstructionKind, ConvertError> {
+    let args = &node.args;
+    Ok({
+        if args.len() < 2 {
+            return Err((InstructionError::NoDestination(kw), None));
+        }
+        let is_add = kw == "ADD";
+        let f = Flags::parse(if is_add { ADD_FLAGS } else { COPY_FLAGS }, &node.flags)
+            .map_err(flag_err)?;
+        let (srcs, dest) = args.split_at(args.len() - 1);
+        let dest = dest[0].clone();
+        if !node.json && matches!(parse_heredoc_word(&dest), Ok(Some(_))) {
+            return Err((InstructionError::HeredocDestination(kw), Some(dest)));
+        }
+        let mut sources = Vec::new();
+        let mut contents = Vec::new();
+        for s in srcs {
+            match (node.json, parse_heredoc_word(s)) {
+                (false, Ok(Some(h))) => {
+                    let body = node
+                        .heredocs
+                        .iter()
+                        .find(|d| d.name == h.name)
+                        .map(|d| d.content.clone())
+                        .unwrap_or_default();
+                    contents.push(SourceContent {
+                        path: h.name,
+                        data: if h.chomp { chomp_heredoc(&body) } else { body },
+                        expand: h.expand,
+                    });
+                }
+                _ => sources.push(s.clone()),
+            }
+        }
+        let c = CopyInstr {
+            sources,
+            contents,
+            dest,
+            from: if is_add { None } else { f.string("from") },
+            chown: f.string("chown"),
+            chmod: f.string("chmod"),
+            link: f.bool("link").unwrap_or(false),
+            parents: f.bool("parents").unwrap_or(false),
+            exclude: f.strings("exclude"),
+            checksum: f.string("checksum"),
+            keep_git_dir: f.bool("keep-git-dir"),
+            unpack: f.bool("unpack"),
+        };
+        if is_add {
+            InstructionKind::Add(c)
+        } else {
+            InstructionKind::Copy(c)
+        }
+    })
+}
+
+/// ONBUILD: the trigger converted, the expression kept as written.
+fn convert_onbuild(
+    node: &Node,
+    kw: String,
+    column: usize,
+) -> Result<InstructionKind, ConvertError> {
+    let no_flags = || Flags::parse(&[], &node.flags).map_err(flag_err);
+    Ok({
+        let Some(sub) = &node.sub else {
+            return Err((InstructionError::AtLeastOne(kw), None));
+        };
+        no_flags()?;
+        let trigger = sub.keyword.to_ascii_uppercase();
+        match trigger.as_str() {
+            "ONBUILD" => return Err((InstructionError::OnbuildChain, None)),
+            "MAINTAINER" | "FROM" => {
+                return Err((
+                    InstructionError::OnbuildTrigger(trigger),
+                    Some(sub.keyword.clone()),
+                ))
+            }
+            _ => {}
+        }
+        let mut inner = convert(sub, column)?;
+        inner.span = Span {
+            start_line: node.start_line,
+            end_line: node.end_line,
+            column,
+        };
+        let mut expression = strip_onbuild(&node.original).to_string();
+        for h in &node.heredocs {
+            expression.push('\n');
+            expression.push_str(&h.content);
+            expression.push_str(&h.name);
+        }
+        InstructionKind::Onbuild {
+            expression,
+            trigger: Box::new(inner),
+        }
+    })
+}
+
+/// HEALTHCHECK NONE or CMD, durations and retries checked.
+fn convert_healthcheck(node: &Node, kw: String) -> Result<InstructionKind, ConvertError> {
+    let args = &node.args;
+    let no_flags = || Flags::parse(&[], &node.flags).map_err(flag_err);
+    Ok({
+        let Some(typ) = args.first() else {
+            return Err((InstructionError::AtLeastOne(kw), None));
+        };
+        let typ = typ.to_ascii_uppercase();
+        let rest = &args[1..];
+        if typ == "NONE" {
+            if !rest.is_empty() {
+                return Err((InstructionError::HealthNoneArgs, None));
+            }
+            no_flags()?;
+            InstructionKind::Healthcheck(Healthcheck::None)
+        } else {
+            let f = Flags::parse(HEALTH_FLAGS, &node.flags).map_err(flag_err)?;
+            if typ != "CMD" {
+                return Err((InstructionError::HealthType(typ), None));
+            }
+            let cmd: Vec<String> = if node.json {
+                rest.to_vec()
+            } else if rest.is_empty() {
+                Vec::new()
+            } else {
+                vec![rest.join(" ")]
+            };
+            if cmd.is_empty() {
+                return Err((InstructionError::HealthMissingCmd, None));
+            }
+            let mut test = vec![if node.json { "CMD" } else { "CMD-SHELL" }.to_string()];
+            test.extend(cmd);
+            let dur = |n: &str| -> Result<Option<Duration>, ConvertError> {
+                let Some(v) = f.string(n) else {
+                    return Ok(None);
+                };
+                let word = Some(format!("--{n}={v}"));
+                match parse_go_duration(&v) {
+                    None => Err((InstructionError::BadDuration(v), word)),
+                    Some(d) if d < 0 => Err((InstructionError::IntervalNegative(n.into()), word)),
+                    Some(0) => Ok(None),
+                    Some(d) if d < 1_000_000 => {
+                        Err((InstructionError::IntervalTooShort(n.into()), word))
+                    }
+                    Some(d) => Ok(Some(Duration::from_nanos(d as u64))),
+                }
+            };
+            let retries = match f.string("retries") {
+                None => None,
+                Some(v) => match v.parse::<i64>() {
+                    Ok(r) if r < 0 => return Err((InstructionError::RetriesNegative(r), None)),
+                    Ok(r) => i32::try_from(r).ok(),
+                    Err(_) => return Err((InstructionError::BadRetries(v), None)),
+                },
+            };
+            InstructionKind::Healthcheck(Healthcheck::Cmd {
+                test,
+                interval: dur("interval")?,
+                timeout: dur("timeout")?,
+                start_period: dur("start-period")?,
+                start_interval: dur("start-interval")?,
+                retries,
+            })
+        }
     })
 }
 

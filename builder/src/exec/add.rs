@@ -19,10 +19,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use layer_cache::codec;
 use layer_cache::snapshot::ScratchDir;
 use layer_cache::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
 use layer_cache::url_cache::UrlMeta;
@@ -535,20 +536,8 @@ fn copy_download(spec: &AddSpec, dir: &Path, name: &str, dest: &str) -> Result<(
 
 /// Wraps `reader` in the decompressor its first bytes call for (Docker's
 /// `DecompressStream`: gzip, bzip2, xz, zstd; anything else is read as is).
-fn decompress<'a>(mut reader: BufReader<File>) -> std::io::Result<Box<dyn Read + 'a>> {
-    let head = reader.fill_buf()?;
-    let starts = |m: &[u8]| head.len() >= m.len() && &head[..m.len()] == m;
-    Ok(if starts(&[0x1f, 0x8b, 0x08]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
-    } else if starts(b"BZh") {
-        Box::new(bzip2::bufread::MultiBzDecoder::new(reader))
-    } else if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(reader))
-    } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
-    } else {
-        Box::new(reader)
-    })
+fn decompress<'a>(reader: BufReader<File>) -> std::io::Result<Box<dyn Read + Send + 'a>> {
+    Ok(codec::decompress(reader, codec::ARCHIVE)?.1)
 }
 
 /// BuildKit's `isArchivePath`: a regular file (not followed if a symlink) whose
@@ -567,32 +556,8 @@ pub fn is_archive(path: &Path) -> bool {
         return false;
     };
     let mut block = [0u8; 512];
-    matches!(unpack::read_up_to(&mut r, &mut block), Ok(n) if n == block.len())
-        && valid_tar_header(&block)
-}
-
-/// A non-zero header block whose checksum field matches (signed or unsigned sum, as
-/// Go's archive/tar accepts).
-fn valid_tar_header(block: &[u8; 512]) -> bool {
-    if block.iter().all(|b| *b == 0) {
-        return false;
-    }
-    let field = &block[148..156];
-    let text: String = field
-        .iter()
-        .map(|b| *b as char)
-        .filter(|c| !matches!(c, ' ' | '\0'))
-        .collect();
-    let Ok(want) = i64::from_str_radix(&text, 8) else {
-        return false;
-    };
-    let (mut unsigned, mut signed) = (0i64, 0i64);
-    for (i, b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { *b };
-        unsigned += i64::from(b);
-        signed += i64::from(b as i8);
-    }
-    want == unsigned || want == signed
+    matches!(codec::read_up_to(&mut r, &mut block), Ok(n) if n == block.len())
+        && codec::is_tar_header(&block)
 }
 
 /// Extracts the archive at `file` into the destination directory of the upper.

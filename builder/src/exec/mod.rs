@@ -14,6 +14,7 @@ pub mod add;
 mod cached;
 pub use cached::NEW_INSTRUCTION;
 pub mod chmod;
+pub mod config;
 pub mod copy;
 mod copy_step;
 pub mod fetch;
@@ -32,14 +33,14 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use layer_cache::cache_index::CacheRecord;
-use layer_cache::image::{self, ContainerConfig, HealthConfig, History, ImageConfig};
+use layer_cache::image::{self, ContainerConfig, History, ImageConfig};
 use layer_cache::layer::LayerOptions;
 use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::stat_cache::StatCache;
 use layer_cache::{Digest, Store, StoreError};
 
 use crate::cache::{self, Inputs, KeyOptions, StepNote};
-use crate::dockerfile::{Command, Healthcheck};
+use crate::dockerfile::Command;
 use crate::layer::diff::{self, DiffError};
 use crate::plan::{Base, Platform, Source, Step, StepGraph, StepKind};
 use crate::sandbox::{self, Network, Outcome, SandboxError, SandboxSpec, Stream};
@@ -507,6 +508,19 @@ pub fn build(
         return Err(e);
     }
     saved?;
+    finish_image(store, req, done, ran.into_inner(), &created)
+}
+
+/// The target stage's image: the one made last time when no step ran and the
+/// final key hits, else a new config (labels, creation time) and manifest, recorded
+/// under the final key.
+fn finish_image(
+    store: &Store,
+    req: &BuildRequest,
+    mut done: BTreeMap<usize, StageState>,
+    ran: usize,
+    created: &str,
+) -> Result<BuildResult, BuildError> {
     let mut st = done
         .remove(&req.graph.target)
         .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
@@ -532,7 +546,7 @@ pub fn build(
         .key
         .as_ref()
         .map(|k| cache::final_key(k, &req.labels, &config_digest(&st.config)));
-    if ran.load(Ordering::Relaxed) == 0 && !req.no_cache {
+    if ran == 0 && !req.no_cache {
         if let Some(rec) = final_key
             .as_ref()
             .map(|k| store.cache_get(k))
@@ -554,7 +568,7 @@ pub fn build(
     for (k, v) in &req.labels {
         st.container().labels.insert(k.clone(), v.clone());
     }
-    st.config.created = Some(created.clone());
+    st.config.created = Some(created.to_string());
     let manifest = store.write_image(&st.config, &st.layers)?;
     if let Some(key) = final_key {
         store.cache_put(&CacheRecord {
@@ -870,123 +884,27 @@ impl Exec<'_> {
         }
         self.ran.fetch_add(1, Ordering::Relaxed);
         st.rebuilt = true;
-        match &step.kind {
-            StepKind::Env { pairs } => {
-                let c = st.container();
-                for (k, v) in pairs {
-                    // A variable already set keeps its place, as BuildKit's addEnv.
-                    let entry = format!("{k}={v}");
-                    let name = |e: &String| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k;
-                    match c.env.iter_mut().find(|e| name(e)) {
-                        Some(e) => *e = entry,
-                        None => c.env.push(entry),
-                    }
-                }
-                let desc = pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                self.history(st, format!("ENV {desc}"), true);
-            }
-            StepKind::Label { pairs } => {
-                for (k, v) in pairs {
-                    st.container().labels.insert(k.clone(), v.clone());
-                }
-                let desc = pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                self.history(st, format!("LABEL {desc}"), true);
-            }
-            StepKind::Cmd { command } => {
-                let argv = self.argv(st, command);
-                let c = st.container();
-                // `CMD []` leaves no Cmd, as Go omits an empty list.
-                c.cmd = (!argv.is_empty()).then(|| argv.clone());
-                // BuildKit marks every CMD's arguments as escaped (Docker's field).
-                c.args_escaped = Some(true);
-                self.history(st, format!("CMD {}", history::quoted_list(&argv)), true);
-            }
-            StepKind::Entrypoint { command, keep_cmd } => {
-                let argv = self.argv(st, command);
-                let c = st.container();
-                c.entrypoint = (!argv.is_empty()).then(|| argv.clone());
-                // BuildKit resets the CMD unless this stage set one before.
-                if !keep_cmd {
-                    c.cmd = None;
-                }
-                let created_by = format!("ENTRYPOINT {}", history::quoted_list(&argv));
-                self.history(st, created_by, true);
-            }
-            StepKind::Expose { ports } => {
-                // Already `port/proto`, normalised by the plan.
-                for p in ports {
-                    st.container()
-                        .exposed_ports
-                        .insert(p.clone(), serde_json::json!({}));
-                }
-                self.history(st, format!("EXPOSE [{}]", ports.join(" ")), true);
-            }
-            StepKind::Volume { paths } => {
-                for p in paths {
-                    st.container()
-                        .volumes
-                        .insert(p.clone(), serde_json::json!({}));
-                }
-                self.history(st, format!("VOLUME {}", history::plain_list(paths)), true);
-            }
-            StepKind::User { user } => {
-                st.container().user = Some(user.clone());
-                self.history(st, format!("USER {user}"), true);
-            }
-            StepKind::Workdir { path } => {
-                let wd = resolve_path(
-                    st.config
-                        .config
-                        .as_ref()
-                        .and_then(|c| c.working_dir.as_deref()),
-                    path,
-                );
-                st.container().working_dir = Some(wd.clone());
+        match config::apply(&mut st.config, &step.kind) {
+            config::Applied::History(created_by) => self.history(st, created_by, true),
+            // BuildKit records no history for ONBUILD.
+            config::Applied::Silent => {}
+            config::Applied::Workdir(wd) => {
                 if wd == "/" {
                     self.history(st, format!("WORKDIR {wd}"), true);
                 } else {
                     self.workdir_layer(st, &wd, &location, &text)?;
                 }
             }
-            StepKind::StopSignal { signal } => {
-                st.container().stop_signal = Some(signal.clone());
-                self.history(st, format!("STOPSIGNAL {signal}"), true);
-            }
-            StepKind::Shell { shell } => {
-                st.container().shell = Some(shell.clone());
-                self.history(st, format!("SHELL {}", history::plain_list(shell)), true);
-            }
-            StepKind::Onbuild { expression } => {
-                st.container()
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(expression.clone());
-                // BuildKit records no history for ONBUILD.
-            }
-            StepKind::Maintainer { name } => {
-                st.config.author = Some(name.clone());
-                self.history(st, format!("MAINTAINER {name}"), true);
-            }
-            StepKind::Healthcheck(h) => {
-                let hc = health_config(h);
-                let created_by = history::healthcheck(&hc);
-                st.container().healthcheck = Some(hc);
-                self.history(st, created_by, true);
-            }
-            StepKind::Arg { .. } => {}
-            StepKind::Run { .. } => self.run_step(id, st, &step.kind, done, &location, &text)?,
-            StepKind::Copy(c) | StepKind::Add(c) => {
-                let is_add = matches!(step.kind, StepKind::Add(_));
-                self.copy_step(st, c, is_add, done, &location, &text)?
-            }
+            config::Applied::NotConfig => match &step.kind {
+                StepKind::Run { .. } => {
+                    self.run_step(id, st, &step.kind, done, &location, &text)?
+                }
+                StepKind::Copy(c) | StepKind::Add(c) => {
+                    let is_add = matches!(step.kind, StepKind::Add(_));
+                    self.copy_step(st, c, is_add, done, &location, &text)?
+                }
+                _ => {}
+            },
         }
         Ok(())
     }
@@ -1094,8 +1012,8 @@ impl Exec<'_> {
         dir: layer_cache::snapshot::ScratchDir,
         created_by: String,
     ) -> Result<(), BuildError> {
-        let is_empty = std::fs::read_dir(dir.path())
-            .map_err(|e| StoreError::io(dir.path(), e))?
+        let is_empty = fs_err::read_dir(dir.path())
+            .map_err(StoreError::from)?
             .next()
             .is_none();
         if is_empty {
@@ -1155,32 +1073,6 @@ fn config_digest(config: &ImageConfig) -> Digest {
         h.created = None;
     }
     Digest::of(&serde_json::to_vec(&c).unwrap_or_default())
-}
-
-fn health_config(h: &Healthcheck) -> HealthConfig {
-    match h {
-        Healthcheck::None => HealthConfig {
-            test: Some(vec!["NONE".into()]),
-            ..HealthConfig::default()
-        },
-        Healthcheck::Cmd {
-            test,
-            interval,
-            timeout,
-            start_period,
-            start_interval,
-            retries,
-        } => HealthConfig {
-            test: Some(test.clone()),
-            interval: interval.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            timeout: timeout.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            start_period: start_period.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            start_interval: start_interval.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            // Zero means "inherit" and Go omits it, as the durations.
-            retries: retries.filter(|r| *r != 0).map(i64::from),
-            ..HealthConfig::default()
-        },
-    }
 }
 
 #[cfg(test)]

@@ -184,12 +184,12 @@ impl Exec<'_> {
         let mut ssh_count = 0;
         for rm in mounts {
             let raw = rm.mount.raw.clone();
-            let err = |message: String| BuildError::Mount {
-                location: location.to_string(),
-                step: text.to_string(),
-                mount: raw.clone(),
-                message,
+            let e = MountErr {
+                location,
+                step: text,
+                raw: &raw,
             };
+            let err = |message: String| e.err(message);
             let f = parse_fields(&rm.mount).map_err(&err)?;
             let target = f
                 .target
@@ -202,127 +202,8 @@ impl Exec<'_> {
                     .ok_or_else(|| err("mount target is required".into()))
             };
             match f.kind.as_str() {
-                "bind" => {
-                    let target = need_target()?;
-                    let context = self.context_dir(rm.from.as_ref().unwrap_or(&Source::Context))?;
-                    let from_context = context.is_some();
-                    let layers = match context {
-                        Some((dir, ignore)) => self.context_view(dir, ignore, &mut out._scratch)?,
-                        None => self.mount_layers(rm.from.as_ref(), done, location)?,
-                    };
-                    let source = resolve_in_layers(&layers, f.source.as_deref().unwrap_or("/"));
-                    let rel = PathBuf::from(source.trim_start_matches('/'));
-                    let Some(real) = merged::lookup(&layers, &rel) else {
-                        return Err(err(format!("source {source} not found")));
-                    };
-                    let is_dir = std::fs::metadata(&real)
-                        .map(|m| m.is_dir())
-                        .unwrap_or(false);
-                    let readonly = f.readonly.unwrap_or(true);
-                    let kind = if readonly && layers.len() == 1 && from_context {
-                        // A single directory (the context): bind the path itself.
-                        MountKind::Bind {
-                            source: real,
-                            readonly: true,
-                        }
-                    } else {
-                        let mut layers = layers;
-                        let scratch = if readonly && layers.len() > 1 {
-                            None
-                        } else if readonly {
-                            // A read-only overlay needs two lowerdirs.
-                            let empty = self.store.scratch_dir("mount-empty")?;
-                            layers.push(empty.path().to_path_buf());
-                            out._scratch.push(empty);
-                            None
-                        } else {
-                            // Writes go to a scratch upperdir that is thrown away.
-                            let s = self.store.scratch_dir("mount-rw")?;
-                            for d in ["upper", "work"] {
-                                let p = s.path().join(d);
-                                std::fs::create_dir(&p).map_err(|e| StoreError::io(&p, e))?;
-                            }
-                            let p = s.path().to_path_buf();
-                            out._scratch.push(s);
-                            Some(p)
-                        };
-                        // Overlay options are split on ',' and ':'; a path holding one
-                        // would be read as something else.
-                        if let Some(bad) = layers
-                            .iter()
-                            .chain(&scratch)
-                            .find(|p| p.to_string_lossy().contains([',', ':']))
-                        {
-                            return Err(err(format!(
-                                "{} contains ',' or ':', which an overlay mount cannot take; move the context or the store",
-                                bad.display()
-                            )));
-                        }
-                        MountKind::Layers {
-                            layers,
-                            source,
-                            scratch,
-                            is_dir,
-                        }
-                    };
-                    out.mounts.push(Mount { target, kind });
-                }
-                "cache" => {
-                    let target = need_target()?;
-                    let id =
-                        f.id.clone()
-                            .filter(|s| !s.is_empty())
-                            .unwrap_or_else(|| target.clone());
-                    let sharing = match f.sharing.as_deref() {
-                        None | Some("shared") => Sharing::Shared,
-                        Some("private") => Sharing::Private,
-                        Some("locked") => Sharing::Locked,
-                        Some(other) => {
-                            return Err(err(format!(
-                                "unrecognized sharing {other:?}: expected shared, private or locked"
-                            )))
-                        }
-                    };
-                    let init = CacheInit {
-                        uid: f.uid.unwrap_or(0),
-                        gid: f.gid.unwrap_or(0),
-                        mode: f.mode.unwrap_or(0o755),
-                    };
-                    let seed_layers = match &rm.from {
-                        Some(from) => Some(self.mount_layers(Some(from), done, location)?),
-                        None => None,
-                    };
-                    let seed_source = f.source.clone().unwrap_or_else(|| "/".into());
-                    let cache = self
-                        .store
-                        .open_cache_mount(&id, sharing, init, &mut |dir| {
-                            let Some(layers) = &seed_layers else {
-                                return Ok(());
-                            };
-                            let src = resolve_in_layers(layers, &seed_source);
-                            copy::copy(&copy::CopySpec {
-                                src_layers: layers,
-                                dest_layers: &[],
-                                sources: &[src],
-                                filter: copy::SourceFilter::default(),
-                                contents: &[],
-                                dest: "/",
-                                owner: (init.uid, init.gid),
-                                chmod: None,
-                                upper: dir,
-                            })
-                            .map_err(|e| std::io::Error::other(format!("seeding the cache: {e}")))
-                        })
-                        .map_err(|e| err(e.to_string()))?;
-                    out.mounts.push(Mount {
-                        target,
-                        kind: MountKind::Bind {
-                            source: cache.path().to_path_buf(),
-                            readonly: f.readonly.unwrap_or(false),
-                        },
-                    });
-                    out._caches.push(cache);
-                }
+                "bind" => self.bind_mount(rm, &f, need_target()?, done, &mut out, &e)?,
+                "cache" => self.cache_mount(rm, &f, need_target()?, done, &mut out, &e)?,
                 "tmpfs" => {
                     let target = need_target()?;
                     out.mounts.push(Mount {
@@ -330,103 +211,283 @@ impl Exec<'_> {
                         kind: MountKind::Tmpfs { size: f.size },
                     });
                 }
-                "secret" => {
-                    let id =
-                        f.id.clone()
-                            .filter(|s| !s.is_empty())
-                            .or_else(|| {
-                                target
-                                    .as_deref()
-                                    .and_then(|t| t.rsplit('/').next())
-                                    .map(str::to_string)
-                            })
-                            .ok_or_else(|| err("secret needs an id or a target".into()))?;
-                    let Some(source) = self.req.secrets.get(&id) else {
-                        if f.required {
-                            return Err(err(format!(
-                                "secret {id} is required but was not given (pass --secret id={id},src=FILE)"
-                            )));
-                        }
-                        continue;
-                    };
-                    let value = source.read(&id).map_err(|e| err(e.to_string()))?;
-                    let index = out.secrets.len();
-                    if let Some(name) = f.env.as_deref().filter(|n| !n.is_empty()) {
-                        if std::str::from_utf8(&value).is_err() || value.contains(&0) {
-                            return Err(err(format!(
-                                "secret {id} is not UTF-8 text without NUL bytes and cannot be an environment variable"
-                            )));
-                        }
-                        out.secret_env.push((name.to_string(), index));
-                    }
-                    out.secrets.push(value);
-                    // With env= and no target the secret is not a file.
-                    let file_target = match (&target, &f.env) {
-                        (Some(t), _) => Some(t.clone()),
-                        (None, None) => Some(format!("/run/secrets/{id}")),
-                        (None, Some(_)) => None,
-                    };
-                    if let Some(target) = file_target {
-                        out.mounts.push(Mount {
-                            target,
-                            kind: MountKind::Secret {
-                                index,
-                                mode: f.mode.unwrap_or(0o400) & 0o7777,
-                                uid: f.uid.unwrap_or(0),
-                                gid: f.gid.unwrap_or(0),
-                            },
-                        });
-                    }
-                }
-                "ssh" => {
-                    // As BuildKit: targets are numbered among the step's ssh mounts and
-                    // SSH_AUTH_SOCK names the first, whether or not it is skipped.
-                    let target = target
-                        .clone()
-                        .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_count}"));
-                    ssh_count += 1;
-                    if out.ssh_auth_sock.is_none() {
-                        out.ssh_auth_sock = Some(target.clone());
-                    }
-                    let id =
-                        f.id.clone()
-                            .filter(|s| !s.is_empty())
-                            .unwrap_or_else(|| "default".into());
-                    let Some(agent) = self.req.ssh.get(&id) else {
-                        if f.required {
-                            return Err(err(format!(
-                                "ssh agent {id} is required but was not given (pass --ssh {id}=SOCKET)"
-                            )));
-                        }
-                        continue;
-                    };
-                    let dir = self.store.scratch_dir("ssh")?;
-                    let proxy = super::ssh::AgentProxy::start(
-                        agent,
-                        dir,
-                        f.uid.unwrap_or(0),
-                        f.gid.unwrap_or(0),
-                        f.mode.unwrap_or(0o600),
-                    )
-                    .map_err(|e| {
-                        err(format!(
-                            "ssh agent {id}: forwarding {}: {e}",
-                            agent.display()
-                        ))
-                    })?;
-                    out.mounts.push(Mount {
-                        target,
-                        kind: MountKind::Bind {
-                            source: proxy.socket().to_path_buf(),
-                            readonly: true,
-                        },
-                    });
-                    out._agents.push(proxy);
-                }
+                "secret" => self.secret_mount(&f, target.as_deref(), &mut out, &e)?,
+                "ssh" => self.ssh_mount(&f, target.clone(), &mut ssh_count, &mut out, &e)?,
                 other => return Err(err(format!("unsupported mount type {other:?}"))),
             }
         }
         Ok(out)
+    }
+
+    /// `type=bind`: the context, a stage or an image; read-only unless asked, and
+    /// then writes go to a scratch upper that is thrown away.
+    fn bind_mount(
+        &mut self,
+        rm: &RunMount,
+        f: &Fields,
+        target: String,
+        done: &BTreeMap<usize, StageState>,
+        out: &mut Prepared,
+        m: &MountErr,
+    ) -> Result<(), BuildError> {
+        let context = self.context_dir(rm.from.as_ref().unwrap_or(&Source::Context))?;
+        let from_context = context.is_some();
+        let layers = match context {
+            Some((dir, ignore)) => self.context_view(dir, ignore, &mut out._scratch)?,
+            None => self.mount_layers(rm.from.as_ref(), done, m.location)?,
+        };
+        let source = resolve_in_layers(&layers, f.source.as_deref().unwrap_or("/"));
+        let rel = PathBuf::from(source.trim_start_matches('/'));
+        let Some(real) = merged::lookup(&layers, &rel) else {
+            return Err(m.err(format!("source {source} not found")));
+        };
+        let is_dir = std::fs::metadata(&real)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        let readonly = f.readonly.unwrap_or(true);
+        let kind = if readonly && layers.len() == 1 && from_context {
+            // A single directory (the context): bind the path itself.
+            MountKind::Bind {
+                source: real,
+                readonly: true,
+            }
+        } else {
+            let mut layers = layers;
+            let scratch = if readonly && layers.len() > 1 {
+                None
+            } else if readonly {
+                // A read-only overlay needs two lowerdirs.
+                let empty = self.store.scratch_dir("mount-empty")?;
+                layers.push(empty.path().to_path_buf());
+                out._scratch.push(empty);
+                None
+            } else {
+                // Writes go to a scratch upperdir that is thrown away.
+                let s = self.store.scratch_dir("mount-rw")?;
+                for d in ["upper", "work"] {
+                    let p = s.path().join(d);
+                    fs_err::create_dir(&p).map_err(StoreError::from)?;
+                }
+                let p = s.path().to_path_buf();
+                out._scratch.push(s);
+                Some(p)
+            };
+            // Overlay options are split on ',' and ':'; a path holding one
+            // would be read as something else.
+            if let Some(bad) = layers
+                .iter()
+                .chain(&scratch)
+                .find(|p| p.to_string_lossy().contains([',', ':']))
+            {
+                return Err(m.err(format!(
+                        "{} contains ',' or ':', which an overlay mount cannot take; move the context or the store",
+                        bad.display()
+                    )));
+            }
+            MountKind::Layers {
+                layers,
+                source,
+                scratch,
+                is_dir,
+            }
+        };
+        out.mounts.push(Mount { target, kind });
+        Ok(())
+    }
+
+    /// `type=cache`: a store cache directory by id, seeded from `from=` when new.
+    fn cache_mount(
+        &mut self,
+        rm: &RunMount,
+        f: &Fields,
+        target: String,
+        done: &BTreeMap<usize, StageState>,
+        out: &mut Prepared,
+        m: &MountErr,
+    ) -> Result<(), BuildError> {
+        let id =
+            f.id.clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| target.clone());
+        let sharing = match f.sharing.as_deref() {
+            None | Some("shared") => Sharing::Shared,
+            Some("private") => Sharing::Private,
+            Some("locked") => Sharing::Locked,
+            Some(other) => {
+                return Err(m.err(format!(
+                    "unrecognized sharing {other:?}: expected shared, private or locked"
+                )))
+            }
+        };
+        let init = CacheInit {
+            uid: f.uid.unwrap_or(0),
+            gid: f.gid.unwrap_or(0),
+            mode: f.mode.unwrap_or(0o755),
+        };
+        let seed_layers = match &rm.from {
+            Some(from) => Some(self.mount_layers(Some(from), done, m.location)?),
+            None => None,
+        };
+        let seed_source = f.source.clone().unwrap_or_else(|| "/".into());
+        let cache = self
+            .store
+            .open_cache_mount(&id, sharing, init, &mut |dir| {
+                let Some(layers) = &seed_layers else {
+                    return Ok(());
+                };
+                let src = resolve_in_layers(layers, &seed_source);
+                copy::copy(&copy::CopySpec {
+                    src_layers: layers,
+                    dest_layers: &[],
+                    sources: &[src],
+                    filter: copy::SourceFilter::default(),
+                    contents: &[],
+                    dest: "/",
+                    owner: (init.uid, init.gid),
+                    chmod: None,
+                    upper: dir,
+                })
+                .map_err(|e| std::io::Error::other(format!("seeding the cache: {e}")))
+            })
+            .map_err(|e| m.err(e.to_string()))?;
+        out.mounts.push(Mount {
+            target,
+            kind: MountKind::Bind {
+                source: cache.path().to_path_buf(),
+                readonly: f.readonly.unwrap_or(false),
+            },
+        });
+        out._caches.push(cache);
+        Ok(())
+    }
+
+    /// `type=secret`: a file under /run/secrets, or an environment variable with `env=`.
+    fn secret_mount(
+        &mut self,
+        f: &Fields,
+        target: Option<&str>,
+        out: &mut Prepared,
+        m: &MountErr,
+    ) -> Result<(), BuildError> {
+        let id =
+            f.id.clone()
+                .filter(|s| !s.is_empty())
+                .or_else(|| {
+                    target
+                        .and_then(|t| t.rsplit('/').next())
+                        .map(str::to_string)
+                })
+                .ok_or_else(|| m.err("secret needs an id or a target".into()))?;
+        let Some(source) = self.req.secrets.get(&id) else {
+            if f.required {
+                return Err(m.err(format!(
+                    "secret {id} is required but was not given (pass --secret id={id},src=FILE)"
+                )));
+            }
+            return Ok(());
+        };
+        let value = source.read(&id).map_err(|e| m.err(e.to_string()))?;
+        let index = out.secrets.len();
+        if let Some(name) = f.env.as_deref().filter(|n| !n.is_empty()) {
+            if std::str::from_utf8(&value).is_err() || value.contains(&0) {
+                return Err(m.err(format!(
+                        "secret {id} is not UTF-8 text without NUL bytes and cannot be an environment variable"
+                    )));
+            }
+            out.secret_env.push((name.to_string(), index));
+        }
+        out.secrets.push(value);
+        // With env= and no target the secret is not a file.
+        let file_target = match (&target, &f.env) {
+            (Some(t), _) => Some(t.to_string()),
+            (None, None) => Some(format!("/run/secrets/{id}")),
+            (None, Some(_)) => None,
+        };
+        if let Some(target) = file_target {
+            out.mounts.push(Mount {
+                target,
+                kind: MountKind::Secret {
+                    index,
+                    mode: f.mode.unwrap_or(0o400) & 0o7777,
+                    uid: f.uid.unwrap_or(0),
+                    gid: f.gid.unwrap_or(0),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// `type=ssh`: a socket forwarding to the agent given by `--ssh`.
+    fn ssh_mount(
+        &mut self,
+        f: &Fields,
+        target: Option<String>,
+        ssh_count: &mut usize,
+        out: &mut Prepared,
+        m: &MountErr,
+    ) -> Result<(), BuildError> {
+        // As BuildKit: targets are numbered among the step's ssh mounts and
+        // SSH_AUTH_SOCK names the first, whether or not it is skipped.
+        let target = target
+            .clone()
+            .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{}", *ssh_count));
+        *ssh_count += 1;
+        if out.ssh_auth_sock.is_none() {
+            out.ssh_auth_sock = Some(target.clone());
+        }
+        let id =
+            f.id.clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into());
+        let Some(agent) = self.req.ssh.get(&id) else {
+            if f.required {
+                return Err(m.err(format!(
+                    "ssh agent {id} is required but was not given (pass --ssh {id}=SOCKET)"
+                )));
+            }
+            return Ok(());
+        };
+        let dir = self.store.scratch_dir("ssh")?;
+        let proxy = super::ssh::AgentProxy::start(
+            agent,
+            dir,
+            f.uid.unwrap_or(0),
+            f.gid.unwrap_or(0),
+            f.mode.unwrap_or(0o600),
+        )
+        .map_err(|e| {
+            m.err(format!(
+                "ssh agent {id}: forwarding {}: {e}",
+                agent.display()
+            ))
+        })?;
+        out.mounts.push(Mount {
+            target,
+            kind: MountKind::Bind {
+                source: proxy.socket().to_path_buf(),
+                readonly: true,
+            },
+        });
+        out._agents.push(proxy);
+        Ok(())
+    }
+}
+
+/// Where a RUN mount is, for its errors.
+struct MountErr<'a> {
+    location: &'a str,
+    step: &'a str,
+    raw: &'a str,
+}
+
+impl MountErr<'_> {
+    fn err(&self, message: String) -> BuildError {
+        BuildError::Mount {
+            location: self.location.to_string(),
+            step: self.step.to_string(),
+            mount: self.raw.to_string(),
+            message,
+        }
     }
 }
 
@@ -443,7 +504,7 @@ fn build_mask(context: &Path, mask: &Path, hidden: &[PathBuf]) -> Result<(), Sto
                 cur.push(c);
                 let p = mask.join(&cur);
                 if p.symlink_metadata().is_err() {
-                    std::fs::create_dir(&p).map_err(|e| StoreError::io(&p, e))?;
+                    fs_err::create_dir(&p)?;
                     dirs.push(cur.clone());
                 }
             }
@@ -461,11 +522,10 @@ fn build_mask(context: &Path, mask: &Path, hidden: &[PathBuf]) -> Result<(), Sto
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for rel in dirs {
         let (src, dst) = (context.join(&rel), mask.join(&rel));
-        let md = std::fs::metadata(&src).map_err(|e| StoreError::io(&src, e))?;
+        let md = fs_err::metadata(&src)?;
         std::os::unix::fs::chown(&dst, Some(md.uid()), Some(md.gid()))
             .map_err(|e| StoreError::io(&dst, e))?;
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
-            .map_err(|e| StoreError::io(&dst, e))?;
+        fs_err::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
         let times = std::fs::FileTimes::new()
             .set_accessed(md.accessed().map_err(|e| StoreError::io(&src, e))?)
             .set_modified(md.modified().map_err(|e| StoreError::io(&src, e))?);

@@ -157,11 +157,11 @@ impl Exec<'_> {
             (Command::Shell(_), Some(Script::Argv(args))) => self.with_shell(st, args),
             (Command::Shell(_), Some(Script::File(name, data))) => {
                 let dir = work.path().join("heredoc");
-                std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+                fs_err::create_dir_all(&dir).map_err(StoreError::from)?;
                 let file = dir.join("script");
-                std::fs::write(&file, data).map_err(|e| StoreError::io(&file, e))?;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| StoreError::io(&file, e))?;
+                fs_err::write(&file, data).map_err(StoreError::from)?;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(StoreError::from)?;
                 let target = format!("{HEREDOC_DIR}/{}", name.replace('/', "_"));
                 extra_mounts.push(Mount {
                     target: target.clone(),
@@ -210,7 +210,7 @@ impl Exec<'_> {
         let bundle = work.path().join("bundle");
         let overlay_work = work.path().join("work");
         for d in [&bundle, &overlay_work] {
-            std::fs::create_dir_all(d).map_err(|e| StoreError::io(d, e))?;
+            fs_err::create_dir_all(d).map_err(StoreError::from)?;
         }
         let spec = SandboxSpec {
             lowerdirs: if lowers.is_empty() {

@@ -5,7 +5,9 @@
 //! that instruction only. Base images are known through [`BaseInfo`] (for their `Env`).
 
 use crate::dockerfile::shell::Lexer;
-use crate::dockerfile::{Command, Dockerfile, InstructionKind};
+use crate::dockerfile::{
+    ArgDecl, Command, Dockerfile, FromInstr, Instruction, InstructionKind, KeyValue, Stage,
+};
 use crate::plan::reference;
 use crate::plan::{BaseInfo, Platform, PLATFORM_ARGS};
 use std::collections::BTreeSet;
@@ -206,20 +208,45 @@ fn is_secret_key(key: &str) -> bool {
     parts.last().is_some_and(|l| TOKENS.contains(l))
 }
 
-/// Run the check rules over every stage.
-pub fn lint(df: &Dockerfile, bases: &dyn BaseInfo) -> LintReport {
-    let config = df
-        .directives
-        .iter()
-        .find(|d| d.name == "check")
-        .map(|d| CheckConfig::parse(&d.value))
-        .unwrap_or_default();
-    let mut l = Linter {
-        config,
-        out: Vec::new(),
-    };
-    let lex = Lexer::new(df.escape);
+/// What the rules on a stage's FROM look at.
+struct FromCheck<'a> {
+    df: &'a Dockerfile,
+    index: usize,
+    stage: &'a Stage,
+    from: &'a FromInstr,
+    line: usize,
+    local: Option<&'a CheckConfig>,
+    lex: &'a Lexer,
+    meta: &'a MetaScope,
+    /// No earlier stage has this stage's name.
+    first_of_name: bool,
+}
 
+/// The global scope FROM words expand in: declared meta ARGs with their
+/// defaults (no build args), plus the platform ARGs.
+struct MetaScope {
+    defaults: Vec<(String, String)>,
+    declared: BTreeSet<String>,
+}
+
+type FileRule = fn(&mut Linter, &Dockerfile);
+type FromRule = fn(&mut Linter, &FromCheck);
+
+/// Rules over the whole file.
+const FILE_RULES: &[FileRule] = &[no_empty_continuation, consistent_instruction_casing];
+
+/// Rules over each stage's FROM.
+const FROM_RULES: &[FromRule] = &[
+    from_as_casing,
+    stage_name_casing,
+    reserved_stage_name,
+    duplicate_stage_name,
+    from_platform,
+    undefined_arg_in_from,
+    invalid_default_arg_in_from,
+];
+
+fn no_empty_continuation(l: &mut Linter, df: &Dockerfile) {
     for w in df
         .warnings
         .iter()
@@ -232,8 +259,10 @@ pub fn lint(df: &Dockerfile, bases: &dyn BaseInfo) -> LintReport {
             None,
         );
     }
+}
 
-    // ConsistentInstructionCasing over all top-level instructions.
+/// Over all top-level instructions, against the majority's casing.
+fn consistent_instruction_casing(l: &mut Linter, df: &Dockerfile) {
     let all: Vec<_> = df.all_instructions().collect();
     let (mut lower, mut upper) = (0, 0);
     for i in &all {
@@ -268,367 +297,518 @@ pub fn lint(df: &Dockerfile, bases: &dyn BaseInfo) -> LintReport {
             );
         }
     }
+}
 
-    // Global scope: declared meta ARGs with their defaults (no build args), plus platforms.
-    let mut meta_defaults: Vec<(String, String)> = Platform::parse("linux/amd64")
+/// The meta ARGs in order (SecretsUsedInArgOrEnv applies to them too).
+fn meta_scope(l: &mut Linter, df: &Dockerfile, lex: &Lexer) -> MetaScope {
+    let mut defaults: Vec<(String, String)> = Platform::parse("linux/amd64")
         .map(|p| {
             let mut v = p.args("TARGET");
             v.extend(p.args("BUILD"));
             v
         })
         .unwrap_or_default();
-    let mut declared_meta: BTreeSet<String> = PLATFORM_ARGS.iter().map(|s| s.to_string()).collect();
+    let mut declared: BTreeSet<String> = PLATFORM_ARGS.iter().map(|s| s.to_string()).collect();
     for ins in &df.meta_args {
         let local = local_config(&ins.comments);
         if let InstructionKind::Arg { args } = &ins.kind {
             for a in args {
-                if is_secret_key(&a.name) {
-                    l.warn(
-                        "SecretsUsedInArgOrEnv",
-                        ins.span.start_line,
-                        format!(
-                            "Do not use ARG or ENV instructions for sensitive data (ARG \"{}\")",
-                            a.name
-                        ),
-                        local.as_ref(),
-                    );
-                }
-                declared_meta.insert(a.name.clone());
+                secret_arg(l, &a.name, ins.span.start_line, local.as_ref());
+                declared.insert(a.name.clone());
                 if let Some(d) = &a.default {
-                    if let Ok(v) = lex.process_word(d, &meta_defaults) {
-                        meta_defaults.push((a.name.clone(), v));
+                    if let Ok(v) = lex.process_word(d, &defaults) {
+                        defaults.push((a.name.clone(), v));
                     }
                 }
             }
         }
     }
+    MetaScope { defaults, declared }
+}
 
-    let mut seen_names: BTreeSet<String> = BTreeSet::new();
-    // Per stage: defined names at the end, whether SHELL was set, whether WORKDIR is absolute.
-    let mut stage_defined: Vec<BTreeSet<String>> = Vec::new();
-    let mut stage_shell: Vec<bool> = Vec::new();
-    let mut stage_abs_workdir: Vec<bool> = Vec::new();
+fn secret_arg(l: &mut Linter, name: &str, line: usize, local: Option<&CheckConfig>) {
+    if is_secret_key(name) {
+        l.warn(
+            "SecretsUsedInArgOrEnv",
+            line,
+            format!("Do not use ARG or ENV instructions for sensitive data (ARG \"{name}\")"),
+            local,
+        );
+    }
+}
 
-    let mut aborted = false;
-    for (si, stage) in df.stages.iter().enumerate() {
-        let Some(from) = stage.from_instr() else {
-            continue;
-        };
-        let fl = stage.from.span.start_line;
-        let flocal = local_config(&stage.from.comments);
-        let fl_cfg = flocal.as_ref();
-        if let (Some(as_kw), Some(name)) = (&from.as_keyword, &from.as_name) {
-            let kw = &stage.from.keyword;
-            let from_lower = *kw == kw.to_ascii_lowercase();
-            let from_upper = *kw == kw.to_ascii_uppercase();
-            if (from_lower && *as_kw != as_kw.to_ascii_lowercase())
-                || (from_upper && *as_kw != as_kw.to_ascii_uppercase())
-            {
-                l.warn(
-                    "FromAsCasing",
-                    fl,
-                    format!("'{as_kw}' and '{kw}' keywords' casing do not match"),
-                    fl_cfg,
-                );
-            }
-            if *name != name.to_ascii_lowercase() {
-                l.warn(
-                    "StageNameCasing",
-                    fl,
-                    format!("Stage name '{name}' should be lowercase"),
-                    fl_cfg,
-                );
-            }
-            let lname = name.to_ascii_lowercase();
-            if lname == "scratch" || lname == "context" {
-                l.warn(
-                    "ReservedStageName",
-                    fl,
-                    format!(
-                        "Stage name should not use the same name as reserved stage \"{lname}\""
-                    ),
-                    fl_cfg,
-                );
-            }
-            if !seen_names.insert(lname.clone()) {
-                l.warn(
-                    "DuplicateStageName",
-                    fl,
-                    format!("Duplicate stage name \"{lname}\", stage names should be unique"),
-                    fl_cfg,
-                );
-            }
+/// The `AS` keyword and the stage name, when the FROM has them.
+fn stage_as<'a>(c: &FromCheck<'a>) -> Option<(&'a String, &'a String)> {
+    c.from.as_keyword.as_ref().zip(c.from.as_name.as_ref())
+}
+
+fn from_as_casing(l: &mut Linter, c: &FromCheck) {
+    let Some((as_kw, _)) = stage_as(c) else {
+        return;
+    };
+    let kw = &c.stage.from.keyword;
+    let from_lower = *kw == kw.to_ascii_lowercase();
+    let from_upper = *kw == kw.to_ascii_uppercase();
+    if (from_lower && *as_kw != as_kw.to_ascii_lowercase())
+        || (from_upper && *as_kw != as_kw.to_ascii_uppercase())
+    {
+        l.warn(
+            "FromAsCasing",
+            c.line,
+            format!("'{as_kw}' and '{kw}' keywords' casing do not match"),
+            c.local,
+        );
+    }
+}
+
+fn stage_name_casing(l: &mut Linter, c: &FromCheck) {
+    let Some((_, name)) = stage_as(c) else {
+        return;
+    };
+    if *name != name.to_ascii_lowercase() {
+        l.warn(
+            "StageNameCasing",
+            c.line,
+            format!("Stage name '{name}' should be lowercase"),
+            c.local,
+        );
+    }
+}
+
+fn reserved_stage_name(l: &mut Linter, c: &FromCheck) {
+    let Some((_, name)) = stage_as(c) else {
+        return;
+    };
+    let lname = name.to_ascii_lowercase();
+    if lname == "scratch" || lname == "context" {
+        l.warn(
+            "ReservedStageName",
+            c.line,
+            format!("Stage name should not use the same name as reserved stage \"{lname}\""),
+            c.local,
+        );
+    }
+}
+
+fn duplicate_stage_name(l: &mut Linter, c: &FromCheck) {
+    let Some((_, name)) = stage_as(c) else {
+        return;
+    };
+    if !c.first_of_name {
+        let lname = name.to_ascii_lowercase();
+        l.warn(
+            "DuplicateStageName",
+            c.line,
+            format!("Duplicate stage name \"{lname}\", stage names should be unique"),
+            c.local,
+        );
+    }
+}
+
+/// RedundantTargetPlatform and FromPlatformFlagConstDisallowed.
+fn from_platform(l: &mut Linter, c: &FromCheck) {
+    let Some(p) = &c.from.platform else {
+        return;
+    };
+    let trimmed = p.trim();
+    if trimmed == "$TARGETPLATFORM" || trimmed == "${TARGETPLATFORM}" {
+        l.warn(
+            "RedundantTargetPlatform",
+            c.line,
+            format!("Setting platform to predefined {trimmed} in FROM is redundant as this is the default behavior"),
+            c.local,
+        );
+    } else if !p.contains('$') {
+        let name = c.from.stage_name.clone().unwrap_or_default();
+        let parts: Vec<&str> = p.split('/').collect();
+        if !parts
+            .iter()
+            .any(|part| !part.is_empty() && name.contains(&part.to_ascii_lowercase()))
+        {
+            l.warn(
+                "FromPlatformFlagConstDisallowed",
+                c.line,
+                format!("FROM --platform flag should not use constant value \"{p}\""),
+                c.local,
+            );
         }
-        // FROM words against the global scope.
-        let mut from_words = vec![from.image.clone()];
-        if let Some(p) = &from.platform {
-            from_words.push(p.clone());
-            let trimmed = p.trim();
-            if trimmed == "$TARGETPLATFORM" || trimmed == "${TARGETPLATFORM}" {
-                l.warn(
-                    "RedundantTargetPlatform",
-                    fl,
-                    format!("Setting platform to predefined {trimmed} in FROM is redundant as this is the default behavior"),
-                    fl_cfg,
-                );
-            } else if !p.contains('$') {
-                let name = from.stage_name.clone().unwrap_or_default();
-                let parts: Vec<&str> = p.split('/').collect();
-                if !parts
-                    .iter()
-                    .any(|c| !c.is_empty() && name.contains(&c.to_ascii_lowercase()))
-                {
+    }
+}
+
+/// FROM words (the image and `--platform`) against the global scope.
+fn undefined_arg_in_from(l: &mut Linter, c: &FromCheck) {
+    let mut reported = BTreeSet::new();
+    for w in std::iter::once(&c.from.image).chain(&c.from.platform) {
+        if let Ok(e) = c.lex.process(w, &c.meta.defaults) {
+            for n in &e.unmatched {
+                if !c.meta.declared.contains(n) && reported.insert(n.clone()) {
+                    let hint = suggest(n, c.meta.declared.iter())
+                        .map(|s| format!(" (did you mean {s}?)"))
+                        .unwrap_or_default();
                     l.warn(
-                        "FromPlatformFlagConstDisallowed",
-                        fl,
-                        format!("FROM --platform flag should not use constant value \"{p}\""),
-                        fl_cfg,
+                        "UndefinedArgInFrom",
+                        c.line,
+                        format!("FROM argument '{n}' is not declared{hint}"),
+                        c.local,
                     );
                 }
             }
         }
-        let mut reported = BTreeSet::new();
-        for w in &from_words {
-            if let Ok(e) = lex.process(w, &meta_defaults) {
-                for n in &e.unmatched {
-                    if !declared_meta.contains(n) && reported.insert(n.clone()) {
-                        let hint = suggest(n, declared_meta.iter())
-                            .map(|s| format!(" (did you mean {s}?)"))
-                            .unwrap_or_default();
-                        l.warn(
-                            "UndefinedArgInFrom",
-                            fl,
-                            format!("FROM argument '{n}' is not declared{hint}"),
-                            fl_cfg,
-                        );
-                    }
-                }
-            }
-        }
-        let base_blank = lex
-            .process_word(&from.image, &meta_defaults)
-            .map_or(true, |r| r.is_empty());
-        {
-            let bad = match lex.process(&from.image, &meta_defaults) {
-                Ok(e) => {
-                    e.result.is_empty()
-                        || (!e.result.eq_ignore_ascii_case("scratch")
-                            && df.stages[..si]
-                                .iter()
-                                .all(|s| s.name() != Some(e.result.as_str()))
-                            && reference::validate(&e.result).is_err())
-                }
-                Err(_) => true,
-            };
-            if bad {
-                l.warn(
-                    "InvalidDefaultArgInFrom",
-                    fl,
-                    format!(
-                        "Default value for ARG {} results in empty or invalid base image name",
-                        from.image
-                    ),
-                    fl_cfg,
-                );
-            }
-        }
-        // BuildKit stops converting at a blank base name: later stage bodies are not linted.
-        aborted |= base_blank;
-        if aborted {
-            stage_defined.push(BTreeSet::new());
-            stage_shell.push(false);
-            stage_abs_workdir.push(false);
-            continue;
-        }
+    }
+}
 
-        // The stage body.
-        let image = lex
-            .process_word(&from.image, &meta_defaults)
-            .unwrap_or_default();
-        let parent = df.stages[..si]
-            .iter()
-            .position(|s| s.name() == Some(image.as_str()));
-        let mut defined: BTreeSet<String> = match parent {
-            Some(p) => stage_defined[p].clone(),
-            None if image.eq_ignore_ascii_case("scratch") => BTreeSet::new(),
-            None => bases
-                .env(&image, None)
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect(),
-        };
-        let mut shell_set = parent.is_some_and(|p| stage_shell[p]);
-        let mut abs_workdir = parent.is_some_and(|p| stage_abs_workdir[p]);
-        let mut env_vals: Vec<(String, String)> = Vec::new();
-        let mut last_of: Vec<(&'static str, usize)> = Vec::new();
-        let mut multi: Vec<(&'static str, usize)> = Vec::new();
-
-        for ins in &stage.instructions {
-            let line = ins.span.start_line;
-            let local = local_config(&ins.comments);
-            let lc = local.as_ref();
-            let mut words: Vec<&String> = Vec::new();
-            match &ins.kind {
-                InstructionKind::Cmd { command } | InstructionKind::Entrypoint { command } => {
-                    let name = if matches!(ins.kind, InstructionKind::Cmd { .. }) {
-                        "CMD"
-                    } else {
-                        "ENTRYPOINT"
-                    };
-                    if matches!(command, Command::Shell(_)) && !shell_set {
-                        l.warn(
-                            "JSONArgsRecommended",
-                            line,
-                            format!("JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"),
-                            lc,
-                        );
-                    }
-                    if let Some(prev) = last_of.iter().find(|(n, _)| *n == name) {
-                        multi.push(*prev);
-                    }
-                    last_of.retain(|(n, _)| *n != name);
-                    last_of.push((name, line));
-                }
-                InstructionKind::Healthcheck(_) => {
-                    if let Some(prev) = last_of.iter().find(|(n, _)| *n == "HEALTHCHECK") {
-                        multi.push(*prev);
-                    }
-                    last_of.retain(|(n, _)| *n != "HEALTHCHECK");
-                    last_of.push(("HEALTHCHECK", line));
-                }
-                InstructionKind::Shell { .. } => shell_set = true,
-                InstructionKind::Maintainer { .. } => l.warn(
-                    "MaintainerDeprecated",
-                    line,
-                    "Maintainer instruction is deprecated in favor of using label".into(),
-                    lc,
-                ),
-                InstructionKind::Env { pairs } | InstructionKind::Label { pairs } => {
-                    let is_env = matches!(ins.kind, InstructionKind::Env { .. });
-                    let kw = if is_env { "ENV" } else { "LABEL" };
-                    if pairs.iter().any(|p| p.legacy) {
-                        l.warn(
-                            "LegacyKeyValueFormat",
-                            line,
-                            format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"),
-                            lc,
-                        );
-                    }
-                    for p in pairs {
-                        undefined_vars(&mut l, &lex, &p.value, &defined, &env_vals, line, lc);
-                        if is_env {
-                            if is_secret_key(&p.key) {
-                                l.warn(
-                                    "SecretsUsedInArgOrEnv",
-                                    line,
-                                    format!("Do not use ARG or ENV instructions for sensitive data (ENV \"{}\")", p.key),
-                                    lc,
-                                );
-                            }
-                            let v = lex.process_word(&p.value, &env_vals).unwrap_or_default();
-                            defined.insert(p.key.clone());
-                            env_vals.push((p.key.clone(), v));
-                        }
-                    }
-                }
-                InstructionKind::Arg { args } => {
-                    for a in args {
-                        if is_secret_key(&a.name) {
-                            l.warn(
-                                "SecretsUsedInArgOrEnv",
-                                line,
-                                format!("Do not use ARG or ENV instructions for sensitive data (ARG \"{}\")", a.name),
-                                lc,
-                            );
-                        }
-                        if let Some(d) = &a.default {
-                            undefined_vars(&mut l, &lex, d, &defined, &env_vals, line, lc);
-                            let v = lex.process_word(d, &env_vals).unwrap_or_default();
-                            env_vals.push((a.name.clone(), v));
-                        } else if let Some((_, v)) =
-                            meta_defaults.iter().rev().find(|(k, _)| *k == a.name)
-                        {
-                            env_vals.push((a.name.clone(), v.clone()));
-                        }
-                        defined.insert(a.name.clone());
-                    }
-                }
-                InstructionKind::Workdir { path } => {
-                    words.push(path);
-                    let v = lex
-                        .process_word(path, &env_vals)
-                        .unwrap_or_else(|_| path.clone());
-                    if !v.starts_with('/') && !abs_workdir {
-                        l.warn(
-                            "WorkdirRelativePath",
-                            line,
-                            format!(
-                                "Relative workdir {} can have unexpected results if the base image changes",
-                                crate::dockerfile::ast::go_quote(&v)
-                            ),
-                            lc,
-                        );
-                    }
-                    // Only the first WORKDIR of a build without an absolute one is reported.
-                    abs_workdir = true;
-                }
-                InstructionKind::Expose { ports } => {
-                    for p in ports {
-                        undefined_vars(&mut l, &lex, p, &defined, &env_vals, line, lc);
-                        let expanded = lex.process_words(p, &env_vals).unwrap_or_default();
-                        for port in expanded {
-                            if port.contains(':') {
-                                l.warn(
-                                    "ExposeInvalidFormat",
-                                    line,
-                                    format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'"),
-                                    lc,
-                                );
-                            }
-                            if let Some((_, proto)) = port.split_once('/') {
-                                if proto != proto.to_ascii_lowercase() {
-                                    l.warn(
-                                        "ExposeProtoCasing",
-                                        line,
-                                        format!("Defined protocol '{port}' in EXPOSE instruction should be lowercase"),
-                                        lc,
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-                InstructionKind::Copy(c) | InstructionKind::Add(c) => {
-                    words.extend(c.sources.iter());
-                    words.push(&c.dest);
-                    words.extend(c.chown.iter());
-                    words.extend(c.chmod.iter());
-                    let mut hl = lex;
-                    hl.skip_process_quotes = true;
-                    for h in c.contents.iter().filter(|h| h.expand) {
-                        undefined_vars(&mut l, &hl, &h.data, &defined, &env_vals, line, lc);
-                    }
-                }
-                InstructionKind::Volume { paths } => words.extend(paths.iter()),
-                InstructionKind::User { user } => words.push(user),
-                InstructionKind::StopSignal { signal } => words.push(signal),
-                _ => {}
-            }
-            for w in words {
-                undefined_vars(&mut l, &lex, w, &defined, &env_vals, line, lc);
-            }
+fn invalid_default_arg_in_from(l: &mut Linter, c: &FromCheck) {
+    let bad = match c.lex.process(&c.from.image, &c.meta.defaults) {
+        Ok(e) => {
+            e.result.is_empty()
+                || (!e.result.eq_ignore_ascii_case("scratch")
+                    && c.df.stages[..c.index]
+                        .iter()
+                        .all(|s| s.name() != Some(e.result.as_str()))
+                    && reference::validate(&e.result).is_err())
         }
-        for (name, line) in multi {
-            l.warn(
-                "MultipleInstructionsDisallowed",
+        Err(_) => true,
+    };
+    if bad {
+        l.warn(
+            "InvalidDefaultArgInFrom",
+            c.line,
+            format!(
+                "Default value for ARG {} results in empty or invalid base image name",
+                c.from.image
+            ),
+            c.local,
+        );
+    }
+}
+
+/// What a stage leaves to the stages built on it.
+#[derive(Clone, Default)]
+struct StageEnd {
+    defined: BTreeSet<String>,
+    shell_set: bool,
+    abs_workdir: bool,
+}
+
+/// The walk over a stage's instructions: what is defined so far, and the rules
+/// that depend on it.
+struct StageWalk<'a> {
+    lex: &'a Lexer,
+    meta: &'a MetaScope,
+    end: StageEnd,
+    env_vals: Vec<(String, String)>,
+    last_of: Vec<(&'static str, usize)>,
+    multi: Vec<(&'static str, usize)>,
+}
+
+impl StageWalk<'_> {
+    fn instruction(&mut self, l: &mut Linter, ins: &Instruction) {
+        let line = ins.span.start_line;
+        let local = local_config(&ins.comments);
+        let lc = local.as_ref();
+        let mut words: Vec<&String> = Vec::new();
+        match &ins.kind {
+            InstructionKind::Cmd { command } => self.command(l, "CMD", command, line, lc),
+            InstructionKind::Entrypoint { command } => {
+                self.command(l, "ENTRYPOINT", command, line, lc)
+            }
+            InstructionKind::Healthcheck(_) => self.last_one("HEALTHCHECK", line),
+            InstructionKind::Shell { .. } => self.end.shell_set = true,
+            InstructionKind::Maintainer { .. } => l.warn(
+                "MaintainerDeprecated",
                 line,
-                format!("Multiple {name} instructions should not be used in the same stage because only the last one will be used"),
-                None,
+                "Maintainer instruction is deprecated in favor of using label".into(),
+                lc,
+            ),
+            InstructionKind::Env { pairs } => self.pairs(l, "ENV", pairs, line, lc),
+            InstructionKind::Label { pairs } => self.pairs(l, "LABEL", pairs, line, lc),
+            InstructionKind::Arg { args } => self.args(l, args, line, lc),
+            InstructionKind::Workdir { path } => {
+                words.push(path);
+                self.workdir(l, path, line, lc);
+            }
+            InstructionKind::Expose { ports } => self.expose(l, ports, line, lc),
+            InstructionKind::Copy(c) | InstructionKind::Add(c) => {
+                words.extend(c.sources.iter());
+                words.push(&c.dest);
+                words.extend(c.chown.iter());
+                words.extend(c.chmod.iter());
+                let mut hl = *self.lex;
+                hl.skip_process_quotes = true;
+                for h in c.contents.iter().filter(|h| h.expand) {
+                    self.undefined(l, &hl, &h.data, line, lc);
+                }
+            }
+            InstructionKind::Volume { paths } => words.extend(paths.iter()),
+            InstructionKind::User { user } => words.push(user),
+            InstructionKind::StopSignal { signal } => words.push(signal),
+            _ => {}
+        }
+        for w in words {
+            self.undefined(l, self.lex, w, line, lc);
+        }
+    }
+
+    fn undefined(
+        &self,
+        l: &mut Linter,
+        lex: &Lexer,
+        word: &str,
+        line: usize,
+        lc: Option<&CheckConfig>,
+    ) {
+        undefined_vars(l, lex, word, &self.end.defined, &self.env_vals, line, lc);
+    }
+
+    /// MultipleInstructionsDisallowed: remembers the last of `name`.
+    fn last_one(&mut self, name: &'static str, line: usize) {
+        if let Some(prev) = self.last_of.iter().find(|(n, _)| *n == name) {
+            self.multi.push(*prev);
+        }
+        self.last_of.retain(|(n, _)| *n != name);
+        self.last_of.push((name, line));
+    }
+
+    /// CMD and ENTRYPOINT: JSONArgsRecommended, and only the last one counts.
+    fn command(
+        &mut self,
+        l: &mut Linter,
+        name: &'static str,
+        command: &Command,
+        line: usize,
+        lc: Option<&CheckConfig>,
+    ) {
+        if matches!(command, Command::Shell(_)) && !self.end.shell_set {
+            l.warn(
+                "JSONArgsRecommended",
+                line,
+                format!("JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"),
+                lc,
             );
         }
-        stage_defined.push(defined);
-        stage_shell.push(shell_set);
-        stage_abs_workdir.push(abs_workdir);
+        self.last_one(name, line);
+    }
+
+    /// ENV and LABEL: LegacyKeyValueFormat, undefined variables in values; ENV
+    /// also defines its keys (and may hold secrets).
+    fn pairs(
+        &mut self,
+        l: &mut Linter,
+        kw: &str,
+        pairs: &[KeyValue],
+        line: usize,
+        lc: Option<&CheckConfig>,
+    ) {
+        if pairs.iter().any(|p| p.legacy) {
+            l.warn(
+                "LegacyKeyValueFormat",
+                line,
+                format!(
+                    "\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"
+                ),
+                lc,
+            );
+        }
+        for p in pairs {
+            self.undefined(l, self.lex, &p.value, line, lc);
+            if kw == "ENV" {
+                if is_secret_key(&p.key) {
+                    l.warn(
+                        "SecretsUsedInArgOrEnv",
+                        line,
+                        format!(
+                            "Do not use ARG or ENV instructions for sensitive data (ENV \"{}\")",
+                            p.key
+                        ),
+                        lc,
+                    );
+                }
+                let v = self
+                    .lex
+                    .process_word(&p.value, &self.env_vals)
+                    .unwrap_or_default();
+                self.end.defined.insert(p.key.clone());
+                self.env_vals.push((p.key.clone(), v));
+            }
+        }
+    }
+
+    fn args(&mut self, l: &mut Linter, args: &[ArgDecl], line: usize, lc: Option<&CheckConfig>) {
+        for a in args {
+            secret_arg(l, &a.name, line, lc);
+            if let Some(d) = &a.default {
+                self.undefined(l, self.lex, d, line, lc);
+                let v = self.lex.process_word(d, &self.env_vals).unwrap_or_default();
+                self.env_vals.push((a.name.clone(), v));
+            } else if let Some((_, v)) = self.meta.defaults.iter().rev().find(|(k, _)| *k == a.name)
+            {
+                self.env_vals.push((a.name.clone(), v.clone()));
+            }
+            self.end.defined.insert(a.name.clone());
+        }
+    }
+
+    /// WorkdirRelativePath: only the first WORKDIR of a build without an absolute
+    /// one is reported.
+    fn workdir(&mut self, l: &mut Linter, path: &str, line: usize, lc: Option<&CheckConfig>) {
+        let v = self
+            .lex
+            .process_word(path, &self.env_vals)
+            .unwrap_or_else(|_| path.to_string());
+        if !v.starts_with('/') && !self.end.abs_workdir {
+            l.warn(
+                "WorkdirRelativePath",
+                line,
+                format!(
+                    "Relative workdir {} can have unexpected results if the base image changes",
+                    crate::dockerfile::ast::go_quote(&v)
+                ),
+                lc,
+            );
+        }
+        self.end.abs_workdir = true;
+    }
+
+    /// ExposeInvalidFormat and ExposeProtoCasing, after expansion.
+    fn expose(&mut self, l: &mut Linter, ports: &[String], line: usize, lc: Option<&CheckConfig>) {
+        for p in ports {
+            self.undefined(l, self.lex, p, line, lc);
+            let expanded = self
+                .lex
+                .process_words(p, &self.env_vals)
+                .unwrap_or_default();
+            for port in expanded {
+                if port.contains(':') {
+                    l.warn(
+                        "ExposeInvalidFormat",
+                        line,
+                        format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'"),
+                        lc,
+                    );
+                }
+                if let Some((_, proto)) = port.split_once('/') {
+                    if proto != proto.to_ascii_lowercase() {
+                        l.warn(
+                            "ExposeProtoCasing",
+                            line,
+                            format!("Defined protocol '{port}' in EXPOSE instruction should be lowercase"),
+                            lc,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lints the body of the last of `stages`, starting from what its base leaves (an
+/// earlier stage's end, or an image's environment).
+fn lint_stage_body(
+    l: &mut Linter,
+    stages: &[Stage],
+    image: &str,
+    ends: &[StageEnd],
+    bases: &dyn BaseInfo,
+    lex: &Lexer,
+    meta: &MetaScope,
+) -> StageEnd {
+    let Some((stage, earlier)) = stages.split_last() else {
+        return StageEnd::default();
+    };
+    let parent = earlier.iter().position(|s| s.name() == Some(image));
+    let end = match parent {
+        Some(p) => ends[p].clone(),
+        None if image.eq_ignore_ascii_case("scratch") => StageEnd::default(),
+        None => StageEnd {
+            defined: bases.env(image, None).into_iter().map(|(k, _)| k).collect(),
+            ..StageEnd::default()
+        },
+    };
+    let mut walk = StageWalk {
+        lex,
+        meta,
+        end,
+        env_vals: Vec::new(),
+        last_of: Vec::new(),
+        multi: Vec::new(),
+    };
+    for ins in &stage.instructions {
+        walk.instruction(l, ins);
+    }
+    for (name, line) in walk.multi {
+        l.warn(
+            "MultipleInstructionsDisallowed",
+            line,
+            format!("Multiple {name} instructions should not be used in the same stage because only the last one will be used"),
+            None,
+        );
+    }
+    walk.end
+}
+
+/// Run the check rules over every stage.
+pub fn lint(df: &Dockerfile, bases: &dyn BaseInfo) -> LintReport {
+    let config = df
+        .directives
+        .iter()
+        .find(|d| d.name == "check")
+        .map(|d| CheckConfig::parse(&d.value))
+        .unwrap_or_default();
+    let mut l = Linter {
+        config,
+        out: Vec::new(),
+    };
+    let lex = Lexer::new(df.escape);
+    for rule in FILE_RULES {
+        rule(&mut l, df);
+    }
+    let meta = meta_scope(&mut l, df, &lex);
+
+    let mut seen_names: BTreeSet<String> = BTreeSet::new();
+    // Per stage: what it leaves to the stages built on it.
+    let mut ends: Vec<StageEnd> = Vec::new();
+    let mut aborted = false;
+    for (index, stage) in df.stages.iter().enumerate() {
+        let Some(from) = stage.from_instr() else {
+            continue;
+        };
+        let local = local_config(&stage.from.comments);
+        let first_of_name = match &from.as_name {
+            Some(name) if from.as_keyword.is_some() => seen_names.insert(name.to_ascii_lowercase()),
+            _ => true,
+        };
+        let check = FromCheck {
+            df,
+            index,
+            stage,
+            from,
+            line: stage.from.span.start_line,
+            local: local.as_ref(),
+            lex: &lex,
+            meta: &meta,
+            first_of_name,
+        };
+        for rule in FROM_RULES {
+            rule(&mut l, &check);
+        }
+        // BuildKit stops converting at a blank base name: later stage bodies are not linted.
+        let image = lex.process_word(&from.image, &meta.defaults);
+        aborted |= image.as_ref().map_or(true, |r| r.is_empty());
+        if aborted {
+            ends.push(StageEnd::default());
+            continue;
+        }
+        let image = image.unwrap_or_default();
+        let end = lint_stage_body(
+            &mut l,
+            &df.stages[..=index],
+            &image,
+            &ends,
+            bases,
+            &lex,
+            &meta,
+        );
+        ends.push(end);
     }
 
     l.out

@@ -15,8 +15,8 @@ pub use platform::{Platform, PLATFORM_ARGS, PROXY_ARGS};
 use crate::diagnostic::{render, Location};
 use crate::dockerfile::shell::{ExpandError, Lexer};
 use crate::dockerfile::{
-    ast, instructions, ArgDecl, Command, Dockerfile, Healthcheck, Heredoc, Instruction,
-    InstructionKind, Mount, Span,
+    ast, instructions, ArgDecl, Command, CopyInstr, Dockerfile, FromInstr, Healthcheck, Heredoc,
+    Instruction, InstructionKind, Mount, RunInstr, Span,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -420,28 +420,7 @@ pub fn plan(
         });
     }
 
-    // Global scope: platform ARGs, then the meta ARGs in order.
-    let mut global = Vars::default();
-    let mut declared_global: BTreeSet<String> = BTreeSet::new();
-    for (k, v) in opts
-        .target_platform
-        .args("TARGET")
-        .into_iter()
-        .chain(opts.build_platform.args("BUILD"))
-    {
-        global.set(&k, &v);
-    }
-    for ins in &df.meta_args {
-        if let InstructionKind::Arg { args } = &ins.kind {
-            for a in args {
-                let v = resolve_arg(&mut ctx, a, &global, None, ins.span)?;
-                declared_global.insert(a.name.clone());
-                if let Some(v) = v {
-                    global.set(&a.name, &v);
-                }
-            }
-        }
-    }
+    let (global, declared_global) = global_scope(&mut ctx)?;
 
     // Target and the stages it needs.
     let target = match &opts.target {
@@ -461,101 +440,14 @@ pub fn plan(
     for (i, stage) in df.stages.iter().enumerate() {
         let span = stage.from.span;
         // A named context of the stage's name replaces the whole stage.
-        if let Some((name, nc)) = stage.name().and_then(|n| ctx.named(n)) {
-            let base = match nc {
-                NamedContext::Local if i == target => {
-                    return Err(ctx.err(PlanErrorKind::LocalContextBase(name), span, None))
-                }
-                // Nothing can reach it: every use of the name means the context.
-                NamedContext::Local | NamedContext::Scratch => Base::Scratch,
-                NamedContext::Image { reference } => Base::Image {
-                    reference: reference.clone(),
-                },
-            };
-            planned[i] = Some(PlannedStage {
-                index: i,
-                name: stage.name().map(str::to_string),
-                base,
-                platform: None,
-                stage_platform: opts.target_platform.clone(),
-                span,
-                steps: Vec::new(),
-                depends_on: Vec::new(),
-            });
+        if let Some(named) = named_stage(&ctx, i, target)? {
+            planned[i] = Some(named);
             continue;
         }
         let from = stage
             .from_instr()
             .ok_or_else(|| ctx.err(PlanErrorKind::NoStages, stage.from.span, None))?;
-        // FROM sees the global scope only.
-        let exp = ctx
-            .lex
-            .process(&from.image, &global.0)
-            .map_err(|e| ctx.err(e.into(), span, Some(&from.image)))?;
-        let undeclared: Vec<&String> = exp
-            .unmatched
-            .iter()
-            .filter(|n| !declared_global.contains(*n))
-            .collect();
-        let image = exp.result;
-        let platform = match &from.platform {
-            None => None,
-            Some(p) => {
-                let v = ctx.expand(p, &global, span)?;
-                Some(Platform::parse(&v).ok_or_else(|| {
-                    ctx.err(PlanErrorKind::InvalidPlatform(v.clone()), span, Some(p))
-                })?)
-            }
-        };
-        let base = if image.is_empty() {
-            if let Some(name) = undeclared.first() {
-                return Err(ctx.err(
-                    PlanErrorKind::UndeclaredArgInFrom {
-                        name: (*name).clone(),
-                        word: from.image.clone(),
-                        result: image.clone(),
-                    },
-                    span,
-                    Some(&from.image),
-                ));
-            }
-            return Err(ctx.err(
-                PlanErrorKind::BlankBase(from.image.clone()),
-                span,
-                Some(&from.image),
-            ));
-        } else if let Some(b) = ctx.named_base(&image, span)? {
-            b
-        } else if image.eq_ignore_ascii_case("scratch") {
-            Base::Scratch
-        } else if let Some(j) = find_stage(df, &image, false).filter(|&j| j < i) {
-            Base::Stage { index: j }
-        } else {
-            if let Err(e) = reference::validate(&image) {
-                if let Some(name) = undeclared.first() {
-                    return Err(ctx.err(
-                        PlanErrorKind::UndeclaredArgInFrom {
-                            name: (*name).clone(),
-                            word: from.image.clone(),
-                            result: image.clone(),
-                        },
-                        span,
-                        Some(&from.image),
-                    ));
-                }
-                return Err(ctx.err(
-                    PlanErrorKind::InvalidBase {
-                        name: image.clone(),
-                        error: e,
-                    },
-                    span,
-                    Some(&from.image),
-                ));
-            }
-            Base::Image {
-                reference: image.clone(),
-            }
-        };
+        let (base, platform) = stage_base(&mut ctx, i, from, &global, &declared_global, span)?;
 
         // A stage built on another keeps that stage's platform; others are built for
         // their FROM --platform or the target.
@@ -570,19 +462,7 @@ pub fn plan(
         };
 
         // Stage scope: the base's env, then ARGs as they are declared.
-        let mut env = match &base {
-            Base::Stage { index } => final_env[*index].clone(),
-            Base::Image { reference } => Vars(bases.env(reference, Some(&stage_platform))),
-            Base::Scratch => Vars::default(),
-        };
-        // BuildKit gives every stage a PATH (but on Windows): the empty image's, or
-        // the default added to an image that sets none.
-        if !matches!(base, Base::Stage { .. })
-            && env.get("PATH").is_none()
-            && stage_platform.os != "windows"
-        {
-            env.set("PATH", DEFAULT_PATH);
-        }
+        let mut env = stage_env(&base, &final_env, bases, &stage_platform);
         // A stage built on another inherits its ARGs, as BuildKit's stages do.
         let mut args = match &base {
             Base::Stage { index } => final_args[*index].clone(),
@@ -600,27 +480,7 @@ pub fn plan(
             Base::Image { reference } => bases.onbuild(reference, Some(&stage_platform)),
             Base::Scratch => Vec::new(),
         };
-        let mut trigger_instrs = Vec::new();
-        for t in &triggers {
-            let a = ast::parse_ast(t).map_err(|e| {
-                ctx.err(
-                    PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {e}")),
-                    span,
-                    None,
-                )
-            })?;
-            for n in &a.nodes {
-                let mut ins = instructions::convert(n, span.column).map_err(|e| {
-                    ctx.err(
-                        PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {}", e.0)),
-                        span,
-                        None,
-                    )
-                })?;
-                ins.span = span;
-                trigger_instrs.push((ins, true));
-            }
-        }
+        let trigger_instrs = trigger_instructions(&ctx, &triggers, span)?;
         let body = trigger_instrs
             .into_iter()
             .chain(stage.instructions.iter().map(|i| (i.clone(), false)));
@@ -683,6 +543,229 @@ pub fn plan(
         });
     }
 
+    let stages = prune(&ctx, planned, target)?;
+
+    warnings.extend(unused_build_args(&ctx));
+    Ok(StepGraph {
+        stages,
+        target,
+        warnings,
+    })
+}
+
+/// The global scope: platform ARGs, then the meta ARGs in order; with the names
+/// the meta ARGs declared.
+fn global_scope(ctx: &mut Ctx<'_>) -> Result<(Vars, BTreeSet<String>), PlanError> {
+    let (df, opts) = (ctx.df, ctx.opts);
+    let mut global = Vars::default();
+    let mut declared_global: BTreeSet<String> = BTreeSet::new();
+    for (k, v) in opts
+        .target_platform
+        .args("TARGET")
+        .into_iter()
+        .chain(opts.build_platform.args("BUILD"))
+    {
+        global.set(&k, &v);
+    }
+    for ins in &df.meta_args {
+        if let InstructionKind::Arg { args } = &ins.kind {
+            for a in args {
+                let v = resolve_arg(ctx, a, &global, None, ins.span)?;
+                declared_global.insert(a.name.clone());
+                if let Some(v) = v {
+                    global.set(&a.name, &v);
+                }
+            }
+        }
+    }
+    Ok((global, declared_global))
+}
+
+/// The stage a `--build-context` of stage `i`'s name stands for, when there is one.
+fn named_stage(ctx: &Ctx<'_>, i: usize, target: usize) -> Result<Option<PlannedStage>, PlanError> {
+    let stage = &ctx.df.stages[i];
+    let opts = ctx.opts;
+    let span = stage.from.span;
+    if let Some((name, nc)) = stage.name().and_then(|n| ctx.named(n)) {
+        let base = match nc {
+            NamedContext::Local if i == target => {
+                return Err(ctx.err(PlanErrorKind::LocalContextBase(name), span, None))
+            }
+            // Nothing can reach it: every use of the name means the context.
+            NamedContext::Local | NamedContext::Scratch => Base::Scratch,
+            NamedContext::Image { reference } => Base::Image {
+                reference: reference.clone(),
+            },
+        };
+        return Ok(Some(PlannedStage {
+            index: i,
+            name: stage.name().map(str::to_string),
+            base,
+            platform: None,
+            stage_platform: opts.target_platform.clone(),
+            span,
+            steps: Vec::new(),
+            depends_on: Vec::new(),
+        }));
+    }
+    Ok(None)
+}
+
+/// The warning for `--build-arg`s no instruction read (proxy variables aside).
+fn unused_build_args(ctx: &Ctx<'_>) -> Option<PlanWarning> {
+    let unused: Vec<String> = ctx
+        .opts
+        .build_args
+        .keys()
+        .filter(|k| !ctx.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    (!unused.is_empty()).then(|| PlanWarning {
+        message: format!(
+            "[Warning] One or more build-args [{}] were not consumed",
+            unused.join(" ")
+        ),
+        span: None,
+    })
+}
+
+/// The environment a stage starts with: its base stage's, or its image's with a
+/// PATH, as BuildKit gives every stage one (but on Windows): the empty image's, or
+/// the default added to an image that sets none.
+fn stage_env(base: &Base, final_env: &[Vars], bases: &dyn BaseInfo, platform: &Platform) -> Vars {
+    let mut env = match base {
+        Base::Stage { index } => return final_env[*index].clone(),
+        Base::Image { reference } => Vars(bases.env(reference, Some(platform))),
+        Base::Scratch => Vars::default(),
+    };
+    if env.get("PATH").is_none() && platform.os != "windows" {
+        env.set("PATH", DEFAULT_PATH);
+    }
+    env
+}
+
+/// What a stage's FROM names, in the global scope: a named context, scratch, an
+/// earlier stage or an image; with its expanded `--platform`.
+fn stage_base(
+    ctx: &mut Ctx<'_>,
+    i: usize,
+    from: &FromInstr,
+    global: &Vars,
+    declared_global: &BTreeSet<String>,
+    span: Span,
+) -> Result<(Base, Option<Platform>), PlanError> {
+    let df = ctx.df;
+    // FROM sees the global scope only.
+    let exp = ctx
+        .lex
+        .process(&from.image, &global.0)
+        .map_err(|e| ctx.err(e.into(), span, Some(&from.image)))?;
+    let undeclared: Vec<&String> = exp
+        .unmatched
+        .iter()
+        .filter(|n| !declared_global.contains(*n))
+        .collect();
+    let image = exp.result;
+    let platform =
+        match &from.platform {
+            None => None,
+            Some(p) => {
+                let v = ctx.expand(p, global, span)?;
+                Some(Platform::parse(&v).ok_or_else(|| {
+                    ctx.err(PlanErrorKind::InvalidPlatform(v.clone()), span, Some(p))
+                })?)
+            }
+        };
+    let base = if image.is_empty() {
+        if let Some(name) = undeclared.first() {
+            return Err(ctx.err(
+                PlanErrorKind::UndeclaredArgInFrom {
+                    name: (*name).clone(),
+                    word: from.image.clone(),
+                    result: image.clone(),
+                },
+                span,
+                Some(&from.image),
+            ));
+        }
+        return Err(ctx.err(
+            PlanErrorKind::BlankBase(from.image.clone()),
+            span,
+            Some(&from.image),
+        ));
+    } else if let Some(b) = ctx.named_base(&image, span)? {
+        b
+    } else if image.eq_ignore_ascii_case("scratch") {
+        Base::Scratch
+    } else if let Some(j) = find_stage(df, &image, false).filter(|&j| j < i) {
+        Base::Stage { index: j }
+    } else {
+        if let Err(e) = reference::validate(&image) {
+            if let Some(name) = undeclared.first() {
+                return Err(ctx.err(
+                    PlanErrorKind::UndeclaredArgInFrom {
+                        name: (*name).clone(),
+                        word: from.image.clone(),
+                        result: image.clone(),
+                    },
+                    span,
+                    Some(&from.image),
+                ));
+            }
+            return Err(ctx.err(
+                PlanErrorKind::InvalidBase {
+                    name: image.clone(),
+                    error: e,
+                },
+                span,
+                Some(&from.image),
+            ));
+        }
+        Base::Image {
+            reference: image.clone(),
+        }
+    };
+    Ok((base, platform))
+}
+
+/// A base's ONBUILD triggers as instructions placed at the FROM.
+fn trigger_instructions(
+    ctx: &Ctx<'_>,
+    triggers: &[String],
+    span: Span,
+) -> Result<Vec<(Instruction, bool)>, PlanError> {
+    let mut trigger_instrs = Vec::new();
+    for t in triggers {
+        let a = ast::parse_ast(t).map_err(|e| {
+            ctx.err(
+                PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {e}")),
+                span,
+                None,
+            )
+        })?;
+        for n in &a.nodes {
+            let mut ins = instructions::convert(n, span.column).map_err(|e| {
+                ctx.err(
+                    PlanErrorKind::Onbuild(format!("onbuild trigger {t:?}: {}", e.0)),
+                    span,
+                    None,
+                )
+            })?;
+            ins.span = span;
+            trigger_instrs.push((ins, true));
+        }
+    }
+    Ok(trigger_instrs)
+}
+
+/// The stages the target needs (all with `all_stages`), each after what it needs;
+/// a cycle is an error.
+fn prune(
+    ctx: &Ctx<'_>,
+    mut planned: Vec<Option<PlannedStage>>,
+    target: usize,
+) -> Result<Vec<PlannedStage>, PlanError> {
+    let (df, opts) = (ctx.df, ctx.opts);
     // Cycles, then pruning.
     let graph: Vec<Vec<usize>> = planned
         .iter()
@@ -703,31 +786,10 @@ pub fn plan(
     }
     needed[target] = true;
     let order = topo_order(&graph, &needed);
-    let stages: Vec<PlannedStage> = order
+    Ok(order
         .into_iter()
         .filter_map(|i| planned[i].take())
-        .collect();
-
-    let unused: Vec<String> = opts
-        .build_args
-        .keys()
-        .filter(|k| !ctx.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    if !unused.is_empty() {
-        warnings.push(PlanWarning {
-            message: format!(
-                "[Warning] One or more build-args [{}] were not consumed",
-                unused.join(" ")
-            ),
-            span: None,
-        });
-    }
-    Ok(StepGraph {
-        stages,
-        target,
-        warnings,
-    })
+        .collect())
 }
 
 /// The value an ARG takes: `--build-arg`, else its default (expanded), else the global value.
@@ -804,6 +866,138 @@ fn resolve_source(
     })
 }
 
+/// RUN: mounts checked and their sources resolved, the ARGs RUN sees.
+#[allow(clippy::too_many_arguments)]
+fn plan_run(
+    ctx: &mut Ctx<'_>,
+    r: &RunInstr,
+    scope: &Vars,
+    args: &Vars,
+    declared: &[(String, String)],
+    me: usize,
+    span: Span,
+    deps: &mut BTreeSet<usize>,
+) -> Result<StepKind, PlanError> {
+    let mut mounts = Vec::new();
+    for m in &r.mounts {
+        if let Some((k, _)) = m.options.iter().find(|(_, v)| v.is_none()) {
+            // BuildKit accepts only a few bare boolean fields.
+            if !matches!(
+                k.as_str(),
+                "readonly" | "ro" | "readwrite" | "rw" | "required"
+            ) {
+                return Err(ctx.err(PlanErrorKind::MountField(k.clone()), span, Some(k)));
+            }
+        }
+        // Mount sources match stage names case-insensitively, unlike COPY --from.
+        let from = match m.get("from").filter(|f| !f.is_empty()) {
+            Some(f) => {
+                let lower = f.to_ascii_lowercase();
+                let word = if find_stage(ctx.df, &lower, true).is_some() {
+                    lower.as_str()
+                } else {
+                    f
+                };
+                Some(resolve_source(ctx, word, me, span, deps)?)
+            }
+            None => None,
+        };
+        mounts.push(RunMount {
+            mount: m.clone(),
+            from,
+        });
+    }
+    if let Some(n) = &r.network {
+        if !matches!(n.as_str(), "default" | "none" | "host") {
+            return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
+        }
+    }
+    // Each ARG as RUN sees it: a later ENV of the same name replaces it.
+    let mut build_args: Vec<(String, String)> = args
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+        .collect();
+    for p in PROXY_ARGS {
+        if let Some(v) = ctx.opts.build_args.get(p) {
+            if !build_args.iter().any(|(k, _)| k == p) {
+                build_args.push((p.to_string(), v.clone()));
+            }
+        }
+    }
+    Ok(StepKind::Run {
+        command: r.command.clone(),
+        files: r.files.clone(),
+        mounts,
+        network: r.network.clone(),
+        security: r.security.clone(),
+        devices: r.devices.iter().map(|d| d.name.clone()).collect(),
+        build_args,
+        history_args: declared
+            .iter()
+            .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
+            .collect(),
+    })
+}
+
+/// COPY and ADD: the source resolved, words and heredocs expanded.
+fn plan_copy(
+    ctx: &mut Ctx<'_>,
+    c: &CopyInstr,
+    is_add: bool,
+    scope: &Vars,
+    me: usize,
+    span: Span,
+    deps: &mut BTreeSet<usize>,
+) -> Result<StepKind, PlanError> {
+    let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
+    let xopt = |ctx: &Ctx<'_>, w: &Option<String>| w.as_ref().map(|w| x(ctx, w)).transpose();
+    let from = match &c.from {
+        Some(f) => resolve_source(ctx, f, me, span, deps)?,
+        None => Source::Context,
+    };
+    let mut heredoc_lex = ctx.lex;
+    heredoc_lex.skip_process_quotes = true;
+    let mut contents = Vec::new();
+    for s in &c.contents {
+        let data = if s.expand {
+            heredoc_lex
+                .process_word(&s.data, &scope.0)
+                .map_err(|e| ctx.err(e.into(), span, None))?
+        } else {
+            s.data.clone()
+        };
+        contents.push((s.path.clone(), data));
+    }
+    let step = CopyStep {
+        from,
+        sources: c
+            .sources
+            .iter()
+            .map(|s| x(ctx, s))
+            .collect::<Result<_, _>>()?,
+        contents,
+        dest: x(ctx, &c.dest)?,
+        chown: xopt(ctx, &c.chown)?,
+        chmod: xopt(ctx, &c.chmod)?,
+        link: c.link,
+        parents: c.parents,
+        exclude: c
+            .exclude
+            .iter()
+            .map(|s| x(ctx, s))
+            .collect::<Result<_, _>>()?,
+        checksum: xopt(ctx, &c.checksum)?,
+        keep_git_dir: c.keep_git_dir,
+        unpack: c.unpack,
+    };
+    Ok(if is_add {
+        StepKind::Add(step)
+    } else {
+        StepKind::Copy(step)
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan_instruction(
     ctx: &mut Ctx<'_>,
@@ -820,116 +1014,12 @@ fn plan_instruction(
 ) -> Result<StepKind, PlanError> {
     let span = ins.span;
     let x = |ctx: &Ctx<'_>, w: &str| ctx.expand(w, scope, span);
-    let xopt = |ctx: &Ctx<'_>, w: &Option<String>| w.as_ref().map(|w| x(ctx, w)).transpose();
     Ok(match &ins.kind {
         InstructionKind::From(_) => return Err(ctx.err(PlanErrorKind::NoStages, span, None)),
-        InstructionKind::Run(r) => {
-            let mut mounts = Vec::new();
-            for m in &r.mounts {
-                if let Some((k, _)) = m.options.iter().find(|(_, v)| v.is_none()) {
-                    // BuildKit accepts only a few bare boolean fields.
-                    if !matches!(
-                        k.as_str(),
-                        "readonly" | "ro" | "readwrite" | "rw" | "required"
-                    ) {
-                        return Err(ctx.err(PlanErrorKind::MountField(k.clone()), span, Some(k)));
-                    }
-                }
-                // Mount sources match stage names case-insensitively, unlike COPY --from.
-                let from = match m.get("from").filter(|f| !f.is_empty()) {
-                    Some(f) => {
-                        let lower = f.to_ascii_lowercase();
-                        let word = if find_stage(ctx.df, &lower, true).is_some() {
-                            lower.as_str()
-                        } else {
-                            f
-                        };
-                        Some(resolve_source(ctx, word, me, span, deps)?)
-                    }
-                    None => None,
-                };
-                mounts.push(RunMount {
-                    mount: m.clone(),
-                    from,
-                });
-            }
-            if let Some(n) = &r.network {
-                if !matches!(n.as_str(), "default" | "none" | "host") {
-                    return Err(ctx.err(PlanErrorKind::NetworkMode(n.clone()), span, Some(n)));
-                }
-            }
-            // Each ARG as RUN sees it: a later ENV of the same name replaces it.
-            let mut build_args: Vec<(String, String)> = args
-                .0
-                .iter()
-                .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
-                .collect();
-            for p in PROXY_ARGS {
-                if let Some(v) = ctx.opts.build_args.get(p) {
-                    if !build_args.iter().any(|(k, _)| k == p) {
-                        build_args.push((p.to_string(), v.clone()));
-                    }
-                }
-            }
-            StepKind::Run {
-                command: r.command.clone(),
-                files: r.files.clone(),
-                mounts,
-                network: r.network.clone(),
-                security: r.security.clone(),
-                devices: r.devices.iter().map(|d| d.name.clone()).collect(),
-                build_args,
-                history_args: declared
-                    .iter()
-                    .map(|(k, v)| (k.clone(), scope.get(k).unwrap_or(v).to_string()))
-                    .collect(),
-            }
-        }
+        InstructionKind::Run(r) => plan_run(ctx, r, scope, args, declared, me, span, deps)?,
         InstructionKind::Copy(c) | InstructionKind::Add(c) => {
-            let from = match &c.from {
-                Some(f) => resolve_source(ctx, f, me, span, deps)?,
-                None => Source::Context,
-            };
-            let mut heredoc_lex = ctx.lex;
-            heredoc_lex.skip_process_quotes = true;
-            let mut contents = Vec::new();
-            for s in &c.contents {
-                let data = if s.expand {
-                    heredoc_lex
-                        .process_word(&s.data, &scope.0)
-                        .map_err(|e| ctx.err(e.into(), span, None))?
-                } else {
-                    s.data.clone()
-                };
-                contents.push((s.path.clone(), data));
-            }
-            let step = CopyStep {
-                from,
-                sources: c
-                    .sources
-                    .iter()
-                    .map(|s| x(ctx, s))
-                    .collect::<Result<_, _>>()?,
-                contents,
-                dest: x(ctx, &c.dest)?,
-                chown: xopt(ctx, &c.chown)?,
-                chmod: xopt(ctx, &c.chmod)?,
-                link: c.link,
-                parents: c.parents,
-                exclude: c
-                    .exclude
-                    .iter()
-                    .map(|s| x(ctx, s))
-                    .collect::<Result<_, _>>()?,
-                checksum: xopt(ctx, &c.checksum)?,
-                keep_git_dir: c.keep_git_dir,
-                unpack: c.unpack,
-            };
-            if matches!(ins.kind, InstructionKind::Add(_)) {
-                StepKind::Add(step)
-            } else {
-                StepKind::Copy(step)
-            }
+            let is_add = matches!(ins.kind, InstructionKind::Add(_));
+            plan_copy(ctx, c, is_add, scope, me, span, deps)?
         }
         InstructionKind::Env { pairs } => {
             let mut out = Vec::new();

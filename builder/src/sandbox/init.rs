@@ -345,6 +345,86 @@ fn loopback_up() -> R {
     Ok(())
 }
 
+/// The RUN's mounts, each target opened under the new root (never by a host path).
+fn setup_mounts(
+    init: &InitSpec,
+    bundle: &Path,
+    secrets: &[Vec<u8>],
+    root_fd: &OwnedFd,
+    secret_dir: &Path,
+) -> R {
+    let spec = &init.spec;
+    for (i, m) in spec.mounts.iter().enumerate() {
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let target = open_in_root(root_fd, &m.target, source.is_dir())?;
+                bind(source, &target, *readonly)?;
+            }
+            MountKind::Tmpfs { size } => {
+                let target = open_in_root(root_fd, &m.target, true)?;
+                let data = size.map(|s| format!("size={s}"));
+                mount(
+                    "tmpfs",
+                    &fd_path(&target),
+                    "tmpfs",
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_deref(),
+                )?;
+            }
+            MountKind::Layers {
+                layers,
+                source,
+                scratch,
+                is_dir,
+            } => {
+                let staging = bundle.join(format!("layers-{i}"));
+                ensure_dir(&staging)?;
+                let lowers: Vec<String> = layers.iter().map(|p| p.display().to_string()).collect();
+                let (data, flags) = match scratch {
+                    Some(s) => (
+                        format!(
+                            "lowerdir={},upperdir={},workdir={}",
+                            lowers.join(":"),
+                            s.join("upper").display(),
+                            s.join("work").display()
+                        ),
+                        0,
+                    ),
+                    None => (format!("lowerdir={}", lowers.join(":")), libc::MS_RDONLY),
+                };
+                mount(
+                    "overlay",
+                    &staging,
+                    "overlay",
+                    flags | libc::MS_NODEV,
+                    Some(&data),
+                )?;
+                let target = open_in_root(root_fd, &m.target, *is_dir)?;
+                bind(&in_root(&staging, source), &target, scratch.is_none())?;
+            }
+            MountKind::Secret {
+                index,
+                mode,
+                uid,
+                gid,
+            } => {
+                use std::os::unix::fs::PermissionsExt;
+                let value = secrets
+                    .get(*index)
+                    .ok_or_else(|| Fail(format!("secret {index} was not passed")))?;
+                let file = secret_dir.join(format!("secret-{i}"));
+                let fail = |e: std::io::Error| Fail(format!("{}: {e}", file.display()));
+                std::fs::write(&file, value).map_err(fail)?;
+                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(fail)?;
+                bind(&file, &open_in_root(root_fd, &m.target, false)?, true)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
     let spec = &init.spec;
     let root = Path::new("/");
@@ -414,74 +494,7 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
         )?;
     }
 
-    for (i, m) in spec.mounts.iter().enumerate() {
-        match &m.kind {
-            MountKind::Bind { source, readonly } => {
-                let target = open_in_root(&root_fd, &m.target, source.is_dir())?;
-                bind(source, &target, *readonly)?;
-            }
-            MountKind::Tmpfs { size } => {
-                let target = open_in_root(&root_fd, &m.target, true)?;
-                let data = size.map(|s| format!("size={s}"));
-                mount(
-                    "tmpfs",
-                    &fd_path(&target),
-                    "tmpfs",
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    data.as_deref(),
-                )?;
-            }
-            MountKind::Layers {
-                layers,
-                source,
-                scratch,
-                is_dir,
-            } => {
-                let staging = bundle.join(format!("layers-{i}"));
-                ensure_dir(&staging)?;
-                let lowers: Vec<String> = layers.iter().map(|p| p.display().to_string()).collect();
-                let (data, flags) = match scratch {
-                    Some(s) => (
-                        format!(
-                            "lowerdir={},upperdir={},workdir={}",
-                            lowers.join(":"),
-                            s.join("upper").display(),
-                            s.join("work").display()
-                        ),
-                        0,
-                    ),
-                    None => (format!("lowerdir={}", lowers.join(":")), libc::MS_RDONLY),
-                };
-                mount(
-                    "overlay",
-                    &staging,
-                    "overlay",
-                    flags | libc::MS_NODEV,
-                    Some(&data),
-                )?;
-                let target = open_in_root(&root_fd, &m.target, *is_dir)?;
-                bind(&in_root(&staging, source), &target, scratch.is_none())?;
-            }
-            MountKind::Secret {
-                index,
-                mode,
-                uid,
-                gid,
-            } => {
-                use std::os::unix::fs::PermissionsExt;
-                let value = secrets
-                    .get(*index)
-                    .ok_or_else(|| Fail(format!("secret {index} was not passed")))?;
-                let file = secret_dir.join(format!("secret-{i}"));
-                let fail = |e: std::io::Error| Fail(format!("{}: {e}", file.display()));
-                std::fs::write(&file, value).map_err(fail)?;
-                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(fail)?;
-                bind(&file, &open_in_root(&root_fd, &m.target, false)?, true)?;
-            }
-        }
-    }
+    setup_mounts(init, bundle, secrets, &root_fd, &secret_dir)?;
 
     let rootfs_c = cpath(rootfs)?;
     let dot = cstr(".")?;

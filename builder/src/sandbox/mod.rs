@@ -491,16 +491,13 @@ fn nested_stubs(spec: &mut SandboxSpec, bundle: &Path) -> Result<(), SandboxErro
     Ok(())
 }
 
-/// Like [`run`], with `secrets`: the values `MountKind::Secret` and
-/// `SandboxSpec::secret_env` refer to by index. They are written to the init's
-/// standard input, never to the bundle.
-pub fn run_with_secrets(
-    exe: &Path,
+/// Lays out `bundle` for a run: the mountpoints layer, the /etc files the sandbox
+/// provides, and the spec with mount targets resolved through the image's symlinks
+/// and the mountpoints layer on top.
+fn prepare_bundle(
     bundle: &Path,
     spec: &SandboxSpec,
-    secrets: &[&[u8]],
-    on_output: &mut dyn FnMut(Stream, &[u8]),
-) -> Result<Outcome, SandboxError> {
+) -> Result<(SandboxSpec, Vec<(PathBuf, String)>), SandboxError> {
     let mountpoints = bundle.join("mountpoints");
     if mountpoints.exists() {
         std::fs::remove_dir_all(&mountpoints).map_err(|e| SandboxError::Io {
@@ -539,6 +536,116 @@ pub fn run_with_secrets(
     }
     mountpoint_layer(&effective, &etc_files, &mountpoints)?;
     effective.lowerdirs.insert(0, mountpoints);
+    Ok((effective, etc_files))
+}
+
+/// Writes the secrets to the init's standard input on a thread of their own.
+fn feed_secrets(
+    child: &mut std::process::Child,
+    secrets: &[&[u8]],
+) -> Option<std::thread::JoinHandle<()>> {
+    // Secrets go through a pipe as (u64 length, bytes) frames; the init reads them
+    // all before it does anything else.
+    child.stdin.take().map(|mut pipe| {
+        let frames: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for f in &frames {
+                let len = (f.len() as u64).to_le_bytes();
+                if pipe
+                    .write_all(&len)
+                    .and_then(|_| pipe.write_all(f))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    })
+}
+
+/// Hands the child's stdout and stderr to `on_output` as they arrive, until both close.
+fn pump_output(child: &mut std::process::Child, on_output: &mut dyn FnMut(Stream, &[u8])) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
+    let mut readers = Vec::new();
+    for (stream, pipe) in [
+        (
+            Stream::Stdout,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            Stream::Stderr,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((stream, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for (stream, chunk) in rx {
+        on_output(stream, &chunk);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+}
+
+/// What the exit status means: a signal, the init's setup or exec failure (its
+/// message in `setup_err_path`), or the command's exit code.
+fn outcome(
+    status: std::process::ExitStatus,
+    setup_err_path: &Path,
+) -> Result<Outcome, SandboxError> {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        return Ok(Outcome::Signaled(sig));
+    }
+    let code = status.code().unwrap_or(SETUP_FAILED);
+    if code == SETUP_FAILED || code == EXEC_FAILED {
+        if let Ok(msg) = std::fs::read_to_string(setup_err_path) {
+            if let Some(program) = msg.strip_prefix(EXEC_FORMAT_MARK) {
+                return Err(SandboxError::ExecFormat {
+                    program: program.to_string(),
+                });
+            }
+            if code == SETUP_FAILED && !msg.is_empty() {
+                return Err(SandboxError::Setup(msg.trim().to_string()));
+            }
+        }
+    }
+    Ok(Outcome::Exited(code))
+}
+
+/// Like [`run`], with `secrets`: the values `MountKind::Secret` and
+/// `SandboxSpec::secret_env` refer to by index. They are written to the init's
+/// standard input, never to the bundle.
+pub fn run_with_secrets(
+    exe: &Path,
+    bundle: &Path,
+    spec: &SandboxSpec,
+    secrets: &[&[u8]],
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<Outcome, SandboxError> {
+    let (effective, etc_files) = prepare_bundle(bundle, spec)?;
     let spec = &effective;
     let seccomp = if spec.insecure {
         None
@@ -613,88 +720,17 @@ pub fn run_with_secrets(
         },
         None => None,
     };
-    // Secrets go through a pipe as (u64 length, bytes) frames; the init reads them
-    // all before it does anything else.
-    let feeder = child.stdin.take().map(|mut pipe| {
-        let frames: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for f in &frames {
-                let len = (f.len() as u64).to_le_bytes();
-                if pipe
-                    .write_all(&len)
-                    .and_then(|_| pipe.write_all(f))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        })
-    });
-    let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
-    let mut readers = Vec::new();
-    for (stream, pipe) in [
-        (
-            Stream::Stdout,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            Stream::Stderr,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send((stream, buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
-    for (stream, chunk) in rx {
-        on_output(stream, &chunk);
-    }
-    for r in readers.into_iter().chain(feeder) {
-        let _ = r.join();
+    let feeder = feed_secrets(&mut child, secrets);
+    pump_output(&mut child, on_output);
+    if let Some(f) = feeder {
+        let _ = f.join();
     }
     let status = child.wait().map_err(|e| SandboxError::Spawn {
         exe: exe.to_path_buf(),
         source: e,
     })?;
     drop(stack);
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = status.signal() {
-        return Ok(Outcome::Signaled(sig));
-    }
-    let code = status.code().unwrap_or(SETUP_FAILED);
-    if code == SETUP_FAILED || code == EXEC_FAILED {
-        if let Ok(msg) = std::fs::read_to_string(&setup_err_path) {
-            if let Some(program) = msg.strip_prefix(EXEC_FORMAT_MARK) {
-                return Err(SandboxError::ExecFormat {
-                    program: program.to_string(),
-                });
-            }
-            if code == SETUP_FAILED && !msg.is_empty() {
-                return Err(SandboxError::Setup(msg.trim().to_string()));
-            }
-        }
-    }
-    Ok(Outcome::Exited(code))
+    outcome(status, &setup_err_path)
 }
 
 #[cfg(test)]

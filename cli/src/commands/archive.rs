@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use layer_cache::image::{self, Compression, ContainerConfig};
+use layer_cache::image::{self, Compression};
 use layer_cache::import::ImportOptions;
 use layer_cache::layer::LayerOptions;
 use layer_cache::ImageRef;
@@ -18,7 +18,7 @@ pub struct ImportArgs {
     source: String,
     /// Name for the new image
     reference: String,
-    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
     #[arg(short = 'c', long = "change")]
     changes: Vec<String>,
     /// Set the commit message in the history
@@ -37,10 +37,7 @@ pub fn import(g: &Globals, a: &ImportArgs) -> Result<i32> {
             a.reference
         );
     }
-    let mut config = ContainerConfig::default();
-    for c in &a.changes {
-        crate::changes::apply(&mut config, c)?;
-    }
+    let config = builder::exec::config::from_changes(&a.changes)?;
     let compression = match a.compression.as_str() {
         "zstd" => Compression::Zstd,
         "uncompressed" => Compression::None,

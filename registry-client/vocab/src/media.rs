@@ -91,17 +91,6 @@ impl Compression {
             Compression::Zstd => OCI_LAYER_ZSTD,
         }
     }
-
-    /// Sniffs the compression from a blob's first bytes.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
 }
 
 #[cfg(test)]
@@ -129,7 +118,5 @@ mod tests {
         }
         assert_eq!(Compression::of_media_type(OCI_CONFIG), None);
         assert!(is_foreign_layer(DOCKER_LAYER_FOREIGN_GZIP) && !is_foreign_layer(OCI_LAYER));
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(b"ustar"), Compression::None);
     }
 }
