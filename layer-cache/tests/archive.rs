@@ -1,6 +1,8 @@
 //! `load` of hostile archives: descriptors that lie about sizes, oversized JSON
 //! members, and many large members that must not be held in memory.
 
+mod common;
+
 use layer_cache::image::{self, ImageConfig};
 use layer_cache::{Digest, Store, StoreError};
 
@@ -30,7 +32,7 @@ fn parts(tmp: &tempfile::TempDir) -> Parts {
         os: "linux".into(),
         ..ImageConfig::default()
     };
-    let made = testdata::store::one_layer_image(&s, &[7u8; 4096], base);
+    let made = common::one_layer_image(&s, &[7u8; 4096], base);
     let img = s.load_image(&made.manifest).expect("load");
     let read = |d: &Digest| (d.clone(), s.read_blob(d, 1 << 30).expect("blob"));
     Parts {

@@ -1,5 +1,7 @@
 //! Library-level tests of the content store.
 
+mod common;
+
 use std::io::{Read, Write};
 
 use layer_cache::image::{self, Compression, ContainerConfig, ImageConfig};
@@ -117,7 +119,7 @@ fn tags_resolve_by_name_digest_and_id() {
         config: Some(ContainerConfig::default()),
         ..ImageConfig::default()
     };
-    let made = testdata::store::one_layer_image(&s, &[0u8; 1024], base);
+    let made = common::one_layer_image(&s, &[0u8; 1024], base);
     let (m, config) = (made.manifest, made.config);
     let digest = image::descriptor_digest(&m).expect("digest");
     s.set_tag(

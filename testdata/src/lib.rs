@@ -10,7 +10,6 @@ pub mod images;
 pub mod probe;
 pub mod pty;
 pub mod registry;
-pub mod store;
 pub mod tars;
 
 use std::path::PathBuf;

@@ -1,4 +1,6 @@
-//! Images made directly in a store, for the store's own tests.
+//! Helpers shared by the store's integration tests.
+
+#![allow(dead_code)] // Each test file uses its own subset.
 
 use layer_cache::image::{self, ImageConfig};
 use layer_cache::layer::{LayerInfo, LayerOptions};
