@@ -235,7 +235,11 @@ pub fn from_changes(lines: &[String]) -> Result<ContainerConfig, ChangeError> {
             apply(&mut config, &step.kind);
         }
     }
-    Ok(config.config.unwrap_or_default())
+    let mut config = config.config.unwrap_or_default();
+    // Docker's import dispatches CMD with the classic builder, which marks
+    // arguments escaped on Windows only; BuildKit's mark is for builds.
+    config.args_escaped = None;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -268,6 +272,16 @@ mod tests {
         );
         assert!(c.exposed_ports.contains_key("80/tcp") && c.exposed_ports.contains_key("53/udp"));
         assert_eq!(c.working_dir.as_deref(), Some("/app/sub"));
+    }
+
+    #[test]
+    fn an_imported_cmd_is_not_marked_escaped_as_dockers_import_does() {
+        let c = from_changes(&["CMD echo hi".to_string()]).unwrap();
+        assert_eq!(
+            c.cmd,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(c.args_escaped, None);
     }
 
     #[test]
