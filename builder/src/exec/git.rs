@@ -254,92 +254,8 @@ pub fn checkout(
     let tree_arg = tree.as_os_str().to_string_lossy().into_owned();
     git.run(None, &["init", "-q", &tree_arg], "init", FETCH_TIMEOUT)?;
     git.run(t, &["remote", "add", "origin", url], "init", FETCH_TIMEOUT)?;
-    // A fetched ref goes to a ref of its kind, so a kept .git looks like a clone's.
-    let local = r.ref_name.as_deref().map(|name| {
-        if let Some(b) = name.strip_prefix("refs/heads/") {
-            format!("refs/remotes/origin/{b}")
-        } else if name.starts_with("refs/tags/") {
-            name.to_string()
-        } else {
-            "refs/mybuild/fetched".to_string()
-        }
-    });
-    let mut have = false;
-    if let (Some(name), Some(local)) = (r.ref_name.as_deref(), local.as_deref()) {
-        let spec = format!("+{name}:{local}");
-        let shallow = git.run(
-            t,
-            &["fetch", "-q", "--depth=1", "--no-tags", "origin", &spec],
-            "fetch",
-            FETCH_TIMEOUT,
-        );
-        match shallow {
-            Err(GitError::Failed { .. }) => {
-                // The dumb HTTP transport cannot fetch shallow: fetch the ref whole.
-                git.run(
-                    t,
-                    &["fetch", "-q", "--no-tags", "origin", &spec],
-                    "fetch",
-                    FETCH_TIMEOUT,
-                )?;
-            }
-            other => {
-                other?;
-            }
-        }
-        // The ref may have moved since ls-remote: then the commit is fetched by sha.
-        let at = git.run(
-            t,
-            &[
-                "rev-parse",
-                "--verify",
-                "-q",
-                &format!("{local}^{{commit}}"),
-            ],
-            "fetch",
-            FETCH_TIMEOUT,
-        )?;
-        have = at.trim() == r.commit;
-    }
-    if !have {
-        let by_sha = git.run(
-            t,
-            &["fetch", "-q", "--depth=1", "--no-tags", "origin", &r.commit],
-            "fetch",
-            FETCH_TIMEOUT,
-        );
-        if let Err(e) = by_sha {
-            if matches!(e, GitError::NotInstalled | GitError::Timeout { .. }) {
-                return Err(e);
-            }
-            // Servers that refuse a sha not at a ref tip: fetch everything.
-            git.run(
-                t,
-                &[
-                    "fetch",
-                    "-q",
-                    "origin",
-                    "+refs/heads/*:refs/remotes/origin/*",
-                    "+refs/tags/*:refs/tags/*",
-                ],
-                "fetch",
-                FETCH_TIMEOUT,
-            )?;
-        }
-        let object = format!("{}^{{commit}}", r.commit);
-        if git
-            .run(t, &["cat-file", "-e", &object], "fetch", FETCH_TIMEOUT)
-            .is_err()
-        {
-            return Err(GitError::UnknownRef {
-                url: redact(url),
-                reference: r
-                    .source
-                    .reference
-                    .clone()
-                    .unwrap_or_else(|| r.commit.clone()),
-            });
-        }
+    if !fetch_ref(&git, t, r)? {
+        fetch_commit(&git, t, r)?;
     }
     let branch = r
         .ref_name
@@ -403,6 +319,100 @@ pub fn checkout(
         root,
         time,
     })
+}
+
+/// Fetches the ref `r` was resolved from; true when it still points at `r.commit`.
+fn fetch_ref(git: &Git<'_>, t: Option<&Path>, r: &Resolved) -> Result<bool, GitError> {
+    // A fetched ref goes to a ref of its kind, so a kept .git looks like a clone's.
+    let local = r.ref_name.as_deref().map(|name| {
+        if let Some(b) = name.strip_prefix("refs/heads/") {
+            format!("refs/remotes/origin/{b}")
+        } else if name.starts_with("refs/tags/") {
+            name.to_string()
+        } else {
+            "refs/mybuild/fetched".to_string()
+        }
+    });
+    if let (Some(name), Some(local)) = (r.ref_name.as_deref(), local.as_deref()) {
+        let spec = format!("+{name}:{local}");
+        let shallow = git.run(
+            t,
+            &["fetch", "-q", "--depth=1", "--no-tags", "origin", &spec],
+            "fetch",
+            FETCH_TIMEOUT,
+        );
+        match shallow {
+            Err(GitError::Failed { .. }) => {
+                // The dumb HTTP transport cannot fetch shallow: fetch the ref whole.
+                git.run(
+                    t,
+                    &["fetch", "-q", "--no-tags", "origin", &spec],
+                    "fetch",
+                    FETCH_TIMEOUT,
+                )?;
+            }
+            other => {
+                other?;
+            }
+        }
+        // The ref may have moved since ls-remote: then the commit is fetched by sha.
+        let at = git.run(
+            t,
+            &[
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("{local}^{{commit}}"),
+            ],
+            "fetch",
+            FETCH_TIMEOUT,
+        )?;
+        return Ok(at.trim() == r.commit);
+    }
+    Ok(false)
+}
+
+/// Fetches `r.commit` by itself, or everything when the server refuses a bare sha.
+fn fetch_commit(git: &Git<'_>, t: Option<&Path>, r: &Resolved) -> Result<(), GitError> {
+    let by_sha = git.run(
+        t,
+        &["fetch", "-q", "--depth=1", "--no-tags", "origin", &r.commit],
+        "fetch",
+        FETCH_TIMEOUT,
+    );
+    if let Err(e) = by_sha {
+        if matches!(e, GitError::NotInstalled | GitError::Timeout { .. }) {
+            return Err(e);
+        }
+        // Servers that refuse a sha not at a ref tip: fetch everything.
+        git.run(
+            t,
+            &[
+                "fetch",
+                "-q",
+                "origin",
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+            "fetch",
+            FETCH_TIMEOUT,
+        )?;
+    }
+    let object = format!("{}^{{commit}}", r.commit);
+    if git
+        .run(t, &["cat-file", "-e", &object], "fetch", FETCH_TIMEOUT)
+        .is_err()
+    {
+        return Err(GitError::UnknownRef {
+            url: redact(git.url),
+            reference: r
+                .source
+                .reference
+                .clone()
+                .unwrap_or_else(|| r.commit.clone()),
+        });
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + '_ {
