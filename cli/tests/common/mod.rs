@@ -624,7 +624,7 @@ pub fn push_two_platform_index(
         .expect("runtime")
         .block_on(client.put_manifest(&r, &m))
         .expect("put index");
-    (amd, arm, digest)
+    (amd, arm, digest.to_string())
 }
 
 /// A 64-byte ELF header for an aarch64 executable: enough for the kernel to refuse
