@@ -19,10 +19,6 @@ use registry_client::transfer::{
 use registry_client::{Descriptor, Manifest, Reference};
 use tokio::io::AsyncSeekExt;
 
-fn digest_of(s: &str) -> anyhow::Result<Digest> {
-    s.parse::<Digest>().map_err(|e| anyhow!("{e}"))
-}
-
 fn endpoint(e: impl Into<anyhow::Error>) -> TransferError {
     TransferError::endpoint(Box::<dyn std::error::Error + Send + Sync>::from(e.into()))
 }
@@ -61,7 +57,7 @@ impl StoreIo {
     }
 
     /// A stored image's manifest, and the index it was pulled from, if any.
-    pub fn image(&self, name: &str) -> anyhow::Result<(Manifest, Option<String>)> {
+    pub fn image(&self, name: &str) -> anyhow::Result<(Manifest, Option<Digest>)> {
         let desc = self.store.resolve(name)?;
         let digest = layer_cache::image::descriptor_digest(&desc)?;
         let bytes = self.store.read_blob(&digest, MAX_MANIFEST)?;
@@ -70,7 +66,8 @@ impl StoreIo {
             .annotations()
             .as_ref()
             .and_then(|a| a.get(UPSTREAM_INDEX_ANNOTATION))
-            .cloned();
+            // A note only: one that does not parse is as good as none.
+            .and_then(|d| d.parse::<Digest>().ok());
         Ok((m, upstream))
     }
 
@@ -84,7 +81,7 @@ impl StoreIo {
         }
     }
 
-    fn record(&self, r: &Reference, digests: &[String]) {
+    fn record(&self, r: &Reference, digests: &[Digest]) {
         if let Ok(mut s) = self.sources.lock() {
             if let Some(s) = s.as_mut() {
                 for d in digests {
@@ -96,21 +93,18 @@ impl StoreIo {
 
     /// The diff_ids of a stored config, one per layer (`None` where it cannot be
     /// read, so that layer is simply not unpacked early).
-    fn stored_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<String>> {
-        let ids = digest_of(&config.digest)
+    fn stored_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<Digest>> {
+        let ids = self
+            .store
+            .read_blob(&config.digest, layer_cache::image::MAX_JSON_BLOB)
             .ok()
-            .and_then(|c| {
-                self.store
-                    .read_blob(&c, layer_cache::image::MAX_JSON_BLOB)
-                    .ok()
-            })
             .and_then(|b| layer_cache::image::ImageConfig::parse(&b, "config").ok())
             .map(|c| c.rootfs.diff_ids)
             .unwrap_or_default();
         if ids.len() != layers {
             return vec![None; layers];
         }
-        ids.into_iter().map(|d| Some(d.to_string())).collect()
+        ids.into_iter().map(Some).collect()
     }
 
     /// Pulls one blob into the store; with `w.unpack_as`, also unpacks the layer
@@ -119,13 +113,10 @@ impl StoreIo {
     /// stored blob and reports the cause.
     async fn ingest(&self, w: BlobWrite<'_>) -> anyhow::Result<BlobOutcome> {
         let d = w.blob;
-        let digest = digest_of(&d.digest)?;
         let mut feeder = match w.unpack_as {
-            Some(id) => self.store.snapshot_feeder(
-                &digest_of(id)?,
-                d.size,
-                &format!("layer {}", d.digest),
-            )?,
+            Some(id) => self
+                .store
+                .snapshot_feeder(id, d.size, &format!("layer {}", d.digest))?,
             None => None,
         };
         let mut ingest = self.store.ingest()?;
@@ -137,7 +128,7 @@ impl StoreIo {
             }
             None => w.source.read_blob(w.from, d, &mut ingest, &progress).await,
         }?;
-        ingest.commit(Some(&digest), Some(d.size))?;
+        ingest.commit(Some(&d.digest), Some(d.size))?;
         let unpacked = match feeder.map(|f| f.finish()) {
             Some(Ok(_)) => true,
             // The blob is what the manifest names, but not what the config says it
@@ -160,10 +151,10 @@ impl StoreIo {
         &self,
         r: &Reference,
         m: &Manifest,
-        upstream_index: Option<&str>,
+        upstream_index: Option<&Digest>,
     ) -> anyhow::Result<()> {
         let committed = self.store.write_blob(&m.bytes)?;
-        if committed.digest.to_string() != m.digest {
+        if committed.digest != m.digest {
             bail!("{r}: stored manifest digest differs from the registry's");
         }
         let mut desc = oci_descriptor(&m.media_type, &committed.digest, committed.size);
@@ -189,10 +180,9 @@ impl StoreIo {
     ) -> anyhow::Result<Manifest> {
         Ok(match child {
             Some(child) => {
-                let d = digest_of(&child.digest)?;
                 let bytes = self
                     .store
-                    .read_blob(&d, MAX_MANIFEST)
+                    .read_blob(&child.digest, MAX_MANIFEST)
                     .with_context(|| format!("index entry {} is not in the store", child.digest))?;
                 Manifest::new(bytes, Some(&child.media_type))?
             }
@@ -219,8 +209,7 @@ impl ImageSource for StoreIo {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let copied = (|| {
-                let digest = digest_of(&blob.digest)?;
-                let mut r = self.store.open_blob(&digest, Some(blob.size))?;
+                let mut r = self.store.open_blob(&blob.digest, Some(blob.size))?;
                 let n = std::io::copy(&mut r, out)
                     .with_context(|| format!("copying blob {}", blob.digest))?;
                 progress(n);
@@ -237,18 +226,14 @@ impl ImageSource for StoreIo {
         offset: u64,
     ) -> BoxFuture<'a, std::io::Result<BlobReader>> {
         Box::pin(async move {
-            let digest = digest_of(&blob.digest).map_err(std::io::Error::other)?;
-            let mut f = tokio::fs::File::open(self.store.blob_path(&digest)).await?;
+            let mut f = tokio::fs::File::open(self.store.blob_path(&blob.digest)).await?;
             f.seek(std::io::SeekFrom::Start(offset)).await?;
             Ok(Box::new(f) as BlobReader)
         })
     }
 
     fn check_blob(&self, _from: &Reference, blob: &Descriptor) -> Result<()> {
-        let path = digest_of(&blob.digest)
-            .map(|d| self.store.blob_path(&d))
-            .map_err(endpoint)?;
-        if !path.is_file() {
+        if !self.store.blob_path(&blob.digest).is_file() {
             return Err(endpoint(anyhow!(
                 "blob {} is not in the store",
                 blob.digest
@@ -257,7 +242,7 @@ impl ImageSource for StoreIo {
         Ok(())
     }
 
-    fn mount_candidates(&self, _from: &Reference, digest: &str, registry: &str) -> Vec<String> {
+    fn mount_candidates(&self, _from: &Reference, digest: &Digest, registry: &str) -> Vec<String> {
         self.sources
             .lock()
             .ok()
@@ -265,7 +250,7 @@ impl ImageSource for StoreIo {
             .unwrap_or_default()
     }
 
-    fn record_copied(&self, to: &Reference, digests: &[String]) {
+    fn record_copied(&self, to: &Reference, digests: &[Digest]) {
         self.record(to, digests)
     }
 }
@@ -276,21 +261,15 @@ impl ImageSink for StoreIo {
         _to: &'a Reference,
         blob: &'a Descriptor,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let d = digest_of(&blob.digest).map_err(endpoint)?;
-            Ok(self.store.has_blob(&d))
-        })
+        Box::pin(async move { Ok(self.store.has_blob(&blob.digest)) })
     }
 
     fn has_manifest<'a>(
         &'a self,
         _to: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let d = digest_of(digest).map_err(endpoint)?;
-            Ok(self.store.has_blob(&d))
-        })
+        Box::pin(async move { Ok(self.store.has_blob(digest)) })
     }
 
     fn write_blob<'a>(
@@ -309,7 +288,7 @@ impl ImageSink for StoreIo {
         })
     }
 
-    fn layer_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<String>> {
+    fn layer_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<Digest>> {
         self.stored_diff_ids(config, layers)
     }
 
@@ -317,12 +296,12 @@ impl ImageSink for StoreIo {
         &'a self,
         to: &'a Reference,
         m: &'a Manifest,
-        upstream_index: Option<&'a str>,
+        upstream_index: Option<&'a Digest>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.store_manifest(to, m, upstream_index).map_err(endpoint) })
     }
 
-    fn record_pulled(&self, from: &Reference, digests: &[String]) {
+    fn record_pulled(&self, from: &Reference, digests: &[Digest]) {
         self.record(from, digests)
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use layer_cache::Digest;
 use registry_client::transfer::{Action, TransferEvent, TransferReporter};
 
 use crate::progress::{BlobAction, BlobBar, Event, ProgressMode};
@@ -13,7 +14,7 @@ use crate::progress::{BlobAction, BlobBar, Event, ProgressMode};
 pub struct TransferView {
     mode: ProgressMode,
     /// Live byte counters by blob digest.
-    bars: Mutex<HashMap<String, BlobBar>>,
+    bars: Mutex<HashMap<Digest, BlobBar>>,
 }
 
 impl TransferView {
@@ -31,7 +32,7 @@ impl TransferView {
         }
     }
 
-    fn blob_ended(&self, digest: &str, e: Event<'_>) {
+    fn blob_ended(&self, digest: &Digest, e: Event<'_>) {
         if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(digest)) {
             bar.finish_and_clear();
         }

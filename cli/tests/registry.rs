@@ -1961,13 +1961,13 @@ fn a_base_whose_layer_does_not_match_its_config_is_refused_and_never_unpacked() 
     let config = serde_json::to_vec(&config).unwrap();
     let config_desc = registry_client::Descriptor {
         media_type: "application/vnd.oci.image.config.v1+json".into(),
-        digest: layer_cache::Digest::of(&config).to_string(),
+        digest: layer_cache::Digest::of(&config),
         size: config.len() as u64,
         platform: None,
         urls: Vec::new(),
     };
     let mut manifest = v["Manifest"].clone();
-    manifest["config"]["digest"] = config_desc.digest.clone().into();
+    manifest["config"]["digest"] = config_desc.digest.to_string().into();
     manifest["config"]["size"] = config_desc.size.into();
     let liar = format!("{}/liar:1", reg.addr);
     let r = registry_client::Reference::parse(&liar).unwrap();

@@ -38,7 +38,7 @@ impl ImageRef {
         })?;
         Ok(ImageRef {
             repo: r.familiar_name(),
-            digest: r.digest_value(),
+            digest: r.digest.clone(),
             tag: r.tag,
         })
     }

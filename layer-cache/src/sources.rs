@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::lock::FileLock;
 use crate::store::Store;
@@ -67,11 +68,11 @@ impl RegistrySources {
 
     /// Repositories on `registry` known to hold `digest`, by name without the
     /// registry, sorted.
-    pub fn repos_on(&self, digest: &str, registry: &str) -> Vec<String> {
+    pub fn repos_on(&self, digest: &Digest, registry: &str) -> Vec<String> {
         let prefix = format!("{registry}/");
         let mut out: Vec<String> = self
             .map
-            .get(digest)
+            .get(&digest.to_string())
             .map(|(_, repos)| {
                 repos
                     .iter()
@@ -84,10 +85,11 @@ impl RegistrySources {
     }
 
     /// Notes that `repo` (`registry/name`) holds `digest`; kept by [`Self::save`].
-    pub fn add(&mut self, digest: &str, repo: &str) {
+    pub fn add(&mut self, digest: &Digest, repo: &str) {
+        let digest = digest.to_string();
         self.next += 1;
-        insert(&mut self.map, self.next, digest, repo);
-        self.added.push((digest.to_string(), repo.to_string()));
+        insert(&mut self.map, self.next, &digest, repo);
+        self.added.push((digest, repo.to_string()));
     }
 
     /// Adds this handle's new entries to the file as it is now, under the lock.

@@ -3,8 +3,8 @@
 use layer_cache::sources::{RegistrySources, MAX_BLOBS, MAX_REPOS_PER_BLOB};
 use layer_cache::{Digest, Store};
 
-fn digest(i: usize) -> String {
-    Digest::of(i.to_string().as_bytes()).to_string()
+fn digest(i: usize) -> Digest {
+    Digest::of(i.to_string().as_bytes())
 }
 
 #[test]

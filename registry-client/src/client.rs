@@ -17,9 +17,10 @@ use crate::auth::{CredentialStore, Credentials};
 use crate::blob::push::OpenUpload;
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest, ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST};
-use crate::reference::{validate_digest, Reference};
+use crate::reference::Reference;
 use crate::transport::http::transport;
 use crate::transport::{read_capped, status_error, Host, Request, Transport};
+use oci_vocab::Digest;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -225,9 +226,9 @@ impl Client {
     }
 
     /// The digest a reference points at, from a HEAD (GET when the registry sends none).
-    pub async fn manifest_digest(&self, r: &Reference) -> Result<String> {
+    pub async fn manifest_digest(&self, r: &Reference) -> Result<Digest> {
         let resp = self
-            .head_manifest(r, r.reference(), Self::pull_scope(&r.repository))
+            .head_manifest(r, &r.reference(), Self::pull_scope(&r.repository))
             .await?;
         if !resp.status().is_success() {
             return Err(status_error(&format!("manifest {r}"), &r.registry, resp).await);
@@ -236,17 +237,17 @@ impl Client {
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            .filter(|d| validate_digest(d).is_ok())
+            .and_then(|d| d.parse::<Digest>().ok())
         {
-            Some(d) => Ok(d.to_string()),
+            Some(d) => Ok(d),
             None => Ok(self.get_manifest(r).await?.digest),
         }
     }
 
     /// Whether the repository has a manifest with this digest.
-    pub async fn has_manifest(&self, r: &Reference, digest: &str) -> Result<bool> {
+    pub async fn has_manifest(&self, r: &Reference, digest: &Digest) -> Result<bool> {
         let resp = self
-            .head_manifest(r, digest, Self::push_scope(&r.repository))
+            .head_manifest(r, &digest.to_string(), Self::push_scope(&r.repository))
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -256,9 +257,9 @@ impl Client {
     }
 
     /// Uploads manifest bytes as they are, under the reference's tag or digest.
-    pub async fn put_manifest(&self, r: &Reference, m: &Manifest) -> Result<String> {
+    pub async fn put_manifest(&self, r: &Reference, m: &Manifest) -> Result<Digest> {
         let host = self.host(&r.registry).await?;
-        let target = r.tag.as_deref().unwrap_or(&m.digest);
+        let target = r.tag.clone().unwrap_or_else(|| m.digest.to_string());
         let url = self.url(&host, &format!("v2/{}/manifests/{target}", r.repository))?;
         let mut h = HeaderMap::new();
         h.insert(
@@ -287,7 +288,7 @@ impl Client {
         Ok(m.digest.clone())
     }
 
-    pub async fn delete_manifest(&self, r: &Reference) -> Result<String> {
+    pub async fn delete_manifest(&self, r: &Reference) -> Result<Digest> {
         let digest = match &r.digest {
             Some(d) => d.clone(),
             None => self.manifest_digest(r).await?,

@@ -40,13 +40,13 @@ pub enum Error {
         "blob {digest}: content has digest {actual} ({size} bytes); the registry sent wrong data"
     )]
     DigestMismatch {
-        digest: String,
-        actual: String,
+        digest: oci_vocab::Digest,
+        actual: oci_vocab::Digest,
         size: u64,
     },
     #[error("blob {digest}: expected {expected} bytes, got {actual}")]
     SizeMismatch {
-        digest: String,
+        digest: oci_vocab::Digest,
         expected: u64,
         actual: u64,
     },

@@ -1,6 +1,7 @@
 //! Manifests as the registry serves them: raw bytes (kept byte-exact so digests
 //! hold) plus just enough parsing to find blobs and pick a platform.
 
+use oci_vocab::Digest;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -23,7 +24,9 @@ pub const MAX_MANIFEST: u64 = 8 << 20;
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
-    pub digest: String,
+    /// A digest that is not `sha256:<64 hex>` fails the whole manifest's parse,
+    /// naming the digest.
+    pub digest: Digest,
     pub size: u64,
     #[serde(default)]
     pub platform: Option<Platform>,
@@ -36,7 +39,7 @@ pub struct Descriptor {
 pub struct Manifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
 }
 
 #[derive(Debug, Clone)]
@@ -62,13 +65,9 @@ struct Raw {
     manifests: Option<Vec<Descriptor>>,
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    oci_vocab::Digest::of(bytes).to_string()
-}
-
 impl Manifest {
     pub fn new(bytes: Vec<u8>, content_type: Option<&str>) -> Result<Manifest> {
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::of(&bytes);
         let raw: Raw = serde_json::from_slice(&bytes)
             .map_err(|e| Error::invalid(format!("manifest {digest}"), e.to_string()))?;
         let declared = raw
@@ -150,28 +149,81 @@ mod tests {
             .all(|mt| media::is_index(mt) || media::is_manifest(mt)));
     }
 
+    fn digest(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .expect("digest")
+    }
+
     #[test]
     fn index_selection_and_schema1() {
-        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
-          {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":1,"platform":{"os":"unknown","architecture":"unknown"}},
-          {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:bb","size":2,"platform":{"os":"linux","architecture":"arm","variant":"v7"}},
-          {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cc","size":3,"platform":{"os":"linux","architecture":"amd64"}}]}"#;
-        let m = Manifest::new(index.to_vec(), None).unwrap();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+          {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"platform":{{"os":"unknown","architecture":"unknown"}}}},
+          {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":2,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}},
+          {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":3,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+            digest('a'),
+            digest('b'),
+            digest('c')
+        );
+        let m = Manifest::new(index.into_bytes(), None).unwrap();
         let ManifestBody::Index { manifests } = m.body().unwrap() else {
             panic!("index expected")
         };
         let want = Platform::parse("linux/arm").unwrap();
         assert_eq!(
             select_platform(&manifests, &want).unwrap().digest,
-            "sha256:bb"
+            digest('b')
         );
         let want = Platform::parse("linux/x86_64").unwrap();
         assert_eq!(
             select_platform(&manifests, &want).unwrap().digest,
-            "sha256:cc"
+            digest('c')
         );
         assert!(select_platform(&manifests, &Platform::parse("linux/s390x").unwrap()).is_none());
         let err = Manifest::new(br#"{"schemaVersion":1,"name":"x"}"#.to_vec(), None).unwrap_err();
         assert!(err.to_string().contains("schema 1"), "{err}");
+    }
+
+    #[test]
+    fn a_descriptor_digest_that_does_not_parse_fails_the_manifest_naming_it() {
+        let config = format!("sha256:{}", "a".repeat(64));
+        for bad in [
+            format!("sha512:{}", "a".repeat(128)),
+            format!("sha256:{}", "A".repeat(64)),
+            "sha256:abc".to_string(),
+        ] {
+            let bytes = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{bad}","size":3}}]}}"#
+            );
+            let what = Digest::of(bytes.as_bytes());
+            let err = Manifest::new(bytes.into_bytes(), None).unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.starts_with(&format!("manifest {what}: ")), "{shown}");
+            assert!(
+                shown.contains(&format!("invalid digest {bad:?}")),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn manifest_bytes_and_descriptors_keep_the_registrys_digest_strings() {
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":3}}]}}"#,
+            digest('1'),
+            digest('2')
+        );
+        let m = Manifest::new(bytes.clone().into_bytes(), None).unwrap();
+        assert_eq!(m.bytes, bytes.as_bytes());
+        assert_eq!(m.digest, Digest::of(bytes.as_bytes()));
+        let ManifestBody::Image { config, layers } = m.body().unwrap() else {
+            panic!("image expected")
+        };
+        assert_eq!(
+            config.digest.to_string(),
+            format!("sha256:{}", "1".repeat(64))
+        );
+        assert_eq!(layers[0].digest, digest('2'));
     }
 }

@@ -1,8 +1,6 @@
 //! Image references: the one grammar of `oci-vocab` (Docker's distribution/reference),
 //! plus the registry names `login` and `logout` take.
 
-use oci_vocab::Digest;
-
 pub use oci_vocab::reference::{
     credential_key, registry_api_host, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_AUTH_KEY,
 };
@@ -19,13 +17,6 @@ pub fn normalize_registry(input: &str) -> String {
         "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => DOCKER_HUB.to_string(),
         other => other.to_string(),
     }
-}
-
-/// Only sha256 is accepted: it is what images use and what we can verify.
-pub fn validate_digest(d: &str) -> std::result::Result<(), String> {
-    d.parse::<Digest>()
-        .map(drop)
-        .map_err(|e| e.reason.to_string())
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use oci_vocab::Digest;
 use registry_client::auth::{CredentialStore, Credentials};
-use registry_client::manifest::{sha256_digest, OCI_MANIFEST};
+use registry_client::manifest::OCI_MANIFEST;
 use registry_client::{
     BlobSource, Client, ClientOptions, Descriptor, Error, Manifest, PushOutcome, Reference,
 };
@@ -45,7 +46,7 @@ impl BlobSource for Bytes {
 fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
     serde_json::from_value(serde_json::json!({
         "mediaType": media_type,
-        "digest": sha256_digest(bytes),
+        "digest": Digest::of(bytes),
         "size": bytes.len(),
     }))
     .expect("descriptor")
@@ -160,7 +161,7 @@ async fn a_corrupted_blob_fails_its_digest_check() {
     let data = b"the registry will flip the first byte of this".to_vec();
     let d = descriptor("application/octet-stream", &data);
     c.push_blob(&r, &d, &Bytes(data), &[]).await.unwrap();
-    proxy.add(Fault::new("GET", &d.digest[7..], FaultKind::Corrupt, 1));
+    proxy.add(Fault::new("GET", d.digest.hex(), FaultKind::Corrupt, 1));
     let mut out = Vec::new();
     let err = c.pull_blob(&r, &d, &mut out, &|_| {}).await.unwrap_err();
     match &err {

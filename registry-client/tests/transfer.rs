@@ -7,25 +7,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use oci_vocab::Digest;
 use registry_client::manifest::{OCI_INDEX, OCI_MANIFEST};
 use registry_client::transfer::{
     self, BlobOutcome, BlobReader, BlobWrite, ImageSink, ImageSource, Registry, Transfer,
     TransferError, TransferEvent, TransferReporter,
 };
 use registry_client::{Client, ClientOptions, Descriptor, Manifest, Platform, Reference};
-use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncSeekExt;
 
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+fn sha256(bytes: &[u8]) -> Digest {
+    Digest::of(bytes)
 }
 
 /// Blobs as files named by digest; manifests by tag in memory.
 struct Dir {
     root: PathBuf,
-    tags: Mutex<HashMap<String, (String, String)>>,
+    tags: Mutex<HashMap<String, (String, Digest)>>,
     /// digest → "registry/repository" names known to hold it.
-    holders: Mutex<BTreeMap<String, Vec<String>>>,
+    holders: Mutex<BTreeMap<Digest, Vec<String>>>,
 }
 
 impl Dir {
@@ -38,8 +38,8 @@ impl Dir {
         }
     }
 
-    fn path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs").join(digest.replace(':', "-"))
+    fn path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.hex())
     }
 
     fn put(&self, bytes: &[u8], media_type: &str) -> Descriptor {
@@ -54,7 +54,7 @@ impl Dir {
         }
     }
 
-    fn get(&self, digest: &str) -> Option<Vec<u8>> {
+    fn get(&self, digest: &Digest) -> Option<Vec<u8>> {
         std::fs::read(self.path(digest)).ok()
     }
 
@@ -66,14 +66,14 @@ impl Dir {
             .insert(tag.into(), (m.media_type.clone(), m.digest.clone()));
     }
 
-    fn tagged(&self, tag: &str) -> Option<(String, String)> {
+    fn tagged(&self, tag: &str) -> Option<(String, Digest)> {
         self.tags.lock().unwrap().get(tag).cloned()
     }
 
     fn key(r: &Reference) -> String {
         r.tag
             .clone()
-            .or_else(|| r.digest.clone())
+            .or_else(|| r.digest.as_ref().map(ToString::to_string))
             .unwrap_or_default()
     }
 }
@@ -131,7 +131,7 @@ impl ImageSource for Dir {
         })
     }
 
-    fn mount_candidates(&self, _from: &Reference, digest: &str, registry: &str) -> Vec<String> {
+    fn mount_candidates(&self, _from: &Reference, digest: &Digest, registry: &str) -> Vec<String> {
         let prefix = format!("{registry}/");
         self.holders
             .lock()
@@ -143,7 +143,7 @@ impl ImageSource for Dir {
             .collect()
     }
 
-    fn record_copied(&self, to: &Reference, digests: &[String]) {
+    fn record_copied(&self, to: &Reference, digests: &[Digest]) {
         let mut h = self.holders.lock().unwrap();
         for d in digests {
             h.entry(d.clone()).or_default().push(to.name());
@@ -163,7 +163,7 @@ impl ImageSink for Dir {
     fn has_manifest<'a>(
         &'a self,
         _to: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     ) -> BoxFuture<'a, transfer::Result<bool>> {
         Box::pin(async move { Ok(self.path(digest).is_file()) })
     }
@@ -194,7 +194,7 @@ impl ImageSink for Dir {
         &'a self,
         to: &'a Reference,
         m: &'a Manifest,
-        _upstream_index: Option<&'a str>,
+        _upstream_index: Option<&'a Digest>,
     ) -> BoxFuture<'a, transfer::Result<()>> {
         Box::pin(async move {
             self.tag(&Dir::key(to), m);
@@ -289,7 +289,7 @@ fn blobs_of(m: &Manifest) -> Vec<Descriptor> {
 }
 
 /// What a blob outcome says for each blob of `m`, plus the manifest write.
-fn expect(m: &Manifest, what: impl Fn(&str) -> String) -> Vec<String> {
+fn expect(m: &Manifest, what: impl Fn(&Digest) -> String) -> Vec<String> {
     let mut want: Vec<String> = blobs_of(m).iter().map(|d| what(&d.digest)).collect();
     want.push(format!("manifest {}", m.digest));
     sorted(want)
@@ -461,7 +461,7 @@ async fn an_index_of_two_platforms_pulls_only_the_one_asked_for() {
     .await
     .unwrap();
     assert_eq!(pulled.manifest.digest, arm.digest);
-    assert_eq!(pulled.index.as_deref(), Some(index.digest.as_str()));
+    assert_eq!(pulled.index.as_ref(), Some(&index.digest));
     assert_eq!(
         back.tagged("1"),
         Some((OCI_MANIFEST.into(), arm.digest.clone()))
@@ -494,8 +494,8 @@ async fn an_index_of_two_platforms_pulls_only_the_one_asked_for() {
 /// with which diff_id, in order.
 struct Unpacking {
     dir: Dir,
-    diff_ids: Vec<Option<String>>,
-    writes: Mutex<Vec<(String, Option<String>)>>,
+    diff_ids: Vec<Option<Digest>>,
+    writes: Mutex<Vec<(Digest, Option<Digest>)>>,
 }
 
 impl ImageSink for Unpacking {
@@ -510,7 +510,7 @@ impl ImageSink for Unpacking {
     fn has_manifest<'a>(
         &'a self,
         to: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     ) -> BoxFuture<'a, transfer::Result<bool>> {
         self.dir.has_manifest(to, digest)
     }
@@ -523,7 +523,7 @@ impl ImageSink for Unpacking {
         self.writes
             .lock()
             .unwrap()
-            .push((w.blob.digest.clone(), w.unpack_as.map(str::to_string)));
+            .push((w.blob.digest.clone(), w.unpack_as.cloned()));
         let unpacking = w.unpack_as.is_some();
         Box::pin(async move {
             match self.dir.write_blob(to, w).await? {
@@ -536,7 +536,7 @@ impl ImageSink for Unpacking {
         })
     }
 
-    fn layer_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<String>> {
+    fn layer_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<Digest>> {
         // Asked only once the config is in.
         assert!(
             self.dir.get(&config.digest).is_some(),
@@ -550,7 +550,7 @@ impl ImageSink for Unpacking {
         &'a self,
         to: &'a Reference,
         m: &'a Manifest,
-        upstream_index: Option<&'a str>,
+        upstream_index: Option<&'a Digest>,
     ) -> BoxFuture<'a, transfer::Result<()>> {
         self.dir.write_manifest(to, m, upstream_index)
     }
@@ -558,7 +558,7 @@ impl ImageSink for Unpacking {
 
 /// Says which blobs a pull reported as unpacked.
 #[derive(Default)]
-struct Unpacked(Mutex<Vec<(String, bool)>>);
+struct Unpacked(Mutex<Vec<(Digest, bool)>>);
 
 impl TransferReporter for Unpacked {
     fn event(&self, e: TransferEvent<'_>) {
@@ -580,7 +580,7 @@ async fn an_unpacking_pull_stores_the_config_first_and_hands_each_layer_its_diff
     let blobs = blobs_of(&m);
     let (config, layers) = (&blobs[0], &blobs[1..]);
     // Stand-in diff_ids: the second layer's is unknown, so it is only stored.
-    let ids = vec![Some(format!("sha256:{}", "1".repeat(64))), None];
+    let ids = vec![Some(Digest::of(b"1")), None];
     let sink = Arc::new(Unpacking {
         dir: Dir::new(&s.tmp.path().join("back")),
         diff_ids: ids.clone(),
@@ -602,7 +602,7 @@ async fn an_unpacking_pull_stores_the_config_first_and_hands_each_layer_its_diff
     assert_eq!(writes[0], (config.digest.clone(), None), "{writes:?}");
     let mut rest = writes[1..].to_vec();
     rest.sort();
-    let mut want: Vec<(String, Option<String>)> = layers
+    let mut want: Vec<(Digest, Option<Digest>)> = layers
         .iter()
         .map(|l| l.digest.clone())
         .zip(ids.iter().cloned())
@@ -624,8 +624,8 @@ async fn an_unpacking_pull_stores_the_config_first_and_hands_each_layer_its_diff
 /// does, until another blob has been written (or ten seconds pass).
 struct Blocking {
     dir: Dir,
-    slow: String,
-    wait_for: String,
+    slow: Digest,
+    wait_for: Digest,
     saw_other: Mutex<Option<bool>>,
 }
 
@@ -641,7 +641,7 @@ impl ImageSink for Blocking {
     fn has_manifest<'a>(
         &'a self,
         to: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     ) -> BoxFuture<'a, transfer::Result<bool>> {
         self.dir.has_manifest(to, digest)
     }
@@ -665,7 +665,7 @@ impl ImageSink for Blocking {
         &'a self,
         to: &'a Reference,
         m: &'a Manifest,
-        upstream_index: Option<&'a str>,
+        upstream_index: Option<&'a Digest>,
     ) -> BoxFuture<'a, transfer::Result<()>> {
         self.dir.write_manifest(to, m, upstream_index)
     }

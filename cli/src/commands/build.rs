@@ -843,7 +843,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         println!("{digest}");
     } else {
         crate::progress::emit(&Event::Image {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             tags: tags.iter().map(|t| t.tagged_name()).collect(),
         });
     }

@@ -205,7 +205,7 @@ impl Imported {
                     .ok_or_else(|| anyhow!("no registry client"))?;
                 let rd = registry_client::Descriptor {
                     media_type: d.media_type().to_string(),
-                    digest: digest.to_string(),
+                    digest: digest.clone(),
                     size: d.size(),
                     platform: None,
                     urls: Vec::new(),
@@ -314,7 +314,7 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<CacheContents> {
                 let config = m.records_blob()?;
                 let config = registry_client::Descriptor {
                     media_type: config.media_type().to_string(),
-                    digest: config.digest().to_string(),
+                    digest: descriptor_digest(config)?,
                     size: config.size(),
                     platform: None,
                     urls: Vec::new(),
@@ -383,7 +383,7 @@ fn export_inner(
         size: bytes,
     });
     let digest = match &spec.location {
-        Location::Local(dir) => artifact.write_local(store, dir)?.to_string(),
+        Location::Local(dir) => artifact.write_local(store, dir)?,
         Location::Registry(r) => {
             let mut dest = r.clone();
             if dest.tag.is_none() && dest.digest.is_none() {

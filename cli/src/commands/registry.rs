@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use layer_cache::{Digest, ImageRef, Store};
 use registry_client::auth::{CredentialStore, Credentials};
 use registry_client::reference::normalize_registry;
@@ -141,10 +141,6 @@ fn parse_ref(s: &str) -> Result<Reference> {
     Ok(Reference::parse(s)?)
 }
 
-fn digest_of(s: &str) -> Result<Digest> {
-    s.parse::<Digest>().map_err(|e| anyhow!("{e}"))
-}
-
 fn want_platform(p: Option<&str>) -> Result<Platform> {
     Ok(match p {
         Some(p) => Platform::parse(p)?,
@@ -165,7 +161,7 @@ pub async fn pull_into_store(
     platform: &Platform,
     view: Arc<TransferView>,
     unpack: bool,
-) -> Result<String> {
+) -> Result<Digest> {
     let _lock = store.usage_lock()?;
     let io = Arc::new(StoreIo::new(store));
     let pulled = transfer::pull(
@@ -219,7 +215,7 @@ pub async fn push_from_store(
     image: &str,
     dest: &Reference,
     view: Arc<TransferView>,
-) -> Result<String> {
+) -> Result<Digest> {
     let io = Arc::new(StoreIo::new(store));
     let (m, upstream) = io.image(image)?;
     let mut dest = dest.clone();
@@ -228,7 +224,7 @@ pub async fn push_from_store(
     }
     let t = transfer(client, view);
     let sink = Arc::new(Registry::new(client.clone()));
-    transfer::push(&t, io.clone(), sink, &dest, &dest, &m, upstream.as_deref()).await?;
+    transfer::push(&t, io.clone(), sink, &dest, &dest, &m, upstream.as_ref()).await?;
     io.save_sources();
     Ok(m.digest)
 }
@@ -293,7 +289,7 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
             return Ok(code);
         }
     };
-    let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
+    let size = store.blob_size(&digest)?.unwrap_or_default();
     view.event(TransferEvent::Finish {
         action: Action::Pull,
         reference: &r,
@@ -327,7 +323,7 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
             return Ok(code);
         }
     };
-    let size = store.blob_size(&digest_of(&digest)?)?.unwrap_or_default();
+    let size = store.blob_size(&digest)?.unwrap_or_default();
     view.event(TransferEvent::Finish {
         action: Action::Push,
         reference: &dest,
@@ -360,7 +356,7 @@ pub fn copy(a: &CopyArgs) -> Result<i32> {
             &want,
             a.all_platforms,
         );
-        Ok::<String, anyhow::Error>(copied.await?)
+        Ok::<Digest, anyhow::Error>(copied.await?)
     };
     let digest = match uploading_until_interrupted(&runtime()?, &client, work)? {
         Ok(d) => d,
@@ -578,7 +574,7 @@ impl BasePuller {
         }
     }
 
-    pub fn push(&self, store: &Store, image: &str) -> Result<String> {
+    pub fn push(&self, store: &Store, image: &str) -> Result<Digest> {
         let dest = parse_ref(image)?;
         let view = Arc::new(TransferView::new(self.mode));
         view.event(TransferEvent::Start {

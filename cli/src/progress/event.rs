@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use builder::exec::BuildEvent;
 use builder::sandbox::Stream;
+use layer_cache::Digest;
 use registry_client::{Descriptor, Reference};
 use serde::{Serialize, Serializer};
 
@@ -52,7 +53,7 @@ pub enum Event<'a> {
     },
     /// The build's result.
     Image {
-        digest: String,
+        digest: Digest,
         tags: Vec<String>,
     },
 
@@ -76,21 +77,21 @@ pub enum Event<'a> {
     /// Bytes moved so far for one blob; drawn by the tty view only.
     #[serde(skip)]
     BlobBytes {
-        digest: &'a str,
+        digest: &'a Digest,
         size: u64,
         done: u64,
     },
     /// A blob's byte counter is gone (its transfer ended either way).
     #[serde(skip)]
     BlobBytesEnd {
-        digest: &'a str,
+        digest: &'a Digest,
     },
     /// One blob's outcome.
     Blob {
         action: BlobAction,
         #[serde(rename = "ref")]
         reference: String,
-        digest: String,
+        digest: Digest,
         size: u64,
         /// A layer a build's pull also unpacked into its snapshot.
         #[serde(skip_serializing_if = "is_false")]
@@ -105,13 +106,13 @@ pub enum Event<'a> {
     Pulled {
         #[serde(rename = "ref")]
         reference: String,
-        digest: String,
+        digest: Digest,
         size: u64,
     },
     Pushed {
         #[serde(rename = "ref")]
         reference: String,
-        digest: String,
+        digest: Digest,
         size: u64,
         /// The tag or digest part of the reference, as the text view says it.
         #[serde(skip)]
@@ -121,7 +122,7 @@ pub enum Event<'a> {
         #[serde(rename = "ref")]
         reference: String,
         dest: String,
-        digest: String,
+        digest: Digest,
     },
     /// Stopped by a signal: `action` (`pull`, `push`, `copy`) and what that left.
     Interrupted {
@@ -162,7 +163,7 @@ pub enum Event<'a> {
     #[serde(rename = "cache-exported")]
     CacheExported {
         dest: String,
-        digest: String,
+        digest: Digest,
     },
 }
 
@@ -280,30 +281,30 @@ impl<'a> Event<'a> {
     }
 
     /// The end of a pull of `r`: the stored manifest.
-    pub fn pulled(r: &Reference, digest: &str, size: u64) -> Event<'static> {
+    pub fn pulled(r: &Reference, digest: &Digest, size: u64) -> Event<'static> {
         Event::Pulled {
             reference: r.to_string(),
-            digest: digest.to_string(),
+            digest: digest.clone(),
             size,
         }
     }
 
     /// The end of a push to `r`: the manifest sent.
-    pub fn pushed(r: &Reference, digest: &str, size: u64) -> Event<'static> {
+    pub fn pushed(r: &Reference, digest: &Digest, size: u64) -> Event<'static> {
         Event::Pushed {
             reference: r.to_string(),
-            digest: digest.to_string(),
+            digest: digest.clone(),
             size,
-            shown: r.reference().to_string(),
+            shown: r.reference(),
         }
     }
 
     /// The end of a copy of `src` to `dest`.
-    pub fn copied(src: &Reference, dest: &Reference, digest: &str) -> Event<'static> {
+    pub fn copied(src: &Reference, dest: &Reference, digest: &Digest) -> Event<'static> {
         Event::Copied {
             reference: src.to_string(),
             dest: dest.to_string(),
-            digest: digest.to_string(),
+            digest: digest.clone(),
         }
     }
 
@@ -374,7 +375,9 @@ mod tests {
     fn json_lines_keep_sorted_keys_and_leave_out_what_only_text_says() {
         let r = Reference::parse("127.0.0.1:5000/a/b:1").expect("ref");
         let d = Descriptor {
-            digest: format!("sha256:{}", "ab".repeat(32)),
+            digest: format!("sha256:{}", "ab".repeat(32))
+                .parse()
+                .expect("digest"),
             size: 2_500_000,
             media_type: String::new(),
             platform: None,
@@ -401,8 +404,11 @@ mod tests {
             "{\"event\":\"push\",\"ref\":\"127.0.0.1:5000/a/b:1\"}\n"
         );
         assert_eq!(text(&e), ["pushing app:1 to 127.0.0.1:5000/a/b:1"]);
-        let e = Event::pushed(&r, "sha256:00", 7);
-        assert_eq!(text(&e), ["1: digest: sha256:00 size: 7"]);
+        let e = Event::pushed(&r, &Digest::of(b""), 7);
+        assert_eq!(
+            text(&e),
+            [format!("1: digest: {} size: 7", Digest::of(b""))]
+        );
         // Byte counters are drawn, never written as JSON or lines.
         assert_eq!(json(&Event::blob_bytes(&d, 5)), "");
         assert!(text(&Event::blob_bytes(&d, 5)).is_empty());

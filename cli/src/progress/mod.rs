@@ -178,12 +178,6 @@ impl BlobBar {
     }
 }
 
-/// `sha256:0123456789abcdef…` → `0123456789ab`, as blobs are named in lines.
-pub fn short(d: &str) -> &str {
-    let hex = d.strip_prefix("sha256:").unwrap_or(d);
-    &hex[..hex.len().min(12)]
-}
-
 /// Steps' output not yet ended by a newline, per step.
 #[derive(Default)]
 pub struct Partial(BTreeMap<usize, Vec<u8>>);
@@ -283,7 +277,7 @@ pub fn text(e: &Event<'_>, partial: &mut Partial) -> Vec<String> {
                 BlobAction::Pushed => format!("pushed {size}"),
                 BlobAction::Copied => format!("copied {size}"),
             };
-            vec![format!("{}: {what}", short(digest))]
+            vec![format!("{}: {what}", digest.short())]
         }
         Event::Pulled { digest, .. } => vec![format!("Digest: {digest}")],
         Event::Pushed {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{short, text, Event, Partial, Render};
+use layer_cache::Digest;
+
+use super::{text, Event, Partial, Render};
 
 pub struct Tty {
     multi: MultiProgress,
@@ -16,7 +18,7 @@ pub struct Tty {
     /// Draw blobs' byte counters (else their lines only).
     bytes: bool,
     steps: BTreeMap<usize, (ProgressBar, String)>,
-    blobs: BTreeMap<String, ProgressBar>,
+    blobs: BTreeMap<Digest, ProgressBar>,
     partial: Partial,
 }
 
@@ -96,8 +98,8 @@ impl Render for Tty {
                             )
                             .unwrap_or_else(|_| ProgressStyle::default_bar()),
                         );
-                        bar.set_prefix(short(digest).to_string());
-                        self.blobs.insert(digest.to_string(), bar.clone());
+                        bar.set_prefix(digest.short().to_string());
+                        self.blobs.insert((*digest).clone(), bar.clone());
                         bar
                     }
                 };

@@ -192,5 +192,5 @@ pub fn push_two_platform_index(
         .expect("runtime")
         .block_on(client.put_manifest(&r, &m))
         .expect("put index");
-    (amd, arm, digest)
+    (amd, arm, digest.to_string())
 }

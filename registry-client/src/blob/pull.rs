@@ -12,9 +12,10 @@ use super::{show_duration, IdleWatch};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
-use crate::reference::{validate_digest, Reference};
+use crate::reference::Reference;
 use crate::transport::http::transport;
 use crate::transport::{status_error, Request};
+use oci_vocab::Digest;
 
 impl Client {
     /// Streams a blob into `out`, verifying size and digest; a broken connection
@@ -79,8 +80,6 @@ impl Client {
         out: &mut Sink<'_>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        validate_digest(&desc.digest)
-            .map_err(|e| Error::invalid(format!("blob {}", desc.digest), e))?;
         let host = self.host(&r.registry).await?;
         let _permit = host.limit.clone().acquire_owned().await.ok();
         let url = self.url(&host, &format!("v2/{}/blobs/{}", r.repository, desc.digest))?;
@@ -176,7 +175,7 @@ impl Client {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            let actual = Digest::from_sha256_bytes(&hasher.finalize());
             if actual != desc.digest {
                 return Err(Error::DigestMismatch {
                     digest: desc.digest.clone(),
@@ -192,7 +191,7 @@ impl Client {
     pub async fn open_blob(
         &self,
         r: &Reference,
-        digest: &str,
+        digest: &Digest,
         offset: u64,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
         let host = self.host(&r.registry).await?;
@@ -202,7 +201,7 @@ impl Client {
             h.insert(
                 "range",
                 HeaderValue::from_str(&format!("bytes={offset}-"))
-                    .map_err(|_| Error::invalid(digest, "range"))?,
+                    .map_err(|_| Error::invalid(digest.to_string(), "range"))?,
             );
         }
         let resp = self

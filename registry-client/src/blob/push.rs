@@ -16,7 +16,7 @@ use super::show_duration;
 use crate::client::{Client, IDLE_MIN_BYTES};
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
-use crate::reference::{validate_digest, Reference};
+use crate::reference::Reference;
 use crate::transport::retry::retryable_status;
 use crate::transport::{status_error, Host, Request};
 
@@ -64,8 +64,6 @@ impl Client {
         source: &dyn BlobSource,
         mount_from: &[String],
     ) -> Result<PushOutcome> {
-        validate_digest(&desc.digest)
-            .map_err(|e| Error::invalid(format!("blob {}", desc.digest), e))?;
         let host = self.host(&r.registry).await?;
         let _permit = host.limit.clone().acquire_owned().await.ok();
         if self.has_blob(r, desc).await? {
@@ -76,7 +74,7 @@ impl Client {
         for from in mount_from.iter().filter(|f| **f != r.repository).take(3) {
             let mut url = self.url(&host, &format!("v2/{}/blobs/uploads/", r.repository))?;
             url.query_pairs_mut()
-                .append_pair("mount", &desc.digest)
+                .append_pair("mount", &desc.digest.to_string())
                 .append_pair("from", from);
             let mut scopes = Self::push_scope(&r.repository);
             scopes.push(format!("repository:{from}:pull"));
@@ -314,7 +312,8 @@ impl Client {
         source: &dyn BlobSource,
         mut loc: Url,
     ) -> Result<()> {
-        loc.query_pairs_mut().append_pair("digest", &desc.digest);
+        loc.query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
         let mut h = HeaderMap::new();
         h.insert(
             CONTENT_TYPE,
@@ -450,7 +449,8 @@ impl Client {
             };
         }
         let mut done = loc.clone();
-        done.query_pairs_mut().append_pair("digest", &desc.digest);
+        done.query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
         let resp = self
             .send(
                 host,

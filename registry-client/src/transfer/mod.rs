@@ -16,6 +16,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncRead;
 
+use oci_vocab::Digest;
+
 use crate::{Descriptor, Manifest, Reference};
 
 pub use ops::{copy, pull, push, push_tree, transfer_blob, Pulled, Transfer};
@@ -44,7 +46,7 @@ pub enum TransferError {
     #[error("{reference}: expected an image manifest")]
     NotAnImage { reference: String },
     #[error("blob {digest}: its transfer task ended abnormally: {reason}")]
-    Task { digest: String, reason: String },
+    Task { digest: Digest, reason: String },
 }
 
 impl TransferError {
@@ -98,10 +100,10 @@ pub trait ImageSource: Send + Sync {
 
     /// Repositories of `registry` known to hold `digest`, so a push there can
     /// mount the blob instead of uploading it.
-    fn mount_candidates(&self, from: &Reference, digest: &str, registry: &str) -> Vec<String>;
+    fn mount_candidates(&self, from: &Reference, digest: &Digest, registry: &str) -> Vec<String>;
 
     /// `digests` now also live in `to` (a hint for later mounts).
-    fn record_copied(&self, _to: &Reference, _digests: &[String]) {}
+    fn record_copied(&self, _to: &Reference, _digests: &[Digest]) {}
 }
 
 /// Where a blob write ended.
@@ -124,7 +126,7 @@ pub struct BlobWrite<'a> {
     /// Repositories to try a cross-repository mount from.
     pub mount_from: &'a [String],
     /// The layer's diff_id when the sink may unpack it while it streams.
-    pub unpack_as: Option<&'a str>,
+    pub unpack_as: Option<&'a Digest>,
     pub progress: Progress,
 }
 
@@ -141,11 +143,11 @@ pub trait ImageSink: Send + Sync {
     fn has_manifest<'a>(
         &'a self,
         to: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     ) -> BoxFuture<'a, Result<bool>>;
 
     /// The digest of the manifest `to` names now, where the sink can tell.
-    fn manifest_digest<'a>(&'a self, _to: &'a Reference) -> BoxFuture<'a, Option<String>> {
+    fn manifest_digest<'a>(&'a self, _to: &'a Reference) -> BoxFuture<'a, Option<Digest>> {
         Box::pin(async { None })
     }
 
@@ -159,7 +161,7 @@ pub trait ImageSink: Send + Sync {
     /// The diff_id of each of an image's layers, for sinks that unpack layers
     /// while they stream; called once `config` is in the sink. `None` where
     /// unknown (that layer is then only stored).
-    fn layer_diff_ids(&self, _config: &Descriptor, layers: usize) -> Vec<Option<String>> {
+    fn layer_diff_ids(&self, _config: &Descriptor, layers: usize) -> Vec<Option<Digest>> {
         vec![None; layers]
     }
 
@@ -169,11 +171,11 @@ pub trait ImageSink: Send + Sync {
         &'a self,
         to: &'a Reference,
         m: &'a Manifest,
-        upstream_index: Option<&'a str>,
+        upstream_index: Option<&'a Digest>,
     ) -> BoxFuture<'a, Result<()>>;
 
     /// `digests` came from `from` (a hint for later mounts).
-    fn record_pulled(&self, _from: &Reference, _digests: &[String]) {}
+    fn record_pulled(&self, _from: &Reference, _digests: &[Digest]) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,13 +232,13 @@ pub enum TransferEvent<'a> {
     /// A manifest was written to `reference`.
     Manifest {
         reference: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     },
     /// A pull or push ended: the top manifest's digest and size.
     Finish {
         action: Action,
         reference: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
         size: u64,
     },
     /// Stopped by a signal; `left` says what that left behind.
@@ -249,7 +251,7 @@ pub enum TransferEvent<'a> {
     /// `reference` holds (the one the pushed image was picked from) with one platform.
     ReplacesIndex {
         reference: &'a Reference,
-        index: &'a str,
+        index: &'a Digest,
     },
     Warning {
         message: &'a str,

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::manifest::select_platform;
 use crate::{Descriptor, Manifest, ManifestBody, Platform, Reference};
+use oci_vocab::Digest;
 
 /// How transfers run: who hears of them, and how many blobs move at once.
 #[derive(Clone)]
@@ -45,7 +46,7 @@ pub struct Pulled {
     /// The single-platform image manifest.
     pub manifest: Manifest,
     /// The multi-platform index it was picked from, if any.
-    pub index: Option<String>,
+    pub index: Option<Digest>,
 }
 
 /// The platform's manifest when `m` is an index, else `m` itself.
@@ -80,7 +81,7 @@ async fn resolve_platform(
 
 /// Runs each job in its own task, at most `limit` at once; the first failure
 /// ends the rest (dropping the set aborts them).
-async fn run_all<F>(limit: usize, jobs: Vec<(String, F)>) -> Result<Vec<String>>
+async fn run_all<F>(limit: usize, jobs: Vec<(Digest, F)>) -> Result<Vec<Digest>>
 where
     F: std::future::Future<Output = Result<()>> + Send + 'static,
 {
@@ -101,10 +102,14 @@ where
         match joined {
             Ok(result) => done.push(result?),
             Err(e) => {
+                // Every task was named at spawn; an unnamed one still fails whole.
+                let Some(digest) = names.remove(&e.id()) else {
+                    return Err(TransferError::endpoint(e));
+                };
                 return Err(TransferError::Task {
-                    digest: names.remove(&e.id()).unwrap_or_default(),
+                    digest,
                     reason: e.to_string(),
-                })
+                });
             }
         }
     }
@@ -119,7 +124,7 @@ pub async fn transfer_blob(
     sink: &dyn ImageSink,
     from: &Reference,
     blob: &Descriptor,
-    unpack_as: Option<&str>,
+    unpack_as: Option<&Digest>,
 ) -> Result<()> {
     if sink.has_blob(from, blob).await? {
         t.say(TransferEvent::BlobExists {
@@ -204,19 +209,18 @@ pub async fn pull(
         .map(|(d, diff_id)| {
             let (t, source, sink, r) = (t.clone(), source.clone(), sink.clone(), r.clone());
             let digest = d.digest.clone();
-            let job = async move {
-                transfer_blob(&t, &*source, &*sink, &r, &d, diff_id.as_deref()).await
-            };
+            let job =
+                async move { transfer_blob(&t, &*source, &*sink, &r, &d, diff_id.as_ref()).await };
             (digest, job)
         })
         .collect();
     run_all(t.concurrency, jobs).await?;
-    let blobs: Vec<String> = std::iter::once(&config)
+    let blobs: Vec<Digest> = std::iter::once(&config)
         .chain(&layers)
         .map(|d| d.digest.clone())
         .collect();
     sink.record_pulled(r, &blobs);
-    write_manifest(t, &*sink, r, &m, index.as_deref()).await?;
+    write_manifest(t, &*sink, r, &m, index.as_ref()).await?;
     Ok(Pulled { manifest: m, index })
 }
 
@@ -225,7 +229,7 @@ async fn write_manifest(
     sink: &dyn ImageSink,
     to: &Reference,
     m: &Manifest,
-    upstream_index: Option<&str>,
+    upstream_index: Option<&Digest>,
 ) -> Result<()> {
     sink.write_manifest(to, m, upstream_index).await?;
     t.say(TransferEvent::Manifest {
@@ -329,10 +333,10 @@ pub async fn push(
     from: &Reference,
     to: &Reference,
     m: &Manifest,
-    upstream_index: Option<&str>,
+    upstream_index: Option<&Digest>,
 ) -> Result<()> {
     if let (Some(index), Some(_)) = (upstream_index, &to.tag) {
-        if sink.manifest_digest(to).await.as_deref() == Some(index) {
+        if sink.manifest_digest(to).await.as_ref() == Some(index) {
             t.say(TransferEvent::ReplacesIndex {
                 reference: to,
                 index,
@@ -353,7 +357,7 @@ pub async fn copy(
     to: &Reference,
     platform: &Platform,
     all_platforms: bool,
-) -> Result<String> {
+) -> Result<Digest> {
     let top = source.manifest(from, None).await?;
     if top.is_index() && all_platforms {
         if let ManifestBody::Index { manifests } = top.body()? {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::{BlobOutcome, BlobReader, BlobWrite, ImageSink, ImageSource, Progress, Result};
+use oci_vocab::Digest;
+
 use crate::{BlobSource, Client, Descriptor, Manifest, PushOutcome, Reference};
 
 /// A registry, read and written by reference.
@@ -66,7 +68,7 @@ impl ImageSource for Registry {
     }
 
     /// The source repository itself, when the destination is on the same registry.
-    fn mount_candidates(&self, from: &Reference, _digest: &str, registry: &str) -> Vec<String> {
+    fn mount_candidates(&self, from: &Reference, _digest: &Digest, registry: &str) -> Vec<String> {
         if from.registry == registry {
             vec![from.repository.clone()]
         } else {
@@ -135,12 +137,12 @@ impl ImageSink for Registry {
     fn has_manifest<'a>(
         &'a self,
         to: &'a Reference,
-        digest: &'a str,
+        digest: &'a Digest,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move { Ok(self.client.has_manifest(to, digest).await?) })
     }
 
-    fn manifest_digest<'a>(&'a self, to: &'a Reference) -> BoxFuture<'a, Option<String>> {
+    fn manifest_digest<'a>(&'a self, to: &'a Reference) -> BoxFuture<'a, Option<Digest>> {
         Box::pin(async move { self.client.manifest_digest(to).await.ok() })
     }
 
@@ -178,7 +180,7 @@ impl ImageSink for Registry {
         &'a self,
         to: &'a Reference,
         m: &'a Manifest,
-        _upstream_index: Option<&'a str>,
+        _upstream_index: Option<&'a Digest>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.client.put_manifest(to, m).await?;

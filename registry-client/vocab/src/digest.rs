@@ -68,7 +68,11 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
-            Some(("sha256", hex)) => Digest::from_hex(hex),
+            // The error names the whole digest, as it was written.
+            Some(("sha256", hex)) => Digest::from_hex(hex).map_err(|e| DigestError {
+                input: s.to_string(),
+                reason: e.reason,
+            }),
             Some(_) => Err(DigestError {
                 input: s.to_string(),
                 reason: "only sha256 digests are supported",
@@ -139,5 +143,45 @@ mod tests {
         assert!(format!("sha256:{}", "G".repeat(64))
             .parse::<Digest>()
             .is_err());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Desc {
+        #[serde(rename = "mediaType")]
+        media_type: String,
+        digest: Digest,
+        size: u64,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct ImageManifest {
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+        #[serde(rename = "mediaType")]
+        media_type: String,
+        config: Desc,
+        layers: Vec<Desc>,
+    }
+
+    #[test]
+    fn a_manifests_json_round_trips_byte_identically() {
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":3}}]}}"#,
+            Digest::of(b"{}"),
+            Digest::of(b"abc")
+        );
+        let m: ImageManifest = serde_json::from_str(&json).expect("parse");
+        assert_eq!(m.config.digest, Digest::of(b"{}"));
+        assert_eq!(serde_json::to_string(&m).expect("write"), json);
+    }
+
+    #[test]
+    fn a_digest_that_does_not_parse_fails_deserialising_naming_it() {
+        let bad = format!("sha512:{}", "a".repeat(128));
+        let err = serde_json::from_str::<Digest>(&format!("{bad:?}")).expect_err("sha512");
+        assert!(
+            err.to_string().contains(&format!("invalid digest {bad:?}")),
+            "{err}"
+        );
     }
 }

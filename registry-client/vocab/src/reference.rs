@@ -73,9 +73,8 @@ pub struct Reference {
     /// Full repository path, `library/busybox` on the Hub.
     pub repository: String,
     pub tag: Option<String>,
-    /// `sha256:<hex>`; a `String` as the registry protocol speaks it
-    /// ([`Reference::digest_value`] gives the typed form).
-    pub digest: Option<String>,
+    /// The pinned `sha256:<hex>` digest.
+    pub digest: Option<Digest>,
 }
 
 struct Grammar {
@@ -163,10 +162,13 @@ impl Reference {
         if caps.get(1).map_or(0, |m| m.as_str().len()) > NAME_TOTAL_LENGTH_MAX {
             return Err(err(ReferenceErrorKind::NameTooLong));
         }
-        let digest = group(5);
-        if let Some(d) = &digest {
-            Digest::from_str(d).map_err(|e| err(ReferenceErrorKind::Digest(e.reason.into())))?;
-        }
+        let digest = match caps.get(5) {
+            Some(d) => Some(
+                Digest::from_str(d.as_str())
+                    .map_err(|e| err(ReferenceErrorKind::Digest(e.reason.into())))?,
+            ),
+            None => None,
+        };
         Ok(Reference {
             registry: group(2).unwrap_or_default(),
             repository: group(3).unwrap_or_default(),
@@ -176,16 +178,12 @@ impl Reference {
     }
 
     /// What goes after `/manifests/`: the digest when pinned, else the tag (`latest`).
-    pub fn reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
-    }
-
-    /// The digest as a typed value (always valid after [`Reference::parse`]).
-    pub fn digest_value(&self) -> Option<Digest> {
-        self.digest.as_deref().and_then(|d| d.parse().ok())
+    pub fn reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        }
     }
 
     /// The host the API lives on (`registry-1.docker.io` for the Hub).
@@ -199,7 +197,7 @@ impl Reference {
     }
 
     /// Same repository, another tag or digest.
-    pub fn with_reference(&self, tag: Option<String>, digest: Option<String>) -> Reference {
+    pub fn with_reference(&self, tag: Option<String>, digest: Option<Digest>) -> Reference {
         Reference {
             registry: self.registry.clone(),
             repository: self.repository.clone(),
@@ -228,19 +226,19 @@ impl Reference {
     /// Docker's `FamiliarString`: the familiar name with the tag and digest written.
     pub fn familiar_string(&self) -> String {
         let mut s = self.familiar_name();
-        push_suffix(&mut s, self.tag.as_deref(), self.digest.as_deref());
+        push_suffix(&mut s, self.tag.as_deref(), self.digest.as_ref());
         s
     }
 }
 
-fn push_suffix(s: &mut String, tag: Option<&str>, digest: Option<&str>) {
+fn push_suffix(s: &mut String, tag: Option<&str>, digest: Option<&Digest>) {
     if let Some(t) = tag {
         s.push(':');
         s.push_str(t);
     }
     if let Some(d) = digest {
         s.push('@');
-        s.push_str(d);
+        s.push_str(&d.to_string());
     }
 }
 
@@ -286,7 +284,7 @@ impl FromStr for Reference {
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = self.name();
-        push_suffix(&mut s, self.tag.as_deref(), self.digest.as_deref());
+        push_suffix(&mut s, self.tag.as_deref(), self.digest.as_ref());
         f.write_str(&s)
     }
 }
@@ -422,16 +420,20 @@ mod tests {
             assert_eq!(r.registry, registry, "{input}");
             assert_eq!(r.repository, repository, "{input}");
             assert_eq!(r.tag.as_deref(), tag, "{input}");
-            assert_eq!(r.digest.as_deref(), digest, "{input}");
+            assert_eq!(
+                r.digest.as_ref().map(ToString::to_string).as_deref(),
+                digest,
+                "{input}"
+            );
         }
         let r = ok(&format!("test:5000/repo:tag@{SHA}"));
         assert_eq!(
-            (r.tag.as_deref(), r.digest.as_deref()),
-            (Some("tag"), Some(SHA))
+            (r.tag.as_deref(), r.digest.as_ref().map(ToString::to_string)),
+            (Some("tag"), Some(SHA.to_string()))
         );
         assert_eq!(r.reference(), SHA);
         let r = ok(&format!("test:5000/repo@{SHA}"));
-        assert_eq!((r.tag.as_deref(), r.reference()), (None, SHA));
+        assert_eq!((r.tag.as_deref(), r.reference().as_str()), (None, SHA));
         // 255 characters with `docker.io/`; the tag does not count.
         let long = ok(&format!("{}a:tag-puts-this-over-max", "a/".repeat(122)));
         assert_eq!(long.tag.as_deref(), Some("tag-puts-this-over-max"));
