@@ -21,6 +21,8 @@ pub mod git;
 mod history;
 pub mod merged;
 mod mounts;
+mod platform_tag;
+pub use platform_tag::PlatformTag;
 mod run;
 pub mod secret;
 mod ssh;
