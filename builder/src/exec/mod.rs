@@ -26,6 +26,7 @@ pub use platform_tag::PlatformTag;
 mod run;
 pub mod secret;
 mod ssh;
+pub mod ssh_agent;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
