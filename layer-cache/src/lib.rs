@@ -20,6 +20,7 @@ pub mod import;
 pub mod ingest;
 pub mod layer;
 pub mod layout;
+pub mod listing;
 pub mod lock;
 pub mod pgzip;
 pub mod refs;
