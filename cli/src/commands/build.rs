@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use builder::bases::{BaseFetch, PlannedBases, StoreBases};
+use builder::bases::{BaseFetch, ContextBases, PlannedBases, StoreBases};
 use builder::context::Context as BuildContext;
 use builder::exec::{BuildEvent, BuildReporter, BuildRequest, BuildResult, PlatformTag};
 use builder::plan::{PlanOptions, Platform, StepGraph};
@@ -425,7 +425,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     // instead of it with --check; `# check=error=true` stops it before any step.
     let lint = builder::lint::lint(
         &df,
-        &super::build_context::ContextBases {
+        &ContextBases {
             inner: &PlannedBases(&bases),
             named: &named.plan,
         },
@@ -613,7 +613,7 @@ fn pull_copied_and_warn(
 ) {
     // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
     for (_, graph) in graphs {
-        for reference in super::build_context::copied_images(graph, &named.plan) {
+        for reference in builder::bases::copied_images(graph, &named.plan) {
             puller.ensure(reference, None);
         }
     }
