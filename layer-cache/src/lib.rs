@@ -30,6 +30,7 @@ pub mod stat_cache;
 pub mod store;
 pub mod unpack;
 pub mod url_cache;
+pub mod write_to;
 
 pub use digest::Digest;
 pub use error::StoreError;
