@@ -24,6 +24,7 @@
 //!   [`diagnostic::Location`]; `render()` gives the caret snippet the cli prints.
 // Parse and plan errors carry the rendered source location; they are cold paths.
 #![allow(clippy::result_large_err)]
+pub mod bases;
 pub mod cache;
 pub mod context;
 pub mod diagnostic;

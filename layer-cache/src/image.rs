@@ -245,6 +245,34 @@ impl ImageConfig {
     }
 }
 
+/// Writes an OCI image index of the per-platform images `images` (each entry with
+/// the platform of its config) to the store; returns its descriptor.
+pub fn write_index(store: &crate::Store, images: &[Descriptor]) -> Result<Descriptor> {
+    let mut manifests = Vec::new();
+    for d in images {
+        let img = store.load_image(d)?;
+        let c = &img.config;
+        let mut platform = serde_json::json!({"architecture": c.architecture, "os": c.os});
+        if let Some(v) = &c.variant {
+            platform["variant"] = v.clone().into();
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": d.media_type().to_string(),
+            "digest": img.manifest_digest.to_string(),
+            "size": d.size(),
+            "platform": platform,
+        }));
+    }
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    let bytes = canonical_json(&doc)?;
+    let c = store.write_blob(&bytes)?;
+    Ok(descriptor(OCI_INDEX, &c.digest, c.size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

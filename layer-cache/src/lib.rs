@@ -21,6 +21,7 @@ pub mod import;
 pub mod ingest;
 pub mod layer;
 pub mod layout;
+pub mod listing;
 pub mod lock;
 pub mod pgzip;
 pub mod refs;
@@ -30,6 +31,7 @@ pub mod stat_cache;
 pub mod store;
 pub mod unpack;
 pub mod url_cache;
+pub mod write_to;
 
 pub use digest::Digest;
 pub use error::StoreError;

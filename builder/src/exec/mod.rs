@@ -22,9 +22,12 @@ pub mod git;
 mod history;
 pub mod merged;
 mod mounts;
+mod platform_tag;
+pub use platform_tag::PlatformTag;
 mod run;
 pub mod secret;
 mod ssh;
+pub mod ssh_agent;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

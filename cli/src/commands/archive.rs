@@ -88,79 +88,14 @@ pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// How an archive reaches an existing `dest`.
-enum Dest {
-    /// A regular file (or none yet): written beside it and renamed over it, so a
-    /// reader never sees half an archive. Through a symlink, the link's target.
-    Replace(PathBuf),
-    /// Anything else that is not a directory: opened and written in place.
-    Into,
-}
-
-impl Dest {
-    fn of(path: &std::path::Path) -> Result<Dest> {
-        let link = std::fs::symlink_metadata(path)
-            .ok()
-            .is_some_and(|m| m.file_type().is_symlink());
-        match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(if link {
-                Dest::Into
-            } else {
-                Dest::Replace(path.into())
-            }),
-            Err(e) => {
-                Err(e).with_context(|| format!("invalid destination file: {}", path.display()))
-            }
-            Ok(m) if m.is_dir() => bail!("destination file {} is a directory", path.display()),
-            Ok(m) if m.is_file() && link => Ok(Dest::Replace(
-                std::fs::canonicalize(path)
-                    .with_context(|| format!("resolving {}", path.display()))?,
-            )),
-            Ok(m) if m.is_file() => Ok(Dest::Replace(path.into())),
-            Ok(_) => Ok(Dest::Into),
-        }
-    }
-}
-
-/// Streams a tar to `dest`, or to standard output when `dest` is `None` or `-`.
-/// A regular file is written beside its target and renamed, so a failure leaves
-/// no partial archive; a device or FIFO is written into, never replaced.
+/// Streams a tar to `dest`, or to standard output when `dest` is `None` or `-`
+/// ([`layer_cache::write_to`] says how a path is written).
 pub fn write_tar_to(
     dest: Option<&std::path::Path>,
     write: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
     match dest.filter(|p| p.as_os_str() != "-") {
-        Some(path) => match Dest::of(path)? {
-            Dest::Replace(path) => {
-                let dir = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new("."));
-                let tmp = tempfile::NamedTempFile::new_in(dir)
-                    .with_context(|| format!("creating a file in {}", dir.display()))?;
-                let mut w = BufWriter::new(tmp.as_file());
-                write(&mut w)?;
-                w.flush()?;
-                drop(w);
-                tmp.as_file().sync_all()?;
-                tmp.persist(&path)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Dest::Into => {
-                // A device, FIFO or dangling symlink: opened and written, as buildx's
-                // os.Create does; never renamed over.
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                let mut w = BufWriter::new(f);
-                write(&mut w)?;
-                w.flush()
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-        },
+        Some(path) => layer_cache::write_to::write_to_path(path, write),
         None => {
             let stdout = std::io::stdout();
             if std::io::IsTerminal::is_terminal(&stdout) {
@@ -169,9 +104,9 @@ pub fn write_tar_to(
             let mut w = BufWriter::new(stdout.lock());
             write(&mut w)?;
             w.flush()?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
 #[derive(clap::Args, Debug)]

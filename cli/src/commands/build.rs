@@ -1,14 +1,14 @@
 //! `mybuild [build] [OPTIONS] CONTEXT`: build an image from a Dockerfile.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use builder::bases::{BaseFetch, ContextBases, PlannedBases, StoreBases};
 use builder::context::Context as BuildContext;
-use builder::exec::{BuildEvent, BuildReporter, BuildRequest};
-use builder::plan::{BaseInfo, PlanOptions, Platform};
+use builder::exec::{BuildEvent, BuildReporter, BuildRequest, BuildResult, PlatformTag};
+use builder::plan::{PlanOptions, Platform, StepGraph};
 use builder::sandbox::Network;
 use layer_cache::image::{self, Compression};
 use layer_cache::layer::LayerOptions;
@@ -113,24 +113,12 @@ pub struct BuildArgs {
     context: String,
 }
 
-/// Answers the planner's questions about base images from the local store,
-/// pulling images that are missing or stored for another platform (all of them
-/// with `--pull`), and remembers which manifest each (name, platform) resolved to.
-struct StoreBases<'a> {
-    store: &'a Store,
-    puller: &'a super::registry::BasePuller,
-    resolved: RefCell<BTreeMap<(String, String), Option<Descriptor>>>,
-}
+/// Pulls base images for the planner through the registry side's puller.
+struct PullBases<'a>(&'a super::registry::BasePuller);
 
-impl StoreBases<'_> {
-    /// The stored manifest of `reference` for `platform`, pulled when needed; `None`
-    /// when the store has no image of that name for that platform.
-    fn resolve(&self, reference: &str, platform: &Platform) -> Option<Descriptor> {
-        let key = (reference.to_string(), platform.to_string());
-        if let Some(d) = self.resolved.borrow().get(&key) {
-            return d.clone();
-        }
-        self.puller.ensure(
+impl BaseFetch for PullBases<'_> {
+    fn ensure(&self, reference: &str, platform: &Platform) {
+        self.0.ensure(
             reference,
             Some(registry_client::Platform {
                 os: platform.os.clone(),
@@ -138,70 +126,6 @@ impl StoreBases<'_> {
                 variant: platform.variant.clone(),
             }),
         );
-        // Another platform's image under this name is not used (the build then
-        // says which platform the store has).
-        let desc = self.store.resolve(reference).ok().filter(|d| {
-            self.store
-                .load_image(d)
-                .is_ok_and(|img| img.config.is_for(&platform.oci()))
-        });
-        self.resolved.borrow_mut().insert(key, desc.clone());
-        desc
-    }
-
-    fn config(
-        &self,
-        reference: &str,
-        platform: Option<&Platform>,
-    ) -> Option<layer_cache::image::ContainerConfig> {
-        let platform = platform.cloned().unwrap_or_else(Platform::host);
-        let desc = self.resolve(reference, &platform)?;
-        self.store.load_image(&desc).ok()?.config.config
-    }
-}
-
-/// An image's `Env` as (name, value) pairs.
-fn env_pairs(c: &layer_cache::image::ContainerConfig) -> Vec<(String, String)> {
-    c.env
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-/// The base images the plan resolved, for the build checks: they ask without a
-/// platform, and must neither pull nor re-resolve (that could retag a name).
-struct PlannedBases<'a>(&'a StoreBases<'a>);
-
-impl BaseInfo for PlannedBases<'_> {
-    fn env(&self, image: &str, _platform: Option<&Platform>) -> Vec<(String, String)> {
-        let found = self
-            .0
-            .resolved
-            .borrow()
-            .iter()
-            .find(|((name, _), d)| name == image && d.is_some())
-            .and_then(|(_, d)| d.clone());
-        found
-            .and_then(|d| self.0.store.load_image(&d).ok())
-            .and_then(|img| img.config.config)
-            .map(|c| env_pairs(&c))
-            .unwrap_or_default()
-    }
-}
-
-impl BaseInfo for StoreBases<'_> {
-    fn onbuild(&self, image: &str, platform: Option<&Platform>) -> Vec<String> {
-        self.config(image, platform)
-            .and_then(|c| c.on_build)
-            .unwrap_or_default()
-    }
-    fn env(&self, image: &str, platform: Option<&Platform>) -> Vec<(String, String)> {
-        self.config(image, platform)
-            .map(|c| env_pairs(&c))
-            .unwrap_or_default()
     }
 }
 
@@ -215,6 +139,17 @@ struct Explain {
     texts: BTreeMap<usize, (String, String)>,
     /// (step, stage, instruction) of --link layers reused after a change below.
     linked: Vec<(usize, String, String)>,
+}
+
+impl Explain {
+    fn new(inner: Box<dyn BuildReporter>) -> Explain {
+        Explain {
+            inner,
+            misses: Vec::new(),
+            texts: BTreeMap::new(),
+            linked: Vec::new(),
+        }
+    }
 }
 
 impl BuildReporter for Explain {
@@ -350,69 +285,6 @@ fn target_platforms(given: &[String]) -> Result<Vec<Platform>> {
     Ok(list)
 }
 
-/// Passes events on with step ids made unique across the platforms of one build
-/// and the platform put before the stage (`#7 [linux/arm64 build] RUN ...`).
-struct PlatformTag<'a> {
-    inner: &'a mut dyn BuildReporter,
-    platform: String,
-    /// Added to this platform's step ids: the largest id the earlier platforms used.
-    offset: usize,
-    max: usize,
-}
-
-impl BuildReporter for PlatformTag<'_> {
-    fn event(&mut self, event: BuildEvent<'_>) {
-        let offset = self.offset;
-        let id = |id: usize, max: &mut usize| {
-            *max = (*max).max(id + offset);
-            id + offset
-        };
-        let mut max = self.max;
-        match event {
-            BuildEvent::StepStarted { id: i, stage, text } => {
-                let stage = format!("{} {stage}", self.platform);
-                self.inner.event(BuildEvent::StepStarted {
-                    id: id(i, &mut max),
-                    stage: &stage,
-                    text,
-                });
-            }
-            BuildEvent::CacheMiss {
-                id: i,
-                stage,
-                cause,
-            } => {
-                let stage = format!("{} {stage}", self.platform);
-                self.inner.event(BuildEvent::CacheMiss {
-                    id: id(i, &mut max),
-                    stage: &stage,
-                    cause,
-                });
-            }
-            BuildEvent::Output {
-                id: i,
-                stream,
-                data,
-            } => self.inner.event(BuildEvent::Output {
-                id: id(i, &mut max),
-                stream,
-                data,
-            }),
-            BuildEvent::StepDone { id: i, elapsed } => self.inner.event(BuildEvent::StepDone {
-                id: id(i, &mut max),
-                elapsed,
-            }),
-            BuildEvent::StepCached { id: i, linked } => self.inner.event(BuildEvent::StepCached {
-                id: id(i, &mut max),
-                linked,
-            }),
-        }
-        self.max = max;
-    }
-}
-
-/// Writes an OCI image index of the per-platform images (each entry with the
-/// platform of its config) to the store; returns its descriptor.
 /// A failed RUN as Docker shows it: the instruction's lines in the Dockerfile
 /// marked `>>>`, then the process and its exit code (the command once).
 fn with_source(
@@ -491,32 +363,6 @@ fn source_block(file: &str, text: &str, start: usize, end: usize) -> String {
     out
 }
 
-fn write_index(store: &Store, images: &[Descriptor]) -> Result<Descriptor> {
-    let mut manifests = Vec::new();
-    for d in images {
-        let img = store.load_image(d)?;
-        let c = &img.config;
-        let mut platform = serde_json::json!({"architecture": c.architecture, "os": c.os});
-        if let Some(v) = &c.variant {
-            platform["variant"] = v.clone().into();
-        }
-        manifests.push(serde_json::json!({
-            "mediaType": d.media_type().to_string(),
-            "digest": img.manifest_digest.to_string(),
-            "size": d.size(),
-            "platform": platform,
-        }));
-    }
-    let doc = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": image::OCI_INDEX,
-        "manifests": manifests,
-    });
-    let bytes = image::canonical_json(&doc)?;
-    let c = store.write_blob(&bytes)?;
-    Ok(image::descriptor(image::OCI_INDEX, &c.digest, c.size))
-}
-
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let outputs = a
         .outputs
@@ -549,54 +395,13 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .then(|| store.usage_lock())
         .transpose()?;
     let named = super::build_context::parse(&store, &a.build_contexts)?;
-    let ctx = if a.context == "-" {
-        if a.file.as_deref() == Some("-") {
-            bail!("standard input cannot hold both the build context and the Dockerfile");
-        }
-        BuildContext::stdin(&store, std::io::stdin())?
-    } else {
-        BuildContext::dir(Path::new(&a.context))?
-    };
+    let ctx = open_context(a, &store)?;
     let tags = a
         .tags
         .iter()
         .map(|t| ImageRef::parse(t).map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>>>()?;
-    // The Dockerfile's name as shown, its text, and its path (for `<Dockerfile>.dockerignore`).
-    let (dockerfile_name, text, dockerfile_path) = match (a.file.as_deref(), ctx.stdin_dockerfile())
-    {
-        (_, Some(text)) => ("-".to_string(), text.to_string(), None),
-        (Some("-"), None) => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the Dockerfile from standard input")?;
-            ("-".to_string(), s, None)
-        }
-        (Some(f), None) => {
-            // In a context from standard input, -f names a file inside it.
-            let p = if a.context == "-" {
-                ctx.path().join(f)
-            } else {
-                PathBuf::from(f)
-            };
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {f}"))?;
-            (f.to_string(), text, Some(p))
-        }
-        (None, None) => {
-            let p = ctx.path().join("Dockerfile");
-            let shown = if a.context == "-" {
-                "Dockerfile".to_string()
-            } else {
-                Path::new(&a.context)
-                    .join("Dockerfile")
-                    .display()
-                    .to_string()
-            };
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {shown}"))?;
-            (shown, text, Some(p))
-        }
-    };
+    let (dockerfile_name, text, dockerfile_path) = read_dockerfile(a, &ctx)?;
     let dockerignore = ctx.ignore(dockerfile_path.as_deref())?;
     let df = match builder::dockerfile::parse(&text, &dockerfile_name) {
         Ok(df) => df,
@@ -607,73 +412,20 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     };
     let platforms = target_platforms(&a.platform)?;
     let multi = platforms.len() > 1;
-    if multi {
-        // As buildx: a docker-archive holds one image per name, not an index.
-        if outputs
-            .iter()
-            .any(|o| matches!(o, crate::output::Output::Archive { docker: true, .. }))
-        {
-            bail!(
-                "--output type=docker: docker exporter does not currently support exporting \
-                 manifest lists (building {} platforms); use type=oci",
-                platforms.len()
-            );
-        }
-    }
+    check_outputs(&outputs, platforms.len())?;
     let build_args = key_values(&a.build_args, "--build-arg")?;
     let puller = super::registry::BasePuller::new(&store, a.pull, &a.registry, mode)?;
-    let bases = StoreBases {
-        store: &store,
-        puller: &puller,
-        resolved: RefCell::new(BTreeMap::new()),
+    let fetch = PullBases(&puller);
+    let bases = StoreBases::new(&store, &fetch);
+    let Some(graphs) = plan_platforms(&df, a, &platforms, &named, &build_args, &bases) else {
+        return Ok(1);
     };
-    // One step graph per target platform, all planned before any step runs.
-    let mut graphs = Vec::new();
-    for platform in &platforms {
-        let opts = PlanOptions {
-            build_args: build_args.clone(),
-            target: a.target.clone(),
-            target_platform: platform.clone(),
-            named_contexts: named.plan.clone(),
-            ..PlanOptions::default()
-        };
-        match builder::plan::plan(&df, &opts, &bases) {
-            Ok(g) => graphs.push((platform.clone(), g)),
-            Err(e) => {
-                eprintln!("{}", e.render());
-                return Ok(1);
-            }
-        }
-    }
-    // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
-    for (_, graph) in &graphs {
-        for reference in super::build_context::copied_images(graph, &named.plan) {
-            puller.ensure(reference, None);
-        }
-    }
-    // A base that could not be pulled is reported here; the build then fails
-    // at its FROM (with the Dockerfile location) unless the store has it.
-    for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
-        eprintln!("WARNING: {e}");
-    }
-    // The platforms' plans mostly warn alike: each warning once.
-    let mut warned = std::collections::BTreeSet::new();
-    for w in graphs.iter().flat_map(|(_, g)| &g.warnings) {
-        // BuildKit's own text may start `[Warning] `: one prefix is enough.
-        let message = w.message.strip_prefix("[Warning] ").unwrap_or(&w.message);
-        let line = match &w.span {
-            Some(s) => format!("WARNING: {}:{}: {message}", dockerfile_name, s.start_line),
-            None => format!("WARNING: {message}"),
-        };
-        if !a.quiet && warned.insert(line.clone()) {
-            eprintln!("{line}");
-        }
-    }
+    pull_copied_and_warn(&puller, &graphs, &named, a.quiet, &dockerfile_name);
     // Build checks, as BuildKit runs them on every build: reported after it, or
     // instead of it with --check; `# check=error=true` stops it before any step.
     let lint = builder::lint::lint(
         &df,
-        &super::build_context::ContextBases {
+        &ContextBases {
             inner: &PlannedBases(&bases),
             named: &named.plan,
         },
@@ -720,89 +472,309 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
         // Keyed by (reference, platform): every platform's bases at once.
-        base_images: bases
-            .resolved
-            .into_inner()
-            .into_iter()
-            .filter_map(|(k, d)| Some((k, d?)))
-            .collect(),
+        base_images: bases.into_resolved(),
         layer_source: (!imported.is_empty()).then_some(&imported as _),
         named_contexts: named.dirs,
         http: Some(&http),
     };
-    let mut explain = Explain {
-        inner: reporter,
-        misses: Vec::new(),
-        texts: BTreeMap::new(),
-        linked: Vec::new(),
-    };
-    // The platforms are built one after another; steps they share (stages on
-    // $BUILDPLATFORM) are step-cache hits after the first.
-    let mut built = Vec::new();
-    let mut failed = None;
-    let mut last_id = 0;
-    for (platform, graph) in &graphs {
-        req.graph = graph;
-        let result = if multi {
-            let mut tagged = PlatformTag {
-                inner: &mut explain,
-                platform: platform.to_string(),
-                offset: last_id,
-                max: last_id,
-            };
-            let r = builder::exec::build(&store, &req, &mut tagged);
-            last_id = tagged.max;
-            r.with_context(|| format!("building for {platform}"))
-        } else {
-            builder::exec::build(&store, &req, &mut explain).map_err(anyhow::Error::from)
-        };
-        match result {
-            Ok(r) => built.push(r),
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
+    let mut explain = Explain::new(reporter);
+    let (built, failed) = build_platforms(&store, &mut req, &graphs, &mut explain);
     drop(ssh);
     // Stops live progress before anything else prints.
-    drop(explain.inner);
+    let Explain {
+        inner,
+        misses,
+        linked,
+        ..
+    } = explain;
+    drop(inner);
     if a.explain_cache {
-        if explain.misses.is_empty() && failed.is_none() {
-            eprintln!("cache: every step was cached");
-        }
-        for (id, stage, cause) in &explain.misses {
-            eprintln!("cache miss in stage {stage} at #{id}: {cause}");
-        }
-        for (id, stage, text) in &explain.linked {
-            eprintln!(
-                "cache hit in stage {stage} at #{id}: {text}: its --link layer was reused \
-                 on the changed image below"
-            );
-        }
+        explain_summary(&misses, &linked, failed.is_none());
     }
     imported.report(say);
     if let Some(e) = failed {
         return Err(with_source(e, &req.dockerfile, &text, &graphs));
     }
-    // One platform: its manifest; several: an index of theirs (the children stay
-    // reachable from the tag through it, so prune keeps them).
-    let manifest = match built.as_slice() {
-        [one] => one.manifest.clone(),
-        many => write_index(
-            &store,
-            &many.iter().map(|r| r.manifest.clone()).collect::<Vec<_>>(),
-        )?,
+    let finish = Finish {
+        store: &store,
+        tags: &tags,
+        outputs: &outputs,
+        cache_to: &cache_to,
+        puller: &puller,
+        say,
+        multi,
     };
-    let digest = image::descriptor_digest(&manifest)?;
-    for t in &tags {
-        store.set_tag(t, &manifest)?;
+    finish.run(a, &built, &lint)?;
+    Ok(0)
+}
+
+/// The build context: a directory, or a tar (or a Dockerfile) on standard input.
+fn open_context(a: &BuildArgs, store: &Store) -> Result<BuildContext> {
+    Ok(if a.context == "-" {
+        if a.file.as_deref() == Some("-") {
+            bail!("standard input cannot hold both the build context and the Dockerfile");
+        }
+        BuildContext::stdin(store, std::io::stdin())?
+    } else {
+        BuildContext::dir(Path::new(&a.context))?
+    })
+}
+
+/// The Dockerfile's name as shown, its text, and its path (for `<Dockerfile>.dockerignore`).
+fn read_dockerfile(a: &BuildArgs, ctx: &BuildContext) -> Result<(String, String, Option<PathBuf>)> {
+    Ok(match (a.file.as_deref(), ctx.stdin_dockerfile()) {
+        (_, Some(text)) => ("-".to_string(), text.to_string(), None),
+        (Some("-"), None) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from standard input")?;
+            ("-".to_string(), s, None)
+        }
+        (Some(f), None) => {
+            // In a context from standard input, -f names a file inside it.
+            let p = if a.context == "-" {
+                ctx.path().join(f)
+            } else {
+                PathBuf::from(f)
+            };
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {f}"))?;
+            (f.to_string(), text, Some(p))
+        }
+        (None, None) => {
+            let p = ctx.path().join("Dockerfile");
+            let shown = if a.context == "-" {
+                "Dockerfile".to_string()
+            } else {
+                Path::new(&a.context)
+                    .join("Dockerfile")
+                    .display()
+                    .to_string()
+            };
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {shown}"))?;
+            (shown, text, Some(p))
+        }
+    })
+}
+
+/// As buildx: a docker-archive holds one image per name, not an index.
+fn check_outputs(outputs: &[crate::output::Output], platforms: usize) -> Result<()> {
+    if platforms > 1
+        && outputs
+            .iter()
+            .any(|o| matches!(o, crate::output::Output::Archive { docker: true, .. }))
+    {
+        bail!(
+            "--output type=docker: docker exporter does not currently support exporting \
+             manifest lists (building {platforms} platforms); use type=oci"
+        );
     }
-    for o in &outputs {
-        crate::output::write(&store, o, &manifest, &tags)?;
+    Ok(())
+}
+
+/// One step graph per target platform, all planned before any step runs; `None`
+/// after printing a planning error.
+fn plan_platforms(
+    df: &builder::dockerfile::Dockerfile,
+    a: &BuildArgs,
+    platforms: &[Platform],
+    named: &super::build_context::NamedContexts,
+    build_args: &BTreeMap<String, String>,
+    bases: &StoreBases<'_>,
+) -> Option<Vec<(Platform, StepGraph)>> {
+    let mut graphs = Vec::new();
+    for platform in platforms {
+        let opts = PlanOptions {
+            build_args: build_args.clone(),
+            target: a.target.clone(),
+            target_platform: platform.clone(),
+            named_contexts: named.plan.clone(),
+            ..PlanOptions::default()
+        };
+        match builder::plan::plan(df, &opts, bases) {
+            Ok(g) => graphs.push((platform.clone(), g)),
+            Err(e) => {
+                eprintln!("{}", e.render());
+                return None;
+            }
+        }
     }
+    Some(graphs)
+}
+
+/// Pulls the docker-image:// contexts the plans read, then reports bases that could
+/// not be pulled and the plans' warnings.
+fn pull_copied_and_warn(
+    puller: &super::registry::BasePuller,
+    graphs: &[(Platform, StepGraph)],
+    named: &super::build_context::NamedContexts,
+    quiet: bool,
+    dockerfile_name: &str,
+) {
+    // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
+    for (_, graph) in graphs {
+        for reference in builder::bases::copied_images(graph, &named.plan) {
+            puller.ensure(reference, None);
+        }
+    }
+    // A base that could not be pulled is reported here; the build then fails
+    // at its FROM (with the Dockerfile location) unless the store has it.
+    for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
+        eprintln!("WARNING: {e}");
+    }
+    // The platforms' plans mostly warn alike: each warning once.
+    let mut warned = std::collections::BTreeSet::new();
+    for w in graphs.iter().flat_map(|(_, g)| &g.warnings) {
+        // BuildKit's own text may start `[Warning] `: one prefix is enough.
+        let message = w.message.strip_prefix("[Warning] ").unwrap_or(&w.message);
+        let line = match &w.span {
+            Some(s) => format!("WARNING: {}:{}: {message}", dockerfile_name, s.start_line),
+            None => format!("WARNING: {message}"),
+        };
+        if !quiet && warned.insert(line.clone()) {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Builds the platforms one after another (steps they share, stages on
+/// $BUILDPLATFORM, are step-cache hits after the first), stopping at the first
+/// failure.
+fn build_platforms<'g>(
+    store: &Store,
+    req: &mut BuildRequest<'g>,
+    graphs: &'g [(Platform, StepGraph)],
+    explain: &mut Explain,
+) -> (Vec<BuildResult>, Option<anyhow::Error>) {
+    let multi = graphs.len() > 1;
+    let mut built = Vec::new();
+    let mut last_id = 0;
+    for (platform, graph) in graphs {
+        req.graph = graph;
+        let result = if multi {
+            let mut tagged = PlatformTag::new(explain, platform.to_string(), last_id);
+            let r = builder::exec::build(store, req, &mut tagged);
+            last_id = tagged.max();
+            r.with_context(|| format!("building for {platform}"))
+        } else {
+            builder::exec::build(store, req, explain).map_err(anyhow::Error::from)
+        };
+        match result {
+            Ok(r) => built.push(r),
+            Err(e) => return (built, Some(e)),
+        }
+    }
+    (built, None)
+}
+
+/// `--explain-cache`: each stage's first miss and the `--link` layers reused after one.
+fn explain_summary(
+    misses: &[(usize, String, String)],
+    linked: &[(usize, String, String)],
+    ok: bool,
+) {
+    if misses.is_empty() && ok {
+        eprintln!("cache: every step was cached");
+    }
+    for (id, stage, cause) in misses {
+        eprintln!("cache miss in stage {stage} at #{id}: {cause}");
+    }
+    for (id, stage, text) in linked {
+        eprintln!(
+            "cache hit in stage {stage} at #{id}: {text}: its --link layer was reused \
+             on the changed image below"
+        );
+    }
+}
+
+/// What a successful build does with its result: tags, `-o` outputs, `--cache-to`,
+/// `--push`, `--iidfile`, `--metadata-file`, then the summary.
+struct Finish<'a> {
+    store: &'a Store,
+    tags: &'a [ImageRef],
+    outputs: &'a [crate::output::Output],
+    cache_to: &'a [super::cache_io::CacheSpec],
+    puller: &'a super::registry::BasePuller,
+    say: super::cache_io::Say,
+    multi: bool,
+}
+
+impl Finish<'_> {
+    fn run(
+        &self,
+        a: &BuildArgs,
+        built: &[BuildResult],
+        lint: &builder::lint::LintReport,
+    ) -> Result<()> {
+        let store = self.store;
+        // One platform: its manifest; several: an index of theirs (the children stay
+        // reachable from the tag through it, so prune keeps them).
+        let manifest = match built {
+            [one] => one.manifest.clone(),
+            many => image::write_index(
+                store,
+                &many.iter().map(|r| r.manifest.clone()).collect::<Vec<_>>(),
+            )?,
+        };
+        let digest = image::descriptor_digest(&manifest)?;
+        for t in self.tags {
+            store.set_tag(t, &manifest)?;
+        }
+        for o in self.outputs {
+            crate::output::write(store, o, &manifest, self.tags)?;
+        }
+        let cache_keys = merged_keys(built);
+        for c in self.cache_to {
+            super::cache_io::export(store, c, &cache_keys, &a.registry, self.say)?;
+        }
+        if a.push {
+            for t in self.tags {
+                self.puller.push(store, &t.tagged_name())?;
+            }
+        }
+        if let Some(path) = &a.iidfile {
+            std::fs::write(path, digest.to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &a.metadata_file {
+            self.write_metadata(path, &manifest)?;
+        }
+        if !a.quiet {
+            lint_summary(lint, a.progress);
+        }
+        if a.quiet {
+            println!("{digest}");
+        } else {
+            crate::progress::emit(&Event::Image {
+                digest: digest.clone(),
+                tags: self.tags.iter().map(|t| t.tagged_name()).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `--metadata-file`: the result's digests and names under BuildKit's keys.
+    fn write_metadata(&self, path: &Path, manifest: &Descriptor) -> Result<()> {
+        let digest = image::descriptor_digest(manifest)?;
+        let mut meta = serde_json::json!({
+            "containerimage.digest": digest.to_string(),
+            "containerimage.descriptor": manifest,
+            "image.name": self.tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>().join(","),
+        });
+        // An index has no config of its own (buildx leaves the key out too).
+        if !self.multi {
+            let image = self.store.load_image(manifest)?;
+            meta["containerimage.config.digest"] = image.config_digest.to_string().into();
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The step-cache records of every platform's build, sorted, without duplicates.
+fn merged_keys(built: &[BuildResult]) -> builder::exec::UsedKeys {
     let mut cache_keys = builder::exec::UsedKeys::default();
-    for r in &built {
+    for r in built {
         cache_keys.image.extend(r.cache_keys.image.iter().cloned());
         cache_keys.all.extend(r.cache_keys.all.iter().cloned());
     }
@@ -810,44 +782,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         keys.sort();
         keys.dedup();
     }
-    for c in &cache_to {
-        super::cache_io::export(&store, c, &cache_keys, &a.registry, say)?;
-    }
-    if a.push {
-        for t in &tags {
-            puller.push(&store, &t.tagged_name())?;
-        }
-    }
-    if let Some(path) = &a.iidfile {
-        std::fs::write(path, digest.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &a.metadata_file {
-        let mut meta = serde_json::json!({
-            "containerimage.digest": digest.to_string(),
-            "containerimage.descriptor": &manifest,
-            "image.name": tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>().join(","),
-        });
-        // An index has no config of its own (buildx leaves the key out too).
-        if !multi {
-            let image = store.load_image(&manifest)?;
-            meta["containerimage.config.digest"] = image.config_digest.to_string().into();
-        }
-        std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if !a.quiet {
-        lint_summary(&lint, a.progress);
-    }
-    if a.quiet {
-        println!("{digest}");
-    } else {
-        crate::progress::emit(&Event::Image {
-            digest: digest.clone(),
-            tags: tags.iter().map(|t| t.tagged_name()).collect(),
-        });
-    }
-    Ok(0)
+    cache_keys
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use builder::context::NamedDir;
-use builder::plan::{reference, BaseInfo, NamedContext, Platform, Source, StepGraph, StepKind};
+use builder::plan::{reference, NamedContext};
 use layer_cache::{Digest, Store};
 
 #[derive(Default)]
@@ -86,34 +86,6 @@ pub fn parse(store: &Store, list: &[String]) -> Result<NamedContexts> {
     Ok(out)
 }
 
-/// The `docker-image://` contexts the plan reads files from (`COPY --from`, mounts);
-/// bases are pulled while planning, these are not.
-pub fn copied_images<'g>(
-    graph: &'g StepGraph,
-    named: &BTreeMap<String, NamedContext>,
-) -> Vec<&'g str> {
-    let mut out: Vec<&str> = Vec::new();
-    for step in graph.stages.iter().flat_map(|s| &s.steps) {
-        let froms: Vec<&Source> = match &step.kind {
-            StepKind::Copy(c) | StepKind::Add(c) => vec![&c.from],
-            StepKind::Run { mounts, .. } => mounts.iter().filter_map(|m| m.from.as_ref()).collect(),
-            _ => Vec::new(),
-        };
-        for f in froms {
-            let Source::Image { reference } = f else {
-                continue;
-            };
-            let named_image = named
-                .values()
-                .any(|n| matches!(n, NamedContext::Image { reference: r } if r == reference));
-            if named_image && !out.contains(&reference.as_str()) {
-                out.push(reference);
-            }
-        }
-    }
-    out
-}
-
 /// What buildx sends as a remote context: git and http(s) URLs.
 fn is_remote(value: &str) -> bool {
     ["http://", "https://", "git://", "git@", "ssh://"]
@@ -128,37 +100,6 @@ fn repository(name: &str) -> &str {
     match name[last_slash..].rfind(':') {
         Some(i) => &name[..last_slash + i],
         None => name,
-    }
-}
-
-/// A [`BaseInfo`] that sees names through the named contexts, as the planner does
-/// (for the build checks, which read the Dockerfile's own base names): an image
-/// context is asked about by its reference, a directory or scratch is no image.
-pub struct ContextBases<'a> {
-    pub inner: &'a dyn BaseInfo,
-    pub named: &'a BTreeMap<String, NamedContext>,
-}
-
-impl ContextBases<'_> {
-    fn image<'r>(&'r self, image: &'r str) -> Option<&'r str> {
-        match reference::context_name(image).and_then(|n| self.named.get(&n)) {
-            None => Some(image),
-            Some(NamedContext::Image { reference }) => Some(reference),
-            Some(NamedContext::Local | NamedContext::Scratch) => None,
-        }
-    }
-}
-
-impl BaseInfo for ContextBases<'_> {
-    fn onbuild(&self, image: &str, platform: Option<&Platform>) -> Vec<String> {
-        self.image(image)
-            .map(|i| self.inner.onbuild(i, platform))
-            .unwrap_or_default()
-    }
-    fn env(&self, image: &str, platform: Option<&Platform>) -> Vec<(String, String)> {
-        self.image(image)
-            .map(|i| self.inner.env(i, platform))
-            .unwrap_or_default()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use layer_cache::image::{self, descriptor_digest};
+use layer_cache::image::descriptor_digest;
 use layer_cache::ImageRef;
 use serde_json::Value;
 
@@ -41,7 +41,8 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
             writeln!(out, "{id}")?;
             continue;
         }
-        let (created, size) = summary(&store, &t.descriptor)
+        let (created, size) = store
+            .image_summary(&t.descriptor)
             .unwrap_or_else(|_| ("<damaged: run mybuild fsck>".to_string(), 0));
         writeln!(
             out,
@@ -53,45 +54,6 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The children of a stored multi-platform index, `None` for a single image.
-fn index_children(
-    store: &layer_cache::Store,
-    desc: &layer_cache::oci_spec::image::Descriptor,
-) -> Result<Option<(Vec<u8>, Vec<layer_cache::oci_spec::image::Descriptor>)>> {
-    let mt = desc.media_type().to_string();
-    if mt != image::OCI_INDEX && mt != image::DOCKER_MANIFEST_LIST {
-        return Ok(None);
-    }
-    let digest = descriptor_digest(desc)?;
-    let bytes = store.read_blob(&digest, image::MAX_JSON_BLOB)?;
-    let index: layer_cache::oci_spec::image::ImageIndex =
-        serde_json::from_slice(&bytes).with_context(|| format!("index {digest}"))?;
-    Ok(Some((bytes, index.manifests().clone())))
-}
-
-/// (created, size) of an image; for an index, the newest creation time and the
-/// size of every platform image the store holds.
-fn summary(
-    store: &layer_cache::Store,
-    desc: &layer_cache::oci_spec::image::Descriptor,
-) -> Result<(String, u64)> {
-    let images = match index_children(store, desc)? {
-        Some((_, children)) => children
-            .into_iter()
-            .filter(|c| descriptor_digest(c).is_ok_and(|d| store.has_blob(&d)))
-            .collect(),
-        None => vec![desc.clone()],
-    };
-    let (mut created, mut size) = (String::new(), 0);
-    for d in &images {
-        let img = store.load_image(d)?;
-        created = created.max(img.config.created.clone().unwrap_or_default());
-        size += img.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
-            + img.manifest.config().size();
-    }
-    Ok((created, size))
-}
-
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
     /// Image name, name@digest or id
@@ -101,14 +63,14 @@ pub struct InspectArgs {
 pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
     let store = g.store()?;
     let desc = store.resolve(&a.image)?;
-    if let Some((bytes, children)) = index_children(&store, &desc)? {
+    if let Some((bytes, children)) = store.index_children(&desc)? {
         return inspect_index(&store, &desc, &bytes, &children);
     }
     let img = store.load_image(&desc)?;
     let manifest: Value = serde_json::from_slice(&img.manifest_bytes).context("manifest")?;
     let config: Value = serde_json::from_slice(&img.config_bytes).context("config")?;
     let top = descriptor_digest(&desc)?;
-    let names = tag_names(&store, &top)?;
+    let names = store.tag_names(&top)?;
     let doc = serde_json::json!({
         "Id": img.manifest_digest.to_string(),
         "RepoTags": names,
@@ -134,7 +96,7 @@ fn inspect_index(
     children: &[layer_cache::oci_spec::image::Descriptor],
 ) -> Result<i32> {
     let top = descriptor_digest(desc)?;
-    let names = tag_names(store, &top)?;
+    let names = store.tag_names(&top)?;
     let mut platforms = Vec::new();
     for c in children {
         let platform = c.platform().as_ref().map(|p| {
@@ -276,16 +238,6 @@ pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
         }
     );
     Ok(if r.is_ok() { 0 } else { 1 })
-}
-
-/// The tags that name the manifest `top`.
-fn tag_names(store: &layer_cache::Store, top: &layer_cache::Digest) -> Result<Vec<String>> {
-    Ok(store
-        .tags()?
-        .into_iter()
-        .filter(|t| descriptor_digest(&t.descriptor).ok().as_ref() == Some(top))
-        .map(|t| t.name)
-        .collect())
 }
 
 /// Writes `doc` as pretty JSON and a newline to standard output.
