@@ -130,12 +130,31 @@ impl Store {
     /// `prune` cannot sweep blobs between ingest and tagging.
     pub fn load(&self, input: impl Read + Send, source: &str) -> Result<Vec<Loaded>> {
         let _usage = self.usage_lock()?;
-        let bad = |reason: String| StoreError::Archive {
-            path: source.into(),
-            reason,
+        let plain = decompress(BufReader::with_capacity(1 << 20, input))
+            .map_err(|e| bad_archive(source, e.to_string()))?;
+        let members = self.read_members(plain, source)?;
+        let loaded = if let Some(index_bytes) = members.small.get("index.json") {
+            self.load_oci(index_bytes, source)?
+        } else if let Some(mbytes) = members.small.get("manifest.json") {
+            self.load_docker(mbytes, &members, source)?
+        } else {
+            return Err(bad_archive(
+                source,
+                "neither index.json (OCI) nor manifest.json (Docker) found".into(),
+            ));
         };
-        let plain =
-            decompress(BufReader::with_capacity(1 << 20, input)).map_err(|e| bad(e.to_string()))?;
+        for l in &loaded {
+            if let Some(n) = &l.name {
+                self.set_tag(&ImageRef::parse(n)?, &l.descriptor)?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Streams every member into the store (blobs verified by their names), keeping
+    /// small metadata in memory and links as a map.
+    fn read_members(&self, plain: impl Read, source: &str) -> Result<Members> {
+        let bad = |reason: String| bad_archive(source, reason);
         let mut archive = tar::Archive::new(plain);
         // path in archive → (digest, size, compression of the content)
         let mut files: BTreeMap<String, (Digest, u64, Compression)> = BTreeMap::new();
@@ -225,115 +244,102 @@ impl Store {
                 (c.digest, c.size, crate::codec::layer_compression(&head)),
             );
         }
-        let lookup = |p: &str| -> Result<(Digest, u64, Compression)> {
-            let mut p = clean(p);
-            for _ in 0..8 {
-                if let Some(f) = files.get(&p) {
-                    return Ok(f.clone());
-                }
-                if let Some(buf) = small.get(&p) {
-                    let c = self.write_blob(buf)?;
-                    return Ok((c.digest, c.size, crate::codec::layer_compression(buf)));
-                }
-                match links.get(&p) {
-                    Some(t) => p = t.clone(),
-                    None => break,
-                }
-            }
-            Err(bad(format!(
-                "{p} is named by the archive's manifest but not present"
-            )))
-        };
+        Ok(Members {
+            files,
+            small,
+            links,
+            source: source.to_string(),
+        })
+    }
 
+    /// The images an OCI layout's index.json names, checked complete.
+    fn load_oci(&self, index_bytes: &[u8], source: &str) -> Result<Vec<Loaded>> {
         let mut loaded = Vec::new();
-        if let Some(index_bytes) = small.get("index.json") {
-            let index: Value = serde_json::from_slice(index_bytes)
-                .map_err(|e| StoreError::json("index.json", e))?;
-            let manifests: Vec<Descriptor> = serde_json::from_value(
-                index
-                    .get("manifests")
-                    .cloned()
-                    .unwrap_or(Value::Array(Vec::new())),
-            )
-            .map_err(|e| StoreError::json("index.json", e))?;
-            for m in manifests {
-                self.check_descriptors(&m, source)?;
-                let ann = m.annotations().clone().unwrap_or_default();
-                let name = ann
-                    .get(image::IMAGE_NAME_ANNOTATION)
-                    .or_else(|| {
-                        ann.get(image::REF_NAME_ANNOTATION)
-                            .filter(|n| n.contains(':') || n.contains('/'))
-                    })
-                    .cloned();
-                let mut plain = m.clone();
-                plain.set_annotations(None);
-                // Prove the image is complete before tagging it.
-                self.load_image(&plain)?;
-                loaded.push(Loaded {
-                    name,
-                    descriptor: plain,
-                });
+        let index: Value =
+            serde_json::from_slice(index_bytes).map_err(|e| StoreError::json("index.json", e))?;
+        let manifests: Vec<Descriptor> = serde_json::from_value(
+            index
+                .get("manifests")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new())),
+        )
+        .map_err(|e| StoreError::json("index.json", e))?;
+        for m in manifests {
+            self.check_descriptors(&m, source)?;
+            let ann = m.annotations().clone().unwrap_or_default();
+            let name = ann
+                .get(image::IMAGE_NAME_ANNOTATION)
+                .or_else(|| {
+                    ann.get(image::REF_NAME_ANNOTATION)
+                        .filter(|n| n.contains(':') || n.contains('/'))
+                })
+                .cloned();
+            let mut plain = m.clone();
+            plain.set_annotations(None);
+            // Prove the image is complete before tagging it.
+            self.load_image(&plain)?;
+            loaded.push(Loaded {
+                name,
+                descriptor: plain,
+            });
+        }
+        Ok(loaded)
+    }
+
+    /// The images a Docker archive's manifest.json names, as OCI manifests of the
+    /// members (layers checked against the config's diff_ids).
+    fn load_docker(&self, mbytes: &[u8], members: &Members, source: &str) -> Result<Vec<Loaded>> {
+        let bad = |reason: String| bad_archive(source, reason);
+        let lookup = |p: &str| members.lookup(self, p);
+        let mut loaded = Vec::new();
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(mbytes).map_err(|e| StoreError::json("manifest.json", e))?;
+        for e in entries {
+            let (cfg_digest, cfg_size, _) = lookup(&e.config)?;
+            let cfg_bytes = self.read_blob(&cfg_digest, MAX_JSON_BLOB)?;
+            let config = ImageConfig::parse(&cfg_bytes, &format!("config {}", e.config))?;
+            if config.rootfs.diff_ids.len() != e.layers.len() {
+                return Err(bad(format!(
+                    "config {} lists {} diff_ids but manifest.json names {} layers",
+                    e.config,
+                    config.rootfs.diff_ids.len(),
+                    e.layers.len()
+                )));
             }
-        } else if let Some(mbytes) = small.get("manifest.json") {
-            let entries: Vec<DockerManifestEntry> =
-                serde_json::from_slice(mbytes).map_err(|e| StoreError::json("manifest.json", e))?;
-            for e in entries {
-                let (cfg_digest, cfg_size, _) = lookup(&e.config)?;
-                let cfg_bytes = self.read_blob(&cfg_digest, MAX_JSON_BLOB)?;
-                let config = ImageConfig::parse(&cfg_bytes, &format!("config {}", e.config))?;
-                if config.rootfs.diff_ids.len() != e.layers.len() {
+            let mut layers = Vec::new();
+            for (path, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
+                let (d, size, comp) = lookup(path)?;
+                let actual = if comp == Compression::None {
+                    d.clone()
+                } else {
+                    self.diff_id_of(&d, size)?
+                };
+                if actual != *diff_id {
                     return Err(bad(format!(
-                        "config {} lists {} diff_ids but manifest.json names {} layers",
-                        e.config,
-                        config.rootfs.diff_ids.len(),
-                        e.layers.len()
+                        "layer {path} hashes to {actual} uncompressed, but the config says {diff_id}"
                     )));
                 }
-                let mut layers = Vec::new();
-                for (path, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
-                    let (d, size, comp) = lookup(path)?;
-                    let actual = if comp == Compression::None {
-                        d.clone()
-                    } else {
-                        self.diff_id_of(&d, size)?
-                    };
-                    if actual != *diff_id {
-                        return Err(bad(format!(
-                            "layer {path} hashes to {actual} uncompressed, but the config says {diff_id}"
-                        )));
-                    }
-                    layers.push(image::descriptor(comp.oci_media_type(), &d, size));
-                }
-                let manifest = serde_json::json!({
-                    "schemaVersion": 2,
-                    "mediaType": image::OCI_MANIFEST,
-                    "config": image::descriptor(image::OCI_CONFIG, &cfg_digest, cfg_size),
-                    "layers": layers,
-                });
-                let c = self.write_blob(&canonical_json(&manifest)?)?;
-                let desc = image::descriptor(image::OCI_MANIFEST, &c.digest, c.size);
-                if e.repo_tags.is_empty() {
-                    loaded.push(Loaded {
-                        name: None,
-                        descriptor: desc.clone(),
-                    });
-                }
-                for t in &e.repo_tags {
-                    loaded.push(Loaded {
-                        name: Some(t.clone()),
-                        descriptor: desc.clone(),
-                    });
-                }
+                layers.push(image::descriptor(comp.oci_media_type(), &d, size));
             }
-        } else {
-            return Err(bad(
-                "neither index.json (OCI) nor manifest.json (Docker) found".into(),
-            ));
-        }
-        for l in &loaded {
-            if let Some(n) = &l.name {
-                self.set_tag(&ImageRef::parse(n)?, &l.descriptor)?;
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": image::OCI_MANIFEST,
+                "config": image::descriptor(image::OCI_CONFIG, &cfg_digest, cfg_size),
+                "layers": layers,
+            });
+            let c = self.write_blob(&canonical_json(&manifest)?)?;
+            let desc = image::descriptor(image::OCI_MANIFEST, &c.digest, c.size);
+            if e.repo_tags.is_empty() {
+                loaded.push(Loaded {
+                    name: None,
+                    descriptor: desc.clone(),
+                });
+            }
+            for t in &e.repo_tags {
+                loaded.push(Loaded {
+                    name: Some(t.clone()),
+                    descriptor: desc.clone(),
+                });
             }
         }
         Ok(loaded)
@@ -455,4 +461,45 @@ fn clean(p: &str) -> String {
         }
     }
     out.join("/")
+}
+
+/// An archive's members as read: blobs in the store, small files in memory, links.
+struct Members {
+    /// Path in the archive → (digest, size, compression of the content).
+    files: BTreeMap<String, (Digest, u64, Compression)>,
+    small: BTreeMap<String, Vec<u8>>,
+    links: BTreeMap<String, String>,
+    source: String,
+}
+
+impl Members {
+    /// The blob at archive path `p` (following up to 8 links); a small member is
+    /// written to the store when first named.
+    fn lookup(&self, store: &Store, p: &str) -> Result<(Digest, u64, Compression)> {
+        let mut p = clean(p);
+        for _ in 0..8 {
+            if let Some(f) = self.files.get(&p) {
+                return Ok(f.clone());
+            }
+            if let Some(buf) = self.small.get(&p) {
+                let c = store.write_blob(buf)?;
+                return Ok((c.digest, c.size, crate::codec::layer_compression(buf)));
+            }
+            match self.links.get(&p) {
+                Some(t) => p = t.clone(),
+                None => break,
+            }
+        }
+        Err(bad_archive(
+            &self.source,
+            format!("{p} is named by the archive's manifest but not present"),
+        ))
+    }
+}
+
+fn bad_archive(source: &str, reason: String) -> StoreError {
+    StoreError::Archive {
+        path: source.into(),
+        reason,
+    }
 }
