@@ -676,17 +676,21 @@ fn stage_base(
                 })?)
             }
         };
+    // An ARG the FROM line used before declaring it explains an empty or bad name.
+    let undeclared_arg = |name: &&String| {
+        ctx.err(
+            PlanErrorKind::UndeclaredArgInFrom {
+                name: (*name).clone(),
+                word: from.image.clone(),
+                result: image.clone(),
+            },
+            span,
+            Some(&from.image),
+        )
+    };
     let base = if image.is_empty() {
         if let Some(name) = undeclared.first() {
-            return Err(ctx.err(
-                PlanErrorKind::UndeclaredArgInFrom {
-                    name: (*name).clone(),
-                    word: from.image.clone(),
-                    result: image.clone(),
-                },
-                span,
-                Some(&from.image),
-            ));
+            return Err(undeclared_arg(name));
         }
         return Err(ctx.err(
             PlanErrorKind::BlankBase(from.image.clone()),
@@ -702,15 +706,7 @@ fn stage_base(
     } else {
         if let Err(e) = reference::validate(&image) {
             if let Some(name) = undeclared.first() {
-                return Err(ctx.err(
-                    PlanErrorKind::UndeclaredArgInFrom {
-                        name: (*name).clone(),
-                        word: from.image.clone(),
-                        result: image.clone(),
-                    },
-                    span,
-                    Some(&from.image),
-                ));
+                return Err(undeclared_arg(name));
             }
             return Err(ctx.err(
                 PlanErrorKind::InvalidBase {
