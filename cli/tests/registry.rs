@@ -1283,17 +1283,20 @@ fn start_and_stall(
     });
     proxy.wait_stalled();
     if pulling {
-        wait_until("part of the big blob in ingest/", || {
-            files_in(store, "ingest")
-                .iter()
-                .any(|(_, len)| *len >= 1 << 20)
-        });
-        wait_until("the other blobs committed", || {
-            let have = files_in(store, "blobs/sha256");
-            others
-                .iter()
-                .all(|d| have.iter().any(|(n, _)| d.ends_with(n.as_str())))
-        });
+        // Checked together: once the others are committed, a large ingest file
+        // can only be the big blob's (another layer's would have been renamed away).
+        wait_until(
+            "the other blobs committed and part of the big one in ingest/",
+            || {
+                let have = files_in(store, "blobs/sha256");
+                others
+                    .iter()
+                    .all(|d| have.iter().any(|(n, _)| d.ends_with(n.as_str())))
+                    && files_in(store, "ingest")
+                        .iter()
+                        .any(|(_, len)| *len >= 1 << 20)
+            },
+        );
     }
     Held { child, stderr: rx }
 }
