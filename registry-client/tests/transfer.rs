@@ -490,15 +490,17 @@ async fn an_index_of_two_platforms_pulls_only_the_one_asked_for() {
     );
 }
 
-/// A sink that "unpacks" layers as they stream: it records which blob arrived
-/// with which diff_id, in order.
-struct Unpacking {
+/// A directory sink with a hook run before each blob is written (in the
+/// transfer's task, as a slow unpack would run), that "unpacks" layers as they
+/// stream: a blob handed a diff_id is reported unpacked.
+struct Hooked {
     dir: Dir,
+    /// What `layer_diff_ids` answers (checked asked once the config is in).
     diff_ids: Vec<Option<Digest>>,
-    writes: Mutex<Vec<(Digest, Option<Digest>)>>,
+    before_write: Box<dyn Fn(&Dir, &BlobWrite<'_>) + Send + Sync>,
 }
 
-impl ImageSink for Unpacking {
+impl ImageSink for Hooked {
     fn has_blob<'a>(
         &'a self,
         to: &'a Reference,
@@ -520,10 +522,7 @@ impl ImageSink for Unpacking {
         to: &'a Reference,
         w: BlobWrite<'a>,
     ) -> BoxFuture<'a, transfer::Result<BlobOutcome>> {
-        self.writes
-            .lock()
-            .unwrap()
-            .push((w.blob.digest.clone(), w.unpack_as.cloned()));
+        (self.before_write)(&self.dir, &w);
         let unpacking = w.unpack_as.is_some();
         Box::pin(async move {
             match self.dir.write_blob(to, w).await? {
@@ -581,10 +580,15 @@ async fn an_unpacking_pull_stores_the_config_first_and_hands_each_layer_its_diff
     let (config, layers) = (&blobs[0], &blobs[1..]);
     // Stand-in diff_ids: the second layer's is unknown, so it is only stored.
     let ids = vec![Some(Digest::of(b"1")), None];
-    let sink = Arc::new(Unpacking {
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let seen = writes.clone();
+    let sink = Arc::new(Hooked {
         dir: Dir::new(&s.tmp.path().join("back")),
         diff_ids: ids.clone(),
-        writes: Mutex::new(Vec::new()),
+        before_write: Box::new(move |_, w| {
+            let arrived = (w.blob.digest.clone(), w.unpack_as.cloned());
+            seen.lock().unwrap().push(arrived);
+        }),
     });
     let report = Arc::new(Unpacked::default());
     let t = Transfer::new(report.clone(), 4);
@@ -598,7 +602,7 @@ async fn an_unpacking_pull_stores_the_config_first_and_hands_each_layer_its_diff
     )
     .await
     .unwrap();
-    let writes = sink.writes.lock().unwrap().clone();
+    let writes = writes.lock().unwrap().clone();
     assert_eq!(writes[0], (config.digest.clone(), None), "{writes:?}");
     let mut rest = writes[1..].to_vec();
     rest.sort();
@@ -620,57 +624,6 @@ async fn an_unpacking_pull_stores_the_config_first_and_hands_each_layer_its_diff
     assert_eq!(told, want);
 }
 
-/// A sink that blocks its thread while writing one blob, as a slow unpack
-/// does, until another blob has been written (or ten seconds pass).
-struct Blocking {
-    dir: Dir,
-    slow: Digest,
-    wait_for: Digest,
-    saw_other: Mutex<Option<bool>>,
-}
-
-impl ImageSink for Blocking {
-    fn has_blob<'a>(
-        &'a self,
-        to: &'a Reference,
-        blob: &'a Descriptor,
-    ) -> BoxFuture<'a, transfer::Result<bool>> {
-        self.dir.has_blob(to, blob)
-    }
-
-    fn has_manifest<'a>(
-        &'a self,
-        to: &'a Reference,
-        digest: &'a Digest,
-    ) -> BoxFuture<'a, transfer::Result<bool>> {
-        self.dir.has_manifest(to, digest)
-    }
-
-    fn write_blob<'a>(
-        &'a self,
-        to: &'a Reference,
-        w: BlobWrite<'a>,
-    ) -> BoxFuture<'a, transfer::Result<BlobOutcome>> {
-        if w.blob.digest == self.slow {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while self.dir.get(&self.wait_for).is_none() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            *self.saw_other.lock().unwrap() = Some(self.dir.get(&self.wait_for).is_some());
-        }
-        self.dir.write_blob(to, w)
-    }
-
-    fn write_manifest<'a>(
-        &'a self,
-        to: &'a Reference,
-        m: &'a Manifest,
-        upstream_index: Option<&'a Digest>,
-    ) -> BoxFuture<'a, transfer::Result<()>> {
-        self.dir.write_manifest(to, m, upstream_index)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_stuck_in_its_sink_does_not_stall_the_other_layers() {
     let Some(s) = setup() else { return };
@@ -681,11 +634,23 @@ async fn a_layer_stuck_in_its_sink_does_not_stall_the_other_layers() {
         .await
         .unwrap();
     let blobs = blobs_of(&m);
-    let sink = Arc::new(Blocking {
+    // Writing one blob blocks its thread, as a slow unpack does, until another
+    // blob has been written (or ten seconds pass).
+    let (slow, wait_for) = (blobs[1].digest.clone(), blobs[2].digest.clone());
+    let saw_other = Arc::new(Mutex::new(None));
+    let saw = saw_other.clone();
+    let sink = Arc::new(Hooked {
         dir: Dir::new(&s.tmp.path().join("back")),
-        slow: blobs[1].digest.clone(),
-        wait_for: blobs[2].digest.clone(),
-        saw_other: Mutex::new(None),
+        diff_ids: Vec::new(),
+        before_write: Box::new(move |dir, w| {
+            if w.blob.digest == slow {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while dir.get(&wait_for).is_none() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                *saw.lock().unwrap() = Some(dir.get(&wait_for).is_some());
+            }
+        }),
     });
     transfer::pull(
         &s.t,
@@ -697,5 +662,5 @@ async fn a_layer_stuck_in_its_sink_does_not_stall_the_other_layers() {
     )
     .await
     .unwrap();
-    assert_eq!(*sink.saw_other.lock().unwrap(), Some(true));
+    assert_eq!(*saw_other.lock().unwrap(), Some(true));
 }
