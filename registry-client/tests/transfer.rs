@@ -497,8 +497,10 @@ struct Hooked {
     dir: Dir,
     /// What `layer_diff_ids` answers (checked asked once the config is in).
     diff_ids: Vec<Option<Digest>>,
-    before_write: Box<dyn Fn(&Dir, &BlobWrite<'_>) + Send + Sync>,
+    before_write: Box<BeforeWrite>,
 }
+
+type BeforeWrite = dyn Fn(&Dir, &BlobWrite<'_>) + Send + Sync;
 
 impl ImageSink for Hooked {
     fn has_blob<'a>(
