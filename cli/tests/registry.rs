@@ -7,7 +7,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 mod common;
-use common::{fails, mybuild, ok, store_with_busybox, with_stdin};
+use common::{fails, lists_repo, mybuild, ok, store_with_busybox, with_stdin};
 use testdata::registry::{Fault, FaultKind, FaultProxy, Registry, RegistryOptions};
 
 /// A store with busybox imported; `None` when the test must skip.
@@ -363,7 +363,7 @@ fn a_blob_with_wrong_content_is_rejected_and_never_stored() {
         .flatten()
         .collect();
     assert!(ingest.is_empty(), "{ingest:?}");
-    assert!(!ok(mybuild(&other).arg("images")).0.contains("bad"));
+    assert!(!lists_repo(&other, "bad"));
 }
 
 #[test]

@@ -108,6 +108,16 @@ pub fn store_with_busybox(tmp: &Path) -> PathBuf {
     root
 }
 
+/// Whether `mybuild images` lists a repository whose last path component is
+/// `name` (read from its column, as a short image id may hold any hex word).
+pub fn lists_repo(root: &Path, name: &str) -> bool {
+    ok(mybuild(root).arg("images")).0.lines().any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|r| r.rsplit('/').next() == Some(name))
+    })
+}
+
 /// A store with busybox imported; `None` when the test must skip.
 pub fn setup() -> Option<(TempDir, PathBuf)> {
     if !testdata::require_root()
