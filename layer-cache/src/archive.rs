@@ -18,6 +18,7 @@ use crate::image::{self, canonical_json, Compression, ImageConfig, MAX_JSON_BLOB
 use crate::layer::decompress;
 use crate::refs::ImageRef;
 use crate::store::{Store, OCI_LAYOUT};
+use oci_vocab::media;
 
 /// Archive members up to this size that are not blobs are held in memory while
 /// loading (Docker's `<id>.json` configs, `VERSION` files), ...
@@ -88,10 +89,7 @@ impl Store {
             index.push(entry);
             // manifest.json holds single images: for a multi-platform index, the
             // host's platform when the store has it (what `docker load` can run).
-            let is_index = matches!(
-                desc.media_type().to_string().as_str(),
-                image::OCI_INDEX | image::DOCKER_MANIFEST_LIST
-            );
+            let is_index = media::is_index(desc.media_type().as_ref());
             let img = match self.load_image(desc) {
                 Ok(img) => img,
                 Err(_) if is_index => continue,
@@ -378,13 +376,7 @@ impl Store {
                     desc.size()
                 )));
             }
-            let is_manifest = matches!(
-                media_type.as_str(),
-                image::OCI_MANIFEST
-                    | image::OCI_INDEX
-                    | image::DOCKER_MANIFEST
-                    | image::DOCKER_MANIFEST_LIST
-            );
+            let is_manifest = media::is_manifest(&media_type) || media::is_index(&media_type);
             if !is_manifest {
                 continue;
             }

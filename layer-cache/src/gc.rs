@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::image::{self, ParsedManifest, MAX_JSON_BLOB};
 use crate::lock::FileLock;
 use crate::store::Store;
+use oci_vocab::media;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PruneStats {
@@ -41,13 +42,8 @@ impl Store {
             if !out.insert(digest.clone()) {
                 continue;
             }
-            let is_manifest = matches!(
-                desc.media_type().to_string().as_str(),
-                image::OCI_MANIFEST
-                    | image::OCI_INDEX
-                    | image::DOCKER_MANIFEST
-                    | image::DOCKER_MANIFEST_LIST
-            );
+            let mt: &str = desc.media_type().as_ref();
+            let is_manifest = media::is_manifest(mt) || media::is_index(mt);
             if !is_manifest {
                 continue;
             }
