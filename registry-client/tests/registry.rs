@@ -52,6 +52,17 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
     .expect("descriptor")
 }
 
+/// A registry and a client with its own credential store; `None` to skip.
+fn setup() -> Option<(Registry, tempfile::TempDir, Client)> {
+    if !registry_available() {
+        return None;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = client(tmp.path());
+    Some((reg, tmp, c))
+}
+
 fn reference(s: &str) -> Reference {
     Reference::parse(s).expect("reference")
 }
@@ -80,12 +91,9 @@ async fn push_image(c: &Client, r: &Reference) -> Manifest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_blob_is_found_by_head_and_not_uploaded_again() {
-    if !registry_available() {
+    let Some((reg, _tmp, c)) = setup() else {
         return;
-    }
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let c = client(tmp.path());
+    };
     let r = reference(&format!("{}/blobs/a:1", reg.addr));
     let data = vec![7u8; 100_000];
     let d = descriptor("application/octet-stream", &data);
@@ -122,12 +130,9 @@ async fn a_pushed_blob_is_found_by_head_and_not_uploaded_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_put_by_tag_reads_back_by_tag_and_by_digest() {
-    if !registry_available() {
+    let Some((reg, _tmp, c)) = setup() else {
         return;
-    }
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let c = client(tmp.path());
+    };
     let r = reference(&format!("{}/app:v1", reg.addr));
     let m = push_image(&c, &r).await;
     assert_eq!(c.put_manifest(&r, &m).await.unwrap(), m.digest);
@@ -246,12 +251,9 @@ async fn a_registry_failing_for_good_names_the_url_and_the_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_unknown_carries_its_code_and_url() {
-    if !registry_available() {
+    let Some((reg, _tmp, c)) = setup() else {
         return;
-    }
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let c = client(tmp.path());
+    };
     let r = reference(&format!("{}/app:v1", reg.addr));
     let m = push_image(&c, &r).await;
     c.put_manifest(&r, &m).await.unwrap();
