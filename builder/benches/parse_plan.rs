@@ -36,8 +36,8 @@ fn generate(lines: usize) -> String {
 
 fn bench(c: &mut Criterion) {
     let opts = PlanOptions {
-        target_platform: Platform::parse("linux/amd64").unwrap_or_else(Platform::host),
-        build_platform: Platform::parse("linux/amd64").unwrap_or_else(Platform::host),
+        target_platform: Platform::parse("linux/amd64").unwrap_or_else(|_| Platform::host()),
+        build_platform: Platform::parse("linux/amd64").unwrap_or_else(|_| Platform::host()),
         ..PlanOptions::default()
     };
     let mut g = c.benchmark_group("parse_plan");

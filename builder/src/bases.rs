@@ -59,7 +59,7 @@ impl<'a> StoreBases<'a> {
         let desc = self.store.resolve(reference).ok().filter(|d| {
             self.store
                 .load_image(d)
-                .is_ok_and(|img| img.config.is_for(&platform.oci()))
+                .is_ok_and(|img| img.config.is_for(platform))
         });
         self.resolved.borrow_mut().insert(key, desc.clone());
         desc

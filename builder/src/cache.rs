@@ -21,6 +21,7 @@ use layer_cache::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::copy::{self, CopyError};
+use crate::plan::Platform;
 
 // Raised when what a record holds changes (e.g. history text), so old records miss.
 const VERSION: &[u8] = b"mybuild-cache-v2";
@@ -56,6 +57,15 @@ pub struct KeyOptions {
 }
 
 impl KeyOptions {
+    /// These options for a stage built for `platform`, named in its normalised form
+    /// (`linux/arm64/v8` is `linux/arm64`), so one platform always gives one key.
+    pub fn for_platform(&self, platform: &Platform) -> KeyOptions {
+        KeyOptions {
+            platform: platform.normalized().to_string(),
+            ..self.clone()
+        }
+    }
+
     fn bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -312,6 +322,61 @@ mod tests {
             platform: "linux/amd64".into(),
             compression: "gzip".into(),
             source_date_epoch: None,
+        }
+    }
+
+    /// A step's key on a scratch stage built for `platform`.
+    fn key_for(platform: &Platform, compression: &str) -> Digest {
+        let opts = KeyOptions {
+            compression: compression.into(),
+            ..opts()
+        }
+        .for_platform(platform);
+        step_key(&scratch_key(&opts), "{}", &Inputs::default())
+    }
+
+    fn parse(s: &str) -> Platform {
+        Platform::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One platform gives one key however it is written; arm/v6 and arm/v7 are two.
+    #[test]
+    fn arm64_and_arm64_v8_share_step_keys_arm_v6_and_v7_do_not() {
+        let key = |p: &Platform| key_for(p, "gzip");
+        assert_eq!(key(&parse("linux/arm64")), key(&parse("linux/arm64/v8")));
+        assert_eq!(key(&parse("linux/arm64")), key(&parse("linux/aarch64")));
+        // A platform made without parsing is normalised into the key all the same.
+        let raw = Platform::new("linux", "arm64", Some("v8"));
+        assert_eq!(key(&raw), key(&parse("linux/arm64")));
+        assert_eq!(key(&parse("linux/arm")), key(&parse("linux/arm/v7")));
+        assert_ne!(key(&parse("linux/arm/v6")), key(&parse("linux/arm/v7")));
+        assert_ne!(key(&parse("linux/arm64")), key(&parse("linux/amd64")));
+    }
+
+    /// A platform enters keys as its normalised `os/arch[/variant]` text, so the
+    /// keys recorded by earlier builds still hit (digests taken before the builder
+    /// shared oci-vocab's platform type). A change here must raise `VERSION`.
+    #[test]
+    fn step_keys_for_a_platform_are_the_ones_earlier_builds_recorded() {
+        for (platform, want) in [
+            (
+                "linux/arm64/v8",
+                "b197cedff41c00c5f56ab01a42815b47520e12901ec65fe8531f535c591c5859",
+            ),
+            (
+                "linux/amd64",
+                "0a7b424c2888f57f34530e3082368c9fe73667f3988bf60f02f757cdd8398254",
+            ),
+            (
+                "linux/arm",
+                "fd3b193f144537b8f8d725d5ca85298268ba40c42206388922cb76bd74be2a9d",
+            ),
+        ] {
+            assert_eq!(
+                key_for(&parse(platform), "Gzip/None").hex(),
+                want,
+                "{platform}"
+            );
         }
     }
 

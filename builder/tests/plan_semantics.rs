@@ -81,7 +81,7 @@ fn platform_args_are_predefined() {
         &[],
         None,
     );
-    assert_eq!(g.stages[0].platform, Platform::parse("linux/amd64"));
+    assert_eq!(g.stages[0].platform, Platform::parse("linux/amd64").ok());
     assert_eq!(
         labels(&g, 0),
         pairs(&[
@@ -287,4 +287,28 @@ fn named_contexts_resolve_before_stages_and_images() {
     let df = parse("FROM dir\n", "Dockerfile").unwrap();
     let err = plan(&df, &opts, &NoBaseInfo).unwrap_err();
     assert!(err.to_string().contains("is a local directory"), "{err}");
+}
+
+/// `parse --plan` shows a stage's platforms as `{"os", "arch", "variant"}`, a missing
+/// variant as null, whatever the platform type's own serde form.
+#[test]
+fn plan_json_shows_platforms_as_os_arch_variant() {
+    let g = run(
+        "FROM --platform=linux/armhf alpine AS a\nFROM alpine\n",
+        &[],
+        Some("a"),
+    );
+    let stage = serde_json::to_value(&g.stages[0]).unwrap();
+    assert_eq!(
+        stage["platform"],
+        serde_json::json!({"os": "linux", "arch": "arm", "variant": "v7"})
+    );
+    assert_eq!(stage["stage_platform"], stage["platform"]);
+    let g = run("FROM alpine\n", &[], None);
+    let stage = serde_json::to_value(&g.stages[0]).unwrap();
+    assert_eq!(stage["platform"], serde_json::Value::Null);
+    assert_eq!(
+        stage["stage_platform"],
+        serde_json::json!({"os": "linux", "arch": "arm64", "variant": null})
+    );
 }

@@ -440,10 +440,7 @@ pub fn build(
                     );
                     scope.spawn(move || {
                         let mut forward = Forward(tx.clone());
-                        let stage_opts = KeyOptions {
-                            platform: stage.stage_platform.to_string(),
-                            ..key_opts.clone()
-                        };
+                        let stage_opts = key_opts.for_platform(&stage.stage_platform);
                         let mut ex = Exec {
                             store,
                             req,
@@ -623,7 +620,7 @@ impl Exec<'_> {
             Base::Scratch => {
                 let mut s = StageState::default();
                 s.config.os = self.platform.os.clone();
-                s.config.architecture = self.platform.arch.clone();
+                s.config.architecture = self.platform.architecture.clone();
                 s.config.variant = self.platform.variant.clone();
                 // BuildKit's empty image: WORKDIR / and the default PATH.
                 let c = s.container();
@@ -696,8 +693,8 @@ impl Exec<'_> {
         let img = self.store.load_image(&desc)?;
         let c = &img.config;
         // A tag holds one platform's image: never build on another platform's.
-        if !c.is_for(&self.platform.oci()) {
-            let have = Platform::normalized(&c.os, &c.architecture, c.variant.as_deref());
+        if !c.is_for(self.platform) {
+            let have = c.platform().normalized();
             return Err(BuildError::BasePlatform {
                 location: location.to_string(),
                 reference: reference.to_string(),

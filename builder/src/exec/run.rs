@@ -338,7 +338,7 @@ fn run_created_by(argv: &[String], args: &[(String, String)]) -> String {
 /// Why a RUN command could not be executed (ENOEXEC), for a stage built for `platform`.
 fn exec_format_cause(platform: &Platform) -> String {
     let host = Platform::host();
-    if host.runs(platform) {
+    if oci_vocab::Only::new(&host).matches(platform) {
         return "not a program this kernel can run (a script without #! or a binary for \
                 another architecture)"
             .to_string();

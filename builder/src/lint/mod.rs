@@ -9,7 +9,7 @@ use crate::dockerfile::{
     ArgDecl, Command, Dockerfile, FromInstr, Instruction, InstructionKind, KeyValue, Stage,
 };
 use crate::plan::reference;
-use crate::plan::{BaseInfo, Platform, PLATFORM_ARGS};
+use crate::plan::{platform_args, BaseInfo, Platform, PLATFORM_ARGS};
 use std::collections::BTreeSet;
 
 /// One finding.
@@ -303,8 +303,8 @@ fn consistent_instruction_casing(l: &mut Linter, df: &Dockerfile) {
 fn meta_scope(l: &mut Linter, df: &Dockerfile, lex: &Lexer) -> MetaScope {
     let mut defaults: Vec<(String, String)> = Platform::parse("linux/amd64")
         .map(|p| {
-            let mut v = p.args("TARGET");
-            v.extend(p.args("BUILD"));
+            let mut v = platform_args(&p, "TARGET");
+            v.extend(platform_args(&p, "BUILD"));
             v
         })
         .unwrap_or_default();

@@ -10,7 +10,7 @@
 mod platform;
 pub mod reference;
 
-pub use platform::{Platform, PLATFORM_ARGS, PROXY_ARGS};
+pub use platform::{platform_args, Platform, PLATFORM_ARGS, PROXY_ARGS};
 
 use crate::diagnostic::{render, Location};
 use crate::dockerfile::shell::{ExpandError, Lexer};
@@ -223,9 +223,11 @@ pub struct PlannedStage {
     pub name: Option<String>,
     pub base: Base,
     /// The expanded `FROM --platform`, when given.
+    #[serde(serialize_with = "platform::plan_json::optional")]
     pub platform: Option<Platform>,
     /// The platform the stage is built for: its base stage's, else its `FROM
     /// --platform`, else the target platform (as BuildKit decides).
+    #[serde(serialize_with = "platform::plan_json::one")]
     pub stage_platform: Platform,
     pub span: Span,
     pub steps: Vec<Step>,
@@ -559,11 +561,9 @@ fn global_scope(ctx: &mut Ctx<'_>) -> Result<(Vars, BTreeSet<String>), PlanError
     let (df, opts) = (ctx.df, ctx.opts);
     let mut global = Vars::default();
     let mut declared_global: BTreeSet<String> = BTreeSet::new();
-    for (k, v) in opts
-        .target_platform
-        .args("TARGET")
+    for (k, v) in platform_args(&opts.target_platform, "TARGET")
         .into_iter()
-        .chain(opts.build_platform.args("BUILD"))
+        .chain(platform_args(&opts.build_platform, "BUILD"))
     {
         global.set(&k, &v);
     }
@@ -671,7 +671,7 @@ fn stage_base(
             None => None,
             Some(p) => {
                 let v = ctx.expand(p, global, span)?;
-                Some(Platform::parse(&v).ok_or_else(|| {
+                Some(Platform::parse(&v).map_err(|_| {
                     ctx.err(PlanErrorKind::InvalidPlatform(v.clone()), span, Some(p))
                 })?)
             }

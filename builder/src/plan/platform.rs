@@ -1,74 +1,19 @@
-//! `os/arch[/variant]` platforms and the predefined platform ARGs.
+//! The predefined platform ARGs over the one platform type ([`oci_vocab::Platform`],
+//! parsed and normalised with containerd's rules), and the plan's JSON form of it.
 
-use std::fmt;
+pub use oci_vocab::Platform;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform this process runs on, in OCI words (`amd64`, `arm64`...).
-    pub fn host() -> Platform {
-        Platform::from_oci(oci_vocab::Platform::host())
-    }
-
-    /// Parse `os/arch[/variant]`, normalised as BuildKit (containerd) does: `x86_64` →
-    /// `amd64`, `aarch64` → `arm64`, `arm64/v8` → `arm64`, `arm` → `arm/v7`. `None` when a
-    /// component is empty or has other characters than `[A-Za-z0-9_.-]`.
-    pub fn parse(s: &str) -> Option<Platform> {
-        oci_vocab::Platform::parse(s).ok().map(Platform::from_oci)
-    }
-
-    /// `os`, `arch` and `variant` (as an image config or index holds them) in the
-    /// words BuildKit uses.
-    pub fn normalized(os: &str, arch: &str, variant: Option<&str>) -> Platform {
-        Platform::from_oci(oci_vocab::Platform::new(os, arch, variant).normalized())
-    }
-
-    /// The same platform in `oci-vocab`'s type, for its matchers.
-    pub fn oci(&self) -> oci_vocab::Platform {
-        oci_vocab::Platform::new(&self.os, &self.arch, self.variant.as_deref())
-    }
-
-    fn from_oci(p: oci_vocab::Platform) -> Platform {
-        Platform {
-            os: p.os,
-            arch: p.architecture,
-            variant: p.variant,
-        }
-    }
-
-    /// True when a program built for `other` runs here without emulation
-    /// (containerd's `Only`: arm/v7 runs arm/v6, amd64 runs 386).
-    pub fn runs(&self, other: &Platform) -> bool {
-        oci_vocab::Only::new(&self.oci()).matches(&other.oci())
-    }
-
-    /// `(prefix + PLATFORM, OS, ARCH, VARIANT)` as build-arg pairs.
-    pub fn args(&self, prefix: &str) -> Vec<(String, String)> {
-        vec![
-            (format!("{prefix}PLATFORM"), self.to_string()),
-            (format!("{prefix}OS"), self.os.clone()),
-            (format!("{prefix}ARCH"), self.arch.clone()),
-            (
-                format!("{prefix}VARIANT"),
-                self.variant.clone().unwrap_or_default(),
-            ),
-        ]
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
+/// `(prefix + PLATFORM, OS, ARCH, VARIANT)` as build-arg pairs, as BuildKit's
+/// `platformArgs` sets them from the normalised platform: `linux/arm64/v8` gives
+/// ARCH `arm64` and an empty VARIANT, `linux/arm` gives VARIANT `v7`.
+pub fn platform_args(platform: &Platform, prefix: &str) -> Vec<(String, String)> {
+    let p = platform.normalized();
+    vec![
+        (format!("{prefix}PLATFORM"), p.to_string()),
+        (format!("{prefix}OS"), p.os),
+        (format!("{prefix}ARCH"), p.architecture),
+        (format!("{prefix}VARIANT"), p.variant.unwrap_or_default()),
+    ]
 }
 
 /// Names of the ARGs every build defines without declaring them.
@@ -97,28 +42,86 @@ pub const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
-#[cfg(test)]
-mod tests {
+/// A stage's platform in `parse --plan` JSON: `{"os", "arch", "variant"}` with a
+/// null variant, the shape that output has always had.
+pub(super) mod plan_json {
     use super::Platform;
+    use serde::{Serialize, Serializer};
 
-    #[test]
-    fn aliases_are_normalised_as_buildkit_does() {
-        let p = |s| Platform::parse(s).unwrap().to_string();
-        assert_eq!(p("linux/x86_64"), "linux/amd64");
-        assert_eq!(p("Linux/AArch64"), "linux/arm64");
-        assert_eq!(p("linux/arm64/v8"), "linux/arm64");
-        assert_eq!(p("linux/arm"), "linux/arm/v7");
-        assert_eq!(p("linux/armhf"), "linux/arm/v7");
-        assert_eq!(p("linux/arm/6"), "linux/arm/v6");
-        assert!(Platform::parse("linux").is_none());
-        assert!(Platform::parse("linux/amd64,linux/arm64").is_none());
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        os: &'a str,
+        arch: &'a str,
+        variant: Option<&'a str>,
     }
 
+    fn shown(p: &Platform) -> Shown<'_> {
+        Shown {
+            os: &p.os,
+            arch: &p.architecture,
+            variant: p.variant.as_deref(),
+        }
+    }
+
+    pub fn one<S: Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
+        shown(p).serialize(s)
+    }
+
+    pub fn optional<S: Serializer>(p: &Option<Platform>, s: S) -> Result<S::Ok, S::Error> {
+        p.as_ref().map(shown).serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{platform_args, Platform};
+
+    fn args(s: &str, prefix: &str) -> Vec<(String, String)> {
+        platform_args(
+            &Platform::parse(s).unwrap_or_else(|e| panic!("{e}")),
+            prefix,
+        )
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// BuildKit sets TARGET*/BUILD* from the containerd-normalised platform:
+    /// no variant for amd64 or arm64 (`v8` is dropped), `v7` for a bare `arm`.
     #[test]
-    fn a_host_runs_its_own_and_older_variants() {
-        let v7 = Platform::parse("linux/arm/v7").unwrap();
-        assert!(v7.runs(&Platform::parse("linux/arm/v6").unwrap()));
-        assert!(!Platform::parse("linux/arm/v6").unwrap().runs(&v7));
-        assert!(Platform::host().runs(&Platform::host()));
+    fn platform_args_are_buildkits_from_the_normalised_platform() {
+        assert_eq!(
+            args("linux/amd64", "TARGET"),
+            pairs(&[
+                ("TARGETPLATFORM", "linux/amd64"),
+                ("TARGETOS", "linux"),
+                ("TARGETARCH", "amd64"),
+                ("TARGETVARIANT", ""),
+            ])
+        );
+        let arm64 = pairs(&[
+            ("BUILDPLATFORM", "linux/arm64"),
+            ("BUILDOS", "linux"),
+            ("BUILDARCH", "arm64"),
+            ("BUILDVARIANT", ""),
+        ]);
+        assert_eq!(args("linux/arm64/v8", "BUILD"), arm64);
+        assert_eq!(args("linux/aarch64", "BUILD"), arm64);
+        // A platform made without parsing is normalised all the same.
+        let raw = Platform::new("Linux", "aarch64", Some("8"));
+        assert_eq!(platform_args(&raw, "BUILD"), arm64);
+        assert_eq!(
+            args("linux/arm", "TARGET"),
+            pairs(&[
+                ("TARGETPLATFORM", "linux/arm/v7"),
+                ("TARGETOS", "linux"),
+                ("TARGETARCH", "arm"),
+                ("TARGETVARIANT", "v7"),
+            ])
+        );
+        assert_eq!(args("linux/arm64/v8.2", "TARGET")[3].1, "v8.2");
     }
 }

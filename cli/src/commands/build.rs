@@ -118,14 +118,7 @@ struct PullBases<'a>(&'a super::registry::BasePuller);
 
 impl BaseFetch for PullBases<'_> {
     fn ensure(&self, reference: &str, platform: &Platform) {
-        self.0.ensure(
-            reference,
-            Some(registry_client::Platform {
-                os: platform.os.clone(),
-                architecture: platform.arch.clone(),
-                variant: platform.variant.clone(),
-            }),
-        );
+        self.0.ensure(reference, Some(platform.clone()));
     }
 }
 
@@ -274,6 +267,7 @@ fn target_platforms(given: &[String]) -> Result<Vec<Platform>> {
             continue;
         }
         let parsed = Platform::parse(p)
+            .ok()
             .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
         if !list.contains(&parsed) {
             list.push(parsed);

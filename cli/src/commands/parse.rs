@@ -71,7 +71,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<i32> {
         }
         if let Some(p) = &args.platform {
             opts.target_platform =
-                Platform::parse(p).ok_or_else(|| anyhow::anyhow!("invalid platform {p:?}"))?;
+                Platform::parse(p).map_err(|_| anyhow::anyhow!("invalid platform {p:?}"))?;
         }
         return match plan(&df, &opts, &NoBaseInfo) {
             Ok(g) => {
