@@ -99,13 +99,11 @@ fn inspect_index(
     let names = store.tag_names(&top)?;
     let mut platforms = Vec::new();
     for c in children {
-        let platform = c.platform().as_ref().map(|p| {
-            let mut s = format!("{}/{}", p.os(), p.architecture());
-            if let Some(v) = p.variant() {
-                s = format!("{s}/{v}");
-            }
-            s
-        });
+        // As the index writes it, not normalised.
+        let platform = c
+            .platform()
+            .as_ref()
+            .map(|p| registry_client::Platform::from(p).to_string());
         let digest = descriptor_digest(c)?;
         platforms.push(serde_json::json!({
             "Platform": platform,
