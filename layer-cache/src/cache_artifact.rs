@@ -284,13 +284,13 @@ impl CacheArtifact {
             let d = descriptor_digest(l)?;
             // Read raw: the layout verifies what it writes.
             let path = store.blob_path(&d);
-            let f = std::fs::File::open(&path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    StoreError::BlobNotFound(d.clone())
-                } else {
-                    StoreError::io(&path, e)
+            let f = match fs_err::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::BlobNotFound(d.clone()).into())
                 }
-            })?;
+                Err(e) => return Err(StoreError::Fs(e).into()),
+            };
             layout.add_blob(&d, Some(l.size()), f)?;
         }
         layout.add_bytes(&self.config)?;

@@ -121,10 +121,10 @@ impl RegistrySources {
         let bytes = serde_json::to_vec(&file).map_err(|e| StoreError::json(FILE, e))?;
         self.store.replace_file(&root.join(FILE), &bytes)?;
         let old = root.join(OLD_FILE);
-        match std::fs::remove_file(&old) {
+        match fs_err::remove_file(&old) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(&old, e)),
+            Err(e) => return Err(e.into()),
         }
         self.added.clear();
         Ok(())
