@@ -121,14 +121,27 @@ impl StoreIo {
         };
         let mut ingest = self.store.ingest()?;
         let progress = |n: u64| (w.progress)(n);
+        // The ingest writer hashes, so the source does not (`verifies_digests`).
         match feeder.as_mut() {
             Some(f) => {
                 let mut tee = Tee(&mut ingest, f);
-                w.source.read_blob(w.from, d, &mut tee, &progress).await
+                w.read_into(&mut tee, &progress).await
             }
-            None => w.source.read_blob(w.from, d, &mut ingest, &progress).await,
+            None => w.read_into(&mut ingest, &progress).await,
         }?;
-        ingest.commit(Some(&d.digest), Some(d.size))?;
+        let size = ingest.written();
+        match ingest.commit(Some(&d.digest), Some(d.size)) {
+            // Told as the client told it when it hashed: the registry sent wrong data.
+            Err(layer_cache::StoreError::DigestMismatch { expected, actual }) => {
+                return Err(TransferError::from(registry_client::Error::DigestMismatch {
+                    digest: expected,
+                    actual,
+                    size,
+                })
+                .into())
+            }
+            r => r?,
+        };
         let unpacked = match feeder.map(|f| f.finish()) {
             Some(Ok(_)) => true,
             // The blob is what the manifest names, but not what the config says it
@@ -256,6 +269,10 @@ impl ImageSource for StoreIo {
 }
 
 impl ImageSink for StoreIo {
+    fn verifies_digests(&self) -> bool {
+        true
+    }
+
     fn has_blob<'a>(
         &'a self,
         _to: &'a Reference,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::image::{self, canonical_json, Compression, ImageConfig, MAX_JSON_BLOB};
 use crate::layer::decompress;
 use crate::refs::ImageRef;
@@ -57,8 +57,7 @@ impl Store {
     /// untagged.
     pub fn save(&self, images: &[(Option<ImageRef>, Descriptor)], out: impl Write) -> Result<()> {
         let mut builder = tar::Builder::new(out);
-        let err = |e: io::Error| StoreError::io("archive", e);
-        append_bytes(&mut builder, "oci-layout", OCI_LAYOUT).map_err(err)?;
+        append_bytes(&mut builder, "oci-layout", OCI_LAYOUT).at("archive")?;
         let mut written = BTreeSet::new();
         let mut index = Vec::new();
         let mut docker = Vec::new();
@@ -113,14 +112,14 @@ impl Store {
             "mediaType": image::OCI_INDEX,
             "manifests": index,
         });
-        append_bytes(&mut builder, "index.json", &canonical_json(&index_doc)?).map_err(err)?;
+        append_bytes(&mut builder, "index.json", &canonical_json(&index_doc)?).at("archive")?;
         let manifest_json =
             serde_json::to_vec(&docker).map_err(|e| StoreError::json("manifest.json", e))?;
-        append_bytes(&mut builder, "manifest.json", &manifest_json).map_err(err)?;
+        append_bytes(&mut builder, "manifest.json", &manifest_json).at("archive")?;
         builder
             .into_inner()
             .and_then(|mut w| w.flush())
-            .map_err(err)?;
+            .at("archive")?;
         Ok(())
     }
 
@@ -222,6 +221,7 @@ impl Store {
                 continue;
             }
             let mut w = self.ingest()?;
+            let ingest = self.ingest_dir();
             let mut head = Vec::with_capacity(4);
             let mut buf = vec![0u8; 1 << 16];
             loop {
@@ -233,8 +233,7 @@ impl Store {
                 }
                 let want = 4 - head.len();
                 head.extend_from_slice(&buf[..n.min(want)]);
-                w.write_all(&buf[..n])
-                    .map_err(|e| StoreError::io(self.ingest_dir(), e))?;
+                w.write_all(&buf[..n]).at(&ingest)?;
             }
             let c = w.commit(expected.as_ref(), Some(size))?;
             files.insert(
@@ -402,9 +401,8 @@ impl Store {
     /// sha256 of a stored layer's uncompressed content.
     pub fn diff_id_of(&self, digest: &Digest, size: u64) -> Result<Digest> {
         let reader = BufReader::new(self.open_blob(digest, Some(size))?);
-        let mut plain = crate::digest::HashingReader::new(
-            decompress(reader).map_err(|e| StoreError::io(self.blob_path(digest), e))?,
-        );
+        let mut plain =
+            crate::digest::HashingReader::new(decompress(reader).at(self.blob_path(digest))?);
         io::copy(&mut plain, &mut io::sink())
             .map_err(|e| crate::store::verify_error(digest, &self.blob_path(digest), e))?;
         Ok(plain.finish().1)

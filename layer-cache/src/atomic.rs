@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result};
 use crate::store::unique_suffix;
 
 /// Writes `path` through a temp file beside it.
@@ -31,20 +31,21 @@ pub fn write_atomically_in(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = temp_dir.join(format!(".{name}.tmp-{}", unique_suffix()));
-    let res = File::create(&temp).and_then(|mut f| {
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
-        fill(&mut f)?;
-        f.sync_all()
-    });
-    if let Err(e) = res.and_then(|()| std::fs::rename(&temp, path)) {
+    let res = File::create(&temp)
+        .and_then(|mut f| {
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+            fill(&mut f)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, path))
+        .at(path);
+    if res.is_err() {
         let _ = std::fs::remove_file(&temp);
-        return Err(StoreError::io(path, e));
+        return res;
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
+    crate::ingest::sync_dir(dir)
 }

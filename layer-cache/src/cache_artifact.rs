@@ -48,7 +48,7 @@ pub enum CacheArtifactError {
     RecordsTooLarge(u64),
     #[error("records blob {digest} is not a cache record list")]
     NotRecords {
-        digest: String,
+        digest: Digest,
         #[source]
         source: serde_json::Error,
     },
@@ -104,9 +104,9 @@ impl CacheManifest {
     /// The records, from the records blob's bytes (verified by the caller).
     pub fn contents(&self, records_blob: &[u8]) -> Result<CacheContents> {
         let file: CacheFile = serde_json::from_slice(records_blob).map_err(|source| {
-            CacheArtifactError::NotRecords {
-                digest: self.config.digest().to_string(),
-                source,
+            match descriptor_digest(&self.config) {
+                Ok(digest) => CacheArtifactError::NotRecords { digest, source },
+                Err(e) => e.into(),
             }
         })?;
         Ok(CacheContents {
@@ -114,8 +114,8 @@ impl CacheManifest {
             layers: self
                 .layers
                 .iter()
-                .map(|l| (l.digest().to_string(), l.size()))
-                .collect(),
+                .map(|l| Ok((descriptor_digest(l)?, l.size())))
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -125,7 +125,7 @@ impl CacheManifest {
 pub struct CacheContents {
     pub records: Vec<CacheRecord>,
     /// Layer digest → size, as its manifest lists them.
-    pub layers: BTreeMap<String, u64>,
+    pub layers: BTreeMap<Digest, u64>,
 }
 
 /// Records added to the store by [`CacheContents::add_to`].
@@ -171,7 +171,7 @@ impl CacheContents {
         let mut added = Added::default();
         for rec in self.records {
             let layer_ok = match &rec.layer {
-                Some(l) => self.layers.get(&l.digest().to_string()) == Some(&l.size()),
+                Some(l) => self.layers.get(&descriptor_digest(l)?) == Some(&l.size()),
                 None => true,
             };
             if !layer_ok || rec.manifest.is_some() {
@@ -284,13 +284,13 @@ impl CacheArtifact {
             let d = descriptor_digest(l)?;
             // Read raw: the layout verifies what it writes.
             let path = store.blob_path(&d);
-            let f = std::fs::File::open(&path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    StoreError::BlobNotFound(d.clone())
-                } else {
-                    StoreError::io(&path, e)
+            let f = match fs_err::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::BlobNotFound(d.clone()).into())
                 }
-            })?;
+                Err(e) => return Err(StoreError::Fs(e).into()),
+            };
             layout.add_blob(&d, Some(l.size()), f)?;
         }
         layout.add_bytes(&self.config)?;

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::lock::FileLock;
 use crate::store::Store;
 
@@ -166,7 +166,7 @@ fn create_data(
         Err(e) => {
             make_removable(&tmp);
             let _ = std::fs::remove_dir_all(&tmp);
-            Err(StoreError::io(data, e))
+            Err(e).at(data)
         }
     }
 }

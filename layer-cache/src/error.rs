@@ -56,7 +56,22 @@ pub enum StoreError {
     TarEntry { entry: String, reason: String },
 }
 
+/// Names the path (or the stream) an I/O error concerns: `call().at(&path)?` gives
+/// `StoreError::Io`, shown as `path: error`. For calls `fs_err` does not wrap
+/// (flock, fsync of a held file, codecs, copies), so there is one way to do it.
+pub trait AtPath<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+/// `std::io::Result`, `rustix::io::Result` and `BufWriter::into_inner`'s result alike.
+impl<T, E: Into<std::io::Error>> AtPath<T> for std::result::Result<T, E> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| StoreError::io(path, e.into()))
+    }
+}
+
 impl StoreError {
+    /// The error `AtPath::at` gives, for errors not held in a `Result`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> StoreError {
         StoreError::Io {
             path: path.as_ref().to_path_buf(),

@@ -35,7 +35,7 @@ pub enum ExportError {
     },
     #[error("unpacking layer {layer} into {}", path.display())]
     Unpack {
-        layer: String,
+        layer: Digest,
         path: PathBuf,
         #[source]
         source: Box<UnpackError>,
@@ -189,10 +189,11 @@ fn apply_layers(store: &Store, manifest: &Descriptor, dest: &Path) -> Result<()>
         ..UnpackOptions::default()
     };
     for layer in img.manifest.layers() {
+        let digest = descriptor_digest(layer)?;
         let reader = store.open_layer(layer)?;
         let limits = store.layer_unpack_limits(layer.size());
         unpack_limited(reader, dest, &opts, limits).map_err(|source| ExportError::Unpack {
-            layer: layer.digest().to_string(),
+            layer: digest,
             path: dest.to_path_buf(),
             source: Box::new(source),
         })?;

@@ -3,7 +3,7 @@
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Component, Path};
 
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::image::{self, canonical_json, ContainerConfig, History, ImageConfig, RootFs};
 use crate::layer::{decompress, LayerOptions};
 use crate::refs::ImageRef;
@@ -65,8 +65,7 @@ impl Store {
         opts: ImportOptions,
     ) -> Result<oci_spec::image::Descriptor> {
         let _usage = self.usage_lock()?;
-        let source_err = |e: io::Error| StoreError::io(Path::new(&opts.source), e);
-        let plain = decompress(BufReader::with_capacity(1 << 20, input)).map_err(source_err)?;
+        let plain = decompress(BufReader::with_capacity(1 << 20, input)).at(&opts.source)?;
         let mut writer = self.layer_writer(opts.layer)?;
         {
             let mut tee = Tee {
@@ -75,7 +74,7 @@ impl Store {
             };
             let mut archive = tar::Archive::new(&mut tee);
             let mut count = 0u64;
-            for entry in archive.entries().map_err(source_err)? {
+            for entry in archive.entries().at(&opts.source)? {
                 let mut entry = entry.map_err(|e| bad_tar(&opts.source, e))?;
                 let path = entry
                     .path()
@@ -98,7 +97,7 @@ impl Store {
                 });
             }
             // Keep the end-of-archive blocks so the layer is the input byte for byte.
-            io::copy(&mut tee, &mut io::sink()).map_err(source_err)?;
+            io::copy(&mut tee, &mut io::sink()).at(&opts.source)?;
         }
         let layer = writer.finish()?;
         // Normalised, so only arm carries a variant (`arm64/v8` is `arm64`).

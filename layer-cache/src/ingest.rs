@@ -1,15 +1,15 @@
 //! Streaming ingest: bytes go to a temp file under `ingest/`, are hashed on the way,
 //! and become visible under `blobs/sha256/` only after fsync and a digest check.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use rustix::fs::{flock, FlockOperation};
 
 use crate::digest::{Digest, Hasher};
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::store::Store;
 
 /// A blob being written. Dropping it without `commit` removes the temp file.
@@ -37,15 +37,15 @@ impl BlobWriter {
     pub(crate) fn new(store: &Store) -> Result<BlobWriter> {
         let name = crate::store::unique_suffix();
         let temp = store.ingest_dir().join(name);
-        let file = OpenOptions::new()
+        let file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
-            .open(&temp)
-            .map_err(|e| StoreError::io(&temp, e))?;
+            .open(&temp)?
+            .into_parts()
+            .0;
         // The lock tells `prune` this ingest is alive; it dies with the process.
-        flock(&file, FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| StoreError::io(&temp, e.into()))?;
+        flock(&file, FlockOperation::NonBlockingLockExclusive).at(&temp)?;
         Ok(BlobWriter {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             temp,
@@ -70,9 +70,7 @@ impl BlobWriter {
         let Some(buf) = self.file.take() else {
             return Err(StoreError::invalid("ingest", "writer already finished"));
         };
-        let file = buf
-            .into_inner()
-            .map_err(|e| StoreError::io(&self.temp, e.into_error()))?;
+        let file = buf.into_inner().at(&self.temp)?;
         let size = self.hasher.len();
         let digest = std::mem::take(&mut self.hasher).finish();
         if let Some(expected) = expected {
@@ -97,7 +95,7 @@ impl BlobWriter {
         if dest.exists() {
             return Ok(Committed { digest, size });
         }
-        file.sync_all().map_err(|e| StoreError::io(&self.temp, e))?;
+        file.sync_all().at(&self.temp)?;
         fs_err::rename(&self.temp, &dest)?;
         sync_dir(&self.blobs_dir)?;
         drop(file);
@@ -149,7 +147,5 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
+    Ok(fs_err::File::open(dir)?.sync_all()?)
 }

@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Read, Write};
 use oci_spec::image::{Descriptor, ImageManifest};
 
 use crate::digest::{Digest, Hasher};
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::image::{self, Compression, ImageConfig, ParsedManifest, MAX_JSON_BLOB};
 use crate::ingest::BlobWriter;
 use crate::store::Store;
@@ -61,11 +61,10 @@ pub struct LayerWriter {
 
 impl LayerWriter {
     pub fn finish(self) -> Result<LayerInfo> {
-        let ioerr = |e: io::Error| StoreError::io(&self.ingest, e);
         let blob = match self.encoder {
             Encoder::Plain(b) => b,
-            Encoder::Gzip(e) => e.finish().map_err(ioerr)?,
-            Encoder::Zstd(e) => e.finish().map_err(ioerr)?,
+            Encoder::Gzip(e) => e.finish().at(&self.ingest)?,
+            Encoder::Zstd(e) => e.finish().at(&self.ingest)?,
         };
         let committed = blob.commit(None, None)?;
         Ok(LayerInfo {
@@ -115,20 +114,18 @@ impl Store {
             Compression::None => Encoder::Plain(blob),
             Compression::Gzip => Encoder::Gzip(
                 crate::pgzip::ParGzEncoder::new(blob, opts.level.unwrap_or(6), threads as usize)
-                    .map_err(|e| StoreError::io(&ingest, e))?,
+                    .at(&ingest)?,
             ),
             Compression::Zstd => {
                 let level = opts.level.unwrap_or(3).clamp(1, 22) as i32;
-                let mut enc = zstd::stream::write::Encoder::new(blob, level)
-                    .map_err(|e| StoreError::io(&ingest, e))?;
+                let mut enc = zstd::stream::write::Encoder::new(blob, level).at(&ingest)?;
                 if threads > 1 {
-                    enc.multithread(threads)
-                        .map_err(|e| StoreError::io(&ingest, e))?;
+                    enc.multithread(threads).at(&ingest)?;
                     // Each worker holds a job's input and output; libzstd's default job
                     // (4 windows) puts two workers near 64 MiB of RSS. Smaller jobs keep
                     // the peak low at a small cost in ratio.
                     enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
-                        .map_err(|e| StoreError::io(&ingest, e))?;
+                        .at(&ingest)?;
                 }
                 Encoder::Zstd(enc)
             }
@@ -144,7 +141,7 @@ impl Store {
     /// Stores an uncompressed tar stream as a layer in one pass.
     pub fn write_layer(&self, tar: &mut dyn Read, opts: LayerOptions) -> Result<LayerInfo> {
         let mut w = self.layer_writer(opts)?;
-        io::copy(tar, &mut w).map_err(|e| StoreError::io(self.ingest_dir(), e))?;
+        io::copy(tar, &mut w).at(self.ingest_dir())?;
         w.finish()
     }
 
@@ -152,7 +149,7 @@ impl Store {
     pub fn open_layer(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
         let digest = image::descriptor_digest(desc)?;
         let reader = BufReader::new(self.open_blob(&digest, Some(desc.size()))?);
-        decompress(reader).map_err(|e| StoreError::io(self.blob_path(&digest), e))
+        decompress(reader).at(self.blob_path(&digest))
     }
 
     /// Loads an image by manifest descriptor; an index resolves to the host platform.

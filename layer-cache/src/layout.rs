@@ -9,14 +9,13 @@ mod dir;
 pub(crate) use dir::read_file;
 pub use dir::{LayoutDir, LayoutError};
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
 use oci_spec::image::{Descriptor, ImageIndex};
 
 use crate::digest::Digest;
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::image::{self, ParsedManifest, MAX_JSON_BLOB};
 use crate::layer::pick_platform;
 use crate::store::Store;
@@ -105,9 +104,9 @@ impl Store {
             return Ok(());
         }
         let path = layout.blob_path(digest);
-        let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut file = fs_err::File::open(&path)?;
         let mut w = self.ingest()?;
-        io::copy(&mut file, &mut w).map_err(|e| StoreError::io(&path, e))?;
+        io::copy(&mut file, &mut w).at(&path)?;
         w.commit(Some(digest), Some(size))?;
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 
-use crate::error::StoreError;
+use crate::error::{AtPath, StoreError};
 
 /// Held until dropped; the kernel releases it if the process dies.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ impl FileLock {
                 path: path.to_path_buf(),
             })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(StoreError::io(path, e.into())),
+            Err(e) => Err(e).at(path),
         }
     }
 
@@ -49,7 +49,7 @@ impl FileLock {
                 path: path.to_path_buf(),
             })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(StoreError::io(path, e.into())),
+            Err(e) => Err(e).at(path),
         }
     }
 
@@ -59,7 +59,7 @@ impl FileLock {
             match flock(&file, op) {
                 Ok(()) => break,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(StoreError::io(path, e.into())),
+                Err(e) => return Err(e).at(path),
             }
         }
         Ok(FileLock {

@@ -79,7 +79,7 @@ pub struct TagEntry {
 impl Store {
     fn read_index(&self) -> Result<ImageIndex> {
         let path = self.index_path();
-        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+        let bytes = fs_err::read(&path)?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::json(path.display().to_string(), e))
     }
 

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use oci_spec::image::Descriptor;
 
 use crate::digest::Digest;
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::lock::FileLock;
 use crate::store::Store;
 use crate::unpack::{unpack_limited, UnpackLimits, UnpackOptions, WhiteoutMode};
@@ -78,8 +78,7 @@ impl Store {
         };
         unpack_limited(&mut reader, scratch.path(), &opts, limits)?;
         // Drain trailing padding so the whole stream is hashed and the blob verified.
-        std::io::copy(&mut reader, &mut std::io::sink())
-            .map_err(|e| StoreError::io(scratch.path(), e))?;
+        std::io::copy(&mut reader, &mut std::io::sink()).at(scratch.path())?;
         let (_, actual, _) = reader.finish();
         if actual != *diff_id {
             return Err(StoreError::DiffIdMismatch {
@@ -125,7 +124,7 @@ impl Store {
                 chunk: Vec::new(),
                 pos: 0,
             });
-            let layer = crate::unpack::decompress(input).map_err(|e| StoreError::io(&what, e))?;
+            let layer = crate::unpack::decompress(input).at(&what)?;
             store.unpack_scratch(layer, &id, &what, limits)
         });
         Ok(Some(SnapshotFeeder {

@@ -34,6 +34,7 @@ struct File {
     blobs: Vec<Entry>,
 }
 
+/// `digest` stays a string here so one bad entry costs that entry, not the file.
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     digest: String,
@@ -41,7 +42,7 @@ struct Entry {
 }
 
 /// Blob digest → (recency, repositories oldest first).
-type Map = BTreeMap<String, (u64, Vec<String>)>;
+type Map = BTreeMap<Digest, (u64, Vec<String>)>;
 
 /// The hints as loaded, plus what this process added since.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub struct RegistrySources {
     lock: PathBuf,
     map: Map,
     next: u64,
-    added: Vec<(String, String)>,
+    added: Vec<(Digest, String)>,
 }
 
 impl RegistrySources {
@@ -72,7 +73,7 @@ impl RegistrySources {
         let prefix = format!("{registry}/");
         let mut out: Vec<String> = self
             .map
-            .get(&digest.to_string())
+            .get(digest)
             .map(|(_, repos)| {
                 repos
                     .iter()
@@ -86,10 +87,9 @@ impl RegistrySources {
 
     /// Notes that `repo` (`registry/name`) holds `digest`; kept by [`Self::save`].
     pub fn add(&mut self, digest: &Digest, repo: &str) {
-        let digest = digest.to_string();
         self.next += 1;
-        insert(&mut self.map, self.next, &digest, repo);
-        self.added.push((digest, repo.to_string()));
+        insert(&mut self.map, self.next, digest, repo);
+        self.added.push((digest.clone(), repo.to_string()));
     }
 
     /// Adds this handle's new entries to the file as it is now, under the lock.
@@ -105,7 +105,7 @@ impl RegistrySources {
             next += 1;
             insert(&mut map, next, digest, repo);
         }
-        let mut blobs: Vec<(u64, String, Vec<String>)> = map
+        let mut blobs: Vec<(u64, Digest, Vec<String>)> = map
             .into_iter()
             .map(|(digest, (n, repos))| (n, digest, repos))
             .collect();
@@ -115,24 +115,27 @@ impl RegistrySources {
             blobs: blobs
                 .into_iter()
                 .skip(drop)
-                .map(|(_, digest, repos)| Entry { digest, repos })
+                .map(|(_, digest, repos)| Entry {
+                    digest: digest.to_string(),
+                    repos,
+                })
                 .collect(),
         };
         let bytes = serde_json::to_vec(&file).map_err(|e| StoreError::json(FILE, e))?;
         self.store.replace_file(&root.join(FILE), &bytes)?;
         let old = root.join(OLD_FILE);
-        match std::fs::remove_file(&old) {
+        match fs_err::remove_file(&old) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(&old, e)),
+            Err(e) => return Err(e.into()),
         }
         self.added.clear();
         Ok(())
     }
 }
 
-fn insert(map: &mut Map, n: u64, digest: &str, repo: &str) {
-    let (when, repos) = map.entry(digest.to_string()).or_default();
+fn insert(map: &mut Map, n: u64, digest: &Digest, repo: &str) {
+    let (when, repos) = map.entry(digest.clone()).or_default();
     *when = n;
     repos.retain(|r| r != repo);
     repos.push(repo.to_string());
@@ -146,15 +149,21 @@ fn read(root: &Path) -> Map {
     if let Some(bytes) = read_small(&root.join(FILE)) {
         if let Ok(file) = serde_json::from_slice::<File>(&bytes) {
             for (n, e) in file.blobs.into_iter().enumerate() {
+                let Ok(digest) = e.digest.parse::<Digest>() else {
+                    continue;
+                };
                 let mut repos = e.repos;
                 let over = repos.len().saturating_sub(MAX_REPOS_PER_BLOB);
                 repos.drain(..over);
-                map.insert(e.digest, (n as u64 + 1, repos));
+                map.insert(digest, (n as u64 + 1, repos));
             }
         }
     } else if let Some(bytes) = read_small(&root.join(OLD_FILE)) {
         let old: BTreeMap<String, Vec<String>> = serde_json::from_slice(&bytes).unwrap_or_default();
         for (n, (digest, repos)) in old.into_iter().enumerate() {
+            let Ok(digest) = digest.parse::<Digest>() else {
+                continue;
+            };
             for repo in repos {
                 insert(&mut map, n as u64 + 1, &digest, &repo);
             }

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, VerifyingReader};
-use crate::error::{Result, StoreError};
+use crate::error::{AtPath, Result, StoreError};
 use crate::ingest::{sync_dir, BlobWriter, Committed};
 use crate::lock::FileLock;
 
@@ -111,11 +111,8 @@ impl Store {
     fn write_temp(&self, content: &[u8]) -> Result<(PathBuf, File)> {
         let temp = self.ingest_dir().join(format!("meta-{}", unique_suffix()));
         let mut f = fs_err::File::create(&temp)?.into_parts().0;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| StoreError::io(&temp, e.into()))?;
-        f.write_all(content)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io(&temp, e))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).at(&temp)?;
+        f.write_all(content).and_then(|_| f.sync_all()).at(&temp)?;
         Ok((temp, f))
     }
 
@@ -145,8 +142,7 @@ impl Store {
     /// Stores a small blob held in memory (manifests, configs).
     pub fn write_blob(&self, data: &[u8]) -> Result<Committed> {
         let mut w = self.ingest()?;
-        w.write_all(data)
-            .map_err(|e| StoreError::io(self.ingest_dir(), e))?;
+        w.write_all(data).at(self.ingest_dir())?;
         w.commit(None, None)
     }
 
@@ -167,13 +163,13 @@ impl Store {
     /// A reader that fails at EOF unless the content matches `digest` (and `size`).
     pub fn open_blob(&self, digest: &Digest, size: Option<u64>) -> Result<VerifyingReader<File>> {
         let path = self.blob_path(digest);
-        let file = File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::BlobNotFound(digest.clone())
-            } else {
-                StoreError::io(&path, e)
+        let file = match fs_err::File::open(&path) {
+            Ok(f) => f.into_parts().0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound(digest.clone()))
             }
-        })?;
+            Err(e) => return Err(e.into()),
+        };
         Ok(VerifyingReader::new(file, digest.clone(), size))
     }
 

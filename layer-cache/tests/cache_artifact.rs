@@ -170,3 +170,27 @@ fn other_artifacts_and_damaged_caches_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_cache_layer_digest_the_store_cannot_hold_is_refused_by_name() {
+    let bad = format!("sha512:{}", "ab".repeat(64));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": image::OCI_MANIFEST,
+        "config": {
+            "mediaType": CACHE_CONFIG,
+            "digest": Digest::of(b"{\"records\":[]}").to_string(),
+            "size": 14,
+        },
+        "layers": [{ "mediaType": GZIP_LAYER, "digest": bad, "size": 3 }],
+    }))
+    .expect("json");
+    let e = CacheManifest::parse(&manifest, "m")
+        .expect("parse")
+        .contents(br#"{"records":[]}"#)
+        .expect_err("sha512 layer");
+    assert!(
+        e.to_string().contains(&format!("invalid digest {bad:?}")),
+        "{e}"
+    );
+}

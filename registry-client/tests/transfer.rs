@@ -296,7 +296,7 @@ fn expect(m: &Manifest, what: impl Fn(&Digest) -> String) -> Vec<String> {
 }
 
 struct Setup {
-    _registry: testdata::registry::Registry,
+    server: testdata::registry::Registry,
     addr: String,
     registry: Arc<Registry>,
     events: Arc<Events>,
@@ -316,7 +316,7 @@ fn setup() -> Option<Setup> {
         t: Transfer::new(events.clone(), 4),
         events,
         addr,
-        _registry: reg,
+        server: reg,
         tmp: tempfile::tempdir().unwrap(),
     })
 }
@@ -665,4 +665,124 @@ async fn a_layer_stuck_in_its_sink_does_not_stall_the_other_layers() {
     .await
     .unwrap();
     assert_eq!(*saw_other.lock().unwrap(), Some(true));
+}
+
+/// A directory sink that hashes each blob itself, as the store's ingest does,
+/// and so tells the transfer not to hash on the way.
+struct Verifying {
+    dir: Dir,
+}
+
+impl ImageSink for Verifying {
+    fn verifies_digests(&self) -> bool {
+        true
+    }
+
+    fn has_blob<'a>(
+        &'a self,
+        to: &'a Reference,
+        blob: &'a Descriptor,
+    ) -> BoxFuture<'a, transfer::Result<bool>> {
+        self.dir.has_blob(to, blob)
+    }
+
+    fn has_manifest<'a>(
+        &'a self,
+        to: &'a Reference,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, transfer::Result<bool>> {
+        self.dir.has_manifest(to, digest)
+    }
+
+    fn write_blob<'a>(
+        &'a self,
+        _to: &'a Reference,
+        w: BlobWrite<'a>,
+    ) -> BoxFuture<'a, transfer::Result<BlobOutcome>> {
+        Box::pin(async move {
+            let mut bytes = Vec::new();
+            let progress = |n: u64| (w.progress)(n);
+            w.read_into(&mut bytes, &progress).await?;
+            let actual = sha256(&bytes);
+            if actual != w.blob.digest {
+                return Err(invalid(&format!(
+                    "sink: blob {} hashes to {actual}, not stored",
+                    w.blob.digest
+                )));
+            }
+            self.dir.put(&bytes, &w.blob.media_type);
+            Ok(BlobOutcome::Written {
+                chunks: 1,
+                unpacked: false,
+            })
+        })
+    }
+
+    fn write_manifest<'a>(
+        &'a self,
+        to: &'a Reference,
+        m: &'a Manifest,
+        upstream_index: Option<&'a Digest>,
+    ) -> BoxFuture<'a, transfer::Result<()>> {
+        self.dir.write_manifest(to, m, upstream_index)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifying_sink_alone_hashes_a_corrupted_blob_and_commits_nothing() {
+    let Some(s) = setup() else { return };
+    let local = Arc::new(Dir::new(&s.tmp.path().join("local")));
+    let m = image(&local, "corrupt", "linux/amd64");
+    let r = Reference::parse(&format!("{}/app/corrupt:1", s.addr)).unwrap();
+    transfer::push_tree(&s.t, local.clone(), s.registry.clone(), &r, &r, &m)
+        .await
+        .unwrap();
+    // One byte of a layer changed where the registry keeps it: same size, so
+    // only a hash can tell.
+    let layer = blobs_of(&m)[1].clone();
+    let data = s
+        .server
+        .data_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer.digest.hex()[..2])
+        .join(layer.digest.hex())
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let actual = sha256(&bytes);
+    let amd64 = platform("linux/amd64");
+
+    // The verifying sink gets the bytes unhashed: its own check fails, naming
+    // both digests, and neither the blob nor the tag is kept.
+    let sink = Arc::new(Verifying {
+        dir: Dir::new(&s.tmp.path().join("verifying")),
+    });
+    let err = transfer::pull(&s.t, s.registry.clone(), sink.clone(), &r, &amd64, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransferError::Endpoint(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("sink: blob {} hashes to {actual}, not stored", layer.digest)
+    );
+    assert!(sink.dir.get(&layer.digest).is_none());
+    assert!(sink.dir.get(&actual).is_none());
+    assert_eq!(sink.dir.tagged("1"), None);
+
+    // A sink that does not verify is still protected by the client's hash.
+    let plain = Arc::new(Dir::new(&s.tmp.path().join("plain")));
+    let err = transfer::pull(&s.t, s.registry.clone(), plain.clone(), &r, &amd64, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TransferError::Registry(registry_client::Error::DigestMismatch { digest, actual: a, .. })
+                if *digest == layer.digest && *a == actual
+        ),
+        "{err:?}"
+    );
+    assert!(plain.get(&layer.digest).is_none());
+    assert_eq!(plain.tagged("1"), None);
 }

@@ -151,7 +151,7 @@ impl Say {
 struct Source {
     spec: CacheSpec,
     /// Layer digest → size, as its manifest lists them.
-    layers: BTreeMap<String, u64>,
+    layers: BTreeMap<layer_cache::Digest, u64>,
 }
 
 /// The imported caches, serving their layer blobs to the build on first use.
@@ -219,7 +219,9 @@ impl Imported {
 
 impl LayerSource for Imported {
     fn fetch(&self, layer: &OciDescriptor) -> bool {
-        let digest = layer.digest().to_string();
+        let Ok(digest) = descriptor_digest(layer) else {
+            return false;
+        };
         for src in &self.sources {
             if src.layers.get(&digest) != Some(&layer.size()) {
                 continue;

@@ -65,7 +65,7 @@ impl LayoutDir {
     pub fn create(dir: impl Into<PathBuf>) -> Result<LayoutDir> {
         let dir = dir.into();
         let blobs = blobs_dir(&dir);
-        std::fs::create_dir_all(&blobs).map_err(|e| StoreError::io(&blobs, e))?;
+        fs_err::create_dir_all(&blobs).map_err(StoreError::Fs)?;
         let lock = FileLock::exclusive(&dir.join(LOCK_NAME))?;
         Ok(LayoutDir {
             dir,
@@ -160,9 +160,7 @@ impl LayoutDir {
     pub fn read_index(&self, limit: u64) -> Result<Option<Vec<u8>>> {
         match read_file(&self.index_path(), limit) {
             Ok(b) => Ok(Some(b)),
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok(None)
-            }
+            Err(StoreError::Fs(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -178,9 +176,9 @@ impl LayoutDir {
         }
         let path = self.blob_path(digest);
         let mut bytes = Vec::new();
-        File::open(&path)
+        fs_err::File::open(&path)
             .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-            .map_err(|e| StoreError::io(&path, e))?;
+            .map_err(StoreError::Fs)?;
         let actual = Digest::of(&bytes);
         if actual != *digest || bytes.len() as u64 != size {
             return Err(LayoutError::Corrupt {
@@ -195,7 +193,10 @@ impl LayoutDir {
     /// A reader of the blob that fails at EOF unless its content matches.
     pub fn open_blob(&self, digest: &Digest, size: Option<u64>) -> Result<VerifyingReader<File>> {
         let path = self.blob_path(digest);
-        let f = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let f = fs_err::File::open(&path)
+            .map_err(StoreError::Fs)?
+            .into_parts()
+            .0;
         Ok(VerifyingReader::new(f, digest.clone(), size))
     }
 }
@@ -206,11 +207,10 @@ fn blobs_dir(dir: &Path) -> PathBuf {
 
 /// A whole file of at most `limit` bytes.
 pub(crate) fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
-    let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let mut out = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| StoreError::io(path, e))?;
+    fs_err::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(StoreError::TooLarge {
             what: path.display().to_string(),

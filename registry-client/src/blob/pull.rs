@@ -29,11 +29,37 @@ impl Client {
         out: &mut (dyn std::io::Write + Send),
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
+        self.pull_blob_with(r, desc, out, progress, Verify::Digest)
+            .await
+    }
+
+    /// [`Client::pull_blob`] checking the size only: for a writer that hashes
+    /// what it is given and commits nothing that differs from `desc.digest`, so
+    /// the blob is hashed once, not twice.
+    pub async fn pull_blob_unhashed(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        out: &mut (dyn std::io::Write + Send),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        self.pull_blob_with(r, desc, out, progress, Verify::SizeOnly)
+            .await
+    }
+
+    async fn pull_blob_with(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        out: &mut (dyn std::io::Write + Send),
+        progress: &(dyn Fn(u64) + Sync),
+        verify: Verify,
+    ) -> Result<()> {
         let mut sink = Sink::Borrowed {
             out,
             buf: Vec::with_capacity(BATCH),
         };
-        let pulled = self.pull_into(r, desc, &mut sink, progress).await;
+        let pulled = self.pull_into(r, desc, &mut sink, progress, verify).await;
         let flushed = sink.finish().await;
         pulled?;
         flushed.map_err(|e| Error::io(format!("blob {}", desc.digest), e))
@@ -59,7 +85,9 @@ impl Client {
             Ok::<W, std::io::Error>(out)
         });
         let mut sink = Sink::Thread { tx };
-        let pulled = self.pull_into(r, desc, &mut sink, progress).await;
+        let pulled = self
+            .pull_into(r, desc, &mut sink, progress, Verify::Digest)
+            .await;
         drop(sink);
         let what = || format!("blob {}", desc.digest);
         let written = writer
@@ -79,13 +107,14 @@ impl Client {
         desc: &Descriptor,
         out: &mut Sink<'_>,
         progress: &(dyn Fn(u64) + Sync),
+        verify: Verify,
     ) -> Result<()> {
         let host = self.host(&r.registry).await?;
         let _permit = host.limit.clone().acquire_owned().await.ok();
         let url = self.url(&host, &format!("v2/{}/blobs/{}", r.repository, desc.digest))?;
         let what = format!("blob {}", desc.digest);
         let scopes = Self::pull_scope(&r.repository);
-        let mut hasher = Sha256::new();
+        let mut hasher = (verify == Verify::Digest).then(Sha256::new);
         let mut offset = 0u64;
         let mut attempts = 0;
         let mut idle_resumed = false;
@@ -139,7 +168,9 @@ impl Client {
                         actual: offset + data.len() as u64,
                     });
                 }
-                hasher.update(&data);
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&data);
+                }
                 let len = data.len() as u64;
                 out.write(data).await.map_err(|e| Error::io(&what, e))?;
                 offset += len;
@@ -175,13 +206,15 @@ impl Client {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            let actual = Digest::from_sha256_bytes(&hasher.finalize());
-            if actual != desc.digest {
-                return Err(Error::DigestMismatch {
-                    digest: desc.digest.clone(),
-                    actual,
-                    size: offset,
-                });
+            if let Some(h) = hasher {
+                let actual = Digest::from_sha256_bytes(&h.finalize());
+                if actual != desc.digest {
+                    return Err(Error::DigestMismatch {
+                        digest: desc.digest.clone(),
+                        actual,
+                        size: offset,
+                    });
+                }
             }
             return Ok(());
         }
@@ -256,6 +289,15 @@ impl Client {
         }
         Ok(Box::new(reader))
     }
+}
+
+/// What a pull checks of the bytes it streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Size and sha256.
+    Digest,
+    /// Size only: the writer hashes (see [`Client::pull_blob_unhashed`]).
+    SizeOnly,
 }
 
 /// Bytes gathered before a borrowed writer is called: few enough calls that

@@ -82,6 +82,19 @@ pub trait ImageSource: Send + Sync {
         progress: &'a (dyn Fn(u64) + Sync),
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// [`ImageSource::read_blob`] for a writer that checks the digest itself
+    /// (see [`ImageSink::verifies_digests`]): the size is still checked, but a
+    /// source may skip hashing. By default the same as `read_blob`.
+    fn read_blob_unhashed<'a>(
+        &'a self,
+        from: &'a Reference,
+        blob: &'a Descriptor,
+        out: &'a mut (dyn std::io::Write + Send),
+        progress: &'a (dyn Fn(u64) + Sync),
+    ) -> BoxFuture<'a, Result<()>> {
+        self.read_blob(from, blob, out, progress)
+    }
+
     /// A reader of a blob from `offset` on, for uploads (which verify nothing
     /// themselves: the receiving registry checks the digest). May be called
     /// again after a failure.
@@ -128,6 +141,29 @@ pub struct BlobWrite<'a> {
     /// The layer's diff_id when the sink may unpack it while it streams.
     pub unpack_as: Option<&'a Digest>,
     pub progress: Progress,
+    /// The sink said it checks digests ([`ImageSink::verifies_digests`]), so
+    /// [`BlobWrite::read_into`] leaves hashing to it.
+    pub sink_verifies: bool,
+}
+
+impl BlobWrite<'_> {
+    /// Streams the blob from its source into `out`: verified by the source,
+    /// or, when the sink checks digests itself, checked for size only.
+    pub async fn read_into(
+        &self,
+        out: &mut (dyn std::io::Write + Send),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        if self.sink_verifies {
+            self.source
+                .read_blob_unhashed(self.from, self.blob, out, progress)
+                .await
+        } else {
+            self.source
+                .read_blob(self.from, self.blob, out, progress)
+                .await
+        }
+    }
 }
 
 /// Where an image is written to.
@@ -149,6 +185,13 @@ pub trait ImageSink: Send + Sync {
     /// The digest of the manifest `to` names now, where the sink can tell.
     fn manifest_digest<'a>(&'a self, _to: &'a Reference) -> BoxFuture<'a, Option<Digest>> {
         Box::pin(async { None })
+    }
+
+    /// Whether the sink hashes every blob it writes and commits none whose
+    /// content differs from its descriptor's digest (failing with both digests).
+    /// A pull into such a sink does not hash the blob a second time on the way.
+    fn verifies_digests(&self) -> bool {
+        false
     }
 
     /// Writes one blob, committed only when its content matches its digest.

@@ -148,6 +148,7 @@ pub async fn transfer_blob(
                 progress: Arc::new(move |bytes| {
                     reporter.event(TransferEvent::BlobBytes { blob: &b, bytes })
                 }),
+                sink_verifies: sink.verifies_digests(),
             },
         )
         .await?;
@@ -277,6 +278,7 @@ async fn push_blobs(
                             progress: Arc::new(move |bytes| {
                                 reporter.event(TransferEvent::BlobBytes { blob: &b, bytes })
                             }),
+                            sink_verifies: sink.verifies_digests(),
                         },
                     )
                     .await?;

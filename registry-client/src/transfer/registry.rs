@@ -53,6 +53,21 @@ impl ImageSource for Registry {
         Box::pin(async move { Ok(self.client.pull_blob(from, blob, out, progress).await?) })
     }
 
+    fn read_blob_unhashed<'a>(
+        &'a self,
+        from: &'a Reference,
+        blob: &'a Descriptor,
+        out: &'a mut (dyn std::io::Write + Send),
+        progress: &'a (dyn Fn(u64) + Sync),
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            Ok(self
+                .client
+                .pull_blob_unhashed(from, blob, out, progress)
+                .await?)
+        })
+    }
+
     fn open_blob<'a>(
         &'a self,
         from: &'a Reference,
