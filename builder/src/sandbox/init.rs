@@ -513,7 +513,19 @@ fn setup_mounts(
                 let file = secret_dir.join(format!("secret-{i}"));
                 let fail = |e: std::io::Error| Fail(format!("{}: {e}", file.display()));
                 std::fs::write(&file, value).map_err(fail)?;
-                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
+                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(|e| {
+                    if e.raw_os_error()
+                        .is_some_and(layer_cache::overlay::is_unmapped_owner)
+                    {
+                        let owner = layer_cache::overlay::UnmappedOwner {
+                            path: PathBuf::from(&m.target),
+                            uid: *uid,
+                            gid: *gid,
+                        };
+                        return Fail(owner.to_string());
+                    }
+                    fail(e)
+                })?;
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7777))
                     .map_err(fail)?;
                 bind(&file, &open_in_root(root_fd, &m.target, false)?, true)?;
@@ -776,7 +788,16 @@ fn exec_command(init: &InitSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
         // SAFETY: plain id syscalls in a single-threaded child.
         unsafe {
             if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
-                return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
+                let e = std::io::Error::last_os_error();
+                // A user namespace whose single gid was mapped without newgidmap
+                // denies setgroups for good; the groups stay the user's own, as
+                // crun leaves them there.
+                let denied = e.raw_os_error() == Some(libc::EPERM)
+                    && std::fs::read_to_string("/proc/self/setgroups")
+                        .is_ok_and(|s| s.trim() == "deny");
+                if !denied {
+                    return Err(format!("setgroups: {e}"));
+                }
             }
             if libc::setgid(spec.gid) != 0 {
                 return Err(format!(
