@@ -336,3 +336,103 @@ fn remove_xattr(path: &Path, name: &str) -> Result<(), DiffError> {
         Err(e) => Err(io_err(path)(e.into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_whiteout(p: &Path) -> bool {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    }
+
+    fn set(p: &Path, name: &str) {
+        rustix::fs::lsetxattr(p, name, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    }
+
+    #[test]
+    fn fuse_overlayfs_upper_dirs_read_as_the_kernels() {
+        // 0/0 devices need CAP_MKNOD.
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let tmp = tempfile::TempDir::new().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        for d in ["etc", "var/old", "home/app"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        std::fs::write(lower.join("etc/group"), "g").unwrap();
+        for d in ["etc", "var/new", "home/app"] {
+            std::fs::create_dir_all(upper.join(d)).unwrap();
+        }
+        // A whiteout as an empty `.wh.` file, where mknod was refused.
+        std::fs::write(upper.join("etc/.wh.group"), "").unwrap();
+        // `home/app` removed and made again: opaque, by attribute and marker file.
+        set(&upper.join("home/app"), "user.fuseoverlayfs.opaque");
+        std::fs::write(upper.join("home/app/.wh..wh..opq"), "").unwrap();
+        // `var/new` is new: fuse-overlayfs marks it opaque too, with its marker device.
+        set(&upper.join("var/new"), "user.fuseoverlayfs.opaque");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &upper.join("var/new/.wh..opq"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o700),
+            rustix::fs::makedev(0, 0),
+        )
+        .unwrap();
+        let etc_mtime = std::fs::metadata(upper.join("etc"))
+            .unwrap()
+            .modified()
+            .unwrap();
+
+        normalize_fuse_upper(&upper, &[lower]).unwrap();
+
+        let opaque = layer_cache::overlay::namespace().opaque();
+        assert!(is_whiteout(&upper.join("etc/group")));
+        assert!(!upper.join("etc/.wh.group").exists());
+        assert_eq!(
+            std::fs::metadata(upper.join("etc"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            etc_mtime,
+            "the directory keeps its time"
+        );
+        assert!(crate::xattrs::is(&upper.join("home/app"), opaque, b"y"));
+        assert!(!upper.join("home/app/.wh..wh..opq").exists());
+        assert!(!crate::xattrs::is(&upper.join("var/new"), opaque, b"y"));
+        assert!(std::fs::read_dir(upper.join("var/new"))
+            .unwrap()
+            .next()
+            .is_none());
+        for d in ["home/app", "var/new"] {
+            let names = crate::xattrs::read(&upper.join(d)).unwrap();
+            assert!(
+                !names
+                    .iter()
+                    .any(|(n, _)| n.starts_with(b"user.fuseoverlayfs.")),
+                "{d}"
+            );
+        }
+        // The diff then writes what the kernel's upper dir gives.
+        let mut tar = Vec::new();
+        write_upperdir(&upper, &mut tar, &DiffOptions::default()).unwrap();
+        let names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "etc/",
+                "etc/.wh.group",
+                "home/",
+                "home/app/",
+                "home/app/.wh..wh..opq",
+                "var/",
+                "var/new/"
+            ]
+        );
+    }
+}
