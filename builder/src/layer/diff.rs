@@ -352,8 +352,7 @@ mod tests {
     #[test]
     fn fuse_overlayfs_upper_dirs_read_as_the_kernels() {
         // 0/0 devices need CAP_MKNOD.
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipping: needs root");
+        if !testdata::require_root() {
             return;
         }
         let tmp = tempfile::TempDir::new().unwrap();
@@ -374,7 +373,7 @@ mod tests {
         set(&upper.join("var/new"), "user.fuseoverlayfs.opaque");
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &upper.join("var/new/.wh..opq"),
+            upper.join("var/new/.wh..opq"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0o700),
             rustix::fs::makedev(0, 0),
