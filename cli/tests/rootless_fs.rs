@@ -125,7 +125,9 @@ impl Rootless {
         for (k, v) in env {
             c.arg(format!("{k}={v}"));
         }
-        c.args(["unshare", "--map-root-user"])
+        // By its path: `env` may be given another PATH for mybuild.
+        c.arg(testdata::which("unshare").expect("unshare"))
+            .arg("--map-root-user")
             .args(&self.maps)
             .arg(&self.bin)
             .arg("--root")
@@ -367,4 +369,33 @@ fn with_one_id_mapped_chown_to_another_fails_with_the_documented_error() {
         .mybuild("store", &[])
         .args(["build", "--network=none", "-t", "plain"])
         .arg(&plain));
+}
+
+#[test]
+fn forced_fuse_overlayfs_that_is_not_installed_names_the_package() {
+    if !testdata::require_root() || !testdata::require_tool("busybox") {
+        return;
+    }
+    let tmp = tempfile::TempDir::new().expect("tmp");
+    // The user without ranges: util-linux then needs no newuidmap from PATH.
+    let Some(user) = Rootless::new(tmp.path(), SOLO_USER, false) else {
+        return;
+    };
+    let (_, base) = root_store_and_base(tmp.path());
+    ok(user.mybuild("store", &[]).args(["load", "-i"]).arg(&base));
+    let ctx = context(tmp.path(), "FROM busybox\nRUN true\n", &[]);
+    share(&ctx);
+    let env = [
+        ("MYBUILD_FORCE_FUSE_OVERLAYFS", "1"),
+        ("PATH", "/nonexistent"),
+    ];
+    let err = fails(
+        user.mybuild("store", &env)
+            .args(["build", "--network=none"])
+            .arg(&ctx),
+    );
+    assert!(
+        err.contains("fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"),
+        "{err}"
+    );
 }

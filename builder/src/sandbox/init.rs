@@ -327,6 +327,7 @@ fn mount_overlay(
     } else {
         0
     };
+    let mut refused = None;
     if !plan.force_fuse {
         let mut kernel = data.clone();
         if plan.userxattr {
@@ -342,9 +343,21 @@ fn mount_overlay(
         ) {
             Ok(()) => return Ok(OVERLAY_KERNEL),
             Err((code, e)) => {
-                if !matches!(code, libc::EPERM | libc::EINVAL) || plan.fuse.is_none() {
+                if !matches!(code, libc::EPERM | libc::EINVAL) {
                     return Err(e);
                 }
+                if plan.fuse.is_none() {
+                    // In a user namespace the fallback is what is missing.
+                    if plan.userxattr {
+                        return Err(Fail(format!(
+                            "{}; the kernel refuses overlayfs in this user namespace: \
+                             install fuse-overlayfs (apt-get install fuse-overlayfs)",
+                            e.0
+                        )));
+                    }
+                    return Err(e);
+                }
+                refused = Some(e.0);
             }
         }
     }
@@ -373,8 +386,9 @@ fn mount_overlay(
         .map_err(|e| Fail(format!("starting {}: {e}", fuse.display())))?;
     if !status.success() {
         let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let kernel = refused.map(|k| format!("{k}; then ")).unwrap_or_default();
         return Err(Fail(format!(
-            "fuse-overlayfs could not mount {}: {status}: {}",
+            "{kernel}fuse-overlayfs could not mount {}: {status}: {}",
             target.display(),
             said.trim()
         )));
