@@ -908,6 +908,18 @@ fn pid1(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> 
         // SAFETY: waitpid writes only to `status`.
         let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
         if pid == child {
+            if FUSE_STARTED.load(std::sync::atomic::Ordering::Relaxed) {
+                // Exiting kills the fuse-overlayfs daemons: pages still cached
+                // (written through mmap) reach the upper directory first.
+                // SAFETY: open and syncfs on a valid C string; the fd is closed.
+                unsafe {
+                    let fd = libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::syncfs(fd);
+                        libc::close(fd);
+                    }
+                }
+            }
             // Exiting as PID 1 kills everything else left in the namespace.
             std::process::exit(wait_status_to_code(status));
         }
