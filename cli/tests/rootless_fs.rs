@@ -152,12 +152,17 @@ fn share(dir: &Path) {
 
 /// A multi-stage build with every kind of change a layer can hold: RUN's chown,
 /// COPY --chown, a cache mount, a secret, a tmpfs, a bind from a stage, deletions
-/// (whiteouts), directories removed and made again (opaque), a hard link.
+/// (whiteouts), directories removed and made again (opaque, and read through by a
+/// later COPY --from), a hard link.
 const SAME_BYTES: &str = r#"FROM busybox AS build
 RUN --mount=type=cache,target=/cache echo data > /cache/c && cp /cache/c /built
 RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && mkdir -p /app/sub && echo x > /app/sub/f && chown -R 1000:1000 /app
 RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && cat /scratch/t
+RUN mkdir -p /data/old && echo o > /data/old/f
+RUN rm -rf /data && mkdir /data && echo only > /data/only
 FROM busybox
+COPY --from=build /data /data
+RUN --mount=type=bind,from=build,source=/app,target=/mnt,rw touch /mnt/sub/scratch && test "$(ls /data)" = only
 COPY --chown=1000:1000 f.txt /home/app/f.txt
 COPY --from=build --chown=1000:1000 /app /app2
 COPY --from=build /app /app
