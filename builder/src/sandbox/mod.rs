@@ -15,6 +15,11 @@
 //! the step left running, and the mount namespace, with every mount in it, goes away:
 //! nothing is left mounted on the host on any path, Ctrl-C included.
 //! cgroups are not used.
+//!
+//! Run as root of a user namespace (a rootless build), the same init mounts overlay
+//! with `userxattr` ([`layer_cache::overlay`]), or with fuse-overlayfs where the
+//! kernel refuses, and binds the host's `/sys` read-only for `--network=host`; the
+//! confinement is the same.
 
 pub mod confine;
 mod init;
