@@ -184,6 +184,27 @@ fn rootless_builds_give_the_root_image_digest_with_kernel_overlay_and_fuse_overl
     let Some(user) = Rootless::new(tmp.path(), RANGED_USER, true) else {
         return;
     };
+    let fuse_usable = Command::new("runuser")
+        .args([
+            "-u",
+            user.user,
+            "--",
+            "test",
+            "-r",
+            "/dev/fuse",
+            "-a",
+            "-w",
+            "/dev/fuse",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !fuse_usable {
+        missing(&format!(
+            "{} cannot open /dev/fuse (Debian makes it 0666; chmod 0666 /dev/fuse)",
+            user.user
+        ));
+        return;
+    }
     let (root, base) = root_store_and_base(tmp.path());
     let ctx = context(tmp.path(), SAME_BYTES, &[("f.txt", "hello\n")]);
     let secret = tmp.path().join("secret.txt");
