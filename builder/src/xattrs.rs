@@ -6,9 +6,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Overlay's own attributes (whiteouts, opaque dirs) describe the snapshot, not the file.
+/// Overlay's own attributes (whiteouts, opaque dirs) describe the snapshot, not the
+/// file: the kernel's in either namespace (`trusted.overlay.*`, `user.overlay.*`)
+/// and fuse-overlayfs's (`user.fuseoverlayfs.*`).
 pub fn is_overlay(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.")
+    layer_cache::overlay::is_overlay_xattr(name)
 }
 
 fn list_names(path: &Path) -> io::Result<Vec<u8>> {

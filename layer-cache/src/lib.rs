@@ -23,6 +23,7 @@ pub mod layer;
 pub mod layout;
 pub mod listing;
 pub mod lock;
+pub mod overlay;
 pub mod pgzip;
 pub mod refs;
 pub mod snapshot;

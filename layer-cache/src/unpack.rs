@@ -34,9 +34,11 @@
 //!   entry and, per [`WhiteoutMode`], either applied or converted to the
 //!   overlayfs form. They only hide content of earlier layers, never entries
 //!   of the same tar. A whiteout of `.` or `..` is refused.
-//! * **Overlay metadata cannot be forged.** An entry carrying a
-//!   `trusted.overlay.*` xattr is refused; only the unpacker itself sets
-//!   `trusted.overlay.opaque`, from a `.wh..wh..opq` entry in overlay mode.
+//! * **Overlay metadata cannot be forged.** An entry carrying an overlay
+//!   xattr (`trusted.overlay.*`, `user.overlay.*`, `user.fuseoverlayfs.*`) is
+//!   refused, whatever namespace this process runs in; only the unpacker itself
+//!   marks a directory opaque, from a `.wh..wh..opq` entry in overlay mode, with
+//!   the attribute of [`crate::overlay::namespace`].
 //! * **Metadata.** Owner (when asked and running as root; `lchown` semantics),
 //!   then xattrs from PAX `SCHILY.xattr.*` (an xattr the filesystem or our
 //!   privileges refuse is skipped with a warning), then mode, then times.
@@ -187,6 +189,13 @@ pub enum UnpackError {
         "tar entry {entry:?} carries xattr {key:?}; overlay metadata cannot come from a layer"
     )]
     ForbiddenXattr { entry: String, key: String },
+    /// The owner is not mapped in this user namespace (only one id is).
+    #[error("tar entry {entry:?}: {source}")]
+    UnmappedOwner {
+        entry: String,
+        #[source]
+        source: crate::overlay::UnmappedOwner,
+    },
     #[error("tar entry {entry:?} is a whiteout of an invalid name")]
     InvalidWhiteout { entry: String },
     #[error("tar entry {entry:?} names the target root itself but is not a directory")]
@@ -394,7 +403,6 @@ enum Walk {
 const MAX_SYMLINKS: u32 = 40;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 
 fn path_fd_flags() -> OFlags {
     OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
@@ -547,7 +555,7 @@ impl Unpacker<'_> {
                 let ext = ext.map_err(|e| header_err("pax extensions", e))?;
                 let key = ext.key_bytes();
                 if let Some(attr) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if attr.starts_with(OVERLAY_XATTR_PREFIX) {
+                    if crate::overlay::is_overlay_xattr(attr) {
                         return Err(UnpackError::ForbiddenXattr {
                             entry: name.to_string(),
                             key: lossy(attr),
@@ -1006,7 +1014,7 @@ impl Unpacker<'_> {
         match self.opts.whiteouts {
             WhiteoutMode::Overlay => rustix::fs::fsetxattr(
                 &fd,
-                "trusted.overlay.opaque",
+                crate::overlay::namespace().opaque(),
                 b"y",
                 rustix::fs::XattrFlags::empty(),
             )
@@ -1074,7 +1082,19 @@ impl Unpacker<'_> {
             Some(Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| self.io_err(entry, "changing owner of", &parent.child(name), e))
+        .map_err(|e| {
+            if crate::overlay::is_unmapped_owner(e.raw_os_error()) {
+                return UnpackError::UnmappedOwner {
+                    entry: entry.to_string(),
+                    source: crate::overlay::UnmappedOwner {
+                        path: PathBuf::from(format!("/{}", show(&parent.child(name)))),
+                        uid: meta.uid,
+                        gid: meta.gid,
+                    },
+                };
+            }
+            self.io_err(entry, "changing owner of", &parent.child(name), e)
+        })
     }
 
     fn times_at(

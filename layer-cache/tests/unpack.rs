@@ -278,6 +278,27 @@ fn refuses_forged_overlay_xattr() {
 }
 
 #[test]
+fn refuses_user_namespace_overlay_xattrs_from_a_layer() {
+    // Whatever namespace the unpacker runs in, neither the kernel's unprivileged
+    // opaque mark nor fuse-overlayfs's may come from a layer.
+    for key in [
+        "SCHILY.xattr.user.overlay.opaque",
+        "SCHILY.xattr.user.fuseoverlayfs.opaque",
+    ] {
+        let bytes = RawTar::new().pax(&[(key, b"y")]).dir(b"d/").finish();
+        for mode in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
+            let sb = sandbox();
+            let err = run(&bytes, &sb.target, mode).unwrap_err();
+            assert!(
+                matches!(err, UnpackError::ForbiddenXattr { .. }),
+                "{key}: {err}"
+            );
+            assert!(!sb.target.join("d").exists(), "{key}");
+        }
+    }
+}
+
+#[test]
 fn refuses_chardev_named_dotdot() {
     assert_refused(|_| tars::chardev_dotdot(), "..");
 }
@@ -648,11 +669,15 @@ fn overlay_mode_converts_whiteouts() {
     assert_eq!(wh.rdev(), 0);
     assert!(!t.join("a/.wh.gone").exists());
     assert_eq!(
-        xattr(&t.join("d"), "trusted.overlay.opaque").as_deref(),
+        xattr(&t.join("d"), layer_cache::overlay::namespace().opaque()).as_deref(),
         Some(&b"y"[..])
     );
     assert_eq!(
-        xattr(&t.join("implicit"), "trusted.overlay.opaque").as_deref(),
+        xattr(
+            &t.join("implicit"),
+            layer_cache::overlay::namespace().opaque()
+        )
+        .as_deref(),
         Some(&b"y"[..])
     );
     assert!(!t.join("d/.wh..wh..opq").exists());

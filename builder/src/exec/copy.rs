@@ -47,6 +47,9 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
+    /// Only one id is mapped in this user namespace and the owner is another.
+    #[error(transparent)]
+    UnmappedOwner(#[from] layer_cache::overlay::UnmappedOwner),
 }
 
 /// What kind of special file `md` is, for messages.
@@ -232,14 +235,33 @@ fn match_one(pat: &[u8], c: u8) -> Option<usize> {
     }
 }
 
+/// Gives `path` (in the upper directory `upper`) its owner; with only one id mapped
+/// in this user namespace, another owner is named as the image sees the path.
+fn lchown(upper: &Path, path: &Path, owner: (u32, u32)) -> Result<(), CopyError> {
+    std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(|e| {
+        if e.raw_os_error()
+            .is_some_and(layer_cache::overlay::is_unmapped_owner)
+        {
+            let rel = path.strip_prefix(upper).unwrap_or(path);
+            return CopyError::UnmappedOwner(layer_cache::overlay::UnmappedOwner {
+                path: Path::new("/").join(rel),
+                uid: owner.0,
+                gid: owner.1,
+            });
+        }
+        io(path)(e)
+    })
+}
+
 fn set_meta(
+    upper: &Path,
     path: &Path,
     mode: Option<u32>,
     owner: (u32, u32),
     mtime: Option<i64>,
 ) -> Result<(), CopyError> {
     let md = std::fs::symlink_metadata(path).map_err(io(path))?;
-    std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(io(path))?;
+    lchown(upper, path, owner)?;
     if !md.file_type().is_symlink() {
         if let Some(m) = mode {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).map_err(io(path))?;
@@ -276,13 +298,14 @@ fn ensure_dirs(spec: &CopySpec, rel: &Path) -> Result<(), CopyError> {
         match merged::lookup(spec.dest_layers, &cur).and_then(|p| std::fs::symlink_metadata(p).ok())
         {
             Some(md) if md.is_dir() => set_meta(
+                spec.upper,
                 &here,
                 Some(md.mode() & 0o7777),
                 (md.uid(), md.gid()),
                 Some(md.mtime()),
             )?,
             // New directories take the `--chown` owner, as BuildKit's MkdirAll does.
-            _ => set_meta(&here, Some(0o755), spec.owner, None)?,
+            _ => set_meta(spec.upper, &here, Some(0o755), spec.owner, None)?,
         }
     }
     Ok(())
@@ -848,8 +871,7 @@ fn place(
             }
             None => std::fs::create_dir(&target).map_err(io(&target))?,
         }
-        std::os::unix::fs::lchown(&target, Some(spec.owner.0), Some(spec.owner.1))
-            .map_err(io(&target))?;
+        lchown(spec.upper, &target, spec.owner)?;
         crate::xattrs::copy(&e.real, &target).map_err(io(&target))?;
         dirs.push((target, mode_for(spec, md.mode(), true), md.mtime()));
         return Ok(());
@@ -862,7 +884,7 @@ fn place(
     if e.kind == EntryKind::Symlink {
         let link = std::fs::read_link(&e.real).map_err(io(&e.real))?;
         std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
-        set_meta(&target, None, spec.owner, Some(md.mtime()))?;
+        set_meta(spec.upper, &target, None, spec.owner, Some(md.mtime()))?;
     } else {
         // Two names of one inode stay one inode, as BuildKit's copy keeps hardlinks.
         let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
@@ -875,6 +897,7 @@ fn place(
         }
         std::fs::copy(&e.real, &target).map_err(io(&target))?;
         set_meta(
+            spec.upper,
             &target,
             Some(mode_for(spec, md.mode(), false)),
             spec.owner,
@@ -941,7 +964,7 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
     }
     // Deepest first, so setting a directory's times is not undone by its children.
     for (dir, mode, mtime) in dirs.iter().rev() {
-        set_meta(dir, Some(*mode), spec.owner, Some(*mtime))?;
+        set_meta(spec.upper, dir, Some(*mode), spec.owner, Some(*mtime))?;
     }
     for (name, data) in spec.contents {
         let target_rel = if dir_by_now(spec) {
@@ -955,6 +978,7 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
         let target = spec.upper.join(&target_rel);
         std::fs::write(&target, data).map_err(io(&target))?;
         set_meta(
+            spec.upper,
             &target,
             Some(mode_for(spec, 0o644, false)),
             spec.owner,

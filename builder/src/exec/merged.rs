@@ -12,7 +12,7 @@ fn is_whiteout(md: &std::fs::Metadata) -> bool {
 }
 
 fn is_opaque(path: &Path) -> bool {
-    crate::xattrs::is(path, "trusted.overlay.opaque", b"y")
+    crate::xattrs::is(path, layer_cache::overlay::namespace().opaque(), b"y")
 }
 
 /// The real path backing `rel` in the merged view, or `None` when absent.

@@ -349,7 +349,19 @@ impl Exec<'_> {
                 })
                 .map_err(|e| std::io::Error::other(format!("seeding the cache: {e}")))
             })
-            .map_err(|e| m.err(e.to_string()))?;
+            .map_err(|e| {
+                // The directory is made with the cache's owner; with one id mapped in
+                // this user namespace, any other fails.
+                if einval(&e) && layer_cache::overlay::in_user_namespace() {
+                    let owner = layer_cache::overlay::UnmappedOwner {
+                        path: PathBuf::from(&target),
+                        uid: init.uid,
+                        gid: init.gid,
+                    };
+                    return m.err(owner.to_string());
+                }
+                m.err(e.to_string())
+            })?;
         out.mounts.push(Mount {
             target,
             kind: MountKind::Bind {
@@ -489,6 +501,22 @@ impl MountErr<'_> {
             message,
         }
     }
+}
+
+/// Whether `e` or an error it wraps is `EINVAL` from the system.
+fn einval(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::EINVAL)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Makes `mask` a layer that hides `hidden` (paths relative to `context`) with

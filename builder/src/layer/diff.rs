@@ -1,7 +1,8 @@
 //! Turns an overlay upperdir into an OCI layer tar without walking the whole rootfs.
 //!
 //! Overlay whiteouts (character device 0/0) become `.wh.<name>` entries, opaque
-//! directories (`trusted.overlay.opaque=y`) get a `.wh..wh..opq` entry, hard links
+//! directories (`trusted.overlay.opaque=y`, or `user.overlay.opaque=y` in a user
+//! namespace) get a `.wh..wh..opq` entry, hard links
 //! within the diff become link entries, and xattrs other than overlay's own are kept
 //! as PAX `SCHILY.xattr.*` records. Entries are sorted by name so equal trees give
 //! equal bytes; with `clamp_mtime` (SOURCE_DATE_EPOCH) no mtime is later than it.
@@ -131,9 +132,10 @@ fn entry<W: Write>(
     }
     let xattrs = crate::xattrs::read(&path).map_err(io_err(&path))?;
     if ft.is_dir() {
+        let opaque_name = layer_cache::overlay::namespace().opaque().as_bytes();
         let opaque = xattrs
             .iter()
-            .any(|(k, v)| k == b"trusted.overlay.opaque" && v.as_slice() == b"y");
+            .any(|(k, v)| k == opaque_name && v.as_slice() == b"y");
         pax(b, &xattrs, &path)?;
         let h = base_header(&md, st.opts, tar::EntryType::Directory);
         append(b, h, &rel_path, io::empty(), &path)?;
@@ -243,4 +245,193 @@ fn pax<W: Write>(
     }
     b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
         .map_err(io_err(path))
+}
+
+/// Rewrites an upper directory fuse-overlayfs wrote into the form the kernel's
+/// overlay writes in this process's namespace, so that the snapshot reads the same
+/// to the kernel, to [`crate::exec::merged`] and to [`write_upperdir`], and the
+/// layer has the same bytes. fuse-overlayfs marks an opaque directory with an
+/// attribute (`trusted.overlay.opaque`, or `user.fuseoverlayfs.opaque` where
+/// trusted.* is refused) and a `.wh..wh..opq` entry (an empty file, or a 0/0
+/// device named `.wh..opq`); it records a whiteout as a 0/0 device or, where it
+/// cannot make one, an empty `.wh.<name>` file; and it marks every directory it
+/// creates opaque, where the kernel marks only one that replaces something of the
+/// lower layers. `lowers` are the step's lower layers, topmost first. The
+/// directories touched keep their times.
+pub fn normalize_fuse_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(), DiffError> {
+    let opaque = layer_cache::overlay::namespace().opaque();
+    // (directory, its path relative to upper, whether the lowers show beneath it)
+    let mut stack = vec![(upper.to_path_buf(), PathBuf::new(), true)];
+    while let Some((dir, rel, lower_visible)) = stack.pop() {
+        let before = std::fs::symlink_metadata(&dir).map_err(io_err(&dir))?;
+        let mut changed = false;
+        let mut marked = crate::xattrs::is(&dir, "user.fuseoverlayfs.opaque", b"y")
+            || crate::xattrs::is(&dir, opaque, b"y");
+        let mut subdirs = Vec::new();
+        for name in sorted_children(&dir)? {
+            let path = dir.join(&name);
+            let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+            if md.is_dir() {
+                subdirs.push(name);
+                continue;
+            }
+            let bytes = name.as_bytes();
+            let device_marker =
+                md.file_type().is_char_device() && md.rdev() == 0 && bytes == b".wh..opq";
+            let file_marker = md.is_file() && bytes.starts_with(b".wh.");
+            if !device_marker && !file_marker {
+                continue;
+            }
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            changed = true;
+            if device_marker || bytes == b".wh..wh..opq" {
+                marked = true;
+                continue;
+            }
+            let hidden = dir.join(std::ffi::OsStr::from_bytes(&bytes[4..]));
+            if std::fs::symlink_metadata(&hidden).is_err() {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &hidden,
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(|e| io_err(&hidden)(e.into()))?;
+            }
+        }
+        // Opaque only where it hides something, as the kernel's mkdir over a whiteout.
+        let hides = lower_visible
+            && !rel.as_os_str().is_empty()
+            && crate::exec::merged::lookup(lowers, &rel).is_some();
+        let keep = marked && hides;
+        for name in ["user.fuseoverlayfs.opaque", "user.fuseoverlayfs.origin"] {
+            remove_xattr(&dir, name)?;
+        }
+        if keep {
+            rustix::fs::lsetxattr(&dir, opaque, b"y", rustix::fs::XattrFlags::empty())
+                .map_err(|e| io_err(&dir)(e.into()))?;
+        } else if marked {
+            remove_xattr(&dir, opaque)?;
+        }
+        if changed {
+            let times = std::fs::FileTimes::new()
+                .set_accessed(before.accessed().map_err(io_err(&dir))?)
+                .set_modified(before.modified().map_err(io_err(&dir))?);
+            File::open(&dir)
+                .and_then(|f| f.set_times(times))
+                .map_err(io_err(&dir))?;
+        }
+        let below_visible = lower_visible && !keep;
+        for name in subdirs {
+            stack.push((dir.join(&name), rel.join(&name), below_visible));
+        }
+    }
+    Ok(())
+}
+
+fn remove_xattr(path: &Path, name: &str) -> Result<(), DiffError> {
+    match rustix::fs::lremovexattr(path, name) {
+        Ok(()) | Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(()),
+        Err(e) => Err(io_err(path)(e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_whiteout(p: &Path) -> bool {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    }
+
+    fn set(p: &Path, name: &str) {
+        rustix::fs::lsetxattr(p, name, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    }
+
+    #[test]
+    fn fuse_overlayfs_upper_dirs_read_as_the_kernels() {
+        // 0/0 devices need CAP_MKNOD.
+        if !testdata::require_root() {
+            return;
+        }
+        let tmp = tempfile::TempDir::new().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        for d in ["etc", "var/old", "home/app"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        std::fs::write(lower.join("etc/group"), "g").unwrap();
+        for d in ["etc", "var/new", "home/app"] {
+            std::fs::create_dir_all(upper.join(d)).unwrap();
+        }
+        // A whiteout as an empty `.wh.` file, where mknod was refused.
+        std::fs::write(upper.join("etc/.wh.group"), "").unwrap();
+        // `home/app` removed and made again: opaque, by attribute and marker file.
+        set(&upper.join("home/app"), "user.fuseoverlayfs.opaque");
+        std::fs::write(upper.join("home/app/.wh..wh..opq"), "").unwrap();
+        // `var/new` is new: fuse-overlayfs marks it opaque too, with its marker device.
+        set(&upper.join("var/new"), "user.fuseoverlayfs.opaque");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("var/new/.wh..opq"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o700),
+            rustix::fs::makedev(0, 0),
+        )
+        .unwrap();
+        let etc_mtime = std::fs::metadata(upper.join("etc"))
+            .unwrap()
+            .modified()
+            .unwrap();
+
+        normalize_fuse_upper(&upper, &[lower]).unwrap();
+
+        let opaque = layer_cache::overlay::namespace().opaque();
+        assert!(is_whiteout(&upper.join("etc/group")));
+        assert!(!upper.join("etc/.wh.group").exists());
+        assert_eq!(
+            std::fs::metadata(upper.join("etc"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            etc_mtime,
+            "the directory keeps its time"
+        );
+        assert!(crate::xattrs::is(&upper.join("home/app"), opaque, b"y"));
+        assert!(!upper.join("home/app/.wh..wh..opq").exists());
+        assert!(!crate::xattrs::is(&upper.join("var/new"), opaque, b"y"));
+        assert!(std::fs::read_dir(upper.join("var/new"))
+            .unwrap()
+            .next()
+            .is_none());
+        for d in ["home/app", "var/new"] {
+            let names = crate::xattrs::read(&upper.join(d)).unwrap();
+            assert!(
+                !names
+                    .iter()
+                    .any(|(n, _)| n.starts_with(b"user.fuseoverlayfs.")),
+                "{d}"
+            );
+        }
+        // The diff then writes what the kernel's upper dir gives.
+        let mut tar = Vec::new();
+        write_upperdir(&upper, &mut tar, &DiffOptions::default()).unwrap();
+        let names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "etc/",
+                "etc/.wh.group",
+                "home/",
+                "home/app/",
+                "home/app/.wh..wh..opq",
+                "var/",
+                "var/new/"
+            ]
+        );
+    }
 }

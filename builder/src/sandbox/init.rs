@@ -11,7 +11,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::confine::{self, SeccompProgram};
-use super::{InitSpec, MountKind, Network, EXEC_FAILED, EXEC_FORMAT_MARK, SETUP_FAILED};
+use super::{
+    InitSpec, MountKind, Network, OverlayPlan, EXEC_FAILED, EXEC_FORMAT_MARK, OVERLAY_FUSE,
+    OVERLAY_KERNEL, OVERLAY_USED_FILE, SETUP_FAILED,
+};
 
 struct Fail(String);
 
@@ -35,10 +38,21 @@ fn cstr(s: &str) -> R<CString> {
 }
 
 fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> R {
-    let src_c = cstr(src)?;
-    let target_c = cpath(target)?;
-    let fstype_c = cstr(fstype)?;
-    let data_c = data.map(cstr).transpose()?;
+    mount_errno(src, target, fstype, flags, data).map_err(|(_, f)| f)
+}
+
+/// [`mount`], also giving the errno of a failed mount(2).
+fn mount_errno(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), (i32, Fail)> {
+    let src_c = cstr(src).map_err(|f| (0, f))?;
+    let target_c = cpath(target).map_err(|f| (0, f))?;
+    let fstype_c = cstr(fstype).map_err(|f| (0, f))?;
+    let data_c = data.map(cstr).transpose().map_err(|f| (0, f))?;
     // SAFETY: all pointers are valid NUL-terminated strings for the call's duration.
     let rc = unsafe {
         libc::mount(
@@ -52,7 +66,8 @@ fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Opt
         )
     };
     if rc != 0 {
-        return Err(errno(&format!("mount {fstype} {src} on"), target));
+        let code = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err((code, errno(&format!("mount {fstype} {src} on"), target)));
     }
     Ok(())
 }
@@ -63,9 +78,21 @@ fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Opt
 /// the step's view has devices allowed; the source's other flags (nosuid, noexec,
 /// ...) are kept.
 fn bind(src: &Path, target: &OwnedFd, readonly: bool) -> R {
+    let ro = if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    bind_with(src, target, libc::MOUNT_ATTR_NODEV | ro)
+}
+
+/// [`bind`] of a host tree that holds nothing to run: also `nosuid` and `noexec`.
+fn bind_tree(src: &Path, target: &OwnedFd, readonly: bool) -> R {
+    let ro = if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    let attrs = libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC;
+    bind_with(src, target, attrs | ro)
+}
+
+fn bind_with(src: &Path, target: &OwnedFd, attr_set: u64) -> R {
     let src_c = cpath(src)?;
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
-    attr.attr_set = libc::MOUNT_ATTR_NODEV | if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    attr.attr_set = attr_set;
     // SAFETY: valid C strings and a zeroed mount_attr of the size passed; the tree
     // descriptor is owned right after the call.
     unsafe {
@@ -275,6 +302,104 @@ fn in_root(root: &Path, path: &str) -> PathBuf {
     out
 }
 
+/// Mounts an overlay of `lowers` (topmost first) at `target`, writable into
+/// `upper_work` (upper and work directories) when given, else read-only. The kernel's
+/// overlayfs is tried first (with `userxattr` in a user namespace); where it refuses
+/// (EPERM, EINVAL), or when forced, fuse-overlayfs serves it. Its daemon is a child
+/// of PID 1, so it ends with the step's PID namespace. Returns which one mounted.
+fn mount_overlay(
+    plan: &OverlayPlan,
+    bundle: &Path,
+    lowers: &[String],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> R<&'static str> {
+    let mut data = format!("lowerdir={}", lowers.join(":"));
+    if let Some((upper, work)) = upper_work {
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ));
+    }
+    let readonly = if upper_work.is_none() {
+        libc::MS_RDONLY
+    } else {
+        0
+    };
+    let mut refused = None;
+    if !plan.force_fuse {
+        let mut kernel = data.clone();
+        if plan.userxattr {
+            kernel.push_str(",userxattr");
+        }
+        // nodev: a device node made in RUN may belong in the image, but never opens.
+        match mount_errno(
+            "overlay",
+            target,
+            "overlay",
+            readonly | libc::MS_NODEV,
+            Some(&kernel),
+        ) {
+            Ok(()) => return Ok(OVERLAY_KERNEL),
+            Err((code, e)) => {
+                if !matches!(code, libc::EPERM | libc::EINVAL) {
+                    return Err(e);
+                }
+                if plan.fuse.is_none() {
+                    // In a user namespace the fallback is what is missing.
+                    if plan.userxattr {
+                        return Err(Fail(format!(
+                            "{}; the kernel refuses overlayfs in this user namespace: \
+                             install fuse-overlayfs (apt-get install fuse-overlayfs)",
+                            e.0
+                        )));
+                    }
+                    return Err(e);
+                }
+                refused = Some(e.0);
+            }
+        }
+    }
+    let Some(fuse) = &plan.fuse else {
+        return Err(Fail(
+            "fuse-overlayfs is not installed (apt-get install fuse-overlayfs)".into(),
+        ));
+    };
+    let log_path = bundle.join("fuse-overlayfs.log");
+    let log =
+        File::create(&log_path).map_err(|e| Fail(format!("create {}: {e}", log_path.display())))?;
+    // allow_other: the step may run as another user than the daemon; the kernel
+    // makes a FUSE mount in a user namespace nodev and nosuid regardless.
+    let mut opts = format!("{data},allow_other,nodev,nosuid");
+    if upper_work.is_none() {
+        opts.push_str(",ro");
+    }
+    let status = std::process::Command::new(fuse)
+        .arg("-o")
+        .arg(&opts)
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .status()
+        .map_err(|e| Fail(format!("starting {}: {e}", fuse.display())))?;
+    if !status.success() {
+        let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let kernel = refused.map(|k| format!("{k}; then ")).unwrap_or_default();
+        return Err(Fail(format!(
+            "{kernel}fuse-overlayfs could not mount {}: {status}: {}",
+            target.display(),
+            said.trim()
+        )));
+    }
+    FUSE_STARTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(OVERLAY_FUSE)
+}
+
+/// Set once a fuse-overlayfs daemon serves a mount of this sandbox.
+static FUSE_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn setup_dev(dev: &Path) -> R {
     ensure_dir(dev)?;
     // nodev: a node the step makes here with mknod cannot be opened; the nodes
@@ -380,25 +505,12 @@ fn setup_mounts(
                 let staging = bundle.join(format!("layers-{i}"));
                 ensure_dir(&staging)?;
                 let lowers: Vec<String> = layers.iter().map(|p| p.display().to_string()).collect();
-                let (data, flags) = match scratch {
-                    Some(s) => (
-                        format!(
-                            "lowerdir={},upperdir={},workdir={}",
-                            lowers.join(":"),
-                            s.join("upper").display(),
-                            s.join("work").display()
-                        ),
-                        0,
-                    ),
-                    None => (format!("lowerdir={}", lowers.join(":")), libc::MS_RDONLY),
+                let (upper, work) = match scratch {
+                    Some(s) => (s.join("upper"), s.join("work")),
+                    None => (PathBuf::new(), PathBuf::new()),
                 };
-                mount(
-                    "overlay",
-                    &staging,
-                    "overlay",
-                    flags | libc::MS_NODEV,
-                    Some(&data),
-                )?;
+                let upper_work = scratch.as_ref().map(|_| (upper.as_path(), work.as_path()));
+                mount_overlay(&init.overlay, bundle, &lowers, upper_work, &staging)?;
                 let target = open_in_root(root_fd, &m.target, *is_dir)?;
                 bind(&in_root(&staging, source), &target, scratch.is_none())?;
             }
@@ -415,7 +527,19 @@ fn setup_mounts(
                 let file = secret_dir.join(format!("secret-{i}"));
                 let fail = |e: std::io::Error| Fail(format!("{}: {e}", file.display()));
                 std::fs::write(&file, value).map_err(fail)?;
-                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
+                std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(|e| {
+                    if e.raw_os_error()
+                        .is_some_and(layer_cache::overlay::is_unmapped_owner)
+                    {
+                        let owner = layer_cache::overlay::UnmappedOwner {
+                            path: PathBuf::from(&m.target),
+                            uid: *uid,
+                            gid: *gid,
+                        };
+                        return Fail(owner.to_string());
+                    }
+                    fail(e)
+                })?;
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7777))
                     .map_err(fail)?;
                 bind(&file, &open_in_root(root_fd, &m.target, false)?, true)?;
@@ -437,16 +561,17 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowers.join(":"),
-        spec.upperdir.display(),
-        spec.workdir.display()
-    );
     let rootfs = &spec.rootfs;
     ensure_dir(rootfs)?;
-    // nodev: a device node made in RUN may belong in the image, but never opens.
-    mount("overlay", rootfs, "overlay", libc::MS_NODEV, Some(&data))?;
+    let used = mount_overlay(
+        &init.overlay,
+        bundle,
+        &lowers,
+        Some((&spec.upperdir, &spec.workdir)),
+        rootfs,
+    )?;
+    let used_path = bundle.join(OVERLAY_USED_FILE);
+    std::fs::write(&used_path, used).map_err(|e| Fail(format!("{}: {e}", used_path.display())))?;
 
     let proc_dir = rootfs.join("proc");
     ensure_dir(&proc_dir)?;
@@ -466,7 +591,14 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
     if !spec.insecure {
         sys_flags |= libc::MS_RDONLY;
     }
-    mount("sysfs", &sys, "sysfs", sys_flags, None)?;
+    if spec.network == Network::Host && layer_cache::overlay::in_user_namespace() {
+        // sysfs mounts only where the network namespace belongs to our user
+        // namespace; the host's does not. Its /sys, read-only all the way down, as
+        // rootless podman does.
+        bind_tree(Path::new("/sys"), &open_dir(&sys)?, !spec.insecure)?;
+    } else {
+        mount("sysfs", &sys, "sysfs", sys_flags, None)?;
+    }
 
     // Every target below is resolved under this descriptor, never by a host path:
     // a mount's contents (a cache another step wrote) may hold symlinks.
@@ -496,6 +628,17 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
 
     setup_mounts(init, bundle, secrets, &root_fd, &secret_dir)?;
 
+    if FUSE_STARTED.load(std::sync::atomic::Ordering::Relaxed) {
+        // pivot_root moves every process of the mount namespace whose root is the old
+        // root into the new one: a fuse-overlayfs daemon would then resolve its own
+        // paths through the mount it serves, and wait on itself forever. The daemons
+        // keep this namespace; PID 1 pivots in a copy of it.
+        // SAFETY: unshare and mount with valid arguments in a single-threaded process.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(errno("unshare mount namespace for", rootfs));
+        }
+        mount("none", root, "none", libc::MS_REC | libc::MS_PRIVATE, None)?;
+    }
     let rootfs_c = cpath(rootfs)?;
     let dot = cstr(".")?;
     // SAFETY: valid C strings; pivot_root(".", ".") stacks the old root under the new
@@ -659,7 +802,16 @@ fn exec_command(init: &InitSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
         // SAFETY: plain id syscalls in a single-threaded child.
         unsafe {
             if libc::setgroups(gids.len(), gids.as_ptr()) != 0 {
-                return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
+                let e = std::io::Error::last_os_error();
+                // A user namespace whose single gid was mapped without newgidmap
+                // denies setgroups for good; the groups stay the user's own, as
+                // crun leaves them there.
+                let denied = e.raw_os_error() == Some(libc::EPERM)
+                    && std::fs::read_to_string("/proc/self/setgroups")
+                        .is_ok_and(|s| s.trim() == "deny");
+                if !denied {
+                    return Err(format!("setgroups: {e}"));
+                }
             }
             if libc::setgid(spec.gid) != 0 {
                 return Err(format!(
@@ -756,6 +908,18 @@ fn pid1(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> 
         // SAFETY: waitpid writes only to `status`.
         let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
         if pid == child {
+            if FUSE_STARTED.load(std::sync::atomic::Ordering::Relaxed) {
+                // Exiting kills the fuse-overlayfs daemons: pages still cached
+                // (written through mmap) reach the upper directory first.
+                // SAFETY: open and syncfs on a valid C string; the fd is closed.
+                unsafe {
+                    let fd = libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::syncfs(fd);
+                        libc::close(fd);
+                    }
+                }
+            }
             // Exiting as PID 1 kills everything else left in the namespace.
             std::process::exit(wait_status_to_code(status));
         }

@@ -15,6 +15,11 @@
 //! the step left running, and the mount namespace, with every mount in it, goes away:
 //! nothing is left mounted on the host on any path, Ctrl-C included.
 //! cgroups are not used.
+//!
+//! Run as root of a user namespace (a rootless build), the same init mounts overlay
+//! with `userxattr` ([`layer_cache::overlay`]), or with fuse-overlayfs where the
+//! kernel refuses, and binds the host's `/sys` read-only for `--network=host`; the
+//! confinement is the same.
 
 pub mod confine;
 mod init;
@@ -132,6 +137,46 @@ struct InitSpec {
     /// `/etc` files the parent wrote: (file in the bundle, absolute target resolved
     /// inside the image).
     etc_files: Vec<(PathBuf, String)>,
+    /// How overlays are mounted in this process's user namespace.
+    #[serde(default)]
+    overlay: OverlayPlan,
+}
+
+/// How the init mounts the step's overlays: kernel overlayfs first, with
+/// `userxattr` inside a user namespace, then fuse-overlayfs when the kernel refuses
+/// (or when the tests force it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OverlayPlan {
+    /// The kernel wants `userxattr` (see [`layer_cache::overlay::namespace`]).
+    userxattr: bool,
+    /// fuse-overlayfs on the caller's `PATH`, resolved before the init's
+    /// environment is cleared.
+    fuse: Option<PathBuf>,
+    /// Skip the kernel and use fuse-overlayfs (`MYBUILD_FORCE_FUSE_OVERLAYFS=1`).
+    force_fuse: bool,
+}
+
+/// Test-only switch: mount every step with fuse-overlayfs.
+const FORCE_FUSE_ENV: &str = "MYBUILD_FORCE_FUSE_OVERLAYFS";
+/// The file in the bundle where the init says which overlay it mounted the root with.
+const OVERLAY_USED_FILE: &str = "overlay-used";
+/// [`OVERLAY_USED_FILE`]'s content after a fuse-overlayfs mount.
+const OVERLAY_FUSE: &str = "fuse-overlayfs";
+/// [`OVERLAY_USED_FILE`]'s content after a kernel mount.
+const OVERLAY_KERNEL: &str = "kernel";
+
+impl OverlayPlan {
+    fn for_this_process() -> OverlayPlan {
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        OverlayPlan {
+            userxattr: layer_cache::overlay::namespace().mount_option().is_some(),
+            fuse: std::env::split_paths(&path)
+                .map(|d| d.join("fuse-overlayfs"))
+                .find(|p| p.is_file()),
+            force_fuse: std::env::var_os(FORCE_FUSE_ENV).is_some_and(|v| v == "1"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -657,6 +702,7 @@ pub fn run_with_secrets(
         spec: spec.clone(),
         seccomp,
         etc_files,
+        overlay: OverlayPlan::for_this_process(),
     })?;
     std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
         path: spec_path.clone(),
@@ -730,7 +776,38 @@ pub fn run_with_secrets(
         source: e,
     })?;
     drop(stack);
-    outcome(status, &setup_err_path)
+    let outcome = outcome(status, &setup_err_path)?;
+    // The mountpoints layer sits on top of the caller's lowers.
+    overlay_used(
+        bundle,
+        &spec.upperdir,
+        spec.lowerdirs.get(1..).unwrap_or(&[]),
+    )?;
+    Ok(outcome)
+}
+
+/// After a run: says once per process which overlay served the steps, and puts
+/// an upper directory fuse-overlayfs wrote into the kernel's form.
+fn overlay_used(bundle: &Path, upper: &Path, lowers: &[PathBuf]) -> Result<(), SandboxError> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let used = std::fs::read_to_string(bundle.join(OVERLAY_USED_FILE)).unwrap_or_default();
+    let fuse = used == OVERLAY_FUSE;
+    if used == OVERLAY_KERNEL || fuse {
+        SAID.call_once(|| {
+            let which = match (fuse, layer_cache::overlay::namespace().mount_option()) {
+                (true, _) => "fuse-overlayfs".to_string(),
+                (false, Some(opt)) => format!("kernel ({opt})"),
+                (false, None) => "kernel".to_string(),
+            };
+            tracing::debug!("overlay: {which}");
+        });
+    }
+    if fuse {
+        crate::layer::diff::normalize_fuse_upper(upper, lowers).map_err(|e| match e {
+            crate::layer::diff::DiffError::Io { path, source } => SandboxError::Io { path, source },
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
