@@ -36,6 +36,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use layer_cache::cache_index::CacheRecord;
+use layer_cache::error::AtPath;
 use layer_cache::image::{self, ContainerConfig, History, ImageConfig};
 use layer_cache::layer::LayerOptions;
 use layer_cache::oci_spec::image::Descriptor;
@@ -958,9 +959,8 @@ impl Exec<'_> {
         for part in resolved.split('/').filter(|p| !p.is_empty()) {
             rel.push(part);
             let here = upper.path().join(&rel);
-            let io = |e| StoreError::io(&here, e);
             let existing = in_image(&rel);
-            std::fs::create_dir(&here).map_err(io)?;
+            std::fs::create_dir(&here).at(&here)?;
             let (mode, (uid, gid), mtime) = match existing {
                 Some(md) if md.is_dir() => {
                     (md.mode() & 0o7777, (md.uid(), md.gid()), Some(md.mtime()))
@@ -974,15 +974,15 @@ impl Exec<'_> {
                 }
                 None => (0o755, owner, None),
             };
-            std::os::unix::fs::chown(&here, Some(uid), Some(gid)).map_err(io)?;
-            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            std::os::unix::fs::chown(&here, Some(uid), Some(gid)).at(&here)?;
+            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(mode)).at(&here)?;
             if let Some(t) = mtime {
                 times.push((here.clone(), t));
             }
         }
         // Deepest first: making a child would move its parent's time again.
         for (dir, t) in times.iter().rev() {
-            crate::mtime::set(dir, *t, 0).map_err(|e| StoreError::io(dir, e))?;
+            crate::mtime::set(dir, *t, 0).at(dir)?;
         }
         self.commit_layer(st, upper, format!("WORKDIR {wd}"))
     }

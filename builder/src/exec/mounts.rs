@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use layer_cache::cache_mounts::{CacheInit, CacheMount, Sharing};
+use layer_cache::error::AtPath;
 use layer_cache::snapshot::ScratchDir;
 
 use super::*;
@@ -523,7 +524,6 @@ fn einval(e: &(dyn std::error::Error + 'static)) -> bool {
 /// overlay whiteouts; its directories carry the context's owner, mode and times, as
 /// the topmost layer's directories are what the overlay shows.
 fn build_mask(context: &Path, mask: &Path, hidden: &[PathBuf]) -> Result<(), StoreError> {
-    use std::os::unix::ffi::OsStrExt;
     let mut dirs = vec![PathBuf::new()];
     for rel in hidden {
         let mut cur = PathBuf::new();
@@ -538,28 +538,27 @@ fn build_mask(context: &Path, mask: &Path, hidden: &[PathBuf]) -> Result<(), Sto
             }
         }
         let p = mask.join(rel);
-        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
-            StoreError::io(&p, std::io::Error::from(std::io::ErrorKind::InvalidInput))
-        })?;
-        // SAFETY: a valid path; a 0/0 character device is overlay's whiteout.
-        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) } != 0 {
-            return Err(StoreError::io(&p, std::io::Error::last_os_error()));
-        }
+        // A 0/0 character device is overlay's whiteout.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .at(&p)?;
     }
     // Deepest first, so setting a directory's times is not undone below it.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for rel in dirs {
         let (src, dst) = (context.join(&rel), mask.join(&rel));
         let md = fs_err::metadata(&src)?;
-        std::os::unix::fs::chown(&dst, Some(md.uid()), Some(md.gid()))
-            .map_err(|e| StoreError::io(&dst, e))?;
+        std::os::unix::fs::chown(&dst, Some(md.uid()), Some(md.gid())).at(&dst)?;
         fs_err::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
         let times = std::fs::FileTimes::new()
-            .set_accessed(md.accessed().map_err(|e| StoreError::io(&src, e))?)
-            .set_modified(md.modified().map_err(|e| StoreError::io(&src, e))?);
-        std::fs::File::open(&dst)
-            .and_then(|f| f.set_times(times))
-            .map_err(|e| StoreError::io(&dst, e))?;
+            .set_accessed(md.accessed().at(&src)?)
+            .set_modified(md.modified().at(&src)?);
+        fs_err::File::open(&dst)?.set_times(times).at(&dst)?;
     }
     Ok(())
 }
