@@ -560,3 +560,39 @@ fn host_network_is_the_users_own_network() {
         .arg(&ctx));
     assert!(err.contains("via-host"), "{err}");
 }
+
+#[test]
+fn rmi_and_prune_remove_what_a_rootless_build_left() {
+    let Some((user, _root)) = setup_user("mbtest", true) else {
+        return;
+    };
+    let ctx = context(
+        user.dir.path(),
+        "FROM busybox\nRUN mkdir /d && touch /d/f && chown -R 1000:1000 /d && chmod 700 /d\n",
+        &[],
+    );
+    let snapshots = user_store(&user).join("snapshots-v1");
+    let count = || {
+        std::fs::read_dir(&snapshots)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name() != "tmp")
+            .count()
+    };
+    // The base's snapshot is made by the first build, and stays (busybox is tagged).
+    ok(user.mybuild().args(["-t", "base:1"]).arg(context(
+        user.dir.path(),
+        "FROM busybox
+RUN true
+",
+        &[],
+    )));
+    let before = count();
+    ok(user.mybuild().args(["-t", "gone:1"]).arg(&ctx));
+    assert_eq!(count(), before + 1);
+    ok(user.mybuild().args(["rmi", "gone:1"]));
+    ok(user.mybuild().args(["prune", "--cache"]));
+    assert_eq!(count(), before, "prune left the step's snapshot");
+    assert!(!lists_user_repo(&user, "gone"));
+}
