@@ -205,6 +205,9 @@ pub enum Cause {
     Container,
     /// The kernel has no user namespaces (`CONFIG_USER_NS`).
     NoKernelSupport,
+    /// `newuidmap`/`newgidmap` run without their privilege (not setuid root nor
+    /// `cap_setuid`/`cap_setgid`, a `nosuid` mount, a tracer).
+    MapToolUnprivileged,
     Unknown,
 }
 
@@ -242,6 +245,12 @@ impl fmt::Display for Cause {
             Cause::NoKernelSupport => {
                 "this kernel has no user namespaces (CONFIG_USER_NS); use a kernel built \
                  with them, or run mybuild as root"
+            }
+            Cause::MapToolUnprivileged => {
+                "newuidmap and newgidmap need their privilege (setuid root, or the file \
+                 capabilities cap_setuid and cap_setgid, on a mount without nosuid, not \
+                 under a tracer); reinstall them as root with `apt-get install --reinstall \
+                 uidmap`"
             }
             Cause::Unknown => {
                 "user namespaces are unavailable here; check `sysctl \
@@ -281,7 +290,7 @@ pub fn diagnose(stage: Stage, errno: i32, host: &HostUserns) -> Cause {
     if host.apparmor_restrict == Some(1) && (errno == libc::EPERM || errno == libc::EACCES) {
         return Cause::AppArmor;
     }
-    if host.in_container && errno == libc::EPERM {
+    if stage == Stage::Unshare && host.in_container && errno == libc::EPERM {
         return Cause::Container;
     }
     Cause::Unknown
@@ -381,24 +390,39 @@ fn write_maps(plan: &Plan, pid: i32) -> Result<(), RootlessError> {
             newuidmap,
             newgidmap,
         } => {
+            // Both at once: each is a setuid program's start-up, the main cost of
+            // entering.
+            let mut running = Vec::new();
             for (tool, own, ranges) in [(newuidmap, plan.uid, uids), (newgidmap, plan.gid, gids)] {
                 let args = map_args(own, ranges);
                 let what = format!("{} {pid} {}", tool.display(), args.join(" "));
-                let out = Command::new(tool)
+                let child = Command::new(tool)
                     .arg(pid.to_string())
                     .args(&args)
                     .stdin(std::process::Stdio::null())
-                    .output()
-                    .map_err(|e| RootlessError::Map {
-                        what: what.clone(),
-                        detail: e.to_string(),
-                        cause: None,
-                    })?;
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn();
+                running.push((what, child));
+            }
+            for (what, child) in running {
+                let out =
+                    child
+                        .and_then(|c| c.wait_with_output())
+                        .map_err(|e| RootlessError::Map {
+                            what: what.clone(),
+                            detail: e.to_string(),
+                            cause: None,
+                        })?;
                 if !out.status.success() {
                     let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                    let cause = detail
-                        .contains("Operation not permitted")
-                        .then(|| diagnose(Stage::Map, libc::EPERM, &HostUserns::read()));
+                    let cause =
+                        detail.contains("Operation not permitted").then(|| {
+                            match diagnose(Stage::Map, libc::EPERM, &HostUserns::read()) {
+                                Cause::Unknown => Cause::MapToolUnprivileged,
+                                c => c,
+                            }
+                        });
                     return Err(RootlessError::Map {
                         what,
                         detail: if detail.is_empty() {
@@ -688,6 +712,11 @@ mod tests {
         assert_eq!(
             diagnose(Stage::Unshare, libc::EPERM, &container),
             Cause::Container
+        );
+        // Once unshare worked, the container is not what refused.
+        assert_eq!(
+            diagnose(Stage::Map, libc::EPERM, &container),
+            Cause::Unknown
         );
         assert_eq!(
             diagnose(Stage::Unshare, libc::EINVAL, &host),

@@ -357,6 +357,32 @@ fn error_text(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_verb_decides_whether_to_enter_a_user_namespace() {
+        let v = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+            super::verb(&args)
+        };
+        assert_eq!(v(&["mybuild", "-t", "a:1", "."]).as_deref(), Some("build"));
+        assert_eq!(
+            v(&["mybuild", "--root", "/s", "--debug", "login"]).as_deref(),
+            Some("login")
+        );
+        assert_eq!(
+            v(&["mybuild", "--root=/s", "images"]).as_deref(),
+            Some("images")
+        );
+        assert_eq!(v(&["mybuild", "--debug"]), None);
+        for outside in ["login", "logout", "--help", "--version", "check", "copy"] {
+            assert!(super::OUTSIDE.contains(&outside));
+        }
+        for inside in [
+            "build", "images", "pull", "push", "prune", "rmi", "unshare", "load",
+        ] {
+            assert!(!super::OUTSIDE.contains(&inside) && super::VERBS.contains(&inside));
+        }
+    }
+
+    #[test]
     fn error_text_drops_causes_already_in_the_message() {
         let e =
             anyhow::Error::new(std::io::Error::other("disk full")).context("writing x: disk full");
