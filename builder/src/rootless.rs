@@ -163,6 +163,21 @@ pub struct HostUserns {
     /// Running inside a container (Docker's or Podman's marker file, or a
     /// seccomp filter on this process).
     pub in_container: bool,
+    /// This process's uid or gid has no mapping in the user namespace it runs in
+    /// (it shows as the overflow id, 65534): the kernel lets no such process create
+    /// a user namespace.
+    pub ids_unmapped: bool,
+}
+
+/// Whether `id` lies in one of the inner ranges of a `/proc/self/{uid,gid}_map`.
+fn id_mapped(map: &str, id: u32) -> bool {
+    map.lines().any(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(id))
+    })
 }
 
 impl HostUserns {
@@ -185,6 +200,12 @@ impl HostUserns {
             in_container: Path::new("/.dockerenv").exists()
                 || Path::new("/run/.containerenv").exists()
                 || seccomp_filtered,
+            ids_unmapped: [
+                ("/proc/self/uid_map", rustix::process::getuid().as_raw()),
+                ("/proc/self/gid_map", rustix::process::getgid().as_raw()),
+            ]
+            .iter()
+            .any(|(map, id)| std::fs::read_to_string(map).is_ok_and(|m| !id_mapped(&m, *id))),
         }
     }
 }
@@ -205,6 +226,8 @@ pub enum Cause {
     Container,
     /// The kernel has no user namespaces (`CONFIG_USER_NS`).
     NoKernelSupport,
+    /// The user's ids are not mapped in the user namespace mybuild runs in.
+    UnmappedIds,
     /// `newuidmap`/`newgidmap` run without their privilege (not setuid root nor
     /// `cap_setuid`/`cap_setgid`, a `nosuid` mount, a tracer).
     MapToolUnprivileged,
@@ -246,6 +269,12 @@ impl fmt::Display for Cause {
                 "this kernel has no user namespaces (CONFIG_USER_NS); use a kernel built \
                  with them, or run mybuild as root"
             }
+            Cause::UnmappedIds => {
+                "your uid or gid has no mapping in the user namespace this runs in (an \
+                 outer namespace maps only some ids), and the kernel lets no such process \
+                 create one; run mybuild where your ids are mapped, or as root of that \
+                 namespace"
+            }
             Cause::MapToolUnprivileged => {
                 "newuidmap and newgidmap need their privilege (setuid root, or the file \
                  capabilities cap_setuid and cap_setgid, on a mount without nosuid, not \
@@ -281,6 +310,9 @@ pub fn diagnose(stage: Stage, errno: i32, host: &HostUserns) -> Cause {
     }
     if stage == Stage::Unshare && (errno == libc::ENOSPC || errno == libc::EUSERS) {
         return Cause::TooMany;
+    }
+    if stage == Stage::Unshare && errno == libc::EPERM && host.ids_unmapped {
+        return Cause::UnmappedIds;
     }
     if stage == Stage::Unshare && errno == libc::EINVAL {
         return Cause::NoKernelSupport;
@@ -659,6 +691,13 @@ mod tests {
     }
 
     #[test]
+    fn an_id_is_mapped_when_an_inner_range_holds_it() {
+        let map = "         0       1001          1\n         1     100000      65536\n";
+        assert!(id_mapped(map, 0) && id_mapped(map, 65536));
+        assert!(!id_mapped(map, 65537) && !id_mapped("", 0));
+    }
+
+    #[test]
     fn map_args_put_the_user_at_0_and_ranges_after_it() {
         let r = [
             IdRange {
@@ -723,6 +762,14 @@ mod tests {
             Cause::NoKernelSupport
         );
         assert_eq!(diagnose(Stage::Unshare, libc::EPERM, &host), Cause::Unknown);
+        let unmapped = with(|h| {
+            h.ids_unmapped = true;
+            h.in_container = true;
+        });
+        assert_eq!(
+            diagnose(Stage::Unshare, libc::EPERM, &unmapped),
+            Cause::UnmappedIds
+        );
         // A setting of 1 is no cause.
         let on = with(|h| {
             h.unprivileged_userns_clone = Some(1);

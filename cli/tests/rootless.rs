@@ -596,3 +596,50 @@ RUN true
     assert_eq!(count(), before, "prune left the step's snapshot");
     assert!(!lists_user_repo(&user, "gone"));
 }
+
+/// `unshare --user --map-root-user`, `depth` times nested, then one `unshare --user`
+/// whose process stays unmapped (nobody): there `bin images` runs.
+fn in_nested_user_namespaces(depth: usize, bin: &Path) -> (Option<i32>, String) {
+    let mut c = Command::new("unshare");
+    for _ in 1..depth {
+        c.args(["--user", "--map-root-user", "unshare"]);
+    }
+    let out = c
+        .args(["--user", "env", "HOME=/nonexistent"])
+        .arg(bin)
+        .arg("images")
+        .output()
+        .expect("unshare");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_refused_user_namespace_names_the_cause_and_the_fix() {
+    let Some(user) = AsUser::new("mbtest", &cargo_bin("mybuild"), true) else {
+        return;
+    };
+    if !testdata::require_tool("unshare") {
+        return;
+    }
+    // The kernel refuses a user namespace whose parent is already 33 levels deep.
+    let (code, err) = in_nested_user_namespaces(33, &user.bin);
+    assert_eq!(code, Some(1), "{err}");
+    for part in [
+        "cannot create a user namespace (unshare(CLONE_NEWUSER): No space left on device",
+        "the limit on user namespaces is reached (user.max_user_namespaces, or 32 nested levels)",
+        "never with less isolation",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    // An unmapped user (nobody) may not create one at all.
+    let (code, err) = in_nested_user_namespaces(1, &user.bin);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Operation not permitted")
+            && err.contains("your uid or gid has no mapping in the user namespace this runs in"),
+        "{err}"
+    );
+}
