@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mybuild against buildah and skopeo, side by side in one run (see bench/README.md).
 #
-#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,S,R,L,M] [--release] [--keep]
+#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,S,R,L,M,U] [--release] [--keep]
 #
 # As root on Debian: installs the peers with apt when missing, builds mybuild, sets up a
 # loop-mounted ext4 work area, starts docker-registry on 127.0.0.1, makes a busybox base
@@ -15,7 +15,7 @@ REPO=$(dirname "$HERE")
 
 RUNS=5
 SMOKE=0
-ONLY="A,B,C,S,R,L,M"
+ONLY="A,B,C,S,R,L,M,U"
 RELEASE=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -421,6 +421,63 @@ if want C; then
   alternate "C cold" buildah 0
   WARMUP=0
   buildah_clean bench-c
+fi
+
+# --- U: rootless: A and C built by an ordinary user, against buildah rootless ------------
+# The user (BENCH_ROOTLESS_USER, default mbtest, with subordinate ranges: see
+# testdata/rootless-users.sh) runs a copy of mybuild (the build tree may be unreadable to
+# it) with its own store, and buildah with its own storage, both under the work area.
+if want U; then
+  RL_USER=${BENCH_ROOTLESS_USER:-mbtest}
+  RL_NA=""
+  if ! id "$RL_USER" >/dev/null 2>&1; then
+    RL_NA="mybuild: not measured (no user $RL_USER: sh testdata/rootless-users.sh makes one)"
+  elif ! command -v newuidmap >/dev/null 2>&1 || ! command -v setpriv >/dev/null 2>&1; then
+    RL_NA="mybuild: not measured (apt-get install uidmap util-linux)"
+  fi
+  if [ -n "$RL_NA" ]; then
+    for sc in "U A cold (rootless)" "U A no-op rebuild (rootless)" "U C cold (rootless)"; do na "$sc" mybuild "$RL_NA"; done
+  else
+    log "U: A and C as $RL_USER (rootless), against buildah run rootless by the same user"
+    RL=$W/rootless
+    mkdir -p "$RL/bin" "$RL/home/run"
+    chmod 755 "$W" "$RL" "$RL/bin"
+    cp "$MB" "$RL/bin/mybuild"
+    chmod 755 "$RL/bin/mybuild"
+    "$MB" --root "$TMPL" save -o "$RL/busybox.tar" busybox
+    chmod 644 "$RL/busybox.tar"
+    chown -R "$RL_USER": "$RL/home"
+    chmod 700 "$RL/home/run"
+    AS_USER=(setpriv --reuid="$RL_USER" --regid="$RL_USER" --init-groups env -i
+      PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$RL/home" XDG_RUNTIME_DIR="$RL/home/run")
+    RMB=("${AS_USER[@]}" "$RL/bin/mybuild" --root "$RL/home/store")
+    RBUILDAH=("${AS_USER[@]}" buildah --root "$RL/home/containers/root" --runroot "$RL/home/containers/run" --storage-driver "$STORAGE_DRIVER")
+    "${RBUILDAH[@]}" pull -q --tls-verify=false "docker://$BASE_REF" >/dev/null
+    rl_fresh() { rm -rf "$RL/home/store"; "${RMB[@]}" load -i "$RL/busybox.tar" >/dev/null; }
+    rl_clean() { "${RBUILDAH[@]}" rmi -f "$@" >/dev/null 2>&1 || true; "${RBUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true; }
+    rl_build() { MBCMD=("${RMB[@]}" build -q --progress plain "$@"); }
+    rl_bu_build() { PEERCMD=("${RBUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" "$@"); }
+    WARMUP=1
+    prep_mb() { rl_fresh; }
+    prep_peer() { rl_clean bench-a; }
+    rl_build --no-cache -t bench-a "$CA"; rl_bu_build --no-cache -t bench-a "$CA"
+    alternate "U A cold (rootless)" buildah 0
+    rl_fresh
+    "${RMB[@]}" build -q -t bench-a "$CA" >/dev/null
+    "${RBUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" -t bench-a "$CA" >/dev/null
+    prep_mb() { :; }
+    prep_peer() { :; }
+    MB_NA=$HAVE_CACHE
+    rl_build -t bench-a "$CA"; rl_bu_build -t bench-a "$CA"
+    alternate "U A no-op rebuild (rootless)" buildah 0
+    MB_NA=""
+    prep_mb() { rl_fresh; }
+    prep_peer() { rl_clean bench-c; }
+    rl_build --no-cache -t bench-c "$CC"; rl_bu_build --no-cache --jobs 2 -t bench-c "$CC"
+    alternate "U C cold (rootless)" buildah 0
+    WARMUP=0
+    rl_clean bench-a bench-c
+  fi
 fi
 
 # --- S: what the RUN sandbox costs per step --------------------------------------------

@@ -225,6 +225,20 @@ def targets(groups, summ, crit):
     per_step("confinement ≤ 5 ms per RUN", "S 20 RUNs, no network", "unconfined", 0.005)
     per_step("private network ≤ 20 ms per RUN", "S 20 RUNs, default network", "network-none", 0.020)
 
+    m = med("U A no-op rebuild (rootless)", "mybuild")
+    if m is not None:
+        out.append(("rootless A no-op rebuild under 50 ms", "met" if m < 0.05 else "NOT met", fmt_secs(m)))
+    else:
+        out.append(("rootless A no-op rebuild under 50 ms", "not measured", why_missing("U A no-op rebuild (rootless)")))
+    for sc, root_sc in (("U A cold (rootless)", "A cold"), ("U C cold (rootless)", "C cold")):
+        name = f"rootless {root_sc} ≤ 1.2× root's"
+        m, r = med(sc, "mybuild"), med(root_sc, "mybuild")
+        if m is None or r is None:
+            out.append((name, "not measured", why_missing(sc) if m is None else "no root figure"))
+        else:
+            out.append((name, "met" if m / r <= 1.2 else "NOT met",
+                        f"{fmt_secs(m)} vs {fmt_secs(r)} = {fmt_ratio(m / r)}"))
+
     ratio_target("push ≤ 1.0× skopeo", "R push", "skopeo", 1.0)
     ratio_target("pull ≤ 1.0× skopeo", "R pull", "skopeo", 1.0)
     m = med("R no-op push", "mybuild")

@@ -35,6 +35,7 @@ pub mod layer;
 pub mod lint;
 pub mod mtime;
 pub mod plan;
+pub mod rootless;
 pub mod sandbox;
 pub mod users;
 pub mod xattrs;

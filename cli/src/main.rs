@@ -71,12 +71,25 @@ enum Command {
     Digest(commands::registry::RefArgs),
     /// Delete an image (manifest) from a registry
     Delete(commands::registry::RefArgs),
+    /// Run a command (default: $SHELL) in the user namespace a non-root user builds in, with $MYBUILD_ROOT set to the store
+    Unshare(UnshareArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct UnshareArgs {
+    /// The command and its arguments
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<std::ffi::OsString>,
 }
 
 const VERBS: &[&str] = &[
     "build", "images", "inspect", "tag", "rmi", "prune", "cache", "fsck", "import", "save", "load",
     "check", "parse", "pull", "push", "copy", "login", "logout", "tags", "digest", "delete",
-    "help",
+    "unshare", "help",
 ];
 
 /// `mybuild -t app:1 .` means `mybuild build -t app:1 .`: insert the verb when the first
@@ -113,6 +126,90 @@ fn looks_like_a_verb(word: &str) -> bool {
         && !word.contains(['/', '.', ':'])
         && std::fs::symlink_metadata(word).is_err()
         && VERBS.iter().any(|v| strsim::jaro(v, word) > 0.7)
+}
+
+/// The verb the arguments name (after the global options), if any.
+fn verb(args: &[std::ffi::OsString]) -> Option<String> {
+    let args = with_default_verb(args.to_vec());
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--root" {
+            i += 2;
+        } else if a.starts_with("--root=") || a == "--debug" {
+            i += 1;
+        } else {
+            return Some(a.into_owned());
+        }
+    }
+    None
+}
+
+/// Verbs that touch neither the store nor a sandbox: run as the user, outside.
+const OUTSIDE: &[&str] = &[
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+    "login",
+    "logout",
+    "check",
+    "parse",
+    "tags",
+    "digest",
+    "delete",
+    "copy",
+];
+
+/// Run as an ordinary user, re-executes this command in a user namespace where the
+/// user is root (see `builder::rootless`) and ends as it ends. `None`: go on here
+/// (root already, or a verb that needs no namespace). Must run before any thread
+/// is started, so the process forked for it has one.
+fn enter_user_namespace(args: &[std::ffi::OsString]) -> Option<std::process::ExitCode> {
+    use builder::rootless;
+    if rustix::process::geteuid().is_root() {
+        return None;
+    }
+    match verb(args) {
+        Some(v) if VERBS.contains(&v.as_str()) && !OUTSIDE.contains(&v.as_str()) => {}
+        _ => return None,
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        Some(std::process::ExitCode::from(1))
+    };
+    let plan = match rootless::plan() {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    if let rootless::Mapping::Single(why) = &plan.mapping {
+        eprintln!("warning: {why}");
+    }
+    // The store is chosen here: inside, the user is root and would get root's.
+    let env = [("MYBUILD_ROOT".into(), default_root().into_os_string())];
+    match rootless::run_in_namespace(&plan, args, &env) {
+        Ok(status) => rootless::exit_as(status),
+        Err(e) => fail(&e),
+    }
+}
+
+/// `mybuild unshare [CMD...]`: replaces this process with CMD (default `$SHELL`,
+/// else `/bin/sh`), `$MYBUILD_ROOT` naming the store.
+fn unshare(g: &Globals, a: &UnshareArgs) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let shell = std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
+    let (program, rest) = match a.command.split_first() {
+        Some((p, rest)) => (p.clone(), rest),
+        None => (shell, &[][..]),
+    };
+    let err = std::process::Command::new(&program)
+        .args(rest)
+        .env("MYBUILD_ROOT", &g.root)
+        .exec();
+    Err(anyhow::Error::new(err).context(format!("running {}", program.to_string_lossy())))
 }
 
 /// Where the store lives when no `--root` is given.
@@ -168,6 +265,9 @@ fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == builder::sandbox::INIT_ARG) {
         builder::sandbox::init_main(&args);
+    }
+    if let Some(code) = enter_user_namespace(&args) {
+        return code;
     }
     // The work runs on a thread with a known stack, whatever `ulimit -s` says:
     // parsing and expansion recurse (bounded, see `shell::MAX_NESTING`).
@@ -226,6 +326,7 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Tags(a) => commands::registry::tags(a),
         Command::Digest(a) => commands::registry::digest(a),
         Command::Delete(a) => commands::registry::delete(a),
+        Command::Unshare(a) => unshare(&g, a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
@@ -255,6 +356,32 @@ fn error_text(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_verb_decides_whether_to_enter_a_user_namespace() {
+        let v = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+            super::verb(&args)
+        };
+        assert_eq!(v(&["mybuild", "-t", "a:1", "."]).as_deref(), Some("build"));
+        assert_eq!(
+            v(&["mybuild", "--root", "/s", "--debug", "login"]).as_deref(),
+            Some("login")
+        );
+        assert_eq!(
+            v(&["mybuild", "--root=/s", "images"]).as_deref(),
+            Some("images")
+        );
+        assert_eq!(v(&["mybuild", "--debug"]), None);
+        for outside in ["login", "logout", "--help", "--version", "check", "copy"] {
+            assert!(super::OUTSIDE.contains(&outside));
+        }
+        for inside in [
+            "build", "images", "pull", "push", "prune", "rmi", "unshare", "load",
+        ] {
+            assert!(!super::OUTSIDE.contains(&inside) && super::VERBS.contains(&inside));
+        }
+    }
+
     #[test]
     fn error_text_drops_causes_already_in_the_message() {
         let e =

@@ -71,13 +71,10 @@ pub fn parse_idle_timeout(v: &str) -> Option<Duration> {
 impl ClientOptions {
     /// Defaults, with the certs.d roots overridable by `$MYBUILD_CERTS_D`.
     pub fn from_env() -> ClientOptions {
-        let certs_dirs = match std::env::var_os("MYBUILD_CERTS_D").filter(|d| !d.is_empty()) {
-            Some(d) => std::env::split_paths(&d).collect(),
-            None => vec![
-                PathBuf::from("/etc/docker/certs.d"),
-                PathBuf::from("/etc/containers/certs.d"),
-            ],
-        };
+        let certs_dirs = certs_dirs(
+            std::env::var_os("MYBUILD_CERTS_D").as_deref(),
+            std::env::var_os("HOME").as_deref(),
+        );
         ClientOptions {
             insecure_registries: Vec::new(),
             certs_dirs,
@@ -92,6 +89,25 @@ impl ClientOptions {
             idle_timeout: idle_timeout_from_env(),
         }
     }
+}
+
+/// The certs.d roots: `$MYBUILD_CERTS_D` (a path list) replaces them all; else the
+/// user's `~/.config/containers/certs.d` (Podman's rootless root, which the user can
+/// write without privileges), then Docker's and Podman's system roots.
+fn certs_dirs(
+    override_dirs: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Vec<PathBuf> {
+    if let Some(d) = override_dirs.filter(|d| !d.is_empty()) {
+        return std::env::split_paths(d).collect();
+    }
+    let mut dirs = Vec::new();
+    if let Some(home) = home.filter(|h| !h.is_empty()) {
+        dirs.push(PathBuf::from(home).join(".config/containers/certs.d"));
+    }
+    dirs.push(PathBuf::from("/etc/docker/certs.d"));
+    dirs.push(PathBuf::from("/etc/containers/certs.d"));
+    dirs
 }
 
 /// `$MYBUILD_IDLE_TIMEOUT`, or the default (also when it cannot be read).
@@ -426,6 +442,24 @@ const MAX_TAGS: usize = 1_000_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certs_d_reads_the_users_containers_dir_unless_overridden() {
+        use std::ffi::OsStr;
+        assert_eq!(
+            certs_dirs(None, Some(OsStr::new("/home/u"))),
+            [
+                PathBuf::from("/home/u/.config/containers/certs.d"),
+                PathBuf::from("/etc/docker/certs.d"),
+                PathBuf::from("/etc/containers/certs.d"),
+            ]
+        );
+        assert_eq!(
+            certs_dirs(Some(OsStr::new("/a:/b")), Some(OsStr::new("/home/u"))),
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(certs_dirs(None, None).len(), 2);
+    }
 
     #[test]
     fn next_links() {

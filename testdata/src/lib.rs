@@ -10,6 +10,7 @@ pub mod images;
 pub mod probe;
 pub mod pty;
 pub mod registry;
+pub mod rootless;
 pub mod tars;
 
 use std::path::PathBuf;
