@@ -13,3 +13,6 @@ done
 # slirp4netns opens /dev/net/tun as the user: Debian's udev makes it 0666, a bare
 # /dev may not.
 if [ -c /dev/net/tun ]; then chmod 0666 /dev/net/tun; fi
+# fuse-overlayfs (the fallback when the kernel refuses overlay in a user namespace)
+# opens /dev/fuse as the user: Debian ships it 0666, some machines 0600.
+if [ -c /dev/fuse ]; then chmod 0666 /dev/fuse; fi
