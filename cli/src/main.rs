@@ -1,7 +1,5 @@
 mod commands;
-mod output;
 mod progress;
-mod store_io;
 mod transfer_view;
 
 use std::path::PathBuf;
@@ -245,7 +243,7 @@ fn unpack_overrides() -> anyhow::Result<layer_cache::store::UnpackOverrides> {
     use anyhow::Context;
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let max_bytes = var("MYBUILD_UNPACK_MAX_BYTES")
-        .map(|v| commands::cache::parse_size(&v).context("MYBUILD_UNPACK_MAX_BYTES"))
+        .map(|v| ops::store::parse_size(&v).context("MYBUILD_UNPACK_MAX_BYTES"))
         .transpose()?;
     let max_entries = var("MYBUILD_UNPACK_MAX_ENTRIES")
         .map(|v| {

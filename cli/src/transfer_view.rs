@@ -3,12 +3,13 @@
 //! where the view draws them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use layer_cache::Digest;
-use registry_client::transfer::{Action, TransferEvent, TransferReporter};
+use ops::Reporter;
+use registry_client::transfer::{TransferEvent, TransferReporter};
 
-use crate::progress::{BlobAction, BlobBar, Event, ProgressMode};
+use crate::progress::{BlobBar, Event, ProgressMode};
 
 /// Renders one transfer's events in its [`ProgressMode`].
 pub struct TransferView {
@@ -32,53 +33,21 @@ impl TransferView {
         }
     }
 
-    fn blob_ended(&self, digest: &Digest, e: Event<'_>) {
+    fn end_bar(&self, digest: &Digest) {
         if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(digest)) {
             bar.finish_and_clear();
         }
-        self.say(e);
-    }
-}
-
-fn verb(a: Action) -> &'static str {
-    match a {
-        Action::Pull => "pull",
-        Action::Push => "push",
-        Action::Copy => "copy",
     }
 }
 
 impl TransferReporter for TransferView {
     fn event(&self, e: TransferEvent<'_>) {
-        match e {
-            TransferEvent::Start {
-                action: Action::Pull,
-                reference,
-            } => self.say(Event::pull(reference)),
-            TransferEvent::Start {
-                action: Action::Push,
-                reference,
-            } => self.say(Event::push(reference, None)),
-            // A copy says its blobs and its end.
-            TransferEvent::Start { .. } | TransferEvent::Manifest { .. } => {}
-            TransferEvent::BlobExists { reference, blob } => self.blob_ended(
-                &blob.digest,
-                Event::blob(BlobAction::Exists, reference, blob),
-            ),
-            TransferEvent::BlobSkipped { reference, blob } => self.blob_ended(
-                &blob.digest,
-                Event::blob(BlobAction::Skipped, reference, blob),
-            ),
-            TransferEvent::BlobMounted {
-                reference,
-                blob,
-                from,
-            } => self.blob_ended(&blob.digest, Event::mounted(reference, blob, from)),
-            TransferEvent::BlobUploading { blob } | TransferEvent::BlobDownloading { blob } => {
-                if self.mode != ProgressMode::Quiet {
-                    if let (Some(bar), Ok(mut bars)) = (BlobBar::new(blob), self.bars.lock()) {
-                        bars.insert(blob.digest.clone(), bar);
-                    }
+        match &e {
+            TransferEvent::BlobUploading { blob } | TransferEvent::BlobDownloading { blob }
+                if self.mode != ProgressMode::Quiet =>
+            {
+                if let (Some(bar), Ok(mut bars)) = (BlobBar::new(blob), self.bars.lock()) {
+                    bars.insert(blob.digest.clone(), bar);
                 }
             }
             TransferEvent::BlobBytes { blob, bytes } => {
@@ -88,49 +57,38 @@ impl TransferReporter for TransferView {
                     .ok()
                     .and_then(|b| b.get(&blob.digest).cloned());
                 if let Some(bar) = bar {
-                    bar.set_position(bytes);
+                    bar.set_position(*bytes);
                 }
             }
-            TransferEvent::BlobDone {
-                action,
-                reference,
-                blob,
-                chunks,
-                unpacked,
-            } => {
-                let e = match action {
-                    Action::Pull => {
-                        Event::blob(BlobAction::Pulled, reference, blob).unpacked(unpacked)
-                    }
-                    Action::Push => Event::pushed_in(reference, blob, u64::from(chunks)),
-                    Action::Copy => Event::blob(BlobAction::Copied, reference, blob),
-                };
-                self.blob_ended(&blob.digest, e)
-            }
-            TransferEvent::Finish {
-                action: Action::Push,
-                reference,
-                digest,
-                size,
-            } => self.say(Event::pushed(reference, digest, size)),
-            TransferEvent::Finish {
-                reference,
-                digest,
-                size,
-                ..
-            } => self.say(Event::pulled(reference, digest, size)),
-            TransferEvent::Interrupted {
-                action,
-                reference,
-                left,
-            } => self.say(Event::interrupted(verb(action), reference, left)),
-            TransferEvent::ReplacesIndex { reference, index } => self.say(Event::warning(format!(
-                "{reference} holds the multi-platform index {index} this image was pulled from; \
-                 pushing replaces it with this one platform (`mybuild copy --all-platforms` \
-                 moves the whole index)"
-            ))),
-            TransferEvent::Warning { message } => self.say(Event::warning(message)),
+            _ => {}
         }
+        match Event::from_transfer(&e) {
+            Some(said @ Event::Blob { .. }) => {
+                if let Event::Blob { digest, .. } = &said {
+                    self.end_bar(digest);
+                }
+                self.say(said)
+            }
+            Some(said) => self.say(said),
+            None => {}
+        }
+    }
+}
+
+/// The process's view as the operations' reporter: their events said unless
+/// quiet, and a [`TransferView`] for each transfer they start.
+#[derive(Clone, Copy)]
+pub struct View(pub ProgressMode);
+
+impl Reporter for View {
+    fn event(&self, e: Event<'_>) {
+        if self.0 != ProgressMode::Quiet || e.always_said() {
+            crate::progress::emit(&e);
+        }
+    }
+
+    fn transfer(&self) -> Arc<dyn TransferReporter> {
+        Arc::new(TransferView::new(self.0))
     }
 }
 

@@ -45,7 +45,13 @@ fn crate_dependencies_point_the_right_way() {
             .map(|(n, _)| n.clone())
             .collect()
     };
-    for lib in ["oci-vocab", "layer-cache", "registry-client", "builder"] {
+    for lib in [
+        "oci-vocab",
+        "layer-cache",
+        "registry-client",
+        "builder",
+        "mybuild-ops",
+    ] {
         let d = normal(lib);
         for banned in [
             "mybuild",
@@ -79,4 +85,22 @@ fn crate_dependencies_point_the_right_way() {
     assert!(!normal("registry-client").contains(&"layer-cache".to_string()));
     assert!(!normal("builder").contains(&"registry-client".to_string()));
     assert!(!normal("mybuild").contains(&"testdata".to_string()));
+    // The operations sit between the binary and every library: they may use all of
+    // them, and only the binary uses them.
+    for dep in normal("mybuild-ops") {
+        assert!(
+            ["layer-cache", "registry-client", "builder", "oci-vocab"].contains(&dep.as_str())
+                || !ours.contains(&dep),
+            "mybuild-ops must not depend on {dep}"
+        );
+    }
+    for (krate, list) in &deps {
+        if krate != "mybuild" {
+            assert!(
+                !list.iter().any(|(d, _)| d == "mybuild-ops"),
+                "only the binary may depend on mybuild-ops, not {krate}"
+            );
+        }
+    }
+    assert!(normal("mybuild").contains(&"mybuild-ops".to_string()));
 }

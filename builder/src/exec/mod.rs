@@ -100,27 +100,34 @@ pub trait LayerSource: Sync {
     fn fetch(&self, layer: &Descriptor) -> bool;
 }
 
-/// Progress, as data; the cli renders it.
-#[derive(Debug)]
+/// Progress, as data; the cli renders it. Serialized, it is the build's part of
+/// the progress schema (`--progress=json`, one object per line, `event` naming it).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum BuildEvent<'a> {
     StepStarted {
         id: usize,
         stage: &'a str,
         text: &'a str,
     },
+    /// A chunk of a RUN step's output (not split at lines).
     Output {
         id: usize,
+        #[serde(serialize_with = "event_json::stream_name")]
         stream: Stream,
+        #[serde(serialize_with = "event_json::lossy")]
         data: &'a [u8],
     },
     StepDone {
         id: usize,
+        #[serde(rename = "elapsed_ms", serialize_with = "event_json::millis")]
         elapsed: Duration,
     },
     /// The step's result came from the cache; nothing ran. `linked`: a `--link`
     /// step's layer found by its own key after a step below it changed.
     StepCached {
         id: usize,
+        #[serde(rename = "link_layer")]
         linked: bool,
     },
     /// The first step of a stage that missed the cache, and why.
@@ -129,6 +136,31 @@ pub enum BuildEvent<'a> {
         stage: &'a str,
         cause: &'a str,
     },
+}
+
+/// How [`BuildEvent`]'s fields read in JSON.
+mod event_json {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    use crate::sandbox::Stream;
+
+    pub fn stream_name<S: Serializer>(s: &Stream, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(match s {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        })
+    }
+
+    /// Output is bytes; JSON gets them as UTF-8, invalid sequences replaced.
+    pub fn lossy<S: Serializer>(data: &&[u8], ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&String::from_utf8_lossy(data))
+    }
+
+    pub fn millis<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_u64(d.as_millis() as u64)
+    }
 }
 
 pub trait BuildReporter {

@@ -1,14 +1,10 @@
-//! import, save and load: images in and out of the store as tar files.
+//! import, save and load: images in and out of the store as tar files
+//! ([`ops::archive`] does the work).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use layer_cache::image::{self, Compression};
-use layer_cache::import::ImportOptions;
-use layer_cache::layer::LayerOptions;
-use layer_cache::ImageRef;
+use anyhow::Result;
 
 use crate::Globals;
 
@@ -30,36 +26,14 @@ pub struct ImportArgs {
 }
 
 pub fn import(g: &Globals, a: &ImportArgs) -> Result<i32> {
-    let name = ImageRef::parse(&a.reference)?;
-    if name.digest.is_some() {
-        bail!(
-            "cannot import as {:?}: a name takes a tag, not a digest",
-            a.reference
-        );
-    }
-    let config = builder::exec::config::from_changes(&a.changes)?;
-    let compression = match a.compression.as_str() {
-        "zstd" => Compression::Zstd,
-        "uncompressed" => Compression::None,
-        _ => Compression::Gzip,
+    let import = ops::archive::Import {
+        source: &a.source,
+        reference: &a.reference,
+        changes: &a.changes,
+        message: a.message.as_deref(),
+        compression: &a.compression,
     };
-    let store = g.store()?;
-    let opts = ImportOptions {
-        config,
-        created: image::rfc3339(image::build_time()),
-        source: a.message.clone().unwrap_or_else(|| a.source.clone()),
-        layer: LayerOptions {
-            compression,
-            level: None,
-        },
-    };
-    let desc = if a.source == "-" {
-        store.import_rootfs(std::io::stdin(), &name, opts)?
-    } else {
-        let f = File::open(&a.source).with_context(|| format!("opening {}", a.source))?;
-        store.import_rootfs(f, &name, opts)?
-    };
-    println!("{}", image::descriptor_digest(&desc)?);
+    println!("{}", ops::archive::import(&g.store()?, &import)?);
     Ok(0)
 }
 
@@ -74,39 +48,17 @@ pub struct SaveArgs {
 }
 
 pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
-    let store = g.store()?;
-    let mut images = Vec::new();
-    for name in &a.images {
-        let desc = store.resolve(name)?;
-        // An id or digest names no repository; the image is saved untagged.
-        images.push((
-            ImageRef::parse(name).ok().filter(|r| r.digest.is_none()),
-            desc,
-        ));
-    }
-    write_tar_to(a.output.as_deref(), |w| Ok(store.save(&images, w)?))?;
+    ops::archive::save(&g.store()?, &a.images, a.output.as_deref(), &stdout)?;
     Ok(0)
 }
 
-/// Streams a tar to `dest`, or to standard output when `dest` is `None` or `-`
-/// ([`layer_cache::write_to`] says how a path is written).
-pub fn write_tar_to(
-    dest: Option<&std::path::Path>,
-    write: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<()> {
-    match dest.filter(|p| p.as_os_str() != "-") {
-        Some(path) => layer_cache::write_to::write_to_path(path, write),
-        None => {
-            let stdout = std::io::stdout();
-            if std::io::IsTerminal::is_terminal(&stdout) {
-                bail!("refusing to write an archive to a terminal; name a file or redirect");
-            }
-            let mut w = BufWriter::new(stdout.lock());
-            write(&mut w)?;
-            w.flush()?;
-            Ok(())
-        }
+/// Standard output for an archive, unless it is a terminal.
+pub fn stdout() -> ops::Result<Box<dyn Write>> {
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        return Err(ops::OpsError::ArchiveToTerminal);
     }
+    Ok(Box::new(BufWriter::new(stdout.lock())))
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,26 +72,11 @@ pub struct LoadArgs {
 }
 
 pub fn load(g: &Globals, a: &LoadArgs) -> Result<i32> {
-    let store = g.store()?;
-    let loaded = match &a.input {
-        Some(p) => {
-            let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            store.load(f, &p.display().to_string())?
-        }
-        None => store.load(std::io::stdin(), "-")?,
-    };
-    for l in loaded {
-        let digest = image::descriptor_digest(&l.descriptor)?;
+    for l in ops::archive::load(&g.store()?, a.input.as_deref())? {
         match l.name {
-            Some(n) if a.quiet => println!(
-                "{}",
-                ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)
-            ),
-            Some(n) => println!(
-                "Loaded image: {} ({digest})",
-                ImageRef::parse(&n).map(|r| r.tagged_name()).unwrap_or(n)
-            ),
-            None => println!("Loaded image ID: {digest}"),
+            Some(n) if a.quiet => println!("{n}"),
+            Some(n) => println!("Loaded image: {n} ({})", l.digest),
+            None => println!("Loaded image ID: {}", l.digest),
         }
     }
     Ok(0)

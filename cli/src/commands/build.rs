@@ -1,21 +1,19 @@
 //! `mybuild [build] [OPTIONS] CONTEXT`: build an image from a Dockerfile.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
-use builder::bases::{BaseFetch, ContextBases, PlannedBases, StoreBases};
-use builder::context::Context as BuildContext;
-use builder::exec::{BuildEvent, BuildReporter, BuildRequest, BuildResult, PlatformTag};
-use builder::plan::{PlanOptions, Platform, StepGraph};
-use builder::sandbox::Network;
-use layer_cache::image::{self, Compression};
+use anyhow::{anyhow, Context, Result};
+use builder::bases::{ContextBases, PlannedBases, StoreBases};
+use builder::exec::{BuildError, BuildReporter, BuildRequest};
+use builder::plan::Platform;
+use layer_cache::image::Compression;
 use layer_cache::layer::LayerOptions;
-use layer_cache::oci_spec::image::Descriptor;
-use layer_cache::{ImageRef, Store};
+use layer_cache::ImageRef;
+use ops::{build, OpsError};
 
 use crate::progress::{Event, ProgressMode};
+use crate::transfer_view::View;
 use crate::Globals;
 
 #[derive(clap::Args, Debug)]
@@ -113,84 +111,11 @@ pub struct BuildArgs {
     context: String,
 }
 
-/// Pulls base images for the planner through the registry side's puller.
-struct PullBases<'a>(&'a super::registry::BasePuller);
-
-impl BaseFetch for PullBases<'_> {
-    fn ensure(&self, reference: &str, platform: &Platform) {
-        self.0.ensure(reference, Some(platform.clone()));
-    }
-}
-
-/// Keeps each stage's first cache miss for `--explain-cache`, and the `--link`
-/// steps reused after one, passing events on.
-struct Explain {
-    inner: Box<dyn BuildReporter>,
-    /// (step, stage, cause).
-    misses: Vec<(usize, String, String)>,
-    /// Step ids and their text, to name the reused --link steps.
-    texts: BTreeMap<usize, (String, String)>,
-    /// (step, stage, instruction) of --link layers reused after a change below.
-    linked: Vec<(usize, String, String)>,
-}
-
-impl Explain {
-    fn new(inner: Box<dyn BuildReporter>) -> Explain {
-        Explain {
-            inner,
-            misses: Vec::new(),
-            texts: BTreeMap::new(),
-            linked: Vec::new(),
-        }
-    }
-}
-
-impl BuildReporter for Explain {
-    fn event(&mut self, event: BuildEvent<'_>) {
-        match &event {
-            BuildEvent::StepStarted { id, stage, text } => {
-                self.texts
-                    .insert(*id, (stage.to_string(), text.to_string()));
-            }
-            BuildEvent::CacheMiss { id, stage, cause } => {
-                self.misses
-                    .push((*id, stage.to_string(), cause.to_string()));
-            }
-            BuildEvent::StepCached { id, linked: true } => {
-                if let Some((stage, text)) = self.texts.get(id) {
-                    self.linked.push((*id, stage.clone(), text.clone()));
-                }
-            }
-            _ => {}
-        }
-        self.inner.event(event);
-    }
-}
-
 /// `--progress`'s values for a build (no `quiet`: a build has `-q`).
 fn progress_values() -> impl clap::builder::TypedValueParser<Value = ProgressMode> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(["auto", "tty", "plain", "json"])
         .map(|s| <ProgressMode as clap::ValueEnum>::from_str(&s, false).unwrap_or_default())
-}
-
-fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in list {
-        match item.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            _ if what == "--build-arg" && !item.is_empty() && !item.contains('=') => {
-                // A bare name takes its value from the environment, as docker does.
-                if let Ok(v) = std::env::var(item) {
-                    out.insert(item.clone(), v);
-                }
-            }
-            _ => bail!("{what} {item:?}: expected KEY=VALUE"),
-        }
-    }
-    Ok(out)
 }
 
 /// The build checks' findings after a build, as BuildKit lists them (JSON events
@@ -215,92 +140,31 @@ fn lint_summary(lint: &builder::lint::LintReport, progress: ProgressMode) {
     }
 }
 
-/// `--allow` values as BuildKit's entitlements. `--network=host` for the whole build
-/// grants `network.host` itself, as buildx does.
-fn entitlements(list: &[String], network: Network) -> Result<builder::exec::Entitlements> {
-    let mut allow = builder::exec::Entitlements {
-        network_host: network == Network::Host,
-        ..Default::default()
-    };
-    for item in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        match item {
-            "security.insecure" => allow.security_insecure = true,
-            "network.host" => allow.network_host = true,
-            other => bail!("--allow {other}: expected security.insecure or network.host"),
-        }
-    }
-    Ok(allow)
-}
-
-/// `--add-host` values as (host, address), parsed as Docker does: `HOST=IP` or
-/// `HOST:IP`, an IPv6 address optionally in brackets. `host-gateway` is the host as
-/// RUN sees it: loopback on the host's network, the stack's gateway on a private one.
-fn extra_hosts(list: &[String], network: Network) -> Result<Vec<(String, String)>> {
-    let gateway = match network {
-        Network::Private => builder::sandbox::PRIVATE_GATEWAY,
-        Network::Host | Network::None => "127.0.0.1",
-    };
-    list.iter()
-        .map(|item| {
-            let (host, ip) = item
-                .split_once('=')
-                .or_else(|| item.split_once(':'))
-                .ok_or_else(|| anyhow!("--add-host {item:?}: expected HOST:IP"))?;
-            let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            let ip = if ip == "host-gateway" { gateway } else { ip };
-            if host.is_empty() || host.contains(char::is_whitespace) {
-                bail!("--add-host {item:?}: invalid host name {host:?}");
-            }
-            ip.parse::<std::net::IpAddr>()
-                .map_err(|_| anyhow!("--add-host {item:?}: invalid IP address {ip:?}"))?;
-            Ok((host.to_string(), ip.to_string()))
-        })
-        .collect()
-}
-
-/// `--platform` (repeatable, comma-separated): the target platforms in the order
-/// given, duplicates dropped; the host's when none.
-fn target_platforms(given: &[String]) -> Result<Vec<Platform>> {
-    let mut list: Vec<Platform> = Vec::new();
-    for p in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
-        if p.is_empty() {
-            continue;
-        }
-        let parsed = Platform::parse(p)
-            .ok()
-            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
-        if !list.contains(&parsed) {
-            list.push(parsed);
-        }
-    }
-    if list.is_empty() {
-        list.push(Platform::host());
-    }
-    Ok(list)
-}
-
 /// A failed RUN as Docker shows it: the instruction's lines in the Dockerfile
 /// marked `>>>`, then the process and its exit code (the command once).
 fn with_source(
-    e: anyhow::Error,
+    e: OpsError,
     file: &str,
     text: &str,
     graphs: &[(Platform, builder::plan::StepGraph)],
 ) -> anyhow::Error {
-    let Some(builder::exec::BuildError::RunFailed {
+    let (OpsError::Build(b) | OpsError::BuildFor { source: b, .. }) = &e else {
+        return e.into();
+    };
+    let BuildError::RunFailed {
         location,
         command,
         code,
         ..
-    }) = e.downcast_ref()
+    } = &**b
     else {
-        return e;
+        return e.into();
     };
     let Some(start) = location
         .rsplit_once(':')
         .and_then(|(_, l)| l.parse::<usize>().ok())
     else {
-        return e;
+        return e.into();
     };
     let end = graphs
         .iter()
@@ -361,41 +225,37 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let outputs = a
         .outputs
         .iter()
-        .map(|o| crate::output::parse(o))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|o| ops::output::parse(o))
+        .collect::<ops::Result<Vec<_>>>()?;
     let cache_from = a
         .cache_from
         .iter()
-        .map(|c| super::cache_io::parse(c, false))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|c| ops::cache_io::parse(c, false))
+        .collect::<ops::Result<Vec<_>>>()?;
     let cache_to = a
         .cache_to
         .iter()
-        .map(|c| super::cache_io::parse(c, true))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|c| ops::cache_io::parse(c, true))
+        .collect::<ops::Result<Vec<_>>>()?;
     let mode = crate::progress::start(a.progress, a.quiet, crate::progress::Command::Build)?;
-    let say = super::cache_io::Say(mode);
+    let say = View(mode);
     let reporter: Box<dyn BuildReporter> = Box::new(crate::progress::Steps);
-    let network = match a.network.as_str() {
-        "default" => Network::Private,
-        "host" => Network::Host,
-        "none" => Network::None,
-        other => bail!("--network={other}: expected default, none or host"),
-    };
-    let allow = entitlements(&a.allow, network)?;
+    let network = build::network(&a.network)?;
+    let allow = build::entitlements(&a.allow, network)?;
     let store = g.store()?;
     // An oci-layout:// context's blobs stay untagged: keep `prune` off until the build ran.
     let _usage = (!a.build_contexts.is_empty())
         .then(|| store.usage_lock())
         .transpose()?;
-    let named = super::build_context::parse(&store, &a.build_contexts)?;
-    let ctx = open_context(a, &store)?;
+    let named = ops::build_context::parse(&store, &a.build_contexts)?;
+    let ctx = build::open_context(&a.context, a.file.as_deref(), &store)?;
     let tags = a
         .tags
         .iter()
         .map(|t| ImageRef::parse(t).map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>>>()?;
-    let (dockerfile_name, text, dockerfile_path) = read_dockerfile(a, &ctx)?;
+    let (dockerfile_name, text, dockerfile_path) =
+        build::read_dockerfile(&a.context, a.file.as_deref(), &ctx)?;
     let dockerignore = ctx.ignore(dockerfile_path.as_deref())?;
     let df = match builder::dockerfile::parse(&text, &dockerfile_name) {
         Ok(df) => df,
@@ -404,17 +264,25 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    let platforms = target_platforms(&a.platform)?;
-    let multi = platforms.len() > 1;
-    check_outputs(&outputs, platforms.len())?;
-    let build_args = key_values(&a.build_args, "--build-arg")?;
-    let puller = super::registry::BasePuller::new(&store, a.pull, &a.registry, mode)?;
-    let fetch = PullBases(&puller);
+    let platforms = build::target_platforms(&a.platform)?;
+    build::check_outputs(&outputs, platforms.len())?;
+    let build_args = build::key_values(&a.build_args, "--build-arg")?;
+    let client = super::registry::client(&a.registry);
+    let puller = ops::registry::BasePuller::new(&store, a.pull, client, Arc::new(say))?;
+    let fetch = build::PullBases(&puller);
     let bases = StoreBases::new(&store, &fetch);
-    let Some(graphs) = plan_platforms(&df, a, &platforms, &named, &build_args, &bases) else {
-        return Ok(1);
+    let target = a.target.as_deref();
+    let graphs = match build::plan_platforms(&df, target, &platforms, &named, &build_args, &bases) {
+        Ok(graphs) => graphs,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return Ok(1);
+        }
     };
-    pull_copied_and_warn(&puller, &graphs, &named, a.quiet, &dockerfile_name);
+    for line in build::pull_copied_and_warnings(&puller, &graphs, &named, a.quiet, &dockerfile_name)
+    {
+        eprintln!("{line}");
+    }
     // Build checks, as BuildKit runs them on every build: reported after it, or
     // instead of it with --check; `# check=error=true` stops it before any step.
     let lint = builder::lint::lint(
@@ -435,10 +303,10 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     let exe = std::env::current_exe().context("locating the mybuild binary for the sandbox")?;
     // Agents serving --ssh key files live until the build ends (on every path).
-    let ssh = crate::commands::ssh::parse(&a.ssh)?;
-    let imported = super::cache_io::import(&store, &cache_from, &a.registry, say);
-    let http = super::fetch::HttpFetch(registry_client::http::Fetcher::new(
-        super::registry::client(&a.registry).options(),
+    let ssh = ops::ssh::parse(&a.ssh)?;
+    let imported = ops::cache_io::import(&store, &cache_from, &a.registry.insecure, &say);
+    let http = ops::fetch::HttpFetch(registry_client::http::Fetcher::new(
+        &ops::registry::client_options(&a.registry.insecure),
     ));
     let mut req = BuildRequest {
         graph: &graphs[0].1,
@@ -456,12 +324,12 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             },
             level: a.compression_level,
         },
-        labels: key_values(&a.labels, "--label")?,
+        labels: build::key_values(&a.labels, "--label")?,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|s| s.trim().parse().ok()),
-        secrets: crate::commands::secrets::parse(&a.secrets)?,
-        extra_hosts: extra_hosts(&a.add_hosts, network)?,
+        secrets: ops::secrets::parse(&a.secrets)?,
+        extra_hosts: build::extra_hosts(&a.add_hosts, network)?,
         ssh: ssh.sockets.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
@@ -471,194 +339,45 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         named_contexts: named.dirs,
         http: Some(&http),
     };
-    let mut explain = Explain::new(reporter);
-    let (built, failed) = build_platforms(&store, &mut req, &graphs, &mut explain);
+    let mut explain = build::Explain::new(reporter);
+    let (built, failed) = build::build_platforms(&store, &mut req, &graphs, &mut explain);
     drop(ssh);
     // Stops live progress before anything else prints.
-    let Explain {
-        inner,
-        misses,
-        linked,
-        ..
-    } = explain;
+    let (inner, (misses, linked)) = explain.into_parts();
     drop(inner);
     if a.explain_cache {
         explain_summary(&misses, &linked, failed.is_none());
     }
-    imported.report(say);
+    imported.report(&say);
     if let Some(e) = failed {
         return Err(with_source(e, &req.dockerfile, &text, &graphs));
     }
-    let finish = Finish {
+    let finish = build::Finish {
         store: &store,
         tags: &tags,
         outputs: &outputs,
         cache_to: &cache_to,
+        insecure: &a.registry.insecure,
         puller: &puller,
-        say,
-        multi,
+        push: a.push,
+        iidfile: a.iidfile.as_deref(),
+        metadata_file: a.metadata_file.as_deref(),
+        reporter: &say,
+        stdout: &super::archive::stdout,
     };
-    finish.run(a, &built, &lint)?;
-    Ok(0)
-}
-
-/// The build context: a directory, or a tar (or a Dockerfile) on standard input.
-fn open_context(a: &BuildArgs, store: &Store) -> Result<BuildContext> {
-    Ok(if a.context == "-" {
-        if a.file.as_deref() == Some("-") {
-            bail!("standard input cannot hold both the build context and the Dockerfile");
-        }
-        BuildContext::stdin(store, std::io::stdin())?
+    let digest = finish.run(&built)?;
+    if !a.quiet {
+        lint_summary(&lint, a.progress);
+    }
+    if a.quiet {
+        println!("{digest}");
     } else {
-        BuildContext::dir(Path::new(&a.context))?
-    })
-}
-
-/// The Dockerfile's name as shown, its text, and its path (for `<Dockerfile>.dockerignore`).
-fn read_dockerfile(a: &BuildArgs, ctx: &BuildContext) -> Result<(String, String, Option<PathBuf>)> {
-    Ok(match (a.file.as_deref(), ctx.stdin_dockerfile()) {
-        (_, Some(text)) => ("-".to_string(), text.to_string(), None),
-        (Some("-"), None) => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the Dockerfile from standard input")?;
-            ("-".to_string(), s, None)
-        }
-        (Some(f), None) => {
-            // In a context from standard input, -f names a file inside it.
-            let p = if a.context == "-" {
-                ctx.path().join(f)
-            } else {
-                PathBuf::from(f)
-            };
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {f}"))?;
-            (f.to_string(), text, Some(p))
-        }
-        (None, None) => {
-            let p = ctx.path().join("Dockerfile");
-            let shown = if a.context == "-" {
-                "Dockerfile".to_string()
-            } else {
-                Path::new(&a.context)
-                    .join("Dockerfile")
-                    .display()
-                    .to_string()
-            };
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {shown}"))?;
-            (shown, text, Some(p))
-        }
-    })
-}
-
-/// As buildx: a docker-archive holds one image per name, not an index.
-fn check_outputs(outputs: &[crate::output::Output], platforms: usize) -> Result<()> {
-    if platforms > 1
-        && outputs
-            .iter()
-            .any(|o| matches!(o, crate::output::Output::Archive { docker: true, .. }))
-    {
-        bail!(
-            "--output type=docker: docker exporter does not currently support exporting \
-             manifest lists (building {platforms} platforms); use type=oci"
-        );
+        crate::progress::emit(&Event::Image {
+            digest,
+            tags: tags.iter().map(|t| t.tagged_name()).collect(),
+        });
     }
-    Ok(())
-}
-
-/// One step graph per target platform, all planned before any step runs; `None`
-/// after printing a planning error.
-fn plan_platforms(
-    df: &builder::dockerfile::Dockerfile,
-    a: &BuildArgs,
-    platforms: &[Platform],
-    named: &super::build_context::NamedContexts,
-    build_args: &BTreeMap<String, String>,
-    bases: &StoreBases<'_>,
-) -> Option<Vec<(Platform, StepGraph)>> {
-    let mut graphs = Vec::new();
-    for platform in platforms {
-        let opts = PlanOptions {
-            build_args: build_args.clone(),
-            target: a.target.clone(),
-            target_platform: platform.clone(),
-            named_contexts: named.plan.clone(),
-            ..PlanOptions::default()
-        };
-        match builder::plan::plan(df, &opts, bases) {
-            Ok(g) => graphs.push((platform.clone(), g)),
-            Err(e) => {
-                eprintln!("{}", e.render());
-                return None;
-            }
-        }
-    }
-    Some(graphs)
-}
-
-/// Pulls the docker-image:// contexts the plans read, then reports bases that could
-/// not be pulled and the plans' warnings.
-fn pull_copied_and_warn(
-    puller: &super::registry::BasePuller,
-    graphs: &[(Platform, StepGraph)],
-    named: &super::build_context::NamedContexts,
-    quiet: bool,
-    dockerfile_name: &str,
-) {
-    // docker-image:// contexts read by COPY --from or a mount are pulled like bases.
-    for (_, graph) in graphs {
-        for reference in builder::bases::copied_images(graph, &named.plan) {
-            puller.ensure(reference, None);
-        }
-    }
-    // A base that could not be pulled is reported here; the build then fails
-    // at its FROM (with the Dockerfile location) unless the store has it.
-    for e in puller.errors.lock().map(|e| e.clone()).unwrap_or_default() {
-        eprintln!("WARNING: {e}");
-    }
-    // The platforms' plans mostly warn alike: each warning once.
-    let mut warned = std::collections::BTreeSet::new();
-    for w in graphs.iter().flat_map(|(_, g)| &g.warnings) {
-        // BuildKit's own text may start `[Warning] `: one prefix is enough.
-        let message = w.message.strip_prefix("[Warning] ").unwrap_or(&w.message);
-        let line = match &w.span {
-            Some(s) => format!("WARNING: {}:{}: {message}", dockerfile_name, s.start_line),
-            None => format!("WARNING: {message}"),
-        };
-        if !quiet && warned.insert(line.clone()) {
-            eprintln!("{line}");
-        }
-    }
-}
-
-/// Builds the platforms one after another (steps they share, stages on
-/// $BUILDPLATFORM, are step-cache hits after the first), stopping at the first
-/// failure.
-fn build_platforms<'g>(
-    store: &Store,
-    req: &mut BuildRequest<'g>,
-    graphs: &'g [(Platform, StepGraph)],
-    explain: &mut Explain,
-) -> (Vec<BuildResult>, Option<anyhow::Error>) {
-    let multi = graphs.len() > 1;
-    let mut built = Vec::new();
-    let mut last_id = 0;
-    for (platform, graph) in graphs {
-        req.graph = graph;
-        let result = if multi {
-            let mut tagged = PlatformTag::new(explain, platform.to_string(), last_id);
-            let r = builder::exec::build(store, req, &mut tagged);
-            last_id = tagged.max();
-            r.with_context(|| format!("building for {platform}"))
-        } else {
-            builder::exec::build(store, req, explain).map_err(anyhow::Error::from)
-        };
-        match result {
-            Ok(r) => built.push(r),
-            Err(e) => return (built, Some(e)),
-        }
-    }
-    (built, None)
+    Ok(0)
 }
 
 /// `--explain-cache`: each stage's first miss and the `--link` layers reused after one.
@@ -679,104 +398,6 @@ fn explain_summary(
              on the changed image below"
         );
     }
-}
-
-/// What a successful build does with its result: tags, `-o` outputs, `--cache-to`,
-/// `--push`, `--iidfile`, `--metadata-file`, then the summary.
-struct Finish<'a> {
-    store: &'a Store,
-    tags: &'a [ImageRef],
-    outputs: &'a [crate::output::Output],
-    cache_to: &'a [super::cache_io::CacheSpec],
-    puller: &'a super::registry::BasePuller,
-    say: super::cache_io::Say,
-    multi: bool,
-}
-
-impl Finish<'_> {
-    fn run(
-        &self,
-        a: &BuildArgs,
-        built: &[BuildResult],
-        lint: &builder::lint::LintReport,
-    ) -> Result<()> {
-        let store = self.store;
-        // One platform: its manifest; several: an index of theirs (the children stay
-        // reachable from the tag through it, so prune keeps them).
-        let manifest = match built {
-            [one] => one.manifest.clone(),
-            many => image::write_index(
-                store,
-                &many.iter().map(|r| r.manifest.clone()).collect::<Vec<_>>(),
-            )?,
-        };
-        let digest = image::descriptor_digest(&manifest)?;
-        for t in self.tags {
-            store.set_tag(t, &manifest)?;
-        }
-        for o in self.outputs {
-            crate::output::write(store, o, &manifest, self.tags)?;
-        }
-        let cache_keys = merged_keys(built);
-        for c in self.cache_to {
-            super::cache_io::export(store, c, &cache_keys, &a.registry, self.say)?;
-        }
-        if a.push {
-            for t in self.tags {
-                self.puller.push(store, &t.tagged_name())?;
-            }
-        }
-        if let Some(path) = &a.iidfile {
-            std::fs::write(path, digest.to_string())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        if let Some(path) = &a.metadata_file {
-            self.write_metadata(path, &manifest)?;
-        }
-        if !a.quiet {
-            lint_summary(lint, a.progress);
-        }
-        if a.quiet {
-            println!("{digest}");
-        } else {
-            crate::progress::emit(&Event::Image {
-                digest: digest.clone(),
-                tags: self.tags.iter().map(|t| t.tagged_name()).collect(),
-            });
-        }
-        Ok(())
-    }
-
-    /// `--metadata-file`: the result's digests and names under BuildKit's keys.
-    fn write_metadata(&self, path: &Path, manifest: &Descriptor) -> Result<()> {
-        let digest = image::descriptor_digest(manifest)?;
-        let mut meta = serde_json::json!({
-            "containerimage.digest": digest.to_string(),
-            "containerimage.descriptor": manifest,
-            "image.name": self.tags.iter().map(|t| t.tagged_name()).collect::<Vec<_>>().join(","),
-        });
-        // An index has no config of its own (buildx leaves the key out too).
-        if !self.multi {
-            let image = self.store.load_image(manifest)?;
-            meta["containerimage.config.digest"] = image.config_digest.to_string().into();
-        }
-        std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
-            .with_context(|| format!("writing {}", path.display()))
-    }
-}
-
-/// The step-cache records of every platform's build, sorted, without duplicates.
-fn merged_keys(built: &[BuildResult]) -> builder::exec::UsedKeys {
-    let mut cache_keys = builder::exec::UsedKeys::default();
-    for r in built {
-        cache_keys.image.extend(r.cache_keys.image.iter().cloned());
-        cache_keys.all.extend(r.cache_keys.all.iter().cloned());
-    }
-    for keys in [&mut cache_keys.image, &mut cache_keys.all] {
-        keys.sort();
-        keys.dedup();
-    }
-    cache_keys
 }
 
 #[cfg(test)]

@@ -1,14 +1,9 @@
 pub mod archive;
 pub mod build;
-pub mod build_context;
 pub mod cache;
-pub mod cache_io;
 pub mod check;
-pub mod fetch;
 pub mod parse;
 pub mod registry;
-pub mod secrets;
-pub mod ssh;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).

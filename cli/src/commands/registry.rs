@@ -1,24 +1,20 @@
 //! Registry commands: pull, push, copy, login, logout, tags, digest, delete.
-//! registry-client speaks the protocol and runs the transfers; this file parses
-//! arguments, wires the store in (`store_io`), handles signals and picks the view.
+//! registry-client speaks the protocol, `ops::registry` runs the transfers over
+//! the store; this file parses arguments, handles signals and picks the view.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use layer_cache::{Digest, ImageRef, Store};
-use registry_client::auth::{CredentialStore, Credentials};
+use layer_cache::ImageRef;
+use ops::store_io::local_name;
+use registry_client::auth::CredentialStore;
 use registry_client::reference::normalize_registry;
-use registry_client::transfer::{
-    self, Action, Registry, Transfer, TransferEvent, TransferReporter,
-};
-use registry_client::{Client, ClientOptions, Descriptor, Manifest, Platform, Reference};
+use registry_client::transfer::{Action, TransferEvent, TransferReporter};
+use registry_client::{Client, Reference};
 
 use crate::progress::Event;
 pub use crate::progress::ProgressMode;
-pub use crate::store_io::local_name;
-use crate::store_io::StoreIo;
 use crate::transfer_view::TransferView;
 use crate::Globals;
 
@@ -120,122 +116,20 @@ pub struct RefArgs {
 }
 
 pub fn client(opts: &RegistryOpts) -> Arc<Client> {
-    let mut o = ClientOptions::from_env();
-    o.insecure_registries = opts
-        .insecure
-        .iter()
-        .map(|h| normalize_registry(h))
-        .collect();
-    Arc::new(Client::new(o))
-}
-
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    ops::registry::client(&opts.insecure)
 }
 
 fn parse_ref(s: &str) -> Result<Reference> {
     Ok(Reference::parse(s)?)
 }
 
-fn want_platform(p: Option<&str>) -> Result<Platform> {
-    Ok(match p {
-        Some(p) => Platform::parse(p)?,
-        None => Platform::host(),
-    })
-}
-
-/// Transfers with `client`'s concurrency, told to `view`.
-fn transfer(client: &Client, view: Arc<TransferView>) -> Transfer {
-    Transfer::new(view, client.options().max_concurrent_per_host)
-}
-
-/// Pulls `r` into the store and tags it; returns the stored manifest's digest.
-pub async fn pull_into_store(
-    store: &Store,
-    client: &Arc<Client>,
-    r: &Reference,
-    platform: &Platform,
-    view: Arc<TransferView>,
-    unpack: bool,
-) -> Result<Digest> {
-    let _lock = store.usage_lock()?;
-    let io = Arc::new(StoreIo::new(store));
-    let pulled = transfer::pull(
-        &transfer(client, view),
-        Arc::new(Registry::new(client.clone())),
-        io.clone(),
-        r,
-        platform,
-        unpack,
-    )
-    .await?;
-    io.save_sources();
-    Ok(pulled.manifest.digest)
-}
-
-/// Pushes a manifest whose config and layers are in the store (the build cache's
-/// artifact) to `dest`, as `push` sends an image.
-pub async fn push_manifest(
-    store: &Store,
-    client: &Arc<Client>,
-    dest: &Reference,
-    m: &Manifest,
-    mode: ProgressMode,
-) -> Result<()> {
-    let io = Arc::new(StoreIo::new(store));
-    let t = transfer(client, Arc::new(TransferView::new(mode)));
-    let sink = Arc::new(Registry::new(client.clone()));
-    transfer::push_tree(&t, io.clone(), sink, dest, dest, m).await?;
-    io.save_sources();
-    Ok(())
-}
-
-/// Pulls one blob of `r`'s repository into the store, verified, without progress
-/// output (a build's imported cache layer, fetched while steps run).
-pub async fn pull_blob_quietly(
-    store: &Store,
-    client: &Arc<Client>,
-    r: &Reference,
-    d: &Descriptor,
-) -> Result<()> {
-    let t = Transfer::quiet(1);
-    let source = Registry::new(client.clone());
-    transfer::transfer_blob(&t, &source, &StoreIo::blobs_only(store), r, d, None).await?;
-    Ok(())
-}
-
-/// Pushes a stored image to `dest`; returns the manifest digest.
-pub async fn push_from_store(
-    store: &Store,
-    client: &Arc<Client>,
-    image: &str,
-    dest: &Reference,
-    view: Arc<TransferView>,
-) -> Result<Digest> {
-    let io = Arc::new(StoreIo::new(store));
-    let (m, upstream) = io.image(image)?;
-    let mut dest = dest.clone();
-    if dest.tag.is_none() && dest.digest.is_none() {
-        dest.tag = Some("latest".into());
-    }
-    let t = transfer(client, view);
-    let sink = Arc::new(Registry::new(client.clone()));
-    transfer::push(&t, io.clone(), sink, &dest, &dest, &m, upstream.as_ref()).await?;
-    io.save_sources();
-    Ok(m.digest)
-}
-
 /// Runs `work` to its end or until SIGINT or SIGTERM, whichever comes first.
 /// On a signal `work` is dropped at its current await: its ingest files are
 /// removed and its locks released, and nothing it had not finished is tagged
 /// (tags are written after the last await). `Err(code)` is the exit status.
-fn until_interrupted<T>(
+fn until_interrupted<T, E: Into<anyhow::Error>>(
     rt: &tokio::runtime::Runtime,
-    work: impl std::future::Future<Output = Result<T>>,
+    work: impl std::future::Future<Output = std::result::Result<T, E>>,
 ) -> Result<std::result::Result<T, i32>> {
     use tokio::signal::unix::{signal, SignalKind};
     rt.block_on(async {
@@ -243,7 +137,7 @@ fn until_interrupted<T>(
         let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
         tokio::select! {
-            done = work => done.map(Ok),
+            done = work => done.map(Ok).map_err(Into::into),
             _ = int.recv() => Ok(Err(130)),
             _ = term.recv() => Ok(Err(143)),
         }
@@ -253,10 +147,10 @@ fn until_interrupted<T>(
 /// [`until_interrupted`] for work that uploads with `client`. However the work
 /// ends (done, failed, or dropped at a signal), the upload sessions it left
 /// open are then cancelled, so none waits on the registry for its purge.
-fn uploading_until_interrupted<T>(
+fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
     rt: &tokio::runtime::Runtime,
     client: &Client,
-    work: impl std::future::Future<Output = Result<T>>,
+    work: impl std::future::Future<Output = std::result::Result<T, E>>,
 ) -> Result<std::result::Result<T, i32>> {
     let done = until_interrupted(rt, work);
     rt.block_on(client.cancel_open_uploads());
@@ -265,7 +159,7 @@ fn uploading_until_interrupted<T>(
 
 pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
-    let platform = want_platform(a.platform.as_deref())?;
+    let platform = ops::registry::want_platform(a.platform.as_deref())?;
     let mode = a.progress.mode()?;
     let store = g.store()?;
     let client = client(&a.opts);
@@ -275,8 +169,8 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
         reference: &r,
     });
     let pulled = until_interrupted(
-        &runtime()?,
-        pull_into_store(&store, &client, &r, &platform, view.clone(), false),
+        &ops::registry::runtime()?,
+        ops::registry::pull_into_store(&store, &client, &r, &platform, view.clone(), false),
     )?;
     let digest = match pulled {
         Ok(d) => d,
@@ -308,9 +202,9 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     let view = Arc::new(TransferView::new(mode));
     view.say(Event::push(&dest, Some(&a.image)));
     let pushed = uploading_until_interrupted(
-        &runtime()?,
+        &ops::registry::runtime()?,
         &client,
-        push_from_store(&store, &client, &a.image, &dest, view.clone()),
+        ops::registry::push_from_store(&store, &client, &a.image, &dest, view.clone()),
     )?;
     let digest = match pushed {
         Ok(d) => d,
@@ -336,29 +230,13 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
 
 pub fn copy(a: &CopyArgs) -> Result<i32> {
     let src = parse_ref(&a.src)?;
-    let mut dst = parse_ref(&a.dst)?;
-    if dst.tag.is_none() && dst.digest.is_none() {
-        dst.tag = Some(src.tag.clone().unwrap_or_else(|| "latest".into()));
-    }
-    let want = want_platform(a.platform.as_deref())?;
+    let dst = ops::registry::copy_destination(&src, &parse_ref(&a.dst)?);
+    let want = ops::registry::want_platform(a.platform.as_deref())?;
     let client = client(&a.opts);
     let view = Arc::new(TransferView::new(ProgressMode::Plain));
     view.say(Event::copy(&src, &dst));
-    let registry = Arc::new(Registry::new(client.clone()));
-    let t = transfer(&client, view.clone());
-    let work = async {
-        let copied = transfer::copy(
-            &t,
-            registry.clone(),
-            registry.clone(),
-            &src,
-            &dst,
-            &want,
-            a.all_platforms,
-        );
-        Ok::<Digest, anyhow::Error>(copied.await?)
-    };
-    let digest = match uploading_until_interrupted(&runtime()?, &client, work)? {
+    let work = ops::registry::copy(&client, &src, &dst, &want, a.all_platforms, view.clone());
+    let digest = match uploading_until_interrupted(&ops::registry::runtime()?, &client, work)? {
         Ok(d) => d,
         Err(code) => {
             // The manifest goes last, so a stop before it leaves DST as it was.
@@ -430,38 +308,8 @@ pub fn login(a: &LoginArgs) -> Result<i32> {
     if password.is_empty() {
         bail!("the password is empty");
     }
-    let mut o = ClientOptions::from_env();
-    o.insecure_registries = a
-        .opts
-        .insecure
-        .iter()
-        .map(|h| normalize_registry(h))
-        .collect();
-    o.credential_override = Some((
-        registry.clone(),
-        Credentials::Basic {
-            username: username.clone(),
-            password: password.clone(),
-        },
-    ));
-    let client = Client::new(o);
-    match runtime()?.block_on(client.check_login(&registry)) {
-        Ok(()) => {}
-        Err(registry_client::Error::Unauthorized { .. }) => {
-            bail!("logging in to {registry} as {username}: the registry refused the username or password")
-        }
-        Err(e) => {
-            return Err(
-                anyhow::Error::from(e).context(format!("logging in to {registry} as {username}"))
-            )
-        }
-    }
-    let store = CredentialStore::from_env();
-    store.store(&registry, &username, &password)?;
-    eprintln!(
-        "credentials saved in {}",
-        registry_client::auth::describe(&store, &registry)
-    );
+    let saved_in = ops::registry::login(&registry, &username, &password, &a.opts.insecure)?;
+    eprintln!("credentials saved in {saved_in}");
     println!("Login Succeeded");
     Ok(0)
 }
@@ -478,7 +326,7 @@ pub fn logout(a: &LogoutArgs) -> Result<i32> {
 
 pub fn tags(a: &RefArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
-    let mut tags = runtime()?.block_on(client(&a.opts).list_tags(&r))?;
+    let mut tags = ops::registry::runtime()?.block_on(client(&a.opts).list_tags(&r))?;
     // Pages of a list that changed meanwhile may overlap.
     tags.sort();
     tags.dedup();
@@ -493,99 +341,14 @@ pub fn digest(a: &RefArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
     println!(
         "{}",
-        runtime()?.block_on(client(&a.opts).manifest_digest(&r))?
+        ops::registry::runtime()?.block_on(client(&a.opts).manifest_digest(&r))?
     );
     Ok(0)
 }
 
 pub fn delete(a: &RefArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
-    let d = runtime()?.block_on(client(&a.opts).delete_manifest(&r))?;
+    let d = ops::registry::runtime()?.block_on(client(&a.opts).delete_manifest(&r))?;
     println!("Deleted {} ({d})", r);
     Ok(0)
-}
-
-/// Pulls bases for a build: missing ones always, all of them with `--pull`.
-pub struct BasePuller {
-    store: Store,
-    client: Arc<Client>,
-    rt: tokio::runtime::Runtime,
-    always: bool,
-    mode: ProgressMode,
-    done: std::sync::Mutex<BTreeSet<String>>,
-    pub errors: std::sync::Mutex<Vec<String>>,
-}
-
-impl BasePuller {
-    pub fn new(
-        store: &Store,
-        always: bool,
-        opts: &RegistryOpts,
-        mode: ProgressMode,
-    ) -> Result<BasePuller> {
-        Ok(BasePuller {
-            store: store.clone(),
-            client: client(opts),
-            rt: runtime()?,
-            always,
-            mode,
-            done: Default::default(),
-            errors: Default::default(),
-        })
-    }
-
-    /// Makes `reference` available in the store (pulling it when needed).
-    pub fn ensure(&self, reference: &str, platform: Option<Platform>) {
-        let Ok(mut done) = self.done.lock() else {
-            return;
-        };
-        let platform = platform.unwrap_or_else(Platform::host);
-        if !done.insert(format!("{reference} {platform}")) {
-            return;
-        }
-        // A stored image of another platform is pulled again for this one.
-        let stored = self.store.resolve(reference).ok().map(|d| {
-            self.store
-                .load_image(&d)
-                .map_or(true, |img| img.config.is_for(&platform))
-        });
-        if !self.always && stored == Some(true) {
-            return;
-        }
-        let Ok(r) = Reference::parse(reference) else {
-            return;
-        };
-        let view = Arc::new(TransferView::new(self.mode));
-        view.event(TransferEvent::Start {
-            action: Action::Pull,
-            reference: &r,
-        });
-        if let Err(e) = self.rt.block_on(pull_into_store(
-            &self.store,
-            &self.client,
-            &r,
-            &platform,
-            view,
-            true,
-        )) {
-            if let Ok(mut errs) = self.errors.lock() {
-                errs.push(format!("pulling {reference}: {e:#}"));
-            }
-        }
-    }
-
-    pub fn push(&self, store: &Store, image: &str) -> Result<Digest> {
-        let dest = parse_ref(image)?;
-        let view = Arc::new(TransferView::new(self.mode));
-        view.event(TransferEvent::Start {
-            action: Action::Push,
-            reference: &dest,
-        });
-        self.rt.block_on(async {
-            let pushed = push_from_store(store, &self.client, image, &dest, view).await;
-            // A failed blob drops its siblings mid-upload: cancel their sessions.
-            self.client.cancel_open_uploads().await;
-            pushed
-        })
-    }
 }

@@ -2,10 +2,8 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
-use layer_cache::image::descriptor_digest;
+use anyhow::Result;
 use layer_cache::ImageRef;
-use serde_json::Value;
 
 use crate::Globals;
 
@@ -29,24 +27,24 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
             "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
         )?;
     }
-    for t in store.tags()? {
-        let (repo, tag) = t.name.rsplit_once(':').unwrap_or((&t.name, ""));
-        let digest = descriptor_digest(&t.descriptor)?;
+    for row in ops::store::images(&store, !a.quiet)? {
         let id = if a.no_trunc {
-            digest.to_string()
+            row.digest.to_string()
         } else {
-            digest.short().to_string()
+            row.digest.short().to_string()
         };
         if a.quiet {
             writeln!(out, "{id}")?;
             continue;
         }
-        let (created, size) = store
-            .image_summary(&t.descriptor)
-            .unwrap_or_else(|_| ("<damaged: run mybuild fsck>".to_string(), 0));
+        let (created, size) = row
+            .summary
+            .unwrap_or_else(|| ("<damaged: run mybuild fsck>".to_string(), 0));
         writeln!(
             out,
-            "{repo:<40} {tag:<16} {id:<14} {:<22} {}",
+            "{:<40} {:<16} {id:<14} {:<22} {}",
+            row.repository,
+            row.tag,
             created.get(..20).unwrap_or(&created),
             super::human_size(size)
         )?;
@@ -61,66 +59,11 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
-    let store = g.store()?;
-    let desc = store.resolve(&a.image)?;
-    if let Some((bytes, children)) = store.index_children(&desc)? {
-        return inspect_index(&store, &desc, &bytes, &children);
-    }
-    let img = store.load_image(&desc)?;
-    let manifest: Value = serde_json::from_slice(&img.manifest_bytes).context("manifest")?;
-    let config: Value = serde_json::from_slice(&img.config_bytes).context("config")?;
-    let top = descriptor_digest(&desc)?;
-    let names = store.tag_names(&top)?;
-    let doc = serde_json::json!({
-        "Id": img.manifest_digest.to_string(),
-        "RepoTags": names,
-        "Digest": top.to_string(),
-        "MediaType": desc.media_type().to_string(),
-        "ConfigDigest": img.config_digest.to_string(),
-        "UpstreamIndex": desc
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(layer_cache::store::UPSTREAM_INDEX_ANNOTATION)),
-        "Manifest": manifest,
-        "Config": config,
-    });
-    print_json(&doc)
-}
-
-/// A multi-platform index: the index itself and its platforms, each with whether
-/// the store holds that image.
-fn inspect_index(
-    store: &layer_cache::Store,
-    desc: &layer_cache::oci_spec::image::Descriptor,
-    bytes: &[u8],
-    children: &[layer_cache::oci_spec::image::Descriptor],
-) -> Result<i32> {
-    let top = descriptor_digest(desc)?;
-    let names = store.tag_names(&top)?;
-    let mut platforms = Vec::new();
-    for c in children {
-        // As the index writes it, not normalised.
-        let platform = c
-            .platform()
-            .as_ref()
-            .map(|p| registry_client::Platform::from(p).to_string());
-        let digest = descriptor_digest(c)?;
-        platforms.push(serde_json::json!({
-            "Platform": platform,
-            "Digest": digest.to_string(),
-            "Present": store.has_blob(&digest),
-        }));
-    }
-    let index: Value = serde_json::from_slice(bytes).context("index")?;
-    let doc = serde_json::json!({
-        "Id": top.to_string(),
-        "RepoTags": names,
-        "Digest": top.to_string(),
-        "MediaType": desc.media_type().to_string(),
-        "Platforms": platforms,
-        "Index": index,
-    });
-    print_json(&doc)
+    let doc = ops::store::inspect(&g.store()?, &a.image)?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(0)
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,16 +75,7 @@ pub struct TagArgs {
 }
 
 pub fn tag(g: &Globals, a: &TagArgs) -> Result<i32> {
-    let store = g.store()?;
-    let desc = store.resolve(&a.source)?;
-    let target = ImageRef::parse(&a.target)?;
-    if target.digest.is_some() {
-        anyhow::bail!(
-            "cannot tag {:?}: a new name takes a tag, not a digest",
-            a.target
-        );
-    }
-    store.set_tag(&target, &desc)?;
+    ops::store::tag(&g.store()?, &a.source, &a.target)?;
     Ok(0)
 }
 
@@ -183,7 +117,7 @@ pub struct PruneArgs {
 pub fn prune(g: &Globals, a: &PruneArgs) -> Result<i32> {
     let store = g.store()?;
     if a.cache {
-        let opts = super::cache::prune_options(a.keep_storage.as_deref(), &a.filter)?;
+        let opts = ops::store::prune_options(a.keep_storage.as_deref(), &a.filter)?;
         let c = store.cache_prune(&opts)?;
         println!(
             "Deleted {} cache records ({} of layers released)",
@@ -236,12 +170,4 @@ pub fn fsck(g: &Globals, _a: &FsckArgs) -> Result<i32> {
         }
     );
     Ok(if r.is_ok() { 0 } else { 1 })
-}
-
-/// Writes `doc` as pretty JSON and a newline to standard output.
-fn print_json(doc: &Value) -> Result<i32> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, doc)?;
-    writeln!(out)?;
-    Ok(0)
 }

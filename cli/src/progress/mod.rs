@@ -3,7 +3,6 @@
 //! `--progress`, draws them on standard error: [`tty`] (live bars), [`plain`]
 //! (whole lines) or [`json`] (one object per line).
 
-mod event;
 pub mod json;
 pub mod plain;
 pub mod tty;
@@ -18,7 +17,7 @@ use builder::exec::{BuildEvent, BuildReporter};
 use indicatif::ProgressDrawTarget;
 use registry_client::Descriptor;
 
-pub use event::{BlobAction, Event};
+pub use ops::event::{BlobAction, Event};
 
 /// `--progress`: which view draws a command's events.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,7 +129,7 @@ pub struct Steps;
 
 impl BuildReporter for Steps {
     fn event(&mut self, event: BuildEvent<'_>) {
-        emit(&Event::from(event));
+        emit(&Event::Build(event));
     }
 }
 
@@ -221,24 +220,30 @@ fn plural(n: u64) -> &'static str {
 pub fn text(e: &Event<'_>, partial: &mut Partial) -> Vec<String> {
     use crate::commands::human_size;
     match e {
-        Event::StepStarted { id, stage, text } => vec![format!("#{id} [{stage}] {text}")],
-        Event::Output { id, data, .. } => partial
+        Event::Build(BuildEvent::StepStarted { id, stage, text }) => {
+            vec![format!("#{id} [{stage}] {text}")]
+        }
+        Event::Build(BuildEvent::Output { id, data, .. }) => partial
             .lines(*id, data)
             .into_iter()
             .map(|l| format!("#{id} {l}"))
             .collect(),
-        Event::StepDone { id, elapsed } => partial
+        Event::Build(BuildEvent::StepDone { id, elapsed }) => partial
             .rest(*id)
             .map(|r| format!("#{id} {r}"))
             .into_iter()
             .chain([format!("#{id} DONE {}", secs(*elapsed))])
             .collect(),
-        Event::StepCached { id, .. } => vec![format!("#{id} CACHED")],
+        Event::Build(BuildEvent::StepCached { id, .. }) => vec![format!("#{id} CACHED")],
         // An instruction never built before is no news (a first build).
-        Event::CacheMiss { cause, .. } if cause.ends_with(builder::exec::NEW_INSTRUCTION) => {
+        Event::Build(BuildEvent::CacheMiss { cause, .. })
+            if cause.ends_with(builder::exec::NEW_INSTRUCTION) =>
+        {
             vec![]
         }
-        Event::CacheMiss { id, cause, .. } => vec![format!("#{id} (cache miss: {cause})")],
+        Event::Build(BuildEvent::CacheMiss { id, cause, .. }) => {
+            vec![format!("#{id} (cache miss: {cause})")]
+        }
         Event::Lint {
             rule,
             line,
@@ -335,5 +340,70 @@ pub fn text(e: &Event<'_>, partial: &mut Partial) -> Vec<String> {
         Event::CacheExported { dest, digest } => {
             vec![format!("exporting cache to {dest}: done ({digest})")]
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use builder::sandbox::Stream;
+    use layer_cache::Digest;
+    use registry_client::Reference;
+    use std::time::Duration;
+
+    fn said(e: &Event<'_>) -> Vec<String> {
+        text(e, &mut Partial::default())
+    }
+
+    #[test]
+    fn text_lines_say_what_json_leaves_out() {
+        let r = Reference::parse("127.0.0.1:5000/a/b:1").expect("ref");
+        let d = Descriptor {
+            digest: format!("sha256:{}", "ab".repeat(32))
+                .parse()
+                .expect("digest"),
+            size: 2_500_000,
+            media_type: String::new(),
+            platform: None,
+            urls: Vec::new(),
+        };
+        assert_eq!(
+            said(&Event::mounted(&r, &d, "a/c")),
+            ["abababababab: mounted from a/c"]
+        );
+        let e = Event::pushed_in(&r, &d, 3);
+        assert_eq!(said(&e), ["abababababab: pushed 2.500MB in 3 chunks"]);
+        let e = Event::blob(BlobAction::Pulled, &r, &d).unpacked(true);
+        assert_eq!(said(&e), ["abababababab: pulled 2.500MB, unpacked"]);
+        let e = Event::push(&r, Some("app:1"));
+        assert_eq!(said(&e), ["pushing app:1 to 127.0.0.1:5000/a/b:1"]);
+        let e = Event::pushed(&r, &Digest::of(b""), 7);
+        assert_eq!(
+            said(&e),
+            [format!("1: digest: {} size: 7", Digest::of(b""))]
+        );
+        assert!(said(&Event::blob_bytes(&d, 5)).is_empty());
+    }
+
+    #[test]
+    fn a_steps_output_is_said_in_whole_lines_and_its_rest_when_it_ends() {
+        let mut partial = Partial::default();
+        let mut say = |e: Event<'_>| text(&e, &mut partial);
+        let out = |data| {
+            Event::Build(BuildEvent::Output {
+                id: 2,
+                stream: Stream::Stdout,
+                data,
+            })
+        };
+        assert_eq!(say(out(b"one\ntw")), ["#2 one"]);
+        // A character split between chunks is whole again.
+        assert!(say(out(b"o \xc3")).is_empty());
+        assert_eq!(say(out(b"\xa9\nthree")), ["#2 two é"]);
+        let done = Event::Build(BuildEvent::StepDone {
+            id: 2,
+            elapsed: Duration::from_millis(1260),
+        });
+        assert_eq!(say(done), ["#2 three", "#2 DONE 1.3s"]);
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use builder::exec::BuildEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use layer_cache::Digest;
@@ -60,7 +61,7 @@ impl Tty {
 impl Render for Tty {
     fn event(&mut self, e: &Event<'_>) {
         match e {
-            Event::StepStarted { id, stage, text } => {
+            Event::Build(BuildEvent::StepStarted { id, stage, text }) => {
                 let bar = self.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template("{spinner} #{prefix} {wide_msg} {elapsed:>4}")
@@ -72,7 +73,7 @@ impl Render for Tty {
                 bar.enable_steady_tick(Duration::from_millis(100));
                 self.steps.insert(*id, (bar, label));
             }
-            Event::StepDone { id, elapsed } => {
+            Event::Build(BuildEvent::StepDone { id, elapsed }) => {
                 if let Some(rest) = self.partial.rest(*id) {
                     self.println(&format!("#{id} {rest}"));
                 }
@@ -81,7 +82,7 @@ impl Render for Tty {
                     bar.finish_with_message(format!("{label} {:.1}s", elapsed.as_secs_f64()));
                 }
             }
-            Event::StepCached { id, .. } => {
+            Event::Build(BuildEvent::StepCached { id, .. }) => {
                 if let Some((bar, label)) = self.steps.remove(id) {
                     bar.set_style(done_style());
                     bar.finish_with_message(format!("{label} CACHED"));

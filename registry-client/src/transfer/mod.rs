@@ -3,7 +3,7 @@
 //!
 //! An [`ImageSource`] hands out manifests and blob streams; an [`ImageSink`]
 //! takes blobs (verified against their digest before they count) and manifests.
-//! A registry is both ([`Registry`]); the store implements them in the CLI, so
+//! A registry is both ([`Registry`]); the store implements them in `mybuild-ops`, so
 //! this crate still knows nothing of the store. Each blob of an image moves in
 //! its own task, bounded by a concurrency limit, and every step is told to a
 //! [`TransferReporter`] as a typed [`TransferEvent`]; rendering is the caller's.

@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use anyhow::{anyhow, bail, Context};
 use futures_util::future::BoxFuture;
 use layer_cache::image::descriptor as oci_descriptor;
 use layer_cache::snapshot::SnapshotFeeder;
@@ -19,8 +18,14 @@ use registry_client::transfer::{
 use registry_client::{Descriptor, Manifest, Reference};
 use tokio::io::AsyncSeekExt;
 
-fn endpoint(e: impl Into<anyhow::Error>) -> TransferError {
-    TransferError::endpoint(Box::<dyn std::error::Error + Send + Sync>::from(e.into()))
+use crate::OpsError;
+
+fn endpoint(e: impl Into<OpsError>) -> TransferError {
+    match e.into() {
+        // A registry's own error stays typed, as the client raised it.
+        OpsError::Transfer(t) => t,
+        e => TransferError::endpoint(e),
+    }
 }
 
 /// The store's name for a registry reference (`busybox:latest`, `host:5000/app:1`).
@@ -57,7 +62,7 @@ impl StoreIo {
     }
 
     /// A stored image's manifest, and the index it was pulled from, if any.
-    pub fn image(&self, name: &str) -> anyhow::Result<(Manifest, Option<Digest>)> {
+    pub fn image(&self, name: &str) -> crate::Result<(Manifest, Option<Digest>)> {
         let desc = self.store.resolve(name)?;
         let digest = layer_cache::image::descriptor_digest(&desc)?;
         let bytes = self.store.read_blob(&digest, MAX_MANIFEST)?;
@@ -111,7 +116,7 @@ impl StoreIo {
     /// into its snapshot on the way. Content that contradicts the config fails the
     /// pull; any other failed unpack is left for the build, which unpacks from the
     /// stored blob and reports the cause.
-    async fn ingest(&self, w: BlobWrite<'_>) -> anyhow::Result<BlobOutcome> {
+    async fn ingest(&self, w: BlobWrite<'_>) -> crate::Result<BlobOutcome> {
         let d = w.blob;
         let mut feeder = match w.unpack_as {
             Some(id) => self
@@ -165,10 +170,12 @@ impl StoreIo {
         r: &Reference,
         m: &Manifest,
         upstream_index: Option<&Digest>,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let committed = self.store.write_blob(&m.bytes)?;
         if committed.digest != m.digest {
-            bail!("{r}: stored manifest digest differs from the registry's");
+            return Err(OpsError::ManifestDigestMismatch {
+                reference: r.to_string(),
+            });
         }
         let mut desc = oci_descriptor(&m.media_type, &committed.digest, committed.size);
         // Only the chosen platform is stored, so the index is kept as a note of
@@ -190,13 +197,16 @@ impl StoreIo {
         &self,
         from: &Reference,
         child: Option<&Descriptor>,
-    ) -> anyhow::Result<Manifest> {
+    ) -> crate::Result<Manifest> {
         Ok(match child {
             Some(child) => {
-                let bytes = self
-                    .store
-                    .read_blob(&child.digest, MAX_MANIFEST)
-                    .with_context(|| format!("index entry {} is not in the store", child.digest))?;
+                let bytes =
+                    self.store
+                        .read_blob(&child.digest, MAX_MANIFEST)
+                        .map_err(|source| OpsError::IndexEntryMissing {
+                            digest: child.digest.clone(),
+                            source,
+                        })?;
                 Manifest::new(bytes, Some(&child.media_type))?
             }
             None => self.image(&local_name(from))?.0,
@@ -223,10 +233,12 @@ impl ImageSource for StoreIo {
         Box::pin(async move {
             let copied = (|| {
                 let mut r = self.store.open_blob(&blob.digest, Some(blob.size))?;
-                let n = std::io::copy(&mut r, out)
-                    .with_context(|| format!("copying blob {}", blob.digest))?;
+                let n = std::io::copy(&mut r, out).map_err(|source| OpsError::CopyBlob {
+                    digest: blob.digest.clone(),
+                    source,
+                })?;
                 progress(n);
-                Ok::<(), anyhow::Error>(())
+                Ok::<(), OpsError>(())
             })();
             copied.map_err(endpoint)
         })
@@ -247,10 +259,9 @@ impl ImageSource for StoreIo {
 
     fn check_blob(&self, _from: &Reference, blob: &Descriptor) -> Result<()> {
         if !self.store.blob_path(&blob.digest).is_file() {
-            return Err(endpoint(anyhow!(
-                "blob {} is not in the store",
-                blob.digest
-            )));
+            return Err(endpoint(OpsError::BlobMissing {
+                digest: blob.digest.clone(),
+            }));
         }
         Ok(())
     }
@@ -294,15 +305,7 @@ impl ImageSink for StoreIo {
         _to: &'a Reference,
         w: BlobWrite<'a>,
     ) -> BoxFuture<'a, Result<BlobOutcome>> {
-        Box::pin(async move {
-            // A registry's own error stays typed, as the client raised it.
-            self.ingest(w)
-                .await
-                .map_err(|e| match e.downcast::<TransferError>() {
-                    Ok(t) => t,
-                    Err(e) => endpoint(e),
-                })
-        })
+        Box::pin(async move { self.ingest(w).await.map_err(endpoint) })
     }
 
     fn layer_diff_ids(&self, config: &Descriptor, layers: usize) -> Vec<Option<Digest>> {

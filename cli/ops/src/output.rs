@@ -5,12 +5,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
 use layer_cache::export::ImageFs;
 use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{ImageRef, Store};
 
-use crate::commands::archive::write_tar_to;
+use crate::archive::{write_tar_to, Stdout};
+use crate::{OpsError, Result};
+
+fn bad<T>(text: String) -> Result<T> {
+    Err(OpsError::Invalid(text))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -40,7 +44,7 @@ pub fn parse(spec: &str) -> Result<Output> {
     let (mut kind, mut dest, mut name) = (None, None, None);
     for field in spec.split(',') {
         let Some((k, v)) = field.split_once('=') else {
-            bail!("--output {spec:?}: {field:?} is not KEY=VALUE");
+            return bad(format!("--output {spec:?}: {field:?} is not KEY=VALUE"));
         };
         match k.trim() {
             "type" => kind = Some(v.to_string()),
@@ -49,21 +53,21 @@ pub fn parse(spec: &str) -> Result<Output> {
             // BuildKit's image-exporter keys that change nothing for a local store.
             "push" | "tar" | "compression" | "oci-mediatypes" | "unpack" | "store" => {
                 if k == "push" && v == "true" {
-                    bail!("--output push=true: use --push");
+                    return bad("--output push=true: use --push".into());
                 }
                 if k == "tar" && v == "false" {
-                    bail!("--output tar=false: writing an unpacked OCI layout directory is not supported; use type=oci,dest=FILE.tar");
+                    return bad("--output tar=false: writing an unpacked OCI layout directory is not supported; use type=oci,dest=FILE.tar".into());
                 }
             }
-            other => bail!("--output {spec:?}: unknown key {other:?}"),
+            other => return bad(format!("--output {spec:?}: unknown key {other:?}")),
         }
     }
     let need_dest = |what: &str| -> Result<PathBuf> {
         dest.clone()
-            .with_context(|| format!("--output type={what} needs dest=PATH"))
+            .ok_or_else(|| OpsError::Invalid(format!("--output type={what} needs dest=PATH")))
     };
     match kind.as_deref() {
-        Some("registry") => bail!("--output type=registry: use --push"),
+        Some("registry") => bad("--output type=registry: use --push".into()),
         Some("image") => Ok(Output::Image),
         Some(k @ ("oci" | "docker")) => Ok(Output::Archive {
             dest: need_dest(k)?,
@@ -76,30 +80,39 @@ pub fn parse(spec: &str) -> Result<Output> {
         Some("tar") => Ok(Output::Tar {
             dest: need_dest("tar")?,
         }),
-        Some(other) => bail!("--output type={other}: expected oci, docker, local, tar or image"),
-        None => bail!("--output {spec:?}: missing type="),
+        Some(other) => bad(format!(
+            "--output type={other}: expected oci, docker, local, tar or image"
+        )),
+        None => bad(format!("--output {spec:?}: missing type=")),
     }
 }
 
 /// Writes the built image where `out` says. `tags` name the image in archives.
 /// For a multi-platform index, filesystems go one subdirectory per platform.
-pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRef]) -> Result<()> {
+/// `dest=-` writes to `stdout`.
+pub fn write(
+    store: &Store,
+    out: &Output,
+    manifest: &Descriptor,
+    tags: &[ImageRef],
+    stdout: Stdout<'_>,
+) -> Result<()> {
     let fs = ImageFs::new(store, manifest)?;
     match out {
         Output::Image => Ok(()),
         Output::Archive {
             docker: true, dest, ..
-        } if fs.is_multi_platform() => bail!(
+        } if fs.is_multi_platform() => bad(format!(
             "--output type=docker,dest={}: docker exporter does not currently support \
              exporting manifest lists; use type=oci",
             dest.display()
-        ),
+        )),
         Output::Archive { dest, name, .. } => {
             let name = match name {
                 Some(n) => Some(ImageRef::parse(n)?),
                 None => tags.first().cloned(),
             };
-            write_tar_to(Some(dest), |w| {
+            write_tar_to(Some(dest), stdout, |w| {
                 Ok(store.save(&[(name, manifest.clone())], w)?)
             })
         }
@@ -107,7 +120,7 @@ pub fn write(store: &Store, out: &Output, manifest: &Descriptor, tags: &[ImageRe
         Output::Tar { dest } => {
             // Flatten in a scratch directory of the store, then stream it as one tar.
             let flat = fs.flatten(store)?;
-            write_tar_to(Some(dest), |w| Ok(flat.write_tar(w)?))
+            write_tar_to(Some(dest), stdout, |w| Ok(flat.write_tar(w)?))
         }
     }
 }

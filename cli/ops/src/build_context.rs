@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
 use builder::context::NamedDir;
 use builder::plan::{reference, NamedContext};
 use layer_cache::{Digest, Store};
+
+use crate::{OpsError, Result};
 
 #[derive(Default)]
 pub struct NamedContexts {
@@ -26,11 +27,13 @@ pub fn parse(store: &Store, list: &[String]) -> Result<NamedContexts> {
         let (raw, value) = item
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| anyhow!("--build-context {item:?}: expected NAME=VALUE"))?;
+            .ok_or_else(|| {
+                OpsError::invalid(format!("--build-context {item:?}: expected NAME=VALUE"))
+            })?;
         let name = reference::context_name(raw).ok_or_else(|| {
-            anyhow!("--build-context {item:?}: invalid context name {raw:?} (a name is an image reference: lowercase letters, digits, separators, an optional tag)")
+            OpsError::invalid(format!("--build-context {item:?}: invalid context name {raw:?} (a name is an image reference: lowercase letters, digits, separators, an optional tag)"))
         })?;
-        let bad = |why: &str| anyhow!("--build-context {item:?}: {why}");
+        let bad = |why: &str| OpsError::invalid(format!("--build-context {item:?}: {why}"));
         let nc = if let Some(r) = value.strip_prefix("docker-image://") {
             if r == "scratch" {
                 NamedContext::Scratch
@@ -77,7 +80,7 @@ pub fn parse(store: &Store, list: &[String]) -> Result<NamedContexts> {
             )));
         } else {
             let dir = NamedDir::open(Path::new(value))
-                .with_context(|| format!("--build-context {item:?}"))?;
+                .map_err(|e| OpsError::invalid_because(format!("--build-context {item:?}"), e))?;
             out.dirs.insert(name.clone(), dir);
             NamedContext::Local
         };

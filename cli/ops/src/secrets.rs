@@ -3,8 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
 use builder::exec::secret::{Secret, MAX_SECRET_SIZE};
+
+use crate::{OpsError, Result};
+
+macro_rules! bail {
+    ($($t:tt)*) => {
+        return Err(OpsError::invalid(format!($($t)*)))
+    };
+}
 
 /// Parses every `--secret`; a missing variable fails naming it (a file is read,
 /// with its size limit, only by a step that mounts it).
@@ -35,8 +42,11 @@ pub fn parse(list: &[String]) -> Result<BTreeMap<String, Secret>> {
             (Some("file") | None, Some(path), None) => {
                 // As buildx: the file must exist now, and a regular file's size is
                 // checked now; its bytes are read by the step that mounts it.
-                let md = std::fs::metadata(&path)
-                    .with_context(|| format!("--secret id={id}: reading {path}"))?;
+                let md = std::fs::metadata(&path).map_err(|source| OpsError::SecretFile {
+                    id: id.clone(),
+                    path: path.clone().into(),
+                    source,
+                })?;
                 if md.is_file() && md.len() > MAX_SECRET_SIZE {
                     bail!(
                         "--secret id={id}: {path} is larger than the {} KiB limit for a secret",

@@ -9,7 +9,6 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Context, Result};
 use builder::exec::{LayerSource, UsedKeys};
 use layer_cache::cache_artifact::{Added, CacheArtifact, CacheContents, CacheManifest};
 use layer_cache::image::descriptor_digest;
@@ -20,8 +19,8 @@ use registry_client::manifest::OCI_MANIFEST;
 use registry_client::transfer::{ImageSource, Registry, TransferError};
 use registry_client::{Client, Manifest, Reference};
 
-use super::registry::{self, ProgressMode, RegistryOpts};
-use crate::progress::Event;
+use crate::registry;
+use crate::{chain_text, Event, OpsError, Reporter, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -60,11 +59,12 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
     let flag = if export { "--cache-to" } else { "--cache-from" };
     if !value.contains('=') {
         if value.is_empty() {
-            bail!("{flag}: empty value");
+            return Err(OpsError::invalid(format!("{flag}: empty value")));
         }
         return Ok(CacheSpec {
             location: Location::Registry(
-                Reference::parse(value).with_context(|| format!("{flag} {value}"))?,
+                Reference::parse(value)
+                    .map_err(|e| OpsError::invalid_because(format!("{flag} {value}"), e))?,
             ),
             mode: Mode::Min,
             ignore_error: false,
@@ -72,34 +72,44 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
     }
     let mut kv = BTreeMap::new();
     for part in value.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow!("{flag} {value:?}: expected KEY=VALUE, got {part:?}"))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            OpsError::invalid(format!(
+                "{flag} {value:?}: expected KEY=VALUE, got {part:?}"
+            ))
+        })?;
         kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
     }
-    let kind = kv
-        .remove("type")
-        .ok_or_else(|| anyhow!("{flag} {value:?}: type= is required (local or registry)"))?;
+    let kind = kv.remove("type").ok_or_else(|| {
+        OpsError::invalid(format!(
+            "{flag} {value:?}: type= is required (local or registry)"
+        ))
+    })?;
     let dir_key = if export { "dest" } else { "src" };
     let location = match kind.as_str() {
         "local" => {
             let dir = kv
                 .remove(dir_key)
                 .filter(|d| !d.is_empty())
-                .ok_or_else(|| anyhow!("{flag} {value:?}: type=local needs {dir_key}=DIR"))?;
+                .ok_or_else(|| {
+                    OpsError::invalid(format!("{flag} {value:?}: type=local needs {dir_key}=DIR"))
+                })?;
             Location::Local(PathBuf::from(dir))
         }
         "registry" => {
-            let r = kv
-                .remove("ref")
-                .filter(|r| !r.is_empty())
-                .ok_or_else(|| anyhow!("{flag} {value:?}: type=registry needs ref=REF"))?;
-            Location::Registry(Reference::parse(&r).with_context(|| format!("{flag} {value}"))?)
+            let r = kv.remove("ref").filter(|r| !r.is_empty()).ok_or_else(|| {
+                OpsError::invalid(format!("{flag} {value:?}: type=registry needs ref=REF"))
+            })?;
+            Location::Registry(
+                Reference::parse(&r)
+                    .map_err(|e| OpsError::invalid_because(format!("{flag} {value}"), e))?,
+            )
         }
-        other => bail!(
-            "{flag}: cache type {other:?} is not supported (mybuild supports type=local and \
-             type=registry)"
-        ),
+        other => {
+            return Err(OpsError::invalid(format!(
+                "{flag}: cache type {other:?} is not supported (mybuild supports type=local and \
+                 type=registry)"
+            )))
+        }
     };
     let mut spec = CacheSpec {
         location,
@@ -112,39 +122,35 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
                 spec.mode = match v.as_str() {
                     "min" => Mode::Min,
                     "max" => Mode::Max,
-                    _ => bail!("{flag} {value:?}: mode must be min or max, not {v:?}"),
+                    _ => {
+                        return Err(OpsError::invalid(format!(
+                            "{flag} {value:?}: mode must be min or max, not {v:?}"
+                        )))
+                    }
                 }
             }
             "ignore-error" if export => {
                 spec.ignore_error = match v.as_str() {
                     "true" => true,
                     "false" => false,
-                    _ => bail!("{flag} {value:?}: ignore-error must be true or false"),
+                    _ => {
+                        return Err(OpsError::invalid(format!(
+                            "{flag} {value:?}: ignore-error must be true or false"
+                        )))
+                    }
                 }
             }
             // BuildKit's switches for registries that need an image manifest: ours
             // always is one.
             "image-manifest" | "oci-mediatype" if export => {}
-            _ => bail!("{flag} {value:?}: unknown option {k:?}"),
+            _ => {
+                return Err(OpsError::invalid(format!(
+                    "{flag} {value:?}: unknown option {k:?}"
+                )))
+            }
         }
     }
     Ok(spec)
-}
-
-/// How cache transfers talk: their events into the process's view (quiet: warnings only).
-#[derive(Clone, Copy)]
-pub struct Say(pub ProgressMode);
-
-impl Say {
-    fn event(&self, e: Event<'_>) {
-        if self.0 != ProgressMode::Quiet || e.always_said() {
-            crate::progress::emit(&e);
-        }
-    }
-
-    pub fn warn(&self, text: &str) {
-        self.event(Event::warning(text));
-    }
 }
 
 /// One imported cache: where its layers are.
@@ -170,10 +176,10 @@ impl Imported {
     }
 
     /// What the build fetched, and what failed, after the build.
-    pub fn report(&self, say: Say) {
+    pub fn report(&self, say: &dyn Reporter) {
         if let Ok(w) = self.warnings.lock() {
             for w in w.iter() {
-                say.warn(w);
+                say.event(Event::warning(w.as_str()));
             }
         }
         let (n, bytes) = self.fetched.lock().map(|f| *f).unwrap_or_default();
@@ -190,19 +196,15 @@ impl Imported {
         match &src.spec.location {
             Location::Local(dir) => {
                 let path = LayoutDir::open(dir).blob_path(&digest);
-                let f = std::fs::File::open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
+                let f = std::fs::File::open(&path).map_err(OpsError::io("opening", &path))?;
                 let mut w = self.store.ingest()?;
                 // One byte more than expected, so a longer file fails the size check.
                 std::io::copy(&mut f.take(d.size().saturating_add(1)), &mut w)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                    .map_err(OpsError::io("reading", &path))?;
                 w.commit(Some(&digest), Some(d.size()))?;
             }
             Location::Registry(r) => {
-                let (client, rt) = self
-                    .remote
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("no registry client"))?;
+                let (client, rt) = self.remote.as_ref().ok_or(OpsError::NoRegistryClient)?;
                 let rd = registry_client::Descriptor {
                     media_type: d.media_type().to_string(),
                     digest: digest.clone(),
@@ -237,8 +239,9 @@ impl LayerSource for Imported {
                 Err(e) => {
                     if let Ok(mut w) = self.warnings.lock() {
                         w.push(format!(
-                            "cache layer {digest} from {}: {e:#}; the step ran instead",
-                            src.spec
+                            "cache layer {digest} from {}: {}; the step ran instead",
+                            src.spec,
+                            chain_text(&e)
                         ));
                     }
                 }
@@ -250,7 +253,12 @@ impl LayerSource for Imported {
 
 /// Reads every `--cache-from` and adds their records to the store's cache index.
 /// A source that is missing or unreadable is a warning: the build runs without it.
-pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say) -> Imported {
+pub fn import(
+    store: &Store,
+    specs: &[CacheSpec],
+    insecure: &[String],
+    say: &dyn Reporter,
+) -> Imported {
     let needs_remote = specs
         .iter()
         .any(|s| matches!(s.location, Location::Registry(_)));
@@ -263,8 +271,11 @@ pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say)
     };
     if needs_remote {
         match registry::runtime() {
-            Ok(rt) => imported.remote = Some((registry::client(opts), rt)),
-            Err(e) => say.warn(&format!("importing cache: {e:#}")),
+            Ok(rt) => imported.remote = Some((registry::client(insecure), rt)),
+            Err(e) => say.event(Event::warning(format!(
+                "importing cache: {}",
+                chain_text(&e)
+            ))),
         }
     }
     for spec in specs {
@@ -286,9 +297,10 @@ pub fn import(store: &Store, specs: &[CacheSpec], opts: &RegistryOpts, say: Say)
                     layers,
                 });
             }
-            Err(e) => say.warn(&format!(
-                "importing cache from {spec}: {e:#}; building without it"
-            )),
+            Err(e) => say.event(Event::warning(format!(
+                "importing cache from {spec}: {}; building without it",
+                chain_text(&e)
+            ))),
         }
     }
     imported
@@ -299,16 +311,13 @@ fn read_cache(imp: &Imported, spec: &CacheSpec) -> Result<CacheContents> {
     match &spec.location {
         Location::Local(dir) => Ok(CacheContents::read_local(dir)?),
         Location::Registry(r) => {
-            let (client, rt) = imp
-                .remote
-                .as_ref()
-                .ok_or_else(|| anyhow!("no registry client"))?;
+            let (client, rt) = imp.remote.as_ref().ok_or(OpsError::NoRegistryClient)?;
             let source = Registry::new(client.clone());
             rt.block_on(async {
                 let m = match source.manifest(r, None).await {
                     Ok(m) => m,
                     Err(TransferError::Registry(registry_client::Error::NotFound { .. })) => {
-                        bail!("not found")
+                        return Err(OpsError::CacheNotFound)
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -336,18 +345,22 @@ pub fn export(
     store: &Store,
     spec: &CacheSpec,
     keys: &UsedKeys,
-    opts: &RegistryOpts,
-    say: Say,
+    insecure: &[String],
+    say: &dyn Reporter,
 ) -> Result<()> {
-    let result = export_inner(store, spec, keys, opts, say);
+    let result = export_inner(store, spec, keys, insecure, say);
     match result {
         Err(e) if spec.ignore_error => {
-            say.warn(&format!(
-                "exporting cache to {spec}: {e:#} (ignore-error=true)"
-            ));
+            say.event(Event::warning(format!(
+                "exporting cache to {spec}: {} (ignore-error=true)",
+                chain_text(&e)
+            )));
             Ok(())
         }
-        r => r.with_context(|| format!("exporting cache to {spec}")),
+        r => r.map_err(|e| OpsError::CacheExport {
+            dest: spec.to_string(),
+            source: Box::new(e),
+        }),
     }
 }
 
@@ -355,8 +368,8 @@ fn export_inner(
     store: &Store,
     spec: &CacheSpec,
     keys: &UsedKeys,
-    opts: &RegistryOpts,
-    say: Say,
+    insecure: &[String],
+    say: &dyn Reporter,
 ) -> Result<()> {
     // Nothing written to the store below may be pruned before it is referenced.
     let _usage = store.usage_lock()?;
@@ -366,9 +379,9 @@ fn export_inner(
     };
     let artifact = CacheArtifact::collect(store, keys)?;
     for step in &artifact.left_out {
-        say.warn(&format!(
+        say.event(Event::warning(format!(
             "exporting cache: the layer of {step:?} is not in the store; its record is left out"
-        ));
+        )));
     }
     let n = artifact.records;
     let layers = &artifact.layers;
@@ -393,9 +406,15 @@ fn export_inner(
             }
             store.write_blob(&artifact.config)?;
             let m = Manifest::new(artifact.manifest, Some(OCI_MANIFEST))?;
-            let client = registry::client(opts);
+            let client = registry::client(insecure);
             let rt = registry::runtime()?;
-            rt.block_on(registry::push_manifest(store, &client, &dest, &m, say.0))?;
+            rt.block_on(registry::push_manifest(
+                store,
+                &client,
+                &dest,
+                &m,
+                say.transfer(),
+            ))?;
             m.digest
         }
     };

@@ -2,47 +2,24 @@
 //! (one object per line, `event` naming it) and the tty and plain views draw.
 //! Fields marked `skip` only shape the text views; JSON keeps its documented fields.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use builder::exec::BuildEvent;
-use builder::sandbox::Stream;
 use layer_cache::Digest;
+use registry_client::transfer::{Action, TransferEvent, TransferReporter};
 use registry_client::{Descriptor, Reference};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+
+/// Where an operation's events go; the CLI renders them.
+pub trait Reporter: Send + Sync {
+    fn event(&self, e: Event<'_>);
+    /// A reporter for one transfer's events (a pull or push it starts).
+    fn transfer(&self) -> Arc<dyn TransferReporter>;
+}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
-    // A build's steps.
-    StepStarted {
-        id: usize,
-        stage: &'a str,
-        text: &'a str,
-    },
-    /// A chunk of a RUN step's output (not split at lines).
-    Output {
-        id: usize,
-        #[serde(serialize_with = "stream_name")]
-        stream: Stream,
-        #[serde(serialize_with = "lossy")]
-        data: &'a [u8],
-    },
-    StepDone {
-        id: usize,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
-        elapsed: Duration,
-    },
-    StepCached {
-        id: usize,
-        /// A `--link` layer reused on a changed image below it.
-        #[serde(rename = "link_layer")]
-        linked: bool,
-    },
-    CacheMiss {
-        id: usize,
-        stage: &'a str,
-        cause: &'a str,
-    },
     /// A build check's finding (a `warning` event, as transfer warnings).
     #[serde(rename = "warning")]
     Lint {
@@ -165,6 +142,12 @@ pub enum Event<'a> {
         dest: String,
         digest: Digest,
     },
+
+    /// A build's steps, as the builder reports and serializes them (`step_started`,
+    /// `output`, `step_done`, `step_cached`, `cache_miss`). Untagged: the builder's
+    /// event carries its own `event` name (serde wants untagged variants last).
+    #[serde(untagged)]
+    Build(BuildEvent<'a>),
 }
 
 /// What happened to a blob.
@@ -182,15 +165,78 @@ pub enum BlobAction {
     Copied,
 }
 
-impl<'a> From<BuildEvent<'a>> for Event<'a> {
-    fn from(e: BuildEvent<'a>) -> Event<'a> {
-        match e {
-            BuildEvent::StepStarted { id, stage, text } => Event::StepStarted { id, stage, text },
-            BuildEvent::Output { id, stream, data } => Event::Output { id, stream, data },
-            BuildEvent::StepDone { id, elapsed } => Event::StepDone { id, elapsed },
-            BuildEvent::StepCached { id, linked } => Event::StepCached { id, linked },
-            BuildEvent::CacheMiss { id, stage, cause } => Event::CacheMiss { id, stage, cause },
-        }
+impl Event<'static> {
+    /// What a transfer's event says, or `None` for what only byte counters draw
+    /// (a copy's start and manifests say nothing).
+    pub fn from_transfer(e: &TransferEvent<'_>) -> Option<Event<'static>> {
+        Some(match *e {
+            TransferEvent::Start {
+                action: Action::Pull,
+                reference,
+            } => Event::pull(reference),
+            TransferEvent::Start {
+                action: Action::Push,
+                reference,
+            } => Event::push(reference, None),
+            // A copy says its blobs and its end.
+            TransferEvent::Start { .. } | TransferEvent::Manifest { .. } => return None,
+            TransferEvent::BlobUploading { .. }
+            | TransferEvent::BlobDownloading { .. }
+            | TransferEvent::BlobBytes { .. } => return None,
+            TransferEvent::BlobExists { reference, blob } => {
+                Event::blob(BlobAction::Exists, reference, blob)
+            }
+            TransferEvent::BlobSkipped { reference, blob } => {
+                Event::blob(BlobAction::Skipped, reference, blob)
+            }
+            TransferEvent::BlobMounted {
+                reference,
+                blob,
+                from,
+            } => Event::mounted(reference, blob, from),
+            TransferEvent::BlobDone {
+                action,
+                reference,
+                blob,
+                chunks,
+                unpacked,
+            } => match action {
+                Action::Pull => Event::blob(BlobAction::Pulled, reference, blob).unpacked(unpacked),
+                Action::Push => Event::pushed_in(reference, blob, u64::from(chunks)),
+                Action::Copy => Event::blob(BlobAction::Copied, reference, blob),
+            },
+            TransferEvent::Finish {
+                action: Action::Push,
+                reference,
+                digest,
+                size,
+            } => Event::pushed(reference, digest, size),
+            TransferEvent::Finish {
+                reference,
+                digest,
+                size,
+                ..
+            } => Event::pulled(reference, digest, size),
+            TransferEvent::Interrupted {
+                action,
+                reference,
+                left,
+            } => Event::interrupted(verb(action), reference, left),
+            TransferEvent::ReplacesIndex { reference, index } => Event::warning(format!(
+                "{reference} holds the multi-platform index {index} this image was pulled from; \
+                 pushing replaces it with this one platform (`mybuild copy --all-platforms` \
+                 moves the whole index)"
+            )),
+            TransferEvent::Warning { message } => Event::warning(message),
+        })
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::Pull => "pull",
+        Action::Push => "push",
+        Action::Copy => "copy",
     }
 }
 
@@ -342,33 +388,12 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
-fn stream_name<S: Serializer>(s: &Stream, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(match s {
-        Stream::Stdout => "stdout",
-        Stream::Stderr => "stderr",
-    })
-}
-
-fn lossy<S: Serializer>(data: &&[u8], ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(&String::from_utf8_lossy(data))
-}
-
-fn millis<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_u64(d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn json(e: &Event<'_>) -> String {
-        let mut out = Vec::new();
-        crate::progress::json::write(e, &mut out);
-        String::from_utf8(out).expect("utf-8")
-    }
-
-    fn text(e: &Event<'_>) -> Vec<String> {
-        crate::progress::text(e, &mut crate::progress::Partial::default())
+        e.to_json().map(|v| format!("{v}\n")).unwrap_or_default()
     }
 
     #[test]
@@ -392,51 +417,20 @@ mod tests {
                 d.digest
             )
         );
-        assert_eq!(text(&e), ["abababababab: mounted from a/c"]);
-        let e = Event::pushed_in(&r, &d, 3);
-        assert_eq!(text(&e), ["abababababab: pushed 2.500MB in 3 chunks"]);
         let e = Event::blob(BlobAction::Pulled, &r, &d).unpacked(true);
         assert!(json(&e).contains("\"unpacked\":true"), "{}", json(&e));
-        assert_eq!(text(&e), ["abababababab: pulled 2.500MB, unpacked"]);
         let e = Event::push(&r, Some("app:1"));
         assert_eq!(
             json(&e),
             "{\"event\":\"push\",\"ref\":\"127.0.0.1:5000/a/b:1\"}\n"
         );
-        assert_eq!(text(&e), ["pushing app:1 to 127.0.0.1:5000/a/b:1"]);
-        let e = Event::pushed(&r, &Digest::of(b""), 7);
-        assert_eq!(
-            text(&e),
-            [format!("1: digest: {} size: 7", Digest::of(b""))]
-        );
-        // Byte counters are drawn, never written as JSON or lines.
+        // Byte counters are drawn, never written as JSON.
         assert_eq!(json(&Event::blob_bytes(&d, 5)), "");
-        assert!(text(&Event::blob_bytes(&d, 5)).is_empty());
-    }
-
-    #[test]
-    fn a_steps_output_is_said_in_whole_lines_and_its_rest_when_it_ends() {
-        let mut partial = crate::progress::Partial::default();
-        let mut say = |e: Event<'_>| crate::progress::text(&e, &mut partial);
-        let out = |data| Event::Output {
-            id: 2,
-            stream: Stream::Stdout,
-            data,
-        };
-        assert_eq!(say(out(b"one\ntw")), ["#2 one"]);
-        // A character split between chunks is whole again.
-        assert!(say(out(b"o \xc3")).is_empty());
-        assert_eq!(say(out(b"\xa9\nthree")), ["#2 two é"]);
-        let done = Event::StepDone {
-            id: 2,
-            elapsed: Duration::from_millis(1260),
-        };
-        assert_eq!(say(done), ["#2 three", "#2 DONE 1.3s"]);
-        let e = Event::Output {
+        let e = Event::Build(BuildEvent::Output {
             id: 1,
-            stream: Stream::Stderr,
+            stream: builder::sandbox::Stream::Stderr,
             data: b"\xff",
-        };
+        });
         assert_eq!(
             json(&e),
             "{\"data\":\"\u{fffd}\",\"event\":\"output\",\"id\":1,\"stream\":\"stderr\"}\n"

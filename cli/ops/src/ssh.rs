@@ -8,8 +8,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
 use builder::exec::ssh_agent::SshAgents;
+
+use crate::{OpsError, Result};
+
+macro_rules! bail {
+    ($($t:tt)*) => {
+        return Err(OpsError::invalid(format!($($t)*)))
+    };
+}
 
 pub fn parse(list: &[String]) -> Result<SshAgents> {
     let mut wanted: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
@@ -41,8 +48,8 @@ pub fn parse(list: &[String]) -> Result<SshAgents> {
         }
     }
     SshAgents::start(wanted).map_err(|e| match e.id().map(|id| format!("--ssh {id}")) {
-        Some(which) => anyhow::Error::new(e).context(which),
-        None => anyhow::Error::new(e),
+        Some(which) => OpsError::invalid_because(which, e),
+        None => OpsError::SshAgent(e),
     })
 }
 
