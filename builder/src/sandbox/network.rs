@@ -331,10 +331,7 @@ fn add_hostfwd(socket: &Path, port: &PortForward) -> Result<(), String> {
     let mut conn = loop {
         match UnixStream::connect(socket) {
             Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("connecting to the stack's API socket: {e}")),
         }
     };
