@@ -26,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 pub mod bases;
 pub mod cache;
+pub mod container;
 pub mod context;
 pub mod diagnostic;
 pub mod dockerfile;

@@ -44,6 +44,7 @@ fn setup(tmp: &Path, args: &[&str]) -> SandboxSpec {
         mounts: vec![],
         secret_env: vec![],
         insecure: false,
+        ports: vec![],
     }
 }
 

@@ -6,7 +6,7 @@ use layer_cache::image::{ContainerConfig, HealthConfig, ImageConfig};
 
 use super::{history, resolve_path};
 use crate::dockerfile::{self, Command, Healthcheck, InstructionKind};
-use crate::plan::{self, NoBaseInfo, PlanOptions, StepKind};
+use crate::plan::{self, PlanOptions, StepKind};
 
 /// What [`apply`] did with a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,61 @@ pub enum ChangeError {
 /// (so ENV values expand in later lines, and ENTRYPOINT clears a CMD that no
 /// earlier line set).
 pub fn from_changes(lines: &[String]) -> Result<ContainerConfig, ChangeError> {
-    let mut text = String::from("FROM scratch\n");
+    let mut config = ImageConfig::default();
+    apply_changes(&mut config, lines)?;
+    let mut config = config.config.unwrap_or_default();
+    // Docker's import dispatches CMD with the classic builder, which marks
+    // arguments escaped on Windows only; BuildKit's mark is for builds.
+    config.args_escaped = None;
+    Ok(config)
+}
+
+/// The instructions `docker import --change` and `docker commit --change` take
+/// (Docker's `validCommitCommands`).
+fn is_change_instruction(kind: &InstructionKind) -> bool {
+    matches!(
+        kind,
+        InstructionKind::Cmd { .. }
+            | InstructionKind::Entrypoint { .. }
+            | InstructionKind::Healthcheck(_)
+            | InstructionKind::Env { .. }
+            | InstructionKind::Expose { .. }
+            | InstructionKind::Label { .. }
+            | InstructionKind::Onbuild { .. }
+            | InstructionKind::StopSignal { .. }
+            | InstructionKind::User { .. }
+            | InstructionKind::Volume { .. }
+            | InstructionKind::Workdir { .. }
+    )
+}
+
+/// The image `apply_changes` plans its lines on, so that they expand against
+/// the config's own environment.
+const CHANGE_BASE: &str = "mybuild-change-base";
+
+/// Answers the environment of [`CHANGE_BASE`]: the config being changed.
+struct ConfigEnv(Vec<(String, String)>);
+
+impl plan::BaseInfo for ConfigEnv {
+    fn env(&self, image: &str, _: Option<&plan::Platform>) -> Vec<(String, String)> {
+        if image == CHANGE_BASE {
+            self.0.clone()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Applies `--change` lines (Docker's `import`/`commit` set of instructions, each
+/// checked by name before anything is applied) to `config`, in order, as a build
+/// dispatches them on an image with this config: ENV merges into the existing
+/// environment and later lines expand against it; ENTRYPOINT clears the config's
+/// CMD unless a line before it set one. Returns what each line applied, in order.
+pub fn apply_changes(
+    config: &mut ImageConfig,
+    lines: &[String],
+) -> Result<Vec<Applied>, ChangeError> {
+    let mut text = format!("FROM {CHANGE_BASE}\n");
     for line in lines {
         let line = line.trim();
         let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -200,23 +254,7 @@ pub fn from_changes(lines: &[String]) -> Result<ContainerConfig, ChangeError> {
                 }
             })?;
         let instructions: Vec<_> = df.stages.iter().flat_map(|s| &s.instructions).collect();
-        let allowed = matches!(
-            instructions.as_slice(),
-            [i] if matches!(
-                i.kind,
-                InstructionKind::Cmd { .. }
-                    | InstructionKind::Entrypoint { .. }
-                    | InstructionKind::Healthcheck(_)
-                    | InstructionKind::Env { .. }
-                    | InstructionKind::Expose { .. }
-                    | InstructionKind::Label { .. }
-                    | InstructionKind::Onbuild { .. }
-                    | InstructionKind::StopSignal { .. }
-                    | InstructionKind::User { .. }
-                    | InstructionKind::Volume { .. }
-                    | InstructionKind::Workdir { .. }
-            )
-        );
+        let allowed = matches!(instructions.as_slice(), [i] if is_change_instruction(&i.kind));
         if !allowed {
             return Err(ChangeError::Unsupported {
                 line: line.to_string(),
@@ -226,20 +264,29 @@ pub fn from_changes(lines: &[String]) -> Result<ContainerConfig, ChangeError> {
         text.push_str(line);
         text.push('\n');
     }
+    let env = config
+        .config
+        .as_ref()
+        .map(|c| {
+            c.env
+                .iter()
+                .map(|e| {
+                    let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let df = dockerfile::parse(&text, "--change").map_err(|e| ChangeError::Plan(e.render()))?;
-    let graph = plan::plan(&df, &PlanOptions::default(), &NoBaseInfo)
+    let graph = plan::plan(&df, &PlanOptions::default(), &ConfigEnv(env))
         .map_err(|e| ChangeError::Plan(e.render()))?;
-    let mut config = ImageConfig::default();
+    let mut applied = Vec::new();
     for stage in &graph.stages {
         for step in &stage.steps {
-            apply(&mut config, &step.kind);
+            applied.push(apply(config, &step.kind));
         }
     }
-    let mut config = config.config.unwrap_or_default();
-    // Docker's import dispatches CMD with the classic builder, which marks
-    // arguments escaped on Windows only; BuildKit's mark is for builds.
-    config.args_escaped = None;
-    Ok(config)
+    Ok(applied)
 }
 
 #[cfg(test)]

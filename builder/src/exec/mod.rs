@@ -1052,12 +1052,14 @@ impl Exec<'_> {
             self.history(st, created_by, true);
             return Ok(());
         }
-        let mut writer = self.store.layer_writer(self.req.layer)?;
         let opts = diff::DiffOptions {
             clamp_mtime: self.req.source_date_epoch,
         };
-        diff::write_upperdir(dir.path(), &mut writer, &opts)?;
-        let layer = writer.finish()?;
+        let layer = crate::layer::write_layer(self.store, dir.path(), self.req.layer, &opts)
+            .map_err(|e| match e {
+                crate::layer::WriteLayerError::Store(e) => BuildError::Store(e),
+                crate::layer::WriteLayerError::Diff(e) => BuildError::Diff(e),
+            })?;
         let snapshot = self.store.commit_snapshot(dir, &layer.diff_id)?;
         st.layers.push(layer.descriptor());
         st.snapshots.push(snapshot);

@@ -241,6 +241,7 @@ impl Exec<'_> {
             // or the spec file.
             secret_env: prepared.secret_env.clone(),
             insecure: run.insecure,
+            ports: Vec::new(),
         };
         let secrets: Vec<&[u8]> = prepared.secrets.iter().map(Vec::as_slice).collect();
         let reporter = &mut *self.reporter;

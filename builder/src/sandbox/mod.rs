@@ -25,6 +25,8 @@ pub mod confine;
 mod init;
 mod network;
 
+pub use network::{PortError, PortForward, Protocol};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -126,6 +128,10 @@ pub struct SandboxSpec {
     /// paths, `/sys` writable.
     #[serde(default)]
     pub insecure: bool,
+    /// Ports published from the host into a private network (`-p`); only
+    /// [`Network::Private`] can have them.
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
 }
 
 /// What the init reads: the caller's spec and the seccomp program compiled once
@@ -211,6 +217,13 @@ pub enum SandboxError {
     StackMissing,
     #[error("the network stack (slirp4netns) failed: {0}")]
     Stack(String),
+    #[error("publishing port {port}: {why}")]
+    Port { port: String, why: String },
+    #[error("published ports (-p) need the default network: --network={network} {why}")]
+    PortsWithoutPrivateNetwork {
+        network: &'static str,
+        why: &'static str,
+    },
 }
 
 /// Which stream a chunk of output came from.
@@ -690,6 +703,22 @@ pub fn run_with_secrets(
     secrets: &[&[u8]],
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
+    match spec.network {
+        _ if spec.ports.is_empty() => {}
+        Network::Private => {}
+        Network::Host => {
+            return Err(SandboxError::PortsWithoutPrivateNetwork {
+                network: "host",
+                why: "already uses the host's ports",
+            })
+        }
+        Network::None => {
+            return Err(SandboxError::PortsWithoutPrivateNetwork {
+                network: "none",
+                why: "has no network to publish on",
+            })
+        }
+    }
     let (effective, etc_files) = prepare_bundle(bundle, spec)?;
     let spec = &effective;
     let seccomp = if spec.insecure {
@@ -756,14 +785,16 @@ pub fn run_with_secrets(
         source: e,
     })?;
     let stack = match &stack_exe {
-        Some(stack_exe) => match network::Stack::start(stack_exe, child.id(), bundle) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
+        Some(stack_exe) => {
+            match network::Stack::start(stack_exe, child.id(), bundle, &spec.ports) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
             }
-        },
+        }
         None => None,
     };
     let feeder = feed_secrets(&mut child, secrets);
