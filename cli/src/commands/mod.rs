@@ -4,6 +4,9 @@ pub mod cache;
 pub mod check;
 pub mod parse;
 pub mod registry;
+pub mod run;
+pub mod run_ps;
+pub mod run_tty;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).
