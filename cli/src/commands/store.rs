@@ -128,6 +128,10 @@ fn container_using(
         Err(_) => return Ok(None),
     };
     let top = layer_cache::image::descriptor_digest(&desc)?;
+    // As Docker: untagging one of several names leaves the image in place.
+    if store.tag_names(&top)?.len() > 1 {
+        return Ok(None);
+    }
     let mut users = layer_cache::containers::users_of(store.root(), &img.manifest_digest)?;
     users.extend(layer_cache::containers::users_of(store.root(), &top)?);
     Ok(users.into_iter().next())
