@@ -239,6 +239,8 @@ def targets(groups, summ, crit):
             out.append((name, "met" if m / r <= 1.2 else "NOT met",
                         f"{fmt_secs(m)} vs {fmt_secs(r)} = {fmt_ratio(m / r)}"))
 
+    ratio_target("run --rm busybox true ≤ 0.3× podman, under 50 ms", "X run --rm busybox true", "podman", 0.3, 0.05)
+    ratio_target("(same, --network none) ≤ 0.3× podman, under 50 ms", "X run --rm, --network none", "podman", 0.3, 0.05)
     ratio_target("push ≤ 1.0× skopeo", "R push", "skopeo", 1.0)
     ratio_target("pull ≤ 1.0× skopeo", "R pull", "skopeo", 1.0)
     m = med("R no-op push", "mybuild")
