@@ -210,19 +210,43 @@ impl Containers {
         for d in [self.upper_dir(&id), self.work_dir(&id)] {
             fs_err::create_dir_all(&d).map_err(StoreError::from)?;
         }
-        self.save(&record)?;
+        if record.config.auto_remove {
+            // Removed when it exits: not worth a wait for the disk.
+            self.save_state(&record)?;
+        } else {
+            self.save(&record)?;
+        }
         Ok(record)
     }
 
-    /// Replaces a container's record atomically.
+    /// Replaces a container's record atomically and durably (fsync'ed).
     pub fn save(&self, c: &Container) -> Result<()> {
+        let (path, bytes) = self.record_bytes(c)?;
+        crate::atomic::write_atomically(&path, |f| f.write_all(&bytes))?;
+        Ok(())
+    }
+
+    /// Replaces a container's record atomically but without waiting for the disk:
+    /// for state changes (running, exited), which the run lock makes right again
+    /// after a crash anyway.
+    pub fn save_state(&self, c: &Container) -> Result<()> {
+        let (path, bytes) = self.record_bytes(c)?;
+        let temp = path.with_file_name(format!(".{RECORD}.{}", std::process::id()));
+        std::fs::write(&temp, &bytes)
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                io_err(&path)(e)
+            })
+    }
+
+    fn record_bytes(&self, c: &Container) -> Result<(PathBuf, Vec<u8>)> {
         let path = self.dir_of(&c.id).join(RECORD);
         let bytes = serde_json::to_vec_pretty(c).map_err(|e| ContainerError::Record {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        crate::atomic::write_atomically(&path, |f| f.write_all(&bytes))?;
-        Ok(())
+        Ok((path, bytes))
     }
 
     /// Reads a record by full id; a "running" record nobody runs reads as exited.

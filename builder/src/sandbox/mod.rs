@@ -900,7 +900,12 @@ impl Running {
                 }
             }
         };
-        drop(self.stack.take());
+        if let Some(stack) = self.stack.take() {
+            // The kernel takes a while (~15 ms) to release the stack's tap device
+            // when it ends; the caller need not wait for that. Should the process
+            // exit first, the stack's exit pipe closes and it ends all the same.
+            std::thread::spawn(move || drop(stack));
+        }
         let outcome = outcome(status, &self.setup_err_path)?;
         overlay_used(&self.bundle, &self.upper, &self.lowers)?;
         Ok(outcome)

@@ -152,9 +152,22 @@ pub fn run(g: &Globals, a: &RunArgs) -> Result<i32> {
                     interactive: a.interactive,
                 }
             };
-            Ok(start_and_wait(&store, &cs, c, io).unwrap_or_else(|e| own_error(&e)))
+            let id = c.id.clone();
+            Ok(start_and_wait(&store, &cs, c, io).unwrap_or_else(|e| {
+                remove_if_auto(&cs, &id);
+                own_error(&e)
+            }))
         }
         Err(e) => Ok(own_error(&e)),
+    }
+}
+
+/// A `--rm` container that could not start is removed all the same.
+fn remove_if_auto(cs: &Containers, id: &str) {
+    if let Ok(c) = cs.get(id) {
+        if c.config.auto_remove && c.state != State::Running {
+            let _ = cs.remove(&c);
+        }
     }
 }
 
@@ -175,7 +188,24 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
         other => bail!("--network {other:?}: expected default, none or host"),
     };
     let store = g.store()?;
-    let desc = match (a.pull, store.resolve(&a.image)) {
+    let want = a
+        .platform
+        .as_deref()
+        .map(|p| ops::registry::want_platform(Some(p)))
+        .transpose()?;
+    // A stored image for another platform than `--platform` names counts as missing.
+    let stored = store.resolve(&a.image).and_then(|d| {
+        let fits = match &want {
+            Some(p) => store.load_image(&d)?.config.is_for(p),
+            None => true,
+        };
+        if fits {
+            Ok(d)
+        } else {
+            Err(layer_cache::StoreError::ImageNotFound(a.image.clone()))
+        }
+    });
+    let desc = match (a.pull, stored) {
         (PullPolicy::Always, _) | (PullPolicy::Missing, Err(_)) => {
             if a.pull == PullPolicy::Missing {
                 eprintln!("Unable to find image '{}' locally", a.image);
@@ -516,7 +546,7 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
     c.exit_code = None;
     c.started_at = Some(layer_cache::containers::now());
     c.finished_at = None;
-    cs.save(&c)?;
+    cs.save_state(&c)?;
     if matches!(io, Io::Log) {
         keeper_started();
     }
@@ -534,11 +564,13 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
     c.pid = None;
     c.exit_code = Some(code);
     c.finished_at = Some(layer_cache::containers::now());
-    cs.save(&c)?;
     let _ = std::fs::remove_dir_all(&bundle);
-    drop(lock);
     if c.config.auto_remove {
+        drop(lock);
         cs.remove(&c)?;
+    } else {
+        cs.save_state(&c)?;
+        drop(lock);
     }
     match outcome {
         Ok(_) => Ok(code),
@@ -602,7 +634,10 @@ pub fn keeper(g: &Globals, a: &KeeperArgs) -> Result<i32> {
     // ^C and hang-ups of the terminal `run -d` was typed in are not the container's.
     match start_and_wait(&store, &cs, c, Io::Log) {
         Ok(code) => Ok(code),
-        Err(e) => Ok(own_error(&e)),
+        Err(e) => {
+            remove_if_auto(&cs, &a.id);
+            Ok(own_error(&e))
+        }
     }
 }
 
