@@ -131,7 +131,8 @@ def build_table(groups, summ):
         mbps = f"{s['mbps']:.0f}" if s["mbps"] else ""
         fail = " (some runs failed)" if g["fail"] else ""
         cpu = f"{s['cpu']:.2f} s" if s["cpu"] is not None else ""
-        rows.append(f"| {sc} | {tool}{fail} | {fmt_secs(s['median'])} | {rng} | {cpu} | {s['rss']:.1f} MiB | {mbps} | {ratio} |")
+        rss = f"{s['rss']:.1f} MiB" if s["rss"] > 0 else "–"
+        rows.append(f"| {sc} | {tool}{fail} | {fmt_secs(s['median'])} | {rng} | {cpu} | {rss} | {mbps} | {ratio} |")
     return rows
 
 
@@ -249,7 +250,8 @@ def targets(groups, summ, crit):
     else:
         out.append(("no-op push under 100 ms", "not measured", why_missing("R no-op push")))
 
-    mine = [(k[0], v["rss"]) for k, v in summ.items() if k[1] == "mybuild"]
+    # Rows timed by hyperfine (X) carry no RSS (0).
+    mine = [(k[0], v["rss"]) for k, v in summ.items() if k[1] == "mybuild" and v["rss"] > 0]
     if mine:
         worst = max(mine, key=lambda x: x[1])
         over = [f"{sc} {r:.0f} MiB" for sc, r in mine if r > 64]
