@@ -206,6 +206,14 @@ fn a_container_is_kept_started_again_and_removed() {
     assert!(root.join("containers").join(&id).join("upper/f").is_file());
     let err = fails(mybuild(&root).args(["run", "--name", "c1", "busybox", "true"]));
     assert!(err.contains("is already in use"), "{err}");
+    // Started without -a: a keeper runs it and keeps its output.
+    let (so, _) = ok(mybuild(&root).args(["start", "c1"]));
+    assert_eq!(so, "c1\n");
+    poll_until("the detached start to end", || {
+        let (ps, _) = ok(mybuild(&root).args(["ps", "-q"]));
+        ps.trim().is_empty().then_some(())
+    });
+    assert_eq!(logs(&root, "c1"), "hi\n");
     let (so, _) = ok(mybuild(&root).args(["rm", "c1"]));
     assert_eq!(so, "c1\n");
     assert!(!root.join("containers").join(&id).exists());
@@ -474,4 +482,31 @@ fn an_ordinary_user_runs_a_container() {
             .mybuild()
             .args(["run", "--rm", "busybox", "sh", "-c", "id -u; echo ok"]));
     assert_eq!(so, "0\nok\n", "{se}");
+}
+
+#[test]
+fn a_missing_image_is_pulled_first() {
+    let Some((tmp, root)) = setup_run() else {
+        return;
+    };
+    if !testdata::require_tool("docker-registry") {
+        return;
+    }
+    let reg = testdata::registry::Registry::start();
+    let image = format!("{}/lib/bb:1", reg.addr);
+    ok(mybuild(&root).args(["push", "busybox", &image]));
+    let empty = tmp.path().join("empty-store");
+    let (rc, _, err) =
+        code(mybuild(&empty).args(["run", "--rm", "--pull", "never", &image, "true"]));
+    assert_eq!(rc, 125, "{err}");
+    let (so, err) = ok(mybuild(&empty).args(["run", "--rm", &image, "echo", "pulled"]));
+    assert_eq!(so, "pulled\n", "{err}");
+    assert!(
+        err.contains(&format!("Unable to find image '{image}' locally")),
+        "{err}"
+    );
+    // Present now: --pull never runs it.
+    let (so, _) =
+        ok(mybuild(&empty).args(["run", "--rm", "--pull", "never", &image, "echo", "again"]));
+    assert_eq!(so, "again\n");
 }
