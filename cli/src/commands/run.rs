@@ -492,6 +492,66 @@ fn dup(fd: impl AsFd) -> Result<OwnedFd> {
     Ok(fd.as_fd().try_clone_to_owned()?)
 }
 
+/// Threads copying between the caller's terminal and pipes the container holds.
+#[derive(Default)]
+struct Pumps {
+    outputs: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pumps {
+    /// Waits until the container's output has all been copied (its pipes close
+    /// when the sandbox ends); the input thread is left to end with the process.
+    fn finish(self) {
+        for t in self.outputs {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The container's side of the caller's standard output or error: the descriptor
+/// itself, unless it is a terminal, which the container gets only through a pipe
+/// (a terminal's ioctls, TIOCSTI's typing included, stay out of its reach).
+fn shield_output<W>(stream: W, pumps: &mut Pumps) -> Result<OwnedFd>
+where
+    W: AsFd + IsTerminal + Write + Send + 'static,
+{
+    if !stream.is_terminal() {
+        return dup(&stream);
+    }
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut stream = stream;
+    pumps.outputs.push(std::thread::spawn(move || {
+        let mut r = std::fs::File::from(r);
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0
+                || stream
+                    .write_all(&buf[..n])
+                    .and_then(|()| stream.flush())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    }));
+    Ok(w)
+}
+
+/// The container's standard input (`-i` without `-t`): a pipe fed from a terminal,
+/// as for the outputs, else the descriptor itself.
+fn shield_input(_pumps: &mut Pumps) -> Result<OwnedFd> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return dup(&stdin);
+    }
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    std::thread::spawn(move || {
+        let mut w = std::fs::File::from(w);
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut w);
+    });
+    Ok(r)
+}
+
 /// Starts the container (the caller holds nothing), waits for it and records how it
 /// ended. Returns the exit code the caller exits with.
 pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) -> Result<i32> {
@@ -499,6 +559,7 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
     let spec = sandbox_spec(store, cs, &c)?;
     let bundle = cs.bundle_dir(&c.id);
     let exe = std::env::current_exe().context("finding the mybuild binary")?;
+    let mut pumps = Pumps::default();
     let tty = match &io {
         Io::Tty { .. } => Some(super::run_tty::Pty::open()?),
         _ => None,
@@ -527,12 +588,12 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
         }
         (Io::Attached { interactive }, _) | (Io::Tty { interactive }, None) => sandbox::Attach {
             stdin: if *interactive {
-                Some(dup(std::io::stdin())?)
+                Some(shield_input(&mut pumps)?)
             } else {
                 None
             },
-            stdout: dup(std::io::stdout())?,
-            stderr: dup(std::io::stderr())?,
+            stdout: shield_output(std::io::stdout(), &mut pumps)?,
+            stderr: shield_output(std::io::stderr(), &mut pumps)?,
             terminal: false,
             read_only: c.config.read_only,
         },
@@ -554,6 +615,7 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
         pty.pump(*interactive)?;
     }
     let outcome = running.wait();
+    pumps.finish();
     forward.to(0);
     let code = match &outcome {
         Ok(Outcome::Exited(code)) => *code,
