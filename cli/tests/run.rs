@@ -161,6 +161,46 @@ fn an_interactive_shell_runs_on_a_terminal() {
     assert_eq!(before, after, "the terminal mode is restored");
 }
 
+#[test]
+fn without_t_the_users_terminal_reaches_the_container_through_pipes() {
+    let Some((tmp, root)) = setup_run() else {
+        return;
+    };
+    let Some(tmux) = Tmux::start(100, 30) else {
+        return;
+    };
+    let out = tmp.path().join("out");
+    let line = format!(
+        "{bin} --root {root} run --rm -i busybox sh -c 'read x; echo got $x; readlink /proc/self/fd/0' > {out}.tmp 2>&1 <&0; mv {out}.tmp {out}",
+        bin = shell_quote(&cargo_bin("mybuild")),
+        root = shell_quote(&root),
+        out = shell_quote(&out),
+    );
+    // Standard output goes to a file above; run a second time with it on the terminal.
+    let line2 = format!(
+        "{bin} --root {root} run --rm busybox sh -c 'readlink /proc/self/fd/1; echo done-$((1+1))'",
+        bin = shell_quote(&cargo_bin("mybuild")),
+        root = shell_quote(&root),
+    );
+    tmux.keys(&[&line, "Enter"]);
+    tmux.keys(&["typed", "Enter"]);
+    let got = poll_until("the first run", || std::fs::read_to_string(&out).ok());
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.first(), Some(&"got typed"), "{got}");
+    // Standard input came from the terminal: the container sees a pipe.
+    assert!(
+        lines.get(1).is_some_and(|l| l.starts_with("pipe:")),
+        "{got}"
+    );
+    tmux.keys(&[&line2, "Enter"]);
+    tmux.wait_line("done-2", 0);
+    let screen = tmux.screen();
+    assert!(
+        screen.lines().any(|l| l.starts_with("pipe:[")),
+        "standard output on a terminal reaches the container as a pipe:\n{screen}"
+    );
+}
+
 /// The full id of the container named `name`.
 fn container_id(root: &Path, name: &str) -> String {
     let dir = root.join("containers");
