@@ -522,6 +522,20 @@ fn an_ordinary_user_runs_a_container() {
             .mybuild()
             .args(["run", "--rm", "busybox", "sh", "-c", "id -u; echo ok"]));
     assert_eq!(so, "0\nok\n", "{se}");
+    // Detached, as another user of the container: `stop` reaches it from a later
+    // command's namespace.
+    let script = "trap 'echo got TERM; exit 0' TERM; echo up; while :; do sleep 0.1; done";
+    ok(user.mybuild().args([
+        "run", "-d", "--name", "r1", "-u", "1000", "busybox", "sh", "-c", script,
+    ]));
+    poll_until("the container's output", || {
+        let (so, _) = ok(user.mybuild().args(["logs", "r1"]));
+        so.contains("up").then_some(())
+    });
+    ok(user.mybuild().args(["stop", "-t", "5", "r1"]));
+    let (so, _) = ok(user.mybuild().args(["logs", "r1"]));
+    assert_eq!(so, "up\ngot TERM\n");
+    ok(user.mybuild().args(["rm", "r1"]));
 }
 
 #[test]
