@@ -476,6 +476,28 @@ fn the_image_config_and_options_combine_as_in_docker() {
         "echo $A $B $(pwd) $(id -u)",
     ]));
     assert_eq!(so, "image option /srv 0\n");
+    // --env-file, then -e (K=V, or K from mybuild's environment).
+    let env_file = tmp.path().join("env");
+    std::fs::write(&env_file, "# comment\nB=file\nC=file\n").expect("env file");
+    let (so, _) = ok(mybuild(&root)
+        .env("FROM_HOST", "host")
+        .arg("run")
+        .arg("--env-file")
+        .arg(&env_file)
+        .args([
+            "-e",
+            "C=option",
+            "-e",
+            "FROM_HOST",
+            "-e",
+            "UNSET_HERE",
+            "--entrypoint",
+            "sh",
+            "cfg:1",
+            "-c",
+            "echo $A $B $C $FROM_HOST ${UNSET_HERE-unset}",
+        ]));
+    assert_eq!(so, "image file option host unset\n");
     let (so, _) = ok(mybuild(&root).args([
         "run",
         "--rm",
