@@ -408,6 +408,12 @@ fn binds_are_read_only_or_written_through() {
     assert_ne!(rc, 0);
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(!host.join("y").exists());
+    let (so, _) = ok(mybuild(&root).args([
+        "run", "--rm", "--read-only", "--tmpfs", "/scratch", "--hostname", "hh", "--add-host",
+        "foo:192.0.2.7", "busybox", "sh", "-c",
+        "touch /scratch/a && ! touch /b 2>/dev/null && echo read-only; hostname; grep foo /etc/hosts",
+    ]));
+    assert_eq!(so, "read-only\nhh\n192.0.2.7\tfoo\n");
     let (rc, _, err) =
         code(mybuild(&root).args(["run", "--rm", "-v", "data:/data", "busybox", "true"]));
     assert_eq!(rc, 125);
