@@ -52,7 +52,10 @@ impl Tmux {
         if !testdata::require_tool("tmux") {
             return None;
         }
-        let socket = format!("mybuild-run-{}", std::process::id());
+        // One server per test: tests of this file run in parallel threads.
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("mybuild-run-{}-{n}", std::process::id());
         let t = Tmux { socket };
         let st = t
             .cmd()
