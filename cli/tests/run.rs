@@ -138,6 +138,9 @@ fn an_interactive_shell_runs_on_a_terminal() {
     tmux.wait_line("42", 0);
     tmux.keys(&["stty size", "Enter"]);
     tmux.wait_line("30 100", 0);
+    // The terminal is the container's console, as in Docker.
+    tmux.keys(&["tty", "Enter"]);
+    tmux.wait_line("/dev/console", 0);
     let st = tmux
         .cmd()
         .args(["resize-window", "-t", "t", "-x", "120", "-y", "40"])

@@ -583,6 +583,19 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
         None,
     )?;
     setup_dev(&rootfs.join("dev"))?;
+    if init.attach.as_ref().is_some_and(|a| a.terminal) {
+        // The terminal (our standard input) is the container's /dev/console, as
+        // Docker binds it: ttyname() then finds it inside the container. Bound by
+        // its path in this (copied) mount namespace: the descriptor's own mount
+        // belongs to the caller's, which mount(2) refuses as a source.
+        if let Ok(pts) = std::fs::read_link("/proc/self/fd/0") {
+            if pts.starts_with("/dev/pts/") {
+                let console = rootfs.join("dev/console");
+                ensure_file(&console)?;
+                bind_device(&pts, &console)?;
+            }
+        }
+    }
     let sys = rootfs.join("sys");
     ensure_dir(&sys)?;
     // A fresh sysfs has no submounts: no host cgroup file, debugfs or securityfs
@@ -786,6 +799,9 @@ fn exec_command(init: &InitSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
         // session of its own, so ^C and window changes reach it.
         // SAFETY: setsid and ioctl with an integer argument in a single-threaded child.
         unsafe {
+            // The command's user owns its terminal, as runc arranges, so /dev/tty
+            // opens for a user other than root too.
+            libc::fchown(0, spec.uid, spec.gid);
             libc::setsid();
             if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 fail(format!(
