@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mybuild against buildah and skopeo, side by side in one run (see bench/README.md).
 #
-#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,S,R,L,M,U] [--release] [--keep]
+#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,S,R,L,M,U,X] [--release] [--keep]
 #
 # As root on Debian: installs the peers with apt when missing, builds mybuild, sets up a
 # loop-mounted ext4 work area, starts docker-registry on 127.0.0.1, makes a busybox base
@@ -15,7 +15,7 @@ REPO=$(dirname "$HERE")
 
 RUNS=5
 SMOKE=0
-ONLY="A,B,C,S,R,L,M,U"
+ONLY="A,B,C,S,R,L,M,U,X"
 RELEASE=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -593,11 +593,63 @@ if want M; then
   fi
 fi
 
+# --- X: containers: mybuild run --rm against podman run --rm (runc), same image ----------
+# Timed with hyperfine (no shell, warm-up runs first); each run becomes a row of the table.
+# The image reaches podman's own storage (in the work area) through skopeo from our store.
+if want X; then
+  X_RUNS=$([ "$SMOKE" = 1 ] && echo 3 || echo $((RUNS * 4)))
+  if ! command -v podman >/dev/null 2>&1; then
+    for sc in "X run --rm busybox true" "X run --rm, --network none"; do na "$sc" podman "not measured (apt-get install podman runc)"; done
+  else
+    log "X: run --rm busybox true, against podman run --rm (runc), $X_RUNS runs each (hyperfine)"
+    XS=$W/store-x
+    mb_fresh "$XS"
+    PODMAN=(podman --root "$W/podman/root" --runroot "$W/podman/run" --storage-driver "$STORAGE_DRIVER"
+      --runtime runc --cgroup-manager cgroupfs --events-backend none)
+    skopeo copy -q "oci:$TMPL:busybox:latest" \
+      "containers-storage:[$STORAGE_DRIVER@$W/podman/root+$W/podman/run]localhost/busybox:latest"
+    # x_row SCENARIO TOOL JSON: hyperfine's runs as rows (no RSS from hyperfine: 0).
+    x_row() {
+      python3 - "$1" "$2" "$3" >> "$TSV" <<'PY'
+import json, sys
+sc, tool, path = sys.argv[1:4]
+r = json.load(open(path))["results"][0]
+cpu = (r["user"] + r["system"])
+for t in r["times"]:
+    print(f"{sc}\t{tool}\tok\t{int(t * 1e6)}\t0\t0\t\t{cpu:.3f}")
+PY
+    }
+    # Probed: podman refuses to run on some machines (rlimits or cgroups it may not set).
+    X_NA=""
+    if ! "${PODMAN[@]}" run --rm --network none localhost/busybox:latest true >"$W/last.log" 2>&1; then
+      X_NA="not measured: podman cannot run a container here ($(tail -1 "$W/last.log" | tr '\t' ' '))"
+    fi
+    for net in default none; do
+      if [ "$net" = default ]; then sc="X run --rm busybox true"; pnet=slirp4netns; else sc="X run --rm, --network none"; pnet=none; fi
+      [ -z "$X_NA" ] || na "$sc" podman "$X_NA"
+      for tool in mybuild podman; do
+        [ "$tool" = mybuild ] || [ -z "$X_NA" ] || continue
+        if [ "$tool" = mybuild ]; then cmd="$MB --root $XS run --rm --network $net busybox true"
+        else cmd="${PODMAN[*]} run --rm --network $pnet localhost/busybox:latest true"; fi
+        if hyperfine -N -w 2 -r "$X_RUNS" --export-json "$W/x.json" "$cmd" >"$W/last.log" 2>&1; then
+          x_row "$sc" "$tool" "$W/x.json"
+          grep -E 'Time|Range' "$W/last.log" | sed "s/^/  $tool $net: /" >&2
+        else
+          FAILED=1
+          printf '%s\t%s\tfail\t0\t0\t0\t%s\n' "$sc" "$tool" "$(tail -1 "$W/last.log" | tr '\t' ' ')" >> "$TSV"
+          echo "  FAILED: $sc $tool" >&2; tail -15 "$W/last.log" | sed 's/^/    /' >&2
+        fi
+      done
+    done
+  fi
+fi
+
 # --- table -------------------------------------------------------------------------------
 versions() {
   printf 'mybuild\t%s\n' "$("$MB" --version 2>&1 | head -1) ($(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
   printf 'buildah\t%s\n' "$(buildah --version | head -1)"
   printf 'skopeo\t%s\n' "$(skopeo --version | head -1)"
+  printf 'podman\t%s\n' "$(podman --version 2>/dev/null | head -1) ($(runc --version 2>/dev/null | head -1))"
   printf 'docker-registry\t%s\n' "$(docker-registry --version 2>&1 | head -1)"
   printf 'pigz\t%s\n' "$(pigz --version 2>&1 | head -1)"
   printf 'zstd\t%s\n' "$(zstd --version | head -1)"

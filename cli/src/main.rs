@@ -69,6 +69,21 @@ enum Command {
     Digest(commands::registry::RefArgs),
     /// Delete an image (manifest) from a registry
     Delete(commands::registry::RefArgs),
+    /// Run a command in a new container
+    Run(commands::run::RunArgs),
+    /// List containers
+    Ps(commands::run_ps::PsArgs),
+    /// Start stopped containers (same writable layer)
+    Start(commands::run::StartArgs),
+    /// Stop running containers (the image's STOPSIGNAL, then SIGKILL)
+    Stop(commands::run_ps::StopArgs),
+    /// Remove containers
+    Rm(commands::run_ps::RmArgs),
+    /// Print a detached container's output
+    Logs(commands::run_ps::LogsArgs),
+    /// Runs a detached container (internal)
+    #[command(name = "__container-keeper", hide = true)]
+    Keeper(commands::run::KeeperArgs),
     /// Run a command (default: $SHELL) in the user namespace a non-root user builds in, with $MYBUILD_ROOT set to the store
     Unshare(UnshareArgs),
 }
@@ -85,10 +100,40 @@ struct UnshareArgs {
 }
 
 const VERBS: &[&str] = &[
-    "build", "images", "inspect", "tag", "rmi", "prune", "cache", "fsck", "import", "save", "load",
-    "check", "parse", "pull", "push", "copy", "login", "logout", "tags", "digest", "delete",
-    "unshare", "help",
+    "build",
+    "images",
+    "inspect",
+    "tag",
+    "rmi",
+    "prune",
+    "cache",
+    "fsck",
+    "import",
+    "save",
+    "load",
+    "check",
+    "parse",
+    "pull",
+    "push",
+    "copy",
+    "login",
+    "logout",
+    "tags",
+    "digest",
+    "delete",
+    "unshare",
+    "help",
+    "run",
+    "ps",
+    "start",
+    "stop",
+    "rm",
+    "logs",
+    "__container-keeper",
 ];
+
+/// Verbs whose own failures exit with 125, as Docker's container commands do.
+const CONTAINER_VERBS: &[&str] = &["run", "start"];
 
 /// `mybuild -t app:1 .` means `mybuild build -t app:1 .`: insert the verb when the first
 /// word after the global options is not one.
@@ -287,7 +332,17 @@ fn main() -> std::process::ExitCode {
 const WORK_STACK: usize = 64 << 20;
 
 fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
-    let cli = Cli::parse_from(with_default_verb(args));
+    let container_verb = verb(&args).is_some_and(|v| CONTAINER_VERBS.contains(&v.as_str()));
+    let cli = match Cli::try_parse_from(with_default_verb(args)) {
+        Ok(cli) => cli,
+        Err(e) if container_verb && e.use_stderr() => {
+            // Docker's one line and 125 for a bad flag of run/start.
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return std::process::ExitCode::from(125);
+        }
+        Err(e) => e.exit(),
+    };
     let filter = if cli.debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
@@ -325,6 +380,13 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Digest(a) => commands::registry::digest(a),
         Command::Delete(a) => commands::registry::delete(a),
         Command::Unshare(a) => unshare(&g, a),
+        Command::Run(a) => commands::run::run(&g, a),
+        Command::Ps(a) => commands::run_ps::ps(&g, a),
+        Command::Start(a) => commands::run::start(&g, a),
+        Command::Stop(a) => commands::run_ps::stop(&g, a),
+        Command::Rm(a) => commands::run_ps::rm(&g, a),
+        Command::Logs(a) => commands::run_ps::logs(&g, a),
+        Command::Keeper(a) => commands::run::keeper(&g, a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use oci_spec::image::Descriptor;
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::image::{self, ParsedManifest, MAX_JSON_BLOB};
 use crate::lock::FileLock;
 use crate::store::Store;
@@ -83,6 +83,17 @@ impl Store {
         }
         for d in extra_roots.iter().chain(&self.cache_roots()?) {
             self.walk(d, &mut live, &mut configs)?;
+        }
+        // A container keeps its image (and so the image's snapshots).
+        let in_use = crate::containers::images_in_use(self.root()).map_err(|e| match e {
+            crate::containers::ContainerError::Store(e) => e,
+            e => StoreError::invalid("containers", e.to_string()),
+        })?;
+        for digest in in_use {
+            if self.has_blob(&digest) {
+                let d = image::descriptor(media::OCI_MANIFEST, &digest, 0);
+                self.walk(&d, &mut live, &mut configs)?;
+            }
         }
         Ok((live, configs))
     }

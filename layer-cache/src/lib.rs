@@ -11,6 +11,7 @@ pub mod cache_artifact;
 pub mod cache_index;
 pub mod cache_mounts;
 pub mod codec;
+pub mod containers;
 pub mod digest;
 pub mod error;
 pub mod export;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::confine::{self, SeccompProgram};
 use super::{
-    InitSpec, MountKind, Network, OverlayPlan, EXEC_FAILED, EXEC_FORMAT_MARK, OVERLAY_FUSE,
-    OVERLAY_KERNEL, OVERLAY_USED_FILE, SETUP_FAILED,
+    InitSpec, MountKind, Network, OverlayPlan, CONTROL_FD, EXEC_DENIED, EXEC_FAILED,
+    EXEC_FORMAT_MARK, OVERLAY_FUSE, OVERLAY_KERNEL, OVERLAY_USED_FILE, SETUP_FAILED,
 };
 
 struct Fail(String);
@@ -583,6 +583,19 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
         None,
     )?;
     setup_dev(&rootfs.join("dev"))?;
+    if init.attach.as_ref().is_some_and(|a| a.terminal) {
+        // The terminal (our standard input) is the container's /dev/console, as
+        // Docker binds it: ttyname() then finds it inside the container. Bound by
+        // its path in this (copied) mount namespace: the descriptor's own mount
+        // belongs to the caller's, which mount(2) refuses as a source.
+        if let Ok(pts) = std::fs::read_link("/proc/self/fd/0") {
+            if pts.starts_with("/dev/pts/") {
+                let console = rootfs.join("dev/console");
+                ensure_file(&console)?;
+                bind_device(&pts, &console)?;
+            }
+        }
+    }
     let sys = rootfs.join("sys");
     ensure_dir(&sys)?;
     // A fresh sysfs has no submounts: no host cgroup file, debugfs or securityfs
@@ -672,6 +685,16 @@ fn setup_root(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>]) -> R {
     }
     // WORKDIR is created as root before privileges drop, as Docker does.
     ensure_dir(&in_root(Path::new("/"), &spec.cwd))?;
+    if init.attach.as_ref().is_some_and(|a| a.read_only) {
+        // `--read-only`: the root only; /dev, /proc, tmpfs and binds are their own mounts.
+        mount(
+            "none",
+            root,
+            "none",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NODEV,
+            None,
+        )?;
+    }
     Ok(())
 }
 
@@ -733,6 +756,17 @@ fn confine_self(
     confine::limit_process(&keep, root)
 }
 
+/// A container's PID 1 after the fork: Docker's bounding set and filter, and of
+/// the capabilities only CAP_KILL.
+fn confine_forwarder(seccomp: Option<&SeccompProgram>) -> Result<(), String> {
+    confine::limit_bounding(&confine::default_caps())?;
+    if let Some(program) = seccomp {
+        confine::apply_seccomp(program)?;
+    }
+    let keep = [caps::Capability::CAP_KILL].into_iter().collect();
+    confine::limit_process(&keep, true)
+}
+
 /// Finds `arg0` on the container's PATH, as execvp would.
 fn resolve_program(arg0: &str, env: &[String]) -> PathBuf {
     if arg0.contains('/') {
@@ -760,6 +794,23 @@ fn exec_command(init: &InitSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
         // SAFETY: _exit is always safe.
         unsafe { libc::_exit(EXEC_FAILED) }
     };
+    if init.attach.as_ref().is_some_and(|a| a.terminal) {
+        // The terminal on fd 0 becomes the command's controlling terminal, in a
+        // session of its own, so ^C and window changes reach it.
+        // SAFETY: setsid and ioctl with an integer argument in a single-threaded child.
+        unsafe {
+            // The command's user owns its terminal, as runc arranges, so /dev/tty
+            // opens for a user other than root too.
+            libc::fchown(0, spec.uid, spec.gid);
+            libc::setsid();
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                fail(format!(
+                    "mybuild sandbox: controlling terminal: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
     let Some(arg0) = spec.args.first() else {
         fail("mybuild sandbox: empty command".into())
     };
@@ -862,7 +913,61 @@ fn exec_command(init: &InitSpec, secrets: &[Vec<u8>], err: &mut File) -> ! {
     if e.raw_os_error() == Some(libc::ENOEXEC) {
         let _ = write!(err, "{EXEC_FORMAT_MARK}{}", program.display());
     }
+    let denied = matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES | libc::EISDIR | libc::EPERM)
+    );
+    if denied && init.attach.is_some() {
+        // As Docker: 126 when the program exists but cannot be executed.
+        let _ = writeln!(std::io::stderr(), "exec {arg0}: {e}");
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(EXEC_DENIED) }
+    }
+    if e.raw_os_error() == Some(libc::ENOENT) && !arg0.contains('/') {
+        fail(format!(
+            "exec: \"{arg0}\": executable file not found in $PATH"
+        ))
+    }
     fail(format!("exec {arg0}: {e}"))
+}
+
+/// Where the forwarding handler sends the signals it catches (0: nowhere yet).
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Signals a container's command is sent (by `stop`, or the user's ^C without a
+/// terminal): each process between mybuild and the command passes them on.
+const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// Passes [`FORWARDED`] signals on to `pid`. PID 1 of a namespace gets signals from
+/// outside only for those it handles, so this is also what lets them in.
+fn forward_signals_to(pid: libc::pid_t) {
+    FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in FORWARDED {
+        // SAFETY: a zeroed sigaction with a plain handler and SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
 }
 
 fn wait_status_to_code(status: libc::c_int) -> i32 {
@@ -893,10 +998,19 @@ fn pid1(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> 
     if child == 0 {
         exec_command(init, secrets, err);
     }
+    if init.attach.is_some() {
+        forward_signals_to(child);
+    }
     // PID 1 only reaps from here on: it keeps no capability and the same filter, so
-    // nothing in the namespace holds more than the step.
+    // nothing in the namespace holds more than the step. A container's keeps
+    // CAP_KILL (in Docker's default set) to pass signals to a command of any user.
     if !spec.insecure {
-        if let Err(e) = confine_self(init.seccomp.as_ref(), || Ok(()), false) {
+        let confined = if init.attach.is_some() {
+            confine_forwarder(init.seccomp.as_ref())
+        } else {
+            confine_self(init.seccomp.as_ref(), || Ok(()), false)
+        };
+        if let Err(e) = confined {
             let _ = write!(err, "{e}");
             // SAFETY: kill of our own child.
             unsafe { libc::kill(child, libc::SIGKILL) };
@@ -931,13 +1045,22 @@ fn pid1(init: &InitSpec, bundle: &Path, secrets: &[Vec<u8>], err: &mut File) -> 
 
 /// Reads the secret frames ((u64 length, bytes) each) the parent writes to standard
 /// input until EOF, then puts `/dev/null` there for the command.
-fn read_secrets() -> R<Vec<Vec<u8>>> {
+fn read_secrets(attached: bool) -> R<Vec<Vec<u8>>> {
     use std::io::Read;
     let mut all = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut all)
-        .map_err(|e| Fail(format!("standard input: {e}")))?;
+    if attached {
+        // Standard input is the container's; the control pipe is fd CONTROL_FD.
+        // SAFETY: the parent put the pipe there; it is owned (and closed) here.
+        let mut control = unsafe { File::from_raw_fd(CONTROL_FD) };
+        control
+            .read_to_end(&mut all)
+            .map_err(|e| Fail(format!("control pipe: {e}")))?;
+    } else {
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut all)
+            .map_err(|e| Fail(format!("standard input: {e}")))?;
+    }
     let mut out = Vec::new();
     let mut rest = &all[..];
     while !rest.is_empty() {
@@ -950,6 +1073,9 @@ fn read_secrets() -> R<Vec<Vec<u8>>> {
             .ok_or_else(|| Fail("truncated secret frame".into()))?;
         out.push(tail[..len].to_vec());
         rest = &tail[len..];
+    }
+    if attached {
+        return Ok(out);
     }
     let null = File::open("/dev/null").map_err(|e| Fail(format!("/dev/null: {e}")))?;
     // SAFETY: dup2 onto fd 0 of this single-threaded process.
@@ -983,7 +1109,7 @@ pub fn init_main(args: &[OsString]) -> ! {
             std::process::exit(SETUP_FAILED);
         }
     };
-    let secrets = match read_secrets() {
+    let secrets = match read_secrets(init.attach.is_some()) {
         Ok(s) => s,
         Err(Fail(e)) => {
             let _ = write!(err, "reading secrets: {e}");
@@ -1014,6 +1140,9 @@ pub fn init_main(args: &[OsString]) -> ! {
     }
     if pid == 0 {
         pid1(&init, &bundle, &secrets, &mut err);
+    }
+    if init.attach.is_some() {
+        forward_signals_to(pid);
     }
     let mut status = 0;
     loop {

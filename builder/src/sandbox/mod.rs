@@ -42,6 +42,11 @@ pub const INIT_ARG: &str = "__mybuild-sandbox-init";
 pub const SETUP_FAILED: i32 = 125;
 /// Exit status when the command could not be executed (not found, not executable).
 pub const EXEC_FAILED: i32 = 127;
+/// Exit status of an attached command that exists but cannot be executed (Docker's 126).
+pub const EXEC_DENIED: i32 = 126;
+/// The attached init's control pipe (secrets, network readiness): standard input
+/// belongs to the command there.
+const CONTROL_FD: i32 = 3;
 /// Written to the error file (before the program's path) when exec said ENOEXEC.
 const EXEC_FORMAT_MARK: &str = "exec format error: ";
 
@@ -146,6 +151,16 @@ struct InitSpec {
     /// How overlays are mounted in this process's user namespace.
     #[serde(default)]
     overlay: OverlayPlan,
+    /// A container's attached run (see [`spawn_attached`]).
+    #[serde(default)]
+    attach: Option<AttachInit>,
+}
+
+/// What the init does differently for an attached container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AttachInit {
+    terminal: bool,
+    read_only: bool,
 }
 
 /// How the init mounts the step's overlays: kernel overlayfs first, with
@@ -732,6 +747,7 @@ pub fn run_with_secrets(
         seccomp,
         etc_files,
         overlay: OverlayPlan::for_this_process(),
+        attach: None,
     })?;
     std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
         path: spec_path.clone(),
@@ -861,4 +877,180 @@ mod tests {
         // A loop stops instead of spinning.
         assert!(resolve_in_layers(&layers, "/loop/x").ends_with("/x"));
     }
+}
+
+/// The standard streams of an attached container and how it runs.
+#[derive(Debug)]
+pub struct Attach {
+    /// The command's standard input; `None` is `/dev/null`.
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    pub stdout: std::os::fd::OwnedFd,
+    pub stderr: std::os::fd::OwnedFd,
+    /// The three streams are one terminal (a pty's secondary side), which becomes
+    /// the command's controlling terminal.
+    pub terminal: bool,
+    /// The root filesystem is mounted read-only (`--read-only`).
+    pub read_only: bool,
+}
+
+/// An attached sandbox that was started; [`Running::wait`] ends it.
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    stack: Option<network::Stack>,
+    setup_err_path: PathBuf,
+    bundle: PathBuf,
+    upper: PathBuf,
+    lowers: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for network::Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stack")
+    }
+}
+
+impl Running {
+    /// The sandbox's outer process: signals sent to it reach the command (SIGKILL
+    /// ends the whole sandbox).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the command to end; the network stack stops with it.
+    pub fn wait(mut self) -> Result<Outcome, SandboxError> {
+        let status = loop {
+            match self.child.wait() {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(SandboxError::Io {
+                        path: self.bundle.clone(),
+                        source: e,
+                    })
+                }
+            }
+        };
+        if let Some(stack) = self.stack.take() {
+            // The kernel takes a while (~15 ms) to release the stack's tap device
+            // when it ends; the caller need not wait for that. Should the process
+            // exit first, the stack's exit pipe closes and it ends all the same.
+            std::thread::spawn(move || drop(stack));
+        }
+        let outcome = outcome(status, &self.setup_err_path)?;
+        overlay_used(&self.bundle, &self.upper, &self.lowers)?;
+        Ok(outcome)
+    }
+}
+
+/// Starts `spec` in the sandbox as a container: the command's standard streams are
+/// `attach`'s (not captured, as a RUN's are), its ^C and other signals sent to
+/// [`Running::pid`] are passed on to it, and PID 1 reaps whatever it leaves. The
+/// confinement is RUN's.
+pub fn spawn_attached(
+    exe: &Path,
+    bundle: &Path,
+    spec: &SandboxSpec,
+    attach: Attach,
+) -> Result<Running, SandboxError> {
+    use std::os::fd::AsRawFd;
+    let (effective, etc_files) = prepare_bundle(bundle, spec)?;
+    let spec = &effective;
+    let seccomp = if spec.insecure {
+        None
+    } else {
+        Some(confine::seccomp_program()?.clone())
+    };
+    let spec_path = bundle.join("spec.json");
+    let bytes = serde_json::to_vec(&InitSpec {
+        spec: spec.clone(),
+        seccomp,
+        etc_files,
+        overlay: OverlayPlan::for_this_process(),
+        attach: Some(AttachInit {
+            terminal: attach.terminal,
+            read_only: attach.read_only,
+        }),
+    })?;
+    std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
+        path: spec_path.clone(),
+        source: e,
+    })?;
+    let setup_err_path = bundle.join("setup-error");
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network != Network::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let stack_exe = match spec.network {
+        Network::Private => Some(network::find_stack()?),
+        _ => None,
+    };
+    let (control_r, control_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::Setup(format!("pipe: {e}")))?;
+    let control_fd = control_r.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg(INIT_ARG)
+        .arg(&spec_path)
+        .arg(&setup_err_path)
+        .stdin(match attach.stdin {
+            Some(fd) => Stdio::from(fd),
+            None => Stdio::null(),
+        })
+        .stdout(Stdio::from(attach.stdout))
+        .stderr(Stdio::from(attach.stderr))
+        .env_clear();
+    // SAFETY: between fork and exec only async-signal-safe calls are made.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            // The control pipe moves to CONTROL_FD (above it first, so the dup2
+            // clears close-on-exec even when it already was there).
+            let high = libc::fcntl(control_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if high < 0 || libc::dup2(high, CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else of the caller's open files reaches the sandbox.
+            if libc::syscall(
+                libc::SYS_close_range,
+                (CONTROL_FD + 1) as u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // ^C at the user's terminal is the caller's to pass on.
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            if libc::unshare(flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+        exe: exe.to_path_buf(),
+        source: e,
+    })?;
+    drop(control_r);
+    let stack = match &stack_exe {
+        Some(stack_exe) => match network::Stack::start(stack_exe, child.id(), bundle) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    // The init reads the control pipe to EOF before it goes on.
+    drop(control_w);
+    Ok(Running {
+        child,
+        stack,
+        setup_err_path,
+        bundle: bundle.to_path_buf(),
+        upper: spec.upperdir.clone(),
+        lowers: spec.lowerdirs.get(1..).unwrap_or(&[]).to_vec(),
+    })
 }

@@ -7,6 +7,9 @@ pub mod check;
 pub mod container_image;
 pub mod parse;
 pub mod registry;
+pub mod run;
+pub mod run_ps;
+pub mod run_tty;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).

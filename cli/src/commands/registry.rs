@@ -158,6 +158,25 @@ fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
 }
 
 pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
+    pull_with(g, a, true)
+}
+
+/// `run`'s pull of an image it does not have: the pull's progress, and no name on
+/// standard output (the container's output goes there).
+pub fn pull_for_run(g: &Globals, reference: &str, platform: Option<&str>) -> Result<i32> {
+    let a = PullArgs {
+        reference: reference.to_string(),
+        platform: platform.map(str::to_string),
+        progress: ProgressOpts {
+            progress: ProgressMode::default(),
+            quiet: false,
+        },
+        opts: RegistryOpts::default(),
+    };
+    pull_with(g, &a, false)
+}
+
+fn pull_with(g: &Globals, a: &PullArgs, print_name: bool) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
     let platform = ops::registry::want_platform(a.platform.as_deref())?;
     let mode = a.progress.mode()?;
@@ -190,7 +209,9 @@ pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
         digest: &digest,
         size,
     });
-    println!("{}", ImageRef::parse(&local_name(&r))?);
+    if print_name {
+        println!("{}", ImageRef::parse(&local_name(&r))?);
+    }
     Ok(0)
 }
 

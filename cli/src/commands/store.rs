@@ -81,6 +81,9 @@ pub fn tag(g: &Globals, a: &TagArgs) -> Result<i32> {
 
 #[derive(clap::Args, Debug)]
 pub struct RmiArgs {
+    /// Untag even when a container uses the image (the container keeps it)
+    #[arg(short, long)]
+    force: bool,
     /// Image names to untag
     #[arg(required = true)]
     images: Vec<String>,
@@ -91,6 +94,17 @@ pub fn rmi(g: &Globals, a: &RmiArgs) -> Result<i32> {
     let mut code = 0;
     for name in &a.images {
         let r = ImageRef::parse(name)?;
+        if !a.force {
+            if let Some(c) = container_using(&store, name)? {
+                eprintln!(
+                    "error: unable to remove image {name}: it is used by container {} ({}); remove the container or use -f",
+                    c.short_id(),
+                    c.name
+                );
+                code = 1;
+                continue;
+            }
+        }
         if store.remove_tag(&r)? {
             println!("Untagged: {}", r.tagged_name());
         } else {
@@ -99,6 +113,28 @@ pub fn rmi(g: &Globals, a: &RmiArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// A container created from the image `name` names, if any.
+fn container_using(
+    store: &layer_cache::Store,
+    name: &str,
+) -> Result<Option<layer_cache::containers::Container>> {
+    let Ok(desc) = store.resolve(name) else {
+        return Ok(None);
+    };
+    let img = match store.load_image(&desc) {
+        Ok(img) => img,
+        Err(_) => return Ok(None),
+    };
+    let top = layer_cache::image::descriptor_digest(&desc)?;
+    // As Docker: untagging one of several names leaves the image in place.
+    if store.tag_names(&top)?.len() > 1 {
+        return Ok(None);
+    }
+    let mut users = layer_cache::containers::users_of(store.root(), &img.manifest_digest)?;
+    users.extend(layer_cache::containers::users_of(store.root(), &top)?);
+    Ok(users.into_iter().next())
 }
 
 #[derive(clap::Args, Debug)]
