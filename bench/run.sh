@@ -619,9 +619,12 @@ for t in r["times"]:
     print(f"{sc}\t{tool}\tok\t{int(t * 1e6)}\t0\t0\t\t{cpu:.3f}")
 PY
     }
-    # Probed: podman refuses to run on some machines (rlimits or cgroups it may not set).
+    # podman raises RLIMIT_NOFILE and NPROC to its defaults (1048576), which a machine
+    # whose hard limits are lower refuses: ask for the hard limits it has (as mybuild keeps).
+    PODMAN_RUN=(run --rm --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Hu):$(ulimit -Hu)")
+    # Probed: podman refuses to run on some machines (cgroups it may not set).
     X_NA=""
-    if ! "${PODMAN[@]}" run --rm --network none localhost/busybox:latest true >"$W/last.log" 2>&1; then
+    if ! "${PODMAN[@]}" "${PODMAN_RUN[@]}" --network none localhost/busybox:latest true >"$W/last.log" 2>&1; then
       X_NA="not measured: podman cannot run a container here ($(tail -1 "$W/last.log" | tr '\t' ' '))"
     fi
     for net in default none; do
@@ -630,7 +633,7 @@ PY
       for tool in mybuild podman; do
         [ "$tool" = mybuild ] || [ -z "$X_NA" ] || continue
         if [ "$tool" = mybuild ]; then cmd="$MB --root $XS run --rm --network $net busybox true"
-        else cmd="${PODMAN[*]} run --rm --network $pnet localhost/busybox:latest true"; fi
+        else cmd="${PODMAN[*]} ${PODMAN_RUN[*]} --network $pnet localhost/busybox:latest true"; fi
         if hyperfine -N -w 2 -r "$X_RUNS" --export-json "$W/x.json" "$cmd" >"$W/last.log" 2>&1; then
           x_row "$sc" "$tool" "$W/x.json"
           grep -E 'Time|Range' "$W/last.log" | sed "s/^/  $tool $net: /" >&2

@@ -81,6 +81,10 @@ enum Command {
     Rm(commands::run_ps::RmArgs),
     /// Print a detached container's output
     Logs(commands::run_ps::LogsArgs),
+    /// Create a new image from a container's changes
+    Commit(commands::container_image::CommitArgs),
+    /// List the changes to files in a container's filesystem (A, C, D)
+    Diff(commands::container_image::DiffArgs),
     /// Runs a detached container (internal)
     #[command(name = "__container-keeper", hide = true)]
     Keeper(commands::run::KeeperArgs),
@@ -129,6 +133,8 @@ const VERBS: &[&str] = &[
     "stop",
     "rm",
     "logs",
+    "commit",
+    "diff",
     "__container-keeper",
 ];
 
@@ -386,6 +392,8 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Stop(a) => commands::run_ps::stop(&g, a),
         Command::Rm(a) => commands::run_ps::rm(&g, a),
         Command::Logs(a) => commands::run_ps::logs(&g, a),
+        Command::Commit(a) => commands::container_image::commit_verb(&g, a),
+        Command::Diff(a) => commands::container_image::diff_verb(&g, a),
         Command::Keeper(a) => commands::run::keeper(&g, a),
     };
     match result {

@@ -224,7 +224,7 @@ fn container_id(root: &Path, name: &str) -> String {
 
 #[test]
 fn a_container_is_kept_started_again_and_removed() {
-    let Some((_tmp, root)) = setup_run() else {
+    let Some((tmp, root)) = setup_run() else {
         return;
     };
     let (so, _) = ok(mybuild(&root).args([
@@ -245,6 +245,27 @@ fn a_container_is_kept_started_again_and_removed() {
     assert!(!running.contains("c1"), "{running}");
     // The same writable layer: /f is still there.
     let (so, _) = ok(mybuild(&root).args(["start", "-a", "c1"]));
+    assert_eq!(so, "hi\n");
+    // Its changes, then an image of them through RUN's differ and layer writer.
+    let (diff, _) = ok(mybuild(&root).args(["diff", "c1"]));
+    assert_eq!(diff, "A /f\n");
+    ok(mybuild(&root).args(["commit", "-m", "with f", "c1", "img:2"]));
+    let rootfs = unpack(tmp.path(), &root, "img:2");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("f")).expect("/f"),
+        "hi\n"
+    );
+    let (base, img) = (inspect(&root, "busybox"), inspect(&root, "img:2"));
+    let layers = |v: &serde_json::Value| v["Manifest"]["layers"].as_array().map_or(0, Vec::len);
+    assert_eq!(layers(&img), layers(&base) + 1, "{img}");
+    assert_eq!(
+        img["Config"]["config"]["Cmd"],
+        serde_json::json!(["sh", "-c", "cat /f 2>/dev/null; echo hi > /f"]),
+        "{img}"
+    );
+    let history = img["Config"]["history"].as_array().expect("history");
+    assert_eq!(history.last().expect("entry")["comment"], "with f", "{img}");
+    let (so, _) = ok(mybuild(&root).args(["run", "--rm", "img:2", "cat", "/f"]));
     assert_eq!(so, "hi\n");
     let id = container_id(&root, "c1");
     let (q, _) = ok(mybuild(&root).args(["ps", "-aq"]));
@@ -597,4 +618,57 @@ fn a_missing_image_is_pulled_first() {
     let (so, _) =
         ok(mybuild(&empty).args(["run", "--rm", "--pull", "never", &image, "echo", "again"]));
     assert_eq!(so, "again\n");
+}
+
+#[test]
+fn a_published_port_reaches_the_container_and_a_running_one_is_not_committed() {
+    let Some((_tmp, root)) = setup_run() else {
+        return;
+    };
+    if !testdata::require_tool("slirp4netns") {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let script = "echo listening; while :; do echo hello | nc -l -p 8080; done";
+    ok(mybuild(&root).args([
+        "run", "-d", "--name", "p1", "-p", &publish, "busybox", "sh", "-c", script,
+    ]));
+    poll_until("the container's output", || {
+        logs(&root, "p1").contains("listening").then_some(())
+    });
+    let reply = poll_until("a reply through the published port", || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        (!buf.is_empty()).then_some(buf)
+    });
+    assert_eq!(reply, "hello\n");
+    let err = fails(mybuild(&root).args(["commit", "p1", "img:p"]));
+    assert!(
+        err.contains("the container is running; stop it first"),
+        "{err}"
+    );
+    ok(mybuild(&root).args(["rm", "-f", "p1"]));
+
+    let (c, _, err) = code(mybuild(&root).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-p",
+        &publish,
+        "busybox",
+        "true",
+    ]));
+    assert_eq!(c, 125, "{err}");
+    assert!(err.contains("-p needs the default network"), "{err}");
+    let (c, _, err) = code(mybuild(&root).args(["run", "--rm", "-p", "80", "busybox", "true"]));
+    assert_eq!(c, 125, "{err}");
+    assert!(err.contains("a host port is needed"), "{err}");
 }

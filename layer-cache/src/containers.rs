@@ -69,7 +69,14 @@ pub struct Bind {
 /// and the options given, so every start runs the same thing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// `entrypoint` then `cmd`: what runs.
     pub args: Vec<String>,
+    /// The entrypoint and command as combined from the image and the options; a
+    /// commit records them apart, as Docker's does.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
     pub env: Vec<String>,
     /// The user as given (`USER[:GROUP]`), resolved in the image at each start.
     pub user: String,
@@ -89,6 +96,9 @@ pub struct RunConfig {
     pub stop_signal: Option<String>,
     /// Remove the container when it exits (`--rm`).
     pub auto_remove: bool,
+    /// Published ports as given to `-p` (checked at creation).
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// A container's record (`config.json`).

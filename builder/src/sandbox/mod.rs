@@ -718,22 +718,7 @@ pub fn run_with_secrets(
     secrets: &[&[u8]],
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
-    match spec.network {
-        _ if spec.ports.is_empty() => {}
-        Network::Private => {}
-        Network::Host => {
-            return Err(SandboxError::PortsWithoutPrivateNetwork {
-                network: "host",
-                why: "already uses the host's ports",
-            })
-        }
-        Network::None => {
-            return Err(SandboxError::PortsWithoutPrivateNetwork {
-                network: "none",
-                why: "has no network to publish on",
-            })
-        }
-    }
+    check_ports(spec)?;
     let (effective, etc_files) = prepare_bundle(bundle, spec)?;
     let spec = &effective;
     let seccomp = if spec.insecure {
@@ -943,6 +928,17 @@ impl Running {
     }
 }
 
+/// Published ports need a network of the sandbox's own to forward into.
+fn check_ports(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    let (network, why) = match spec.network {
+        _ if spec.ports.is_empty() => return Ok(()),
+        Network::Private => return Ok(()),
+        Network::Host => ("host", "already uses the host's ports"),
+        Network::None => ("none", "has no network to publish on"),
+    };
+    Err(SandboxError::PortsWithoutPrivateNetwork { network, why })
+}
+
 /// Starts `spec` in the sandbox as a container: the command's standard streams are
 /// `attach`'s (not captured, as a RUN's are), its ^C and other signals sent to
 /// [`Running::pid`] are passed on to it, and PID 1 reaps whatever it leaves. The
@@ -954,6 +950,7 @@ pub fn spawn_attached(
     attach: Attach,
 ) -> Result<Running, SandboxError> {
     use std::os::fd::AsRawFd;
+    check_ports(spec)?;
     let (effective, etc_files) = prepare_bundle(bundle, spec)?;
     let spec = &effective;
     let seccomp = if spec.insecure {
@@ -1033,14 +1030,16 @@ pub fn spawn_attached(
     })?;
     drop(control_r);
     let stack = match &stack_exe {
-        Some(stack_exe) => match network::Stack::start(stack_exe, child.id(), bundle) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
+        Some(stack_exe) => {
+            match network::Stack::start(stack_exe, child.id(), bundle, &spec.ports) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
             }
-        },
+        }
         None => None,
     };
     // The init reads the control pipe to EOF before it goes on.

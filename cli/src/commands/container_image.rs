@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use builder::container::{self, CommitOptions};
 use builder::sandbox::PortForward;
+use layer_cache::containers::{Container, ContainerError, Containers, RunLock};
 use layer_cache::image::ContainerConfig;
 use layer_cache::layer::LayerOptions;
 use layer_cache::{Digest, ImageRef, Store};
@@ -69,6 +70,63 @@ pub fn commit(
     Ok(0)
 }
 
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// Container name or id
+    pub container: String,
+}
+
+/// The container `name`, held against `start` while the caller works on its layer.
+fn stopped_container(
+    g: &crate::Globals,
+    name: &str,
+    verb: &str,
+) -> Result<(Store, Containers, Container, RunLock)> {
+    let store = g.store()?;
+    let cs = Containers::open(store.root())?;
+    let c = cs.lookup(name)?;
+    let lock = cs.lock_for_run(&c).map_err(|e| match e {
+        ContainerError::AlreadyRunning(_) => anyhow::anyhow!(
+            "{verb} {name}: the container is running; stop it first (mybuild cannot pause a container)"
+        ),
+        other => other.into(),
+    })?;
+    Ok((store, cs, c, lock))
+}
+
+/// The `commit` verb: the container's writable layer on its image, with the
+/// container's command, environment, user and directory as its config.
+pub fn commit_verb(g: &crate::Globals, a: &CommitArgs) -> Result<i32> {
+    let (store, cs, c, _lock) = stopped_container(g, &a.container, "commit")?;
+    let img = store.load_image(&layer_cache::image::descriptor(
+        "application/vnd.oci.image.manifest.v1+json",
+        &c.image_digest,
+        0,
+    ))?;
+    let mut config = img.config.config.clone().unwrap_or_default();
+    let r = &c.config;
+    config.entrypoint = (!r.entrypoint.is_empty()).then(|| r.entrypoint.clone());
+    config.cmd = (!r.cmd.is_empty()).then(|| r.cmd.clone());
+    config.env = r.env.clone();
+    config.user = (!r.user.is_empty()).then(|| r.user.clone());
+    config.working_dir = (!r.workdir.is_empty()).then(|| r.workdir.clone());
+    commit(
+        &store,
+        &c.image_digest,
+        &cs.upper_dir(&c.id),
+        Some(config),
+        a,
+    )
+}
+
+/// The `diff` verb.
+pub fn diff_verb(g: &crate::Globals, a: &DiffArgs) -> Result<i32> {
+    let store = g.store()?;
+    let cs = Containers::open(store.root())?;
+    let c = cs.lookup(&a.container)?;
+    diff(&store, &c.image_digest, &cs.upper_dir(&c.id))
+}
+
 /// `diff`: the container's changes, one `A`/`C`/`D` line each, as `docker diff`.
 pub fn diff(store: &Store, image: &Digest, upper: &Path) -> Result<i32> {
     let changes = container::changes(store, image, upper)?;
@@ -80,8 +138,11 @@ pub fn diff(store: &Store, image: &Digest, upper: &Path) -> Result<i32> {
 }
 
 /// clap's value parser for `run -p`/`--publish`.
-pub fn publish(value: &str) -> std::result::Result<PortForward, String> {
-    PortForward::parse(value).map_err(|e| e.to_string())
+/// The value is kept as given (the container's record holds it) once it parses.
+pub fn publish(value: &str) -> std::result::Result<String, String> {
+    PortForward::parse(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -94,7 +155,7 @@ mod tests {
         #[command(flatten)]
         commit: CommitArgs,
         #[arg(short = 'p', long = "publish", value_parser = publish)]
-        ports: Vec<PortForward>,
+        ports: Vec<String>,
     }
 
     #[test]
@@ -119,7 +180,7 @@ mod tests {
         assert_eq!(cli.commit.author.as_deref(), Some("Ann"));
         assert_eq!(cli.commit.container, "c1");
         assert_eq!(cli.commit.image.as_deref(), Some("img:2"));
-        assert_eq!(cli.ports[0].to_string(), "127.0.0.1:8080->80/tcp");
+        assert_eq!(cli.ports, ["127.0.0.1:8080:80"]);
         let err = Cli::try_parse_from(["x", "-p", "80", "c1"])
             .unwrap_err()
             .to_string();

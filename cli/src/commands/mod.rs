@@ -2,8 +2,6 @@ pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod check;
-// Called by the commit, diff and run verbs, which resolve a container first.
-#[allow(dead_code)]
 pub mod container_image;
 pub mod parse;
 pub mod registry;

@@ -93,8 +93,8 @@ pub struct RunArgs {
     /// CPU limit (needs cgroup v2 delegation)
     #[arg(long, value_name = "N")]
     cpus: Option<String>,
-    /// Publish a port (not supported here)
-    #[arg(short = 'p', long = "publish", value_name = "HOST:CTR", hide = true)]
+    /// Publish a container's port on the host ([IP:]HOST:CTR[/tcp|udp]; default network only)
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CTR", value_parser = super::container_image::publish)]
     publish: Vec<String>,
     /// Image to run
     image: String,
@@ -178,15 +178,17 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
     if a.cpus.is_some() {
         bail!("--cpus needs cgroup v2 delegation, which mybuild does not use: containers run without resource limits");
     }
-    if !a.publish.is_empty() {
-        bail!("-p/--publish is not supported by this mybuild");
-    }
     let network = match a.network.as_str() {
         "default" | "bridge" => "default",
         "none" => "none",
         "host" => "host",
         other => bail!("--network {other:?}: expected default, none or host"),
     };
+    if !a.publish.is_empty() && network != "default" {
+        bail!(
+            "-p needs the default network: --network {network} has no ports of its own to publish"
+        );
+    }
     let store = g.store()?;
     let want = a
         .platform
@@ -238,7 +240,7 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
             cfg.cmd.clone().unwrap_or_default(),
         ),
     };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    let args: Vec<String> = entrypoint.iter().chain(&cmd).cloned().collect();
     if args.is_empty() {
         bail!(
             "no command specified: the image {} has neither ENTRYPOINT nor CMD",
@@ -300,6 +302,8 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
     }
     let config = RunConfig {
         args,
+        entrypoint,
+        cmd,
         env,
         user: a.user.clone().or(cfg.user.clone()).unwrap_or_default(),
         workdir: a
@@ -319,6 +323,7 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
         init: a.init,
         stop_signal: cfg.stop_signal.clone(),
         auto_remove: a.rm,
+        ports: a.publish.clone(),
     };
     let cs = Containers::open(store.root())?;
     let c = cs.create(a.name.as_deref(), &a.image, &img.manifest_digest, config)?;
@@ -443,6 +448,12 @@ fn sandbox_spec(store: &Store, cs: &Containers, c: &Container) -> Result<Sandbox
             },
         })
         .collect();
+    let ports = c
+        .config
+        .ports
+        .iter()
+        .map(|p| sandbox::PortForward::parse(p).with_context(|| format!("-p {p}")))
+        .collect::<Result<Vec<_>>>()?;
     mounts.extend(c.config.tmpfs.iter().map(|t| Mount {
         target: t.clone(),
         kind: MountKind::Tmpfs { size: None },
@@ -465,6 +476,7 @@ fn sandbox_spec(store: &Store, cs: &Containers, c: &Container) -> Result<Sandbox
         mounts,
         secret_env: Vec::new(),
         insecure: false,
+        ports,
     })
 }
 
@@ -626,6 +638,10 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
     c.pid = None;
     c.exit_code = Some(code);
     c.finished_at = Some(layer_cache::containers::now());
+    // Mount points made for binds and tmpfs are not the container's changes.
+    if !c.config.auto_remove {
+        sandbox::remove_mount_stubs(&bundle, &spec.upperdir, &spec.lowerdirs)?;
+    }
     let _ = std::fs::remove_dir_all(&bundle);
     if c.config.auto_remove {
         drop(lock);
