@@ -79,7 +79,7 @@ enum Command {
     Stop(commands::run_ps::StopArgs),
     /// Remove containers
     Rm(commands::run_ps::RmArgs),
-    /// Print a detached container's output
+    /// Print a container's output
     Logs(commands::run_ps::LogsArgs),
     /// Create a new image from a container's changes
     Commit(commands::container_image::CommitArgs),

@@ -246,6 +246,8 @@ fn a_container_is_kept_started_again_and_removed() {
     // The same writable layer: /f is still there.
     let (so, _) = ok(mybuild(&root).args(["start", "-a", "c1"]));
     assert_eq!(so, "hi\n");
+    // An attached run's output is kept for `logs` too.
+    assert_eq!(logs(&root, "c1"), "hi\n");
     // Its changes, then an image of them through RUN's differ and layer writer.
     let (diff, _) = ok(mybuild(&root).args(["diff", "c1"]));
     assert_eq!(diff, "A /f\n");
@@ -280,7 +282,7 @@ fn a_container_is_kept_started_again_and_removed() {
         let (ps, _) = ok(mybuild(&root).args(["ps", "-q"]));
         ps.trim().is_empty().then_some(())
     });
-    assert_eq!(logs(&root, "c1"), "hi\n");
+    assert_eq!(logs(&root, "c1"), "hi\nhi\n");
     let (so, _) = ok(mybuild(&root).args(["rm", "c1"]));
     assert_eq!(so, "c1\n");
     assert!(!root.join("containers").join(&id).exists());

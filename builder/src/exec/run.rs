@@ -230,7 +230,7 @@ impl Exec<'_> {
             hostname: "mybuild".into(),
             network,
             hosts: self.hosts_file(),
-            resolv_conf: resolv_conf(network),
+            resolv_conf: sandbox::resolv_conf(network),
             mounts: prepared
                 .mounts
                 .iter()
@@ -288,29 +288,6 @@ impl Exec<'_> {
         })?;
         let created_by = format!("RUN {} # buildkit", run_created_by(&argv, run.history_args));
         self.commit_layer(st, upper, created_by)
-    }
-}
-
-/// `/etc/resolv.conf` for a step: the host's for the host network; for a private
-/// one, the stack's forwarder with the host's search domains and options (the
-/// host's nameservers may be loopback addresses the step cannot reach).
-fn resolv_conf(network: Network) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    match network {
-        Network::Host => host,
-        Network::None => String::new(),
-        Network::Private => {
-            let mut out = format!("nameserver {}\n", sandbox::PRIVATE_DNS);
-            for line in host.lines() {
-                let t = line.trim_start();
-                if t.starts_with("search ") || t.starts_with("domain ") || t.starts_with("options ")
-                {
-                    out.push_str(t);
-                    out.push('\n');
-                }
-            }
-            out
-        }
     }
 }
 

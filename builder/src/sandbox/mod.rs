@@ -718,36 +718,14 @@ pub fn run_with_secrets(
     secrets: &[&[u8]],
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
-    check_ports(spec)?;
-    let (effective, etc_files) = prepare_bundle(bundle, spec)?;
+    let Launch {
+        spec: effective,
+        spec_path,
+        setup_err_path,
+        flags,
+        stack_exe,
+    } = launch(bundle, spec, None)?;
     let spec = &effective;
-    let seccomp = if spec.insecure {
-        None
-    } else {
-        Some(confine::seccomp_program()?.clone())
-    };
-    let spec_path = bundle.join("spec.json");
-    let bytes = serde_json::to_vec(&InitSpec {
-        spec: spec.clone(),
-        seccomp,
-        etc_files,
-        overlay: OverlayPlan::for_this_process(),
-        attach: None,
-    })?;
-    std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
-        path: spec_path.clone(),
-        source: e,
-    })?;
-    let setup_err_path = bundle.join("setup-error");
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.network != Network::Host {
-        flags |= libc::CLONE_NEWNET;
-    }
-    let stack_exe = match spec.network {
-        Network::Private => Some(network::find_stack()?),
-        _ => None,
-    };
     let mut cmd = Command::new(exe);
     // Standard input carries the secrets, and stays open until the network is up:
     // the init reads it to EOF before anything else.
@@ -928,6 +906,81 @@ impl Running {
     }
 }
 
+/// `/etc/resolv.conf` for a step or a container: the host's for the host network; for a private
+/// one, the stack's forwarder with the host's search domains and options (the
+/// host's nameservers may be loopback addresses the step cannot reach).
+pub fn resolv_conf(network: Network) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    match network {
+        Network::Host => host,
+        Network::None => String::new(),
+        Network::Private => {
+            let mut out = format!("nameserver {}\n", PRIVATE_DNS);
+            for line in host.lines() {
+                let t = line.trim_start();
+                if t.starts_with("search ") || t.starts_with("domain ") || t.starts_with("options ")
+                {
+                    out.push_str(t);
+                    out.push('\n');
+                }
+            }
+            out
+        }
+    }
+}
+
+/// What both entry points have ready before the init is spawned: the spec written
+/// to the bundle for the init, the namespaces to unshare and the network stack.
+struct Launch {
+    spec: SandboxSpec,
+    spec_path: PathBuf,
+    setup_err_path: PathBuf,
+    flags: libc::c_int,
+    stack_exe: Option<PathBuf>,
+}
+
+fn launch(
+    bundle: &Path,
+    spec: &SandboxSpec,
+    attach: Option<AttachInit>,
+) -> Result<Launch, SandboxError> {
+    check_ports(spec)?;
+    let (spec, etc_files) = prepare_bundle(bundle, spec)?;
+    let seccomp = if spec.insecure {
+        None
+    } else {
+        Some(confine::seccomp_program()?.clone())
+    };
+    let spec_path = bundle.join("spec.json");
+    let bytes = serde_json::to_vec(&InitSpec {
+        spec: spec.clone(),
+        seccomp,
+        etc_files,
+        overlay: OverlayPlan::for_this_process(),
+        attach,
+    })?;
+    std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
+        path: spec_path.clone(),
+        source: e,
+    })?;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network != Network::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let stack_exe = match spec.network {
+        Network::Private => Some(network::find_stack()?),
+        _ => None,
+    };
+    Ok(Launch {
+        spec,
+        spec_path,
+        setup_err_path: bundle.join("setup-error"),
+        flags,
+        stack_exe,
+    })
+}
+
 /// Published ports need a network of the sandbox's own to forward into.
 fn check_ports(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let (network, why) = match spec.network {
@@ -950,39 +1003,21 @@ pub fn spawn_attached(
     attach: Attach,
 ) -> Result<Running, SandboxError> {
     use std::os::fd::AsRawFd;
-    check_ports(spec)?;
-    let (effective, etc_files) = prepare_bundle(bundle, spec)?;
-    let spec = &effective;
-    let seccomp = if spec.insecure {
-        None
-    } else {
-        Some(confine::seccomp_program()?.clone())
-    };
-    let spec_path = bundle.join("spec.json");
-    let bytes = serde_json::to_vec(&InitSpec {
-        spec: spec.clone(),
-        seccomp,
-        etc_files,
-        overlay: OverlayPlan::for_this_process(),
-        attach: Some(AttachInit {
+    let Launch {
+        spec: effective,
+        spec_path,
+        setup_err_path,
+        flags,
+        stack_exe,
+    } = launch(
+        bundle,
+        spec,
+        Some(AttachInit {
             terminal: attach.terminal,
             read_only: attach.read_only,
         }),
-    })?;
-    std::fs::write(&spec_path, bytes).map_err(|e| SandboxError::Io {
-        path: spec_path.clone(),
-        source: e,
-    })?;
-    let setup_err_path = bundle.join("setup-error");
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.network != Network::Host {
-        flags |= libc::CLONE_NEWNET;
-    }
-    let stack_exe = match spec.network {
-        Network::Private => Some(network::find_stack()?),
-        _ => None,
-    };
+    )?;
+    let spec = &effective;
     let (control_r, control_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SandboxError::Setup(format!("pipe: {e}")))?;
     let control_fd = control_r.as_raw_fd();

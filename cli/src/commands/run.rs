@@ -7,7 +7,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use builder::sandbox::{self, Mount, MountKind, Network, Outcome, SandboxSpec};
@@ -472,32 +472,12 @@ fn sandbox_spec(store: &Store, cs: &Containers, c: &Container) -> Result<Sandbox
         hostname,
         network,
         hosts,
-        resolv_conf: resolv_conf(network),
+        resolv_conf: sandbox::resolv_conf(network),
         mounts,
         secret_env: Vec::new(),
         insecure: false,
         ports,
     })
-}
-
-/// `/etc/resolv.conf` as a RUN step gets it on the same network.
-fn resolv_conf(network: Network) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    match network {
-        Network::Host => host,
-        Network::None => String::new(),
-        Network::Private => {
-            let mut out = format!("nameserver {}\n", sandbox::PRIVATE_DNS);
-            for line in host.lines() {
-                let t = line.trim_start();
-                if t.starts_with("search ") || t.starts_with("options ") {
-                    out.push_str(t);
-                    out.push('\n');
-                }
-            }
-            out
-        }
-    }
 }
 
 fn dup(fd: impl AsFd) -> Result<OwnedFd> {
@@ -523,30 +503,52 @@ impl Pumps {
 /// The container's side of the caller's standard output or error: the descriptor
 /// itself, unless it is a terminal, which the container gets only through a pipe
 /// (a terminal's ioctls, TIOCSTI's typing included, stay out of its reach).
-fn shield_output<W>(stream: W, pumps: &mut Pumps) -> Result<OwnedFd>
+/// With `log`, the output is also appended there, as `docker logs` keeps an attached
+/// container's output.
+fn shield_output<W>(stream: W, pumps: &mut Pumps, log: Option<std::fs::File>) -> Result<OwnedFd>
 where
     W: AsFd + IsTerminal + Write + Send + 'static,
 {
-    if !stream.is_terminal() {
+    if log.is_none() && !stream.is_terminal() {
         return dup(&stream);
     }
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let mut stream = stream;
+    let mut log = log;
     pumps.outputs.push(std::thread::spawn(move || {
         let mut r = std::fs::File::from(r);
         let mut buf = [0u8; 16 * 1024];
         while let Ok(n) = r.read(&mut buf) {
-            if n == 0
-                || stream
-                    .write_all(&buf[..n])
-                    .and_then(|()| stream.flush())
-                    .is_err()
+            if n == 0 {
+                break;
+            }
+            // A failing log does not stop the user's own output.
+            if log
+                .as_mut()
+                .is_some_and(|l| l.write_all(&buf[..n]).is_err())
+            {
+                log = None;
+            }
+            // A closed stream (`| head`) closes the pipe: the container sees EPIPE.
+            if stream
+                .write_all(&buf[..n])
+                .and_then(|()| stream.flush())
+                .is_err()
             {
                 break;
             }
         }
     }));
     Ok(w)
+}
+
+/// A container's log, opened for appending.
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// The container's standard input (`-i` without `-t`): a pipe fed from a terminal,
@@ -572,6 +574,9 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
     let bundle = cs.bundle_dir(&c.id);
     let exe = std::env::current_exe().context("finding the mybuild binary")?;
     let mut pumps = Pumps::default();
+    // An attached container's output is kept for `logs` too, unless it goes with it.
+    let kept = (!c.config.auto_remove).then(|| cs.log_path(&c.id));
+    let tee = || -> Result<Option<std::fs::File>> { kept.as_deref().map(open_log).transpose() };
     let tty = match &io {
         Io::Tty { .. } => Some(super::run_tty::Pty::open()?),
         _ => None,
@@ -585,11 +590,7 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
             read_only: c.config.read_only,
         },
         (Io::Log, _) => {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(cs.log_path(&c.id))
-                .with_context(|| format!("opening {}", cs.log_path(&c.id).display()))?;
+            let log = open_log(&cs.log_path(&c.id))?;
             sandbox::Attach {
                 stdin: None,
                 stdout: dup(&log)?,
@@ -604,8 +605,8 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
             } else {
                 None
             },
-            stdout: shield_output(std::io::stdout(), &mut pumps)?,
-            stderr: shield_output(std::io::stderr(), &mut pumps)?,
+            stdout: shield_output(std::io::stdout(), &mut pumps, tee()?)?,
+            stderr: shield_output(std::io::stderr(), &mut pumps, tee()?)?,
             terminal: false,
             read_only: c.config.read_only,
         },
@@ -624,7 +625,7 @@ pub fn start_and_wait(store: &Store, cs: &Containers, mut c: Container, io: Io) 
         keeper_started();
     }
     if let (Some(pty), Io::Tty { interactive }) = (tty, &io) {
-        pty.pump(*interactive)?;
+        pty.pump(*interactive, tee()?)?;
     }
     let outcome = running.wait();
     pumps.finish();

@@ -106,7 +106,7 @@ impl Pty {
 
     /// Copies between the user's terminal and the pty until the container's side is
     /// closed by everything in the container; the user's terminal is raw meanwhile.
-    pub fn pump(self, interactive: bool) -> Result<()> {
+    pub fn pump(self, interactive: bool, mut log: Option<std::fs::File>) -> Result<()> {
         use rustix::event::{poll, PollFd, PollFlags};
         let Pty { primary, secondary } = self;
         // Only the container holds its side from now on: its end is our EOF.
@@ -160,6 +160,12 @@ impl Pty {
                 match rustix::io::read(&primary, &mut buf) {
                     Ok(0) => break Ok(()),
                     Ok(n) => {
+                        if log
+                            .as_mut()
+                            .is_some_and(|l| l.write_all(&buf[..n]).is_err())
+                        {
+                            log = None;
+                        }
                         let _ = out.write_all(&buf[..n]);
                         let _ = out.flush();
                     }
