@@ -431,9 +431,21 @@ fn the_default_network_reaches_out_through_the_stack() {
         .args(["build", "--progress=plain", "-t", "out:1"])
         .arg(&ctx);
     let result = run(&mut build);
+    // A container gets the same network as a RUN step.
+    let mut container = Command::new("nsenter");
+    container
+        .args(["-t", &client.pid(), "-n", "--"])
+        .arg(assert_cmd::cargo::cargo_bin("mybuild"))
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--rm", "busybox", "sh", "-c"])
+        .arg("wget -q -O - http://10.231.0.2:8080/index.html");
+    let ran = run(&mut container);
     let _ = httpd.kill();
     let _ = httpd.wait();
     assert!(result.0, "{}\n{}", result.1, result.2);
+    assert!(ran.0, "{}\n{}", ran.1, ran.2);
+    assert_eq!(ran.1, "served from the test's namespace\n");
     let rootfs = unpack(tmp.path(), &root, "out:1");
     assert_eq!(
         std::fs::read_to_string(rootfs.join("got")).expect("got"),
