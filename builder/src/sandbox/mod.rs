@@ -763,19 +763,7 @@ pub fn run_with_secrets(
         exe: exe.to_path_buf(),
         source: e,
     })?;
-    let stack = match &stack_exe {
-        Some(stack_exe) => {
-            match network::Stack::start(stack_exe, child.id(), bundle, &spec.ports) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            }
-        }
-        None => None,
-    };
+    let stack = start_stack(stack_exe.as_deref(), &mut child, bundle, &spec.ports)?;
     let feeder = feed_secrets(&mut child, secrets);
     pump_output(&mut child, on_output);
     if let Some(f) = feeder {
@@ -981,6 +969,27 @@ fn launch(
     })
 }
 
+/// The network stack for a private network, joined to the init's namespace; the
+/// init is killed when it cannot start.
+fn start_stack(
+    stack_exe: Option<&Path>,
+    child: &mut std::process::Child,
+    bundle: &Path,
+    ports: &[PortForward],
+) -> Result<Option<network::Stack>, SandboxError> {
+    let Some(stack_exe) = stack_exe else {
+        return Ok(None);
+    };
+    match network::Stack::start(stack_exe, child.id(), bundle, ports) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
 /// Published ports need a network of the sandbox's own to forward into.
 fn check_ports(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let (network, why) = match spec.network {
@@ -1064,19 +1073,7 @@ pub fn spawn_attached(
         source: e,
     })?;
     drop(control_r);
-    let stack = match &stack_exe {
-        Some(stack_exe) => {
-            match network::Stack::start(stack_exe, child.id(), bundle, &spec.ports) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            }
-        }
-        None => None,
-    };
+    let stack = start_stack(stack_exe.as_deref(), &mut child, bundle, &spec.ports)?;
     // The init reads the control pipe to EOF before it goes on.
     drop(control_w);
     Ok(Running {
