@@ -149,11 +149,22 @@ fn an_interactive_shell_runs_on_a_terminal() {
     assert!(st.success());
     tmux.keys(&["stty size", "Enter"]);
     tmux.wait_line("40 120", 0);
-    // ^C reaches the container's foreground command, not mybuild.
-    tmux.keys(&["sleep 30", "Enter"]);
+    // ^C reaches the container's foreground command, not mybuild; sent once the
+    // command's trap is set (before, it could land while the shell starts it).
+    tmux.keys(&[
+        "sh -c 'trap \"echo got-int; exit 130\" INT; echo armed; while :; do sleep 0.1; done'",
+        "Enter",
+    ]);
+    tmux.wait_line("armed", 0);
     tmux.keys(&["C-c"]);
     tmux.keys(&["echo still-here", "Enter"]);
     tmux.wait_line("still-here", 0);
+    // The terminal echoes ^C on the line the trap then writes to.
+    let screen = tmux.screen();
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "^Cgot-int"),
+        "{screen}"
+    );
     tmux.keys(&["exit 3", "Enter"]);
     let rc = poll_until("the exit code", || {
         std::fs::read_to_string(dir.join("after"))
