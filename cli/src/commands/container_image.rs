@@ -99,7 +99,7 @@ fn stopped_container(
 pub fn commit_verb(g: &crate::Globals, a: &CommitArgs) -> Result<i32> {
     let (store, cs, c, _lock) = stopped_container(g, &a.container, "commit")?;
     let img = store.load_image(&layer_cache::image::descriptor(
-        "application/vnd.oci.image.manifest.v1+json",
+        layer_cache::image::OCI_MANIFEST,
         &c.image_digest,
         0,
     ))?;

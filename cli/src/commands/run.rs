@@ -373,24 +373,10 @@ pub enum Io {
 
 /// The spec the sandbox runs a container with, from its record and its image.
 fn sandbox_spec(store: &Store, cs: &Containers, c: &Container) -> Result<SandboxSpec> {
-    let desc = layer_cache::image::descriptor(
-        "application/vnd.oci.image.manifest.v1+json",
-        &c.image_digest,
-        0,
-    );
-    let img = store
-        .load_image(&desc)
-        .with_context(|| format!("image {} of container {}", c.image, c.name))?;
-    let layers = img.manifest.layers();
-    let diff_ids = &img.config.rootfs.diff_ids;
-    if layers.len() != diff_ids.len() {
-        bail!("image {}: layer count and diff_ids differ", c.image);
-    }
-    let mut lowers = Vec::new();
-    for (l, d) in layers.iter().zip(diff_ids) {
-        lowers.push(store.ensure_snapshot(l, d)?);
-    }
-    lowers.reverse();
+    // The same snapshots a build's steps stack on, unpacked when missing.
+    let mut lowers = builder::container::image_layers(store, &c.image_digest)
+        .with_context(|| format!("image {} of container {}", c.image, c.name))?
+        .lowerdirs();
     let bundle = cs.bundle_dir(&c.id);
     if bundle.exists() {
         let _ = std::fs::remove_dir_all(&bundle);
