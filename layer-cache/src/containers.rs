@@ -69,13 +69,9 @@ pub struct Bind {
 /// and the options given, so every start runs the same thing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// `entrypoint` then `cmd`: what runs.
-    pub args: Vec<String>,
-    /// The entrypoint and command as combined from the image and the options; a
-    /// commit records them apart, as Docker's does.
-    #[serde(default)]
+    /// The entrypoint and command as combined from the image and the options; what
+    /// runs is [`RunConfig::args`]. A commit records them apart, as Docker's does.
     pub entrypoint: Vec<String>,
-    #[serde(default)]
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     /// The user as given (`USER[:GROUP]`), resolved in the image at each start.
@@ -99,6 +95,13 @@ pub struct RunConfig {
     /// Published ports as given to `-p` (checked at creation).
     #[serde(default)]
     pub ports: Vec<String>,
+}
+
+impl RunConfig {
+    /// What runs: `entrypoint` then `cmd`.
+    pub fn args(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
 }
 
 /// A container's record (`config.json`).

@@ -240,8 +240,7 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
             cfg.cmd.clone().unwrap_or_default(),
         ),
     };
-    let args: Vec<String> = entrypoint.iter().chain(&cmd).cloned().collect();
-    if args.is_empty() {
+    if entrypoint.is_empty() && cmd.is_empty() {
         bail!(
             "no command specified: the image {} has neither ENTRYPOINT nor CMD",
             a.image
@@ -301,7 +300,6 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
         extra_hosts.push((name.to_string(), ip));
     }
     let config = RunConfig {
-        args,
         entrypoint,
         cmd,
         env,
@@ -449,7 +447,7 @@ fn sandbox_spec(store: &Store, cs: &Containers, c: &Container) -> Result<Sandbox
         upperdir: upper,
         workdir: cs.work_dir(&c.id),
         rootfs: bundle.join("rootfs"),
-        args: c.config.args.clone(),
+        args: c.config.args(),
         env,
         cwd: c.config.workdir.clone(),
         uid: ids.uid,

@@ -127,7 +127,7 @@ fn status(c: &Container) -> String {
 }
 
 fn command_text(c: &Container, no_trunc: bool) -> String {
-    let joined = c.config.args.join(" ");
+    let joined = c.config.args().join(" ");
     if no_trunc || joined.chars().count() <= 20 {
         return format!("\"{joined}\"");
     }
