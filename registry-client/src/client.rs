@@ -1,10 +1,8 @@
 //! The registry API on top of the transport: manifests, tags and login. Blobs
 //! are in [`crate::blob`].
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -14,7 +12,7 @@ use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use crate::auth::{CredentialStore, Credentials};
-use crate::blob::push::OpenUpload;
+use crate::blob::push::Uploads;
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest, ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST};
 use crate::reference::Reference;
@@ -124,20 +122,19 @@ fn idle_timeout_from_env() -> Duration {
 }
 
 pub struct Client {
-    pub(crate) transport: Transport,
-    /// Open upload sessions by id. An upload whose future is dropped (an
+    /// Shared with the tasks that open upload sessions.
+    pub(crate) transport: Arc<Transport>,
+    /// Upload sessions left open. An upload whose future is dropped (an
     /// interrupt, or a sibling upload's failure) cannot send its DELETE from
     /// `Drop`, so its entry stays here for [`Client::cancel_open_uploads`].
-    pub(crate) uploads: Mutex<HashMap<u64, OpenUpload>>,
-    pub(crate) next_upload: AtomicU64,
+    pub(crate) uploads: Arc<Uploads>,
 }
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Client {
         Client {
-            transport: Transport::new(opts),
-            uploads: Mutex::new(HashMap::new()),
-            next_upload: AtomicU64::new(0),
+            transport: Arc::new(Transport::new(opts)),
+            uploads: Arc::default(),
         }
     }
 

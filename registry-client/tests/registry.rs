@@ -331,6 +331,50 @@ fn upload_sessions(reg: &Registry, repo: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_dropped_while_its_post_is_unanswered_still_cancels_the_session() {
+    if !registry_available() {
+        return;
+    }
+    let reg = Registry::start();
+    let proxy = std::sync::Arc::new(FaultProxy::start(&reg.addr));
+    let tmp = tempfile::tempdir().unwrap();
+    let c = client(tmp.path());
+    let r = reference(&format!("{}/opening:1", proxy.addr));
+    let data = Bytes(vec![5u8; 4096]);
+    let d = descriptor("application/octet-stream", &data.0);
+    // The registry opens the session; its answer reaches us only later.
+    proxy.add(Fault::new(
+        "POST",
+        "/blobs/uploads/",
+        FaultKind::Delay {
+            by: std::time::Duration::from_millis(600),
+        },
+        1,
+    ));
+    let held = {
+        let p = proxy.clone();
+        tokio::task::spawn_blocking(move || p.wait_stalled())
+    };
+    tokio::select! {
+        res = c.push_blob(&r, &d, &data, &[]) => panic!("the push ended: {res:?}"),
+        _ = held => {}
+    }
+    // Dropped with the POST unanswered: the registry has a session we have no
+    // Location for yet.
+    assert_eq!(upload_sessions(&reg, "opening").len(), 1);
+    c.cancel_open_uploads().await;
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|q| q.starts_with("DELETE /v2/opening/blobs/uploads/")),
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(upload_sessions(&reg, "opening"), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_upload_is_cancelled_with_a_delete() {
     if !registry_available() {
         return;

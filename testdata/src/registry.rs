@@ -164,6 +164,10 @@ pub enum FaultKind {
     /// Forward, send the head and `after` body bytes, then one byte every
     /// `every` until the body ends or the client goes away.
     Trickle { after: usize, every: Duration },
+    /// Forward, and hold the registry's answer for `by` before passing it on:
+    /// a request the registry has acted on whose client has no answer yet.
+    /// [`FaultProxy::wait_stalled`] returns once the answer is held.
+    Delay { by: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -456,6 +460,10 @@ fn handle(
     up.flush()?;
     let mut up_reader = BufReader::new(up);
     let mut resp_head = read_head(&mut up_reader)?;
+    if let Some(FaultKind::Delay { by }) = &fault {
+        stalled(state, changed, format!("{method} {path}"));
+        std::thread::sleep(*by);
+    }
     if let Some(FaultKind::AddHeader { name, value }) = &fault {
         resp_head.push(format!("{name}: {value}"));
     }

@@ -2,7 +2,8 @@
 //! repository when allowed, else uploaded in one PUT or in PATCH chunks, with a
 //! watchdog on the body and the sessions left open tracked for cancelling.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use futures_util::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
 use url::Url;
 
 use super::show_duration;
@@ -54,6 +56,74 @@ pub(crate) struct OpenUpload {
     url: Url,
 }
 
+/// The client's upload sessions: those open, and the POSTs still opening one.
+#[derive(Default)]
+pub(crate) struct Uploads {
+    open: std::sync::Mutex<HashMap<u64, OpenUpload>>,
+    next: AtomicU64,
+    /// POSTs in flight; each runs in a task of its own so that a session the
+    /// registry opened is recorded even when its upload was dropped meanwhile.
+    opening: AtomicUsize,
+    settled: Notify,
+}
+
+impl Uploads {
+    fn insert(&self, open: OpenUpload) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.open.lock() {
+            m.insert(id, open);
+        }
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<OpenUpload> {
+        self.open.lock().ok().and_then(|m| m.get(&id).cloned())
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut m) = self.open.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Waits until no POST is in flight.
+    async fn settle(&self) {
+        loop {
+            // Registered before the check, so a wake between the two is kept.
+            let woken = self.settled.notified();
+            if self.opening.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+/// Counts one POST in flight for as long as it lives, panics included.
+struct Opening(Arc<Uploads>);
+
+impl Opening {
+    fn new(uploads: &Arc<Uploads>) -> Opening {
+        uploads.opening.fetch_add(1, Ordering::AcqRel);
+        Opening(uploads.clone())
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if self.0.opening.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+/// What a session-opening POST got: the answer, and the session's id and
+/// Location when the registry opened one (202 with a Location).
+struct PostAnswer {
+    resp: Response,
+    session: Option<(u64, (Url, u64))>,
+}
+
 impl Client {
     /// Makes sure the repository has the blob: skipped when present, mounted from
     /// one of `mount_from` (same registry) when allowed, else uploaded.
@@ -78,50 +148,35 @@ impl Client {
                 .append_pair("from", from);
             let mut scopes = Self::push_scope(&r.repository);
             scopes.push(format!("repository:{from}:pull"));
-            let resp = match self
-                .send(
-                    &host,
-                    Request::new(Method::POST, &url, &scopes)
-                        .headers(&zero_length())
-                        .body(&empty_body),
-                )
-                .await
-            {
-                Ok(r) => r,
+            let answer = match self.open_session(&host, &r.repository, url, scopes).await {
+                Ok(a) => a,
                 // A token refused for the source repository: upload instead.
                 Err(Error::Unauthorized { .. } | Error::Token { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            match resp.status() {
+            if let Some(opened) = answer.session {
+                session = Some(opened);
+                break;
+            }
+            match answer.resp.status() {
                 StatusCode::CREATED => return Ok(PushOutcome::Mounted { from: from.clone() }),
-                StatusCode::ACCEPTED => {
-                    session = Some(location(&url, &resp)?);
-                    break;
-                }
                 s => tracing::debug!("mount from {from} answered {s}; uploading instead"),
             }
         }
         let mut tries = 0;
         loop {
-            let opened = match session.take() {
+            let (id, opened) = match session.take() {
                 Some(s) => s,
                 None => {
                     let url = self.url(&host, &format!("v2/{}/blobs/uploads/", r.repository))?;
-                    let resp = self
-                        .send(
-                            &host,
-                            Request::new(Method::POST, &url, &Self::push_scope(&r.repository))
-                                .headers(&zero_length())
-                                .body(&empty_body),
-                        )
-                        .await?;
-                    if resp.status() != StatusCode::ACCEPTED {
-                        return Err(status_error(&what, &r.registry, resp).await);
+                    let scopes = Self::push_scope(&r.repository);
+                    let answer = self.open_session(&host, &r.repository, url, scopes).await?;
+                    match answer.session {
+                        Some(s) => s,
+                        None => return Err(status_error(&what, &r.registry, answer.resp).await),
                     }
-                    location(&url, &resp)?
                 }
             };
-            let id = self.upload_opened(&host, &r.repository, &opened.0);
             let result = if desc.size > self.transport.opts.chunk_threshold {
                 self.upload_chunked(&host, r, desc, source, opened, id)
                     .await
@@ -193,23 +248,55 @@ impl Client {
         }
     }
 
-    /// Records an upload session the registry opened; returns its id.
-    fn upload_opened(&self, host: &Arc<Host>, repository: &str, url: &Url) -> u64 {
-        let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
-        let open = OpenUpload {
-            host: host.clone(),
-            repository: repository.to_string(),
-            url: url.clone(),
-        };
-        if let Ok(mut m) = self.uploads.lock() {
-            m.insert(id, open);
-        }
-        id
+    /// `POST <repository>/blobs/uploads/` (a mount's too), sent from a task of
+    /// its own: a caller dropped while it is in flight would otherwise lose a
+    /// session the registry opened, with no Location left to cancel it by. The
+    /// task records any session it gets before answering.
+    async fn open_session(
+        &self,
+        host: &Arc<Host>,
+        repository: &str,
+        url: Url,
+        scopes: Vec<String>,
+    ) -> Result<PostAnswer> {
+        let transport = self.transport.clone();
+        let registry = host.registry.clone();
+        let host = host.clone();
+        let repository = repository.to_string();
+        let opening = Opening::new(&self.uploads);
+        let task = tokio::spawn(async move {
+            let headers = zero_length();
+            let resp = transport
+                .send(
+                    &host,
+                    &Request::new(Method::POST, &url, &scopes)
+                        .headers(&headers)
+                        .body(&empty_body),
+                )
+                .await?;
+            let mut session = None;
+            if resp.status() == StatusCode::ACCEPTED {
+                let (loc, min) = location(&url, &resp)?;
+                let id = opening.0.insert(OpenUpload {
+                    host,
+                    repository,
+                    url: loc.clone(),
+                });
+                session = Some((id, (loc, min)));
+            }
+            drop(opening);
+            Ok(PostAnswer { resp, session })
+        });
+        task.await.map_err(|e| Error::Transport {
+            registry,
+            message: format!("opening an upload: {e}"),
+        })?
     }
 
     fn upload_moved(&self, id: u64, url: &Url) {
         if let Some(u) = self
             .uploads
+            .open
             .lock()
             .ok()
             .as_mut()
@@ -221,16 +308,13 @@ impl Client {
 
     /// The registry completed the upload: nothing left to cancel.
     fn upload_closed(&self, id: u64) {
-        if let Ok(mut m) = self.uploads.lock() {
-            m.remove(&id);
-        }
+        self.uploads.remove(id);
     }
 
     /// Cancels one session. The entry goes only after the DELETE, so a drop
     /// mid-way leaves it for [`Client::cancel_open_uploads`].
     async fn cancel_upload(&self, id: u64) {
-        let open = self.uploads.lock().ok().and_then(|m| m.get(&id).cloned());
-        if let Some(open) = open {
+        if let Some(open) = self.uploads.get(id) {
             if tokio::time::timeout(CANCEL_WITHIN, self.send_cancel(&open))
                 .await
                 .is_err()
@@ -289,9 +373,17 @@ impl Client {
 
     /// Cancels every upload session this client left open: those of uploads
     /// whose futures were dropped. Call it once no upload of this client runs
-    /// (after an interrupt or a failed push); gives up after two seconds.
+    /// (after an interrupt or a failed push). It waits up to two seconds for
+    /// POSTs still in flight, then up to two more for the DELETEs.
     pub async fn cancel_open_uploads(&self) {
-        let open: Vec<OpenUpload> = match self.uploads.lock() {
+        // A POST still in flight may yet open a session.
+        if tokio::time::timeout(CANCEL_WITHIN, self.uploads.settle())
+            .await
+            .is_err()
+        {
+            tracing::debug!("cancelling upload sessions: a POST is still unanswered");
+        }
+        let open: Vec<OpenUpload> = match self.uploads.open.lock() {
             Ok(mut m) => m.drain().map(|(_, u)| u).collect(),
             Err(_) => return,
         };
