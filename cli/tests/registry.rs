@@ -1775,8 +1775,13 @@ fn a_push_whose_uploads_fail_for_good_cancels_every_session_it_opened() {
     );
     let opened: Vec<String> = session_urls(&proxy, "PUT").into_keys().collect();
     assert!(opened.len() >= 2, "{:?}", proxy.requests());
-    let cancelled: Vec<String> = session_urls(&proxy, "DELETE").into_keys().collect();
-    assert_eq!(cancelled, opened, "{:?}", proxy.requests());
+    // Every session used is cancelled. A session whose POST was still in flight
+    // when the push failed is cancelled too, unused: the registry's own list
+    // below is the check that none is missed.
+    let cancelled = session_urls(&proxy, "DELETE");
+    for id in &opened {
+        assert!(cancelled.contains_key(id), "{id}: {:?}", proxy.requests());
+    }
     // A blob's failed session is cancelled before its fresh one is used.
     let log = proxy.requests();
     let at = |method: &str, id: &str| {
