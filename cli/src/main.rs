@@ -338,6 +338,7 @@ fn main() -> std::process::ExitCode {
 const WORK_STACK: usize = 64 << 20;
 
 fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    progress::start_clock();
     let container_verb = verb(&args).is_some_and(|v| CONTAINER_VERBS.contains(&v.as_str()));
     let cli = match Cli::try_parse_from(with_default_verb(args)) {
         Ok(cli) => cli,

@@ -35,6 +35,7 @@ fn normalise(s: &str, subst: &[(&str, &str)]) -> String {
         s = s.replace(from, to);
     }
     let s = redact_number(&s, "\"elapsed_ms\":", "\"[ms]\"");
+    let s = redact_number(&s, "\"time_ms\":", "\"[ms]\"");
     redact_number(&s, " DONE ", "[N.N]")
 }
 

@@ -107,6 +107,10 @@ pub struct BuildArgs {
     /// Additional build context NAME=VALUE (a directory, docker-image://REF, oci-layout://DIR[:TAG][@DIGEST]), used by FROM NAME, COPY --from=NAME, RUN --mount=from=NAME; repeatable
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
+    /// Draw the build's steps on a time axis into FILE.svg (or FILE.html): one lane
+    /// per stage, cached, ran and failed steps, pulls and pushes, and the critical path
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -222,6 +226,24 @@ fn source_block(file: &str, text: &str, start: usize, end: usize) -> String {
 }
 
 pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
+    let Some(path) = &a.timeline else {
+        return build(g, a);
+    };
+    crate::progress::timeline::start();
+    let built = build(g, a);
+    // Drawn whatever the outcome: a failed build's picture shows where it stopped.
+    let drawn = crate::progress::timeline::write(path);
+    match (built, drawn) {
+        (Ok(_), Err(e)) => Err(e),
+        (built, Err(e)) => {
+            eprintln!("warning: {e:#}");
+            built
+        }
+        (built, Ok(())) => built,
+    }
+}
+
+fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let outputs = a
         .outputs
         .iter()

@@ -5,12 +5,14 @@
 
 pub mod json;
 pub mod plain;
+pub mod timeline;
 pub mod tty;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use builder::exec::{BuildEvent, BuildReporter};
@@ -100,8 +102,22 @@ fn install(view: Box<dyn Render>) {
     }
 }
 
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Starts the clock events are timed by (`time_ms`, timelines): at the
+/// command's start.
+pub fn start_clock() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Time since [`start_clock`].
+pub fn since_start() -> Duration {
+    STARTED.get_or_init(Instant::now).elapsed()
+}
+
 /// Draws `e` in the process's view (plain lines if none was chosen).
 pub fn emit(e: &Event<'_>) {
+    timeline::record(e);
     if let Ok(mut v) = VIEW.lock() {
         v.get_or_insert_with(|| Box::new(plain::Plain::new()))
             .event(e);
