@@ -66,12 +66,15 @@ fn a_build_timeline_has_one_bar_per_step_in_its_stages_lane() {
     let bars = step_bars(&text);
     assert_eq!(bars.len(), steps, "{text}");
     assert!(bars.iter().all(|(c, _)| c == "step ran"), "{bars:?}");
+    // Stages a and b run side by side, in either order.
     assert!(
-        bars.iter()
-            .any(|(_, t)| t.starts_with("#1 [a] RUN echo a > /a")),
+        bars.iter().any(|(_, t)| t.contains(" [a] RUN echo a > /a: ")),
         "{bars:?}"
     );
-    assert_eq!(lanes(&text), ["a", "b", "stage-2"], "{text}");
+    let mut lanes = lanes(&text);
+    assert_eq!(lanes.pop().as_deref(), Some("stage-2"), "{text}");
+    lanes.sort();
+    assert_eq!(lanes, ["a", "b"], "{text}");
     assert!(text.contains("critical path: #"), "{text}");
 
     // Rebuilt, every step cached; drawn into an HTML page.
