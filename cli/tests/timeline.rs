@@ -68,7 +68,8 @@ fn a_build_timeline_has_one_bar_per_step_in_its_stages_lane() {
     assert!(bars.iter().all(|(c, _)| c == "step ran"), "{bars:?}");
     // Stages a and b run side by side, in either order.
     assert!(
-        bars.iter().any(|(_, t)| t.contains(" [a] RUN echo a > /a: ")),
+        bars.iter()
+            .any(|(_, t)| t.contains(" [a] RUN echo a > /a: ")),
         "{bars:?}"
     );
     let mut lanes = lanes(&text);
