@@ -66,6 +66,26 @@ pub type Result<T, E = CacheArtifactError> = std::result::Result<T, E>;
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
     records: Vec<CacheRecord>,
+    /// Cache mounts exported with it (`cache-mounts=true`); older readers ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<MountExport>,
+}
+
+/// One `RUN --mount=type=cache` directory, exported: layers that unpack, in order,
+/// into a copy of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountExport {
+    /// The cache's id (its target when the mount gave none).
+    pub id: String,
+    pub parts: Vec<MountPart>,
+}
+
+/// A part of an exported cache directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountPart {
+    /// The top-level directory it holds; empty for the top-level files.
+    pub name: String,
+    pub layer: Descriptor,
 }
 
 /// A cache manifest's parts: the records blob and the layers.
@@ -109,8 +129,24 @@ impl CacheManifest {
                 Err(e) => e.into(),
             }
         })?;
+        let listed: BTreeSet<Digest> = self
+            .layers
+            .iter()
+            .filter_map(|l| descriptor_digest(l).ok())
+            .collect();
+        // A part the manifest does not list could not be fetched verified.
+        let mounts = file
+            .mounts
+            .into_iter()
+            .filter(|m| {
+                m.parts
+                    .iter()
+                    .all(|p| descriptor_digest(&p.layer).is_ok_and(|d| listed.contains(&d)))
+            })
+            .collect();
         Ok(CacheContents {
             records: file.records,
+            mounts,
             layers: self
                 .layers
                 .iter()
@@ -124,6 +160,8 @@ impl CacheManifest {
 #[derive(Debug, Clone)]
 pub struct CacheContents {
     pub records: Vec<CacheRecord>,
+    /// Exported cache mounts whose every part the manifest lists.
+    pub mounts: Vec<MountExport>,
     /// Layer digest → size, as its manifest lists them.
     pub layers: BTreeMap<Digest, u64>,
 }
@@ -213,6 +251,7 @@ impl CacheArtifact {
     pub fn collect<'a>(
         store: &Store,
         keys: impl IntoIterator<Item = &'a Digest>,
+        mounts: Vec<MountExport>,
     ) -> Result<CacheArtifact> {
         let mut records = Vec::new();
         let mut layers: Vec<Descriptor> = Vec::new();
@@ -237,8 +276,13 @@ impl CacheArtifact {
             }
             records.push(rec);
         }
+        for part in mounts.iter().flat_map(|m| &m.parts) {
+            if seen.insert(descriptor_digest(&part.layer)?) {
+                layers.push(part.layer.clone());
+            }
+        }
         let n = records.len() as u64;
-        let config = serde_json::to_vec(&CacheFile { records })?;
+        let config = serde_json::to_vec(&CacheFile { records, mounts })?;
         let layer_json: Vec<serde_json::Value> = layers
             .iter()
             .map(|l| {

@@ -92,6 +92,23 @@ impl Store {
         })
     }
 
+    /// The cache directory of `id` when one exists (not a `sharing=private`
+    /// user's own copy), held shared: a `sharing=locked` user waits meanwhile.
+    pub fn existing_cache_mount(&self, id: &str) -> Result<Option<CacheMount>> {
+        let base = self
+            .cache_mounts_dir()
+            .join(Digest::of(id.as_bytes()).hex());
+        let data = base.join("data");
+        if !data.is_dir() {
+            return Ok(None);
+        }
+        let lock = FileLock::shared(&base.join("lock"))?;
+        Ok(Some(CacheMount {
+            path: data,
+            _lock: lock,
+        }))
+    }
+
     /// Every cache directory with its id.
     pub fn list_cache_mounts(&self) -> Result<Vec<CacheMountInfo>> {
         let dir = self.cache_mounts_dir();

@@ -47,8 +47,12 @@ fn records_round_trip_through_a_local_layout() {
         a.cache_put(r).expect("put");
     }
     let keys: Vec<Digest> = recs.iter().map(|r| r.key.clone()).collect();
-    let art = CacheArtifact::collect(&a, keys.iter().chain([&Digest::of(b"unknown key")]))
-        .expect("collect");
+    let art = CacheArtifact::collect(
+        &a,
+        keys.iter().chain([&Digest::of(b"unknown key")]),
+        Vec::new(),
+    )
+    .expect("collect");
     assert_eq!(art.records, 4);
     assert_eq!(art.layers.len(), 2);
     assert_eq!(art.left_out, ["RUN lost"]);
@@ -94,7 +98,7 @@ fn records_whose_layer_the_cache_lacks_are_skipped() {
     a.write_blob(b"layer one").expect("blob");
     a.cache_put(&record(b"k1", "RUN one", Some(b"layer one")))
         .expect("put");
-    let art = CacheArtifact::collect(&a, [&Digest::of(b"k1")]).expect("collect");
+    let art = CacheArtifact::collect(&a, [&Digest::of(b"k1")], Vec::new()).expect("collect");
     let mut contents = CacheManifest::parse(&art.manifest, "manifest")
         .expect("parse")
         .contents(&art.config)
@@ -149,7 +153,7 @@ fn other_artifacts_and_damaged_caches_are_refused() {
 
     // A cache whose manifest blob was changed on disk.
     let a = store(tmp.path(), "a");
-    let art = CacheArtifact::collect(&a, []).expect("collect");
+    let art = CacheArtifact::collect(&a, [], Vec::new()).expect("collect");
     let dir = tmp.path().join("cache");
     let digest = art.write_local(&a, &dir).expect("write");
     let path = dir.join("blobs/sha256").join(digest.hex());

@@ -30,7 +30,7 @@ mod ssh;
 pub mod ssh_agent;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +89,9 @@ pub struct BuildRequest<'a> {
     pub base_images: BTreeMap<(String, String), Descriptor>,
     /// Where a cache hit's missing layer blob can be fetched from (`--cache-from`).
     pub layer_source: Option<&'a dyn LayerSource>,
+    /// Where a new `type=cache` directory's imported contents come from
+    /// (`--cache-from` of a cache exported with `cache-mounts=true`).
+    pub cache_mount_source: Option<&'a dyn CacheMountSource>,
     /// The HTTP client ADD fetches URLs with; without one, ADD of a URL fails.
     pub http: Option<&'a dyn fetch::Fetch>,
 }
@@ -98,6 +101,14 @@ pub trait LayerSource: Sync {
     /// Puts the layer's blob in the store, verified; `false` when it cannot (the
     /// source reports why), so the step runs instead.
     fn fetch(&self, layer: &Descriptor) -> bool;
+}
+
+/// Fills new cache-mount directories from an imported cache.
+pub trait CacheMountSource: Sync {
+    /// Fills `dir` (new and empty, not yet visible to any step) with the imported
+    /// contents of cache `id`. `false` when there are none or they could not be
+    /// restored (the source reports why); `dir` is then empty again.
+    fn restore(&self, id: &str, dir: &Path) -> bool;
 }
 
 /// Progress, as data; the cli renders it. Serialized, it is the build's part of
@@ -294,6 +305,9 @@ pub struct UsedKeys {
     pub image: Vec<Digest>,
     /// Every built stage's records.
     pub all: Vec<Digest>,
+    /// The ids of the `type=cache` mounts of every built stage's RUN steps, cached
+    /// or run, sorted.
+    pub cache_mounts: Vec<String>,
 }
 
 /// A stage as it grows: layers, their snapshots, the config.
@@ -310,6 +324,8 @@ struct StageState {
     /// Keys of the records the state's steps used or wrote (with those of the
     /// stage it is built FROM).
     cache_keys: Vec<Digest>,
+    /// Ids of the cache mounts its RUN steps use (for `--cache-to cache-mounts=true`).
+    cache_mounts: BTreeSet<String>,
 }
 
 impl StageState {
@@ -572,6 +588,13 @@ fn finish_image(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
+        cache_mounts: done
+            .values()
+            .chain(std::iter::once(&st))
+            .flat_map(|s| s.cache_mounts.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
     };
     // A build where every step hit reuses the image it made last time: same digest,
     // and nothing but the tag is written.
@@ -755,6 +778,7 @@ impl Exec<'_> {
             key: Some(cache::image_key(&img.manifest_digest, self.key_opts)),
             rebuilt: false,
             cache_keys: Vec::new(),
+            cache_mounts: BTreeSet::new(),
         })
     }
 
@@ -830,6 +854,15 @@ impl Exec<'_> {
             }
         }
         let keyed = self.step_key(st, step, done, &urls);
+        if let StepKind::Run { mounts, .. } = &step.kind {
+            let workdir = st
+                .config
+                .config
+                .as_ref()
+                .and_then(|c| c.working_dir.clone());
+            st.cache_mounts
+                .extend(mounts::cache_ids(mounts, workdir.as_deref()));
+        }
         if let Some((key, _, _)) = keyed.as_ref().filter(|_| !sc.no_lookup) {
             if let Some(rec) = self.store.cache_get(key)? {
                 if self.restore(st, &rec)? {

@@ -30,6 +30,25 @@ pub(super) struct Prepared {
     _scratch: Vec<ScratchDir>,
 }
 
+/// The ids of a RUN's `type=cache` mounts (a mount without `id=` is known by its
+/// target), as the step would open them; mounts that do not parse are left to the
+/// step to report.
+pub(super) fn cache_ids(mounts: &[RunMount], workdir: Option<&str>) -> Vec<String> {
+    mounts
+        .iter()
+        .filter_map(|rm| parse_fields(&rm.mount).ok())
+        .filter(|f| f.kind == "cache")
+        .filter_map(|f| {
+            let target = f
+                .target
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| resolve_path(workdir, t));
+            f.id.filter(|s| !s.is_empty()).or(target)
+        })
+        .collect()
+}
+
 /// The fields of one `--mount`.
 #[derive(Default)]
 struct Fields {
@@ -333,6 +352,13 @@ impl Exec<'_> {
         let cache = self
             .store
             .open_cache_mount(&id, sharing, init, &mut |dir| {
+                // An imported copy (`--cache-from`) first; one that fails to restore
+                // is reported by its source and leaves the directory empty.
+                if let Some(source) = self.req.cache_mount_source {
+                    if source.restore(&id, dir) {
+                        return Ok(());
+                    }
+                }
                 let Some(layers) = &seed_layers else {
                     return Ok(());
                 };

@@ -51,7 +51,30 @@ pub fn write_upperdir<W: Write>(
         links: HashMap::new(),
         count: 0,
     };
-    walk(&mut b, upper, &mut state)?;
+    walk(&mut b, upper, None, &mut state)?;
+    b.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io_err(upper))?;
+    Ok(state.count)
+}
+
+/// As [`write_upperdir`], with only the top-level entries `names` (sorted) and
+/// what is below them: one part of a directory written in several tars.
+pub fn write_upperdir_part<W: Write>(
+    upper: &Path,
+    names: Vec<std::ffi::OsString>,
+    out: W,
+    opts: &DiffOptions,
+) -> Result<u64, DiffError> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    b.follow_symlinks(false);
+    let mut state = State {
+        opts,
+        links: HashMap::new(),
+        count: 0,
+    };
+    walk(&mut b, upper, Some(names), &mut state)?;
     b.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_err(upper))?;
@@ -65,7 +88,8 @@ struct State<'a> {
     count: u64,
 }
 
-fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>, DiffError> {
+/// The names in `dir`, in byte order (the order layers list them in).
+pub fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>, DiffError> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(io_err(dir))?
         .map(|e| e.map(|e| e.file_name()))
@@ -77,7 +101,12 @@ fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>, DiffError> {
 
 /// Writes every entry below `root` in sorted, depth-first order. The stack of open
 /// directories lives on the heap, so tree depth is bounded by memory, not the stack.
-fn walk<W: Write>(b: &mut tar::Builder<W>, root: &Path, st: &mut State) -> Result<(), DiffError> {
+fn walk<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    top: Option<Vec<std::ffi::OsString>>,
+    st: &mut State,
+) -> Result<(), DiffError> {
     struct Frame {
         abs: PathBuf,
         rel: PathBuf,
@@ -86,7 +115,10 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, root: &Path, st: &mut State) -> Resul
     let mut stack = vec![Frame {
         abs: root.to_path_buf(),
         rel: PathBuf::new(),
-        names: sorted_children(root)?.into_iter(),
+        names: match top {
+            Some(names) => names.into_iter(),
+            None => sorted_children(root)?.into_iter(),
+        },
     }];
     while let Some(top) = stack.last_mut() {
         let Some(name) = top.names.next() else {

@@ -441,16 +441,22 @@ impl Finish<'_> {
     }
 }
 
-/// The step-cache records of every platform's build, sorted, without duplicates.
+/// The step-cache records and cache-mount ids of every platform's build, sorted,
+/// without duplicates.
 pub fn merged_keys(built: &[BuildResult]) -> builder::exec::UsedKeys {
     let mut cache_keys = builder::exec::UsedKeys::default();
     for r in built {
         cache_keys.image.extend(r.cache_keys.image.iter().cloned());
         cache_keys.all.extend(r.cache_keys.all.iter().cloned());
+        cache_keys
+            .cache_mounts
+            .extend(r.cache_keys.cache_mounts.iter().cloned());
     }
     for keys in [&mut cache_keys.image, &mut cache_keys.all] {
         keys.sort();
         keys.dedup();
     }
+    cache_keys.cache_mounts.sort();
+    cache_keys.cache_mounts.dedup();
     cache_keys
 }

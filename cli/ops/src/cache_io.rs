@@ -6,14 +6,19 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use builder::exec::{LayerSource, UsedKeys};
-use layer_cache::cache_artifact::{Added, CacheArtifact, CacheContents, CacheManifest};
+use builder::exec::{CacheMountSource, LayerSource, UsedKeys};
+use layer_cache::cache_artifact::{
+    Added, CacheArtifact, CacheContents, CacheManifest, MountExport, MountPart,
+};
 use layer_cache::image::descriptor_digest;
+use layer_cache::image::Compression;
+use layer_cache::layer::LayerOptions;
 use layer_cache::layout::LayoutDir;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
+use layer_cache::unpack::UnpackOptions;
 use layer_cache::Store;
 use registry_client::manifest::OCI_MANIFEST;
 use registry_client::transfer::{ImageSource, Registry, TransferError};
@@ -42,6 +47,8 @@ pub struct CacheSpec {
     pub mode: Mode,
     /// `--cache-to ignore-error=true`: a failed export is a warning.
     pub ignore_error: bool,
+    /// `--cache-to cache-mounts=true`: the build's `type=cache` directories too.
+    pub cache_mounts: bool,
 }
 
 impl std::fmt::Display for CacheSpec {
@@ -68,6 +75,7 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
             ),
             mode: Mode::Min,
             ignore_error: false,
+            cache_mounts: false,
         });
     }
     let mut kv = BTreeMap::new();
@@ -115,6 +123,7 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
         location,
         mode: Mode::Min,
         ignore_error: false,
+        cache_mounts: false,
     };
     for (k, v) in kv {
         match k.as_str() {
@@ -129,15 +138,20 @@ pub fn parse(value: &str, export: bool) -> Result<CacheSpec> {
                     }
                 }
             }
-            "ignore-error" if export => {
-                spec.ignore_error = match v.as_str() {
+            "ignore-error" | "cache-mounts" if export => {
+                let on = match v.as_str() {
                     "true" => true,
                     "false" => false,
                     _ => {
                         return Err(OpsError::invalid(format!(
-                            "{flag} {value:?}: ignore-error must be true or false"
+                            "{flag} {value:?}: {k} must be true or false"
                         )))
                     }
+                };
+                if k == "ignore-error" {
+                    spec.ignore_error = on;
+                } else {
+                    spec.cache_mounts = on;
                 }
             }
             // BuildKit's switches for registries that need an image manifest: ours
@@ -158,6 +172,8 @@ struct Source {
     spec: CacheSpec,
     /// Layer digest → size, as its manifest lists them.
     layers: BTreeMap<layer_cache::Digest, u64>,
+    /// Cache mounts exported with it.
+    mounts: Vec<MountExport>,
 }
 
 /// The imported caches, serving their layer blobs to the build on first use.
@@ -173,6 +189,38 @@ pub struct Imported {
 impl Imported {
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
+    }
+
+    /// Whether any source carries cache mounts.
+    pub fn has_mounts(&self) -> bool {
+        self.sources.iter().any(|s| !s.mounts.is_empty())
+    }
+
+    fn warn(&self, text: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(text);
+        }
+    }
+
+    /// Unpacks `mount`'s parts into `dir`, fetching each from `src` when the
+    /// store lacks it; returns the bytes fetched.
+    fn restore_from(&self, src: &Source, mount: &MountExport, dir: &Path) -> Result<u64> {
+        let mut fetched = 0;
+        for part in &mount.parts {
+            let digest = descriptor_digest(&part.layer)?;
+            if !self.store.has_blob(&digest) {
+                self.fetch_from(src, &part.layer)?;
+                fetched += part.layer.size();
+            }
+            let tar = self.store.open_layer(&part.layer)?;
+            layer_cache::unpack::unpack(tar, dir, &UnpackOptions::default()).map_err(|source| {
+                OpsError::CacheMountPart {
+                    digest: digest.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(fetched)
     }
 
     /// What the build fetched, and what failed, after the build.
@@ -236,18 +284,59 @@ impl LayerSource for Imported {
                     }
                     return true;
                 }
-                Err(e) => {
-                    if let Ok(mut w) = self.warnings.lock() {
-                        w.push(format!(
-                            "cache layer {digest} from {}: {}; the step ran instead",
-                            src.spec,
-                            chain_text(&e)
-                        ));
+                Err(e) => self.warn(format!(
+                    "cache layer {digest} from {}: {}; the step ran instead",
+                    src.spec,
+                    chain_text(&e)
+                )),
+            }
+        }
+        false
+    }
+}
+
+impl CacheMountSource for Imported {
+    fn restore(&self, id: &str, dir: &Path) -> bool {
+        for src in &self.sources {
+            let Some(mount) = src.mounts.iter().find(|m| m.id == id) else {
+                continue;
+            };
+            match self.restore_from(src, mount, dir) {
+                Ok(bytes) => {
+                    if let Ok(mut f) = self.fetched.lock() {
+                        f.0 += mount.parts.len() as u64;
+                        f.1 += bytes;
                     }
+                    return true;
+                }
+                Err(e) => {
+                    self.warn(format!(
+                        "cache mount {id:?} from {}: {}; it starts empty",
+                        src.spec,
+                        chain_text(&e)
+                    ));
+                    empty_dir(dir);
                 }
             }
         }
         false
+    }
+}
+
+/// Removes what a failed restore left in `dir`, keeping `dir`.
+fn empty_dir(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
+            tracing::debug!("emptying {}: {e}", path.display());
+        }
     }
 }
 
@@ -281,9 +370,10 @@ pub fn import(
     for spec in specs {
         match read_cache(&imported, spec).and_then(|contents| {
             let layers = contents.layers.clone();
-            Ok((contents.add_to(store)?, layers))
+            let mounts = contents.mounts.clone();
+            Ok((contents.add_to(store)?, layers, mounts))
         }) {
-            Ok((Added { records, skipped }, layers)) => {
+            Ok((Added { records, skipped }, layers, mounts)) => {
                 let bytes: u64 = layers.values().sum();
                 say.event(Event::CacheImport {
                     source: spec.to_string(),
@@ -295,6 +385,7 @@ pub fn import(
                 imported.sources.push(Source {
                     spec: spec.clone(),
                     layers,
+                    mounts,
                 });
             }
             Err(e) => say.event(Event::warning(format!(
@@ -373,11 +464,17 @@ fn export_inner(
 ) -> Result<()> {
     // Nothing written to the store below may be pruned before it is referenced.
     let _usage = store.usage_lock()?;
+    let used = keys;
     let keys = match spec.mode {
         Mode::Min => &keys.image,
         Mode::Max => &keys.all,
     };
-    let artifact = CacheArtifact::collect(store, keys)?;
+    let mounts = if spec.cache_mounts {
+        export_mounts(store, &used.cache_mounts)?
+    } else {
+        Vec::new()
+    };
+    let artifact = CacheArtifact::collect(store, keys, mounts)?;
     for step in &artifact.left_out {
         say.event(Event::warning(format!(
             "exporting cache: the layer of {step:?} is not in the store; its record is left out"
@@ -423,6 +520,40 @@ fn export_inner(
         digest,
     });
     Ok(())
+}
+
+/// The build's cache-mount directories as layers, in parts (see
+/// [`builder::layer::write_dir_parts`]): zstd, quick to write and to unpack.
+/// Ids without a directory (never opened on this machine) are passed over.
+fn export_mounts(store: &Store, ids: &[String]) -> Result<Vec<MountExport>> {
+    let opts = LayerOptions {
+        compression: Compression::Zstd,
+        level: None,
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        let Some(cache) = store.existing_cache_mount(id)? else {
+            continue;
+        };
+        let parts =
+            builder::layer::write_dir_parts(store, cache.path(), opts).map_err(|source| {
+                OpsError::CacheMountExport {
+                    id: id.clone(),
+                    source,
+                }
+            })?;
+        out.push(MountExport {
+            id: id.clone(),
+            parts: parts
+                .into_iter()
+                .map(|(name, info)| MountPart {
+                    name,
+                    layer: info.descriptor(),
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -56,6 +56,18 @@ pub enum OpsError {
     },
     #[error("blob {digest} is not in the store")]
     BlobMissing { digest: Digest },
+    #[error("exporting cache mount {id:?}")]
+    CacheMountExport {
+        id: String,
+        #[source]
+        source: builder::layer::WriteLayerError,
+    },
+    #[error("unpacking cache mount part {digest}")]
+    CacheMountPart {
+        digest: Digest,
+        #[source]
+        source: layer_cache::unpack::UnpackError,
+    },
     #[error("copying blob {digest}")]
     CopyBlob {
         digest: Digest,

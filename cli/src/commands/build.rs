@@ -358,6 +358,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         // Keyed by (reference, platform): every platform's bases at once.
         base_images: bases.into_resolved(),
         layer_source: (!imported.is_empty()).then_some(&imported as _),
+        cache_mount_source: imported.has_mounts().then_some(&imported as _),
         named_contexts: named.dirs,
         http: Some(&http),
     };
