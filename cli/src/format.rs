@@ -124,12 +124,13 @@ impl Template {
     fn parse(spec: &str) -> Result<Template> {
         // As Docker's formatter: the `table` prefix, surrounding spaces, then escapes.
         let (table, body) = match spec.strip_prefix("table") {
-            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
-                (true, rest)
-            }
+            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => (true, rest),
             _ => (false, spec),
         };
-        let body = body.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n");
+        let body = body
+            .trim_matches(' ')
+            .replace("\\t", "\t")
+            .replace("\\n", "\n");
         let mut parts = Vec::new();
         let mut rest = body.as_str();
         while let Some(open) = rest.find("{{") {
@@ -206,7 +207,9 @@ impl Template {
 
 fn parse_action(spec: &str, inner: &str) -> Result<Part> {
     let words = split_words(inner.trim());
-    let bad = || anyhow!("--format {spec:?}: unsupported action {{{{{inner}}}}} (supported: .Field, json, upper, lower, join)");
+    let bad = || {
+        anyhow!("--format {spec:?}: unsupported action {{{{{inner}}}}} (supported: .Field, json, upper, lower, join)")
+    };
     let (func, arg) = match words.as_slice() {
         [one] => (Func::Print, one.as_str()),
         [f, arg] if f == "json" => (Func::Json, arg.as_str()),
@@ -500,7 +503,11 @@ mod tests {
     #[test]
     fn inspect_paths_reach_nested_values() {
         let doc = json!({"Config": {"config": {"Env": ["PATH=/bin"], "Labels": {"a": "1"}}}});
-        let f = Format::parse(Some("{{.Config.config.Env}} {{json .Config.config.Labels}}"), &LAYOUT).unwrap();
+        let f = Format::parse(
+            Some("{{.Config.config.Env}} {{json .Config.config.Labels}}"),
+            &LAYOUT,
+        )
+        .unwrap();
         assert_eq!(f.render_one(&doc).unwrap(), "[PATH=/bin] {\"a\":\"1\"}\n");
     }
 
@@ -536,6 +543,9 @@ mod tests {
         assert_eq!(human_size(4_860_000), "4.86MB");
         assert_eq!(human_size(1_234_567), "1.23MB");
         assert_eq!(human_size(128_000_000), "128MB");
-        assert_eq!(go_time("2023-11-14T22:13:20Z"), "2023-11-14 22:13:20 +0000 UTC");
+        assert_eq!(
+            go_time("2023-11-14T22:13:20Z"),
+            "2023-11-14 22:13:20 +0000 UTC"
+        );
     }
 }
