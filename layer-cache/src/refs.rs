@@ -333,6 +333,39 @@ mod tests {
     }
 
     #[test]
+    fn id_prefixes_resolve_when_unique_and_name_candidates_otherwise() {
+        let entry = |name: &str, hex: String| TagEntry {
+            name: name.to_string(),
+            descriptor: image::descriptor(
+                image::OCI_MANIFEST,
+                &Digest::from_hex(&hex).expect("hex"),
+                100,
+            ),
+        };
+        let a = format!("abcd1{}", "0".repeat(59));
+        let b = format!("abcd2{}", "0".repeat(59));
+        let tags = [
+            entry("a:1", a.clone()),
+            entry("a:2", a.clone()),
+            entry("b:1", b),
+        ];
+        let found = resolve_id_prefix(&tags, "abcd1")
+            .expect("unique")
+            .expect("found");
+        assert_eq!(descriptor_digest(&found).expect("digest").hex(), a);
+        assert!(resolve_id_prefix(&tags, "ffff").expect("none").is_none());
+        let err = resolve_id_prefix(&tags, "abcd").unwrap_err().to_string();
+        assert!(
+            err.contains("\"abcd\"") && err.contains("abcd10000000 (a:1)") && err.contains("(b:1)"),
+            "{err}"
+        );
+        assert_eq!(id_prefix("sha256:abcd"), Some("abcd"));
+        assert_eq!(id_prefix("abc"), None);
+        assert_eq!(id_prefix("ABCD"), None);
+        assert_eq!(id_prefix("busybox"), None);
+    }
+
+    #[test]
     fn rejects_malformed_names() {
         for bad in [
             "",
