@@ -284,6 +284,19 @@ fn history_matches_the_configs_history() {
         "{table}"
     );
     assert_eq!(lines.len(), want.len() + 1);
+    // -H=false: bytes and RFC 3339, as Docker's --human=false.
+    let (raw, _) = ok(mybuild(&root).args([
+        "history",
+        "-H=false",
+        "--format",
+        "{{.Size}} {{.CreatedSince}}",
+        "h:1",
+    ]));
+    for l in raw.lines() {
+        let (size, at) = l.split_once(' ').expect("two cells");
+        assert!(size.parse::<u64>().is_ok(), "{raw}");
+        assert!(at.ends_with('Z') && at.len() == 20, "{raw}");
+    }
     let (q, _) = ok(mybuild(&root).args(["history", "-q", &id[..8]]));
     assert_eq!(q.lines().next(), Some(&id[..12]));
 
@@ -413,6 +426,11 @@ fn ps_and_cache_ls_take_formats() {
         row["RunningFor"].as_str().unwrap().ends_with(" ago"),
         "{row}"
     );
+    let mut redacted = row.clone();
+    for k in ["ID", "CreatedAt", "RunningFor", "Status"] {
+        redacted[k] = Value::String(format!("[{k}]"));
+    }
+    insta::assert_json_snapshot!("ps-json", redacted);
     let (t, _) = ok(mybuild(&root).args(["ps", "-a", "--format", "{{.Names}} {{.State}}"]));
     assert_eq!(t, "fmt1 exited\n");
     let (t, _) = ok(mybuild(&root).args(["ps", "-a", "--format", "table {{.Names}}\\t{{.State}}"]));
@@ -440,6 +458,11 @@ fn ps_and_cache_ls_take_formats() {
         .collect();
     assert_eq!(keys, ["Key", "LastUsed", "LastUsedAt", "Size", "Step"]);
     assert_eq!(copy["Key"].as_str().unwrap().len(), 12);
+    let mut redacted = copy.clone();
+    for k in ["Key", "LastUsed", "LastUsedAt", "Size"] {
+        redacted[k] = Value::String(format!("[{k}]"));
+    }
+    insta::assert_json_snapshot!("cache-ls-json", redacted);
     let (t, _) = ok(mybuild(&root).args(["cache", "ls", "--format", "{{.Step}}"]));
     assert!(t.lines().any(|l| l == "COPY f /f"), "{t}");
     let (table, _) = ok(mybuild(&root).args(["cache", "ls"]));

@@ -17,6 +17,9 @@ pub struct HistoryArgs {
     /// Show only image ids (`<missing>` for steps below the top)
     #[arg(short, long)]
     quiet: bool,
+    /// Print sizes and dates in human-readable form (`-H=false`: bytes and RFC 3339)
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    human: bool,
     /// table (default), json (one object per line) or a Go template such as '{{.CreatedBy}}'
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
@@ -30,6 +33,10 @@ const HEADERS: &[(&str, &str)] = &[
     ("Size", "SIZE"),
     ("Comment", "COMMENT"),
 ];
+
+/// Times up to 2000-01-01 show as `N/A` in CREATED (a SOURCE_DATE_EPOCH of 0), as
+/// Docker's history does.
+const EPOCH: i64 = 946_684_800;
 
 /// Docker's `Ellipsis(s, 45)` for CREATED BY.
 const CREATED_BY_WIDTH: usize = 45;
@@ -63,19 +70,26 @@ pub fn run(g: &Globals, a: &HistoryArgs) -> Result<i32> {
             } else {
                 ellipsis(&created_by, CREATED_BY_WIDTH)
             };
-            let created_at = h
-                .created
-                .as_deref()
-                .and_then(format::parse_time)
-                .map(layer_cache::image::rfc3339)
-                .unwrap_or_default();
+            let created = h.created.as_deref().and_then(format::parse_time);
+            let created_at = created.map(layer_cache::image::rfc3339).unwrap_or_default();
+            let since = match created {
+                _ if !a.human => created_at.clone(),
+                Some(t) if t <= EPOCH => "N/A".to_string(),
+                Some(t) => format!("{} ago", format::human_duration(format::now() - t)),
+                None => String::new(),
+            };
+            let size = if a.human {
+                format::human_size(h.size)
+            } else {
+                h.size.to_string()
+            };
             serde_json::json!({
                 "Comment": h.comment,
                 "CreatedAt": created_at,
                 "CreatedBy": created_by,
-                "CreatedSince": format::since(h.created.as_deref()),
+                "CreatedSince": since,
                 "ID": id,
-                "Size": format::human_size(h.size),
+                "Size": size,
             })
         })
         .collect();
