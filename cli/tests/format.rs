@@ -338,6 +338,21 @@ fn id_prefixes_resolve_and_rmi_by_id_follows_docker() {
     assert!(e.contains("no such image"), "{e}");
     ok(mybuild(&root).args(["tag", &old[..6], "again:1"]));
     ok(mybuild(&root).args(["history", &old[..6]]));
+    ok(mybuild(&root).args(["run", "--rm", &old[..6], "true"]));
+    // Saved by id, the image is untagged in the archive, as `docker save ID`.
+    let tar = tmp.path().join("byid.tar");
+    ok(mybuild(&root).args(["save", "-o"]).arg(&tar).arg(&old[..6]));
+    let (manifest, _) = ok(Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg("manifest.json"));
+    let manifest: Value = serde_json::from_str(&manifest).expect("manifest.json");
+    assert!(
+        manifest[0]["RepoTags"]
+            .as_array()
+            .is_none_or(|t| t.is_empty()),
+        "{manifest}"
+    );
 
     // Several tags: refused without -f, all removed with it.
     let (c, so, se) = code(mybuild(&root).args(["rmi", &old[..8]]));
@@ -385,14 +400,25 @@ fn an_ambiguous_prefix_names_the_candidates() {
             }));
     }
     std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).expect("write");
-    for verb in [&["inspect"][..], &["history"], &["rmi"], &["tag"]] {
+    for verb in [
+        &["inspect"][..],
+        &["history"],
+        &["rmi"],
+        &["tag"],
+        &["run", "--rm"],
+    ] {
         let mut cmd = mybuild(&root);
         cmd.args(verb).arg("abcd");
-        if verb == ["tag"] {
-            cmd.arg("x:1");
-        }
+        match verb {
+            ["tag"] => cmd.arg("x:1"),
+            // Refused, not pulled from a registry.
+            ["run", ..] => cmd.arg("true"),
+            _ => &mut cmd,
+        };
         let (c, _, se) = code(&mut cmd);
-        assert_eq!(c, 1, "{verb:?}: {se}");
+        // run's own failures exit 125, as Docker's.
+        let want = if verb[0] == "run" { 125 } else { 1 };
+        assert_eq!(c, want, "{verb:?}: {se}");
         assert!(
             se.contains("ambiguous image id prefix \"abcd\"")
                 && se.contains("abcd10000000 (fake:1)")
