@@ -2,7 +2,7 @@
 //! command's own table), `json` (one object per line), or a Go-template subset:
 //! `{{.Field}}`, `{{.A.B}}` into nested objects, `{{.}}`, `{{json .}}`,
 //! `{{json .Field}}`, `{{upper .F}}`, `{{lower .F}}`, `{{join .F ", "}}`, with
-//! `\t` and `\n` escapes, and a `table ` prefix that adds a header row and aligns
+//! `{{-`/`-}}` trim markers, `\t` and `\n` escapes, and a `table ` prefix that adds a header row and aligns
 //! the tab-separated cells (Go's tabwriter with Docker's settings).
 //!
 //! Rows are JSON objects whose keys are Docker's field names, so `{{json .}}` and
@@ -133,17 +133,40 @@ impl Template {
             .replace("\\n", "\n");
         let mut parts = Vec::new();
         let mut rest = body.as_str();
+        // Go's trim markers: `{{- ` drops the white space before, ` -}}` after.
+        let mut trim_next = false;
         while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
-            }
             let after = &rest[open + 2..];
             let close = after
                 .find("}}")
                 .ok_or_else(|| anyhow!("--format {spec:?}: unclosed action (missing \"}}}}\")"))?;
-            parts.push(parse_action(spec, &after[..close])?);
+            let mut inner = &after[..close];
+            let mut text = &rest[..open];
+            if trim_next {
+                text = text.trim_start();
+            }
+            if let Some(i) = inner
+                .strip_prefix('-')
+                .filter(|i| i.starts_with(char::is_whitespace))
+            {
+                text = text.trim_end();
+                inner = i;
+            }
+            trim_next = false;
+            if let Some(i) = inner
+                .strip_suffix('-')
+                .filter(|i| i.ends_with(char::is_whitespace))
+            {
+                trim_next = true;
+                inner = i;
+            }
+            if !text.is_empty() {
+                parts.push(Part::Text(text.to_string()));
+            }
+            parts.push(parse_action(spec, inner)?);
             rest = &after[close + 2..];
         }
+        let rest = if trim_next { rest.trim_start() } else { rest };
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
@@ -482,6 +505,10 @@ mod tests {
         assert_eq!(
             render(Some("{{.Env}} {{join .Env \",\"}} {{upper .Tag}}")).unwrap(),
             "[A=1 B=2] A=1,B=2 LATEST\n[]  1\n"
+        );
+        assert_eq!(
+            render(Some("{{.Tag -}}  ,  {{- .ID}}")).unwrap(),
+            "latest,0123456789ab\n1,ba9876543210\n"
         );
         let j = render(Some("json")).unwrap();
         let first: Value = serde_json::from_str(j.lines().next().unwrap()).unwrap();
