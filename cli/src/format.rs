@@ -1,9 +1,10 @@
 //! `--format` for every listing command, as Docker's CLI reads it: `table` (the
 //! command's own table), `json` (one object per line), or a Go-template subset:
 //! `{{.Field}}`, `{{.A.B}}` into nested objects, `{{.}}`, `{{json .}}`,
-//! `{{json .Field}}`, `{{upper .F}}`, `{{lower .F}}`, `{{join .F ", "}}`, with
-//! `{{-`/`-}}` trim markers, `\t` and `\n` escapes, and a `table ` prefix that adds a header row and aligns
-//! the tab-separated cells (Go's tabwriter with Docker's settings).
+//! `{{json .Field}}`, `{{upper .F}}`, `{{lower .F}}`, `{{join .F ", "}}`,
+//! `{{-`/`-}}` trim markers, `\t` and `\n` escapes, and a `table ` prefix that
+//! adds a header row and aligns the tab-separated cells (Go's tabwriter with
+//! Docker's settings).
 //!
 //! Rows are JSON objects whose keys are Docker's field names, so `{{json .}}` and
 //! `--format json` print what Docker prints. A field a row lacks is an error naming
