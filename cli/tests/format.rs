@@ -493,6 +493,16 @@ fn ps_and_cache_ls_take_formats() {
     assert!(t.lines().any(|l| l == "COPY f /f"), "{t}");
     let (table, _) = ok(mybuild(&root).args(["cache", "ls"]));
     assert!(table.starts_with("KEY            SIZE"), "{table}");
+
+    // Removal by id keeps the container protection a name has.
+    let id = id_of(&root, "busybox");
+    let e = fails(mybuild(&root).args(["rmi", &id[..8]]));
+    assert!(
+        e.contains("it is used by container") && e.contains("(fmt1)"),
+        "{e}"
+    );
+    let (so, _) = ok(mybuild(&root).args(["rmi", "-f", &id[..8]]));
+    assert_eq!(so, "Untagged: busybox:latest\n");
 }
 
 #[test]
