@@ -1,4 +1,5 @@
 mod commands;
+mod format;
 mod progress;
 mod transfer_view;
 
@@ -64,7 +65,7 @@ enum Command {
     /// Remove a registry's stored credentials
     Logout(commands::registry::LogoutArgs),
     /// List a repository's tags in a registry
-    Tags(commands::registry::RefArgs),
+    Tags(commands::registry::TagsArgs),
     /// Print the manifest digest of an image in a registry
     Digest(commands::registry::RefArgs),
     /// Delete an image (manifest) from a registry
@@ -90,6 +91,8 @@ enum Command {
     Keeper(commands::run::KeeperArgs),
     /// Run a command (default: $SHELL) in the user namespace a non-root user builds in, with $MYBUILD_ROOT set to the store
     Unshare(UnshareArgs),
+    /// Show an image's history (its steps, newest first)
+    History(commands::history::HistoryArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +139,7 @@ const VERBS: &[&str] = &[
     "commit",
     "diff",
     "__container-keeper",
+    "history",
 ];
 
 /// Verbs whose own failures exit with 125, as Docker's container commands do.
@@ -396,6 +400,7 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Commit(a) => commands::container_image::commit_verb(&g, a),
         Command::Diff(a) => commands::container_image::diff_verb(&g, a),
         Command::Keeper(a) => commands::run::keeper(&g, a),
+        Command::History(a) => commands::history::run(&g, a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

@@ -30,6 +30,11 @@ pub enum StoreError {
     BlobNotFound(Digest),
     #[error("no such image: {0}")]
     ImageNotFound(String),
+    #[error("ambiguous image id prefix {prefix:?}: it matches {}", candidates.join(", "))]
+    AmbiguousId {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     #[error("invalid reference {name:?}: {reason}")]
     InvalidReference { name: String, reason: String },
     #[error("{what} is not valid JSON: {source}")]

@@ -168,20 +168,24 @@ impl Store {
         self.replace_file(&self.index_path(), &bytes)
     }
 
-    /// Finds an image by tag, `name@digest`, full digest, or an id prefix of 12+ hex.
+    /// Finds an image by tag, `name@digest`, full digest, or a unique prefix of an
+    /// image id (the digest `images` shows). As Docker's containerd image service: a
+    /// tag wins over an id prefix, and a prefix is 4 to 64 hex digits, optionally
+    /// after `sha256:`.
     pub fn resolve(&self, input: &str) -> Result<Descriptor> {
         let tags = self.tags()?;
-        let hexish = input.strip_prefix("sha256:").unwrap_or(input);
-        let looks_like_id = hexish.len() >= 12
-            && hexish.len() <= 64
-            && hexish
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if looks_like_id {
-            for t in &tags {
-                if descriptor_digest(&t.descriptor)?.hex().starts_with(hexish) {
+        let parsed = ImageRef::parse(input);
+        if let Ok(r) = &parsed {
+            if r.digest.is_none() {
+                let name = r.tagged_name();
+                if let Some(t) = tags.iter().find(|t| t.name == name) {
                     return Ok(strip_ref_annotations(&t.descriptor));
                 }
+            }
+        }
+        if let Some(hexish) = id_prefix(input) {
+            if let Some(d) = resolve_id_prefix(&tags, hexish)? {
+                return Ok(d);
             }
             if hexish.len() == 64 {
                 if let Ok(d) = Digest::from_hex(hexish) {
@@ -193,7 +197,7 @@ impl Store {
                 }
             }
         }
-        let r = ImageRef::parse(input)?;
+        let r = parsed?;
         if let Some(digest) = &r.digest {
             for t in &tags {
                 if descriptor_digest(&t.descriptor)? == *digest {
@@ -204,14 +208,63 @@ impl Store {
                 let bytes = self.read_blob(digest, image::MAX_JSON_BLOB)?;
                 return Ok(image::descriptor(&media_type_of(&bytes), digest, size));
             }
-            return Err(StoreError::ImageNotFound(input.to_string()));
         }
-        let name = r.tagged_name();
-        tags.into_iter()
-            .find(|t| t.name == name)
-            .map(|t| strip_ref_annotations(&t.descriptor))
-            .ok_or_else(|| StoreError::ImageNotFound(input.to_string()))
+        Err(StoreError::ImageNotFound(input.to_string()))
     }
+
+    /// The image id `input` names when it is a unique id prefix and no tag, as
+    /// [`Store::resolve`] decides; `None` for a tag or `name@digest`.
+    pub fn resolve_id(&self, input: &str) -> Result<Option<Digest>> {
+        let tags = self.tags()?;
+        if let Ok(r) = ImageRef::parse(input) {
+            let name = r.tagged_name();
+            if r.digest.is_some() || tags.iter().any(|t| t.name == name) {
+                return Ok(None);
+            }
+        }
+        match id_prefix(input) {
+            Some(hexish) => resolve_id_prefix(&tags, hexish)?
+                .map(|d| descriptor_digest(&d))
+                .transpose(),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The hex of `input` when it can be an id prefix: 4 to 64 lowercase hex digits,
+/// optionally after `sha256:` (Docker's `truncatedID`).
+fn id_prefix(input: &str) -> Option<&str> {
+    let hexish = input.strip_prefix("sha256:").unwrap_or(input);
+    let ok = (4..=64).contains(&hexish.len())
+        && hexish
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ok.then_some(hexish)
+}
+
+/// The one tagged image whose id starts with `hexish`; several tags of one image are
+/// one match, two images an error naming both.
+fn resolve_id_prefix(tags: &[TagEntry], hexish: &str) -> Result<Option<Descriptor>> {
+    let mut found: BTreeMap<String, &TagEntry> = BTreeMap::new();
+    for t in tags {
+        let d = descriptor_digest(&t.descriptor)?;
+        if d.hex().starts_with(hexish) {
+            found.entry(d.hex().to_string()).or_insert(t);
+        }
+    }
+    if found.len() > 1 {
+        return Err(StoreError::AmbiguousId {
+            prefix: hexish.to_string(),
+            candidates: found
+                .iter()
+                .map(|(hex, t)| format!("{} ({})", hex.get(..12).unwrap_or(hex), t.name))
+                .collect(),
+        });
+    }
+    Ok(found
+        .into_values()
+        .next()
+        .map(|t| strip_ref_annotations(&t.descriptor)))
 }
 
 fn strip_ref_annotations(d: &Descriptor) -> Descriptor {
@@ -277,6 +330,39 @@ mod tests {
             assert_eq!(r.tagged_name(), tagged, "{input}");
             assert_eq!(r.full_name(), full, "{input}");
         }
+    }
+
+    #[test]
+    fn id_prefixes_resolve_when_unique_and_name_candidates_otherwise() {
+        let entry = |name: &str, hex: String| TagEntry {
+            name: name.to_string(),
+            descriptor: image::descriptor(
+                image::OCI_MANIFEST,
+                &Digest::from_hex(&hex).expect("hex"),
+                100,
+            ),
+        };
+        let a = format!("abcd1{}", "0".repeat(59));
+        let b = format!("abcd2{}", "0".repeat(59));
+        let tags = [
+            entry("a:1", a.clone()),
+            entry("a:2", a.clone()),
+            entry("b:1", b),
+        ];
+        let found = resolve_id_prefix(&tags, "abcd1")
+            .expect("unique")
+            .expect("found");
+        assert_eq!(descriptor_digest(&found).expect("digest").hex(), a);
+        assert!(resolve_id_prefix(&tags, "ffff").expect("none").is_none());
+        let err = resolve_id_prefix(&tags, "abcd").unwrap_err().to_string();
+        assert!(
+            err.contains("\"abcd\"") && err.contains("abcd10000000 (a:1)") && err.contains("(b:1)"),
+            "{err}"
+        );
+        assert_eq!(id_prefix("sha256:abcd"), Some("abcd"));
+        assert_eq!(id_prefix("abc"), None);
+        assert_eq!(id_prefix("ABCD"), None);
+        assert_eq!(id_prefix("busybox"), None);
     }
 
     #[test]

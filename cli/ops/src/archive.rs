@@ -70,11 +70,12 @@ pub fn save(
     let mut images = Vec::new();
     for name in names {
         let desc = store.resolve(name)?;
-        // An id or digest names no repository; the image is saved untagged.
-        images.push((
-            ImageRef::parse(name).ok().filter(|r| r.digest.is_none()),
-            desc,
-        ));
+        // An id (prefix) or digest names no repository; the image is saved untagged.
+        let tag = match store.resolve_id(name)? {
+            Some(_) => None,
+            None => ImageRef::parse(name).ok().filter(|r| r.digest.is_none()),
+        };
+        images.push((tag, desc));
     }
     write_tar_to(output, stdout, |w| Ok(store.save(&images, w)?))
 }

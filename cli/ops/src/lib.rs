@@ -11,6 +11,7 @@ pub mod cache_io;
 mod error;
 pub mod event;
 pub mod fetch;
+pub mod images;
 pub mod output;
 pub mod registry;
 pub mod secrets;

@@ -1,7 +1,7 @@
 //! `mybuild cache ls`.
 
 use std::io::Write;
-use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
 
 use anyhow::Result;
 
@@ -24,7 +24,18 @@ struct LsArgs {
     /// Show full keys
     #[arg(long)]
     no_trunc: bool,
+    /// table (default), json (one object per line) or a Go template such as '{{.Key}} {{.Step}}'
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
 }
+
+const LS_HEADERS: &[(&str, &str)] = &[
+    ("Key", "KEY"),
+    ("Size", "SIZE"),
+    ("LastUsed", "LAST USED"),
+    ("LastUsedAt", "LAST USED AT"),
+    ("Step", "STEP"),
+];
 
 pub fn run(g: &Globals, a: &CacheArgs) -> Result<i32> {
     match &a.command {
@@ -33,9 +44,16 @@ pub fn run(g: &Globals, a: &CacheArgs) -> Result<i32> {
 }
 
 fn ls(g: &Globals, a: &LsArgs) -> Result<i32> {
+    use crate::format::{self, Format, Layout};
+    let fmt = Format::parse(
+        a.format.as_deref(),
+        &Layout {
+            default: "table {{.Key}}\\t{{.Size}}\\t{{.LastUsed}}\\t{{.Step}}",
+            headers: LS_HEADERS,
+        },
+    )?;
     let store = g.store()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<14} {:<10} {:<16} STEP", "KEY", "SIZE", "LAST USED")?;
+    let mut rows = Vec::new();
     for e in store.cache_list()? {
         let key = if a.no_trunc {
             e.record.key.to_string()
@@ -53,25 +71,21 @@ fn ls(g: &Globals, a: &LsArgs) -> Result<i32> {
         } else {
             step
         };
-        writeln!(
-            out,
-            "{key:<14} {:<10} {:<16} {step}",
-            super::human_size(e.record.size),
-            ago(e.last_used)
-        )?;
+        let used = e
+            .last_used
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let used = layer_cache::image::rfc3339(used);
+        rows.push(serde_json::json!({
+            "Key": key,
+            "LastUsed": format::since(Some(&used)),
+            "LastUsedAt": format::go_time(&used),
+            "Size": format::human_size(e.record.size),
+            "Step": step,
+        }));
     }
+    let text = fmt.render(&rows)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(0)
-}
-
-fn ago(t: SystemTime) -> String {
-    let s = SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match s {
-        0..=59 => format!("{s} seconds ago"),
-        60..=3599 => format!("{} minutes ago", s / 60),
-        3600..=86399 => format!("{} hours ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
-    }
 }

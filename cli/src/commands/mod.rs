@@ -3,6 +3,7 @@ pub mod build;
 pub mod cache;
 pub mod check;
 pub mod container_image;
+pub mod history;
 pub mod parse;
 pub mod registry;
 pub mod run;

@@ -345,16 +345,41 @@ pub fn logout(a: &LogoutArgs) -> Result<i32> {
     }
 }
 
-pub fn tags(a: &RefArgs) -> Result<i32> {
+#[derive(clap::Args, Debug)]
+pub struct TagsArgs {
+    /// Repository in a registry
+    reference: String,
+    /// One tag a line (default), table, json (one object per line) or a Go template such as '{{.Repository}}:{{.Tag}}'
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
+    #[command(flatten)]
+    opts: RegistryOpts,
+}
+
+pub fn tags(a: &TagsArgs) -> Result<i32> {
+    use crate::format::{Format, Layout};
+    let table = matches!(a.format.as_deref().map(str::trim), Some("table"));
+    let layout = Layout {
+        default: if table {
+            "table {{.Repository}}\\t{{.Tag}}"
+        } else {
+            "{{.Tag}}"
+        },
+        headers: &[("Repository", "REPOSITORY"), ("Tag", "TAG")],
+    };
+    let fmt = Format::parse(a.format.as_deref(), &layout)?;
     let r = parse_ref(&a.reference)?;
     let mut tags = ops::registry::runtime()?.block_on(client(&a.opts).list_tags(&r))?;
     // Pages of a list that changed meanwhile may overlap.
     tags.sort();
     tags.dedup();
-    let mut out = std::io::stdout().lock();
-    for t in tags {
-        writeln!(out, "{t}")?;
-    }
+    let repo = r.name();
+    let rows: Vec<serde_json::Value> = tags
+        .into_iter()
+        .map(|t| serde_json::json!({"Repository": repo, "Tag": t}))
+        .collect();
+    let text = fmt.render(&rows)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(0)
 }
 

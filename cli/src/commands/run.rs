@@ -207,6 +207,10 @@ fn create(g: &Globals, a: &RunArgs) -> Result<(Store, Containers, Container)> {
             Err(layer_cache::StoreError::ImageNotFound(a.image.clone()))
         }
     });
+    // A prefix two images share is the user's to fix, not a name to pull.
+    if let Err(e @ layer_cache::StoreError::AmbiguousId { .. }) = stored {
+        return Err(e.into());
+    }
     let desc = match (a.pull, stored) {
         (PullPolicy::Always, _) | (PullPolicy::Missing, Err(_)) => {
             if a.pull == PullPolicy::Missing {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use layer_cache::containers::{Container, Containers, State};
 
+use crate::format::{human_duration as human, now, parse_time};
 use crate::Globals;
 
 #[derive(clap::Args, Debug)]
@@ -20,7 +21,22 @@ pub struct PsArgs {
     /// Do not truncate ids and commands
     #[arg(long)]
     no_trunc: bool,
+    /// table (default), json (one object per line) or a Go template such as '{{.Names}}\t{{.Status}}'
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
 }
+
+const PS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+];
 
 #[derive(clap::Args, Debug)]
 pub struct StopArgs {
@@ -56,53 +72,8 @@ fn containers(g: &Globals) -> Result<Containers> {
     Ok(Containers::open(store.root())?)
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC time as the records write it.
-fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Docker's "human duration": `Less than a second`, `5 seconds`, `About a minute`...
-fn human(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", s / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
-}
-
 fn ago(t: Option<&str>) -> String {
-    match t.and_then(parse_time) {
-        Some(t) => format!("{} ago", human(now() - t)),
-        None => String::new(),
-    }
+    crate::format::since(t)
 }
 
 fn status(c: &Container) -> String {
@@ -142,65 +113,70 @@ pub fn ps(g: &Globals, a: &PsArgs) -> Result<i32> {
         .into_iter()
         .filter(|c| a.all || c.state == State::Running)
         .collect();
-    let mut out = std::io::stdout().lock();
-    if a.quiet {
-        for c in &list {
-            let id = if a.no_trunc { &c.id } else { c.short_id() };
-            writeln!(out, "{id}")?;
-        }
-        return Ok(0);
-    }
-    let rows: Vec<[String; 7]> = list
+    let default = if a.quiet {
+        "{{.ID}}"
+    } else {
+        "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}"
+    };
+    // As Docker: -q wins over --format.
+    let spec = if a.quiet { None } else { a.format.as_deref() };
+    let fmt = crate::format::Format::parse(
+        spec,
+        &crate::format::Layout {
+            default,
+            headers: PS_HEADERS,
+        },
+    )?;
+    let rows: Vec<serde_json::Value> = list
         .iter()
         .map(|c| {
-            [
-                if a.no_trunc {
-                    c.id.clone()
-                } else {
-                    c.short_id().to_string()
+            serde_json::json!({
+                "Command": command_text(c, a.no_trunc),
+                "CreatedAt": crate::format::go_time(&c.created),
+                "ID": if a.no_trunc { c.id.as_str() } else { c.short_id() },
+                "Image": c.image,
+                "Labels": "",
+                "Mounts": "",
+                "Names": c.name,
+                "Networks": "",
+                "Ports": ports_text(c),
+                "RunningFor": ago(Some(&c.created)),
+                "State": match c.state {
+                    State::Created => "created",
+                    State::Running => "running",
+                    State::Exited => "exited",
                 },
-                c.image.clone(),
-                command_text(c, a.no_trunc),
-                ago(Some(&c.created)),
-                status(c),
-                String::new(),
-                c.name.clone(),
-            ]
+                "Status": status(c),
+            })
         })
         .collect();
-    let head = [
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "CREATED",
-        "STATUS",
-        "PORTS",
-        "NAMES",
-    ];
-    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(cell);
-                let pad = widths[i] + 3 - cell.chars().count();
-                s.push_str(&" ".repeat(pad));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    writeln!(out, "{}", line(head.to_vec()))?;
-    for r in &rows {
-        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-    }
+    let text = fmt.render(&rows)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(0)
+}
+
+/// Published ports as Docker's PORTS column shows them (`0.0.0.0:8080->80/tcp`),
+/// while the container runs.
+fn ports_text(c: &Container) -> String {
+    if c.state != State::Running {
+        return String::new();
+    }
+    let shown: Vec<String> = c
+        .config
+        .ports
+        .iter()
+        .map(|p| {
+            let (spec, proto) = p.rsplit_once('/').unwrap_or((p, "tcp"));
+            let (host, ctr) = spec.rsplit_once(':').unwrap_or(("", spec));
+            let host = if host.contains(':') {
+                host.to_string()
+            } else {
+                format!("0.0.0.0:{host}")
+            };
+            format!("{host}->{ctr}/{proto}")
+        })
+        .collect();
+    shown.join(", ")
 }
 
 /// A signal by name (`SIGTERM`, `TERM`) or number, as STOPSIGNAL allows.
