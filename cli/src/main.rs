@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "mybuild",
-    version,
+    version = commands::shell::VERSION,
+    long_version = commands::shell::long_version(),
     about = "Daemonless container image builder and registry toolkit"
 )]
 struct Cli {
@@ -90,6 +91,14 @@ enum Command {
     Keeper(commands::run::KeeperArgs),
     /// Run a command (default: $SHELL) in the user namespace a non-root user builds in, with $MYBUILD_ROOT set to the store
     Unshare(UnshareArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    #[command(alias = "completions")]
+    Completion(commands::shell::CompletionArgs),
+    /// Print the version, git commit, compiler and features of this binary
+    Version(commands::shell::VersionArgs),
+    /// Write the man pages, one per verb (internal; the install step runs it)
+    #[command(name = "__man", hide = true)]
+    Man(commands::shell::ManArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,24 +166,26 @@ fn with_default_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     }
     match args.get(i).map(|a| a.to_string_lossy().into_owned()) {
         None => {}
-        Some(a)
-            if VERBS.contains(&a.as_str())
-                || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
-        // A misspelt verb is left to clap, which says it is not a command and
-        // suggests the verb, rather than being taken as the build context.
-        Some(a) if looks_like_a_verb(&a) => {}
+        Some(a) if is_verb(&a) || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
+        // A word that is no verb and no context is reported as an unknown command
+        // (see `work`), rather than being taken as the build context.
+        Some(a) if unknown_word(&a) => {}
         Some(_) => args.insert(i, "build".into()),
     }
     args
 }
 
-/// A word that is no path on disk but close to a verb (clap's own measure:
-/// Jaro similarity above 0.7), e.g. `buidl`.
-fn looks_like_a_verb(word: &str) -> bool {
+fn is_verb(word: &str) -> bool {
+    VERBS.contains(&word) || commands::shell::verbs().iter().any(|v| v == word)
+}
+
+/// A first word that is no verb and cannot be a build context: no flag, no `-`,
+/// nothing on disk, and nothing a URL or git reference has (`/`, `.`, `:`).
+fn unknown_word(word: &str) -> bool {
     !word.starts_with('-')
         && !word.contains(['/', '.', ':'])
         && std::fs::symlink_metadata(word).is_err()
-        && VERBS.iter().any(|v| strsim::jaro(v, word) > 0.7)
+        && !is_verb(word)
 }
 
 /// The verb the arguments name (after the global options), if any.
@@ -338,7 +349,11 @@ fn main() -> std::process::ExitCode {
 const WORK_STACK: usize = 64 << 20;
 
 fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
-    let container_verb = verb(&args).is_some_and(|v| CONTAINER_VERBS.contains(&v.as_str()));
+    let first = verb(&args);
+    if let Some(word) = first.as_deref().filter(|w| unknown_word(w)) {
+        commands::shell::unknown_command(word).exit();
+    }
+    let container_verb = first.is_some_and(|v| CONTAINER_VERBS.contains(&v.as_str()));
     let cli = match Cli::try_parse_from(with_default_verb(args)) {
         Ok(cli) => cli,
         Err(e) if container_verb && e.use_stderr() => {
@@ -395,6 +410,9 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Commit(a) => commands::container_image::commit_verb(&g, a),
         Command::Diff(a) => commands::container_image::diff_verb(&g, a),
         Command::Keeper(a) => commands::run::keeper(&g, a),
+        Command::Completion(a) => commands::shell::completion(a),
+        Command::Version(a) => commands::shell::version(a),
+        Command::Man(a) => commands::shell::man(a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

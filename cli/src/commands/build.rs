@@ -53,9 +53,10 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
-    /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
-    #[arg(long, default_value = "auto", value_parser = progress_values())]
-    progress: ProgressMode,
+    /// Progress output: auto, tty, plain, json, or quiet (as -q); auto: tty on a terminal, else
+    /// plain [default: $BUILDKIT_PROGRESS, else auto]
+    #[arg(long, value_parser = progress_values())]
+    progress: Option<ProgressMode>,
     /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
@@ -107,15 +108,33 @@ pub struct BuildArgs {
     /// Additional build context NAME=VALUE (a directory, docker-image://REF, oci-layout://DIR[:TAG][@DIGEST]), used by FROM NAME, COPY --from=NAME, RUN --mount=from=NAME; repeatable
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
+    /// Load the result into Docker: its archive is piped to `docker load` (needs the docker CLI on PATH)
+    #[arg(long)]
+    load: bool,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
 
-/// `--progress`'s values for a build (no `quiet`: a build has `-q`).
+/// `--progress`'s values for a build (`quiet` is `-q`, as buildx has it).
 fn progress_values() -> impl clap::builder::TypedValueParser<Value = ProgressMode> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["auto", "tty", "plain", "json"])
+    clap::builder::PossibleValuesParser::new(["auto", "tty", "plain", "json", "quiet"])
         .map(|s| <ProgressMode as clap::ValueEnum>::from_str(&s, false).unwrap_or_default())
+}
+
+/// `--progress`, else `BUILDKIT_PROGRESS` (unset or empty: auto), as buildx reads it.
+fn progress_mode(flag: Option<ProgressMode>) -> Result<ProgressMode> {
+    if let Some(mode) = flag {
+        return Ok(mode);
+    }
+    match std::env::var("BUILDKIT_PROGRESS") {
+        Ok(v) if !v.trim().is_empty() => {
+            <ProgressMode as clap::ValueEnum>::from_str(v.trim(), false).map_err(|_| {
+                anyhow!("BUILDKIT_PROGRESS={v}: expected auto, tty, plain, json or quiet")
+            })
+        }
+        _ => Ok(ProgressMode::Auto),
+    }
 }
 
 /// The build checks' findings after a build, as BuildKit lists them (JSON events
@@ -237,7 +256,9 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|c| ops::cache_io::parse(c, true))
         .collect::<ops::Result<Vec<_>>>()?;
-    let mode = crate::progress::start(a.progress, a.quiet, crate::progress::Command::Build)?;
+    let progress = progress_mode(a.progress)?;
+    let quiet = a.quiet || progress == ProgressMode::Quiet;
+    let mode = crate::progress::start(progress, quiet, crate::progress::Command::Build)?;
     let say = View(mode);
     let reporter: Box<dyn BuildReporter> = Box::new(crate::progress::Steps);
     let network = build::network(&a.network)?;
@@ -266,7 +287,11 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     };
     let platforms = build::target_platforms(&a.platform)?;
     build::check_outputs(&outputs, platforms.len())?;
-    let build_args = build::key_values(&a.build_args, "--build-arg")?;
+    if a.load && platforms.len() > 1 {
+        anyhow::bail!("--load: docker load cannot take a multi-platform image; build one platform, or use -o type=oci");
+    }
+    let mut build_args = build::key_values(&a.build_args, "--build-arg")?;
+    let source_date_epoch = source_date_epoch(&mut build_args)?;
     let client = super::registry::client(&a.registry);
     let puller = ops::registry::BasePuller::new(&store, a.pull, client, Arc::new(say))?;
     let fetch = build::PullBases(&puller);
@@ -279,8 +304,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    for line in build::pull_copied_and_warnings(&puller, &graphs, &named, a.quiet, &dockerfile_name)
-    {
+    for line in build::pull_copied_and_warnings(&puller, &graphs, &named, quiet, &dockerfile_name) {
         eprintln!("{line}");
     }
     // Build checks, as BuildKit runs them on every build: reported after it, or
@@ -297,7 +321,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
     }
     if let Some(e) = &lint.error {
-        lint_summary(&lint, a.progress);
+        lint_summary(&lint, progress);
         eprintln!("error: {e}");
         return Ok(1);
     }
@@ -325,9 +349,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
             level: a.compression_level,
         },
         labels: build::key_values(&a.labels, "--label")?,
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.trim().parse().ok()),
+        source_date_epoch,
         secrets: ops::secrets::parse(&a.secrets)?,
         extra_hosts: build::extra_hosts(&a.add_hosts, network)?,
         ssh: ssh.sockets.clone(),
@@ -366,10 +388,13 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         stdout: &super::archive::stdout,
     };
     let digest = finish.run(&built)?;
-    if !a.quiet {
-        lint_summary(&lint, a.progress);
+    if a.load {
+        docker_load(&store, &tags, &digest)?;
     }
-    if a.quiet {
+    if !quiet {
+        lint_summary(&lint, progress);
+    }
+    if quiet {
         println!("{digest}");
     } else {
         crate::progress::emit(&Event::Image {
@@ -378,6 +403,91 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         });
     }
     Ok(0)
+}
+
+/// The build's SOURCE_DATE_EPOCH: `--build-arg SOURCE_DATE_EPOCH=N` as BuildKit's
+/// Dockerfile frontend takes it, else the environment variable, which then also
+/// becomes that build arg (as buildx passes it), so `ARG SOURCE_DATE_EPOCH` sees it.
+fn source_date_epoch(
+    build_args: &mut std::collections::BTreeMap<String, String>,
+) -> Result<Option<i64>> {
+    const NAME: &str = "SOURCE_DATE_EPOCH";
+    if let Some(v) = build_args.get(NAME) {
+        return v.trim().parse().map(Some).map_err(|_| {
+            anyhow!("--build-arg {NAME}={v}: expected a whole number of seconds since 1970")
+        });
+    }
+    let Some(v) = std::env::var(NAME).ok() else {
+        return Ok(None);
+    };
+    let epoch = v.trim().parse().ok();
+    if epoch.is_some() {
+        build_args.insert(NAME.to_string(), v.trim().to_string());
+    }
+    Ok(epoch)
+}
+
+/// `--load`: the image as a docker archive (named by its tags) piped into
+/// `docker load`, whose output goes to standard error.
+fn docker_load(
+    store: &layer_cache::Store,
+    tags: &[ImageRef],
+    digest: &layer_cache::Digest,
+) -> Result<()> {
+    use std::io::Write;
+    let in_store = match tags.first() {
+        Some(t) => t.tagged_name(),
+        None => digest.to_string(),
+    };
+    let Some(docker) = on_path("docker") else {
+        anyhow::bail!(
+            "--load: docker is not on PATH; the image is in mybuild's store as {in_store} \
+             (`mybuild save {in_store} | docker load` loads it where docker is)"
+        );
+    };
+    let manifest = store.resolve(&digest.to_string())?;
+    let images: Vec<_> = if tags.is_empty() {
+        vec![(None, manifest)]
+    } else {
+        tags.iter()
+            .map(|t| (Some(t.clone()), manifest.clone()))
+            .collect()
+    };
+    let mut child = std::process::Command::new(&docker)
+        .arg("load")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::io::stderr())
+        .spawn()
+        .with_context(|| format!("--load: running {} load", docker.display()))?;
+    let written = child
+        .stdin
+        .take()
+        .context("--load: docker load's standard input")
+        .and_then(|stdin| {
+            let mut w = std::io::BufWriter::new(stdin);
+            store.save(&images, &mut w)?;
+            w.flush()?;
+            Ok(())
+        });
+    let status = child.wait().context("--load: waiting for docker load")?;
+    if !status.success() {
+        anyhow::bail!(
+            "--load: docker load failed ({status}); the image is in mybuild's store as {in_store}"
+        );
+    }
+    written.context("--load: writing the archive to docker load")
+}
+
+/// The first executable file called `name` in a PATH directory.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// `--explain-cache`: each stage's first miss and the `--link` layers reused after one.
