@@ -145,6 +145,10 @@ const VERBS: &[&str] = &[
     "commit",
     "diff",
     "__container-keeper",
+    "completion",
+    "completions",
+    "version",
+    "__man",
 ];
 
 /// Verbs whose own failures exit with 125, as Docker's container commands do.
@@ -220,6 +224,10 @@ const OUTSIDE: &[&str] = &[
     "digest",
     "delete",
     "copy",
+    "completion",
+    "completions",
+    "version",
+    "__man",
 ];
 
 /// Run as an ordinary user, re-executes this command in a user namespace where the
@@ -458,7 +466,18 @@ mod tests {
             Some("images")
         );
         assert_eq!(v(&["mybuild", "--debug"]), None);
-        for outside in ["login", "logout", "--help", "--version", "check", "copy"] {
+        for outside in [
+            "login",
+            "logout",
+            "--help",
+            "--version",
+            "check",
+            "copy",
+            "completion",
+            "completions",
+            "version",
+            "__man",
+        ] {
             assert!(super::OUTSIDE.contains(&outside));
         }
         for inside in [
@@ -466,6 +485,39 @@ mod tests {
         ] {
             assert!(!super::OUTSIDE.contains(&inside) && super::VERBS.contains(&inside));
         }
+    }
+
+    #[test]
+    fn only_a_word_that_cannot_be_a_context_is_left_to_fail_as_a_command() {
+        let first = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+            super::with_default_verb(args)[1]
+                .to_string_lossy()
+                .into_owned()
+        };
+        for context in [
+            ".",
+            "-",
+            "-t",
+            "sub/dir",
+            "ctx.d",
+            "git@example.com:a/b.git",
+            "https://example.com/ctx.tar",
+        ] {
+            assert_eq!(first(&["mybuild", context]), "build", "{context}");
+        }
+        for verb in [
+            "images",
+            "completions",
+            "version",
+            "help",
+            "imagse",
+            "frobnicate",
+        ] {
+            assert_eq!(first(&["mybuild", verb]), verb);
+        }
+        assert!(super::unknown_word("imagse") && super::unknown_word("frobnicate"));
+        assert!(!super::unknown_word("images") && !super::unknown_word("completions"));
     }
 
     #[test]

@@ -526,4 +526,17 @@ fn load_pipes_a_docker_archive_into_docker_load() {
         inspect(&root, "l:1")["Digest"]
     );
     assert_eq!(inspect(&other, "l:2")["Digest"], id);
+    // Under --progress=json, standard error stays JSON events only.
+    std::fs::remove_file(&archive).expect("rm");
+    let (_, err) = ok(mybuild(&root)
+        .env("PATH", &bin)
+        .args(["--load", "--progress=json", "-t", "l:1"])
+        .arg(&ctx));
+    for line in err.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line:?}\n{err}"
+        );
+    }
+    assert!(archive.exists(), "docker load was not run");
 }

@@ -389,7 +389,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     };
     let digest = finish.run(&built)?;
     if a.load {
-        docker_load(&store, &tags, &digest)?;
+        docker_load(&store, &tags, &digest, mode == ProgressMode::Json)?;
     }
     if !quiet {
         lint_summary(&lint, progress);
@@ -428,11 +428,13 @@ fn source_date_epoch(
 }
 
 /// `--load`: the image as a docker archive (named by its tags) piped into
-/// `docker load`, whose output goes to standard error.
+/// `docker load`, whose output goes to standard error (nowhere under
+/// `--progress=json`, which keeps standard error to JSON events).
 fn docker_load(
     store: &layer_cache::Store,
     tags: &[ImageRef],
     digest: &layer_cache::Digest,
+    json: bool,
 ) -> Result<()> {
     use std::io::Write;
     let in_store = match tags.first() {
@@ -456,7 +458,11 @@ fn docker_load(
     let mut child = std::process::Command::new(&docker)
         .arg("load")
         .stdin(std::process::Stdio::piped())
-        .stdout(std::io::stderr())
+        .stdout(if json {
+            std::process::Stdio::null()
+        } else {
+            std::io::stderr().into()
+        })
         .spawn()
         .with_context(|| format!("--load: running {} load", docker.display()))?;
     let written = child
