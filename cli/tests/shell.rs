@@ -445,6 +445,24 @@ fn load_without_docker_says_where_the_image_is() {
     );
     // The build itself stands.
     assert_eq!(inspect(&root, "l:1")["Config"]["rootfs"]["type"], "layers");
+    // docker load takes one platform's image: refused before anything is built.
+    let err = fails(
+        mybuild(&root)
+            .args([
+                "--load",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                "l:2",
+            ])
+            .arg(&ctx),
+    );
+    assert!(
+        err.contains("--load: docker load cannot take a multi-platform image"),
+        "{err}"
+    );
+    let err = fails(mybuild(&root).args(["inspect", "l:2"]));
+    assert!(err.contains("no such image"), "{err}");
     // A failing docker load is reported with its status.
     let failing = fake_docker(
         tmp.path(),

@@ -389,7 +389,13 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     };
     let digest = finish.run(&built)?;
     if a.load {
-        docker_load(&store, &tags, &digest, mode == ProgressMode::Json)?;
+        // docker's own lines go to standard error, but not amid JSON events.
+        let out = if mode == ProgressMode::Json {
+            std::process::Stdio::null()
+        } else {
+            std::io::stderr().into()
+        };
+        ops::docker::load(&store, &tags, &digest, out)?;
     }
     if !quiet {
         lint_summary(&lint, progress);
@@ -425,75 +431,6 @@ fn source_date_epoch(
         build_args.insert(NAME.to_string(), v.trim().to_string());
     }
     Ok(epoch)
-}
-
-/// `--load`: the image as a docker archive (named by its tags) piped into
-/// `docker load`, whose output goes to standard error (nowhere under
-/// `--progress=json`, which keeps standard error to JSON events).
-fn docker_load(
-    store: &layer_cache::Store,
-    tags: &[ImageRef],
-    digest: &layer_cache::Digest,
-    json: bool,
-) -> Result<()> {
-    use std::io::Write;
-    let in_store = match tags.first() {
-        Some(t) => t.tagged_name(),
-        None => digest.to_string(),
-    };
-    let Some(docker) = on_path("docker") else {
-        anyhow::bail!(
-            "--load: docker is not on PATH; the image is in mybuild's store as {in_store} \
-             (`mybuild save {in_store} | docker load` loads it where docker is)"
-        );
-    };
-    let manifest = store.resolve(&digest.to_string())?;
-    let images: Vec<_> = if tags.is_empty() {
-        vec![(None, manifest)]
-    } else {
-        tags.iter()
-            .map(|t| (Some(t.clone()), manifest.clone()))
-            .collect()
-    };
-    let mut child = std::process::Command::new(&docker)
-        .arg("load")
-        .stdin(std::process::Stdio::piped())
-        .stdout(if json {
-            std::process::Stdio::null()
-        } else {
-            std::io::stderr().into()
-        })
-        .spawn()
-        .with_context(|| format!("--load: running {} load", docker.display()))?;
-    let written = child
-        .stdin
-        .take()
-        .context("--load: docker load's standard input")
-        .and_then(|stdin| {
-            let mut w = std::io::BufWriter::new(stdin);
-            store.save(&images, &mut w)?;
-            w.flush()?;
-            Ok(())
-        });
-    let status = child.wait().context("--load: waiting for docker load")?;
-    if !status.success() {
-        anyhow::bail!(
-            "--load: docker load failed ({status}); the image is in mybuild's store as {in_store}"
-        );
-    }
-    written.context("--load: writing the archive to docker load")
-}
-
-/// The first executable file called `name` in a PATH directory.
-fn on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// `--explain-cache`: each stage's first miss and the `--link` layers reused after one.
