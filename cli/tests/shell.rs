@@ -202,6 +202,7 @@ fn an_unknown_first_word_is_an_unknown_command_with_a_suggestion() {
         "{err}"
     );
     assert!(!err.contains("build context"), "{err}");
+    insta::assert_snapshot!("unknown-command-suggested", err);
 
     // Not close to any verb: no suggestion, and the reason it is not a context.
     let (_tmp, mut c) = plain();
@@ -214,6 +215,7 @@ fn an_unknown_first_word_is_an_unknown_command_with_a_suggestion() {
         ),
         "{err}"
     );
+    insta::assert_snapshot!("unknown-command", err);
     // After global options too.
     let (tmp, mut c) = plain();
     let err = fails(c.arg("--debug").arg("--root").arg(tmp.path()).arg("pul"));
