@@ -142,6 +142,38 @@ fn every_man_page_renders_with_its_verbs_about_text() {
 }
 
 #[test]
+fn man_pages_go_where_man_finds_them_for_the_binary_on_path() {
+    if !testdata::require_tool("man") {
+        return;
+    }
+    // The binary installed as cargo install lays it out: PREFIX/bin/mybuild.
+    let tmp = tempfile::TempDir::new().expect("tmp");
+    let bindir = tmp.path().join("prefix/bin");
+    std::fs::create_dir_all(&bindir).expect("bin");
+    let exe = bindir.join("mybuild");
+    if std::fs::hard_link(bin(), &exe).is_err() {
+        std::fs::copy(bin(), &exe).expect("copy the binary");
+    }
+    let (out, _) = ok(Command::new(&exe).arg("__man").current_dir(tmp.path()));
+    let dir = tmp.path().join("prefix/share/man/man1");
+    assert_eq!(out.trim(), dir.display().to_string());
+    assert!(dir.join("mybuild-build.1").is_file(), "{out}");
+    // man-db derives PREFIX/share/man from PREFIX/bin on PATH: no MANPATH needed.
+    let path = std::env::join_paths(std::iter::once(bindir.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("PATH");
+    let (found, _) = ok(Command::new("man")
+        .args(["-w", "mybuild-build"])
+        .env("PATH", &path)
+        .env_remove("MANPATH"));
+    assert_eq!(
+        found.trim(),
+        dir.join("mybuild-build.1").display().to_string()
+    );
+}
+
+#[test]
 fn version_names_the_commit_compiler_and_features() {
     let (_tmp, mut c) = plain();
     let (text, _) = ok(c.arg("version"));
