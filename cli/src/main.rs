@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "mybuild",
-    version,
+    version = commands::shell::VERSION,
+    long_version = commands::shell::long_version(),
     about = "Daemonless container image builder and registry toolkit"
 )]
 struct Cli {
@@ -93,6 +94,14 @@ enum Command {
     Unshare(UnshareArgs),
     /// Show an image's history (its steps, newest first)
     History(commands::history::HistoryArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    #[command(alias = "completions")]
+    Completion(commands::shell::CompletionArgs),
+    /// Print the version, git commit, compiler and features of this binary
+    Version(commands::shell::VersionArgs),
+    /// Write the man pages, one per verb (internal; the install step runs it)
+    #[command(name = "__man", hide = true)]
+    Man(commands::shell::ManArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -140,6 +149,10 @@ const VERBS: &[&str] = &[
     "diff",
     "__container-keeper",
     "history",
+    "completion",
+    "completions",
+    "version",
+    "__man",
 ];
 
 /// Verbs whose own failures exit with 125, as Docker's container commands do.
@@ -161,24 +174,26 @@ fn with_default_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     }
     match args.get(i).map(|a| a.to_string_lossy().into_owned()) {
         None => {}
-        Some(a)
-            if VERBS.contains(&a.as_str())
-                || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
-        // A misspelt verb is left to clap, which says it is not a command and
-        // suggests the verb, rather than being taken as the build context.
-        Some(a) if looks_like_a_verb(&a) => {}
+        Some(a) if is_verb(&a) || ["-h", "--help", "-V", "--version"].contains(&a.as_str()) => {}
+        // A word that is no verb and no context is reported as an unknown command
+        // (see `work`), rather than being taken as the build context.
+        Some(a) if unknown_word(&a) => {}
         Some(_) => args.insert(i, "build".into()),
     }
     args
 }
 
-/// A word that is no path on disk but close to a verb (clap's own measure:
-/// Jaro similarity above 0.7), e.g. `buidl`.
-fn looks_like_a_verb(word: &str) -> bool {
+fn is_verb(word: &str) -> bool {
+    VERBS.contains(&word) || commands::shell::verbs().iter().any(|v| v == word)
+}
+
+/// A first word that is no verb and cannot be a build context: no flag, no `-`,
+/// nothing on disk, and nothing a URL or git reference has (`/`, `.`, `:`).
+fn unknown_word(word: &str) -> bool {
     !word.starts_with('-')
         && !word.contains(['/', '.', ':'])
         && std::fs::symlink_metadata(word).is_err()
-        && VERBS.iter().any(|v| strsim::jaro(v, word) > 0.7)
+        && !is_verb(word)
 }
 
 /// The verb the arguments name (after the global options), if any.
@@ -213,6 +228,10 @@ const OUTSIDE: &[&str] = &[
     "digest",
     "delete",
     "copy",
+    "completion",
+    "completions",
+    "version",
+    "__man",
 ];
 
 /// Run as an ordinary user, re-executes this command in a user namespace where the
@@ -343,7 +362,11 @@ const WORK_STACK: usize = 64 << 20;
 
 fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
     progress::start_clock();
-    let container_verb = verb(&args).is_some_and(|v| CONTAINER_VERBS.contains(&v.as_str()));
+    let first = verb(&args);
+    if let Some(word) = first.as_deref().filter(|w| unknown_word(w)) {
+        commands::shell::unknown_command(word).exit();
+    }
+    let container_verb = first.is_some_and(|v| CONTAINER_VERBS.contains(&v.as_str()));
     let cli = match Cli::try_parse_from(with_default_verb(args)) {
         Ok(cli) => cli,
         Err(e) if container_verb && e.use_stderr() => {
@@ -401,6 +424,9 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Diff(a) => commands::container_image::diff_verb(&g, a),
         Command::Keeper(a) => commands::run::keeper(&g, a),
         Command::History(a) => commands::history::run(&g, a),
+        Command::Completion(a) => commands::shell::completion(a),
+        Command::Version(a) => commands::shell::version(a),
+        Command::Man(a) => commands::shell::man(a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
@@ -446,7 +472,18 @@ mod tests {
             Some("images")
         );
         assert_eq!(v(&["mybuild", "--debug"]), None);
-        for outside in ["login", "logout", "--help", "--version", "check", "copy"] {
+        for outside in [
+            "login",
+            "logout",
+            "--help",
+            "--version",
+            "check",
+            "copy",
+            "completion",
+            "completions",
+            "version",
+            "__man",
+        ] {
             assert!(super::OUTSIDE.contains(&outside));
         }
         for inside in [
@@ -454,6 +491,39 @@ mod tests {
         ] {
             assert!(!super::OUTSIDE.contains(&inside) && super::VERBS.contains(&inside));
         }
+    }
+
+    #[test]
+    fn only_a_word_that_cannot_be_a_context_is_left_to_fail_as_a_command() {
+        let first = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+            super::with_default_verb(args)[1]
+                .to_string_lossy()
+                .into_owned()
+        };
+        for context in [
+            ".",
+            "-",
+            "-t",
+            "sub/dir",
+            "ctx.d",
+            "git@example.com:a/b.git",
+            "https://example.com/ctx.tar",
+        ] {
+            assert_eq!(first(&["mybuild", context]), "build", "{context}");
+        }
+        for verb in [
+            "images",
+            "completions",
+            "version",
+            "help",
+            "imagse",
+            "frobnicate",
+        ] {
+            assert_eq!(first(&["mybuild", verb]), verb);
+        }
+        assert!(super::unknown_word("imagse") && super::unknown_word("frobnicate"));
+        assert!(!super::unknown_word("images") && !super::unknown_word("completions"));
     }
 
     #[test]

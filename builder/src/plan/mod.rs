@@ -611,13 +611,15 @@ fn named_stage(ctx: &Ctx<'_>, i: usize, target: usize) -> Result<Option<PlannedS
     Ok(None)
 }
 
-/// The warning for `--build-arg`s no instruction read (proxy variables aside).
+/// The warning for `--build-arg`s no instruction read (proxy variables and
+/// SOURCE_DATE_EPOCH, which also sets the build's timestamps, aside).
 fn unused_build_args(ctx: &Ctx<'_>) -> Option<PlanWarning> {
     let unused: Vec<String> = ctx
         .opts
         .build_args
         .keys()
         .filter(|k| !ctx.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .filter(|k| k.as_str() != "SOURCE_DATE_EPOCH")
         .cloned()
         .collect();
     (!unused.is_empty()).then(|| PlanWarning {

@@ -138,6 +138,21 @@ pub enum OpsError {
     },
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(
+        "--load: docker is not on PATH; the image is in mybuild's store as {image} \
+         (`mybuild save {image} | docker load` loads it where docker is)"
+    )]
+    DockerNotOnPath { image: String },
+    #[error("--load: running {} load", docker.display())]
+    DockerLoadStart {
+        docker: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--load: writing the archive to docker load")]
+    DockerLoadWrite(#[source] std::io::Error),
+    #[error("--load: docker load failed ({status}); the image is in mybuild's store as {image}")]
+    DockerLoadFailed { status: String, image: String },
 }
 
 pub type Result<T, E = OpsError> = std::result::Result<T, E>;

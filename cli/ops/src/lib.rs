@@ -8,6 +8,7 @@ pub mod archive;
 pub mod build;
 pub mod build_context;
 pub mod cache_io;
+pub mod docker;
 mod error;
 pub mod event;
 pub mod fetch;

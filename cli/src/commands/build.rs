@@ -53,9 +53,10 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
-    /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
-    #[arg(long, default_value = "auto", value_parser = progress_values())]
-    progress: ProgressMode,
+    /// Progress output: auto, tty, plain, json, or quiet (as -q); auto: tty on a terminal, else
+    /// plain [default: $BUILDKIT_PROGRESS, else auto]
+    #[arg(long, value_parser = progress_values())]
+    progress: Option<ProgressMode>,
     /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
@@ -111,15 +112,33 @@ pub struct BuildArgs {
     /// per stage, cached, ran and failed steps, pulls and pushes, and the critical path
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
+    /// Load the result into Docker: its archive is piped to `docker load` (needs the docker CLI on PATH)
+    #[arg(long)]
+    load: bool,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
 
-/// `--progress`'s values for a build (no `quiet`: a build has `-q`).
+/// `--progress`'s values for a build (`quiet` is `-q`, as buildx has it).
 fn progress_values() -> impl clap::builder::TypedValueParser<Value = ProgressMode> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["auto", "tty", "plain", "json"])
+    clap::builder::PossibleValuesParser::new(["auto", "tty", "plain", "json", "quiet"])
         .map(|s| <ProgressMode as clap::ValueEnum>::from_str(&s, false).unwrap_or_default())
+}
+
+/// `--progress`, else `BUILDKIT_PROGRESS` (unset or empty: auto), as buildx reads it.
+fn progress_mode(flag: Option<ProgressMode>) -> Result<ProgressMode> {
+    if let Some(mode) = flag {
+        return Ok(mode);
+    }
+    match std::env::var("BUILDKIT_PROGRESS") {
+        Ok(v) if !v.trim().is_empty() => {
+            <ProgressMode as clap::ValueEnum>::from_str(v.trim(), false).map_err(|_| {
+                anyhow!("BUILDKIT_PROGRESS={v}: expected auto, tty, plain, json or quiet")
+            })
+        }
+        _ => Ok(ProgressMode::Auto),
+    }
 }
 
 /// The build checks' findings after a build, as BuildKit lists them (JSON events
@@ -259,7 +278,9 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|c| ops::cache_io::parse(c, true))
         .collect::<ops::Result<Vec<_>>>()?;
-    let mode = crate::progress::start(a.progress, a.quiet, crate::progress::Command::Build)?;
+    let progress = progress_mode(a.progress)?;
+    let quiet = a.quiet || progress == ProgressMode::Quiet;
+    let mode = crate::progress::start(progress, quiet, crate::progress::Command::Build)?;
     let say = View(mode);
     let reporter: Box<dyn BuildReporter> = Box::new(crate::progress::Steps);
     let network = build::network(&a.network)?;
@@ -288,7 +309,11 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
     };
     let platforms = build::target_platforms(&a.platform)?;
     build::check_outputs(&outputs, platforms.len())?;
-    let build_args = build::key_values(&a.build_args, "--build-arg")?;
+    if a.load && platforms.len() > 1 {
+        anyhow::bail!("--load: docker load cannot take a multi-platform image; build one platform, or use -o type=oci");
+    }
+    let mut build_args = build::key_values(&a.build_args, "--build-arg")?;
+    let source_date_epoch = source_date_epoch(&mut build_args)?;
     let client = super::registry::client(&a.registry);
     let puller = ops::registry::BasePuller::new(&store, a.pull, client, Arc::new(say))?;
     let fetch = build::PullBases(&puller);
@@ -301,8 +326,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    for line in build::pull_copied_and_warnings(&puller, &graphs, &named, a.quiet, &dockerfile_name)
-    {
+    for line in build::pull_copied_and_warnings(&puller, &graphs, &named, quiet, &dockerfile_name) {
         eprintln!("{line}");
     }
     // Build checks, as BuildKit runs them on every build: reported after it, or
@@ -319,7 +343,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         return Ok(i32::from(!lint.warnings.is_empty() || lint.error.is_some()));
     }
     if let Some(e) = &lint.error {
-        lint_summary(&lint, a.progress);
+        lint_summary(&lint, progress);
         eprintln!("error: {e}");
         return Ok(1);
     }
@@ -347,9 +371,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
             level: a.compression_level,
         },
         labels: build::key_values(&a.labels, "--label")?,
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.trim().parse().ok()),
+        source_date_epoch,
         secrets: ops::secrets::parse(&a.secrets)?,
         extra_hosts: build::extra_hosts(&a.add_hosts, network)?,
         ssh: ssh.sockets.clone(),
@@ -389,10 +411,19 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         stdout: &super::archive::stdout,
     };
     let digest = finish.run(&built)?;
-    if !a.quiet {
-        lint_summary(&lint, a.progress);
+    if a.load {
+        // docker's own lines go to standard error, but not amid JSON events.
+        let out = if mode == ProgressMode::Json {
+            std::process::Stdio::null()
+        } else {
+            std::io::stderr().into()
+        };
+        ops::docker::load(&store, &tags, &digest, out)?;
     }
-    if a.quiet {
+    if !quiet {
+        lint_summary(&lint, progress);
+    }
+    if quiet {
         println!("{digest}");
     } else {
         crate::progress::emit(&Event::Image {
@@ -401,6 +432,28 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         });
     }
     Ok(0)
+}
+
+/// The build's SOURCE_DATE_EPOCH: `--build-arg SOURCE_DATE_EPOCH=N` as BuildKit's
+/// Dockerfile frontend takes it, else the environment variable, which then also
+/// becomes that build arg (as buildx passes it), so `ARG SOURCE_DATE_EPOCH` sees it.
+fn source_date_epoch(
+    build_args: &mut std::collections::BTreeMap<String, String>,
+) -> Result<Option<i64>> {
+    const NAME: &str = "SOURCE_DATE_EPOCH";
+    if let Some(v) = build_args.get(NAME) {
+        return v.trim().parse().map(Some).map_err(|_| {
+            anyhow!("--build-arg {NAME}={v}: expected a whole number of seconds since 1970")
+        });
+    }
+    let Some(v) = std::env::var(NAME).ok() else {
+        return Ok(None);
+    };
+    let epoch = v.trim().parse().ok();
+    if epoch.is_some() {
+        build_args.insert(NAME.to_string(), v.trim().to_string());
+    }
+    Ok(epoch)
 }
 
 /// `--explain-cache`: each stage's first miss and the `--link` layers reused after one.

@@ -9,6 +9,7 @@ pub mod registry;
 pub mod run;
 pub mod run_ps;
 pub mod run_tty;
+pub mod shell;
 pub mod store;
 
 /// Human-readable byte counts as docker prints them (1000-based).
