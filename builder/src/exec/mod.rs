@@ -573,28 +573,14 @@ fn finish_image(
     let mut st = done
         .remove(&req.graph.target)
         .ok_or_else(|| StoreError::invalid("build plan", "target stage was not built"))?;
+    fn sorted<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
+        items.collect::<BTreeSet<_>>().into_iter().collect()
+    }
+    let stages = || done.values().chain(std::iter::once(&st));
     let cache_keys = UsedKeys {
-        image: st
-            .cache_keys
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        all: done
-            .values()
-            .chain(std::iter::once(&st))
-            .flat_map(|s| s.cache_keys.iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        cache_mounts: done
-            .values()
-            .chain(std::iter::once(&st))
-            .flat_map(|s| s.cache_mounts.iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        image: sorted(st.cache_keys.iter().cloned()),
+        all: sorted(stages().flat_map(|s| s.cache_keys.iter().cloned())),
+        cache_mounts: sorted(stages().flat_map(|s| s.cache_mounts.iter().cloned())),
     };
     // A build where every step hit reuses the image it made last time: same digest,
     // and nothing but the tag is written.

@@ -43,19 +43,7 @@ pub fn write_upperdir<W: Write>(
     out: W,
     opts: &DiffOptions,
 ) -> Result<u64, DiffError> {
-    let mut b = tar::Builder::new(out);
-    b.mode(tar::HeaderMode::Complete);
-    b.follow_symlinks(false);
-    let mut state = State {
-        opts,
-        links: HashMap::new(),
-        count: 0,
-    };
-    walk(&mut b, upper, None, &mut state)?;
-    b.into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(io_err(upper))?;
-    Ok(state.count)
+    write_tree(upper, None, out, opts)
 }
 
 /// As [`write_upperdir`], with only the top-level entries `names` (sorted) and
@@ -63,6 +51,15 @@ pub fn write_upperdir<W: Write>(
 pub fn write_upperdir_part<W: Write>(
     upper: &Path,
     names: Vec<std::ffi::OsString>,
+    out: W,
+    opts: &DiffOptions,
+) -> Result<u64, DiffError> {
+    write_tree(upper, Some(names), out, opts)
+}
+
+fn write_tree<W: Write>(
+    upper: &Path,
+    top: Option<Vec<std::ffi::OsString>>,
     out: W,
     opts: &DiffOptions,
 ) -> Result<u64, DiffError> {
@@ -74,7 +71,7 @@ pub fn write_upperdir_part<W: Write>(
         links: HashMap::new(),
         count: 0,
     };
-    walk(&mut b, upper, Some(names), &mut state)?;
+    walk(&mut b, upper, top, &mut state)?;
     b.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_err(upper))?;
