@@ -90,6 +90,12 @@ enum Command {
     Keeper(commands::run::KeeperArgs),
     /// Run a command (default: $SHELL) in the user namespace a non-root user builds in, with $MYBUILD_ROOT set to the store
     Unshare(UnshareArgs),
+    /// Print an image's manifest as a registry serves it (--raw: the exact bytes)
+    Manifest(commands::remote::ManifestArgs),
+    /// Print an image's config as a registry serves it (--raw: the exact bytes)
+    Config(commands::remote::ConfigArgs),
+    /// Create or inspect a multi-platform index (index create, index inspect)
+    Index(commands::remote::IndexArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +142,9 @@ const VERBS: &[&str] = &[
     "commit",
     "diff",
     "__container-keeper",
+    "manifest",
+    "config",
+    "index",
 ];
 
 /// Verbs whose own failures exit with 125, as Docker's container commands do.
@@ -209,6 +218,8 @@ const OUTSIDE: &[&str] = &[
     "digest",
     "delete",
     "copy",
+    "manifest",
+    "config",
 ];
 
 /// Run as an ordinary user, re-executes this command in a user namespace where the
@@ -395,6 +406,9 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Commit(a) => commands::container_image::commit_verb(&g, a),
         Command::Diff(a) => commands::container_image::diff_verb(&g, a),
         Command::Keeper(a) => commands::run::keeper(&g, a),
+        Command::Manifest(a) => commands::remote::manifest(a),
+        Command::Config(a) => commands::remote::config(a),
+        Command::Index(a) => commands::remote::index(&g, a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

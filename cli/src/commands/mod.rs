@@ -5,6 +5,7 @@ pub mod check;
 pub mod container_image;
 pub mod parse;
 pub mod registry;
+pub mod remote;
 pub mod run;
 pub mod run_ps;
 pub mod run_tty;

@@ -54,12 +54,12 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// Image name, name@digest or id
+    /// Image name, name@digest or id (an image the store lacks is read from its registry)
     image: String,
 }
 
 pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
-    let doc = ops::store::inspect(&g.store()?, &a.image)?;
+    let doc = super::remote::inspect_doc(g, &a.image)?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &doc)?;
     writeln!(out)?;
