@@ -186,26 +186,26 @@ async fn stage(
     Ok(picked.descriptor.clone())
 }
 
-/// The loaded image `tag` names (the whole name, or its tag part), or the only one.
+/// The loaded image `tag` names (its ref.name, or its name in full or familiar
+/// form), or without a tag the only image (one image under several names counts once).
 fn pick<'a>(
     loaded: &'a [layer_cache::archive::Loaded],
     tag: Option<&str>,
 ) -> Option<&'a layer_cache::archive::Loaded> {
-    match tag {
-        None if loaded.len() == 1 => loaded.first(),
-        None => None,
-        Some(t) => loaded
+    let Some(t) = tag else {
+        let first = loaded.first()?;
+        return loaded
             .iter()
-            .find(|l| {
-                l.name.as_deref().is_some_and(|n| {
-                    n == t
-                        || n.rsplit_once(':').is_some_and(|(_, tag)| tag == t)
-                        || ImageRef::parse(n).ok().map(|r| r.tagged_name())
-                            == ImageRef::parse(t).ok().map(|r| r.tagged_name())
-                })
-            })
-            .or_else(|| (loaded.len() == 1).then(|| &loaded[0])),
-    }
+            .all(|l| l.descriptor.digest() == first.descriptor.digest())
+            .then_some(first);
+    };
+    let wanted = ImageRef::parse(t).ok().map(|r| r.tagged_name());
+    let same_name = |n: &str| {
+        n == t || (wanted.is_some() && ImageRef::parse(n).ok().map(|r| r.tagged_name()) == wanted)
+    };
+    loaded
+        .iter()
+        .find(|l| l.ref_name.as_deref() == Some(t) || l.name.as_deref().is_some_and(same_name))
 }
 
 fn load_file(store: &Store, file: &Path) -> Result<Vec<layer_cache::archive::Loaded>> {
