@@ -421,6 +421,12 @@ pub async fn pull_all_tags(
         let d =
             crate::registry::pull_into_store(store, client, &r, platform, reporter.clone(), false)
                 .await?;
+        reporter.event(transfer::TransferEvent::Finish {
+            action: transfer::Action::Pull,
+            reference: &r,
+            digest: &d,
+            size: store.blob_size(&d)?.unwrap_or_default(),
+        });
         each(&r, &d);
         done.push((tag, d));
     }

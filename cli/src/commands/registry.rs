@@ -134,7 +134,7 @@ fn parse_ref(s: &str) -> Result<Reference> {
 /// On a signal `work` is dropped at its current await: its ingest files are
 /// removed and its locks released, and nothing it had not finished is tagged
 /// (tags are written after the last await). `Err(code)` is the exit status.
-fn until_interrupted<T, E: Into<anyhow::Error>>(
+pub(crate) fn until_interrupted<T, E: Into<anyhow::Error>>(
     rt: &tokio::runtime::Runtime,
     work: impl std::future::Future<Output = std::result::Result<T, E>>,
 ) -> Result<std::result::Result<T, i32>> {
@@ -154,7 +154,7 @@ fn until_interrupted<T, E: Into<anyhow::Error>>(
 /// [`until_interrupted`] for work that uploads with `client`. However the work
 /// ends (done, failed, or dropped at a signal), the upload sessions it left
 /// open are then cancelled, so none waits on the registry for its purge.
-fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
+pub(crate) fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
     rt: &tokio::runtime::Runtime,
     client: &Client,
     work: impl std::future::Future<Output = std::result::Result<T, E>>,

@@ -7,10 +7,12 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use registry_client::transfer::{TransferEvent, TransferReporter};
+use registry_client::transfer::{Action, TransferEvent, TransferReporter};
 use registry_client::Reference;
 
-use super::registry::{client, ProgressMode, RegistryOpts};
+use super::registry::{
+    client, until_interrupted, uploading_until_interrupted, ProgressMode, RegistryOpts,
+};
 use crate::progress::Event;
 use crate::transfer_view::TransferView;
 use crate::Globals;
@@ -83,24 +85,24 @@ pub fn config(a: &ConfigArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// `inspect`'s document: the store's when it holds the image, else the
-/// registry's (said on standard error, and `"Remote": true` in the document).
+/// `inspect`'s document: the store's when it holds the image, else, when the
+/// name writes its registry, the registry's (said on standard error, and
+/// `"Remote": true` in the document).
 pub fn inspect_doc(g: &Globals, image: &str) -> Result<serde_json::Value> {
     let store_err = match ops::store::inspect(&g.store()?, image) {
         Ok(doc) => return Ok(doc),
         Err(e) if ops::remote::is_not_in_store(&e) => e,
         Err(e) => return Err(e.into()),
     };
-    // Ids and digests alone name nothing in a registry.
-    let Ok(r) = Reference::parse(image) else {
-        return Err(store_err.into());
+    // Only a name that writes its registry is looked up there: a familiar name
+    // (`app:1`, an id) is mostly a local one, and a typo should not reach Docker Hub.
+    let names_registry = image
+        .split_once('/')
+        .is_some_and(|(host, _)| host.contains(['.', ':']) || host == "localhost");
+    let r = match Reference::parse(image) {
+        Ok(r) if names_registry => r,
+        _ => return Err(store_err.into()),
     };
-    if r.tag.is_none() && r.digest.is_none() && !image.contains('/') {
-        let hexish = image.strip_prefix("sha256:").unwrap_or(image);
-        if hexish.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(store_err.into());
-        }
-    }
     let doc = ops::registry::runtime()?
         .block_on(ops::remote::inspect(&client(&RegistryOpts::default()), &r))
         .with_context(|| {
@@ -174,18 +176,20 @@ fn index_create(g: &Globals, a: &IndexCreateArgs) -> Result<i32> {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let client = client(&a.opts);
         let view = Arc::new(TransferView::new(ProgressMode::Plain));
-        let rt = ops::registry::runtime()?;
-        let made = rt.block_on(ops::index::create_in_registry(
-            &client,
-            &sources,
-            &dest,
-            &ann,
-            view.clone(),
-        ));
-        rt.block_on(client.cancel_open_uploads());
-        let made = made?;
+        let work = ops::index::create_in_registry(&client, &sources, &dest, &ann, view.clone());
+        let made = match uploading_until_interrupted(&ops::registry::runtime()?, &client, work)? {
+            Ok(made) => made,
+            Err(code) => {
+                view.event(TransferEvent::Interrupted {
+                    action: Action::Push,
+                    reference: &dest,
+                    left: "the index was not written; images already copied stay",
+                });
+                return Ok(code);
+            }
+        };
         view.event(TransferEvent::Finish {
-            action: registry_client::transfer::Action::Push,
+            action: Action::Push,
             reference: &dest,
             digest: &made.digest,
             size: made.size,
@@ -268,17 +272,18 @@ pub fn copy_ends(
         reference: s.to_string(),
         dest: d.to_string(),
     });
-    let rt = ops::registry::runtime()?;
-    let done = rt.block_on(ops::mirror::copy(
-        &client,
-        &s,
-        &d,
-        &want,
-        all_platforms,
-        view.clone(),
-    ));
-    rt.block_on(client.cancel_open_uploads());
-    let digest = done?;
+    let work = ops::mirror::copy(&client, &s, &d, &want, all_platforms, view.clone());
+    let digest = match uploading_until_interrupted(&ops::registry::runtime()?, &client, work)? {
+        Ok(d) => d,
+        Err(code) => {
+            view.say(Event::Interrupted {
+                action: "copy",
+                reference: s.to_string(),
+                left: format!("{d} was not written"),
+            });
+            return Ok(Some(code));
+        }
+    };
     view.say(Event::Copied {
         reference: s.to_string(),
         dest: d.to_string(),
@@ -301,17 +306,19 @@ pub fn copy_all_tags(src: &str, dst: &str, opts: &RegistryOpts) -> Result<i32> {
     let client = client(opts);
     let view = Arc::new(TransferView::new(ProgressMode::Plain));
     view.say(Event::copy(&src, &dst));
-    let rt = ops::registry::runtime()?;
     let each = |tag: &str, d: &layer_cache::Digest| println!("{tag} {d}");
-    let done = rt.block_on(ops::mirror::copy_all_tags(
-        &client,
-        &src,
-        &dst,
-        view.clone(),
-        &each,
-    ));
-    rt.block_on(client.cancel_open_uploads());
-    let done = done?;
+    let work = ops::mirror::copy_all_tags(&client, &src, &dst, view.clone(), &each);
+    let done = match uploading_until_interrupted(&ops::registry::runtime()?, &client, work)? {
+        Ok(done) => done,
+        Err(code) => {
+            view.event(TransferEvent::Interrupted {
+                action: Action::Copy,
+                reference: &src,
+                left: "the tags printed were copied; the one in progress was not written",
+            });
+            return Ok(code);
+        }
+    };
     eprintln!("copied {} tags of {src} to {dst}", done.len());
     Ok(0)
 }
@@ -332,13 +339,14 @@ pub fn pull_all_tags(
     let each = |r: &Reference, _: &layer_cache::Digest| {
         println!("{}", ops::store_io::local_name(r));
     };
-    ops::registry::runtime()?.block_on(ops::mirror::pull_all_tags(
-        &store,
-        &client,
-        &repo,
-        &platform,
-        view.clone(),
-        &each,
-    ))?;
+    let work = ops::mirror::pull_all_tags(&store, &client, &repo, &platform, view.clone(), &each);
+    if let Err(code) = until_interrupted(&ops::registry::runtime()?, work)? {
+        view.event(TransferEvent::Interrupted {
+            action: Action::Pull,
+            reference: &repo,
+            left: "the tags printed were pulled; the one in progress was not tagged",
+        });
+        return Ok(code);
+    }
     Ok(0)
 }
