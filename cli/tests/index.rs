@@ -201,6 +201,35 @@ fn index_create_in_the_store_tags_an_index_that_push_and_inspect_know() {
         ["linux/amd64", "linux/arm64"]
     );
 
+    // A source only in a registry is read from there (every platform of an
+    // index), left untagged, and named by the new index alone.
+    let arm_only = format!("{}/arm-only:1", reg.addr);
+    let arm = ok(mybuild(&root).args(["push", "arm", &arm_only])).0;
+    let fresh = tmp.path().join("fresh");
+    ok(mybuild(&fresh)
+        .args(["import"])
+        .arg(tmp.path().join("busybox-rootfs.tar"))
+        .args(["amd2", "--platform", "linux/amd64"]));
+    let (_, err) =
+        ok(mybuild(&fresh).args(["index", "create", "-t", "mixed:1", "amd2", &arm_only]));
+    assert!(
+        err.contains(&format!(
+            "linux/arm64      {} (from {arm_only})",
+            arm.trim()
+        )),
+        "{err}"
+    );
+    let images = ok(mybuild(&fresh).arg("images")).0;
+    assert!(!images.contains("arm-only"), "{images}");
+    ok(mybuild(&fresh).arg("fsck"));
+    ok(mybuild(&fresh).arg("prune"));
+    let mixed = format!("{}/mixed:1", reg.addr);
+    ok(mybuild(&fresh).args(["push", "mixed:1", &mixed]));
+    assert_eq!(
+        platforms(&skopeo_raw(&mixed)),
+        ["linux/amd64", "linux/arm64"]
+    );
+
     // Errors name what is wrong.
     let err = fails(mybuild(&root).args(["index", "create", "-t", "dup:1", "amd", "amd"]));
     assert!(
@@ -209,7 +238,7 @@ fn index_create_in_the_store_tags_an_index_that_push_and_inspect_know() {
     );
     let err = fails(mybuild(&root).args(["index", "create", "-t", "x:1", "amd", "nothere"]));
     assert!(
-        err.contains("nothere: not in the store (pull it first, or use --push"),
+        err.contains("nothere: not in the store (name its registry"),
         "{err}"
     );
     let err = fails(mybuild(&root).args(["index", "inspect", "amd"]));

@@ -7,7 +7,9 @@
 //!
 //! Two places, one rule each, so a user never wonders which was read:
 //! - in the store (the default): sources are store images, the index is written
-//!   to the store and tagged, as `build --platform a,b` does;
+//!   to the store and tagged, as `build --platform a,b` does. A source the store
+//!   lacks is read from its registry when its name writes one (as `inspect`
+//!   decides), copied in whole and left untagged;
 //! - in a registry (`--push`): sources are registry references, as imagetools
 //!   reads them. An entry missing from the destination repository is copied there
 //!   first (mounted when it lives on the same registry), then the index is put.
@@ -18,12 +20,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use layer_cache::image::{canonical_json, descriptor_digest};
 use layer_cache::{Digest, ImageRef, Store};
-use registry_client::transfer::{self, Registry, Transfer, TransferReporter};
+use registry_client::transfer::{
+    self, BlobOutcome, BlobWrite, ImageSink, Registry, Transfer, TransferReporter,
+};
 use registry_client::{Client, Manifest, ManifestBody, Platform, Reference};
 use serde_json::{Map, Value};
 
+use crate::store_io::StoreIo;
 use crate::{OpsError, Result};
 
 /// `--annotation` values, split by where they go.
@@ -212,12 +218,16 @@ pub fn index_bytes(entries: &[Entry], ann: &Annotations) -> Result<Vec<u8>> {
 }
 
 /// `index create` in the store: `sources` are store images; the index is
-/// stored and tagged `dest`.
-pub fn create_in_store(
+/// stored and tagged `dest`. A source the store lacks whose name writes its
+/// registry is copied into the store from there (every platform of an index),
+/// untagged: only the new index names it.
+pub async fn create_in_store(
     store: &Store,
+    client: &Arc<Client>,
     sources: &[String],
     dest: &str,
     ann: &Annotations,
+    reporter: Arc<dyn TransferReporter>,
 ) -> Result<Created> {
     let name = ImageRef::parse(dest)?;
     if name.digest.is_some() {
@@ -230,12 +240,20 @@ pub fn create_in_store(
     let mut entries = Vec::new();
     let mut only_index = None;
     for src in sources {
-        let desc = store.resolve(src).map_err(|e| match e {
-            layer_cache::StoreError::ImageNotFound(_) => OpsError::invalid(format!(
-                "{src}: not in the store (pull it first, or use --push to combine images in a registry)"
-            )),
-            e => e.into(),
-        })?;
+        let desc = match store.resolve(src) {
+            Ok(d) => d,
+            Err(layer_cache::StoreError::ImageNotFound(_))
+                if crate::remote::names_registry(src) =>
+            {
+                fetch_untagged(store, client, &Reference::parse(src)?, reporter.clone()).await?
+            }
+            Err(layer_cache::StoreError::ImageNotFound(_)) => {
+                return Err(OpsError::invalid(format!(
+                    "{src}: not in the store (name its registry, e.g. localhost:5000/{src}, to read it from there)"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some((bytes, _)) = store.index_children(&desc)? {
             only_index = Some(desc.clone());
             entries.extend(entries_of(src, &bytes)?);
@@ -265,6 +283,88 @@ pub fn create_in_store(
         size: desc.size(),
         entries,
     })
+}
+
+/// Copies the image `r` names (an index whole) from its registry into the store
+/// without tagging anything; returns its descriptor.
+async fn fetch_untagged(
+    store: &Store,
+    client: &Arc<Client>,
+    r: &Reference,
+    reporter: Arc<dyn TransferReporter>,
+) -> Result<layer_cache::oci_spec::image::Descriptor> {
+    let t = Transfer::new(reporter, client.options().max_concurrent_per_host);
+    let sink = Arc::new(Untagged(StoreIo::new(store), store.clone()));
+    let source = Arc::new(Registry::new(client.clone()));
+    let digest = transfer::copy(&t, source, sink.clone(), r, r, &Platform::host(), true).await?;
+    sink.0.save_sources();
+    let bytes = store.read_blob(&digest, registry_client::manifest::MAX_MANIFEST)?;
+    let m = Manifest::new(bytes, None)?;
+    Ok(layer_cache::image::descriptor(
+        &m.media_type,
+        &m.digest,
+        m.bytes.len() as u64,
+    ))
+}
+
+/// The store as a sink that keeps manifests without naming them.
+struct Untagged(StoreIo, Store);
+
+impl ImageSink for Untagged {
+    fn verifies_digests(&self) -> bool {
+        self.0.verifies_digests()
+    }
+
+    fn has_blob<'a>(
+        &'a self,
+        to: &'a Reference,
+        blob: &'a registry_client::Descriptor,
+    ) -> BoxFuture<'a, transfer::Result<bool>> {
+        self.0.has_blob(to, blob)
+    }
+
+    fn has_manifest<'a>(
+        &'a self,
+        to: &'a Reference,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, transfer::Result<bool>> {
+        self.0.has_manifest(to, digest)
+    }
+
+    fn write_blob<'a>(
+        &'a self,
+        to: &'a Reference,
+        w: BlobWrite<'a>,
+    ) -> BoxFuture<'a, transfer::Result<BlobOutcome>> {
+        self.0.write_blob(to, w)
+    }
+
+    fn write_manifest<'a>(
+        &'a self,
+        to: &'a Reference,
+        m: &'a Manifest,
+        _upstream_index: Option<&'a Digest>,
+    ) -> BoxFuture<'a, transfer::Result<()>> {
+        Box::pin(async move {
+            let stored = (|| {
+                let c = self.1.write_blob(&m.bytes)?;
+                if c.digest != m.digest {
+                    return Err(OpsError::ManifestDigestMismatch {
+                        reference: to.to_string(),
+                    });
+                }
+                Ok(())
+            })();
+            stored.map_err(|e| match e {
+                OpsError::Transfer(t) => t,
+                e => transfer::TransferError::endpoint(e),
+            })
+        })
+    }
+
+    fn record_pulled(&self, from: &Reference, digests: &[Digest]) {
+        self.0.record_pulled(from, digests)
+    }
 }
 
 /// `index create --push`: `sources` are read from their registries; each entry

@@ -140,6 +140,15 @@ pub async fn inspect(client: &Arc<Client>, r: &Reference) -> Result<Value> {
     }))
 }
 
+/// Whether `name` writes its registry (`localhost:5000/app`, `docker.io/x/y`), as
+/// Docker tells a domain: a first path component with a `.` or `:`, or `localhost`.
+/// Only such names are read from a registry when the store lacks them: a familiar
+/// name (`app:1`) is mostly a local one, and a typo should not reach Docker Hub.
+pub fn names_registry(name: &str) -> bool {
+    name.split_once('/')
+        .is_some_and(|(host, _)| host.contains(['.', ':']) || host == "localhost")
+}
+
 /// Whether `e` says the store has no image by that name (so a registry may).
 pub fn is_not_in_store(e: &OpsError) -> bool {
     matches!(

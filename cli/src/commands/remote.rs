@@ -94,13 +94,8 @@ pub fn inspect_doc(g: &Globals, image: &str) -> Result<serde_json::Value> {
         Err(e) if ops::remote::is_not_in_store(&e) => e,
         Err(e) => return Err(e.into()),
     };
-    // Only a name that writes its registry is looked up there: a familiar name
-    // (`app:1`, an id) is mostly a local one, and a typo should not reach Docker Hub.
-    let names_registry = image
-        .split_once('/')
-        .is_some_and(|(host, _)| host.contains(['.', ':']) || host == "localhost");
     let r = match Reference::parse(image) {
-        Ok(r) if names_registry => r,
+        Ok(r) if ops::remote::names_registry(image) => r,
         _ => return Err(store_err.into()),
     };
     let doc = ops::registry::runtime()?
@@ -134,7 +129,7 @@ pub struct IndexCreateArgs {
     /// Name of the new index
     #[arg(short = 't', long = "tag", required = true)]
     tag: String,
-    /// Images to combine: store images, or registry images with --push; an index contributes each of its platforms
+    /// Images to combine: store images (one the store lacks is read from the registry its name writes), or registry images with --push; an index contributes each of its platforms
     #[arg(required = true, value_name = "SRC")]
     sources: Vec<String>,
     /// Read the sources from their registries and push the index to the tag's registry (copying or mounting what it lacks) instead of storing it
@@ -196,7 +191,17 @@ fn index_create(g: &Globals, a: &IndexCreateArgs) -> Result<i32> {
         });
         made
     } else {
-        let made = ops::index::create_in_store(&g.store()?, &a.sources, &a.tag, &ann)?;
+        let client = client(&a.opts);
+        let view = Arc::new(TransferView::new(ProgressMode::Plain));
+        let store = g.store()?;
+        let work = ops::index::create_in_store(&store, &client, &a.sources, &a.tag, &ann, view);
+        let made = match until_interrupted(&ops::registry::runtime()?, work)? {
+            Ok(made) => made,
+            Err(code) => {
+                eprintln!("interrupted: {} was not tagged", a.tag);
+                return Ok(code);
+            }
+        };
         for e in &made.entries {
             eprintln!("{:<16} {} (from {})", platform_text(e), e.digest, e.source);
         }
