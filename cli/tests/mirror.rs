@@ -171,6 +171,15 @@ fn copy_to_and_from_archives_and_layouts_keeps_digests_where_the_format_does() {
     let (out, _) = ok(mybuild(&root).args(["copy", &format!("oci:{dir}:one"), &from_dir]));
     assert_eq!(out.trim(), pushed);
 
+    // The store's root is a layout too: an image read from it keeps its digest.
+    let from_store = format!("{}/fromstore:1", reg.addr);
+    let (out, _) = ok(mybuild(&root).args([
+        "copy",
+        &format!("oci:{}:amd:latest", root.display()),
+        &from_store,
+    ]));
+    assert_eq!(out.trim(), pushed);
+
     // A whole index into an archive.
     let multi = format!("{}/multi:1", reg.addr);
     ok(mybuild(&root).args(["push", "arm", &format!("{}/app:arm", reg.addr)]));

@@ -227,7 +227,18 @@ fn load_dir(store: &Store, dir: &Path) -> Result<Vec<layer_cache::archive::Loade
     let feeder = std::thread::spawn(move || -> std::io::Result<()> {
         let mut b = tar::Builder::new(writer);
         b.follow_symlinks(false);
-        b.append_dir_all(".", &root)?;
+        // The layout's own files only (a store's root is a layout too, with
+        // snapshots and records beside it).
+        for file in ["oci-layout", "index.json"] {
+            let path = root.join(file);
+            if path.is_file() {
+                b.append_path_with_name(&path, file)?;
+            }
+        }
+        let blobs = root.join("blobs");
+        if blobs.is_dir() {
+            b.append_dir_all("blobs", &blobs)?;
+        }
         b.into_inner().map(drop)
     });
     let loaded = store.load(reader, &format!("oci:{}", dir.display()));
