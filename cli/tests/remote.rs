@@ -2,7 +2,7 @@
 //! `inspect`'s fallback to the registry, checked against skopeo's bytes on a real
 //! registry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tempfile::TempDir;
@@ -163,4 +163,67 @@ fn inspect_reads_the_registry_when_the_store_lacks_the_image_and_says_so() {
         let err = fails(mybuild(&empty).args(["inspect", local]));
         assert_eq!(err.trim(), format!("error: no such image: {local}"));
     }
+}
+
+/// A one-file rootfs tar whose bytes never change (fixed times and owners).
+fn tiny_rootfs(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("tar"));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    b.append_data(&mut h, "hello", &b"hi\n"[..])
+        .expect("append");
+    b.into_inner().expect("finish");
+    path
+}
+
+#[test]
+fn manifest_config_and_remote_inspect_print_the_snapshots() {
+    if !testdata::require_tool("docker-registry") {
+        return;
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let root = tmp.path().join("store");
+    let rootfs = tiny_rootfs(tmp.path());
+    for (name, platform) in [("tiny-amd", "linux/amd64"), ("tiny-arm", "linux/arm64")] {
+        ok(mybuild(&root)
+            .arg("import")
+            .arg(&rootfs)
+            .args([
+                name,
+                "--platform",
+                platform,
+                "-m",
+                "tiny",
+                "-c",
+                "CMD [\"cat\", \"/hello\"]",
+            ])
+            .env("SOURCE_DATE_EPOCH", "0"));
+    }
+    let reg = Registry::start();
+    let (amd, arm) = (
+        format!("{}/tiny:amd", reg.addr),
+        format!("{}/tiny:arm", reg.addr),
+    );
+    ok(mybuild(&root).args(["push", "tiny-amd", &amd]));
+    ok(mybuild(&root).args(["push", "tiny-arm", &arm]));
+    let multi = format!("{}/tiny:multi", reg.addr);
+    ok(mybuild(&root).args(["index", "create", "--push", "-t", &multi, &amd, &arm]));
+
+    let text = |args: &[&str]| {
+        ok(mybuild(&root).args(args))
+            .0
+            .replace(&reg.addr, "[registry]")
+    };
+    insta::assert_snapshot!("manifest", text(&["manifest", &amd]));
+    insta::assert_snapshot!("config", text(&["config", &amd]));
+    insta::assert_snapshot!("manifest-index", text(&["manifest", &multi]));
+    let empty = tmp.path().join("empty");
+    let (doc, _) = ok(mybuild(&empty).args(["inspect", &arm]));
+    insta::assert_snapshot!("inspect-remote", doc.replace(&reg.addr, "[registry]"));
 }
