@@ -170,6 +170,16 @@ fn copy_to_and_from_archives_and_layouts_keeps_digests_where_the_format_does() {
     let from_dir = format!("{}/fromdir:1", reg.addr);
     let (out, _) = ok(mybuild(&root).args(["copy", &format!("oci:{dir}:one"), &from_dir]));
     assert_eq!(out.trim(), pushed);
+    // A second tag joins the first; the same image untagged twice is listed once.
+    let arm_ref = format!("{}/app:arm", reg.addr);
+    let arm = ok(mybuild(&root).args(["push", "arm", &arm_ref])).0;
+    ok(mybuild(&root).args(["copy", &arm_ref, &format!("oci:{dir}:two")]));
+    ok(mybuild(&root).args(["copy", &arm_ref, &format!("oci:{dir}")]));
+    ok(mybuild(&root).args(["copy", &arm_ref, &format!("oci:{dir}")]));
+    assert_eq!(digest_of(&raw(&format!("oci:{dir}:one"))), pushed);
+    assert_eq!(digest_of(&raw(&format!("oci:{dir}:two"))), arm.trim());
+    let index = json(&std::fs::read_to_string(format!("{dir}/index.json")).unwrap());
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(3));
 
     // The store's root is a layout too: an image read from it keeps its digest.
     let from_store = format!("{}/fromstore:1", reg.addr);
@@ -182,7 +192,6 @@ fn copy_to_and_from_archives_and_layouts_keeps_digests_where_the_format_does() {
 
     // A whole index into an archive.
     let multi = format!("{}/multi:1", reg.addr);
-    ok(mybuild(&root).args(["push", "arm", &format!("{}/app:arm", reg.addr)]));
     let index = ok(mybuild(&root).args([
         "index",
         "create",

@@ -346,13 +346,18 @@ fn write_layout(store: &Store, desc: &OciDescriptor, dir: &Path, tag: Option<&st
         "digest": descriptor_digest(desc)?.to_string(),
         "size": desc.size(),
     });
-    if let Some(tag) = tag {
-        manifests.retain(|m| {
-            m.pointer("/annotations/org.opencontainers.image.ref.name")
-                .and_then(Value::as_str)
-                != Some(tag)
-        });
-        entry["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: tag });
+    let ref_name = |m: &Value| {
+        m.pointer("/annotations/org.opencontainers.image.ref.name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match tag {
+        Some(tag) => {
+            manifests.retain(|m| ref_name(m).as_deref() != Some(tag));
+            entry["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: tag });
+        }
+        // The same image untagged again is listed once.
+        None => manifests.retain(|m| ref_name(m).is_some() || m["digest"] != entry["digest"]),
     }
     manifests.push(entry);
     let doc = serde_json::json!({
