@@ -134,6 +134,12 @@ fn index_create_push_combines_two_platforms_and_pull_picks_each() {
         redact(&text, &root).replace(&reg.addr, "[registry]")
     );
 
+    // One index alone, with no annotation, is a carbon copy.
+    let copy = format!("{}/copy:1", reg.addr);
+    let (same, _) = ok(mybuild(&root).args(["index", "create", "--push", "-t", &copy, &multi]));
+    assert_eq!(same.trim(), digest);
+    assert_eq!(ok(mybuild(&root).args(["digest", &copy])).0.trim(), digest);
+
     // The same platform twice is refused by name, and nothing is pushed.
     let dup = format!("{}/dup:1", reg.addr);
     let err =

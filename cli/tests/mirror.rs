@@ -106,6 +106,9 @@ fn copy_all_tags_moves_every_tag_whole_and_pull_all_tags_stores_each() {
         "{err}"
     );
 
+    let err = fails(mybuild(&root).args(["pull", "--all-tags", &format!("{dst}:1")]));
+    assert!(err.contains("--all-tags takes a repository"), "{err}");
+
     // pull --all-tags: every tag in the store, this platform's image of the index.
     let fresh = tmp.path().join("fresh");
     let (names, _) =
