@@ -27,6 +27,7 @@ fn store_with_busybox(tmp: &Path) -> (Store, Digest) {
                 created: image::rfc3339(1_700_000_000),
                 source: "busybox".into(),
                 layer: Default::default(),
+                platform: None,
             },
         )
         .expect("import");

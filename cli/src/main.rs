@@ -102,6 +102,12 @@ enum Command {
     /// Write the man pages, one per verb (internal; the install step runs it)
     #[command(name = "__man", hide = true)]
     Man(commands::shell::ManArgs),
+    /// Print an image's manifest as a registry serves it (--raw: the exact bytes)
+    Manifest(commands::remote::ManifestArgs),
+    /// Print an image's config as a registry serves it (--raw: the exact bytes)
+    Config(commands::remote::ConfigArgs),
+    /// Create or inspect a multi-platform index (index create, index inspect)
+    Index(commands::remote::IndexArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -153,6 +159,9 @@ const VERBS: &[&str] = &[
     "completions",
     "version",
     "__man",
+    "manifest",
+    "config",
+    "index",
 ];
 
 /// Verbs whose own failures exit with 125, as Docker's container commands do.
@@ -232,6 +241,8 @@ const OUTSIDE: &[&str] = &[
     "completions",
     "version",
     "__man",
+    "manifest",
+    "config",
 ];
 
 /// Run as an ordinary user, re-executes this command in a user namespace where the
@@ -427,6 +438,9 @@ fn work(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
         Command::Completion(a) => commands::shell::completion(a),
         Command::Version(a) => commands::shell::version(a),
         Command::Man(a) => commands::shell::man(a),
+        Command::Manifest(a) => commands::remote::manifest(a),
+        Command::Config(a) => commands::remote::config(a),
+        Command::Index(a) => commands::remote::index(&g, a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

@@ -63,6 +63,7 @@ fn a_run_containers_layer_diffs_and_commits() {
                 created: image::rfc3339(1_700_000_000),
                 source: "busybox".into(),
                 layer: Default::default(),
+                platform: None,
             },
         )
         .expect("import");

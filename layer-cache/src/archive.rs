@@ -49,6 +49,9 @@ fn null_vec<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<S
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub name: Option<String>,
+    /// An OCI archive's `org.opencontainers.image.ref.name` as written (a bare
+    /// tag such as `latest` included, which names no image by itself).
+    pub ref_name: Option<String>,
     pub descriptor: Descriptor,
 }
 
@@ -277,6 +280,7 @@ impl Store {
             self.load_image(&plain)?;
             loaded.push(Loaded {
                 name,
+                ref_name: ann.get(image::REF_NAME_ANNOTATION).cloned(),
                 descriptor: plain,
             });
         }
@@ -329,12 +333,14 @@ impl Store {
             if e.repo_tags.is_empty() {
                 loaded.push(Loaded {
                     name: None,
+                    ref_name: None,
                     descriptor: desc.clone(),
                 });
             }
             for t in &e.repo_tags {
                 loaded.push(Loaded {
                     name: Some(t.clone()),
+                    ref_name: None,
                     descriptor: desc.clone(),
                 });
             }

@@ -31,6 +31,8 @@ pub struct ImportOptions {
     /// Where the tarball came from, for the history comment.
     pub source: String,
     pub layer: LayerOptions,
+    /// The platform the config names (default: this machine's).
+    pub platform: Option<image::Platform>,
 }
 
 /// A name inside a layer must stay inside the root: relative, no `..`.
@@ -101,7 +103,7 @@ impl Store {
         }
         let layer = writer.finish()?;
         // Normalised, so only arm carries a variant (`arm64/v8` is `arm64`).
-        let host = image::Platform::host();
+        let host = opts.platform.clone().unwrap_or_else(image::Platform::host);
         let config = ImageConfig {
             created: Some(opts.created.clone()),
             architecture: host.architecture,

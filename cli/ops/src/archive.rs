@@ -26,6 +26,8 @@ pub struct Import<'a> {
     pub message: Option<&'a str>,
     /// `gzip`, `zstd` or `uncompressed`.
     pub compression: &'a str,
+    /// `os/arch[/variant]` the config names (default: this machine's).
+    pub platform: Option<&'a str>,
 }
 
 /// Imports the tarball `i` names and tags it; returns the manifest's digest.
@@ -50,6 +52,7 @@ pub fn import(store: &Store, i: &Import<'_>) -> Result<Digest> {
             compression,
             level: None,
         },
+        platform: i.platform.map(oci_vocab::Platform::parse).transpose()?,
     };
     let desc = if i.source == "-" {
         store.import_rootfs(std::io::stdin(), &name, opts)?

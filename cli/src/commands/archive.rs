@@ -23,6 +23,9 @@ pub struct ImportArgs {
     /// Layer compression
     #[arg(long, value_parser = ["gzip", "zstd", "uncompressed"], default_value = "gzip")]
     compression: String,
+    /// Platform the image's config names (os/arch[/variant]; default: this machine's)
+    #[arg(long)]
+    platform: Option<String>,
 }
 
 pub fn import(g: &Globals, a: &ImportArgs) -> Result<i32> {
@@ -32,6 +35,7 @@ pub fn import(g: &Globals, a: &ImportArgs) -> Result<i32> {
         changes: &a.changes,
         message: a.message.as_deref(),
         compression: &a.compression,
+        platform: a.platform.as_deref(),
     };
     println!("{}", ops::archive::import(&g.store()?, &import)?);
     Ok(0)

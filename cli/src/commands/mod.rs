@@ -6,6 +6,7 @@ pub mod container_image;
 pub mod history;
 pub mod parse;
 pub mod registry;
+pub mod remote;
 pub mod run;
 pub mod run_ps;
 pub mod run_tty;

@@ -53,6 +53,9 @@ pub struct PullArgs {
     /// Platform to pick from a multi-platform image (os/arch[/variant])
     #[arg(long)]
     platform: Option<String>,
+    /// Pull every tag of the repository REFERENCE names
+    #[arg(short = 'a', long)]
+    all_tags: bool,
     #[command(flatten)]
     progress: ProgressOpts,
     #[command(flatten)]
@@ -73,9 +76,9 @@ pub struct PushArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct CopyArgs {
-    /// Source image in a registry
+    /// Source: [docker://]REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME]
     src: String,
-    /// Destination image in a registry
+    /// Destination, in the same forms as the source
     dst: String,
     /// Copy every platform of a multi-platform image (keeps the index digest)
     #[arg(long)]
@@ -83,6 +86,9 @@ pub struct CopyArgs {
     /// Platform to copy from a multi-platform image (os/arch[/variant])
     #[arg(long)]
     platform: Option<String>,
+    /// Copy every tag of the source repository to the destination repository, each with all its platforms
+    #[arg(short = 'a', long, conflicts_with_all = ["platform", "all_platforms"])]
+    all_tags: bool,
     #[command(flatten)]
     opts: RegistryOpts,
 }
@@ -120,14 +126,15 @@ pub fn client(opts: &RegistryOpts) -> Arc<Client> {
 }
 
 fn parse_ref(s: &str) -> Result<Reference> {
-    Ok(Reference::parse(s)?)
+    // `docker://` as skopeo writes a registry end.
+    Ok(Reference::parse(s.strip_prefix("docker://").unwrap_or(s))?)
 }
 
 /// Runs `work` to its end or until SIGINT or SIGTERM, whichever comes first.
 /// On a signal `work` is dropped at its current await: its ingest files are
 /// removed and its locks released, and nothing it had not finished is tagged
 /// (tags are written after the last await). `Err(code)` is the exit status.
-fn until_interrupted<T, E: Into<anyhow::Error>>(
+pub(crate) fn until_interrupted<T, E: Into<anyhow::Error>>(
     rt: &tokio::runtime::Runtime,
     work: impl std::future::Future<Output = std::result::Result<T, E>>,
 ) -> Result<std::result::Result<T, i32>> {
@@ -147,7 +154,7 @@ fn until_interrupted<T, E: Into<anyhow::Error>>(
 /// [`until_interrupted`] for work that uploads with `client`. However the work
 /// ends (done, failed, or dropped at a signal), the upload sessions it left
 /// open are then cancelled, so none waits on the registry for its purge.
-fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
+pub(crate) fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
     rt: &tokio::runtime::Runtime,
     client: &Client,
     work: impl std::future::Future<Output = std::result::Result<T, E>>,
@@ -158,6 +165,10 @@ fn uploading_until_interrupted<T, E: Into<anyhow::Error>>(
 }
 
 pub fn pull(g: &Globals, a: &PullArgs) -> Result<i32> {
+    if a.all_tags {
+        let mode = a.progress.mode()?;
+        return super::remote::pull_all_tags(g, &a.reference, a.platform.as_deref(), mode, &a.opts);
+    }
     pull_with(g, a, true)
 }
 
@@ -167,6 +178,7 @@ pub fn pull_for_run(g: &Globals, reference: &str, platform: Option<&str>) -> Res
     let a = PullArgs {
         reference: reference.to_string(),
         platform: platform.map(str::to_string),
+        all_tags: false,
         progress: ProgressOpts {
             progress: ProgressMode::default(),
             quiet: false,
@@ -250,6 +262,13 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
 }
 
 pub fn copy(a: &CopyArgs) -> Result<i32> {
+    if a.all_tags {
+        return super::remote::copy_all_tags(&a.src, &a.dst, &a.opts);
+    }
+    let (platform, all) = (a.platform.as_deref(), a.all_platforms);
+    if let Some(code) = super::remote::copy_ends(&a.src, &a.dst, platform, all, &a.opts)? {
+        return Ok(code);
+    }
     let src = parse_ref(&a.src)?;
     let dst = ops::registry::copy_destination(&src, &parse_ref(&a.dst)?);
     let want = ops::registry::want_platform(a.platform.as_deref())?;

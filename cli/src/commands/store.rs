@@ -105,7 +105,7 @@ pub fn images(g: &Globals, a: &ImagesArgs) -> Result<i32> {
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// Image name, name@digest or id (prefix)
+    /// Image name, name@digest or id (prefix); an image the store lacks is read from its registry
     image: String,
     /// json (one line) or a Go template into the document, e.g. '{{.Config.config.Env}}' or '{{json .RepoTags}}'
     #[arg(short, long, value_name = "FORMAT")]
@@ -113,7 +113,7 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(g: &Globals, a: &InspectArgs) -> Result<i32> {
-    let doc = ops::store::inspect(&g.store()?, &a.image)?;
+    let doc = super::remote::inspect_doc(g, &a.image)?;
     let mut out = std::io::stdout().lock();
     if let Some(spec) = &a.format {
         let layout = crate::format::Layout {
