@@ -65,6 +65,10 @@ pub struct ConvertOptions {
     pub force: bool,
     /// `Some(false)`: Docker schema 2 media types; `Some(true)`: OCI; `None`: as stored.
     pub oci_media_types: Option<bool>,
+    /// With `oci_media_types: Some(false)`: an image with zstd layers gets OCI
+    /// media types instead of an error (BuildKit's rule when the types were a
+    /// default, not asked for).
+    pub oci_for_zstd: bool,
     /// Clamp layer file times to this Unix time (BuildKit's `rewrite-timestamp`).
     pub clamp_mtime: Option<i64>,
     pub annotations: Annotations,
@@ -247,23 +251,28 @@ impl Store {
                 compressions.push(Compression::of_media_type(l.media_type().as_ref()));
             }
         }
-        let oci = match opts.oci_media_types {
+        let mut oci = match opts.oci_media_types {
             Some(o) => o,
             None => !stored_type.contains("docker"),
         };
-        if !oci && compressions.contains(&Some(Compression::Zstd)) {
+        let zstd = compressions.contains(&Some(Compression::Zstd));
+        if !oci && zstd && opts.oci_for_zstd {
+            oci = true;
+        }
+        if !oci && zstd {
             return Err(StoreError::invalid(
                 what,
                 "zstd layers need OCI media types (oci-mediatypes=true); Docker schema 2 has no zstd layer type",
             ));
         }
         // Media types: the manifest, its config and every layer we know.
+        let oci_asked = opts.oci_media_types.is_some();
         let (manifest_type, config_type) = if oci {
             (media::OCI_MANIFEST, media::OCI_CONFIG)
         } else {
             (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
         };
-        if opts.oci_media_types.is_some() {
+        if oci_asked {
             doc["mediaType"] = manifest_type.into();
             if media::is_config(doc["config"]["mediaType"].as_str().unwrap_or("")) {
                 doc["config"]["mediaType"] = config_type.into();
@@ -296,7 +305,7 @@ impl Store {
             doc["config"]["size"] = c.size.into();
         }
         annotate_doc(&mut doc, &opts.annotations.manifest);
-        let manifest_type = if opts.oci_media_types.is_some() {
+        let manifest_type = if oci_asked {
             manifest_type
         } else {
             static_type(&stored_type)

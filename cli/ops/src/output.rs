@@ -1,11 +1,21 @@
 //! `--output` / `-o`: where a finished build goes besides the store, with BuildKit's
-//! syntax: `type=oci|docker,dest=FILE|-[,name=REF]`, `type=local,dest=DIR`,
-//! `type=tar,dest=FILE|-`, `type=image`; a bare `PATH` means `type=local,dest=PATH`
-//! and a bare `-` means `type=tar,dest=-`.
+//! syntax (fields split as CSV, so `"name=a:1,b:2"` in quotes is one field):
+//! `type=oci|docker,dest=FILE|-[,name=REF]`, `type=local,dest=DIR`,
+//! `type=tar,dest=FILE|-`, `type=image[,name=REF][,push=true]`; a bare `PATH`
+//! means `type=local,dest=PATH` and a bare `-` means `type=tar,dest=-`.
+//!
+//! Every key BuildKit documents for the image, oci and docker exporters either
+//! changes what is written or is refused with its name: `compression`,
+//! `compression-level`, `force-compression`, `oci-mediatypes`,
+//! `rewrite-timestamp` and the `annotation*` keys go to
+//! [`layer_cache::convert`]; `name` and `push` tag and push.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use layer_cache::convert::{Annotations, ConvertOptions};
 use layer_cache::export::ImageFs;
+use layer_cache::image::Compression;
 use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{ImageRef, Store};
 
@@ -18,19 +28,145 @@ fn bad<T>(text: String) -> Result<T> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Only the store (the default).
-    Image,
+    /// The store, tagged with `names` as well as `-t`'s; `push` pushes those names.
+    Image {
+        names: Vec<String>,
+        push: bool,
+        opts: ExportOpts,
+    },
     /// An archive that is an OCI layout and a docker-archive at once; `docker`:
     /// asked for as `type=docker` (which cannot hold a multi-platform index).
     Archive {
         dest: PathBuf,
-        name: Option<String>,
+        names: Vec<String>,
         docker: bool,
+        opts: ExportOpts,
     },
     /// The final filesystem, unpacked into a directory.
     Local { dest: PathBuf },
     /// The final filesystem as one tar.
     Tar { dest: PathBuf },
+}
+
+/// The image exporters' keys that change the image written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOpts {
+    pub compression: Option<Compression>,
+    pub level: Option<u32>,
+    pub force: bool,
+    /// `None`: the exporter's default (OCI for oci and image, Docker for docker).
+    pub oci_media_types: Option<bool>,
+    /// `rewrite-timestamp=true`: SOURCE_DATE_EPOCH, read when the spec is parsed.
+    pub clamp_mtime: Option<i64>,
+    pub annotations: Annotations,
+}
+
+/// Splits on commas outside double quotes, as Go's csv reader (buildx) does; a
+/// quoted field loses its quotes and `""` inside one is a quote.
+fn csv_fields(spec: &str) -> Result<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = spec.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return bad(format!("--output {spec:?}: a quote is not closed"));
+    }
+    fields.push(cur);
+    Ok(fields)
+}
+
+fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool> {
+    match v {
+        // BuildKit reads a bare key (`force-compression=`) as true.
+        "" | "true" | "1" | "True" | "TRUE" | "t" => Ok(true),
+        "false" | "0" | "False" | "FALSE" | "f" => Ok(false),
+        _ => bad(format!(
+            "--output {spec:?}: {key}={v:?} is not true or false"
+        )),
+    }
+}
+
+/// `annotation[-KIND].KEY`: which map of `a` the key goes to, or `None` when the
+/// key is not an annotation.
+fn annotation_slot<'a>(
+    spec: &str,
+    key: &'a str,
+    a: &'a mut Annotations,
+) -> Result<Option<(&'a mut BTreeMap<String, String>, &'a str)>> {
+    let Some(rest) = key.strip_prefix("annotation") else {
+        return Ok(None);
+    };
+    let (kind, name) = match rest.split_once('.') {
+        Some((kind, name)) if !name.is_empty() => (kind, name),
+        _ => return Ok(None),
+    };
+    if kind.contains('[') {
+        return bad(format!(
+            "--output {spec:?}: {key}: platform-specific annotations ([PLATFORM]) are not supported"
+        ));
+    }
+    let slot = match kind {
+        "" | "-manifest" => &mut a.manifest,
+        "-manifest-descriptor" => &mut a.manifest_descriptor,
+        "-index" => &mut a.index,
+        "-index-descriptor" => &mut a.index_descriptor,
+        _ => {
+            return bad(format!(
+                "--output {spec:?}: {key}: unknown annotation type {:?}",
+                kind.trim_start_matches('-')
+            ))
+        }
+    };
+    Ok(Some((slot, name)))
+}
+
+/// `--annotation [TYPE:]KEY=VALUE` (buildx's form; TYPE is manifest, index,
+/// manifest-descriptor or index-descriptor, manifest when absent).
+pub fn parse_annotations(list: &[String]) -> Result<Annotations> {
+    let mut a = Annotations::default();
+    for item in list {
+        let Some((left, value)) = item.split_once('=') else {
+            return bad(format!("--annotation {item:?}: expected [TYPE:]KEY=VALUE"));
+        };
+        let (kind, key) = match left.split_once(':') {
+            Some((kind, key)) if is_annotation_type(kind) => (kind, key),
+            Some((kind, _)) if kind.contains('[') => {
+                return bad(format!(
+                    "--annotation {item:?}: platform-specific annotations ([PLATFORM]) are not supported"
+                ))
+            }
+            _ => ("manifest", left),
+        };
+        if key.is_empty() {
+            return bad(format!("--annotation {item:?}: the key is empty"));
+        }
+        let slot = match kind {
+            "manifest" => &mut a.manifest,
+            "manifest-descriptor" => &mut a.manifest_descriptor,
+            "index" => &mut a.index,
+            _ => &mut a.index_descriptor,
+        };
+        slot.insert(key.to_string(), value.to_string());
+    }
+    Ok(a)
+}
+
+fn is_annotation_type(s: &str) -> bool {
+    matches!(
+        s,
+        "manifest" | "manifest-descriptor" | "index" | "index-descriptor"
+    )
 }
 
 pub fn parse(spec: &str) -> Result<Output> {
@@ -41,23 +177,86 @@ pub fn parse(spec: &str) -> Result<Output> {
             Output::Local { dest: spec.into() }
         });
     }
-    let (mut kind, mut dest, mut name) = (None, None, None);
-    for field in spec.split(',') {
+    let (mut kind, mut dest) = (None, None);
+    let mut names = Vec::new();
+    let mut push = false;
+    let mut opts = ExportOpts::default();
+    // Keys only the image exporters (image, oci, docker) take, for the check below.
+    let mut image_keys = Vec::new();
+    let mut rewrite = false;
+    for field in csv_fields(spec)? {
         let Some((k, v)) = field.split_once('=') else {
             return bad(format!("--output {spec:?}: {field:?} is not KEY=VALUE"));
         };
-        match k.trim() {
+        let k = k.trim();
+        if let Some((slot, name)) = annotation_slot(spec, k, &mut opts.annotations)? {
+            slot.insert(name.to_string(), v.to_string());
+            image_keys.push(k.to_string());
+            continue;
+        }
+        match k {
             "type" => kind = Some(v.to_string()),
             "dest" => dest = Some(PathBuf::from(v)),
-            "name" => name = Some(v.to_string()),
-            // BuildKit's image-exporter keys that change nothing for a local store.
-            "push" | "tar" | "compression" | "oci-mediatypes" | "unpack" | "store" => {
-                if k == "push" && v == "true" {
-                    return bad("--output push=true: use --push".into());
+            "name" => {
+                names.extend(v.split(',').filter(|n| !n.is_empty()).map(str::to_string));
+                image_keys.push(k.to_string());
+            }
+            "push" => {
+                push = parse_bool(spec, k, v)?;
+                image_keys.push(k.to_string());
+            }
+            "tar" => {
+                if !parse_bool(spec, k, v)? {
+                    return bad(format!("--output {spec:?}: tar=false: writing an unpacked OCI layout directory is not supported; use type=oci,dest=FILE.tar"));
                 }
-                if k == "tar" && v == "false" {
-                    return bad("--output tar=false: writing an unpacked OCI layout directory is not supported; use type=oci,dest=FILE.tar".into());
+                image_keys.push(k.to_string());
+            }
+            "store" => {
+                if !parse_bool(spec, k, v)? {
+                    return bad(format!(
+                        "--output {spec:?}: store=false: the built image is always kept in the store"
+                    ));
                 }
+                image_keys.push(k.to_string());
+            }
+            "compression" => {
+                opts.compression = Some(match v {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::None,
+                    "estargz" => {
+                        return bad(format!(
+                            "--output {spec:?}: compression=estargz is not supported; use gzip, zstd or uncompressed"
+                        ))
+                    }
+                    _ => {
+                        return bad(format!(
+                            "--output {spec:?}: compression={v:?}: expected uncompressed, gzip or zstd"
+                        ))
+                    }
+                });
+                image_keys.push(k.to_string());
+            }
+            "compression-level" => {
+                let Ok(level) = v.parse::<u32>() else {
+                    return bad(format!(
+                        "--output {spec:?}: compression-level={v:?} is not a number"
+                    ));
+                };
+                opts.level = Some(level);
+                image_keys.push(k.to_string());
+            }
+            "force-compression" => {
+                opts.force = parse_bool(spec, k, v)?;
+                image_keys.push(k.to_string());
+            }
+            "oci-mediatypes" => {
+                opts.oci_media_types = Some(parse_bool(spec, k, v)?);
+                image_keys.push(k.to_string());
+            }
+            "rewrite-timestamp" => {
+                rewrite = parse_bool(spec, k, v)?;
+                image_keys.push(k.to_string());
             }
             other => return bad(format!("--output {spec:?}: unknown key {other:?}")),
         }
@@ -66,14 +265,53 @@ pub fn parse(spec: &str) -> Result<Output> {
         dest.clone()
             .ok_or_else(|| OpsError::Invalid(format!("--output type={what} needs dest=PATH")))
     };
+    if rewrite {
+        opts.clamp_mtime = Some(source_date_epoch(spec)?);
+    }
+    match (opts.compression, opts.level) {
+        (Some(Compression::Gzip) | None, Some(l)) if l > 9 => {
+            return bad(format!(
+                "--output {spec:?}: compression-level={l}: gzip takes 0-9"
+            ))
+        }
+        (Some(Compression::Zstd), Some(l)) if !(1..=22).contains(&l) => {
+            return bad(format!(
+                "--output {spec:?}: compression-level={l}: zstd takes 1-22"
+            ))
+        }
+        _ => {}
+    }
+    if opts.oci_media_types == Some(false) && opts.compression == Some(Compression::Zstd) {
+        return bad(format!(
+            "--output {spec:?}: compression=zstd needs oci-mediatypes=true (Docker schema 2 has no zstd layer type)"
+        ));
+    }
+    let is_image_exporter = matches!(kind.as_deref(), Some("image" | "oci" | "docker"));
+    if !is_image_exporter {
+        if let Some(k) = image_keys.first() {
+            return bad(format!(
+                "--output {spec:?}: {k} is a key of type=image, oci and docker only"
+            ));
+        }
+    }
     match kind.as_deref() {
-        Some("registry") => bad("--output type=registry: use --push".into()),
-        Some("image") => Ok(Output::Image),
-        Some(k @ ("oci" | "docker")) => Ok(Output::Archive {
-            dest: need_dest(k)?,
-            name,
-            docker: k == "docker",
-        }),
+        Some("registry") => {
+            bad("--output type=registry: use --push or type=image,push=true".into())
+        }
+        Some("image") => Ok(Output::Image { names, push, opts }),
+        Some(k @ ("oci" | "docker")) => {
+            if push {
+                return bad(format!(
+                    "--output {spec:?}: push=true is a key of type=image (or use --push)"
+                ));
+            }
+            Ok(Output::Archive {
+                dest: need_dest(k)?,
+                names,
+                docker: k == "docker",
+                opts,
+            })
+        }
         Some("local") => Ok(Output::Local {
             dest: need_dest("local")?,
         }),
@@ -87,39 +325,106 @@ pub fn parse(spec: &str) -> Result<Output> {
     }
 }
 
-/// Writes the built image where `out` says. `tags` name the image in archives.
+/// SOURCE_DATE_EPOCH for `rewrite-timestamp=true`; BuildKit only logs a warning
+/// on its daemon when it is unset and writes the layers unchanged, so it is an
+/// error here instead.
+fn source_date_epoch(spec: &str) -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse::<i64>().map_err(|_| {
+            OpsError::Invalid(format!(
+                "--output {spec:?}: rewrite-timestamp=true: SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+        Err(_) => bad(format!(
+            "--output {spec:?}: rewrite-timestamp=true needs SOURCE_DATE_EPOCH to be set"
+        )),
+    }
+}
+
+impl ExportOpts {
+    /// The conversion for an exporter whose default media types are OCI (`oci`)
+    /// or Docker's, with `global` annotations (`--annotation`) under its own.
+    pub fn convert_options(&self, global: &Annotations, oci_default: bool) -> ConvertOptions {
+        ConvertOptions {
+            compression: self.compression,
+            level: self.level,
+            force: self.force,
+            oci_media_types: Some(self.oci_media_types.unwrap_or(oci_default)),
+            oci_for_zstd: self.oci_media_types.is_none(),
+            clamp_mtime: self.clamp_mtime,
+            annotations: global.merged(&self.annotations),
+        }
+    }
+}
+
+/// The built image converted for the store: `--annotation`s and the first
+/// `type=image` output's keys (media types change only when asked). The
+/// descriptor to tag.
+pub fn stored_image(
+    store: &Store,
+    outputs: &[Output],
+    built: &Descriptor,
+    global: &Annotations,
+) -> Result<Descriptor> {
+    let opts = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Image { opts, .. } => Some(opts.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut convert = opts.convert_options(global, true);
+    convert.oci_media_types = opts.oci_media_types;
+    // Only an explicit oci-mediatypes changes the store's types.
+    convert.oci_for_zstd = false;
+    if convert == ConvertOptions::default() {
+        return Ok(built.clone());
+    }
+    Ok(store.convert_image(built, &convert)?)
+}
+
+/// Writes the built image where `out` says (`type=image` is tagged and pushed by
+/// the build's finish). `tags` name the image in archives that name none.
 /// For a multi-platform index, filesystems go one subdirectory per platform.
 /// `dest=-` writes to `stdout`.
 pub fn write(
     store: &Store,
     out: &Output,
-    manifest: &Descriptor,
+    built: &Descriptor,
+    global: &Annotations,
     tags: &[ImageRef],
     stdout: Stdout<'_>,
 ) -> Result<()> {
-    let fs = ImageFs::new(store, manifest)?;
     match out {
-        Output::Image => Ok(()),
+        Output::Image { .. } => Ok(()),
         Output::Archive {
             docker: true, dest, ..
-        } if fs.is_multi_platform() => bad(format!(
+        } if ImageFs::new(store, built)?.is_multi_platform() => bad(format!(
             "--output type=docker,dest={}: docker exporter does not currently support \
              exporting manifest lists; use type=oci",
             dest.display()
         )),
-        Output::Archive { dest, name, .. } => {
-            let name = match name {
-                Some(n) => Some(ImageRef::parse(n)?),
-                None => tags.first().cloned(),
-            };
-            write_tar_to(Some(dest), stdout, |w| {
-                Ok(store.save(&[(name, manifest.clone())], w)?)
-            })
+        Output::Archive {
+            dest,
+            names,
+            docker,
+            opts,
+        } => {
+            let _usage = store.usage_lock()?;
+            let image = store.convert_image(built, &opts.convert_options(global, !docker))?;
+            let mut named = Vec::new();
+            for n in names {
+                named.push((Some(ImageRef::parse(n)?), image.clone()));
+            }
+            if named.is_empty() {
+                named.push((tags.first().cloned(), image));
+            }
+            write_tar_to(Some(dest), stdout, |w| Ok(store.save(&named, w)?))
         }
-        Output::Local { dest } => Ok(fs.unpack_into(store, dest)?),
+        Output::Local { dest } => Ok(ImageFs::new(store, built)?.unpack_into(store, dest)?),
         Output::Tar { dest } => {
             // Flatten in a scratch directory of the store, then stream it as one tar.
-            let flat = fs.flatten(store)?;
+            let flat = ImageFs::new(store, built)?.flatten(store)?;
             write_tar_to(Some(dest), stdout, |w| Ok(flat.write_tar(w)?))
         }
     }
@@ -137,19 +442,28 @@ mod tests {
             parse("type=oci,dest=a.tar,name=x:1").unwrap(),
             Output::Archive {
                 dest: "a.tar".into(),
-                name: Some("x:1".into()),
+                names: vec!["x:1".into()],
                 docker: false,
+                opts: ExportOpts::default(),
             }
         );
         assert_eq!(
             parse("type=docker,dest=-").unwrap(),
             Output::Archive {
                 dest: "-".into(),
-                name: None,
+                names: vec![],
                 docker: true,
+                opts: ExportOpts::default(),
             }
         );
-        assert_eq!(parse("type=image").unwrap(), Output::Image);
+        assert_eq!(
+            parse("type=image").unwrap(),
+            Output::Image {
+                names: vec![],
+                push: false,
+                opts: ExportOpts::default()
+            }
+        );
         let e = parse("type=local").unwrap_err().to_string();
         assert!(e.contains("needs dest=PATH"), "{e}");
         let e = parse("type=registry").unwrap_err().to_string();
@@ -158,5 +472,73 @@ mod tests {
         assert!(e.contains("unknown key \"bogus\""), "{e}");
         let e = parse("type=zip,dest=x").unwrap_err().to_string();
         assert!(e.contains("type=zip"), "{e}");
+    }
+
+    #[test]
+    fn names_and_image_keys() {
+        let Output::Image { names, push, opts } =
+            parse(r#"type=image,"name=a:1,b:2",push=true,compression=zstd,compression-level=5,force-compression=true"#)
+                .unwrap()
+        else {
+            panic!("not an image output")
+        };
+        assert_eq!(names, ["a:1", "b:2"]);
+        assert!(push && opts.force);
+        assert_eq!(
+            (opts.compression, opts.level),
+            (Some(Compression::Zstd), Some(5))
+        );
+        let Output::Archive { opts, .. } = parse(
+            "type=oci,dest=x,annotation.a=1,annotation-manifest.b=2,annotation-index.c=3,\
+             annotation-manifest-descriptor.d=4,annotation-index-descriptor.e=5,oci-mediatypes=false",
+        )
+        .unwrap() else {
+            panic!("not an archive")
+        };
+        let a = &opts.annotations;
+        assert_eq!(a.manifest.len(), 2);
+        assert_eq!(a.index["c"], "3");
+        assert_eq!(a.manifest_descriptor["d"], "4");
+        assert_eq!(a.index_descriptor["e"], "5");
+        assert_eq!(opts.oci_media_types, Some(false));
+        for (spec, key) in [
+            ("type=oci,dest=x,compression=estargz", "estargz"),
+            ("type=oci,dest=x,push=true", "push=true"),
+            ("type=local,dest=x,compression=gzip", "compression"),
+            ("type=tar,dest=x,annotation.a=1", "annotation.a"),
+            (
+                "type=oci,dest=x,compression=zstd,oci-mediatypes=false",
+                "oci-mediatypes",
+            ),
+            (
+                "type=oci,dest=x,compression=gzip,compression-level=12",
+                "compression-level",
+            ),
+            ("type=image,unpack=true", "unpack"),
+            ("type=image,store=false", "store=false"),
+            ("type=image,annotation-bogus.a=1", "bogus"),
+            ("type=image,push-by-digest=true", "push-by-digest"),
+        ] {
+            let e = parse(spec).unwrap_err().to_string();
+            assert!(e.contains(key), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn annotation_flags() {
+        let a = parse_annotations(&[
+            "a=1".into(),
+            "index:b=2".into(),
+            "manifest-descriptor:c=3".into(),
+            "index-descriptor:d=4".into(),
+            "manifest:org.opencontainers.image.url=http://x:1/y".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.manifest["a"], "1");
+        assert_eq!(a.manifest["org.opencontainers.image.url"], "http://x:1/y");
+        assert_eq!(a.index["b"], "2");
+        assert_eq!(a.manifest_descriptor["c"], "3");
+        assert_eq!(a.index_descriptor["d"], "4");
+        assert!(parse_annotations(&["novalue".into()]).is_err());
     }
 }

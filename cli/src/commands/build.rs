@@ -107,6 +107,9 @@ pub struct BuildArgs {
     /// Additional build context NAME=VALUE (a directory, docker-image://REF, oci-layout://DIR[:TAG][@DIGEST]), used by FROM NAME, COPY --from=NAME, RUN --mount=from=NAME; repeatable
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
+    /// Add an annotation to the image: [manifest|index|manifest-descriptor|index-descriptor:]KEY=VALUE (manifest when no type); repeatable
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    annotations: Vec<String>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -232,6 +235,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|c| ops::cache_io::parse(c, false))
         .collect::<ops::Result<Vec<_>>>()?;
+    let annotations = ops::output::parse_annotations(&a.annotations)?;
     let cache_to = a
         .cache_to
         .iter()
@@ -360,6 +364,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         insecure: &a.registry.insecure,
         puller: &puller,
         push: a.push,
+        annotations: &annotations,
         iidfile: a.iidfile.as_deref(),
         metadata_file: a.metadata_file.as_deref(),
         reporter: &say,
