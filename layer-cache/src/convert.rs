@@ -71,6 +71,10 @@ pub struct ConvertOptions {
     pub oci_for_zstd: bool,
     /// Clamp layer file times to this Unix time (BuildKit's `rewrite-timestamp`).
     pub clamp_mtime: Option<i64>,
+    /// Base images' diff_ids: the leading layers an image shares with one of
+    /// these are the base's and keep their times (BuildKit's rule, so base
+    /// layers stay shared with the base).
+    pub base_diff_ids: Vec<Vec<Digest>>,
     pub annotations: Annotations,
 }
 
@@ -208,6 +212,12 @@ impl Store {
                     ),
                 ));
             }
+            let from_base = opts
+                .base_diff_ids
+                .iter()
+                .map(|b| b.iter().zip(&diff_ids).take_while(|(a, b)| a == b).count())
+                .max()
+                .unwrap_or(0);
             let mut new_diff_ids = Vec::new();
             for (i, (l, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
                 let mt: &str = l.media_type().as_ref();
@@ -227,7 +237,7 @@ impl Store {
                 let spec = VariantSpec {
                     compression: opts.compression.unwrap_or(stored),
                     level: opts.level,
-                    clamp_mtime: opts.clamp_mtime,
+                    clamp_mtime: opts.clamp_mtime.filter(|_| i >= from_base),
                 };
                 let info = self.layer_variant(l, diff_id, &spec, !opts.force)?;
                 let mut entry = doc["layers"][i].clone();

@@ -344,7 +344,12 @@ fn source_date_epoch(spec: &str) -> Result<i64> {
 impl ExportOpts {
     /// The conversion for an exporter whose default media types are OCI (`oci`)
     /// or Docker's, with `global` annotations (`--annotation`) under its own.
-    pub fn convert_options(&self, global: &Annotations, oci_default: bool) -> ConvertOptions {
+    pub fn convert_options(
+        &self,
+        global: &Annotations,
+        oci_default: bool,
+        base_diff_ids: &[Vec<layer_cache::Digest>],
+    ) -> ConvertOptions {
         ConvertOptions {
             compression: self.compression,
             level: self.level,
@@ -352,6 +357,7 @@ impl ExportOpts {
             oci_media_types: Some(self.oci_media_types.unwrap_or(oci_default)),
             oci_for_zstd: self.oci_media_types.is_none(),
             clamp_mtime: self.clamp_mtime,
+            base_diff_ids: base_diff_ids.to_vec(),
             annotations: global.merged(&self.annotations),
         }
     }
@@ -365,6 +371,7 @@ pub fn stored_image(
     outputs: &[Output],
     built: &Descriptor,
     global: &Annotations,
+    base_diff_ids: &[Vec<layer_cache::Digest>],
 ) -> Result<Descriptor> {
     let opts = outputs
         .iter()
@@ -373,11 +380,16 @@ pub fn stored_image(
             _ => None,
         })
         .unwrap_or_default();
-    let mut convert = opts.convert_options(global, true);
+    let mut convert = opts.convert_options(global, true, base_diff_ids);
     convert.oci_media_types = opts.oci_media_types;
     // Only an explicit oci-mediatypes changes the store's types.
     convert.oci_for_zstd = false;
-    if convert == ConvertOptions::default() {
+    if convert
+        == (ConvertOptions {
+            base_diff_ids: convert.base_diff_ids.clone(),
+            ..ConvertOptions::default()
+        })
+    {
         return Ok(built.clone());
     }
     Ok(store.convert_image(built, &convert)?)
@@ -392,6 +404,7 @@ pub fn write(
     out: &Output,
     built: &Descriptor,
     global: &Annotations,
+    base_diff_ids: &[Vec<layer_cache::Digest>],
     tags: &[ImageRef],
     stdout: Stdout<'_>,
 ) -> Result<()> {
@@ -411,7 +424,8 @@ pub fn write(
             opts,
         } => {
             let _usage = store.usage_lock()?;
-            let image = store.convert_image(built, &opts.convert_options(global, !docker))?;
+            let convert = opts.convert_options(global, !docker, base_diff_ids);
+            let image = store.convert_image(built, &convert)?;
             let mut named = Vec::new();
             for n in names {
                 named.push((Some(ImageRef::parse(n)?), image.clone()));

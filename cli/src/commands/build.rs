@@ -365,6 +365,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
         puller: &puller,
         push: a.push,
         annotations: &annotations,
+        base_diff_ids: &build::base_diff_ids(&store, &graphs, &req.base_images),
         iidfile: a.iidfile.as_deref(),
         metadata_file: a.metadata_file.as_deref(),
         reporter: &say,
