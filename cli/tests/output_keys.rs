@@ -520,3 +520,90 @@ fn rewrite_timestamp_clamps_layer_times_to_source_date_epoch() {
         .collect();
     assert!(times.iter().all(|t| *t == 1_700_000_000), "{times:?}");
 }
+
+/// Two platforms built from one file with no emulation: the final stage only copies.
+const CROSS: &str = "FROM --platform=$BUILDPLATFORM busybox AS build\n\
+                     ARG TARGETPLATFORM\n\
+                     RUN echo $TARGETPLATFORM > /p\n\
+                     FROM scratch\n\
+                     COPY --from=build /p /p\n";
+
+#[test]
+fn an_index_takes_index_annotations_and_docker_list_types() {
+    let Some((tmp, root)) = setup_with_skopeo() else {
+        return;
+    };
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipping: this test expects an amd64 host");
+        return;
+    }
+    let ctx = context(tmp.path(), CROSS, &[]);
+    let archive = tmp.path().join("multi.tar");
+    let docker = tmp.path().join("multi-docker.tar");
+    ok(mybuild(&root)
+        .args(["--platform", "linux/amd64,linux/arm64", "-t", "multi:1"])
+        .args([
+            "--annotation",
+            "index:org.example.index=i",
+            "--annotation",
+            "org.example.each=m",
+            "--annotation",
+            "manifest-descriptor:org.example.child=c",
+            "--annotation",
+            "index-descriptor:org.example.top=t",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "type=oci,dest={},compression=zstd",
+            archive.display()
+        ))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,dest={},oci-mediatypes=false,compression=uncompressed",
+            docker.display()
+        ))
+        .arg(&ctx));
+    // The stored index carries the index annotations, its children theirs.
+    let raw = skopeo_raw(&format!("oci:{}:multi:1", root.display()));
+    assert_eq!(raw["annotations"]["org.example.index"], "i");
+    for child in raw["manifests"].as_array().expect("children") {
+        assert_eq!(child["annotations"]["org.example.child"], "c");
+    }
+    let m = members(&archive);
+    let (desc, index) = top(&m);
+    assert_eq!(desc["annotations"]["org.example.top"], "t");
+    assert_eq!(index["annotations"]["org.example.index"], "i");
+    let children = index["manifests"].as_array().expect("children");
+    assert_eq!(children.len(), 2);
+    for c in children {
+        let man: Value =
+            serde_json::from_slice(blob(&m, c["digest"].as_str().expect("digest"))).expect("json");
+        assert_eq!(man["annotations"]["org.example.each"], "m");
+        assert_eq!(
+            layer_types(&man),
+            ["application/vnd.oci.image.layer.v1.tar+zstd"]
+        );
+        assert_eq!(magics(&m, &man), ["zstd"]);
+    }
+    // oci-mediatypes=false: a Docker manifest list of Docker manifests.
+    let m = members(&docker);
+    let (desc, index) = top(&m);
+    let list = "application/vnd.docker.distribution.manifest.list.v2+json";
+    assert_eq!(desc["mediaType"], list);
+    assert_eq!(index["mediaType"], list);
+    for c in index["manifests"].as_array().expect("children") {
+        assert_eq!(
+            c["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        let man: Value =
+            serde_json::from_slice(blob(&m, c["digest"].as_str().expect("digest"))).expect("json");
+        assert_eq!(
+            layer_types(&man),
+            ["application/vnd.docker.image.rootfs.diff.tar"]
+        );
+        assert_eq!(magics(&m, &man), ["tar"]);
+    }
+    let raw = skopeo_raw(&format!("oci-archive:{}", docker.display()));
+    assert_eq!(raw["mediaType"], list);
+}
