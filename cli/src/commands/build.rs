@@ -56,7 +56,7 @@ pub struct BuildArgs {
     /// Progress output: auto, tty, plain or json (auto: tty on a terminal, else plain)
     #[arg(long, default_value = "auto", value_parser = progress_values())]
     progress: ProgressMode,
-    /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
+    /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE; type=image,name=REF[,push=true] (a bare PATH means local; - means a tar on stdout); image keys: compression, compression-level, force-compression, oci-mediatypes, rewrite-timestamp, annotation*.KEY
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
     /// Suppress build output; print the image id
