@@ -164,7 +164,9 @@ impl Store {
                 .unwrap_or(media::OCI_INDEX),
         };
         let index_type = static_type(index_type);
-        doc["mediaType"] = index_type.into();
+        if doc.get("mediaType").is_some() || index_type != media::OCI_INDEX {
+            doc["mediaType"] = index_type.into();
+        }
         annotate_doc(&mut doc, &a.index);
         let mut out = self.write_doc(desc, &doc, &bytes, index_type)?;
         add_annotations(&mut out, &a.index_descriptor);
@@ -283,7 +285,10 @@ impl Store {
             (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
         };
         if oci_asked {
-            doc["mediaType"] = manifest_type.into();
+            // An OCI manifest may leave its type out; keep it so when it stays OCI.
+            if doc.get("mediaType").is_some() || !oci {
+                doc["mediaType"] = manifest_type.into();
+            }
             if media::is_config(doc["config"]["mediaType"].as_str().unwrap_or("")) {
                 doc["config"]["mediaType"] = config_type.into();
             }
@@ -390,4 +395,147 @@ fn add_annotations(desc: &mut Descriptor, ann: &BTreeMap<String, String>) {
     let mut all = desc.annotations().clone().unwrap_or_default();
     all.extend(ann.iter().map(|(k, v)| (k.clone(), v.clone())));
     desc.set_annotations(Some(all.into_iter().collect()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::ImportOptions;
+    use crate::layer::LayerOptions;
+    use crate::ImageRef;
+
+    fn image(dir: &std::path::Path) -> (Store, Descriptor) {
+        let store = Store::open(dir.join("store")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_mtime(2_000_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"abc"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let desc = store
+            .import_rootfs(
+                &tar[..],
+                &ImageRef::parse("x:1").unwrap(),
+                ImportOptions {
+                    config: Default::default(),
+                    created: "2020-01-01T00:00:00Z".into(),
+                    source: "test".into(),
+                    layer: LayerOptions::default(),
+                },
+            )
+            .unwrap();
+        (store, desc)
+    }
+
+    fn doc(store: &Store, d: &Descriptor) -> Value {
+        let digest = image::descriptor_digest(d).unwrap();
+        serde_json::from_slice(&store.read_blob(&digest, MAX_JSON_BLOB).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn nothing_asked_is_the_stored_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, desc) = image(tmp.path());
+        let same = store
+            .convert_image(
+                &desc,
+                &ConvertOptions {
+                    oci_media_types: Some(true),
+                    compression: Some(Compression::Gzip),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(same.digest(), desc.digest());
+    }
+
+    #[test]
+    fn docker_types_zstd_refusal_and_annotations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, desc) = image(tmp.path());
+        let mut opts = ConvertOptions {
+            oci_media_types: Some(false),
+            ..Default::default()
+        };
+        opts.annotations.manifest.insert("k".into(), "v".into());
+        opts.annotations
+            .manifest_descriptor
+            .insert("d".into(), "1".into());
+        let out = store.convert_image(&desc, &opts).unwrap();
+        assert_eq!(out.media_type().to_string(), media::DOCKER_MANIFEST);
+        assert_eq!(out.annotations().as_ref().unwrap()["d"], "1");
+        let m = doc(&store, &out);
+        assert_eq!(m["mediaType"], media::DOCKER_MANIFEST);
+        assert_eq!(m["config"]["mediaType"], media::DOCKER_CONFIG);
+        assert_eq!(m["layers"][0]["mediaType"], media::DOCKER_LAYER_GZIP);
+        assert_eq!(m["annotations"]["k"], "v");
+        // The config is the same blob: only the manifest changed.
+        assert_eq!(
+            m["config"]["digest"],
+            doc(&store, &desc)["config"]["digest"]
+        );
+        let e = store
+            .convert_image(
+                &desc,
+                &ConvertOptions {
+                    oci_media_types: Some(false),
+                    compression: Some(Compression::Zstd),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zstd"), "{e}");
+        // BuildKit's default-types rule: zstd turns OCI types on.
+        let out = store
+            .convert_image(
+                &desc,
+                &ConvertOptions {
+                    oci_media_types: Some(false),
+                    oci_for_zstd: true,
+                    compression: Some(Compression::Zstd),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            doc(&store, &out)["layers"][0]["mediaType"],
+            media::OCI_LAYER_ZSTD
+        );
+        let mut index_ann = ConvertOptions::default();
+        index_ann.annotations.index.insert("i".into(), "1".into());
+        let e = store
+            .convert_image(&desc, &index_ann)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index annotations"), "{e}");
+    }
+
+    #[test]
+    fn clamping_changes_diff_ids_but_not_base_layers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, desc) = image(tmp.path());
+        let base = doc(&store, &desc);
+        let img = store.load_image(&desc).unwrap();
+        let opts = ConvertOptions {
+            clamp_mtime: Some(1_000),
+            ..Default::default()
+        };
+        let out = store.convert_image(&desc, &opts).unwrap();
+        let clamped = store.load_image(&out).unwrap();
+        assert_ne!(clamped.config.rootfs.diff_ids, img.config.rootfs.diff_ids);
+        // The same layer as the base's: left alone.
+        let kept = store
+            .convert_image(
+                &desc,
+                &ConvertOptions {
+                    base_diff_ids: vec![img.config.rootfs.diff_ids.clone()],
+                    ..opts
+                },
+            )
+            .unwrap();
+        assert_eq!(doc(&store, &kept)["layers"], base["layers"]);
+    }
 }

@@ -268,6 +268,10 @@ pub fn parse(spec: &str) -> Result<Output> {
     if rewrite {
         opts.clamp_mtime = Some(source_date_epoch(spec)?);
     }
+    // BuildKit's default codec is gzip: force-compression alone re-encodes to it.
+    if opts.force && opts.compression.is_none() {
+        opts.compression = Some(Compression::Gzip);
+    }
     match (opts.compression, opts.level) {
         (Some(Compression::Gzip) | None, Some(l)) if l > 9 => {
             return bad(format!(
@@ -298,6 +302,9 @@ pub fn parse(spec: &str) -> Result<Output> {
         Some("registry") => {
             bad("--output type=registry: use --push or type=image,push=true".into())
         }
+        Some("image") if dest.is_some() => bad(format!(
+            "--output {spec:?}: dest is not a key of type=image (use type=oci or docker to write a file)"
+        )),
         Some("image") => Ok(Output::Image { names, push, opts }),
         Some(k @ ("oci" | "docker")) => {
             if push {
@@ -532,6 +539,7 @@ mod tests {
             ("type=image,store=false", "store=false"),
             ("type=image,annotation-bogus.a=1", "bogus"),
             ("type=image,push-by-digest=true", "push-by-digest"),
+            ("type=image,dest=x", "dest"),
         ] {
             let e = parse(spec).unwrap_err().to_string();
             assert!(e.contains(key), "{spec}: {e}");
