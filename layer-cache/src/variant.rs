@@ -164,6 +164,43 @@ impl Store {
         Ok(info)
     }
 
+    /// For `prune`: the blobs of variants whose source layer is in `live_diff_ids`;
+    /// the records of other layers (and of blobs already gone) are removed.
+    pub(crate) fn prune_variant_records(
+        &self,
+        live_diff_ids: &std::collections::BTreeSet<Digest>,
+    ) -> Result<Vec<Digest>> {
+        let dir = self.variants_dir();
+        let entries = match fs_err::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut keep = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let source = name
+                .split('-')
+                .next()
+                .and_then(|h| Digest::from_hex(h).ok());
+            let record = fs_err::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<VariantRecord>(&b).ok());
+            match (source, record) {
+                (Some(s), Some(r)) if live_diff_ids.contains(&s) && self.has_blob(&r.digest) => {
+                    keep.push(r.digest);
+                }
+                _ => match fs_err::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        Ok(keep)
+    }
+
     /// A layer's codec: its media type's, or sniffed when the type says nothing.
     fn stored_compression(&self, layer: &Descriptor, digest: &Digest) -> Result<Compression> {
         if let Some(c) = Compression::of_media_type(layer.media_type().as_ref()) {
@@ -409,6 +446,46 @@ mod tests {
         };
         let same = store.layer_variant(&desc, &diff_id, &gz, true).unwrap();
         assert_eq!(same.digest.to_string(), desc.digest().to_string());
+    }
+
+    #[test]
+    fn prune_keeps_a_variant_while_its_layer_lives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let src = tar_with(2_000_000_000, None);
+        let name = crate::ImageRef::parse("v:1").unwrap();
+        let desc = store
+            .import_rootfs(
+                &src[..],
+                &name,
+                crate::import::ImportOptions {
+                    config: Default::default(),
+                    created: "2020-01-01T00:00:00Z".into(),
+                    source: "test".into(),
+                    layer: LayerOptions::default(),
+                },
+            )
+            .unwrap();
+        let img = store.load_image(&desc).unwrap();
+        let layer = img.manifest.layers()[0].clone();
+        let diff_id = img.config.rootfs.diff_ids[0].clone();
+        let spec = VariantSpec {
+            compression: Compression::Zstd,
+            level: None,
+            clamp_mtime: None,
+        };
+        let v = store.layer_variant(&layer, &diff_id, &spec, true).unwrap();
+        store.prune(&[]).unwrap();
+        assert!(store.has_blob(&v.digest));
+        assert_eq!(
+            store.find_variant(&diff_id, &spec).unwrap(),
+            Some(v.clone())
+        );
+        // Untagged, the layer goes, and its variant and record with it.
+        store.remove_tag(&name).unwrap();
+        store.prune(&[]).unwrap();
+        assert!(!store.has_blob(&v.digest));
+        assert!(!store.variant_record_path(&diff_id, &spec).exists());
     }
 
     #[test]
