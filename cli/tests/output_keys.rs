@@ -354,6 +354,14 @@ fn refused_keys_are_named() {
             .arg(&ctx),
     );
     assert!(err.contains("index annotations"), "{err}");
+    assert!(!err.contains("ran-the-step"), "the build ran: {err}");
+    let err = fails(
+        mybuild(&root)
+            .arg("-o")
+            .arg(format!("type=oci,dest={d},annotation-index.a=1"))
+            .arg(&ctx),
+    );
+    assert!(err.contains("index annotations"), "{err}");
     let err = fails(mybuild(&root).args(["--annotation", "nokey"]).arg(&ctx));
     assert!(err.contains("--annotation"), "{err}");
     // rewrite-timestamp without SOURCE_DATE_EPOCH.

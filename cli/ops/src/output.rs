@@ -348,6 +348,23 @@ fn source_date_epoch(spec: &str) -> Result<i64> {
     }
 }
 
+/// Index annotations need an index: refused before a single-platform build runs,
+/// as BuildKit refuses them.
+pub fn check_annotations(outputs: &[Output], global: &Annotations, platforms: usize) -> Result<()> {
+    if platforms > 1 {
+        return Ok(());
+    }
+    let has_index = |a: &Annotations| !a.index.is_empty() || !a.index_descriptor.is_empty();
+    let in_outputs = outputs.iter().any(|o| match o {
+        Output::Image { opts, .. } | Output::Archive { opts, .. } => has_index(&opts.annotations),
+        _ => false,
+    });
+    if has_index(global) || in_outputs {
+        return bad("index annotations not supported for single platform export (index and index-descriptor annotations need several --platform values)".into());
+    }
+    Ok(())
+}
+
 impl ExportOpts {
     /// The conversion for an exporter whose default media types are OCI (`oci`)
     /// or Docker's, with `global` annotations (`--annotation`) under its own.

@@ -270,6 +270,7 @@ pub fn run(g: &Globals, a: &BuildArgs) -> Result<i32> {
     };
     let platforms = build::target_platforms(&a.platform)?;
     build::check_outputs(&outputs, platforms.len())?;
+    ops::output::check_annotations(&outputs, &annotations, platforms.len())?;
     let build_args = build::key_values(&a.build_args, "--build-arg")?;
     let client = super::registry::client(&a.registry);
     let puller = ops::registry::BasePuller::new(&store, a.pull, client, Arc::new(say))?;
