@@ -219,6 +219,11 @@ pub fn parse(spec: &str) -> Result<Output> {
                 }
                 image_keys.push(k.to_string());
             }
+            "unpack" => {
+                return bad(format!(
+                    "--output {spec:?}: unpack is not supported: the store unpacks a layer when a build or run first uses it"
+                ))
+            }
             "compression" => {
                 opts.compression = Some(match v {
                     "gzip" => Compression::Gzip,
@@ -265,9 +270,6 @@ pub fn parse(spec: &str) -> Result<Output> {
         dest.clone()
             .ok_or_else(|| OpsError::Invalid(format!("--output type={what} needs dest=PATH")))
     };
-    if rewrite {
-        opts.clamp_mtime = Some(source_date_epoch(spec)?);
-    }
     // BuildKit's default codec is gzip: force-compression alone re-encodes to it.
     if opts.force && opts.compression.is_none() {
         opts.compression = Some(Compression::Gzip);
@@ -297,6 +299,9 @@ pub fn parse(spec: &str) -> Result<Output> {
                 "--output {spec:?}: {k} is a key of type=image, oci and docker only"
             ));
         }
+    }
+    if rewrite {
+        opts.clamp_mtime = Some(source_date_epoch(spec)?);
     }
     match kind.as_deref() {
         Some("registry") => {
