@@ -568,10 +568,12 @@ fn an_index_takes_index_annotations_and_docker_list_types() {
             "manifest-descriptor:org.example.child=c",
             "--annotation",
             "index-descriptor:org.example.top=t",
+            "--annotation",
+            "manifest[linux/arm64]:org.example.arm=yes",
         ])
         .arg("-o")
         .arg(format!(
-            "type=oci,dest={},compression=zstd",
+            "type=oci,dest={},compression=zstd,annotation-manifest-descriptor[linux/amd64].org.example.amd=d",
             archive.display()
         ))
         .arg("-o")
@@ -596,6 +598,16 @@ fn an_index_takes_index_annotations_and_docker_list_types() {
         let man: Value =
             serde_json::from_slice(blob(&m, c["digest"].as_str().expect("digest"))).expect("json");
         assert_eq!(man["annotations"]["org.example.each"], "m");
+        // Platform-qualified ones land on that platform only.
+        let arch = c["platform"]["architecture"].as_str().expect("arch");
+        let arm = (arch == "arm64").then_some("yes");
+        assert_eq!(
+            man["annotations"]["org.example.arm"].as_str(),
+            arm,
+            "{arch}"
+        );
+        let amd = (arch == "amd64").then_some("d");
+        assert_eq!(c["annotations"]["org.example.amd"].as_str(), amd, "{arch}");
         assert_eq!(
             layer_types(&man),
             ["application/vnd.oci.image.layer.v1.tar+zstd"]

@@ -15,7 +15,7 @@ use crate::error::{Result, StoreError};
 use crate::image::{self, canonical_json, Compression, MAX_JSON_BLOB};
 use crate::store::Store;
 use crate::variant::VariantSpec;
-use oci_vocab::media;
+use oci_vocab::{media, Platform};
 
 /// Annotations by where BuildKit puts them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +29,10 @@ pub struct Annotations {
     pub index: BTreeMap<String, String>,
     /// On the index's descriptor in the layout's `index.json`.
     pub index_descriptor: BTreeMap<String, String>,
+    /// On the manifest of one platform (`annotation-manifest[os/arch].KEY`).
+    pub manifest_for: Vec<(Platform, String, String)>,
+    /// On the descriptor of one platform's manifest.
+    pub manifest_descriptor_for: Vec<(Platform, String, String)>,
 }
 
 impl Annotations {
@@ -37,6 +41,25 @@ impl Annotations {
             && self.manifest_descriptor.is_empty()
             && self.index.is_empty()
             && self.index_descriptor.is_empty()
+            && self.manifest_for.is_empty()
+            && self.manifest_descriptor_for.is_empty()
+    }
+
+    /// `base` with the entries of `per_platform` for `platform` added.
+    fn for_platform(
+        base: &BTreeMap<String, String>,
+        per_platform: &[(Platform, String, String)],
+        platform: Option<&Platform>,
+    ) -> BTreeMap<String, String> {
+        let mut m = base.clone();
+        if let Some(p) = platform {
+            for (want, k, v) in per_platform {
+                if want.is(p) {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        m
     }
 
     /// `other`'s values win.
@@ -51,6 +74,12 @@ impl Annotations {
             manifest_descriptor: join(&self.manifest_descriptor, &other.manifest_descriptor),
             index: join(&self.index, &other.index),
             index_descriptor: join(&self.index_descriptor, &other.index_descriptor),
+            manifest_for: [&self.manifest_for[..], &other.manifest_for[..]].concat(),
+            manifest_descriptor_for: [
+                &self.manifest_descriptor_for[..],
+                &other.manifest_descriptor_for[..],
+            ]
+            .concat(),
         }
     }
 }
@@ -104,8 +133,14 @@ impl Store {
                     "index annotations not supported for single platform export",
                 ));
             }
+            let platform = self.manifest_platform(desc, &doc)?;
             let mut out = self.convert_manifest(desc, doc, &bytes, opts)?;
-            add_annotations(&mut out, &a.manifest_descriptor);
+            let ann = Annotations::for_platform(
+                &a.manifest_descriptor,
+                &a.manifest_descriptor_for,
+                platform.as_ref(),
+            );
+            add_annotations(&mut out, &ann);
             return Ok(out);
         }
         let mut doc = doc;
@@ -134,13 +169,19 @@ impl Store {
             entry["mediaType"] = converted.media_type().to_string().into();
             entry["digest"] = converted.digest().to_string().into();
             entry["size"] = converted.size().into();
-            if !a.manifest_descriptor.is_empty() {
+            let platform = child_desc.platform().as_ref().map(Platform::from);
+            let wanted = Annotations::for_platform(
+                &a.manifest_descriptor,
+                &a.manifest_descriptor_for,
+                platform.as_ref(),
+            );
+            if !wanted.is_empty() {
                 let ann = entry.as_object_mut().map(|o| {
                     o.entry("annotations")
                         .or_insert_with(|| Value::Object(Default::default()))
                 });
                 if let Some(Value::Object(m)) = ann {
-                    for (k, v) in &a.manifest_descriptor {
+                    for (k, v) in &wanted {
                         m.insert(k.clone(), v.clone().into());
                     }
                 }
@@ -319,13 +360,34 @@ impl Store {
             doc["config"]["digest"] = c.digest.to_string().into();
             doc["config"]["size"] = c.size.into();
         }
-        annotate_doc(&mut doc, &opts.annotations.manifest);
+        let a = &opts.annotations;
+        let platform = if a.manifest_for.is_empty() {
+            None
+        } else {
+            self.manifest_platform(desc, &doc)?
+        };
+        let ann = Annotations::for_platform(&a.manifest, &a.manifest_for, platform.as_ref());
+        annotate_doc(&mut doc, &ann);
         let manifest_type = if oci_asked {
             manifest_type
         } else {
             static_type(&stored_type)
         };
         self.write_doc(desc, &doc, bytes, manifest_type)
+    }
+
+    /// A manifest's platform: its descriptor's, else its config's.
+    fn manifest_platform(&self, desc: &Descriptor, doc: &Value) -> Result<Option<Platform>> {
+        if let Some(p) = desc.platform() {
+            return Ok(Some(Platform::from(p)));
+        }
+        let Some(d) = doc["config"]["digest"].as_str() else {
+            return Ok(None);
+        };
+        let digest: Digest = d.parse()?;
+        let bytes = self.read_blob(&digest, MAX_JSON_BLOB)?;
+        let cfg = image::ImageConfig::parse(&bytes, &format!("config {digest}"))?;
+        Ok(Some(cfg.platform()))
     }
 
     /// The descriptor of `doc`: `desc` itself when `doc` is what `bytes` held.

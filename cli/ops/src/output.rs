@@ -10,7 +10,6 @@
 //! `rewrite-timestamp` and the `annotation*` keys go to
 //! [`layer_cache::convert`]; `name` and `push` tag and push.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use layer_cache::convert::{Annotations, ConvertOptions};
@@ -97,67 +96,107 @@ fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool> {
     }
 }
 
-/// `annotation[-KIND].KEY`: which map of `a` the key goes to, or `None` when the
-/// key is not an annotation.
-fn annotation_slot<'a>(
-    spec: &str,
-    key: &'a str,
-    a: &'a mut Annotations,
-) -> Result<Option<(&'a mut BTreeMap<String, String>, &'a str)>> {
-    let Some(rest) = key.strip_prefix("annotation") else {
-        return Ok(None);
-    };
-    let (kind, name) = match rest.split_once('.') {
-        Some((kind, name)) if !name.is_empty() => (kind, name),
-        _ => return Ok(None),
-    };
-    if kind.contains('[') {
-        return bad(format!(
-            "--output {spec:?}: {key}: platform-specific annotations ([PLATFORM]) are not supported"
-        ));
+/// Adds one annotation of `kind` (manifest, manifest-descriptor, index,
+/// index-descriptor), for one platform when `platform` is given (manifest kinds
+/// only, as BuildKit); the error says what is wrong.
+fn add_annotation(
+    a: &mut Annotations,
+    kind: &str,
+    platform: Option<&str>,
+    key: &str,
+    value: &str,
+) -> std::result::Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
     }
-    let slot = match kind {
-        "" | "-manifest" => &mut a.manifest,
-        "-manifest-descriptor" => &mut a.manifest_descriptor,
-        "-index" => &mut a.index,
-        "-index-descriptor" => &mut a.index_descriptor,
-        _ => {
-            return bad(format!(
-                "--output {spec:?}: {key}: unknown annotation type {:?}",
-                kind.trim_start_matches('-')
-            ))
+    let platform = platform
+        .map(|p| oci_vocab::Platform::parse(p).map_err(|e| format!("platform {p:?}: {e}")))
+        .transpose()?;
+    let (k, v) = (key.to_string(), value.to_string());
+    match (kind, platform) {
+        ("manifest", None) => {
+            a.manifest.insert(k, v);
         }
-    };
-    Ok(Some((slot, name)))
+        ("manifest", Some(p)) => a.manifest_for.push((p, k, v)),
+        ("manifest-descriptor", None) => {
+            a.manifest_descriptor.insert(k, v);
+        }
+        ("manifest-descriptor", Some(p)) => a.manifest_descriptor_for.push((p, k, v)),
+        ("index" | "index-descriptor", Some(_)) => {
+            return Err(format!("{kind} annotations take no platform"))
+        }
+        ("index", None) => {
+            a.index.insert(k, v);
+        }
+        ("index-descriptor", None) => {
+            a.index_descriptor.insert(k, v);
+        }
+        (other, _) => return Err(format!("unknown annotation type {other:?}")),
+    }
+    Ok(())
 }
 
-/// `--annotation [TYPE:]KEY=VALUE` (buildx's form; TYPE is manifest, index,
-/// manifest-descriptor or index-descriptor, manifest when absent).
+/// Splits `TYPE[PLATFORM]` into its parts (either may be empty).
+fn kind_and_platform(s: &str) -> std::result::Result<(&str, Option<&str>), String> {
+    match s.split_once('[') {
+        None => Ok((s, None)),
+        Some((kind, rest)) => match rest.strip_suffix(']') {
+            Some(p) if !p.is_empty() => Ok((kind, Some(p))),
+            _ => Err(format!("{s:?}: expected TYPE[os/arch]")),
+        },
+    }
+}
+
+/// `annotation[-TYPE][[PLATFORM]].KEY=V`: added to `a`; `false` when `key` is no
+/// annotation key.
+fn output_annotation(spec: &str, key: &str, value: &str, a: &mut Annotations) -> Result<bool> {
+    let Some(rest) = key.strip_prefix("annotation") else {
+        return Ok(false);
+    };
+    if !(rest.starts_with('.') || rest.starts_with('-') || rest.starts_with('[')) {
+        return Ok(false);
+    }
+    // The key follows the first '.' after any platform.
+    let head_end = match rest.find(']') {
+        Some(close) => close + 1,
+        None => 0,
+    };
+    let Some(dot) = rest[head_end..].find('.').map(|i| i + head_end) else {
+        return bad(format!(
+            "--output {spec:?}: {key}: expected annotation[-TYPE].KEY"
+        ));
+    };
+    let (head, name) = (&rest[..dot], &rest[dot + 1..]);
+    let fail = |e: String| OpsError::Invalid(format!("--output {spec:?}: {key}: {e}"));
+    let (kind, platform) = kind_and_platform(head.trim_start_matches('-')).map_err(fail)?;
+    let kind = if kind.is_empty() { "manifest" } else { kind };
+    add_annotation(a, kind, platform, name, value).map_err(fail)?;
+    Ok(true)
+}
+
+/// `--annotation [TYPE[PLATFORM]:]KEY=VALUE` (buildx's form; TYPE is manifest,
+/// index, manifest-descriptor or index-descriptor, manifest when absent).
 pub fn parse_annotations(list: &[String]) -> Result<Annotations> {
     let mut a = Annotations::default();
     for item in list {
+        let fail = |e: String| OpsError::Invalid(format!("--annotation {item:?}: {e}"));
         let Some((left, value)) = item.split_once('=') else {
-            return bad(format!("--annotation {item:?}: expected [TYPE:]KEY=VALUE"));
+            return Err(fail("expected [TYPE:]KEY=VALUE".into()));
         };
-        let (kind, key) = match left.split_once(':') {
-            Some((kind, key)) if is_annotation_type(kind) => (kind, key),
-            Some((kind, _)) if kind.contains('[') => {
-                return bad(format!(
-                    "--annotation {item:?}: platform-specific annotations ([PLATFORM]) are not supported"
-                ))
+        let (kind, platform, key) = match left.split_once(':') {
+            Some((head, key)) => {
+                let (kind, platform) = kind_and_platform(head).map_err(fail)?;
+                if is_annotation_type(kind) || (kind.is_empty() && platform.is_some()) {
+                    let kind = if kind.is_empty() { "manifest" } else { kind };
+                    (kind, platform, key)
+                } else {
+                    // A key with a colon of its own.
+                    ("manifest", None, left)
+                }
             }
-            _ => ("manifest", left),
+            None => ("manifest", None, left),
         };
-        if key.is_empty() {
-            return bad(format!("--annotation {item:?}: the key is empty"));
-        }
-        let slot = match kind {
-            "manifest" => &mut a.manifest,
-            "manifest-descriptor" => &mut a.manifest_descriptor,
-            "index" => &mut a.index,
-            _ => &mut a.index_descriptor,
-        };
-        slot.insert(key.to_string(), value.to_string());
+        add_annotation(&mut a, kind, platform, key, value).map_err(fail)?;
     }
     Ok(a)
 }
@@ -189,8 +228,7 @@ pub fn parse(spec: &str) -> Result<Output> {
             return bad(format!("--output {spec:?}: {field:?} is not KEY=VALUE"));
         };
         let k = k.trim();
-        if let Some((slot, name)) = annotation_slot(spec, k, &mut opts.annotations)? {
-            slot.insert(name.to_string(), v.to_string());
+        if output_annotation(spec, k, v, &mut opts.annotations)? {
             image_keys.push(k.to_string());
             continue;
         }
@@ -584,5 +622,29 @@ mod tests {
         assert_eq!(a.manifest_descriptor["c"], "3");
         assert_eq!(a.index_descriptor["d"], "4");
         assert!(parse_annotations(&["novalue".into()]).is_err());
+        let a = parse_annotations(&[
+            "manifest[linux/arm64]:p=1".into(),
+            "[linux/amd64]:q=2".into(),
+            "manifest-descriptor[linux/arm64/v8]:r=3".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.manifest_for.len(), 2);
+        assert_eq!(a.manifest_for[0].0.to_string(), "linux/arm64");
+        assert_eq!(
+            (a.manifest_for[1].1.as_str(), a.manifest_for[1].2.as_str()),
+            ("q", "2")
+        );
+        assert_eq!(a.manifest_descriptor_for.len(), 1);
+        let e = parse_annotations(&["index[linux/amd64]:x=1".into()]).unwrap_err();
+        assert!(e.to_string().contains("take no platform"), "{e}");
+        let Output::Archive { opts, .. } = parse(
+            "type=oci,dest=x,annotation[linux/amd64].a.b=1,annotation-manifest-descriptor[linux/arm64].c=2",
+        )
+        .unwrap() else {
+            panic!("not an archive")
+        };
+        let a = opts.annotations;
+        assert_eq!(a.manifest_for[0].1, "a.b");
+        assert_eq!(a.manifest_descriptor_for[0].0.to_string(), "linux/arm64");
     }
 }

@@ -107,7 +107,7 @@ pub struct BuildArgs {
     /// Additional build context NAME=VALUE (a directory, docker-image://REF, oci-layout://DIR[:TAG][@DIGEST]), used by FROM NAME, COPY --from=NAME, RUN --mount=from=NAME; repeatable
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
-    /// Add an annotation to the image: [manifest|index|manifest-descriptor|index-descriptor:]KEY=VALUE (manifest when no type); repeatable
+    /// Add an annotation to the image: [manifest|index|manifest-descriptor|index-descriptor[[os/arch]]:]KEY=VALUE (manifest when no type); repeatable
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     annotations: Vec<String>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
