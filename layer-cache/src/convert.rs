@@ -265,8 +265,7 @@ impl Store {
             for (i, (l, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
                 let mt: &str = l.media_type().as_ref();
                 let Some(stored) = Compression::of_media_type(mt) else {
-                    new_layers
-                        .push(serde_json::to_value(l).map_err(|e| StoreError::json(&what, e))?);
+                    new_layers.push(doc["layers"][i].clone());
                     new_diff_ids.push(diff_id.clone());
                     compressions.push(None);
                     continue;
