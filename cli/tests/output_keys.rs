@@ -419,6 +419,19 @@ fn image_names_are_tagged_and_pushed() {
     let remote = skopeo_raw(&format!("docker://{name}"));
     let local = inspect(&root, &name);
     assert_eq!(remote, local["Manifest"]);
+    // The keys shape what is pushed: zstd layers with OCI types.
+    let zname = format!("{}/pushed:zstd", reg.addr);
+    ok(mybuild(&root)
+        .arg("-o")
+        .arg(format!(
+            "type=image,name={zname},push=true,compression=zstd"
+        ))
+        .arg(&ctx));
+    let remote = skopeo_raw(&format!("docker://{zname}"));
+    assert_eq!(
+        layer_types(&remote),
+        ["application/vnd.oci.image.layer.v1.tar+zstd"; 2]
+    );
     // push=true without name= pushes the -t tags, as buildx fills name= from them.
     let tagged = format!("{}/tagged:2", reg.addr);
     ok(mybuild(&root)
