@@ -102,7 +102,7 @@ impl Store {
     /// that is still adding blobs runs at the same time.
     pub fn prune(&self, extra_roots: &[Descriptor]) -> Result<PruneStats> {
         let _gc = self.gc_lock()?;
-        let (live, configs) = self.live(extra_roots)?;
+        let (mut live, configs) = self.live(extra_roots)?;
         // Snapshots are kept for layers some live image config lists.
         let mut live_diff_ids = BTreeSet::new();
         for c in &configs {
@@ -114,6 +114,8 @@ impl Store {
         for e in self.cache_list()? {
             live_diff_ids.extend(e.record.diff_id);
         }
+        // A layer's re-encoded variants live as long as the layer does.
+        live.extend(self.prune_variant_records(&live_diff_ids)?);
         let mut stats = PruneStats::default();
         for d in self.list_blobs()? {
             if live.contains(&d) {

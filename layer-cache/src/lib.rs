@@ -12,6 +12,7 @@ pub mod cache_index;
 pub mod cache_mounts;
 pub mod codec;
 pub mod containers;
+pub mod convert;
 pub mod digest;
 pub mod error;
 pub mod export;
@@ -33,6 +34,7 @@ pub mod stat_cache;
 pub mod store;
 pub mod unpack;
 pub mod url_cache;
+pub mod variant;
 pub mod write_to;
 
 pub use digest::Digest;

@@ -378,6 +378,10 @@ pub struct Finish<'a> {
     pub insecure: &'a [String],
     pub puller: &'a BasePuller,
     pub push: bool,
+    /// `--annotation`s: on the stored and pushed image and every image output.
+    pub annotations: &'a layer_cache::convert::Annotations,
+    /// The diff_ids of each platform's base image (see [`base_diff_ids`]).
+    pub base_diff_ids: &'a [Vec<Digest>],
     pub iidfile: Option<&'a Path>,
     pub metadata_file: Option<&'a Path>,
     pub reporter: &'a dyn Reporter,
@@ -398,13 +402,67 @@ impl Finish<'_> {
                 &many.iter().map(|r| r.manifest.clone()).collect::<Vec<_>>(),
             )?,
         };
+        // Annotations and type=image keys give the stored image a manifest of its
+        // own; the step cache keeps the built one, so later builds still hit.
+        let _usage = store.usage_lock()?;
+        let built_manifest = manifest;
+        let manifest = crate::output::stored_image(
+            store,
+            self.outputs,
+            &built_manifest,
+            self.annotations,
+            self.base_diff_ids,
+        )?;
         let digest = image::descriptor_digest(&manifest)?;
         for t in self.tags {
             store.set_tag(t, &manifest)?;
         }
-        for o in self.outputs {
-            crate::output::write(store, o, &manifest, self.tags, self.stdout)?;
+        // type=image,name=…: those names too, each with its output's keys.
+        let mut pushed_names = Vec::new();
+        for (i, o) in self.outputs.iter().enumerate() {
+            let crate::output::Output::Image { names, push, opts } = o else {
+                continue;
+            };
+            let first = !self.outputs[..i]
+                .iter()
+                .any(|o| matches!(o, crate::output::Output::Image { .. }));
+            let desc = if first {
+                manifest.clone()
+            } else {
+                let mut c = opts.convert_options(self.annotations, true, self.base_diff_ids);
+                c.oci_media_types = opts.oci_media_types;
+                c.oci_for_zstd = false;
+                store.convert_image(&built_manifest, &c)?
+            };
+            for n in names {
+                let r = ImageRef::parse(n)?;
+                store.set_tag(&r, &desc)?;
+                if *push {
+                    pushed_names.push(r.tagged_name());
+                }
+            }
+            // As buildx: without name=, the -t tags are the exporter's names.
+            if *push && names.is_empty() {
+                if self.tags.is_empty() {
+                    return Err(OpsError::invalid(
+                        "--output type=image,push=true: needs name=REF (or -t) to push to",
+                    ));
+                }
+                pushed_names.extend(self.tags.iter().map(ImageRef::tagged_name));
+            }
         }
+        for o in self.outputs {
+            crate::output::write(
+                store,
+                o,
+                &built_manifest,
+                self.annotations,
+                self.base_diff_ids,
+                self.tags,
+                self.stdout,
+            )?;
+        }
+        drop(_usage);
         let cache_keys = merged_keys(built);
         for c in self.cache_to {
             crate::cache_io::export(store, c, &cache_keys, self.insecure, self.reporter)?;
@@ -413,6 +471,9 @@ impl Finish<'_> {
             for t in self.tags {
                 self.puller.push(store, &t.tagged_name())?;
             }
+        }
+        for n in &pushed_names {
+            self.puller.push(store, n)?;
         }
         if let Some(path) = self.iidfile {
             std::fs::write(path, digest.to_string()).map_err(OpsError::io("writing", path))?;
@@ -439,6 +500,40 @@ impl Finish<'_> {
         let bytes = serde_json::to_vec_pretty(&meta).map_err(OpsError::Serialize)?;
         std::fs::write(path, bytes).map_err(OpsError::io("writing", path))
     }
+}
+
+/// The diff_ids of the image each graph's target stage is built on (through
+/// stages it is built `FROM`); empty for `scratch` or a base that cannot be read.
+/// `rewrite-timestamp` leaves those layers as they are, as BuildKit does.
+pub fn base_diff_ids(
+    store: &Store,
+    graphs: &[(Platform, StepGraph)],
+    resolved: &BTreeMap<(String, String), Descriptor>,
+) -> Vec<Vec<Digest>> {
+    let mut out = Vec::new();
+    for (_, graph) in graphs {
+        let mut stage = graph.stage(graph.target);
+        // A chain of stages is at most as long as the file.
+        for _ in 0..=graph.stages.len() {
+            let Some(s) = stage else { break };
+            match &s.base {
+                builder::plan::Base::Stage { index } => stage = graph.stage(*index),
+                builder::plan::Base::Scratch => break,
+                builder::plan::Base::Image { reference } => {
+                    let key = (reference.clone(), s.stage_platform.to_string());
+                    let desc = match resolved.get(&key) {
+                        Some(d) => Some(d.clone()),
+                        None => store.resolve(reference).ok(),
+                    };
+                    if let Some(img) = desc.and_then(|d| store.load_image(&d).ok()) {
+                        out.push(img.config.rootfs.diff_ids);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The step-cache records and cache-mount ids of every platform's build, sorted,

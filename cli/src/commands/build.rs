@@ -57,7 +57,7 @@ pub struct BuildArgs {
     /// plain [default: $BUILDKIT_PROGRESS, else auto]
     #[arg(long, value_parser = progress_values())]
     progress: Option<ProgressMode>,
-    /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE (a bare PATH means local; - means a tar on stdout)
+    /// Also write the result: type=oci|docker,dest=FILE; type=local,dest=DIR; type=tar,dest=FILE; type=image,name=REF[,push=true] (a bare PATH means local; - means a tar on stdout); image keys: compression, compression-level, force-compression, oci-mediatypes, rewrite-timestamp, annotation*.KEY
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
     /// Suppress build output; print the image id
@@ -115,6 +115,9 @@ pub struct BuildArgs {
     /// Load the result into Docker: its archive is piped to `docker load` (needs the docker CLI on PATH)
     #[arg(long)]
     load: bool,
+    /// Add an annotation to the image: [manifest|index|manifest-descriptor|index-descriptor[[os/arch]]:]KEY=VALUE (manifest when no type); repeatable
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    annotations: Vec<String>,
     /// Build context: a directory, or - for a tar (or a Dockerfile) on standard input
     context: String,
 }
@@ -273,6 +276,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         .iter()
         .map(|c| ops::cache_io::parse(c, false))
         .collect::<ops::Result<Vec<_>>>()?;
+    let annotations = ops::output::parse_annotations(&a.annotations)?;
     let cache_to = a
         .cache_to
         .iter()
@@ -314,6 +318,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
     }
     let mut build_args = build::key_values(&a.build_args, "--build-arg")?;
     let source_date_epoch = source_date_epoch(&mut build_args)?;
+    ops::output::check_annotations(&outputs, &annotations, platforms.len())?;
     let client = super::registry::client(&a.registry);
     let puller = ops::registry::BasePuller::new(&store, a.pull, client, Arc::new(say))?;
     let fetch = build::PullBases(&puller);
@@ -405,6 +410,8 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         insecure: &a.registry.insecure,
         puller: &puller,
         push: a.push,
+        annotations: &annotations,
+        base_diff_ids: &build::base_diff_ids(&store, &graphs, &req.base_images),
         iidfile: a.iidfile.as_deref(),
         metadata_file: a.metadata_file.as_deref(),
         reporter: &say,
