@@ -463,6 +463,7 @@ mod tests {
                     created: "2020-01-01T00:00:00Z".into(),
                     source: "test".into(),
                     layer: LayerOptions::default(),
+                    platform: None,
                 },
             )
             .unwrap();
