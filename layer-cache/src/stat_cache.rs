@@ -4,20 +4,27 @@
 //! not read again. Racy-git rule: an entry whose mtime is not strictly older (in whole
 //! seconds) than the time the cache was written may have changed again within the
 //! same second without its stat changing, so it is re-hashed.
+//!
+//! On disk it is one compact index: fixed-size records sorted by name, then the
+//! names and extended attributes. It is read whole into one buffer and searched in
+//! place, so loading costs one read and no allocation per file, and a lookup is a
+//! binary search. Files hashed since loading live in a small map until `save`
+//! merges them in. A cache written as JSON by an older mybuild is read once and
+//! rewritten in this form.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::digest::{Digest, Hasher};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::store::Store;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 struct Stat {
     size: u64,
     mtime: (i64, i64),
@@ -41,29 +48,226 @@ impl Stat {
 /// A file's extended attributes, (name, value), as the cache keeps them.
 pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Entry {
     stat: Stat,
     sha256: Digest,
     /// Setting an xattr changes ctime, so an unchanged stat means unchanged xattrs.
-    /// `None` in caches written before they were kept: read them once.
+    /// `None`: not read yet (caches written before they were kept).
     #[serde(default)]
     xattrs: Option<Xattrs>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct OnDisk {
-    /// Unix seconds when the file was written.
+/// The JSON form older versions wrote.
+#[derive(Deserialize)]
+struct JsonCache {
     written: i64,
     entries: HashMap<String, Entry>,
 }
 
-/// One context's stat cache, loaded in memory.
+const MAGIC: &[u8; 16] = b"mybuild-stat-v2\n";
+/// Header: magic, written (i64), record count (u64).
+const HEADER: usize = 32;
+/// name offset u64, name length u32, xattrs offset u64, xattrs length u32
+/// (`u32::MAX`: not read yet), size u64, mtime s/ns i64, ctime s/ns i64, ino u64,
+/// mode u32, sha256 32 bytes: 108 bytes, padded to 112.
+const RECORD: usize = 112;
+const NOT_READ: u32 = u32::MAX;
+
+/// The saved index, searched in place.
+#[derive(Debug, Default)]
+struct Index {
+    bytes: Vec<u8>,
+    count: usize,
+    written: i64,
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
+}
+
+impl Index {
+    /// The index in `bytes`, or `None` when they are not one (or are damaged: a
+    /// cache that cannot be read only costs re-hashing).
+    fn parse(bytes: Vec<u8>) -> Option<Index> {
+        if bytes.len() < HEADER || &bytes[..16] != MAGIC {
+            return None;
+        }
+        let written = le_u64(&bytes, 16) as i64;
+        let count = usize::try_from(le_u64(&bytes, 24)).ok()?;
+        let table_end = count.checked_mul(RECORD)?.checked_add(HEADER)?;
+        if table_end > bytes.len() {
+            return None;
+        }
+        let index = Index {
+            bytes,
+            count,
+            written,
+        };
+        // Every record's name and xattrs lie inside the file, names strictly sorted.
+        let mut last: Option<&[u8]> = None;
+        for i in 0..count {
+            let name = index.name(i)?;
+            if last.is_some_and(|l| l >= name) {
+                return None;
+            }
+            last = Some(name);
+            let (off, len) = index.xattr_span(i);
+            if len != NOT_READ {
+                index.bytes.get(off..off.checked_add(len as usize)?)?;
+            }
+        }
+        Some(index)
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        let at = HEADER + i * RECORD;
+        &self.bytes[at..at + RECORD]
+    }
+
+    fn name(&self, i: usize) -> Option<&[u8]> {
+        let r = self.record(i);
+        let off = usize::try_from(le_u64(r, 0)).ok()?;
+        let len = le_u32(r, 8) as usize;
+        self.bytes.get(off..off.checked_add(len)?)
+    }
+
+    fn xattr_span(&self, i: usize) -> (usize, u32) {
+        let r = self.record(i);
+        (
+            usize::try_from(le_u64(r, 12)).unwrap_or(usize::MAX),
+            le_u32(r, 20),
+        )
+    }
+
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.name(mid)?.cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    fn stat(&self, i: usize) -> Stat {
+        let r = self.record(i);
+        Stat {
+            size: le_u64(r, 24),
+            mtime: (le_u64(r, 32) as i64, le_u64(r, 40) as i64),
+            ctime: (le_u64(r, 48) as i64, le_u64(r, 56) as i64),
+            ino: le_u64(r, 64),
+            mode: le_u32(r, 72),
+        }
+    }
+
+    fn sha256(&self, i: usize) -> Digest {
+        Digest::from_sha256_bytes(&self.record(i)[76..108])
+    }
+
+    fn xattrs(&self, i: usize) -> Option<Xattrs> {
+        let (off, len) = self.xattr_span(i);
+        if len == NOT_READ {
+            return None;
+        }
+        let mut b = self.bytes.get(off..off + len as usize)?;
+        let mut out = Vec::new();
+        let take = |b: &mut &[u8]| -> Option<Vec<u8>> {
+            let n = le_u32(b, 0) as usize;
+            let v = b.get(4..4usize.checked_add(n)?)?.to_vec();
+            *b = &b[4 + n..];
+            Some(v)
+        };
+        while !b.is_empty() {
+            let name = take(&mut b)?;
+            let value = take(&mut b)?;
+            out.push((name, value));
+        }
+        Some(out)
+    }
+
+    fn entry(&self, i: usize) -> Entry {
+        Entry {
+            stat: self.stat(i),
+            sha256: self.sha256(i),
+            xattrs: self.xattrs(i),
+        }
+    }
+}
+
+/// Writes `entries` (sorted by name) as an index.
+fn encode(written: i64, entries: &[(&[u8], &Entry)]) -> Vec<u8> {
+    let mut names = Vec::new();
+    let mut xattrs = Vec::new();
+    let mut spans = Vec::with_capacity(entries.len());
+    for (name, e) in entries {
+        let name_at = names.len();
+        names.extend_from_slice(name);
+        let x = match &e.xattrs {
+            Some(list) => {
+                let at = xattrs.len();
+                for (k, v) in list {
+                    xattrs.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                    xattrs.extend_from_slice(k);
+                    xattrs.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    xattrs.extend_from_slice(v);
+                }
+                (at, (xattrs.len() - at) as u32)
+            }
+            None => (0, NOT_READ),
+        };
+        spans.push((name_at, x));
+    }
+    let names_at = HEADER + entries.len() * RECORD;
+    let xattrs_at = names_at + names.len();
+    let mut out = Vec::with_capacity(xattrs_at + xattrs.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&written.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for ((name, e), (name_at, (x_at, x_len))) in entries.iter().zip(&spans) {
+        let start = out.len();
+        out.extend_from_slice(&((names_at + name_at) as u64).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&((xattrs_at + x_at) as u64).to_le_bytes());
+        out.extend_from_slice(&x_len.to_le_bytes());
+        let s = &e.stat;
+        for v in [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
+        out.extend_from_slice(&s.ino.to_le_bytes());
+        out.extend_from_slice(&s.mode.to_le_bytes());
+        let mut sha = [0u8; 32];
+        // A Digest is always 64 hex digits.
+        let _ = hex::decode_to_slice(e.sha256.hex(), &mut sha);
+        out.extend_from_slice(&sha);
+        out.resize(start + RECORD, 0);
+    }
+    out.extend_from_slice(&names);
+    out.extend_from_slice(&xattrs);
+    out
+}
+
+/// One context's stat cache.
 #[derive(Debug)]
 pub struct StatCache {
     path: PathBuf,
-    disk: OnDisk,
-    dirty: bool,
+    saved: Index,
+    /// Entries hashed (or completed) since loading, by name; they win over `saved`.
+    fresh: HashMap<Vec<u8>, Entry>,
     hashed: u64,
     /// Entries named by real path (the snapshot cache) rather than the caller's name.
     by_real_path: bool,
@@ -74,18 +278,29 @@ impl Store {
     pub fn stat_cache(&self, context: &Path) -> StatCache {
         let name = Digest::of(context.as_os_str().as_bytes());
         let path = self.cache_dir().join("stat").join(name.hex());
-        // A missing or unreadable cache only costs re-hashing.
-        let disk = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        StatCache {
+        let mut cache = StatCache {
             path,
-            disk,
-            dirty: false,
+            saved: Index::default(),
+            fresh: HashMap::new(),
             hashed: 0,
             by_real_path: false,
+        };
+        // A missing or unreadable cache only costs re-hashing.
+        let Ok(bytes) = std::fs::read(&cache.path) else {
+            return cache;
+        };
+        if bytes.starts_with(MAGIC) {
+            cache.saved = Index::parse(bytes).unwrap_or_default();
+        } else if let Ok(old) = serde_json::from_slice::<JsonCache>(&bytes) {
+            // Rewritten in the new form at the next save.
+            cache.saved.written = old.written;
+            cache.fresh = old
+                .entries
+                .into_iter()
+                .map(|(k, v)| (k.into_bytes(), v))
+                .collect();
         }
+        cache
     }
 
     /// One stat cache for files in `snapshots-v1/`, by real path: snapshots never change
@@ -98,7 +313,8 @@ impl Store {
     }
 
     pub(crate) fn snapshot_stat_cache_path(&self) -> PathBuf {
-        self.stat_cache(&self.snapshots_dir()).path
+        let name = Digest::of(self.snapshots_dir().as_os_str().as_bytes());
+        self.cache_dir().join("stat").join(name.hex())
     }
 }
 
@@ -114,27 +330,41 @@ impl StatCache {
         read_xattrs: impl FnOnce() -> std::io::Result<Xattrs>,
     ) -> std::io::Result<(Digest, Xattrs)> {
         let stat = Stat::of(md);
-        let real_name;
-        let rel = if self.by_real_path {
-            real_name = real.to_string_lossy();
-            &*real_name
+        let name: &[u8] = if self.by_real_path {
+            real.as_os_str().as_bytes()
         } else {
-            rel
+            rel.as_bytes()
         };
-        if let Some(e) = self.disk.entries.get_mut(rel) {
-            if e.stat == stat && stat.mtime.0 < self.disk.written {
+        let trusted = |e: &Stat| *e == stat && stat.mtime.0 < self.saved.written;
+        if let Some(e) = self.fresh.get_mut(name) {
+            if trusted(&e.stat) {
                 let xattrs = match &e.xattrs {
                     Some(x) => x.clone(),
                     None => {
                         let x = read_xattrs()?;
                         e.xattrs = Some(x.clone());
-                        self.dirty = true;
                         x
                     }
                 };
                 return Ok((e.sha256.clone(), xattrs));
             }
+        } else if let Some(i) = self.saved.find(name) {
+            if trusted(&self.saved.stat(i)) {
+                let sha256 = self.saved.sha256(i);
+                let xattrs = match self.saved.xattrs(i) {
+                    Some(x) => x,
+                    None => {
+                        let x = read_xattrs()?;
+                        let mut e = self.saved.entry(i);
+                        e.xattrs = Some(x.clone());
+                        self.fresh.insert(name.to_vec(), e);
+                        x
+                    }
+                };
+                return Ok((sha256, xattrs));
+            }
         }
+        let name = name.to_vec();
         let mut f = std::fs::File::open(real)?;
         let mut h = Hasher::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -148,9 +378,8 @@ impl StatCache {
         let sha256 = h.finish();
         let xattrs = read_xattrs()?;
         self.hashed += 1;
-        self.dirty = true;
-        self.disk.entries.insert(
-            rel.to_string(),
+        self.fresh.insert(
+            name,
             Entry {
                 stat,
                 sha256: sha256.clone(),
@@ -165,24 +394,42 @@ impl StatCache {
         self.hashed
     }
 
-    /// Persists the cache when something was hashed; otherwise writes nothing.
+    /// Persists the cache when something changed; otherwise writes nothing.
     pub fn save(&mut self, store: &Store) -> Result<()> {
         self.save_at(store, now_secs())
     }
 
     /// `save` with the write time given (seconds), for tests of the racy rule.
     pub fn save_at(&mut self, store: &Store, now: i64) -> Result<()> {
-        if !self.dirty {
+        if self.fresh.is_empty() {
             return Ok(());
         }
-        self.disk.written = now;
+        // Saved entries not replaced, and the fresh ones, in name order.
+        let saved: Vec<(usize, Entry)> = (0..self.saved.count)
+            .filter(|&i| {
+                self.saved
+                    .name(i)
+                    .is_some_and(|n| !self.fresh.contains_key(n))
+            })
+            .map(|i| (i, self.saved.entry(i)))
+            .collect();
+        let mut all: BTreeMap<&[u8], &Entry> = BTreeMap::new();
+        for (i, e) in &saved {
+            if let Some(n) = self.saved.name(*i) {
+                all.insert(n, e);
+            }
+        }
+        for (n, e) in &self.fresh {
+            all.insert(n, e);
+        }
+        let list: Vec<(&[u8], &Entry)> = all.into_iter().collect();
+        let bytes = encode(now, &list);
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir)?;
         }
-        let bytes =
-            serde_json::to_vec(&self.disk).map_err(|e| StoreError::json("stat cache", e))?;
         store.replace_file(&self.path, &bytes)?;
-        self.dirty = false;
+        self.saved = Index::parse(bytes).unwrap_or_default();
+        self.fresh.clear();
         Ok(())
     }
 }
@@ -253,5 +500,78 @@ mod tests {
         // Nothing hashed, nothing written.
         let mut c2 = store.stat_cache(&ctx);
         c2.save(&store).unwrap();
+    }
+
+    #[test]
+    fn the_index_keeps_entries_and_xattrs_and_reads_the_old_json_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let ctx = tmp.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        let now = now_secs();
+        let names = ["b", "a", "dir/c", "é"];
+        for n in names {
+            let p = ctx.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, n).unwrap();
+            set_mtime(&p, now - 100);
+        }
+        let x: Xattrs = vec![(b"user.k".to_vec(), b"v\0w".to_vec())];
+        let entry = |c: &mut StatCache, n: &str, calls: &mut u32| {
+            let p = ctx.join(n);
+            c.file_entry(n, &p, &std::fs::symlink_metadata(&p).unwrap(), || {
+                *calls += 1;
+                Ok(if n == "a" { x.clone() } else { Vec::new() })
+            })
+            .unwrap()
+        };
+        let mut calls = 0;
+        let mut c = store.stat_cache(&ctx);
+        for n in names {
+            entry(&mut c, n, &mut calls);
+        }
+        c.save_at(&store, now).unwrap();
+        let mut c = store.stat_cache(&ctx);
+        for n in names {
+            let (d, xa) = entry(&mut c, n, &mut calls);
+            assert_eq!(d, Digest::of(n.as_bytes()));
+            assert_eq!(xa, if n == "a" { x.clone() } else { Vec::new() });
+        }
+        assert_eq!((c.hashed(), calls), (0, 4));
+        // One changed file: the rewrite keeps the others.
+        std::fs::write(ctx.join("b"), "bb").unwrap();
+        set_mtime(&ctx.join("b"), now - 50);
+        assert_eq!(entry(&mut c, "b", &mut calls).0, Digest::of(b"bb"));
+        c.save_at(&store, now).unwrap();
+        let mut c = store.stat_cache(&ctx);
+        for n in names {
+            entry(&mut c, n, &mut calls);
+        }
+        assert_eq!(c.hashed(), 0);
+
+        // A damaged file is an empty cache, never an error.
+        let path = c.path.clone();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut c = store.stat_cache(&ctx);
+        entry(&mut c, "a", &mut calls);
+        assert_eq!(c.hashed(), 1);
+
+        // The JSON an older version wrote is trusted, and rewritten as an index.
+        let json = serde_json::json!({
+            "written": now,
+            "entries": {"a": {
+                "stat": serde_json::to_value(Stat::of(&std::fs::symlink_metadata(ctx.join("a")).unwrap())).unwrap(),
+                "sha256": Digest::of(b"a").to_string(),
+            }},
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let mut c = store.stat_cache(&ctx);
+        let before = calls;
+        assert_eq!(entry(&mut c, "a", &mut calls).0, Digest::of(b"a"));
+        assert_eq!((c.hashed(), calls - before), (0, 1));
+        c.save_at(&store, now).unwrap();
+        assert!(std::fs::read(&path).unwrap().starts_with(MAGIC));
     }
 }
