@@ -11,23 +11,7 @@ use common::{fails, mybuild, ok};
 use testdata::registry::Registry;
 
 fn setup() -> Option<(TempDir, PathBuf)> {
-    for tool in ["busybox", "docker-registry", "skopeo"] {
-        if !testdata::require_tool(tool) {
-            return None;
-        }
-    }
-    let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    for (name, platform) in [("amd", "linux/amd64"), ("arm", "linux/arm64")] {
-        ok(mybuild(&root).arg("import").arg(&rootfs).arg(name).args([
-            "--platform",
-            platform,
-            "-c",
-            "ENV PATH=/bin",
-        ]));
-    }
-    Some((tmp, root))
+    common::two_platform_store()
 }
 
 fn skopeo(args: &[&str], image: &str) -> String {

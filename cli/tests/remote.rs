@@ -10,26 +10,8 @@ mod common;
 use common::{fails, mybuild, ok, push_two_platform_index};
 use testdata::registry::Registry;
 
-/// A store with `amd` and `arm` imported from busybox-static (linux/amd64 and
-/// linux/arm64 configs; nothing runs, so no emulation is needed).
 fn setup() -> Option<(TempDir, PathBuf)> {
-    for tool in ["busybox", "docker-registry", "skopeo"] {
-        if !testdata::require_tool(tool) {
-            return None;
-        }
-    }
-    let tmp = TempDir::new().expect("tmp");
-    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
-    let root = tmp.path().join("store");
-    for (name, platform) in [("amd", "linux/amd64"), ("arm", "linux/arm64")] {
-        ok(mybuild(&root).arg("import").arg(&rootfs).arg(name).args([
-            "--platform",
-            platform,
-            "-c",
-            "ENV PATH=/bin",
-        ]));
-    }
-    Some((tmp, root))
+    common::two_platform_store()
 }
 
 fn stdout_bytes(cmd: &mut Command) -> Vec<u8> {

@@ -204,3 +204,26 @@ pub fn push_two_platform_index(
         .expect("put index");
     (amd, arm, digest.to_string())
 }
+
+/// A store with `amd` and `arm` imported from busybox-static (linux/amd64 and
+/// linux/arm64 configs; nothing runs, so no emulation is needed); `None` when the
+/// test must skip (no busybox, docker-registry or skopeo).
+pub fn two_platform_store() -> Option<(TempDir, PathBuf)> {
+    for tool in ["busybox", "docker-registry", "skopeo"] {
+        if !testdata::require_tool(tool) {
+            return None;
+        }
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let rootfs = testdata::images::busybox_rootfs_file(tmp.path()).expect("rootfs");
+    let root = tmp.path().join("store");
+    for (name, platform) in [("amd", "linux/amd64"), ("arm", "linux/arm64")] {
+        ok(mybuild(&root).arg("import").arg(&rootfs).arg(name).args([
+            "--platform",
+            platform,
+            "-c",
+            "ENV PATH=/bin",
+        ]));
+    }
+    Some((tmp, root))
+}
