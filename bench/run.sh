@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mybuild against buildah and skopeo, side by side in one run (see bench/README.md).
 #
-#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,S,R,L,M,U,X] [--release] [--keep]
+#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,D,S,R,L,M,U,X] [--release] [--keep]
 #
 # As root on Debian: installs the peers with apt when missing, builds mybuild, sets up a
 # loop-mounted ext4 work area, starts docker-registry on 127.0.0.1, makes a busybox base
@@ -15,7 +15,7 @@ REPO=$(dirname "$HERE")
 
 RUNS=5
 SMOKE=0
-ONLY="A,B,C,S,R,L,M,U,X"
+ONLY="A,B,C,D,S,R,L,M,U,X"
 RELEASE=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -37,12 +37,14 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if [ "$SMOKE" = 1 ]; then
   RUNS=1
   A_DIRS=4 A_FILES=50 A_RUN_FILES=20
+  D_DIRS=10 D_FILES=2000
   B_BYTES=$((4 * 1024 * 1024))
   C_SECONDS=0.1
   IMG_SIZE=3G
   ONLY=${ONLY/,M/}  # no criterion in smoke mode: clippy --all-targets already compiles the benches
 else
   A_DIRS=40 A_FILES=2000 A_RUN_FILES=200
+  D_DIRS=100 D_FILES=100000
   B_BYTES=$((600 * 1024 * 1024))
   C_SECONDS=1.0
   IMG_SIZE=24G
@@ -337,6 +339,27 @@ COPY --from=s2 /s2 /s2
 CMD ["cat", "/s1", "/s2"]
 EOF
 
+# D: D_FILES tiny files in D_DIRS folders (a monorepo's context).
+CD=$W/ctx-d
+mkdir -p "$CD/src"
+python3 - "$CD/src" "$D_DIRS" "$D_FILES" <<'PY'
+import os, sys
+root, dirs, files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+per = files // dirs
+for d in range(dirs):
+    os.makedirs(f"{root}/d{d:03d}", exist_ok=True)
+    for f in range(per):
+        with open(f"{root}/d{d:03d}/f{f:05d}.txt", "w") as fh:
+            fh.write(f"{d} {f}\n")
+PY
+cat > "$CD/Dockerfile" <<'EOF'
+ARG BASE=busybox
+FROM $BASE
+COPY src/ /src/
+RUN ls /src | wc -l > /dirs
+EOF
+D_BYTES=$(du -sb "$CD/src" | cut -f1)
+
 # Builds: mybuild in store $S (set per scenario), buildah from the pulled base.
 mb_build() { MBCMD=("$MB" --root "$S" build -q --progress plain "$@"); }
 bu_build() { PEERCMD=("${BUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" "$@"); }
@@ -371,6 +394,29 @@ if want A; then
   MB_NA=""
   WARMUP=0
   buildah_clean bench-a
+fi
+
+# --- D: a context of many small files ---------------------------------------------------
+if want D; then
+  log "D: COPY of a context of $D_FILES files in $D_DIRS folders, one RUN"
+  MB_NA=""
+  mb_build --no-cache -t bench-d "$CD"; bu_build --no-cache -t bench-d "$CD"
+  prep_mb() { mb_fresh "$S"; }
+  prep_peer() { buildah_clean bench-d; }
+  alternate "D cold" buildah "$D_BYTES"
+
+  mb_fresh "$S"
+  "$MB" --root "$S" build -q -t bench-d "$CD" >/dev/null
+  "${BUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" -t bench-d "$CD" >/dev/null
+  MB_NA=$HAVE_CACHE
+  WARMUP=1
+  mb_build -t bench-d "$CD"; bu_build -t bench-d "$CD"
+  prep_mb() { :; }
+  prep_peer() { :; }
+  alternate "D no-op rebuild" buildah "$D_BYTES"
+  MB_NA=""
+  WARMUP=0
+  buildah_clean bench-d
 fi
 
 # mybuild's push of image B to a fresh, empty registry (peers remember where blobs were).
@@ -676,6 +722,7 @@ versions > "$W/versions.tsv"
   printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
   printf 'a\t%s files in %s folders, %s bytes; RUN writes %s files\n' "$A_FILES" "$A_DIRS" "$A_BYTES" "$A_RUN_FILES"
   printf 'b\t%s files, %s bytes, from /usr/lib/gcc, /usr/libexec, /usr/lib/x86_64-linux-gnu\n' "$B_FILES" "$B_BYTES"
+  printf 'd\t%s files in %s folders, %s bytes\n' "$D_FILES" "$D_DIRS" "$D_BYTES"
   printf 'c\t%s loop iterations of busybox sh per stage (~%s s here)\n' "$C_LOOPS" "$C_SECONDS"
   yn() { if [ -n "$1" ]; then echo no; else echo yes; fi; }
   printf 'features\tstep cache: %s; push: %s; pull: %s\n' "$(yn "$HAVE_CACHE")" "$(yn "$HAVE_PUSH")" "$(yn "$HAVE_PULL")"

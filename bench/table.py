@@ -170,6 +170,16 @@ def targets(groups, summ, crit):
     ratio_target("A one-file change ≤ 0.2× buildah", "A one-file change", "buildah", 0.2)
     ratio_target("B build ≤ 0.5× buildah (gzip)", "B cold (gzip)", "buildah", 0.5)
     ratio_target("B build ≤ 0.5× buildah (zstd)", "B cold (zstd)", "buildah", 0.5)
+    ratio_target("D cold ≤ 0.2× buildah", "D cold", "buildah", 0.2)
+    ratio_target("D no-op rebuild under 150 ms", "D no-op rebuild", "buildah", float("inf"), 0.150)
+    for sc in ("D cold", "D no-op rebuild"):
+        g = summ.get((sc, "mybuild"))
+        name = f"{sc}: peak RSS ≤ 64 MiB"
+        if g is None:
+            out.append((name, "not measured", why_missing(sc)))
+        else:
+            mib = g["rss"]
+            out.append((name, "met" if mib <= 64 else "NOT met", f"{mib:.1f} MiB"))
 
     # buildah compresses when it pushes, mybuild when it builds: the pair is the fair total
     mb = [med("B cold (gzip)", "mybuild"), med("B push (gzip)", "mybuild")]
