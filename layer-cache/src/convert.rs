@@ -462,7 +462,6 @@ fn add_annotations(desc: &mut Descriptor, ann: &BTreeMap<String, String>) {
 mod tests {
     use super::*;
     use crate::import::ImportOptions;
-    use crate::layer::LayerOptions;
     use crate::ImageRef;
 
     fn image(dir: &std::path::Path) -> (Store, Descriptor) {
@@ -479,13 +478,7 @@ mod tests {
             .import_rootfs(
                 &tar[..],
                 &ImageRef::parse("x:1").unwrap(),
-                ImportOptions {
-                    config: Default::default(),
-                    created: "2020-01-01T00:00:00Z".into(),
-                    source: "test".into(),
-                    layer: LayerOptions::default(),
-                    platform: None,
-                },
+                ImportOptions::for_test(),
             )
             .unwrap();
         (store, desc)

@@ -35,6 +35,20 @@ pub struct ImportOptions {
     pub platform: Option<image::Platform>,
 }
 
+#[cfg(test)]
+impl ImportOptions {
+    /// Fixed options for unit tests' images.
+    pub(crate) fn for_test() -> ImportOptions {
+        ImportOptions {
+            config: Default::default(),
+            created: "2020-01-01T00:00:00Z".into(),
+            source: "test".into(),
+            layer: LayerOptions::default(),
+            platform: None,
+        }
+    }
+}
+
 /// A name inside a layer must stay inside the root: relative, no `..`.
 pub fn check_entry_name(name: &Path, entry: &str) -> Result<()> {
     for c in name.components() {

@@ -455,17 +455,7 @@ mod tests {
         let src = tar_with(2_000_000_000, None);
         let name = crate::ImageRef::parse("v:1").unwrap();
         let desc = store
-            .import_rootfs(
-                &src[..],
-                &name,
-                crate::import::ImportOptions {
-                    config: Default::default(),
-                    created: "2020-01-01T00:00:00Z".into(),
-                    source: "test".into(),
-                    layer: LayerOptions::default(),
-                    platform: None,
-                },
-            )
+            .import_rootfs(&src[..], &name, crate::import::ImportOptions::for_test())
             .unwrap();
         let img = store.load_image(&desc).unwrap();
         let layer = img.manifest.layers()[0].clone();
