@@ -12,7 +12,7 @@
 //! merges them in. A cache written as JSON by an older mybuild is read once and
 //! rewritten in this form.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -208,17 +208,35 @@ impl Index {
     }
 }
 
-/// Writes `entries` (sorted by name) as an index.
-fn encode(written: i64, entries: &[(&[u8], &Entry)]) -> Vec<u8> {
+/// Where an entry written by [`encode`] comes from.
+enum Src<'a> {
+    /// A record of the loaded index, copied as it is.
+    Saved(usize),
+    Fresh(&'a Entry),
+}
+
+/// Writes `entries` (sorted by name) as an index; `Saved` records are read from
+/// `saved` and copied without being decoded.
+fn encode(written: i64, saved: &Index, entries: &[(&[u8], Src)]) -> Vec<u8> {
     let mut names = Vec::new();
     let mut xattrs = Vec::new();
     let mut spans = Vec::with_capacity(entries.len());
-    for (name, e) in entries {
+    for (name, src) in entries {
         let name_at = names.len();
         names.extend_from_slice(name);
-        let x = match &e.xattrs {
-            Some(list) => {
-                let at = xattrs.len();
+        let at = xattrs.len();
+        let x = match src {
+            Src::Saved(i) => match saved.xattr_span(*i) {
+                (_, NOT_READ) => (0, NOT_READ),
+                // Checked to lie inside the file when the index was parsed.
+                (off, len) => {
+                    xattrs.extend_from_slice(&saved.bytes[off..off + len as usize]);
+                    (at, len)
+                }
+            },
+            Src::Fresh(Entry {
+                xattrs: Some(list), ..
+            }) => {
                 for (k, v) in list {
                     xattrs.extend_from_slice(&(k.len() as u32).to_le_bytes());
                     xattrs.extend_from_slice(k);
@@ -227,7 +245,7 @@ fn encode(written: i64, entries: &[(&[u8], &Entry)]) -> Vec<u8> {
                 }
                 (at, (xattrs.len() - at) as u32)
             }
-            None => (0, NOT_READ),
+            Src::Fresh(_) => (0, NOT_READ),
         };
         spans.push((name_at, x));
     }
@@ -237,23 +255,29 @@ fn encode(written: i64, entries: &[(&[u8], &Entry)]) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&written.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for ((name, e), (name_at, (x_at, x_len))) in entries.iter().zip(&spans) {
+    for ((name, src), (name_at, (x_at, x_len))) in entries.iter().zip(&spans) {
         let start = out.len();
         out.extend_from_slice(&((names_at + name_at) as u64).to_le_bytes());
         out.extend_from_slice(&(name.len() as u32).to_le_bytes());
         out.extend_from_slice(&((xattrs_at + x_at) as u64).to_le_bytes());
         out.extend_from_slice(&x_len.to_le_bytes());
-        let s = &e.stat;
-        for v in [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64] {
-            out.extend_from_slice(&v.to_le_bytes());
+        match src {
+            // Stat and sha256, bytes 24..108 of the record.
+            Src::Saved(i) => out.extend_from_slice(&saved.record(*i)[24..108]),
+            Src::Fresh(e) => {
+                let s = &e.stat;
+                for v in [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
+                out.extend_from_slice(&s.ino.to_le_bytes());
+                out.extend_from_slice(&s.mode.to_le_bytes());
+                let mut sha = [0u8; 32];
+                // A Digest is always 64 hex digits.
+                let _ = hex::decode_to_slice(e.sha256.hex(), &mut sha);
+                out.extend_from_slice(&sha);
+            }
         }
-        out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
-        out.extend_from_slice(&s.ino.to_le_bytes());
-        out.extend_from_slice(&s.mode.to_le_bytes());
-        let mut sha = [0u8; 32];
-        // A Digest is always 64 hex digits.
-        let _ = hex::decode_to_slice(e.sha256.hex(), &mut sha);
-        out.extend_from_slice(&sha);
         out.resize(start + RECORD, 0);
     }
     out.extend_from_slice(&names);
@@ -404,26 +428,28 @@ impl StatCache {
         if self.fresh.is_empty() {
             return Ok(());
         }
-        // Saved entries not replaced, and the fresh ones, in name order.
-        let saved: Vec<(usize, Entry)> = (0..self.saved.count)
-            .filter(|&i| {
-                self.saved
-                    .name(i)
-                    .is_some_and(|n| !self.fresh.contains_key(n))
-            })
-            .map(|i| (i, self.saved.entry(i)))
-            .collect();
-        let mut all: BTreeMap<&[u8], &Entry> = BTreeMap::new();
-        for (i, e) in &saved {
-            if let Some(n) = self.saved.name(*i) {
-                all.insert(n, e);
+        // The saved records not replaced and the fresh entries, both sorted, merged
+        // by name.
+        let mut fresh: Vec<(&[u8], &Entry)> =
+            self.fresh.iter().map(|(n, e)| (n.as_slice(), e)).collect();
+        fresh.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut list: Vec<(&[u8], Src)> = Vec::with_capacity(self.saved.count + fresh.len());
+        let mut fresh = fresh.into_iter().peekable();
+        for i in 0..self.saved.count {
+            let Some(name) = self.saved.name(i) else {
+                continue;
+            };
+            while let Some((n, e)) = fresh.next_if(|(n, _)| *n < name) {
+                list.push((n, Src::Fresh(e)));
+            }
+            if let Some((n, e)) = fresh.next_if(|(n, _)| *n == name) {
+                list.push((n, Src::Fresh(e)));
+            } else {
+                list.push((name, Src::Saved(i)));
             }
         }
-        for (n, e) in &self.fresh {
-            all.insert(n, e);
-        }
-        let list: Vec<(&[u8], &Entry)> = all.into_iter().collect();
-        let bytes = encode(now, &list);
+        list.extend(fresh.map(|(n, e)| (n, Src::Fresh(e))));
+        let bytes = encode(now, &self.saved, &list);
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir)?;
         }
@@ -544,10 +570,12 @@ mod tests {
         assert_eq!(entry(&mut c, "b", &mut calls).0, Digest::of(b"bb"));
         c.save_at(&store, now).unwrap();
         let mut c = store.stat_cache(&ctx);
+        let before = calls;
         for n in names {
-            entry(&mut c, n, &mut calls);
+            let (_, xa) = entry(&mut c, n, &mut calls);
+            assert_eq!(xa, if n == "a" { x.clone() } else { Vec::new() });
         }
-        assert_eq!(c.hashed(), 0);
+        assert_eq!((c.hashed(), calls), (0, before));
 
         // A damaged file is an empty cache, never an error.
         let path = c.path.clone();

@@ -330,48 +330,47 @@ fn upload_sessions(reg: &Registry, repo: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_dropped_while_its_post_is_unanswered_still_cancels_the_session() {
-    if !registry_available() {
-        return;
-    }
+/// Pushes a `size`-byte blob to `repo` through a proxy holding the request that
+/// `fault` names, drops the push once it is held, and checks that the registry
+/// has the session open then and that `cancel_open_uploads` DELETEs it.
+async fn dropped_push_is_cancelled(repo: &str, size: usize, fault: Fault) {
     let reg = Registry::start();
     let proxy = std::sync::Arc::new(FaultProxy::start(&reg.addr));
     let tmp = tempfile::tempdir().unwrap();
     let c = client(tmp.path());
-    let r = reference(&format!("{}/opening:1", proxy.addr));
-    let data = Bytes(vec![5u8; 4096]);
+    let r = reference(&format!("{}/{repo}:1", proxy.addr));
+    let data = Bytes(vec![3u8; size]);
     let d = descriptor("application/octet-stream", &data.0);
-    // The registry opens the session; its answer reaches us only later.
-    proxy.add(Fault::new(
-        "POST",
-        "/blobs/uploads/",
-        FaultKind::Delay {
-            by: std::time::Duration::from_millis(600),
-        },
-        1,
-    ));
+    proxy.add(fault);
     let held = {
         let p = proxy.clone();
         tokio::task::spawn_blocking(move || p.wait_stalled())
     };
     tokio::select! {
-        res = c.push_blob(&r, &d, &data, &[]) => panic!("the push ended: {res:?}"),
+        res = c.push_blob(&r, &d, &data, &[]) => panic!("the held push ended: {res:?}"),
         _ = held => {}
     }
-    // Dropped with the POST unanswered: the registry has a session we have no
-    // Location for yet.
-    assert_eq!(upload_sessions(&reg, "opening").len(), 1);
+    assert_eq!(upload_sessions(&reg, repo).len(), 1);
     c.cancel_open_uploads().await;
+    let delete = format!("DELETE /v2/{repo}/blobs/uploads/");
     assert!(
-        proxy
-            .requests()
-            .iter()
-            .any(|q| q.starts_with("DELETE /v2/opening/blobs/uploads/")),
+        proxy.requests().iter().any(|q| q.starts_with(&delete)),
         "{:?}",
         proxy.requests()
     );
-    assert_eq!(upload_sessions(&reg, "opening"), Vec::<String>::new());
+    assert_eq!(upload_sessions(&reg, repo), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_dropped_while_its_post_is_unanswered_still_cancels_the_session() {
+    if !registry_available() {
+        return;
+    }
+    // The registry opens the session; its answer, with the Location, reaches us
+    // only after the push was dropped.
+    let by = std::time::Duration::from_millis(600);
+    let fault = Fault::new("POST", "/blobs/uploads/", FaultKind::Delay { by }, 1);
+    dropped_push_is_cancelled("opening", 4096, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,37 +378,12 @@ async fn an_abandoned_upload_is_cancelled_with_a_delete() {
     if !registry_available() {
         return;
     }
-    let reg = Registry::start();
-    let proxy = std::sync::Arc::new(FaultProxy::start(&reg.addr));
-    let tmp = tempfile::tempdir().unwrap();
-    let c = client(tmp.path());
-    let r = reference(&format!("{}/cancel:1", proxy.addr));
-    let data = Bytes(vec![3u8; 256 << 10]);
-    let d = descriptor("application/octet-stream", &data.0);
-    proxy.add(Fault::new(
+    // Dropped mid-PUT: the session is still open.
+    let fault = Fault::new(
         "PUT",
         "/blobs/uploads/",
         FaultKind::Stall { after: 1024 },
         1,
-    ));
-    let stalled = {
-        let p = proxy.clone();
-        tokio::task::spawn_blocking(move || p.wait_stalled())
-    };
-    tokio::select! {
-        res = c.push_blob(&r, &d, &data, &[]) => panic!("the stalled upload ended: {res:?}"),
-        _ = stalled => {}
-    }
-    // The push future was dropped mid-PUT: its session is still open.
-    assert_eq!(upload_sessions(&reg, "cancel").len(), 1);
-    c.cancel_open_uploads().await;
-    assert!(
-        proxy
-            .requests()
-            .iter()
-            .any(|q| q.starts_with("DELETE /v2/cancel/blobs/uploads/")),
-        "{:?}",
-        proxy.requests()
     );
-    assert_eq!(upload_sessions(&reg, "cancel"), Vec::<String>::new());
+    dropped_push_is_cancelled("cancel", 256 << 10, fault).await;
 }
