@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -66,16 +67,23 @@ pub struct Recorder {
 }
 
 static RECORDER: Mutex<Option<Recorder>> = Mutex::new(None);
+/// Set while a timeline is recorded: every other command's events (byte counters
+/// included) pass with one atomic load.
+static RECORDING: AtomicBool = AtomicBool::new(false);
 
 /// Starts recording every event emitted from now on.
 pub fn start() {
     if let Ok(mut r) = RECORDER.lock() {
         *r = Some(Recorder::default());
+        RECORDING.store(true, Ordering::Release);
     }
 }
 
 /// Records `e` when a timeline is being recorded.
 pub(super) fn record(e: &Event<'_>) {
+    if !RECORDING.load(Ordering::Acquire) {
+        return;
+    }
     if let Ok(mut r) = RECORDER.lock() {
         if let Some(r) = r.as_mut() {
             r.event(e, since_start());
@@ -86,6 +94,7 @@ pub(super) fn record(e: &Event<'_>) {
 /// Draws what was recorded into `path`: an HTML page when it ends in `.html`
 /// or `.htm`, else an SVG picture.
 pub fn write(path: &Path) -> Result<()> {
+    RECORDING.store(false, Ordering::Release);
     let recorder = RECORDER.lock().ok().and_then(|mut r| r.take());
     let Some(recorder) = recorder else {
         return Ok(());
