@@ -10,11 +10,12 @@ use testdata::registry::Registry;
 const EPOCH: &str = "1700000000";
 
 /// A store on another "machine": empty but for the same busybox (same digest, as a
-/// base pulled by digest would be), moved over with save/load.
+/// base pulled by digest would be), moved over with save/load (uncompressed, so
+/// the image keeps its digest).
 fn fresh_store(tmp: &Path, from: &Path, name: &str) -> PathBuf {
     let archive = tmp.join("busybox.tar");
     if !archive.is_file() {
-        ok(mybuild(from).args(["save", "busybox", "-o"]).arg(&archive));
+        ok(mybuild(from).args(["save", "--compression", "uncompressed", "busybox", "-o"]).arg(&archive));
     }
     let root = tmp.join(name);
     ok(mybuild(&root).arg("load").arg("-i").arg(&archive));

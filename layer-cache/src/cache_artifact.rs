@@ -248,17 +248,20 @@ pub struct CacheArtifact {
 impl CacheArtifact {
     /// The artifact of the store's records under `keys` (unknown keys and
     /// whole-build records are passed over).
+    /// Layers stored uncompressed (built here) are exported as `codec` says,
+    /// reusing remembered variants ([`Store::layer_variant`]).
     pub fn collect<'a>(
         store: &Store,
         keys: impl IntoIterator<Item = &'a Digest>,
         mounts: Vec<MountExport>,
+        codec: Option<&crate::variant::ExportCodec>,
     ) -> Result<CacheArtifact> {
         let mut records = Vec::new();
         let mut layers: Vec<Descriptor> = Vec::new();
         let mut left_out = Vec::new();
         let mut seen = BTreeSet::new();
         for key in keys {
-            let Some(rec) = store.cache_get(key)? else {
+            let Some(mut rec) = store.cache_get(key)? else {
                 continue;
             };
             if rec.manifest.is_some() {
@@ -270,6 +273,19 @@ impl CacheArtifact {
                     left_out.push(rec.step.clone());
                     continue;
                 }
+                let plain = crate::image::Compression::of_media_type(l.media_type().as_ref())
+                    == Some(crate::image::Compression::None);
+                if let (true, Some(codec), Some(diff_id)) = (plain, codec, &rec.diff_id) {
+                    let spec = crate::variant::VariantSpec {
+                        compression: codec.compression,
+                        level: codec.level,
+                        clamp_mtime: None,
+                    };
+                    rec.layer = Some(store.layer_variant(l, diff_id, &spec, true)?.descriptor());
+                }
+            }
+            if let Some(l) = &rec.layer {
+                let d = descriptor_digest(l)?;
                 if seen.insert(d) {
                     layers.push(l.clone());
                 }

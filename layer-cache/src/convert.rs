@@ -87,8 +87,11 @@ impl Annotations {
 /// How to write an image out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvertOptions {
-    /// The layers' codec; `None` keeps each layer as stored.
+    /// The layers' codec; `None` keeps each layer as stored, but see `uncompressed_to`.
     pub compression: Option<Compression>,
+    /// With `compression: None`: the codec of layers stored uncompressed (those
+    /// built here, which are compressed only when they leave the machine).
+    pub uncompressed_to: Option<Compression>,
     pub level: Option<u32>,
     /// Re-encode layers already in the codec too (at `level`).
     pub force: bool,
@@ -109,7 +112,9 @@ pub struct ConvertOptions {
 
 impl ConvertOptions {
     fn changes_layers(&self) -> bool {
-        self.compression.is_some() || self.clamp_mtime.is_some()
+        self.compression.is_some()
+            || self.uncompressed_to.is_some_and(|c| c != Compression::None)
+            || self.clamp_mtime.is_some()
     }
 }
 
@@ -276,8 +281,13 @@ impl Store {
                     compressions.push(Some(stored));
                     continue;
                 }
+                let target = match (opts.compression, stored) {
+                    (Some(c), _) => c,
+                    (None, Compression::None) => opts.uncompressed_to.unwrap_or(stored),
+                    (None, _) => stored,
+                };
                 let spec = VariantSpec {
-                    compression: opts.compression.unwrap_or(stored),
+                    compression: target,
                     level: opts.level,
                     clamp_mtime: opts.clamp_mtime.filter(|_| i >= from_base),
                 };

@@ -116,6 +116,7 @@ impl Store {
         }
         // A layer's re-encoded variants live as long as the layer does.
         live.extend(self.prune_variant_records(&live_diff_ids)?);
+        self.prune_export_codecs(&live)?;
         let mut stats = PruneStats::default();
         for d in self.list_blobs()? {
             if live.contains(&d) {

@@ -36,9 +36,11 @@ pub struct LayerOptions {
 }
 
 impl Default for LayerOptions {
+    /// Uncompressed: the store keeps the layers it makes as plain tar (hashed once,
+    /// digest = diff_id); they are compressed when they leave the machine.
     fn default() -> Self {
         LayerOptions {
-            compression: Compression::Gzip,
+            compression: Compression::None,
             level: None,
         }
     }

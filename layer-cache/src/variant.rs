@@ -23,6 +23,39 @@ use crate::store::Store;
 /// The directory of variant records, one file per (diff_id, codec, level, clamp).
 pub const VARIANTS_DIR: &str = "variants-v1";
 
+/// The directory of export codecs, one file per stored image manifest.
+pub const EXPORT_CODECS_DIR: &str = "export-codecs-v1";
+
+/// How a locally built image's layers leave the machine: the build's
+/// `--compression` and `--compression-level`, kept so that a later `push` or
+/// `save` of the image compresses the way the build was asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCodec {
+    pub compression: Compression,
+    pub level: Option<u32>,
+}
+
+impl ExportCodec {
+    /// What is wrong with the level for the codec, if anything.
+    pub fn level_error(&self) -> Option<&'static str> {
+        match (self.compression, self.level) {
+            (Compression::Gzip, Some(l)) if l > 9 => Some("gzip takes 0-9"),
+            (Compression::Zstd, Some(l)) if !(1..=22).contains(&l) => Some("zstd takes 1-22"),
+            _ => None,
+        }
+    }
+}
+
+impl Default for ExportCodec {
+    /// gzip at its default level: what every registry and runtime reads.
+    fn default() -> Self {
+        ExportCodec {
+            compression: Compression::Gzip,
+            level: None,
+        }
+    }
+}
+
 /// What a layer should become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VariantSpec {
@@ -162,6 +195,51 @@ impl Store {
         fs_err::create_dir_all(self.variants_dir())?;
         self.replace_file(&self.variant_record_path(diff_id, spec), &bytes)?;
         Ok(info)
+    }
+
+    /// Remembers how the image whose manifest is `manifest` should leave the machine.
+    pub fn set_export_codec(&self, manifest: &Digest, codec: &ExportCodec) -> Result<()> {
+        let bytes = serde_json::to_vec(codec).map_err(|e| StoreError::json("export codec", e))?;
+        let dir = self.root().join(EXPORT_CODECS_DIR);
+        fs_err::create_dir_all(&dir)?;
+        self.replace_file(&dir.join(manifest.hex()), &bytes)
+    }
+
+    /// The codec remembered for `manifest`, or the default (gzip) when none was.
+    pub fn export_codec(&self, manifest: &Digest) -> Result<ExportCodec> {
+        let path = self.root().join(EXPORT_CODECS_DIR).join(manifest.hex());
+        match fs_err::read(&path) {
+            // A damaged record is only a lost preference.
+            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ExportCodec::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// For `prune`: drops the export codecs of manifests that are no longer live.
+    pub(crate) fn prune_export_codecs(
+        &self,
+        live: &std::collections::BTreeSet<Digest>,
+    ) -> Result<()> {
+        let dir = self.root().join(EXPORT_CODECS_DIR);
+        let entries = match fs_err::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if Digest::from_hex(name).is_ok_and(|d| live.contains(&d)) {
+                continue;
+            }
+            match fs_err::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// For `prune`: the blobs of variants whose source layer is in `live_diff_ids`;

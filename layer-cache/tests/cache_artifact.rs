@@ -51,6 +51,7 @@ fn records_round_trip_through_a_local_layout() {
         &a,
         keys.iter().chain([&Digest::of(b"unknown key")]),
         Vec::new(),
+        None,
     )
     .expect("collect");
     assert_eq!(art.records, 4);
@@ -98,7 +99,7 @@ fn records_whose_layer_the_cache_lacks_are_skipped() {
     a.write_blob(b"layer one").expect("blob");
     a.cache_put(&record(b"k1", "RUN one", Some(b"layer one")))
         .expect("put");
-    let art = CacheArtifact::collect(&a, [&Digest::of(b"k1")], Vec::new()).expect("collect");
+    let art = CacheArtifact::collect(&a, [&Digest::of(b"k1")], Vec::new(), None).expect("collect");
     let mut contents = CacheManifest::parse(&art.manifest, "manifest")
         .expect("parse")
         .contents(&art.config)
@@ -153,7 +154,7 @@ fn other_artifacts_and_damaged_caches_are_refused() {
 
     // A cache whose manifest blob was changed on disk.
     let a = store(tmp.path(), "a");
-    let art = CacheArtifact::collect(&a, [], Vec::new()).expect("collect");
+    let art = CacheArtifact::collect(&a, [], Vec::new(), None).expect("collect");
     let dir = tmp.path().join("cache");
     let digest = art.write_local(&a, &dir).expect("write");
     let path = dir.join("blobs/sha256").join(digest.hex());

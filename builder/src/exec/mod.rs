@@ -94,6 +94,31 @@ pub struct BuildRequest<'a> {
     pub cache_mount_source: Option<&'a dyn CacheMountSource>,
     /// The HTTP client ADD fetches URLs with; without one, ADD of a URL fails.
     pub http: Option<&'a dyn fetch::Fetch>,
+    /// Told of each layer a step of the target stage (or a stage it is built
+    /// FROM) writes, as soon as it is stored: `--push` compresses it while later
+    /// steps run.
+    pub layer_ready: Option<&'a dyn LayerReady>,
+}
+
+/// Hears of the final image's new layers as they are written.
+pub trait LayerReady: Sync {
+    fn layer_ready(&self, layer: &Descriptor, diff_id: &Digest);
+}
+
+/// The target stage and the stages it is built `FROM`: whose layers the image has.
+fn target_chain(graph: &StepGraph) -> BTreeSet<usize> {
+    let mut chain = BTreeSet::new();
+    let mut stage = graph.stage(graph.target);
+    while let Some(s) = stage {
+        if !chain.insert(s.index) {
+            break;
+        }
+        stage = match &s.base {
+            Base::Stage { index } => graph.stage(*index),
+            _ => None,
+        };
+    }
+    chain
 }
 
 /// Fetches layer blobs of imported cache records on first use.
@@ -360,6 +385,8 @@ struct Exec<'a> {
     revalidated: &'a Mutex<BTreeMap<String, add::Unchanged>>,
     /// Git sources resolved to a commit in this build, by source: asked once per build.
     git: &'a Mutex<BTreeMap<String, git::Resolved>>,
+    /// The stage's layers end up in the image (it is in [`target_chain`]).
+    in_image: bool,
 }
 
 /// Per-stage cache state while its steps run.
@@ -458,6 +485,7 @@ pub fn build(
     let mut started: BTreeSet<usize> = BTreeSet::new();
     let mut failure: Option<BuildError> = None;
     let (tx, rx) = mpsc::channel::<Msg>();
+    let in_image = target_chain(req.graph);
     std::thread::scope(|scope| {
         let mut running = 0usize;
         loop {
@@ -477,6 +505,7 @@ pub fn build(
                         .filter_map(|d| done.get(d).map(|s| (*d, s.clone())))
                         .collect();
                     let tx = tx.clone();
+                    let in_image = in_image.contains(&stage.index);
                     let (created, next_id, key_opts, stat, ran, downloads, revalidated, git) = (
                         &created,
                         &next_id,
@@ -503,6 +532,7 @@ pub fn build(
                             downloads,
                             revalidated,
                             git,
+                            in_image,
                         };
                         let result = ex.stage(stage, &deps);
                         let _ = tx.send(Msg::StageFinished {
@@ -1080,11 +1110,13 @@ impl Exec<'_> {
                 crate::layer::WriteLayerError::Diff(e) => BuildError::Diff(e),
             })?;
         let snapshot = self.store.commit_snapshot(dir, &layer.diff_id)?;
+        if let (true, Some(hook)) = (self.in_image, self.req.layer_ready) {
+            hook.layer_ready(&layer.descriptor(), &layer.diff_id);
+        }
         st.layers.push(layer.descriptor());
         st.snapshots.push(snapshot);
         st.config.rootfs.diff_ids.push(layer.diff_id.clone());
         self.history(st, created_by, false);
-        let _: &Digest = &layer.diff_id;
         Ok(())
     }
 }

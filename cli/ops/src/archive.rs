@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use layer_cache::image::{self, Compression};
+use layer_cache::image;
 use layer_cache::import::ImportOptions;
 use layer_cache::layer::LayerOptions;
 use layer_cache::{Digest, ImageRef, Store};
@@ -39,11 +39,7 @@ pub fn import(store: &Store, i: &Import<'_>) -> Result<Digest> {
         });
     }
     let config = builder::exec::config::from_changes(i.changes)?;
-    let compression = match i.compression {
-        "zstd" => Compression::Zstd,
-        "uncompressed" => Compression::None,
-        _ => Compression::Gzip,
-    };
+    let compression = crate::output::codec_name(i.compression);
     let opts = ImportOptions {
         config,
         created: image::rfc3339(image::build_time()),
@@ -63,16 +59,22 @@ pub fn import(store: &Store, i: &Import<'_>) -> Result<Digest> {
     Ok(image::descriptor_digest(&desc)?)
 }
 
-/// `save`: the named images as one tar, to `output` or standard output.
+/// `save`: the named images as one tar, to `output` or standard output. Layers
+/// built here leave compressed: as `asked` says, else as each image was built.
 pub fn save(
     store: &Store,
     names: &[String],
+    asked: &crate::output::ExportOpts,
     output: Option<&Path>,
     stdout: Stdout<'_>,
 ) -> Result<()> {
+    // The converted documents are untagged blobs until written out.
+    let _usage = store.usage_lock()?;
     let mut images = Vec::new();
     for name in names {
-        let desc = store.resolve(name)?;
+        let stored = store.resolve(name)?;
+        let built = store.export_codec(&image::descriptor_digest(&stored)?)?;
+        let desc = store.convert_image(&stored, &asked.leaving(&built))?;
         // An id (prefix) or digest names no repository; the image is saved untagged.
         let tag = match store.resolve_id(name)? {
             Some(_) => None,

@@ -13,8 +13,10 @@ use builder::context::Context as BuildContext;
 use builder::exec::{BuildEvent, BuildReporter, BuildRequest, BuildResult, PlatformTag};
 use builder::plan::{PlanError, PlanOptions, Platform, StepGraph};
 use builder::sandbox::Network;
+use layer_cache::convert::ConvertOptions;
 use layer_cache::image;
 use layer_cache::oci_spec::image::Descriptor;
+use layer_cache::variant::{ExportCodec, VariantSpec};
 use layer_cache::{Digest, ImageRef, Store};
 
 use crate::archive::Stdout;
@@ -367,6 +369,66 @@ pub fn build_platforms<'g>(
     (built, None)
 }
 
+/// Compresses the image's new layers on a thread of its own while the build's
+/// later steps run (`--push`), so the push finds each one ready: the variants
+/// are remembered by the store ([`Store::layer_variant`]).
+pub struct Precompress {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<(Descriptor, Digest)>>>,
+    worker: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Precompress {
+    pub fn start(store: &Store, codec: ExportCodec) -> Precompress {
+        let (tx, rx) = std::sync::mpsc::channel::<(Descriptor, Digest)>();
+        let store = store.clone();
+        let spec = VariantSpec {
+            compression: codec.compression,
+            level: codec.level,
+            clamp_mtime: None,
+        };
+        let worker = std::thread::spawn(move || {
+            for (layer, diff_id) in rx {
+                // Only a head start: the push redoes (and reports) what failed here.
+                let _ = store.layer_variant(&layer, &diff_id, &spec, true);
+            }
+        });
+        Precompress {
+            tx: std::sync::Mutex::new(Some(tx)),
+            worker: std::sync::Mutex::new(Some(worker)),
+        }
+    }
+
+    /// Waits for the layers sent so far.
+    pub fn finish(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let worker = self.worker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = worker {
+            let _ = w.join();
+        }
+    }
+}
+
+impl builder::exec::LayerReady for Precompress {
+    fn layer_ready(&self, layer: &Descriptor, diff_id: &Digest) {
+        if let Ok(tx) = self.tx.lock() {
+            if let Some(tx) = tx.as_ref() {
+                let _ = tx.send((layer.clone(), diff_id.clone()));
+            }
+        }
+    }
+}
+
+impl Drop for Precompress {
+    /// A failed build does not wait: the worker stops with the process.
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+    }
+}
+
 /// What a successful build does with its result: tags, `-o` outputs, `--cache-to`,
 /// `--push`, `--iidfile`, `--metadata-file`.
 pub struct Finish<'a> {
@@ -384,6 +446,12 @@ pub struct Finish<'a> {
     pub base_diff_ids: &'a [Vec<Digest>],
     pub iidfile: Option<&'a Path>,
     pub metadata_file: Option<&'a Path>,
+    /// `--compression` and `--compression-level`: how built layers leave the
+    /// machine (pushes, `-o` archives, `--cache-to`), and are remembered for a
+    /// later `push` or `save` of the image.
+    pub codec: ExportCodec,
+    /// Layers compressed while the build ran; waited for before pushing.
+    pub precompress: Option<&'a Precompress>,
     pub reporter: &'a dyn Reporter,
     /// Where `-o …,dest=-` writes.
     pub stdout: Stdout<'a>,
@@ -414,11 +482,18 @@ impl Finish<'_> {
             self.base_diff_ids,
         )?;
         let digest = image::descriptor_digest(&manifest)?;
+        let first_opts = crate::output::first_image_opts(self.outputs);
+        store.set_export_codec(&digest, &first_opts.codec(&self.codec))?;
         for t in self.tags {
             store.set_tag(t, &manifest)?;
         }
         // type=image,name=…: those names too, each with its output's keys.
-        let mut pushed_names = Vec::new();
+        let mut pushes: Vec<(String, ConvertOptions)> = Vec::new();
+        if self.push {
+            for t in self.tags {
+                pushes.push((t.tagged_name(), first_opts.leaving(&self.codec)));
+            }
+        }
         for (i, o) in self.outputs.iter().enumerate() {
             let crate::output::Output::Image { names, push, opts } = o else {
                 continue;
@@ -429,17 +504,16 @@ impl Finish<'_> {
             let desc = if first {
                 manifest.clone()
             } else {
-                let mut c = opts.convert_options(self.annotations, true, self.base_diff_ids);
-                c.oci_media_types = opts.oci_media_types;
-                c.oci_for_zstd = false;
-                store.convert_image(&built_manifest, &c)?
+                let c = opts.stored_options(self.annotations, self.base_diff_ids);
+                let desc = store.convert_image(&built_manifest, &c)?;
+                store.set_export_codec(&image::descriptor_digest(&desc)?, &opts.codec(&self.codec))?;
+                desc
             };
+            let mut named = Vec::new();
             for n in names {
                 let r = ImageRef::parse(n)?;
                 store.set_tag(&r, &desc)?;
-                if *push {
-                    pushed_names.push(r.tagged_name());
-                }
+                named.push(r.tagged_name());
             }
             // As buildx: without name=, the -t tags are the exporter's names.
             if *push && names.is_empty() {
@@ -448,7 +522,10 @@ impl Finish<'_> {
                         "--output type=image,push=true: needs name=REF (or -t) to push to",
                     ));
                 }
-                pushed_names.extend(self.tags.iter().map(ImageRef::tagged_name));
+                named.extend(self.tags.iter().map(ImageRef::tagged_name));
+            }
+            if *push {
+                pushes.extend(named.into_iter().map(|n| (n, opts.leaving(&self.codec))));
             }
         }
         for o in self.outputs {
@@ -458,6 +535,7 @@ impl Finish<'_> {
                 &built_manifest,
                 self.annotations,
                 self.base_diff_ids,
+                &self.codec,
                 self.tags,
                 self.stdout,
             )?;
@@ -465,21 +543,30 @@ impl Finish<'_> {
         drop(_usage);
         let cache_keys = merged_keys(built);
         for c in self.cache_to {
-            crate::cache_io::export(store, c, &cache_keys, self.insecure, self.reporter)?;
+            crate::cache_io::export(
+                store,
+                c,
+                &cache_keys,
+                &self.codec,
+                self.insecure,
+                self.reporter,
+            )?;
         }
-        if self.push {
-            for t in self.tags {
-                self.puller.push(store, &t.tagged_name())?;
-            }
+        if let Some(p) = self.precompress {
+            p.finish();
         }
-        for n in &pushed_names {
-            self.puller.push(store, n)?;
+        // --metadata-file names the pushed image (BuildKit's digest is the registry's).
+        let mut pushed = None;
+        for (n, convert) in &pushes {
+            let d = self.puller.push(store, n, convert)?;
+            pushed.get_or_insert(d);
         }
         if let Some(path) = self.iidfile {
             std::fs::write(path, digest.to_string()).map_err(OpsError::io("writing", path))?;
         }
         if let Some(path) = self.metadata_file {
-            self.write_metadata(path, &manifest, built.len() > 1)?;
+            let described = pushed.as_ref().unwrap_or(&manifest);
+            self.write_metadata(path, described, built.len() > 1)?;
         }
         Ok(digest)
     }

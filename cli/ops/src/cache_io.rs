@@ -15,6 +15,7 @@ use layer_cache::cache_artifact::{
 };
 use layer_cache::image::descriptor_digest;
 use layer_cache::image::Compression;
+use layer_cache::variant::ExportCodec;
 use layer_cache::layer::LayerOptions;
 use layer_cache::layout::LayoutDir;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
@@ -436,10 +437,11 @@ pub fn export(
     store: &Store,
     spec: &CacheSpec,
     keys: &UsedKeys,
+    codec: &ExportCodec,
     insecure: &[String],
     say: &dyn Reporter,
 ) -> Result<()> {
-    let result = export_inner(store, spec, keys, insecure, say);
+    let result = export_inner(store, spec, keys, codec, insecure, say);
     match result {
         Err(e) if spec.ignore_error => {
             say.event(Event::warning(format!(
@@ -459,6 +461,7 @@ fn export_inner(
     store: &Store,
     spec: &CacheSpec,
     keys: &UsedKeys,
+    codec: &ExportCodec,
     insecure: &[String],
     say: &dyn Reporter,
 ) -> Result<()> {
@@ -474,7 +477,7 @@ fn export_inner(
     } else {
         Vec::new()
     };
-    let artifact = CacheArtifact::collect(store, keys, mounts)?;
+    let artifact = CacheArtifact::collect(store, keys, mounts, Some(codec))?;
     for step in &artifact.left_out {
         say.event(Event::warning(format!(
             "exporting cache: the layer of {step:?} is not in the store; its record is left out"

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use layer_cache::convert::{Annotations, ConvertOptions};
 use layer_cache::export::ImageFs;
 use layer_cache::image::Compression;
+use layer_cache::variant::ExportCodec;
 use layer_cache::oci_spec::image::Descriptor;
 use layer_cache::{ImageRef, Store};
 
@@ -312,18 +313,12 @@ pub fn parse(spec: &str) -> Result<Output> {
     if opts.force && opts.compression.is_none() {
         opts.compression = Some(Compression::Gzip);
     }
-    match (opts.compression, opts.level) {
-        (Some(Compression::Gzip) | None, Some(l)) if l > 9 => {
-            return bad(format!(
-                "--output {spec:?}: compression-level={l}: gzip takes 0-9"
-            ))
-        }
-        (Some(Compression::Zstd), Some(l)) if !(1..=22).contains(&l) => {
-            return bad(format!(
-                "--output {spec:?}: compression-level={l}: zstd takes 1-22"
-            ))
-        }
-        _ => {}
+    let codec = ExportCodec {
+        compression: opts.compression.unwrap_or(Compression::Gzip),
+        level: opts.level,
+    };
+    if let (Some(why), Some(l)) = (codec.level_error(), opts.level) {
+        return bad(format!("--output {spec:?}: compression-level={l}: {why}"));
     }
     if opts.oci_media_types == Some(false) && opts.compression == Some(Compression::Zstd) {
         return bad(format!(
@@ -409,6 +404,36 @@ pub fn check_annotations(outputs: &[Output], global: &Annotations, platforms: us
 }
 
 impl ExportOpts {
+    /// The codec this exporter's layers leave in: its own `compression` keys,
+    /// else `build`'s (the build's `--compression`).
+    pub fn codec(&self, build: &ExportCodec) -> ExportCodec {
+        match self.compression {
+            Some(compression) => ExportCodec {
+                compression,
+                level: self.level,
+            },
+            None => ExportCodec {
+                compression: build.compression,
+                level: self.level.or(build.level),
+            },
+        }
+    }
+
+    /// The layer keys of a conversion for bytes that leave the machine. Layers
+    /// built here are stored uncompressed and get the codec; layers that came
+    /// compressed (a base image's) keep theirs unless `force-compression`, as
+    /// BuildKit does.
+    pub fn leaving(&self, build: &ExportCodec) -> ConvertOptions {
+        let codec = self.codec(build);
+        ConvertOptions {
+            compression: self.force.then_some(codec.compression),
+            uncompressed_to: Some(codec.compression),
+            level: codec.level,
+            force: self.force,
+            ..ConvertOptions::default()
+        }
+    }
+
     /// The conversion for an exporter whose default media types are OCI (`oci`)
     /// or Docker's, with `global` annotations (`--annotation`) under its own.
     pub fn convert_options(
@@ -416,18 +441,54 @@ impl ExportOpts {
         global: &Annotations,
         oci_default: bool,
         base_diff_ids: &[Vec<layer_cache::Digest>],
+        build: &ExportCodec,
     ) -> ConvertOptions {
         ConvertOptions {
-            compression: self.compression,
-            level: self.level,
-            force: self.force,
             oci_media_types: Some(self.oci_media_types.unwrap_or(oci_default)),
             oci_for_zstd: self.oci_media_types.is_none(),
             clamp_mtime: self.clamp_mtime,
             base_diff_ids: base_diff_ids.to_vec(),
             annotations: global.merged(&self.annotations),
+            ..self.leaving(build)
         }
     }
+
+    /// The conversion a `type=image` output's image gets in the store: annotations,
+    /// asked-for media types and clamped times, but no codec (layers are
+    /// compressed when they leave).
+    pub fn stored_options(
+        &self,
+        global: &Annotations,
+        base_diff_ids: &[Vec<layer_cache::Digest>],
+    ) -> ConvertOptions {
+        ConvertOptions {
+            oci_media_types: self.oci_media_types,
+            clamp_mtime: self.clamp_mtime,
+            base_diff_ids: base_diff_ids.to_vec(),
+            annotations: global.merged(&self.annotations),
+            ..ConvertOptions::default()
+        }
+    }
+}
+
+/// A codec by its flag name (`gzip`, `zstd`, `uncompressed`); clap checked it.
+pub fn codec_name(name: &str) -> Compression {
+    match name {
+        "zstd" => Compression::Zstd,
+        "uncompressed" => Compression::None,
+        _ => Compression::Gzip,
+    }
+}
+
+/// The first `type=image` output's keys (the default keys when there is none).
+pub fn first_image_opts(outputs: &[Output]) -> ExportOpts {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Image { opts, .. } => Some(opts.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// The built image converted for the store: `--annotation`s and the first
@@ -440,17 +501,7 @@ pub fn stored_image(
     global: &Annotations,
     base_diff_ids: &[Vec<layer_cache::Digest>],
 ) -> Result<Descriptor> {
-    let opts = outputs
-        .iter()
-        .find_map(|o| match o {
-            Output::Image { opts, .. } => Some(opts.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let mut convert = opts.convert_options(global, true, base_diff_ids);
-    convert.oci_media_types = opts.oci_media_types;
-    // Only an explicit oci-mediatypes changes the store's types.
-    convert.oci_for_zstd = false;
+    let convert = first_image_opts(outputs).stored_options(global, base_diff_ids);
     if convert
         == (ConvertOptions {
             base_diff_ids: convert.base_diff_ids.clone(),
@@ -472,6 +523,7 @@ pub fn write(
     built: &Descriptor,
     global: &Annotations,
     base_diff_ids: &[Vec<layer_cache::Digest>],
+    codec: &ExportCodec,
     tags: &[ImageRef],
     stdout: Stdout<'_>,
 ) -> Result<()> {
@@ -491,7 +543,7 @@ pub fn write(
             opts,
         } => {
             let _usage = store.usage_lock()?;
-            let convert = opts.convert_options(global, !docker, base_diff_ids);
+            let convert = opts.convert_options(global, !docker, base_diff_ids, codec);
             let image = store.convert_image(built, &convert)?;
             let mut named = Vec::new();
             for n in names {

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use layer_cache::convert::ConvertOptions;
+use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
 use layer_cache::{Digest, Store};
 use registry_client::auth::{CredentialStore, Credentials};
 use registry_client::reference::normalize_registry;
@@ -107,16 +109,28 @@ pub async fn pull_blob_quietly(
     Ok(())
 }
 
-/// Pushes a stored image to `dest`; returns the manifest digest.
+/// Pushes a stored image to `dest`, its layers converted as `convert` says (built
+/// layers are compressed here, as they leave); returns the pushed manifest.
 pub async fn push_from_store(
     store: &Store,
     client: &Arc<Client>,
     image: &str,
     dest: &Reference,
+    convert: &ConvertOptions,
     reporter: Arc<dyn TransferReporter>,
-) -> Result<Digest> {
+) -> Result<OciDescriptor> {
     let io = Arc::new(StoreIo::new(store));
-    let (m, upstream) = io.image(image)?;
+    // The converted documents are untagged blobs until the push ends.
+    let _usage = store.usage_lock()?;
+    let stored = store.resolve(image)?;
+    let leaving = {
+        let store = store.clone();
+        let convert = convert.clone();
+        tokio::task::spawn_blocking(move || store.convert_image(&stored, &convert))
+            .await
+            .map_err(|e| OpsError::invalid(format!("compressing {image}: {e}")))??
+    };
+    let (m, upstream) = io.image_of(&leaving)?;
     let mut dest = dest.clone();
     if dest.tag.is_none() && dest.digest.is_none() {
         dest.tag = Some("latest".into());
@@ -125,7 +139,11 @@ pub async fn push_from_store(
     let sink = Arc::new(Registry::new(client.clone()));
     transfer::push(&t, io.clone(), sink, &dest, &dest, &m, upstream.as_ref()).await?;
     io.save_sources();
-    Ok(m.digest)
+    Ok(layer_cache::image::descriptor(
+        &m.media_type,
+        &m.digest,
+        m.bytes.len() as u64,
+    ))
 }
 
 /// A copy's destination: `dst`, tagged as `src` (or `latest`) when it names no
@@ -232,7 +250,12 @@ impl BasePuller {
     }
 
     /// Pushes a stored image to the registry its name says (`build --push`).
-    pub fn push(&self, store: &Store, image: &str) -> Result<Digest> {
+    pub fn push(
+        &self,
+        store: &Store,
+        image: &str,
+        convert: &ConvertOptions,
+    ) -> Result<OciDescriptor> {
         let dest = Reference::parse(image)?;
         let view = self.reporter.transfer();
         view.event(TransferEvent::Start {
@@ -240,7 +263,7 @@ impl BasePuller {
             reference: &dest,
         });
         self.rt.block_on(async {
-            let pushed = push_from_store(store, &self.client, image, &dest, view).await;
+            let pushed = push_from_store(store, &self.client, image, &dest, convert, view).await;
             // A failed blob drops its siblings mid-upload: cancel their sessions.
             self.client.cancel_open_uploads().await;
             pushed

@@ -63,8 +63,15 @@ impl StoreIo {
 
     /// A stored image's manifest, and the index it was pulled from, if any.
     pub fn image(&self, name: &str) -> crate::Result<(Manifest, Option<Digest>)> {
-        let desc = self.store.resolve(name)?;
-        let digest = layer_cache::image::descriptor_digest(&desc)?;
+        self.image_of(&self.store.resolve(name)?)
+    }
+
+    /// The manifest `desc` names, and the upstream index it came from.
+    pub fn image_of(
+        &self,
+        desc: &layer_cache::oci_spec::image::Descriptor,
+    ) -> crate::Result<(Manifest, Option<Digest>)> {
+        let digest = layer_cache::image::descriptor_digest(desc)?;
         let bytes = self.store.read_blob(&digest, MAX_MANIFEST)?;
         let m = Manifest::new(bytes, Some(desc.media_type().to_string().as_str()))?;
         let upstream = desc

@@ -20,8 +20,8 @@ pub struct ImportArgs {
     /// Set the commit message in the history
     #[arg(short, long)]
     message: Option<String>,
-    /// Layer compression
-    #[arg(long, value_parser = ["gzip", "zstd", "uncompressed"], default_value = "gzip")]
+    /// Layer compression in the store (a push or save compresses an uncompressed layer with gzip)
+    #[arg(long, value_parser = ["gzip", "zstd", "uncompressed"], default_value = "uncompressed")]
     compression: String,
     /// Platform the image's config names (os/arch[/variant]; default: this machine's)
     #[arg(long)]
@@ -49,10 +49,17 @@ pub struct SaveArgs {
     /// Images to save
     #[arg(required = true)]
     images: Vec<String>,
+    /// Codec of the layers built here, which the store keeps uncompressed: gzip, zstd or uncompressed (default: the build's --compression)
+    #[arg(long, value_parser = ["gzip", "zstd", "uncompressed"])]
+    compression: Option<String>,
 }
 
 pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
-    ops::archive::save(&g.store()?, &a.images, a.output.as_deref(), &stdout)?;
+    let asked = ops::output::ExportOpts {
+        compression: a.compression.as_deref().map(ops::output::codec_name),
+        ..Default::default()
+    };
+    ops::archive::save(&g.store()?, &a.images, &asked, a.output.as_deref(), &stdout)?;
     Ok(0)
 }
 

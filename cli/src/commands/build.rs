@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use builder::bases::{ContextBases, PlannedBases, StoreBases};
 use builder::exec::{BuildError, BuildReporter, BuildRequest};
 use builder::plan::Platform;
 use layer_cache::image::Compression;
+use layer_cache::variant::ExportCodec;
 use layer_cache::layer::LayerOptions;
 use layer_cache::ImageRef;
 use ops::{build, OpsError};
@@ -63,10 +64,10 @@ pub struct BuildArgs {
     /// Suppress build output; print the image id
     #[arg(short, long)]
     quiet: bool,
-    /// Layer compression: gzip or zstd
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    /// Layer compression when the image leaves the machine (push, save, -o, --cache-to): gzip, zstd or uncompressed; the store keeps built layers uncompressed
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "uncompressed"])]
     compression: String,
-    /// Compression level (gzip 0-9, zstd 1-22)
+    /// Compression level when the image leaves the machine (gzip 0-9, zstd 1-22)
     #[arg(long)]
     compression_level: Option<u32>,
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR; repeatable
@@ -359,6 +360,17 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
     let http = ops::fetch::HttpFetch(registry_client::http::Fetcher::new(
         &ops::registry::client_options(&a.registry.insecure),
     ));
+    let codec = export_codec(&a.compression, a.compression_level)?;
+    // A build that pushes compresses its layers as they are written.
+    let pushing = a.push
+        || outputs
+            .iter()
+            .any(|o| matches!(o, ops::output::Output::Image { push: true, .. }));
+    let precompress = pushing.then(|| {
+        let first = ops::output::first_image_opts(&outputs);
+        let to = if a.push { &first } else { push_opts(&outputs).unwrap_or(&first) };
+        build::Precompress::start(&store, to.codec(&codec))
+    });
     let mut req = BuildRequest {
         graph: &graphs[0].1,
         context: ctx.path().to_path_buf(),
@@ -367,13 +379,10 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         exe,
         network,
         allow,
+        // Built layers are stored uncompressed: compressed only when they leave.
         layer: LayerOptions {
-            compression: if a.compression == "zstd" {
-                Compression::Zstd
-            } else {
-                Compression::Gzip
-            },
-            level: a.compression_level,
+            compression: Compression::None,
+            level: None,
         },
         labels: build::key_values(&a.labels, "--label")?,
         source_date_epoch,
@@ -388,6 +397,7 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         cache_mount_source: imported.has_mounts().then_some(&imported as _),
         named_contexts: named.dirs,
         http: Some(&http),
+        layer_ready: precompress.as_ref().map(|p| p as _),
     };
     let mut explain = build::Explain::new(reporter);
     let (built, failed) = build::build_platforms(&store, &mut req, &graphs, &mut explain);
@@ -414,6 +424,8 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         base_diff_ids: &build::base_diff_ids(&store, &graphs, &req.base_images),
         iidfile: a.iidfile.as_deref(),
         metadata_file: a.metadata_file.as_deref(),
+        codec,
+        precompress: precompress.as_ref(),
         reporter: &say,
         stdout: &super::archive::stdout,
     };
@@ -439,6 +451,28 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
         });
     }
     Ok(0)
+}
+
+/// `--compression` and `--compression-level`, checked as the `-o` keys are.
+fn export_codec(compression: &str, level: Option<u32>) -> Result<ExportCodec> {
+    let codec = ExportCodec {
+        compression: ops::output::codec_name(compression),
+        level,
+    };
+    if let (Some(why), Some(l)) = (codec.level_error(), level) {
+        bail!("--compression-level {l}: {why}");
+    }
+    Ok(codec)
+}
+
+/// The keys of the first `type=image` output that pushes.
+fn push_opts(outputs: &[ops::output::Output]) -> Option<&ops::output::ExportOpts> {
+    outputs.iter().find_map(|o| match o {
+        ops::output::Output::Image {
+            push: true, opts, ..
+        } => Some(opts),
+        _ => None,
+    })
 }
 
 /// The build's SOURCE_DATE_EPOCH: `--build-arg SOURCE_DATE_EPOCH=N` as BuildKit's

@@ -68,6 +68,15 @@ pub struct PushArgs {
     image: String,
     /// Destination (default: the image's own name)
     dest: Option<String>,
+    /// Codec of the layers built here, which the store keeps uncompressed: gzip, zstd or uncompressed (default: the build's --compression)
+    #[arg(long = "compression-format", alias = "compression", value_parser = ["gzip", "zstd", "uncompressed"])]
+    compression: Option<String>,
+    /// Compression level (gzip 0-9, zstd 1-22; default: the build's)
+    #[arg(long)]
+    compression_level: Option<u32>,
+    /// Re-encode pulled layers too, to the codec asked for
+    #[arg(long)]
+    force_compression: bool,
     #[command(flatten)]
     progress: ProgressOpts,
     #[command(flatten)]
@@ -232,15 +241,16 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     let mode = a.progress.mode()?;
     let store = g.store()?;
     let client = client(&a.opts);
+    let convert = push_conversion(&store, a)?;
     let view = Arc::new(TransferView::new(mode));
     view.say(Event::push(&dest, Some(&a.image)));
     let pushed = uploading_until_interrupted(
         &ops::registry::runtime()?,
         &client,
-        ops::registry::push_from_store(&store, &client, &a.image, &dest, view.clone()),
+        ops::registry::push_from_store(&store, &client, &a.image, &dest, &convert, view.clone()),
     )?;
     let digest = match pushed {
-        Ok(d) => d,
+        Ok(d) => layer_cache::image::descriptor_digest(&d)?,
         Err(code) => {
             view.event(TransferEvent::Interrupted {
                 action: Action::Push,
@@ -259,6 +269,26 @@ pub fn push(g: &Globals, a: &PushArgs) -> Result<i32> {
     });
     println!("{digest}");
     Ok(0)
+}
+
+/// How `push` compresses: its flags, else the codec the image was built with.
+fn push_conversion(
+    store: &layer_cache::Store,
+    a: &PushArgs,
+) -> Result<layer_cache::convert::ConvertOptions> {
+    let stored = store.resolve(&a.image)?;
+    let built = store.export_codec(&layer_cache::image::descriptor_digest(&stored)?)?;
+    let asked = ops::output::ExportOpts {
+        compression: a.compression.as_deref().map(ops::output::codec_name),
+        level: a.compression_level,
+        force: a.force_compression,
+        ..Default::default()
+    };
+    let codec = asked.codec(&built);
+    if let (Some(why), Some(l)) = (codec.level_error(), codec.level) {
+        bail!("--compression-level {l}: {why}");
+    }
+    Ok(asked.leaving(&built))
 }
 
 pub fn copy(a: &CopyArgs) -> Result<i32> {
