@@ -6,7 +6,6 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[test]
 fn hello_example_builds_as_the_readme_says() {
@@ -262,23 +261,7 @@ fn podman_loads_and_runs_the_built_image() {
         .args(["save", "-o"])
         .arg(&archive)
         .arg("mybuild-podman-test:1"));
-    // This host's cgroups are hybrid: crun refuses them, runc with cgroupfs works.
-    let conf = tmp.path().join("containers.conf");
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-    )
-    .expect("conf");
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(tmp.path().join("podman-root"))
-            .arg("--runroot")
-            .arg(tmp.path().join("podman-run"))
-            .args(args);
-        c
-    };
+    let podman = |args: &[&str]| common::podman(tmp.path(), args);
     ok(&mut podman(&["load", "-i", &archive.display().to_string()]));
     let (out, _) = ok(&mut podman(&[
         "run",

@@ -477,7 +477,7 @@ fn hardlinks_survive_copy_and_copy_from() {
         .to_string();
     let blob = root.join("blobs/sha256").join(&last[7..]);
     let out = std::process::Command::new("tar")
-        .arg("-tvzf")
+        .arg("-tvf")
         .arg(&blob)
         .output()
         .expect("tar");

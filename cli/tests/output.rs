@@ -82,11 +82,28 @@ fn oci_and_docker_outputs_are_read_by_skopeo() {
         cfg["config"]["Cmd"],
         serde_json::json!(["cat", "/app/out.txt"])
     );
-    // The OCI archive carries exactly the image the store tagged.
+    // The OCI archive carries the image the store tagged, its built layer
+    // gzip-compressed as it leaves: the same config, another manifest.
     let (out, _) = ok(Command::new("skopeo")
-        .args(["inspect", "--format", "{{.Digest}}"])
+        .args(["inspect", "--raw"])
         .arg(format!("oci-archive:{}", oci.display())));
-    assert_eq!(out.trim(), manifest_digest);
+    let written: serde_json::Value = serde_json::from_str(&out).expect("manifest json");
+    let stored = common::inspect(&root, "app:1");
+    assert_eq!(stored["Digest"], manifest_digest.as_str());
+    assert_eq!(written["config"], stored["Manifest"]["config"]);
+    let layers = written["layers"].as_array().expect("layers");
+    assert_eq!(
+        layers.last().expect("a layer")["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        stored["Manifest"]["layers"]
+            .as_array()
+            .expect("layers")
+            .last()
+            .expect("a layer")["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
 }
 
 #[test]

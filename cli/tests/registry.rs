@@ -169,7 +169,10 @@ fn big_rootfs(dir: &Path) -> PathBuf {
 fn large_blob_is_pushed_in_chunks_and_pulls_back_verified() {
     let Some((tmp, root)) = setup() else { return };
     let tar = big_rootfs(tmp.path());
-    ok(mybuild(&root).args(["import"]).arg(&tar).arg("big:1"));
+    ok(mybuild(&root)
+        .args(["import", "--compression", "gzip"])
+        .arg(&tar)
+        .arg("big:1"));
     let reg = Registry::start();
     // Ctrl-C while the second chunk is held: the session is cancelled at the
     // Location of the first chunk's answer (distribution refuses a cancel
@@ -598,11 +601,20 @@ fn build_pulls_a_missing_base_and_pushes_the_result() {
     .unwrap();
     let fresh = tmp.path().join("fresh");
     let app = format!("{}/app:1", reg.addr);
+    let meta = tmp.path().join("meta.json");
     let (_, err) = ok(mybuild(&fresh)
-        .args(["build", "--push", "-t", &app])
+        .args(["build", "--push", "-t", &app, "--metadata-file"])
+        .arg(&meta)
         .arg(&ctx));
     assert!(err.contains(&format!("pulling {base}")), "{err}");
-    assert_eq!(remote_digest(&fresh, &app), image_id(&fresh, &app));
+    // The built layer left gzip-compressed: the registry's manifest is the one
+    // --metadata-file names, not the stored one.
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        remote_digest(&fresh, &app),
+        meta["containerimage.digest"].as_str().unwrap()
+    );
+    assert_ne!(remote_digest(&fresh, &app), image_id(&fresh, &app));
     // The base layer was unpacked into its snapshot as it arrived.
     let v: serde_json::Value =
         serde_json::from_str(&ok(mybuild(&root).args(["inspect", "busybox"])).0).unwrap();
@@ -990,7 +1002,10 @@ fn registry_warnings_are_shown_once_per_text() {
 fn chunked_push_honours_the_registrys_minimum_chunk_length() {
     let Some((tmp, root)) = setup() else { return };
     let tar = big_rootfs(tmp.path());
-    ok(mybuild(&root).args(["import"]).arg(&tar).arg("big:1"));
+    ok(mybuild(&root)
+        .args(["import", "--compression", "gzip"])
+        .arg(&tar)
+        .arg("big:1"));
     let reg = Registry::start();
     let proxy = FaultProxy::start(&reg.addr);
     // Our chunks are 16 MiB; this registry wants at least 30 MB per chunk.
@@ -1208,6 +1223,14 @@ fn layered_image(tmp: &Path, root: &Path) -> (String, Vec<String>) {
     let mut f = std::fs::File::create(ctx.join("noise.bin")).expect("noise");
     std::io::copy(&mut Noise(0x2545f4914f6cdd1d, 24_000_000), &mut f).expect("noise");
     ok(mybuild(root).args(["build", "-t", "layers:1"]).arg(&ctx));
+    // Stored gzip-compressed, as a pulled image is, so the blobs the tests watch
+    // are those a push sends (built layers are compressed as they leave).
+    let archive = tmp.join("layers.tar");
+    ok(mybuild(root)
+        .args(["save", "--compression", "gzip", "-o"])
+        .arg(&archive)
+        .arg("layers:1"));
+    ok(mybuild(root).args(["load", "-i"]).arg(&archive));
     let v: serde_json::Value =
         serde_json::from_str(&ok(mybuild(root).args(["inspect", "layers:1"])).0).expect("json");
     let layers = v["Manifest"]["layers"].as_array().expect("layers").clone();

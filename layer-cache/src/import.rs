@@ -37,13 +37,16 @@ pub struct ImportOptions {
 
 #[cfg(test)]
 impl ImportOptions {
-    /// Fixed options for unit tests' images.
+    /// Fixed options for unit tests' images: one gzip layer, as a pulled image has.
     pub(crate) fn for_test() -> ImportOptions {
         ImportOptions {
             config: Default::default(),
             created: "2020-01-01T00:00:00Z".into(),
             source: "test".into(),
-            layer: LayerOptions::default(),
+            layer: LayerOptions {
+                compression: crate::image::Compression::Gzip,
+                level: None,
+            },
             platform: None,
         }
     }

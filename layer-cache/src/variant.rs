@@ -475,9 +475,11 @@ mod tests {
     fn store_with_layer(dir: &std::path::Path) -> (Store, Descriptor, Digest) {
         let store = Store::open(dir.join("store")).unwrap();
         let src = tar_with(2_000_000_000, None);
-        let info = store
-            .write_layer(&mut &src[..], LayerOptions::default())
-            .unwrap();
+        let gzip = LayerOptions {
+            compression: Compression::Gzip,
+            level: None,
+        };
+        let info = store.write_layer(&mut &src[..], gzip).unwrap();
         (store, info.descriptor(), info.diff_id)
     }
 

@@ -59,12 +59,13 @@ pub fn import(store: &Store, i: &Import<'_>) -> Result<Digest> {
     Ok(image::descriptor_digest(&desc)?)
 }
 
-/// `save`: the named images as one tar, to `output` or standard output. Layers
-/// built here leave compressed: as `asked` says, else as each image was built.
+/// `save`: the named images as one tar, to `output` or standard output: as
+/// stored (so digests stay those `images` shows), or with the layers built here
+/// compressed when `compression` asks.
 pub fn save(
     store: &Store,
     names: &[String],
-    asked: &crate::output::ExportOpts,
+    compression: Option<layer_cache::image::Compression>,
     output: Option<&Path>,
     stdout: Stdout<'_>,
 ) -> Result<()> {
@@ -72,9 +73,14 @@ pub fn save(
     let _usage = store.usage_lock()?;
     let mut images = Vec::new();
     for name in names {
-        let stored = store.resolve(name)?;
-        let built = store.export_codec(&image::descriptor_digest(&stored)?)?;
-        let desc = store.convert_image(&stored, &asked.leaving(&built))?;
+        let mut desc = store.resolve(name)?;
+        if let Some(c) = compression {
+            let asked = crate::output::ExportOpts {
+                compression: Some(c),
+                ..Default::default()
+            };
+            desc = store.convert_image(&desc, &asked.leaving(&Default::default()))?;
+        }
         // An id (prefix) or digest names no repository; the image is saved untagged.
         let tag = match store.resolve_id(name)? {
             Some(_) => None,

@@ -506,7 +506,10 @@ impl Finish<'_> {
             } else {
                 let c = opts.stored_options(self.annotations, self.base_diff_ids);
                 let desc = store.convert_image(&built_manifest, &c)?;
-                store.set_export_codec(&image::descriptor_digest(&desc)?, &opts.codec(&self.codec))?;
+                store.set_export_codec(
+                    &image::descriptor_digest(&desc)?,
+                    &opts.codec(&self.codec),
+                )?;
                 desc
             };
             let mut named = Vec::new();
@@ -527,6 +530,10 @@ impl Finish<'_> {
             if *push {
                 pushes.extend(named.into_iter().map(|n| (n, opts.leaving(&self.codec))));
             }
+        }
+        // Outputs and pushes want the layers the build compressed as it went.
+        if let Some(p) = self.precompress {
+            p.finish();
         }
         for o in self.outputs {
             crate::output::write(
@@ -551,9 +558,6 @@ impl Finish<'_> {
                 self.insecure,
                 self.reporter,
             )?;
-        }
-        if let Some(p) = self.precompress {
-            p.finish();
         }
         // --metadata-file names the pushed image (BuildKit's digest is the registry's).
         let mut pushed = None;

@@ -15,11 +15,11 @@ use layer_cache::cache_artifact::{
 };
 use layer_cache::image::descriptor_digest;
 use layer_cache::image::Compression;
-use layer_cache::variant::ExportCodec;
 use layer_cache::layer::LayerOptions;
 use layer_cache::layout::LayoutDir;
 use layer_cache::oci_spec::image::Descriptor as OciDescriptor;
 use layer_cache::unpack::UnpackOptions;
+use layer_cache::variant::ExportCodec;
 use layer_cache::Store;
 use registry_client::manifest::OCI_MANIFEST;
 use registry_client::transfer::{ImageSource, Registry, TransferError};

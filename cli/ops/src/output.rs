@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use layer_cache::convert::{Annotations, ConvertOptions};
 use layer_cache::export::ImageFs;
 use layer_cache::image::Compression;
-use layer_cache::variant::ExportCodec;
 use layer_cache::oci_spec::image::Descriptor;
+use layer_cache::variant::ExportCodec;
 use layer_cache::{ImageRef, Store};
 
 use crate::archive::{write_tar_to, Stdout};

@@ -49,17 +49,20 @@ pub struct SaveArgs {
     /// Images to save
     #[arg(required = true)]
     images: Vec<String>,
-    /// Codec of the layers built here, which the store keeps uncompressed: gzip, zstd or uncompressed (default: the build's --compression)
-    #[arg(long, value_parser = ["gzip", "zstd", "uncompressed"])]
+    /// Compress the layers built here (which the store keeps uncompressed): gzip or zstd; by default the images are saved as stored, digests unchanged
+    #[arg(long, value_parser = ["gzip", "zstd"])]
     compression: Option<String>,
 }
 
 pub fn save(g: &Globals, a: &SaveArgs) -> Result<i32> {
-    let asked = ops::output::ExportOpts {
-        compression: a.compression.as_deref().map(ops::output::codec_name),
-        ..Default::default()
-    };
-    ops::archive::save(&g.store()?, &a.images, &asked, a.output.as_deref(), &stdout)?;
+    let compression = a.compression.as_deref().map(ops::output::codec_name);
+    ops::archive::save(
+        &g.store()?,
+        &a.images,
+        compression,
+        a.output.as_deref(),
+        &stdout,
+    )?;
     Ok(0)
 }
 

@@ -8,8 +8,8 @@ use builder::bases::{ContextBases, PlannedBases, StoreBases};
 use builder::exec::{BuildError, BuildReporter, BuildRequest};
 use builder::plan::Platform;
 use layer_cache::image::Compression;
-use layer_cache::variant::ExportCodec;
 use layer_cache::layer::LayerOptions;
+use layer_cache::variant::ExportCodec;
 use layer_cache::ImageRef;
 use ops::{build, OpsError};
 
@@ -368,7 +368,11 @@ fn build(g: &Globals, a: &BuildArgs) -> Result<i32> {
             .any(|o| matches!(o, ops::output::Output::Image { push: true, .. }));
     let precompress = pushing.then(|| {
         let first = ops::output::first_image_opts(&outputs);
-        let to = if a.push { &first } else { push_opts(&outputs).unwrap_or(&first) };
+        let to = if a.push {
+            &first
+        } else {
+            push_opts(&outputs).unwrap_or(&first)
+        };
         build::Precompress::start(&store, to.codec(&codec))
     });
     let mut req = BuildRequest {

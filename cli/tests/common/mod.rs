@@ -96,7 +96,8 @@ pub fn history(img: &serde_json::Value) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// A store under `tmp` holding `busybox` imported from `busybox-static`.
+/// A store under `tmp` holding `busybox` imported from `busybox-static`, its
+/// layer gzip-compressed as a base pulled from a registry is.
 pub fn store_with_busybox(tmp: &Path) -> PathBuf {
     let rootfs = testdata::images::busybox_rootfs_file(tmp).expect("rootfs");
     let root = tmp.join("store");
@@ -104,7 +105,7 @@ pub fn store_with_busybox(tmp: &Path) -> PathBuf {
         .arg("import")
         .arg(&rootfs)
         .arg("busybox")
-        .args(["-c", "ENV PATH=/bin"]));
+        .args(["--compression", "gzip", "-c", "ENV PATH=/bin"]));
     root
 }
 
@@ -152,6 +153,28 @@ pub fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
         .arg(format!("{}:{name}", root.display()))
         .arg(&bundle));
     bundle.join("rootfs")
+}
+
+/// podman with its storage under `tmp` (the machine's is neither read nor
+/// changed), running `args`.
+pub fn podman(tmp: &Path, args: &[&str]) -> Command {
+    // This host's cgroups are hybrid: crun refuses them, runc with cgroupfs works.
+    let conf = tmp.join("containers.conf");
+    if !conf.is_file() {
+        std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+        )
+        .expect("conf");
+    }
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", &conf)
+        .arg("--root")
+        .arg(tmp.join("podman-root"))
+        .arg("--runroot")
+        .arg(tmp.join("podman-run"))
+        .args(args);
+    c
 }
 
 pub fn inspect(root: &Path, name: &str) -> serde_json::Value {
@@ -206,7 +229,8 @@ pub fn push_two_platform_index(
 }
 
 /// A store with `amd` and `arm` imported from busybox-static (linux/amd64 and
-/// linux/arm64 configs; nothing runs, so no emulation is needed); `None` when the
+/// linux/arm64 configs; nothing runs, so no emulation is needed), gzip-compressed
+/// as pulled images are; `None` when the
 /// test must skip (no busybox, docker-registry or skopeo).
 pub fn two_platform_store() -> Option<(TempDir, PathBuf)> {
     for tool in ["busybox", "docker-registry", "skopeo"] {
@@ -221,6 +245,8 @@ pub fn two_platform_store() -> Option<(TempDir, PathBuf)> {
         ok(mybuild(&root).arg("import").arg(&rootfs).arg(name).args([
             "--platform",
             platform,
+            "--compression",
+            "gzip",
             "-c",
             "ENV PATH=/bin",
         ]));
