@@ -536,16 +536,12 @@ impl Finish<'_> {
             p.finish();
         }
         for o in self.outputs {
-            crate::output::write(
-                store,
-                o,
-                &built_manifest,
-                self.annotations,
-                self.base_diff_ids,
-                &self.codec,
-                self.tags,
-                self.stdout,
-            )?;
+            let export = crate::output::BuildExport {
+                annotations: self.annotations,
+                base_diff_ids: self.base_diff_ids,
+                codec: &self.codec,
+            };
+            crate::output::write(store, o, &built_manifest, &export, self.tags, self.stdout)?;
         }
         drop(_usage);
         let cache_keys = merged_keys(built);

@@ -403,6 +403,14 @@ pub fn check_annotations(outputs: &[Output], global: &Annotations, platforms: us
     Ok(())
 }
 
+/// What the build says of every image it writes out: `--annotation`s, its base
+/// images' diff_ids (for `rewrite-timestamp`) and `--compression`.
+pub struct BuildExport<'a> {
+    pub annotations: &'a Annotations,
+    pub base_diff_ids: &'a [Vec<layer_cache::Digest>],
+    pub codec: &'a ExportCodec,
+}
+
 impl ExportOpts {
     /// The codec this exporter's layers leave in: its own `compression` keys,
     /// else `build`'s (the build's `--compression`).
@@ -435,21 +443,15 @@ impl ExportOpts {
     }
 
     /// The conversion for an exporter whose default media types are OCI (`oci`)
-    /// or Docker's, with `global` annotations (`--annotation`) under its own.
-    pub fn convert_options(
-        &self,
-        global: &Annotations,
-        oci_default: bool,
-        base_diff_ids: &[Vec<layer_cache::Digest>],
-        build: &ExportCodec,
-    ) -> ConvertOptions {
+    /// or Docker's, with the build's annotations (`--annotation`) under its own.
+    pub fn convert_options(&self, build: &BuildExport<'_>, oci_default: bool) -> ConvertOptions {
         ConvertOptions {
             oci_media_types: Some(self.oci_media_types.unwrap_or(oci_default)),
             oci_for_zstd: self.oci_media_types.is_none(),
             clamp_mtime: self.clamp_mtime,
-            base_diff_ids: base_diff_ids.to_vec(),
-            annotations: global.merged(&self.annotations),
-            ..self.leaving(build)
+            base_diff_ids: build.base_diff_ids.to_vec(),
+            annotations: build.annotations.merged(&self.annotations),
+            ..self.leaving(build.codec)
         }
     }
 
@@ -521,9 +523,7 @@ pub fn write(
     store: &Store,
     out: &Output,
     built: &Descriptor,
-    global: &Annotations,
-    base_diff_ids: &[Vec<layer_cache::Digest>],
-    codec: &ExportCodec,
+    build: &BuildExport<'_>,
     tags: &[ImageRef],
     stdout: Stdout<'_>,
 ) -> Result<()> {
@@ -543,7 +543,7 @@ pub fn write(
             opts,
         } => {
             let _usage = store.usage_lock()?;
-            let convert = opts.convert_options(global, !docker, base_diff_ids, codec);
+            let convert = opts.convert_options(build, !docker);
             let image = store.convert_image(built, &convert)?;
             let mut named = Vec::new();
             for n in names {
