@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mybuild against buildah and skopeo, side by side in one run (see bench/README.md).
 #
-#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,D,S,R,L,M,U,X] [--release] [--keep]
+#   bench/run.sh [--runs N] [--smoke] [--only A,B,C,D,S,R,L,M,U,X,F,K,G,E] [--release] [--keep]
 #
 # As root on Debian: installs the peers with apt when missing, builds mybuild, sets up a
 # loop-mounted ext4 work area, starts docker-registry on 127.0.0.1, makes a busybox base
@@ -15,7 +15,7 @@ REPO=$(dirname "$HERE")
 
 RUNS=5
 SMOKE=0
-ONLY="A,B,C,D,S,R,L,M,U,X"
+ONLY="A,B,C,D,S,R,L,M,U,X,F,K,G,E"
 RELEASE=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -40,6 +40,9 @@ if [ "$SMOKE" = 1 ]; then
   D_DIRS=10 D_FILES=2000
   B_BYTES=$((4 * 1024 * 1024))
   C_SECONDS=0.1
+  E_BYTES=$((64 * 1024 * 1024))
+  K_CHUNKS=4 K_CHUNK_BYTES=$((256 * 1024))
+  G_LAYERS=200 G_LAYER_KIB=4
   IMG_SIZE=3G
   ONLY=${ONLY/,M/}  # no criterion in smoke mode: clippy --all-targets already compiles the benches
 else
@@ -47,7 +50,12 @@ else
   D_DIRS=100 D_FILES=100000
   B_BYTES=$((600 * 1024 * 1024))
   C_SECONDS=1.0
-  IMG_SIZE=24G
+  E_BYTES=$((5 * 1024 * 1024 * 1024))
+  K_CHUNKS=100 K_CHUNK_BYTES=$((2 * 1024 * 1024))
+  G_LAYERS=200 G_LAYER_KIB=64
+  # E keeps up to ~5 copies of its 5 GiB layer at once (see there); the image file is
+  # sparse, so the host needs only what is written (~30 GiB at the peak)
+  IMG_SIZE=40G
 fi
 
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -71,16 +79,19 @@ fi
 
 # --- mybuild -----------------------------------------------------------------------------
 # Full runs time the release build; smoke mode reuses the debug build CI already made.
+# cargo puts it under CARGO_TARGET_DIR when that is set.
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
 if [ -n "${MYBUILD_BIN:-}" ]; then
   MB=$MYBUILD_BIN
 elif [ "$SMOKE" = 1 ] && [ -z "$RELEASE" ]; then
   log "cargo build -p mybuild (debug, smoke mode)"
   (cd "$REPO" && cargo build --locked -q -p mybuild)
-  MB=$REPO/target/debug/mybuild
+  MB=$TARGET_DIR/debug/mybuild
 else
   log "cargo build --release -p mybuild"
   (cd "$REPO" && cargo build --locked -q --release -p mybuild)
-  MB=$REPO/target/release/mybuild
+  MB=$TARGET_DIR/release/mybuild
 fi
 [ -x "$MB" ] || die "no mybuild binary at $MB"
 
@@ -234,10 +245,56 @@ MB_BASE=busybox:latest
 
 # mb_fresh DIR: a store holding only the base image (what a cold build starts from).
 mb_fresh() { rm -rf "$1"; cp -a "$TMPL" "$1"; }
+# mb_clone SRC DST: a copy of store SRC, as it was, for a run that adds to it (a first
+# push remembers its compressed layers in the store, so each timed push starts from a
+# copy of the built store). Blobs and snapshots are hard links: the store never changes
+# a file in place (new content is written beside and renamed), and what the run adds is
+# dropped with the copy.
+mb_clone() {
+  local e
+  rm -rf "$2"
+  mkdir -p "$2"
+  while IFS= read -r -d '' e; do
+    case "${e##*/}" in
+      blobs | snapshots-v1) cp -al "$e" "$2/" ;;
+      *) cp -a "$e" "$2/" ;;
+    esac
+  done < <(find "$1" -mindepth 1 -maxdepth 1 -print0)
+}
 # buildah_clean TAG...: drop these images and every unnamed intermediate layer image.
 buildah_clean() {
   "${BUILDAH[@]}" rmi -f "$@" >/dev/null 2>&1 || true
   "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+}
+# buildah_rm_repo REPO: drop every image of REPO (the cache images `--cache-from` tags).
+buildah_rm_repo() {
+  local imgs
+  imgs=$("${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep -F "$1:" || true)
+  # shellcheck disable=SC2086
+  [ -z "$imgs" ] || "${BUILDAH[@]}" rmi -f $imgs >/dev/null 2>&1 || true
+}
+# reg_bytes PORT REPO TAG: the compressed size of an image in a loopback registry (its
+# layers and config, as its manifest lists them); 0 when it is not there.
+reg_bytes() {
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+    "http://127.0.0.1:$1/v2/$2/manifests/$3" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    m = json.load(sys.stdin)
+    print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])
+except Exception:
+    print(0)' || echo 0
+}
+# free_bytes DIR: bytes free for writing under DIR: the work area's file system, and
+# when it is a loop-mounted image, the disk holding the image file too.
+free_bytes() {
+  local a h
+  a=$(df -B1 --output=avail "$1" | tail -1 | tr -d ' ')
+  if [ -f "$IMG" ]; then
+    h=$(df -B1 --output=avail "$(dirname "$IMG")" | tail -1 | tr -d ' ')
+    [ "$h" -ge "$a" ] || a=$h
+  fi
+  echo "$a"
 }
 
 # --- what this mybuild can do ------------------------------------------------------------
@@ -425,15 +482,19 @@ if want D; then
   buildah_clean bench-d
 fi
 
-# mybuild's push of image B to a fresh, empty registry (peers remember where blobs were).
+# mybuild's first push of image B to a fresh, empty registry (peers remember where blobs
+# were), from a copy of the built store: the push compresses the layers and remembers
+# them, which would make a second run a different measurement.
+PUSH_STORE=$W/store-push
 prep_mb_push() {
   start_registry target
   mb_reg "$REG_target_PORT"
-  MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+  mb_clone "$BSTORE" "$PUSH_STORE"
+  MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
 }
 
 # --- B: large binaries -------------------------------------------------------------------
-BSTORE=$W/store-b  # keeps the last gzip build of B for the registry rows
+BSTORE=$W/store-b  # keeps the last gzip build of B, never pushed, for the registry rows
 if want B; then
   for comp in gzip zstd; do
     log "B: COPY of $B_BYTES bytes of binaries, RUN cp -a of it; $comp; cold"
@@ -444,18 +505,44 @@ if want B; then
     alternate "B cold ($comp)" buildah "$B_BYTES"
     if [ "$comp" = gzip ]; then rm -rf "$BSTORE"; mv "$S" "$BSTORE"; fi
   done
-  # buildah stores layers uncompressed and compresses when pushing: its push row holds
-  # the compression that mybuild's build row already paid for.
-  log "B: push of the gzip image to a fresh registry"
+  # Both keep built layers uncompressed and compress them when pushing.
+  log "B: first push of the gzip image to a fresh registry"
   MB_NA=$HAVE_PUSH
   prep_mb() { prep_mb_push; }
   prep_peer() {
+    rm -rf "$PUSH_STORE"
     start_registry target
     PEERCMD=("${BUILDAH[@]}" push --quiet --tls-verify=false --compression-format gzip bench-b:gzip "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
   }
   alternate "B push (gzip)" buildah "$B_BYTES"
-  MB_NA=""
+  rm -rf "$PUSH_STORE"
   buildah_clean bench-b:gzip bench-b:zstd
+
+  # One command for mybuild (`build --push`: each final layer is compressed while later
+  # steps run); buildah's build and then its push, timed together.
+  log "B: build and push, gzip, to a fresh registry"
+  printf '%q ' "${BUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" --no-cache -t bench-b:push "$CB" > "$W/bu-build-push.sh"
+  printf '>/dev/null && ' >> "$W/bu-build-push.sh"
+  printf '%q ' "${BUILDAH[@]}" push --quiet --tls-verify=false --compression-format gzip bench-b:push >> "$W/bu-build-push.sh"
+  printf '"docker://$1"\n' >> "$W/bu-build-push.sh"
+  prep_mb() {
+    mb_fresh "$S"
+    start_registry target
+    mb_reg "$REG_target_PORT"
+    MBCMD=("$MB" --root "$S" build -q --progress plain "${MB_REG[@]}" --no-cache --compression gzip --push
+      -t "127.0.0.1:$REG_target_PORT/bench/b:1" "$CB")
+  }
+  prep_peer() {
+    rm -rf "$S"
+    buildah_clean bench-b:push
+    start_registry target
+    PEERCMD=(bash "$W/bu-build-push.sh" "127.0.0.1:$REG_target_PORT/bench/b:1")
+  }
+  alternate "B build + push (gzip)" buildah "$B_BYTES"
+  MB_NA=""
+  rm -rf "$S"
+  stop_registry target
+  buildah_clean bench-b:push
 fi
 
 # --- C: parallel stages ------------------------------------------------------------------
@@ -557,44 +644,244 @@ if want S; then
   buildah_clean bench-s
 fi
 
-# --- Registry: mybuild push/pull against skopeo copy, same image B -----------------------
+# --- Registry: mybuild push/pull against skopeo copy (and buildah pull), same image B ---
 if want R; then
   if [ ! -d "$BSTORE" ]; then
     log "R: building image B once (untimed)"
     mb_fresh "$BSTORE"
     "$MB" --root "$BSTORE" build -q -t bench-b:gzip "$CB" >/dev/null
   fi
-  R_BYTES=$("$MB" --root "$BSTORE" inspect bench-b:gzip | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-m = d.get("Manifest") or d.get("manifest") or d
-print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
-  log "R: push and pull of image B ($R_BYTES bytes compressed) against skopeo copy"
+  # The compressed size: what mybuild's push of it sends (skopeo's when mybuild has no push).
+  start_registry target
+  mb_reg "$REG_target_PORT"
+  R_REF=127.0.0.1:$REG_target_PORT/bench/b
+  if [ -z "$HAVE_PUSH" ]; then
+    mb_clone "$BSTORE" "$PUSH_STORE"
+    "$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-b:gzip "$R_REF:1" >/dev/null 2>&1 || true
+  fi
+  R_BYTES=$(reg_bytes "$REG_target_PORT" bench/b 1)
+  if [ "$R_BYTES" = 0 ]; then
+    skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://$R_REF:1"
+    R_BYTES=$(reg_bytes "$REG_target_PORT" bench/b 1)
+  fi
+  log "R: push and pull of image B ($R_BYTES bytes compressed) against skopeo copy and buildah pull"
   MB_NA=$HAVE_PUSH
   prep_mb() { prep_mb_push; }
   prep_peer() {
+    rm -rf "$PUSH_STORE"
     start_registry target
     PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
   }
   alternate "R push" skopeo "$R_BYTES"
 
-  # a registry that already holds every blob
+  # A registry that already holds every blob, each tool's own (their gzip streams
+  # differ), and a store that remembers its compressed layers.
   start_registry target
-  skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1"
   mb_reg "$REG_target_PORT"
-  MBCMD=("$MB" --root "$BSTORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
-  PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://127.0.0.1:$REG_target_PORT/bench/b:1")
+  R_REF=127.0.0.1:$REG_target_PORT/bench/b
+  mb_clone "$BSTORE" "$PUSH_STORE"
+  [ -n "$HAVE_PUSH" ] || "$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-b:gzip "$R_REF:1" >/dev/null 2>&1 || true
+  skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://$R_REF:skopeo"
+  [ "$(reg_bytes "$REG_target_PORT" bench/b 1)" != 0 ] ||
+    skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://$R_REF:1"
+  MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-b:gzip "$R_REF:1")
+  PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$BSTORE:bench-b:gzip" "docker://$R_REF:skopeo")
   prep_mb() { :; }
   prep_peer() { :; }
   WARMUP=1 alternate "R no-op push" skopeo 0
+  rm -rf "$PUSH_STORE"
 
+  # Both pull mybuild's push (tag 1).
   MB_NA=$HAVE_PULL
-  MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "127.0.0.1:$REG_target_PORT/bench/b:1")
-  PEERCMD=(skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$REG_target_PORT/bench/b:1" "oci:$W/pull-oci:b")
+  MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "$R_REF:1")
+  PEERCMD=(skopeo copy -q --src-tls-verify=false "docker://$R_REF:1" "oci:$W/pull-oci:b")
   prep_mb() { rm -rf "$W/pull-store"; }
   prep_peer() { rm -rf "$W/pull-oci"; }
   alternate "R pull" skopeo "$R_BYTES"
   MB_NA=""
+  rm -rf "$W/pull-oci"
+
+  # Into the store unpacked, as a build or a container needs it. `mybuild pull` keeps the
+  # blobs only, so mybuild's row is a build of `FROM` the image and a LABEL: its base
+  # pull unpacks each layer into the store while the layer arrives. buildah pull unpacks
+  # into its own storage. Both start holding the busybox base.
+  CRU=$W/ctx-r-unpacked
+  mkdir -p "$CRU"
+  printf 'FROM %s\nLABEL bench.pulled=1\n' "$R_REF:1" > "$CRU/Dockerfile"
+  MBCMD=("$MB" --root "$W/pull-store" build -q --progress plain "${MB_REG[@]}" -t bench-r-unpacked "$CRU")
+  PEERCMD=("${BUILDAH[@]}" pull -q --tls-verify=false "docker://$R_REF:1")
+  prep_mb() { mb_fresh "$W/pull-store"; }
+  prep_peer() { rm -rf "$W/pull-store"; buildah_clean "$R_REF:1"; }
+  alternate "R pull (unpacked)" buildah "$R_BYTES"
+  # said, not assumed: the build leaves a snapshot of each of B's layers (untimed run)
+  prep_mb
+  if "${MBCMD[@]}" >/dev/null 2>&1; then
+    n_snap=$(find "$W/pull-store/snapshots-v1" -mindepth 1 -maxdepth 1 -type d ! -name tmp 2>/dev/null | wc -l)
+    echo "  R pull (unpacked): mybuild's store holds $n_snap layer snapshots (B has 3 layers: base, COPY, RUN)" >&2
+  fi
+  rm -rf "$W/pull-store"
+  buildah_clean "$R_REF:1"
+  stop_registry target
+fi
+
+# --- F: a fresh store rebuilding A from a registry cache ----------------------------------
+# The cache is exported once (untimed) by each tool to its own repository of one registry;
+# each timed run starts with no record or layer of A: mybuild a store holding only the
+# base, buildah its storage without A's images, layers and pulled cache images.
+if want F; then
+  log "F: A rebuilt on a fresh store with --cache-from type=registry (nothing changed)"
+  start_registry cache
+  mb_reg "$REG_cache_PORT"
+  F_REF=127.0.0.1:$REG_cache_PORT/bench/a-cache
+  F_BU_REF=127.0.0.1:$REG_cache_PORT/bench/a-cache-buildah
+  F_NA=$HAVE_CACHE
+  if [ -z "$F_NA" ]; then
+    mb_fresh "$S"
+    if ! "$MB" --root "$S" build -q "${MB_REG[@]}" --no-cache --cache-to "type=registry,ref=$F_REF,mode=max" -t bench-a "$CA" >/dev/null 2>"$W/last.log"; then
+      F_NA="mybuild: failed to export the cache ($(tail -1 "$W/last.log" | tr '\t' ' '))"
+      FAILED=1
+    fi
+  fi
+  buildah_clean bench-a
+  "${BUILDAH[@]}" "${BUILDAH_BUILD[@]}" --build-arg "BASE=$BASE_REF" --tls-verify=false --no-cache \
+    --cache-to "$F_BU_REF" -t bench-a "$CA" >/dev/null 2>"$W/last.log" ||
+    echo "  buildah --cache-to failed: $(tail -1 "$W/last.log")" >&2
+  MB_NA=$F_NA
+  WARMUP=1
+  prep_mb() { mb_fresh "$S"; }
+  prep_peer() { buildah_clean bench-a; buildah_rm_repo "$F_BU_REF"; buildah_clean; }
+  mb_build "${MB_REG[@]}" --cache-from "type=registry,ref=$F_REF" -t bench-a "$CA"
+  bu_build --tls-verify=false --cache-from "$F_BU_REF" -t bench-a "$CA"
+  alternate "F rebuild from registry cache" buildah 0
+  WARMUP=0
+  MB_NA=""
+  buildah_clean bench-a
+  buildah_rm_repo "$F_BU_REF"
+  buildah_clean
+  rm -rf "$S"
+  stop_registry cache
+fi
+
+# --- K: exported cache mounts --------------------------------------------------------------
+# A RUN that fills a cache mount with K_CHUNKS files of gzip -9'd base64 of random bytes
+# (CPU-bound: ~30 MB/s of input here), skipping the files the mount already holds. The
+# cache is exported once (untimed) twice over: with the mount (cache-mounts=true) and
+# without. Each timed run rewrites a source file the RUN depends on, on a fresh store:
+# the RUN runs again, with the restored mount or an empty one.
+if want K; then
+  CK=$W/ctx-k
+  mkdir -p "$CK/src"
+  echo "edit 0" > "$CK/src/version"
+  cat > "$CK/Dockerfile" <<DF
+ARG BASE=busybox
+FROM \$BASE
+COPY src/ /src/
+RUN --mount=type=cache,target=/cache,sharing=locked i=0; n=0; while [ \$i -lt $K_CHUNKS ]; do if [ -s /cache/c\$i.gz ]; then n=\$((n+1)); else head -c $K_CHUNK_BYTES /dev/urandom | base64 | gzip -9 > /cache/c\$i.gz; fi; i=\$((i+1)); done; echo "\$n of $K_CHUNKS cached" > /kept; cat /src/version > /out
+DF
+  K_BYTES=$((K_CHUNKS * K_CHUNK_BYTES))
+  log "K: a RUN filling a cache mount ($K_CHUNKS files, ~$K_BYTES bytes), rebuilt on a fresh store after a source change"
+  start_registry cache
+  mb_reg "$REG_cache_PORT"
+  K_MOUNTS=127.0.0.1:$REG_cache_PORT/bench/k-cache-mounts
+  K_PLAIN=127.0.0.1:$REG_cache_PORT/bench/k-cache
+  K_NA=$HAVE_CACHE
+  if [ -z "$K_NA" ]; then
+    mb_fresh "$S"
+    if ! "$MB" --root "$S" build -q "${MB_REG[@]}" --no-cache \
+      --cache-to "type=registry,ref=$K_MOUNTS,mode=max,cache-mounts=true" \
+      --cache-to "type=registry,ref=$K_PLAIN,mode=max" -t bench-k "$CK" >/dev/null 2>"$W/last.log"; then
+      K_NA="mybuild: failed to export the cache ($(tail -1 "$W/last.log" | tr '\t' ' '))"
+      FAILED=1
+    fi
+  fi
+  k_edits=0
+  k_edit() { k_edits=$((k_edits + 1)); echo "edit $k_edits" > "$CK/src/version"; }
+  if [ -n "$K_NA" ]; then
+    na "K rebuild, fresh store" mybuild "$K_NA"
+    na "K rebuild, fresh store" no-cache-mounts "${K_NA/mybuild: /}"
+  fi
+  prep_mb() { mb_fresh "$S"; k_edit; }
+  prep_peer() { mb_fresh "$S"; k_edit; }
+  mb_build "${MB_REG[@]}" --cache-from "type=registry,ref=$K_MOUNTS" -t bench-k "$CK"
+  PEERCMD=("$MB" --root "$S" build -q --progress plain "${MB_REG[@]}" --cache-from "type=registry,ref=$K_PLAIN" -t bench-k "$CK")
+  if [ -z "$K_NA" ]; then
+    alternate "K rebuild, fresh store" no-cache-mounts "$K_BYTES"
+    # said, not assumed: with the mount restored the RUN found every file
+    prep_mb; "${MBCMD[@]}" >/dev/null 2>&1 || true
+    kept=$("$MB" --root "$S" run --rm --network none bench-k cat /kept 2>/dev/null || echo "unknown")
+    echo "  K: after a rebuild with the exported mount, the RUN found: $kept" >&2
+  fi
+  rm -rf "$S"
+  stop_registry cache
+fi
+
+# --- G: an image of many layers, pushed and pulled -----------------------------------------
+# G_LAYERS COPY steps of one file of random bytes each (sizes cycle through 1..8 ×
+# G_LAYER_KIB), so the transfers' parallelism is what is measured; no fixed target.
+if want G; then
+  CG=$W/ctx-g
+  mkdir -p "$CG/f"
+  python3 - "$CG" "$G_LAYERS" "$G_LAYER_KIB" <<'PY'
+import random, sys
+root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(17)
+with open(f"{root}/Dockerfile", "w") as df:
+    df.write("ARG BASE=busybox\nFROM $BASE\n")
+    for i in range(n):
+        with open(f"{root}/f/l{i:03d}", "wb") as fh:
+            fh.write(rnd.randbytes((i % 8 + 1) * kib * 1024))
+        df.write(f"COPY f/l{i:03d} /g/\n")
+PY
+  GSTORE=$W/store-g
+  log "G: an image of $G_LAYERS layers (plus the base), built once (untimed), pushed and pulled"
+  mb_fresh "$GSTORE"
+  G_NA=""
+  if ! "$MB" --root "$GSTORE" build -q -t bench-g:1 "$CG" >/dev/null 2>"$W/last.log"; then
+    G_NA="mybuild: failed to build the image ($(tail -1 "$W/last.log" | tr '\t' ' '))"
+    FAILED=1
+  fi
+  start_registry target
+  mb_reg "$REG_target_PORT"
+  G_BYTES=0
+  if [ -z "$G_NA$HAVE_PUSH" ]; then
+    mb_clone "$GSTORE" "$PUSH_STORE"
+    "$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-g:1 "127.0.0.1:$REG_target_PORT/bench/g:1" >/dev/null 2>&1 || true
+    G_BYTES=$(reg_bytes "$REG_target_PORT" bench/g 1)
+  fi
+  MB_NA=${G_NA:-$HAVE_PUSH}
+  prep_mb() {
+    start_registry target
+    mb_reg "$REG_target_PORT"
+    mb_clone "$GSTORE" "$PUSH_STORE"
+    MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-g:1 "127.0.0.1:$REG_target_PORT/bench/g:1")
+  }
+  prep_peer() {
+    rm -rf "$PUSH_STORE"
+    start_registry target
+    PEERCMD=(skopeo copy -q --dest-tls-verify=false "oci:$GSTORE:bench-g:1" "docker://127.0.0.1:$REG_target_PORT/bench/g:1")
+  }
+  if [ -n "$G_NA" ]; then na "G push" mybuild "$G_NA"; na "G push" skopeo "not measured: no image to push"
+  else alternate "G push" skopeo "$G_BYTES"; fi
+  # the registry holds mybuild's push (skopeo's when mybuild cannot push)
+  start_registry target
+  mb_reg "$REG_target_PORT"
+  G_REF=127.0.0.1:$REG_target_PORT/bench/g:1
+  if [ -z "$G_NA$HAVE_PUSH" ]; then
+    mb_clone "$GSTORE" "$PUSH_STORE"
+    "$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-g:1 "$G_REF" >/dev/null 2>&1 || true
+  fi
+  [ "$(reg_bytes "$REG_target_PORT" bench/g 1)" != 0 ] || [ -n "$G_NA" ] ||
+    skopeo copy -q --dest-tls-verify=false "oci:$GSTORE:bench-g:1" "docker://$G_REF"
+  rm -rf "$PUSH_STORE"
+  MB_NA=${G_NA:-$HAVE_PULL}
+  MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "$G_REF")
+  PEERCMD=(skopeo copy -q --src-tls-verify=false "docker://$G_REF" "oci:$W/pull-oci:g")
+  prep_mb() { rm -rf "$W/pull-store"; }
+  prep_peer() { rm -rf "$W/pull-oci"; }
+  if [ -n "$G_NA" ]; then na "G pull" mybuild "$G_NA"; na "G pull" skopeo "not measured: no image to pull"
+  else alternate "G pull" skopeo "$G_BYTES"; fi
+  MB_NA=""
+  rm -rf "$W/pull-store" "$W/pull-oci" "$GSTORE"
   stop_registry target
 fi
 
@@ -638,7 +925,7 @@ if want M; then
     (cd "$REPO" && TMPDIR=$W cargo bench --locked -q -p "${b%%:*}" --bench "${b#*:}" -- --noplot >&2) || mfail=1
   done
   if [ "$mfail" = 0 ]; then
-    CRIT_DIR=$REPO/target/criterion
+    CRIT_DIR=$TARGET_DIR/criterion
   else
     FAILED=1
     echo "  FAILED: cargo bench" >&2
@@ -700,6 +987,79 @@ PY
   fi
 fi
 
+# --- E: one very large RUN layer: build, push and pull in bounded memory ----------------
+# `RUN head -c E_BYTES /dev/urandom > /big`. The target is mybuild's peak RSS; wall
+# times and the peers (buildah for build and push, skopeo for pull) are there for scale.
+# E_RUNS (default 1: the RSS target needs one run, and each run moves E_BYTES several
+# times) runs per row. Disk: at the peak (the push rows) the built store (blob and
+# snapshot), buildah's image, mybuild's compressed copy and the registry's: ~5 × E_BYTES;
+# every other scenario's stores are dropped first.
+if want E; then
+  E_RUNS=${BENCH_E_RUNS:-1}
+  CE=$W/ctx-e
+  mkdir -p "$CE"
+  printf 'ARG BASE=busybox\nFROM $BASE\nRUN head -c %s /dev/urandom > /big\n' "$E_BYTES" > "$CE/Dockerfile"
+  ESTORE=$W/store-e
+  rm -rf "$BSTORE" "$S" "$PUSH_STORE" "$W/pull-store" "$W/pull-oci" "$W/import-store"
+  buildah_clean
+  E_NEED=$((E_BYTES * 11 / 2 + 512 * 1024 * 1024))
+  E_FREE=$(free_bytes "$W")
+  if [ "$E_FREE" -lt "$E_NEED" ]; then
+    E_NA="not measured: the work area has $((E_FREE >> 20)) MiB free, E needs ~$((E_NEED >> 20)) MiB"
+    for sc in "E build" "E push" "E pull"; do na "$sc" mybuild "mybuild: $E_NA"; done
+  else
+    log "E: RUN head -c $E_BYTES /dev/urandom > /big: build, push, pull ($E_RUNS run(s) each)"
+    runs_saved=$RUNS
+    RUNS=$E_RUNS
+    MBCMD=("$MB" --root "$ESTORE" build -q --progress plain --no-cache -t bench-e:1 "$CE")
+    bu_build --no-cache -t bench-e:1 "$CE"
+    prep_mb() { rm -rf "$ESTORE"; mb_fresh "$ESTORE"; }
+    prep_peer() { buildah_clean bench-e:1; }
+    alternate "E build" buildah "$E_BYTES"
+    E_BUILT=""
+    "$MB" --root "$ESTORE" inspect bench-e:1 >/dev/null 2>&1 || E_BUILT="mybuild: not measured (its build of E failed)"
+
+    MB_NA=${E_BUILT:-$HAVE_PUSH}
+    prep_mb() {
+      start_registry target
+      mb_reg "$REG_target_PORT"
+      mb_clone "$ESTORE" "$PUSH_STORE"
+      MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-e:1 "127.0.0.1:$REG_target_PORT/bench/e:1")
+    }
+    prep_peer() {
+      rm -rf "$PUSH_STORE"
+      start_registry target
+      PEERCMD=("${BUILDAH[@]}" push --quiet --tls-verify=false --compression-format gzip bench-e:1 "docker://127.0.0.1:$REG_target_PORT/bench/e:1")
+    }
+    alternate "E push" buildah "$E_BYTES"
+    rm -rf "$PUSH_STORE"
+    buildah_clean bench-e:1
+
+    # the registry holds mybuild's push; the built store goes before the pulls
+    start_registry target
+    mb_reg "$REG_target_PORT"
+    E_REF=127.0.0.1:$REG_target_PORT/bench/e:1
+    if [ -z "${E_BUILT}${HAVE_PUSH}" ]; then
+      "$MB" --root "$ESTORE" push "${MB_REG[@]}" bench-e:1 "$E_REF" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$ESTORE"
+    E_PUSHED=""
+    [ "$(reg_bytes "$REG_target_PORT" bench/e 1)" != 0 ] || E_PUSHED="not measured: no image of E to pull (mybuild's push failed)"
+    MB_NA=${E_PUSHED:+mybuild: $E_PUSHED}
+    MB_NA=${MB_NA:-$HAVE_PULL}
+    MBCMD=("$MB" --root "$W/pull-store" pull "${MB_REG[@]}" "$E_REF")
+    PEERCMD=(skopeo copy -q --src-tls-verify=false "docker://$E_REF" "oci:$W/pull-oci:e")
+    prep_mb() { rm -rf "$W/pull-store" "$W/pull-oci"; }
+    prep_peer() { rm -rf "$W/pull-store" "$W/pull-oci"; }
+    if [ -n "$E_PUSHED" ]; then na "E pull" mybuild "mybuild: $E_PUSHED"; na "E pull" skopeo "$E_PUSHED"
+    else alternate "E pull" skopeo "$E_BYTES"; fi
+    MB_NA=""
+    RUNS=$runs_saved
+    rm -rf "$W/pull-store" "$W/pull-oci"
+    stop_registry target
+  fi
+fi
+
 # --- table -------------------------------------------------------------------------------
 versions() {
   printf 'mybuild\t%s\n' "$("$MB" --version 2>&1 | head -1) ($(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
@@ -730,6 +1090,9 @@ versions > "$W/versions.tsv"
   printf 'b\t%s files, %s bytes, from /usr/lib/gcc, /usr/libexec, /usr/lib/x86_64-linux-gnu\n' "$B_FILES" "$B_BYTES"
   printf 'd\t%s files in %s folders, %s bytes\n' "$D_FILES" "$D_DIRS" "$D_BYTES"
   printf 'c\t%s loop iterations of busybox sh per stage (~%s s here)\n' "$C_LOOPS" "$C_SECONDS"
+  printf 'e\tRUN head -c %s /dev/urandom > /big; %s run(s) per row\n' "$E_BYTES" "${E_RUNS:-1}"
+  printf 'g\t%s COPY layers of %s–%s KiB of random bytes\n' "$G_LAYERS" "$G_LAYER_KIB" "$((G_LAYER_KIB * 8))"
+  printf 'k\ta cache mount filled with %s files of gzip -9 of base64 of %s random bytes each\n' "$K_CHUNKS" "$K_CHUNK_BYTES"
   yn() { if [ -n "$1" ]; then echo no; else echo yes; fi; }
   printf 'features\tstep cache: %s; push: %s; pull: %s\n' "$(yn "$HAVE_CACHE")" "$(yn "$HAVE_PUSH")" "$(yn "$HAVE_PULL")"
 } > "$W/machine.tsv"
