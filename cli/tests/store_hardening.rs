@@ -458,6 +458,8 @@ fn idle_blob_upload_is_retried_once_then_fails_naming_the_blob() {
     let started = std::time::Instant::now();
     let (success, so, se) = common::run(mybuild(&root).env("MYBUILD_IDLE_TIMEOUT", "2s").args([
         "push",
+        "--compression-format",
+        "uncompressed",
         "noise",
         &format!("{}/noise:1", proxy.addr),
     ]));

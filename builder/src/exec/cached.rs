@@ -230,6 +230,9 @@ impl Exec<'_> {
                     return Ok(false);
                 }
                 let snapshot = self.store.ensure_snapshot(layer, diff_id)?;
+                if let (true, Some(hook)) = (self.in_image, self.req.layer_ready) {
+                    hook.layer_ready(layer, diff_id);
+                }
                 st.layers.push(layer.clone());
                 st.snapshots.push(snapshot);
                 st.config.rootfs.diff_ids.push(diff_id.clone());

@@ -95,8 +95,8 @@ pub struct BuildRequest<'a> {
     /// The HTTP client ADD fetches URLs with; without one, ADD of a URL fails.
     pub http: Option<&'a dyn fetch::Fetch>,
     /// Told of each layer a step of the target stage (or a stage it is built
-    /// FROM) writes, as soon as it is stored: `--push` compresses it while later
-    /// steps run.
+    /// FROM) writes or reuses from the cache, as soon as it is stored: `--push`
+    /// compresses it while later steps run.
     pub layer_ready: Option<&'a dyn LayerReady>,
 }
 

@@ -412,6 +412,11 @@ impl Precompress {
 
 impl builder::exec::LayerReady for Precompress {
     fn layer_ready(&self, layer: &Descriptor, diff_id: &Digest) {
+        // Only layers kept uncompressed get the codec when they leave.
+        let mt: &str = layer.media_type().as_ref();
+        if image::Compression::of_media_type(mt) != Some(image::Compression::None) {
+            return;
+        }
         if let Ok(tx) = self.tx.lock() {
             if let Some(tx) = tx.as_ref() {
                 let _ = tx.send((layer.clone(), diff_id.clone()));
