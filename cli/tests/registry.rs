@@ -1223,14 +1223,7 @@ fn layered_image(tmp: &Path, root: &Path) -> (String, Vec<String>) {
     let mut f = std::fs::File::create(ctx.join("noise.bin")).expect("noise");
     std::io::copy(&mut Noise(0x2545f4914f6cdd1d, 24_000_000), &mut f).expect("noise");
     ok(mybuild(root).args(["build", "-t", "layers:1"]).arg(&ctx));
-    // Stored gzip-compressed, as a pulled image is, so the blobs the tests watch
-    // are those a push sends (built layers are compressed as they leave).
-    let archive = tmp.join("layers.tar");
-    ok(mybuild(root)
-        .args(["save", "--compression", "gzip", "-o"])
-        .arg(&archive)
-        .arg("layers:1"));
-    ok(mybuild(root).args(["load", "-i"]).arg(&archive));
+    common::store_compressed(tmp, root, "layers:1");
     let v: serde_json::Value =
         serde_json::from_str(&ok(mybuild(root).args(["inspect", "layers:1"])).0).expect("json");
     let layers = v["Manifest"]["layers"].as_array().expect("layers").clone();

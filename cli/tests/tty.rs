@@ -15,7 +15,8 @@ const COLS: u16 = 100;
 /// Big enough that a layer's transfer is drawn more than once.
 const NOISE: usize = 4 << 20;
 
-/// A store with `app:1`: busybox and a layer holding NOISE incompressible bytes.
+/// A store with `app:1`: busybox and a layer holding NOISE incompressible bytes,
+/// stored gzip-compressed so a push sends the stored blobs.
 fn setup() -> Option<(TempDir, PathBuf)> {
     if !testdata::require_tool("docker-registry") || !testdata::require_tool("script") {
         return None;
@@ -24,6 +25,7 @@ fn setup() -> Option<(TempDir, PathBuf)> {
     let ctx = context(tmp.path(), "FROM busybox\nCOPY noise.bin /noise.bin\n", &[]);
     std::fs::write(ctx.join("noise.bin"), noise(NOISE)).expect("noise");
     ok(mybuild(&root).args(["-q", "-t", "app:1"]).arg(&ctx));
+    common::store_compressed(tmp.path(), &root, "app:1");
     Some((tmp, root))
 }
 

@@ -155,6 +155,18 @@ pub fn unpack(tmp: &Path, root: &Path, name: &str) -> PathBuf {
     bundle.join("rootfs")
 }
 
+/// Stores `tag` again with its built layers gzip-compressed (saved compressed and
+/// loaded back), as a pulled image is: the blobs a test watches are then the
+/// ones a push sends (built layers are otherwise compressed as they leave).
+pub fn store_compressed(tmp: &Path, root: &Path, tag: &str) {
+    let archive = tmp.join(format!("{}.gzip.tar", tag.replace([':', '/'], "-")));
+    ok(mybuild(root)
+        .args(["save", "--compression", "gzip", "-o"])
+        .arg(&archive)
+        .arg(tag));
+    ok(mybuild(root).args(["load", "-i"]).arg(&archive));
+}
+
 /// podman with its storage under `tmp` (the machine's is neither read nor
 /// changed), running `args`.
 pub fn podman(tmp: &Path, args: &[&str]) -> Command {
