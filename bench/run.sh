@@ -98,6 +98,8 @@ fi
 # --- work area ---------------------------------------------------------------------------
 # A journaled ext4 image file: the root disk here slows down after bursts of deletes, which
 # made the same row drift several-fold during a run (see the notes in bench/README.md).
+# Mounted with discard, so what a scenario deletes is given back to the host's disk (a
+# full run writes far more than the disk holds; without it the sparse file only grows).
 W=$(mktemp -d /tmp/mybuild-bench.XXXXXX)
 IMG=${BENCH_IMG_DIR:-/var/tmp}/mybuild-bench.$$.img
 WORKAREA="plain directory on $(df --output=fstype "$W" | tail -1)"
@@ -115,7 +117,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-if truncate -s "$IMG_SIZE" "$IMG" 2>/dev/null && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$IMG" && mount -o loop "$IMG" "$W" 2>/dev/null; then
+if truncate -s "$IMG_SIZE" "$IMG" 2>/dev/null && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$IMG" && mount -o loop,discard "$IMG" "$W" 2>/dev/null; then
   WORKAREA="loop-mounted ext4 ($IMG_SIZE image file, journaled)"
 else
   rm -f "$IMG"
