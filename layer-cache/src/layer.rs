@@ -59,9 +59,18 @@ pub struct LayerWriter {
     diff: Option<Hasher>,
     compression: Compression,
     ingest: std::path::PathBuf,
+    known_diff_id: Option<Digest>,
 }
 
 impl LayerWriter {
+    /// The input's digest is already known (a stored plain layer whose blob is
+    /// verified as it is read): it is not hashed a second time.
+    pub fn with_known_diff_id(mut self, diff_id: Digest) -> LayerWriter {
+        self.diff = None;
+        self.known_diff_id = Some(diff_id);
+        self
+    }
+
     pub fn finish(self) -> Result<LayerInfo> {
         let blob = match self.encoder {
             Encoder::Plain(b) => b,
@@ -70,9 +79,10 @@ impl LayerWriter {
         };
         let committed = blob.commit(None, None)?;
         Ok(LayerInfo {
-            diff_id: match self.diff {
-                Some(h) => h.finish(),
-                None => committed.digest.clone(),
+            diff_id: match (self.diff, self.known_diff_id) {
+                (Some(h), _) => h.finish(),
+                (None, Some(known)) => known,
+                (None, None) => committed.digest.clone(),
             },
             digest: committed.digest,
             size: committed.size,
@@ -137,6 +147,7 @@ impl Store {
             encoder,
             compression: opts.compression,
             ingest,
+            known_diff_id: None,
         })
     }
 

@@ -160,6 +160,10 @@ impl Store {
             compression: spec.compression,
             level: Some(spec.effective_level()),
         })?;
+        // A plain blob is its own tar: verified as it is read, it needs no second hash.
+        if stored == Compression::None && digest == *diff_id && spec.clamp_mtime.is_none() {
+            w = w.with_known_diff_id(diff_id.clone());
+        }
         let mut plain = self.open_layer(layer)?;
         let what = format!("layer {digest}");
         match spec.clamp_mtime {
