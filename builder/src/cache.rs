@@ -27,6 +27,7 @@ use crate::plan::Platform;
 const VERSION: &[u8] = b"mybuild-cache-v2";
 
 /// Builds a key from labelled fields; lengths are included so fields cannot run together.
+#[derive(Clone)]
 pub struct KeyHasher(Hasher);
 
 impl KeyHasher {
@@ -45,6 +46,13 @@ impl KeyHasher {
     }
     pub fn finish(self) -> Digest {
         self.0.finish()
+    }
+    /// The key as 64 lowercase hex digits, without a `Digest` to hold them.
+    fn finish_hex(self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        // 32 bytes always fill 64 digits.
+        let _ = hex::encode_to_slice(self.0.finish_bytes(), &mut out);
+        out
     }
 }
 
@@ -237,38 +245,41 @@ pub fn base_note_name(reference: &str) -> Digest {
 /// The entries COPY/ADD would write, as [`copy::select`] lists them (after
 /// `.dockerignore`, `--exclude` and `--parents`), each hashed by source path,
 /// destination, type, mode, owner, xattrs, size, content and symlink target (not mtime).
-/// Regular files go through the stat cache when one is given.
+/// Regular files go through the stat cache when one is given. Entries are hashed as
+/// the walk finds them, so only the result is held for a large context.
 pub fn copy_inputs(
     src_layers: &[PathBuf],
     sources: &[String],
     filter: &copy::SourceFilter<'_>,
     mut stat: Option<&mut StatCache>,
 ) -> Result<Vec<(String, Digest)>, CopyError> {
-    let selected = copy::select(src_layers, sources, filter)?;
-    let mut out = Vec::with_capacity(selected.len());
-    for sel in &selected {
+    let mut out = Vec::new();
+    // Each entry's hashers start from the same fields: begun once, cloned per entry.
+    let selected = KeyHasher::new("selected");
+    let entry = KeyHasher::new("entry");
+    copy::select_each(src_layers, sources, filter, &mut |sel| {
         let name = sel.src.to_string_lossy().into_owned();
-        let mut h = KeyHasher::new("selected");
+        let mut h = selected.clone();
         h.field("dest", sel.dest.as_os_str().as_bytes())
             .field("whole", &[u8::from(sel.whole)])
             .field(
                 "entry",
-                entry_digest(&sel.real, &sel.md, &name, &mut stat)?
-                    .hex()
-                    .as_bytes(),
+                &entry_digest(entry.clone(), &sel.real, &sel.md, &name, &mut stat)?,
             );
         out.push((name, h.finish()));
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// One entry's metadata and content.
+/// One entry's metadata and content, hashed into `h` (begun as an "entry" key), in hex.
 fn entry_digest(
+    mut h: KeyHasher,
     real: &Path,
     md: &std::fs::Metadata,
     name: &str,
     stat: &mut Option<&mut StatCache>,
-) -> Result<Digest, CopyError> {
+) -> Result<[u8; 64], CopyError> {
     let io = |source| CopyError::Io {
         path: real.to_path_buf(),
         source,
@@ -279,13 +290,12 @@ fn entry_digest(
     let (content, xattrs) = match stat.as_deref_mut() {
         Some(c) if ft.is_file() => {
             let (d, x) = c
-                .file_entry(name, real, md, || crate::xattrs::read(real))
+                .file_sha256(name, real, md, || crate::xattrs::read(real))
                 .map_err(io)?;
             (Some(d), x)
         }
         _ => (None, crate::xattrs::read(real).map_err(io)?),
     };
-    let mut h = KeyHasher::new("entry");
     h.field("mode", &md.mode().to_le_bytes())
         .field("uid", &md.uid().to_le_bytes())
         .field("gid", &md.gid().to_le_bytes());
@@ -298,19 +308,22 @@ fn entry_digest(
         let target = std::fs::read_link(real).map_err(io)?;
         h.field("symlink", target.as_os_str().as_bytes());
     } else if ft.is_file() {
-        let digest = match content {
-            Some(d) => d,
+        let mut hex = [0u8; 64];
+        match content {
+            Some(sha) => {
+                let _ = hex::encode_to_slice(sha, &mut hex);
+            }
             None => {
                 let mut f = std::fs::File::open(real).map_err(io)?;
                 let mut hasher = layer_cache::digest::HashingWriter::new(std::io::sink());
                 std::io::copy(&mut f, &mut hasher).map_err(io)?;
-                hasher.finish().1
+                hex.copy_from_slice(hasher.finish().1.hex().as_bytes());
             }
-        };
+        }
         h.field("size", &md.len().to_le_bytes())
-            .field("sha256", digest.hex().as_bytes());
+            .field("sha256", &hex);
     }
-    Ok(h.finish())
+    Ok(h.finish_hex())
 }
 
 #[cfg(test)]

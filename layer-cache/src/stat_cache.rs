@@ -163,6 +163,15 @@ impl Index {
         None
     }
 
+    /// [`Index::find`], trying record `hint` first: a walk asks for names mostly in
+    /// the order they are saved, so most lookups cost one comparison.
+    fn find_from(&self, name: &[u8], hint: usize) -> Option<usize> {
+        if hint < self.count && self.name(hint) == Some(name) {
+            return Some(hint);
+        }
+        self.find(name)
+    }
+
     fn stat(&self, i: usize) -> Stat {
         let r = self.record(i);
         Stat {
@@ -174,8 +183,10 @@ impl Index {
         }
     }
 
-    fn sha256(&self, i: usize) -> Digest {
-        Digest::from_sha256_bytes(&self.record(i)[76..108])
+    fn sha256(&self, i: usize) -> [u8; 32] {
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(&self.record(i)[76..108]);
+        sha
     }
 
     fn xattrs(&self, i: usize) -> Option<Xattrs> {
@@ -202,10 +213,17 @@ impl Index {
     fn entry(&self, i: usize) -> Entry {
         Entry {
             stat: self.stat(i),
-            sha256: self.sha256(i),
+            sha256: Digest::from_sha256_bytes(&self.sha256(i)),
             xattrs: self.xattrs(i),
         }
     }
+}
+
+fn sha256_bytes(d: &Digest) -> [u8; 32] {
+    let mut sha = [0u8; 32];
+    // A Digest is always 64 hex digits.
+    let _ = hex::decode_to_slice(d.hex(), &mut sha);
+    sha
 }
 
 /// Where an entry written by [`encode`] comes from.
@@ -272,10 +290,7 @@ fn encode(written: i64, saved: &Index, entries: &[(&[u8], Src)]) -> Vec<u8> {
                 out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
                 out.extend_from_slice(&s.ino.to_le_bytes());
                 out.extend_from_slice(&s.mode.to_le_bytes());
-                let mut sha = [0u8; 32];
-                // A Digest is always 64 hex digits.
-                let _ = hex::decode_to_slice(e.sha256.hex(), &mut sha);
-                out.extend_from_slice(&sha);
+                out.extend_from_slice(&sha256_bytes(&e.sha256));
             }
         }
         out.resize(start + RECORD, 0);
@@ -293,6 +308,8 @@ pub struct StatCache {
     /// Entries hashed (or completed) since loading, by name; they win over `saved`.
     fresh: HashMap<Vec<u8>, Entry>,
     hashed: u64,
+    /// The saved record after the last one found, where the next lookup starts.
+    hint: usize,
     /// Entries named by real path (the snapshot cache) rather than the caller's name.
     by_real_path: bool,
 }
@@ -307,6 +324,7 @@ impl Store {
             saved: Index::default(),
             fresh: HashMap::new(),
             hashed: 0,
+            hint: 0,
             by_real_path: false,
         };
         // A missing or unreadable cache only costs re-hashing.
@@ -353,6 +371,19 @@ impl StatCache {
         md: &std::fs::Metadata,
         read_xattrs: impl FnOnce() -> std::io::Result<Xattrs>,
     ) -> std::io::Result<(Digest, Xattrs)> {
+        let (sha, xattrs) = self.file_sha256(rel, real, md, read_xattrs)?;
+        Ok((Digest::from_sha256_bytes(&sha), xattrs))
+    }
+
+    /// [`StatCache::file_entry`] with the sha256 as bytes: a context of many files
+    /// makes no `Digest` for each.
+    pub fn file_sha256(
+        &mut self,
+        rel: &str,
+        real: &Path,
+        md: &std::fs::Metadata,
+        read_xattrs: impl FnOnce() -> std::io::Result<Xattrs>,
+    ) -> std::io::Result<([u8; 32], Xattrs)> {
         let stat = Stat::of(md);
         let name: &[u8] = if self.by_real_path {
             real.as_os_str().as_bytes()
@@ -370,9 +401,10 @@ impl StatCache {
                         x
                     }
                 };
-                return Ok((e.sha256.clone(), xattrs));
+                return Ok((sha256_bytes(&e.sha256), xattrs));
             }
-        } else if let Some(i) = self.saved.find(name) {
+        } else if let Some(i) = self.saved.find_from(name, self.hint) {
+            self.hint = i + 1;
             if trusted(&self.saved.stat(i)) {
                 let sha256 = self.saved.sha256(i);
                 let xattrs = match self.saved.xattrs(i) {
@@ -399,14 +431,14 @@ impl StatCache {
             }
             h.update(&buf[..n]);
         }
-        let sha256 = h.finish();
+        let sha256 = h.finish_bytes();
         let xattrs = read_xattrs()?;
         self.hashed += 1;
         self.fresh.insert(
             name,
             Entry {
                 stat,
-                sha256: sha256.clone(),
+                sha256: Digest::from_sha256_bytes(&sha256),
                 xattrs: Some(xattrs.clone()),
             },
         );

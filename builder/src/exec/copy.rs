@@ -588,16 +588,19 @@ impl View<'_> {
     }
 }
 
-fn entry(node: &Node, dest: PathBuf, whole: bool) -> Selected {
+fn entry(node: Node, dest: PathBuf, whole: bool) -> Selected {
     Selected {
-        src: node.rel.clone(),
-        real: node.real.clone(),
+        kind: node.kind(),
+        src: node.rel,
+        real: node.real,
         dest,
         whole,
-        kind: node.kind(),
-        md: node.md.clone(),
+        md: node.md,
     }
 }
+
+/// Where [`select_each`] hands each entry, in order.
+pub type Sink<'a> = dyn FnMut(Selected) -> Result<(), CopyError> + 'a;
 
 /// Filters that apply below a copy root (`--parents` include pattern, `--exclude`).
 struct Below<'a> {
@@ -605,21 +608,23 @@ struct Below<'a> {
     exclude: Option<&'a Matcher>,
 }
 
-/// Walks directory `dir`, appending what is kept with paths relative to the copy
-/// root (`below`). Entries dropped by a filter are not written, but a directory
-/// holding a kept entry is written first, as its parent. The open directories are
-/// a stack on the heap, so depth costs memory, not call stack.
+/// Walks a directory from its `children`, handing `out` what is kept with paths
+/// relative to the copy root (`below`); returns how many. Entries dropped by a
+/// filter are not written, but a directory holding a kept entry is written first,
+/// as its parent. The open directories are a stack on the heap, so depth costs
+/// memory, not call stack, and only the open directories' entries are held.
 #[allow(clippy::too_many_arguments)]
 fn walk(
     view: &View,
-    dir: &Node,
+    children: Vec<Node>,
     below: &Path,
     f: &Below,
     inc: &MatchInfo,
     exc: &MatchInfo,
     pending: &mut Vec<Selected>,
-    out: &mut Vec<Selected>,
-) {
+    out: &mut Sink,
+) -> Result<usize, CopyError> {
+    let mut kept = 0;
     struct Frame {
         children: std::vec::IntoIter<Node>,
         below: PathBuf,
@@ -629,7 +634,7 @@ fn walk(
         depth: usize,
     }
     let mut stack = vec![Frame {
-        children: view.children(dir).into_iter(),
+        children: children.into_iter(),
         below: below.to_path_buf(),
         inc: inc.clone(),
         exc: exc.clone(),
@@ -665,17 +670,22 @@ fn walk(
                 descend &= m.must_descend(&p);
             }
         }
+        let children = descend.then(|| view.children(&child));
         if keep {
-            out.append(pending);
-            out.push(entry(&child, rel.clone(), false));
-        }
-        if descend {
-            let depth = pending.len();
-            if !keep {
-                pending.push(entry(&child, rel.clone(), false));
+            for p in pending.drain(..) {
+                out(p)?;
+                kept += 1;
             }
+            out(entry(child, rel.clone(), false))?;
+            kept += 1;
+        } else if descend {
+            pending.push(entry(child, rel.clone(), false));
+        }
+        if let Some(children) = children {
+            // Entered after `child` was pushed to `pending` when it is not kept.
+            let depth = pending.len() - usize::from(!keep);
             stack.push(Frame {
-                children: view.children(&child).into_iter(),
+                children: children.into_iter(),
                 below: rel,
                 inc: inc_info,
                 exc: exc_info,
@@ -683,6 +693,7 @@ fn walk(
             });
         }
     }
+    Ok(kept)
 }
 
 /// Lists what a COPY of `sources` from `layers` writes, in order (parents before
@@ -693,6 +704,22 @@ pub fn select(
     sources: &[String],
     filter: &SourceFilter,
 ) -> Result<Vec<Selected>, CopyError> {
+    let mut out = Vec::new();
+    select_each(layers, sources, filter, &mut |s| {
+        out.push(s);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`select`], handing each entry to `out` as the walk finds it instead of
+/// listing them all, so a large context is never held in memory at once.
+pub fn select_each(
+    layers: &[PathBuf],
+    sources: &[String],
+    filter: &SourceFilter,
+    out: &mut Sink,
+) -> Result<(), CopyError> {
     let view = View {
         layers,
         ignore: filter.ignore.filter(|m| !m.is_empty()),
@@ -706,9 +733,8 @@ pub fn select(
             CopyError::NotFound(src.to_string())
         }
     };
-    let mut out = Vec::new();
     for src in sources {
-        let before = out.len();
+        let mut count = 0;
         let mut pending = Vec::new();
         if filter.parents {
             // BuildKit: the part before the first `/./` is the root the kept path
@@ -728,16 +754,16 @@ pub fn select(
             for (node, _) in view.expand(&root, src)? {
                 if node.md.is_dir() {
                     let empty = MatchInfo::default();
-                    walk(
+                    count += walk(
                         &view,
-                        &node,
+                        view.children(&node),
                         Path::new(""),
                         &below,
                         &empty,
                         &empty,
                         &mut pending,
-                        &mut out,
-                    );
+                        out,
+                    )?;
                 }
             }
         } else {
@@ -754,18 +780,19 @@ pub fn select(
                 if node.md.is_dir() {
                     // A directory source copies its contents, not itself; this
                     // entry stands for the destination directory it fills.
-                    out.push(entry(&node, PathBuf::new(), false));
                     let empty = MatchInfo::default();
+                    let children = view.children(&node);
+                    out(entry(node, PathBuf::new(), false))?;
                     walk(
                         &view,
-                        &node,
+                        children,
                         Path::new(""),
                         &below,
                         &empty,
                         &empty,
                         &mut pending,
-                        &mut out,
-                    );
+                        out,
+                    )?;
                     continue;
                 }
                 // Under the name the source gave, also when it was a followed link.
@@ -773,15 +800,15 @@ pub fn select(
                 if exclude.is_some_and(|m| m.matches(&slash(&name))) {
                     continue;
                 }
-                out.push(entry(&node, name, true));
+                out(entry(node, name, true))?;
             }
             continue;
         }
-        if out.len() == before {
+        if count == 0 {
             return Err(missing(src));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The paths of the context at `root` that `.dockerignore` hides (the topmost hidden

@@ -64,7 +64,7 @@ pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
 }
 
 /// One entry of a merged directory: the file backing it (in the topmost layer that
-/// has it) and that file's metadata.
+/// has it) and that file's metadata (of the entry itself, never a link's target).
 pub struct Entry {
     pub name: OsString,
     pub real: PathBuf,
@@ -74,9 +74,10 @@ pub struct Entry {
 /// The entries of directory `rel` of the merged view, sorted by name. One stat per
 /// entry: walking a context of thousands of files costs no more lookups than that.
 pub fn entries(layers: &[PathBuf], rel: &Path) -> Vec<Entry> {
-    let mut found = std::collections::BTreeMap::new();
-    let mut hidden = BTreeSet::new();
-    for layer in layers {
+    let mut found: Vec<Entry> = Vec::new();
+    // Names an upper layer showed or whited out; only needed with a layer below.
+    let mut seen = BTreeSet::new();
+    for (i, layer) in layers.iter().enumerate() {
         let dir = layer.join(rel);
         let Ok(md) = std::fs::symlink_metadata(&dir) else {
             continue;
@@ -84,27 +85,35 @@ pub fn entries(layers: &[PathBuf], rel: &Path) -> Vec<Entry> {
         if !md.is_dir() {
             break;
         }
+        let more = i + 1 < layers.len();
+        let upper = found.len();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
-                if hidden.contains(&name) || found.contains_key(&name) {
+                if seen.contains(&name) {
                     continue;
                 }
-                let real = e.path();
-                match real.symlink_metadata() {
+                // Stat relative to the open directory, not following links: no
+                // walk of the full path per entry.
+                match e.metadata() {
                     Ok(m) if is_whiteout(&m) => {
-                        hidden.insert(name);
+                        if more {
+                            seen.insert(name);
+                        }
                     }
                     Ok(md) => {
-                        found.insert(name.clone(), Entry { name, real, md });
+                        let real = e.path();
+                        found.push(Entry { name, real, md });
                     }
                     Err(_) => {}
                 }
             }
         }
-        if is_opaque(&dir) {
+        if !more || is_opaque(&dir) {
             break;
         }
+        seen.extend(found[upper..].iter().map(|e| e.name.clone()));
     }
-    found.into_values().collect()
+    found.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    found
 }
