@@ -258,7 +258,11 @@ pub fn copy_inputs(
     let selected = KeyHasher::new("selected");
     let entry = KeyHasher::new("entry");
     copy::select_each(src_layers, sources, filter, &mut |sel| {
-        let name = sel.src.to_string_lossy().into_owned();
+        // The path's own buffer when it is UTF-8 (it nearly always is).
+        let name = match sel.src.into_os_string().into_string() {
+            Ok(s) => s,
+            Err(raw) => raw.to_string_lossy().into_owned(),
+        };
         let mut h = selected.clone();
         h.field("dest", sel.dest.as_os_str().as_bytes())
             .field("whole", &[u8::from(sel.whole)])

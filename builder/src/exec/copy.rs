@@ -362,6 +362,8 @@ struct View<'a> {
     ignore: Option<&'a Matcher>,
     /// The layers are a build context: a symlink may not lead out of it.
     from_context: bool,
+    /// Lists the directories a walk enters ahead of it, when a second core can.
+    ahead: Option<&'a merged::Ahead<'a>>,
 }
 
 impl View<'_> {
@@ -428,8 +430,12 @@ impl View<'_> {
 
     /// The visible entries of directory `dir`, sorted by name.
     fn children(&self, dir: &Node) -> Vec<Node> {
+        let listed = match self.ahead {
+            Some(a) => a.entries(&dir.rel),
+            None => merged::entries(self.layers, &dir.rel),
+        };
         let mut out = Vec::new();
-        for e in merged::entries(self.layers, &dir.rel) {
+        for e in listed {
             let mut node = Node {
                 rel: dir.rel.join(&e.name),
                 real: e.real,
@@ -449,6 +455,21 @@ impl View<'_> {
                 }
             }
             out.push(node);
+        }
+        out
+    }
+
+    /// [`View::children`] of a directory a walk enters, whose own directories it
+    /// will likely enter next: they are queued to be listed ahead.
+    fn walk_children(&self, dir: &Node) -> Vec<Node> {
+        let out = self.children(dir);
+        if let Some(a) = self.ahead {
+            let dirs: Vec<PathBuf> = out
+                .iter()
+                .filter(|n| n.md.is_dir())
+                .map(|n| n.rel.clone())
+                .collect();
+            a.queue(dirs.into_iter());
         }
         out
     }
@@ -647,9 +668,13 @@ fn walk(
             pending.truncate(depth);
             continue;
         };
-        let name = child.rel.file_name().unwrap_or_default().to_owned();
-        let rel = top.below.join(&name);
-        let p = slash(&rel);
+        let rel = top.below.join(child.rel.file_name().unwrap_or_default());
+        // Only the filters match on text.
+        let p = if f.include.is_some() || f.exclude.is_some() {
+            slash(&rel)
+        } else {
+            String::new()
+        };
         let is_dir = child.md.is_dir();
         let mut keep = !child.hidden;
         let mut descend = is_dir;
@@ -670,16 +695,22 @@ fn walk(
                 descend &= m.must_descend(&p);
             }
         }
-        let children = descend.then(|| view.children(&child));
+        let children = descend.then(|| view.walk_children(&child));
+        // `rel` is the entry's destination, and the frame's when it is entered.
+        let (dest, rel) = if descend {
+            (rel.clone(), rel)
+        } else {
+            (rel, PathBuf::new())
+        };
         if keep {
             for p in pending.drain(..) {
                 out(p)?;
                 kept += 1;
             }
-            out(entry(child, rel.clone(), false))?;
+            out(entry(child, dest, false))?;
             kept += 1;
         } else if descend {
-            pending.push(entry(child, rel.clone(), false));
+            pending.push(entry(child, dest, false));
         }
         if let Some(children) = children {
             // Entered after `child` was pushed to `pending` when it is not kept.
@@ -720,11 +751,36 @@ pub fn select_each(
     filter: &SourceFilter,
     out: &mut Sink,
 ) -> Result<(), CopyError> {
-    let view = View {
-        layers,
-        ignore: filter.ignore.filter(|m| !m.is_empty()),
-        from_context: filter.from_context,
-    };
+    let ahead = merged::Ahead::new(layers);
+    let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    /// Ends the helper however the walk ends (an error, a panic in `out`).
+    struct Stop<'s, 'a>(&'s merged::Ahead<'a>);
+    impl Drop for Stop<'_, '_> {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+    std::thread::scope(|scope| {
+        if parallel {
+            scope.spawn(|| ahead.help());
+        }
+        let _stop = Stop(&ahead);
+        let view = View {
+            layers,
+            ignore: filter.ignore.filter(|m| !m.is_empty()),
+            from_context: filter.from_context,
+            ahead: parallel.then_some(&ahead),
+        };
+        select_view(&view, sources, filter, out)
+    })
+}
+
+fn select_view(
+    view: &View,
+    sources: &[String],
+    filter: &SourceFilter,
+    out: &mut Sink,
+) -> Result<(), CopyError> {
     let exclude = filter.exclude.filter(|m| !m.is_empty());
     let missing = |src: &str| {
         if filter.from_context {
@@ -755,8 +811,8 @@ pub fn select_each(
                 if node.md.is_dir() {
                     let empty = MatchInfo::default();
                     count += walk(
-                        &view,
-                        view.children(&node),
+                        view,
+                        view.walk_children(&node),
                         Path::new(""),
                         &below,
                         &empty,
@@ -781,10 +837,10 @@ pub fn select_each(
                     // A directory source copies its contents, not itself; this
                     // entry stands for the destination directory it fills.
                     let empty = MatchInfo::default();
-                    let children = view.children(&node);
+                    let children = view.walk_children(&node);
                     out(entry(node, PathBuf::new(), false))?;
                     walk(
-                        &view,
+                        view,
                         children,
                         Path::new(""),
                         &below,
@@ -821,6 +877,7 @@ pub fn ignored_paths(root: &Path, ignore: &Matcher) -> Vec<PathBuf> {
         layers: &layers,
         ignore: Some(ignore).filter(|m| !m.is_empty()),
         from_context: true,
+        ahead: None,
     };
     let mut out = Vec::new();
     if view.ignore.is_none() {
@@ -1018,6 +1075,68 @@ pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), Copy
 #[cfg(test)]
 mod tests {
     use super::glob_match;
+
+    /// Listing ahead on a second thread changes nothing a walk gives, in order,
+    /// with `.dockerignore`, `--exclude`, whiteouts and an opaque-free lower layer.
+    #[test]
+    fn a_walk_listed_ahead_gives_what_one_thread_gives() {
+        use super::{merged, select_view, SourceFilter, View};
+        let tmp = tempfile::TempDir::new().unwrap();
+        let (upper, lower) = (tmp.path().join("upper"), tmp.path().join("lower"));
+        for d in 0..20 {
+            for f in 0..15 {
+                for layer in [&upper, &lower] {
+                    let p = layer.join(format!("src/d{d:02}/s{}/f{f}", f % 3));
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(p, "x").unwrap();
+                }
+            }
+        }
+        std::fs::write(lower.join("src/d03/only-below"), "x").unwrap();
+        // A whiteout needs mknod: without it the upper file just shadows.
+        let _ = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("src/d04/gone"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        );
+        std::fs::write(lower.join("src/d04/gone"), "x").unwrap();
+        let ignore = crate::ignore::Matcher::new(&["src/d1*", "!src/d15/s1"]).unwrap();
+        let exclude = crate::ignore::Matcher::new(&["d0*/s2"]).unwrap();
+        for layers in [vec![upper.clone()], vec![upper.clone(), lower.clone()]] {
+            let filter = SourceFilter {
+                ignore: Some(&ignore),
+                exclude: Some(&exclude),
+                ..Default::default()
+            };
+            let run = |ahead: Option<&merged::Ahead>| {
+                let view = View {
+                    layers: &layers,
+                    ignore: Some(&ignore),
+                    from_context: false,
+                    ahead,
+                };
+                let mut got = Vec::new();
+                select_view(&view, &["src".to_string()], &filter, &mut |s| {
+                    got.push((s.src, s.dest));
+                    Ok(())
+                })
+                .unwrap();
+                got
+            };
+            let one = run(None);
+            let ahead = merged::Ahead::new(&layers);
+            let two = std::thread::scope(|scope| {
+                scope.spawn(|| ahead.help());
+                let got = run(Some(&ahead));
+                ahead.stop();
+                got
+            });
+            assert!(one.len() > 100, "{}", one.len());
+            assert_eq!(one, two);
+        }
+    }
 
     #[test]
     fn ignored_paths_are_the_topmost_hidden_entries() {
