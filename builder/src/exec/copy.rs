@@ -940,11 +940,14 @@ fn place(
         }
         return Ok(());
     }
-    let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
     if let Some(parent) = target_rel.parent() {
         ensure_dirs(spec, parent)?;
     }
     let target = spec.upper.join(target_rel);
+    if e.kind == EntryKind::File {
+        return place_file(spec, e, target, links);
+    }
+    let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
     let existing = target.symlink_metadata().ok();
     if e.kind == EntryKind::Dir {
         match existing {
@@ -965,32 +968,117 @@ fn place(
         Some(_) => std::fs::remove_file(&target).map_err(io(&target))?,
         None => {}
     }
-    if e.kind == EntryKind::Symlink {
-        let link = std::fs::read_link(&e.real).map_err(io(&e.real))?;
-        std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
-        set_meta(spec.upper, &target, None, spec.owner, Some(md.mtime()))?;
-    } else {
-        // Two names of one inode stay one inode, as BuildKit's copy keeps hardlinks.
-        let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
-        if let Some(first) = inode.and_then(|i| links.get(&i)).filter(|f| **f != target) {
-            std::fs::hard_link(first, &target).map_err(io(&target))?;
-            return Ok(());
-        }
-        if let Some(i) = inode {
-            links.insert(i, target.clone());
-        }
-        std::fs::copy(&e.real, &target).map_err(io(&target))?;
-        set_meta(
-            spec.upper,
-            &target,
-            Some(mode_for(spec, md.mode(), false)),
-            spec.owner,
-            Some(md.mtime()),
-        )?;
-    }
+    let link = std::fs::read_link(&e.real).map_err(io(&e.real))?;
+    std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
+    set_meta(spec.upper, &target, None, spec.owner, Some(md.mtime()))?;
     // After the chown, which drops security.capability.
     crate::xattrs::copy(&e.real, &target).map_err(io(&target))?;
     Ok(())
+}
+
+/// Removes what an earlier entry of this copy left at `target`.
+fn clear(target: &Path) -> Result<(), CopyError> {
+    match target.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(target).map_err(io(target)),
+        Ok(_) => std::fs::remove_file(target).map_err(io(target)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Writes regular file `e` at `target` with its content, the copy's owner and
+/// mode, its mtime and its xattrs, through one descriptor on each side: a large
+/// context costs no path walk per step. `e.md` is the stat the selection just
+/// took.
+fn place_file(
+    spec: &CopySpec,
+    e: &Selected,
+    target: PathBuf,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), CopyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let md = &e.md;
+    // Two names of one inode stay one inode, as BuildKit's copy keeps hardlinks.
+    let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    if let Some(first) = inode.and_then(|i| links.get(&i)).filter(|f| **f != target) {
+        clear(&target)?;
+        std::fs::hard_link(first, &target).map_err(io(&target))?;
+        return Ok(());
+    }
+    let src = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&e.real)
+        .map_err(io(&e.real))?;
+    let create = || {
+        std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target)
+    };
+    // Nearly always new: what is there (from an earlier source) is only looked at
+    // when creating fails.
+    let mut dst = match create() {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            clear(&target)?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(io(&target))?;
+    if let Some(i) = inode {
+        links.insert(i, target.clone());
+    }
+    copy_content(&src, &mut dst).map_err(io(&target))?;
+    rustix::fs::fchown(
+        &dst,
+        Some(rustix::fs::Uid::from_raw(spec.owner.0)),
+        Some(rustix::fs::Gid::from_raw(spec.owner.1)),
+    )
+    .map_err(|errno| {
+        if layer_cache::overlay::is_unmapped_owner(errno.raw_os_error()) {
+            let rel = target.strip_prefix(spec.upper).unwrap_or(&target);
+            return CopyError::UnmappedOwner(layer_cache::overlay::UnmappedOwner {
+                path: Path::new("/").join(rel),
+                uid: spec.owner.0,
+                gid: spec.owner.1,
+            });
+        }
+        io(&target)(errno.into())
+    })?;
+    // After the chown, which clears set-id bits.
+    let mode = mode_for(spec, md.mode(), false);
+    rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| io(&target)(e.into()))?;
+    let t = rustix::fs::Timespec {
+        tv_sec: md.mtime(),
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::futimens(&dst, &times).map_err(|e| io(&target)(e.into()))?;
+    // After the chown, which drops security.capability.
+    crate::xattrs::copy_fd(&src, &dst).map_err(io(&target))
+}
+
+/// `src`'s content into the new file `dst`: in the kernel where it can be.
+fn copy_content(src: &std::fs::File, dst: &mut std::fs::File) -> std::io::Result<()> {
+    let mut copied = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(src, None, &*dst, None, 1 << 30) {
+            Ok(0) => return Ok(()),
+            Ok(n) => copied += n as u64,
+            // Across filesystems or where the kernel cannot: by reads and writes.
+            Err(_) if copied == 0 => {
+                std::io::copy(&mut &*src, dst)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Performs the copy into `spec.upper`.
