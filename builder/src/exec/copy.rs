@@ -1083,81 +1083,127 @@ fn copy_content(src: &std::fs::File, dst: &mut std::fs::File) -> std::io::Result
 
 /// Performs the copy into `spec.upper`.
 pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
-    let selected = select(spec.src_layers, spec.sources, &spec.filter)?;
-    copy_selection(spec, &selected)
+    // Each entry is written as the walk finds it: a large context is never listed
+    // whole in memory.
+    let mut placer = Placer::new(spec)?;
+    select_each(spec.src_layers, spec.sources, &spec.filter, &mut |e| {
+        placer.place(&e)
+    })?;
+    placer.finish()
 }
 
 /// Writes what [`select`] chose (for `spec`'s sources) and `spec`'s heredoc files
 /// into `spec.upper`.
 pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), CopyError> {
-    // The destination follows the image's symlinks, never out of its root.
-    let dest_rel = clean_rel(&crate::sandbox::resolve_in_layers(
-        spec.dest_layers,
-        spec.dest,
-    ))
-    .unwrap_or_default();
-    // As BuildKit's copy, each source in turn: a file goes into the destination only
-    // when that is a directory by then (named with a trailing slash, in the image, or
-    // made by an earlier directory source of this step); else the file becomes the
-    // destination and a later one replaces it. Several sources or a glob do not make
-    // it a directory: `COPY target/*.jar app.jar` gives the file app.jar.
-    let dest_is_dir = spec.dest.ends_with('/')
-        || spec.dest.ends_with("/.")
-        || spec.filter.parents
-        || dest_rel.as_os_str().is_empty()
-        || merged::lookup(spec.dest_layers, &dest_rel)
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_some_and(|m| m.is_dir());
-    let dir_by_now = |spec: &CopySpec| {
-        dest_is_dir
-            || spec
+    let mut placer = Placer::new(spec)?;
+    for e in selected {
+        placer.place(e)?;
+    }
+    placer.finish()
+}
+
+/// Writes selected entries one by one, as [`copy_selection`] does for a list.
+struct Placer<'s, 'a> {
+    spec: &'s CopySpec<'a>,
+    dest_rel: PathBuf,
+    dest_is_dir: bool,
+    fresh_dest: bool,
+    dirs: Vec<(PathBuf, u32, i64)>,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<'s, 'a> Placer<'s, 'a> {
+    fn new(spec: &'s CopySpec<'a>) -> Result<Self, CopyError> {
+        // The destination follows the image's symlinks, never out of its root.
+        let dest_rel = clean_rel(&crate::sandbox::resolve_in_layers(
+            spec.dest_layers,
+            spec.dest,
+        ))
+        .unwrap_or_default();
+        // As BuildKit's copy, each source in turn: a file goes into the destination
+        // only when that is a directory by then (named with a trailing slash, in the
+        // image, or made by an earlier directory source of this step); else the file
+        // becomes the destination and a later one replaces it. Several sources or a
+        // glob do not make it a directory: `COPY target/*.jar app.jar` gives the
+        // file app.jar.
+        let dest_is_dir = spec.dest.ends_with('/')
+            || spec.dest.ends_with("/.")
+            || spec.filter.parents
+            || dest_rel.as_os_str().is_empty()
+            || merged::lookup(spec.dest_layers, &dest_rel)
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .is_some_and(|m| m.is_dir());
+        // The destination directory is new: the first directory source gives it its mode.
+        let fresh_dest = spec.upper.join(&dest_rel).symlink_metadata().is_err()
+            && merged::lookup(spec.dest_layers, &dest_rel)
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .is_none();
+        if dest_is_dir {
+            ensure_dirs(spec, &dest_rel)?;
+        }
+        Ok(Placer {
+            spec,
+            dest_rel,
+            dest_is_dir,
+            fresh_dest,
+            dirs: Vec::new(),
+            links: HashMap::new(),
+        })
+    }
+
+    fn dir_by_now(&self) -> bool {
+        self.dest_is_dir
+            || self
+                .spec
                 .upper
-                .join(&dest_rel)
+                .join(&self.dest_rel)
                 .symlink_metadata()
                 .is_ok_and(|m| m.is_dir())
-    };
-    // The destination directory is new: the first directory source gives it its mode.
-    let mut fresh_dest = spec.upper.join(&dest_rel).symlink_metadata().is_err()
-        && merged::lookup(spec.dest_layers, &dest_rel)
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_none();
-    if dest_is_dir {
-        ensure_dirs(spec, &dest_rel)?;
     }
-    let mut dirs = Vec::new();
-    let mut links = HashMap::new();
-    for e in selected {
-        let target_rel = if e.whole && !dir_by_now(spec) {
-            dest_rel.clone()
+
+    fn place(&mut self, e: &Selected) -> Result<(), CopyError> {
+        let target_rel = if e.whole && !self.dir_by_now() {
+            self.dest_rel.clone()
         } else {
-            dest_rel.join(&e.dest)
+            self.dest_rel.join(&e.dest)
         };
-        place(spec, e, &target_rel, &mut dirs, &mut links, &mut fresh_dest)?;
+        place(
+            self.spec,
+            e,
+            &target_rel,
+            &mut self.dirs,
+            &mut self.links,
+            &mut self.fresh_dest,
+        )
     }
-    // Deepest first, so setting a directory's times is not undone by its children.
-    for (dir, mode, mtime) in dirs.iter().rev() {
-        set_meta(spec.upper, dir, Some(*mode), spec.owner, Some(*mtime))?;
-    }
-    for (name, data) in spec.contents {
-        let target_rel = if dir_by_now(spec) {
-            dest_rel.join(name)
-        } else {
-            dest_rel.clone()
-        };
-        if let Some(parent) = target_rel.parent() {
-            ensure_dirs(spec, parent)?;
+
+    fn finish(self) -> Result<(), CopyError> {
+        let spec = self.spec;
+        // Deepest first, so setting a directory's times is not undone by its children.
+        for (dir, mode, mtime) in self.dirs.iter().rev() {
+            set_meta(spec.upper, dir, Some(*mode), spec.owner, Some(*mtime))?;
         }
-        let target = spec.upper.join(&target_rel);
-        std::fs::write(&target, data).map_err(io(&target))?;
-        set_meta(
-            spec.upper,
-            &target,
-            Some(mode_for(spec, 0o644, false)),
-            spec.owner,
-            None,
-        )?;
+        for (name, data) in spec.contents {
+            let target_rel = if self.dir_by_now() {
+                self.dest_rel.join(name)
+            } else {
+                self.dest_rel.clone()
+            };
+            if let Some(parent) = target_rel.parent() {
+                ensure_dirs(spec, parent)?;
+            }
+            let target = spec.upper.join(&target_rel);
+            std::fs::write(&target, data).map_err(io(&target))?;
+            set_meta(
+                spec.upper,
+                &target,
+                Some(mode_for(spec, 0o644, false)),
+                spec.owner,
+                None,
+            )?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
