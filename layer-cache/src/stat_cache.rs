@@ -51,7 +51,9 @@ pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Debug, Clone, Deserialize)]
 struct Entry {
     stat: Stat,
-    sha256: Digest,
+    /// Kept as bytes: a cold context holds one entry per file until saved.
+    #[serde(deserialize_with = "digest_bytes")]
+    sha256: [u8; 32],
     /// Setting an xattr changes ctime, so an unchanged stat means unchanged xattrs.
     /// `None`: not read yet (caches written before they were kept).
     #[serde(default)]
@@ -213,17 +215,19 @@ impl Index {
     fn entry(&self, i: usize) -> Entry {
         Entry {
             stat: self.stat(i),
-            sha256: Digest::from_sha256_bytes(&self.sha256(i)),
+            sha256: self.sha256(i),
             xattrs: self.xattrs(i),
         }
     }
 }
 
-fn sha256_bytes(d: &Digest) -> [u8; 32] {
+/// A `sha256:` digest as the JSON form wrote it, as bytes.
+fn digest_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<[u8; 32], D::Error> {
+    let digest = Digest::deserialize(d)?;
     let mut sha = [0u8; 32];
     // A Digest is always 64 hex digits.
-    let _ = hex::decode_to_slice(d.hex(), &mut sha);
-    sha
+    hex::decode_to_slice(digest.hex(), &mut sha).map_err(serde::de::Error::custom)?;
+    Ok(sha)
 }
 
 /// Where an entry written by [`encode`] comes from.
@@ -290,7 +294,7 @@ fn encode(written: i64, saved: &Index, entries: &[(&[u8], Src)]) -> Vec<u8> {
                 out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
                 out.extend_from_slice(&s.ino.to_le_bytes());
                 out.extend_from_slice(&s.mode.to_le_bytes());
-                out.extend_from_slice(&sha256_bytes(&e.sha256));
+                out.extend_from_slice(&e.sha256);
             }
         }
         out.resize(start + RECORD, 0);
@@ -401,7 +405,7 @@ impl StatCache {
                         x
                     }
                 };
-                return Ok((sha256_bytes(&e.sha256), xattrs));
+                return Ok((e.sha256, xattrs));
             }
         } else if let Some(i) = self.saved.find_from(name, self.hint) {
             self.hint = i + 1;
@@ -438,7 +442,7 @@ impl StatCache {
             name,
             Entry {
                 stat,
-                sha256: Digest::from_sha256_bytes(&sha256),
+                sha256,
                 xattrs: Some(xattrs.clone()),
             },
         );
