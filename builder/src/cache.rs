@@ -49,10 +49,80 @@ impl KeyHasher {
     }
     /// The key as 64 lowercase hex digits, without a `Digest` to hold them.
     fn finish_hex(self) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        // 32 bytes always fill 64 digits.
-        let _ = hex::encode_to_slice(self.0.finish_bytes(), &mut out);
-        out
+        hex64(&self.0.finish_bytes())
+    }
+}
+
+/// 32 bytes as 64 lowercase hex digits.
+fn hex64(bytes: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    // 32 bytes always fill 64 digits.
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    out
+}
+
+/// Selected source files, (path, digest of content and metadata), in order. The
+/// paths share one buffer and digests are bytes, so a context of 100,000 files
+/// costs a few MB. Written as a list of `[path, "sha256:…"]` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Files {
+    names: String,
+    /// Where each path ends in `names`.
+    ends: Vec<usize>,
+    digests: Vec<[u8; 32]>,
+}
+
+impl Files {
+    pub fn push(&mut self, name: &str, digest: [u8; 32]) {
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        self.digests.push(digest);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8; 32])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(a, b)| self.names.get(a..*b).unwrap_or_default())
+            .zip(&self.digests)
+    }
+
+    /// Appends `other`'s files, each path behind `prefix`.
+    pub fn extend_prefixed(&mut self, other: &Files, prefix: &str) {
+        for (name, digest) in other.iter() {
+            self.names.push_str(prefix);
+            self.push(name, *digest);
+        }
+    }
+}
+
+impl Serialize for Files {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.iter()
+                .map(|(name, d)| (name, Digest::from_sha256_bytes(d))),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Files {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<(String, Digest)>::deserialize(d)?;
+        let mut files = Files::default();
+        for (name, digest) in list {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(digest.hex(), &mut bytes).map_err(serde::de::Error::custom)?;
+            files.push(&name, bytes);
+        }
+        Ok(files)
     }
 }
 
@@ -131,7 +201,7 @@ pub fn final_key(target: &Digest, labels: &BTreeMap<String, String>, config: &Di
 pub struct Inputs {
     /// Selected source files: (path, digest of content and metadata), in order.
     #[serde(default)]
-    pub files: Vec<(String, Digest)>,
+    pub files: Files,
     /// Build args reaching the step.
     #[serde(default)]
     pub args: Vec<(String, String)>,
@@ -143,9 +213,8 @@ pub struct Inputs {
 impl Inputs {
     pub fn digest(&self) -> Digest {
         let mut h = KeyHasher::new("inputs");
-        for (p, d) in &self.files {
-            h.field("file", p.as_bytes())
-                .field("entry", d.hex().as_bytes());
+        for (p, d) in self.files.iter() {
+            h.field("file", p.as_bytes()).field("entry", &hex64(d));
         }
         for (k, v) in &self.args {
             h.field("arg", k.as_bytes()).field("value", v.as_bytes());
@@ -181,10 +250,8 @@ impl Inputs {
                 parts.push(format!("build arg {k} is no longer set"));
             }
         }
-        let old_files: BTreeMap<&str, &Digest> =
-            old.files.iter().map(|(p, d)| (p.as_str(), d)).collect();
-        let new_files: BTreeMap<&str, &Digest> =
-            self.files.iter().map(|(p, d)| (p.as_str(), d)).collect();
+        let old_files: BTreeMap<&str, &[u8; 32]> = old.files.iter().collect();
+        let new_files: BTreeMap<&str, &[u8; 32]> = self.files.iter().collect();
         let mut files = Vec::new();
         for (p, d) in &new_files {
             match old_files.get(p) {
@@ -252,17 +319,13 @@ pub fn copy_inputs(
     sources: &[String],
     filter: &copy::SourceFilter<'_>,
     mut stat: Option<&mut StatCache>,
-) -> Result<Vec<(String, Digest)>, CopyError> {
-    let mut out = Vec::new();
+) -> Result<Files, CopyError> {
+    let mut out = Files::default();
     // Each entry's hashers start from the same fields: begun once, cloned per entry.
     let selected = KeyHasher::new("selected");
     let entry = KeyHasher::new("entry");
     copy::select_each(src_layers, sources, filter, &mut |sel| {
-        // The path's own buffer when it is UTF-8 (it nearly always is).
-        let name = match sel.src.into_os_string().into_string() {
-            Ok(s) => s,
-            Err(raw) => raw.to_string_lossy().into_owned(),
-        };
+        let name = sel.src.to_string_lossy();
         let mut h = selected.clone();
         h.field("dest", sel.dest.as_os_str().as_bytes())
             .field("whole", &[u8::from(sel.whole)])
@@ -270,7 +333,7 @@ pub fn copy_inputs(
                 "entry",
                 &entry_digest(entry.clone(), &sel.real, &sel.md, &name, &mut stat)?,
             );
-        out.push((name, h.finish()));
+        out.push(&name, h.0.finish_bytes());
         Ok(())
     })?;
     Ok(out)
@@ -434,6 +497,25 @@ mod tests {
         assert_ne!(x.finish(), y.finish());
     }
 
+    /// Notes written before `Files` (a list of pairs) still read, and are written
+    /// the same way.
+    #[test]
+    fn files_are_written_as_the_pairs_they_were() {
+        let old: Vec<(String, Digest)> = vec![
+            ("a/b".into(), Digest::of(b"x")),
+            ("mount 0:é".into(), Digest::of(b"y")),
+        ];
+        let json = serde_json::to_string(&old).unwrap();
+        let files: Files = serde_json::from_str(&json).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(serde_json::to_string(&files).unwrap(), json);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a/b", "mount 0:é"]);
+        let mut prefixed = Files::default();
+        prefixed.extend_prefixed(&files, "mount 1:");
+        assert_eq!(prefixed.iter().next().map(|(n, _)| n), Some("mount 1:a/b"));
+    }
+
     fn ctx_filter() -> crate::exec::copy::SourceFilter<'static> {
         crate::exec::copy::SourceFilter {
             from_context: true,
@@ -452,7 +534,7 @@ mod tests {
         let layers = vec![ctx.clone()];
         let sources = vec!["src".to_string()];
         let first = copy_inputs(&layers, &sources, &ctx_filter(), None).unwrap();
-        let names: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
+        let names: Vec<&str> = first.iter().map(|(p, _)| p).collect();
         assert_eq!(names, ["src", "src/link", "src/sub", "src/sub/a.txt"]);
         let f = std::fs::File::options()
             .write(true)
