@@ -237,71 +237,89 @@ enum Src<'a> {
     Fresh(&'a Entry),
 }
 
-/// Writes `entries` (sorted by name) as an index; `Saved` records are read from
-/// `saved` and copied without being decoded.
-fn encode(written: i64, saved: &Index, entries: &[(&[u8], Src)]) -> Vec<u8> {
-    let mut names = Vec::new();
-    let mut xattrs = Vec::new();
-    let mut spans = Vec::with_capacity(entries.len());
+/// Writes `entries` (sorted by name) as an index into `out`; `Saved` records are
+/// read from `saved` and copied without being decoded. Streamed: a context of
+/// many files is never encoded whole in memory beside its entries.
+fn encode(
+    written: i64,
+    saved: &Index,
+    entries: &[(&[u8], Src)],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    // Xattr lengths first, so every record's offsets are known before it is written.
+    let x_len = |src: &Src| -> u32 {
+        match src {
+            Src::Saved(i) => saved.xattr_span(*i).1,
+            Src::Fresh(Entry {
+                xattrs: Some(list), ..
+            }) => list
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>() as u32,
+            Src::Fresh(_) => NOT_READ,
+        }
+    };
+    let names_len: usize = entries.iter().map(|(n, _)| n.len()).sum();
+    let names_at = HEADER + entries.len() * RECORD;
+    let xattrs_at = names_at + names_len;
+    out.write_all(MAGIC)?;
+    out.write_all(&written.to_le_bytes())?;
+    out.write_all(&(entries.len() as u64).to_le_bytes())?;
+    let (mut name_at, mut x_at) = (names_at, xattrs_at);
+    let mut record = [0u8; RECORD];
     for (name, src) in entries {
-        let name_at = names.len();
-        names.extend_from_slice(name);
-        let at = xattrs.len();
-        let x = match src {
-            Src::Saved(i) => match saved.xattr_span(*i) {
-                (_, NOT_READ) => (0, NOT_READ),
-                // Checked to lie inside the file when the index was parsed.
-                (off, len) => {
-                    xattrs.extend_from_slice(&saved.bytes[off..off + len as usize]);
-                    (at, len)
+        record.fill(0);
+        record[0..8].copy_from_slice(&(name_at as u64).to_le_bytes());
+        record[8..12].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        let len = x_len(src);
+        let at = if len == NOT_READ { xattrs_at } else { x_at };
+        record[12..20].copy_from_slice(&(at as u64).to_le_bytes());
+        record[20..24].copy_from_slice(&len.to_le_bytes());
+        match src {
+            // Stat and sha256, bytes 24..108 of the record.
+            Src::Saved(i) => record[24..108].copy_from_slice(&saved.record(*i)[24..108]),
+            Src::Fresh(e) => {
+                let s = &e.stat;
+                let fields = [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64];
+                for (k, v) in fields.into_iter().enumerate() {
+                    record[24 + 8 * k..32 + 8 * k].copy_from_slice(&v.to_le_bytes());
                 }
+                record[56..64].copy_from_slice(&(s.ctime.1 as u64).to_le_bytes());
+                record[64..72].copy_from_slice(&s.ino.to_le_bytes());
+                record[72..76].copy_from_slice(&s.mode.to_le_bytes());
+                record[76..108].copy_from_slice(&e.sha256);
+            }
+        }
+        out.write_all(&record)?;
+        name_at += name.len();
+        if len != NOT_READ {
+            x_at += len as usize;
+        }
+    }
+    for (name, _) in entries {
+        out.write_all(name)?;
+    }
+    for (_, src) in entries {
+        match src {
+            Src::Saved(i) => match saved.xattr_span(*i) {
+                (_, NOT_READ) => {}
+                // Checked to lie inside the file when the index was parsed.
+                (off, len) => out.write_all(&saved.bytes[off..off + len as usize])?,
             },
             Src::Fresh(Entry {
                 xattrs: Some(list), ..
             }) => {
                 for (k, v) in list {
-                    xattrs.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                    xattrs.extend_from_slice(k);
-                    xattrs.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    xattrs.extend_from_slice(v);
+                    out.write_all(&(k.len() as u32).to_le_bytes())?;
+                    out.write_all(k)?;
+                    out.write_all(&(v.len() as u32).to_le_bytes())?;
+                    out.write_all(v)?;
                 }
-                (at, (xattrs.len() - at) as u32)
             }
-            Src::Fresh(_) => (0, NOT_READ),
-        };
-        spans.push((name_at, x));
-    }
-    let names_at = HEADER + entries.len() * RECORD;
-    let xattrs_at = names_at + names.len();
-    let mut out = Vec::with_capacity(xattrs_at + xattrs.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&written.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for ((name, src), (name_at, (x_at, x_len))) in entries.iter().zip(&spans) {
-        let start = out.len();
-        out.extend_from_slice(&((names_at + name_at) as u64).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&((xattrs_at + x_at) as u64).to_le_bytes());
-        out.extend_from_slice(&x_len.to_le_bytes());
-        match src {
-            // Stat and sha256, bytes 24..108 of the record.
-            Src::Saved(i) => out.extend_from_slice(&saved.record(*i)[24..108]),
-            Src::Fresh(e) => {
-                let s = &e.stat;
-                for v in [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
-                out.extend_from_slice(&s.ino.to_le_bytes());
-                out.extend_from_slice(&s.mode.to_le_bytes());
-                out.extend_from_slice(&e.sha256);
-            }
+            Src::Fresh(_) => {}
         }
-        out.resize(start + RECORD, 0);
     }
-    out.extend_from_slice(&names);
-    out.extend_from_slice(&xattrs);
-    out
+    Ok(())
 }
 
 /// One context's stat cache.
@@ -485,13 +503,21 @@ impl StatCache {
             }
         }
         list.extend(fresh.map(|(n, e)| (n, Src::Fresh(e))));
-        let bytes = encode(now, &self.saved, &list);
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir)?;
         }
-        store.replace_file(&self.path, &bytes)?;
-        self.saved = Index::parse(bytes).unwrap_or_default();
-        self.fresh.clear();
+        store.replace_file_with(&self.path, |f| {
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
+            encode(now, &self.saved, &list, &mut w)?;
+            std::io::Write::flush(&mut w)
+        })?;
+        drop(list);
+        // Read back once the entries are gone, so both are never held at once.
+        self.fresh = HashMap::new();
+        self.saved = std::fs::read(&self.path)
+            .ok()
+            .and_then(Index::parse)
+            .unwrap_or_default();
         Ok(())
     }
 }
