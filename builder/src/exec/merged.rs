@@ -142,8 +142,8 @@ struct AheadState {
     stop: bool,
 }
 
-/// Entries listed ahead at most (a few MB of metadata).
-const AHEAD_MAX: usize = 16 * 1024;
+/// Entries listed ahead at most (about 1 MB of metadata; a few directories).
+const AHEAD_MAX: usize = 4 * 1024;
 
 type Guard<'g> = std::sync::MutexGuard<'g, AheadState>;
 
