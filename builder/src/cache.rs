@@ -27,6 +27,7 @@ use crate::plan::Platform;
 const VERSION: &[u8] = b"mybuild-cache-v2";
 
 /// Builds a key from labelled fields; lengths are included so fields cannot run together.
+#[derive(Clone)]
 pub struct KeyHasher(Hasher);
 
 impl KeyHasher {
@@ -45,6 +46,83 @@ impl KeyHasher {
     }
     pub fn finish(self) -> Digest {
         self.0.finish()
+    }
+    /// The key as 64 lowercase hex digits, without a `Digest` to hold them.
+    fn finish_hex(self) -> [u8; 64] {
+        hex64(&self.0.finish_bytes())
+    }
+}
+
+/// 32 bytes as 64 lowercase hex digits.
+fn hex64(bytes: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    // 32 bytes always fill 64 digits.
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    out
+}
+
+/// Selected source files, (path, digest of content and metadata), in order. The
+/// paths share one buffer and digests are bytes, so a context of 100,000 files
+/// costs a few MB. Written as a list of `[path, "sha256:…"]` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Files {
+    names: String,
+    /// Where each path ends in `names`.
+    ends: Vec<usize>,
+    digests: Vec<[u8; 32]>,
+}
+
+impl Files {
+    pub fn push(&mut self, name: &str, digest: [u8; 32]) {
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        self.digests.push(digest);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8; 32])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(a, b)| self.names.get(a..*b).unwrap_or_default())
+            .zip(&self.digests)
+    }
+
+    /// Appends `other`'s files, each path behind `prefix`.
+    pub fn extend_prefixed(&mut self, other: &Files, prefix: &str) {
+        for (name, digest) in other.iter() {
+            self.names.push_str(prefix);
+            self.push(name, *digest);
+        }
+    }
+}
+
+impl Serialize for Files {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.iter()
+                .map(|(name, d)| (name, Digest::from_sha256_bytes(d))),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Files {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<(String, Digest)>::deserialize(d)?;
+        let mut files = Files::default();
+        for (name, digest) in list {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(digest.hex(), &mut bytes).map_err(serde::de::Error::custom)?;
+            files.push(&name, bytes);
+        }
+        Ok(files)
     }
 }
 
@@ -123,7 +201,7 @@ pub fn final_key(target: &Digest, labels: &BTreeMap<String, String>, config: &Di
 pub struct Inputs {
     /// Selected source files: (path, digest of content and metadata), in order.
     #[serde(default)]
-    pub files: Vec<(String, Digest)>,
+    pub files: Files,
     /// Build args reaching the step.
     #[serde(default)]
     pub args: Vec<(String, String)>,
@@ -135,9 +213,8 @@ pub struct Inputs {
 impl Inputs {
     pub fn digest(&self) -> Digest {
         let mut h = KeyHasher::new("inputs");
-        for (p, d) in &self.files {
-            h.field("file", p.as_bytes())
-                .field("entry", d.hex().as_bytes());
+        for (p, d) in self.files.iter() {
+            h.field("file", p.as_bytes()).field("entry", &hex64(d));
         }
         for (k, v) in &self.args {
             h.field("arg", k.as_bytes()).field("value", v.as_bytes());
@@ -173,10 +250,8 @@ impl Inputs {
                 parts.push(format!("build arg {k} is no longer set"));
             }
         }
-        let old_files: BTreeMap<&str, &Digest> =
-            old.files.iter().map(|(p, d)| (p.as_str(), d)).collect();
-        let new_files: BTreeMap<&str, &Digest> =
-            self.files.iter().map(|(p, d)| (p.as_str(), d)).collect();
+        let old_files: BTreeMap<&str, &[u8; 32]> = old.files.iter().collect();
+        let new_files: BTreeMap<&str, &[u8; 32]> = self.files.iter().collect();
         let mut files = Vec::new();
         for (p, d) in &new_files {
             match old_files.get(p) {
@@ -237,38 +312,41 @@ pub fn base_note_name(reference: &str) -> Digest {
 /// The entries COPY/ADD would write, as [`copy::select`] lists them (after
 /// `.dockerignore`, `--exclude` and `--parents`), each hashed by source path,
 /// destination, type, mode, owner, xattrs, size, content and symlink target (not mtime).
-/// Regular files go through the stat cache when one is given.
+/// Regular files go through the stat cache when one is given. Entries are hashed as
+/// the walk finds them, so only the result is held for a large context.
 pub fn copy_inputs(
     src_layers: &[PathBuf],
     sources: &[String],
     filter: &copy::SourceFilter<'_>,
     mut stat: Option<&mut StatCache>,
-) -> Result<Vec<(String, Digest)>, CopyError> {
-    let selected = copy::select(src_layers, sources, filter)?;
-    let mut out = Vec::with_capacity(selected.len());
-    for sel in &selected {
-        let name = sel.src.to_string_lossy().into_owned();
-        let mut h = KeyHasher::new("selected");
+) -> Result<Files, CopyError> {
+    let mut out = Files::default();
+    // Each entry's hashers start from the same fields: begun once, cloned per entry.
+    let selected = KeyHasher::new("selected");
+    let entry = KeyHasher::new("entry");
+    copy::select_each(src_layers, sources, filter, &mut |sel| {
+        let name = sel.src.to_string_lossy();
+        let mut h = selected.clone();
         h.field("dest", sel.dest.as_os_str().as_bytes())
             .field("whole", &[u8::from(sel.whole)])
             .field(
                 "entry",
-                entry_digest(&sel.real, &sel.md, &name, &mut stat)?
-                    .hex()
-                    .as_bytes(),
+                &entry_digest(entry.clone(), &sel.real, &sel.md, &name, &mut stat)?,
             );
-        out.push((name, h.finish()));
-    }
+        out.push(&name, h.0.finish_bytes());
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// One entry's metadata and content.
+/// One entry's metadata and content, hashed into `h` (begun as an "entry" key), in hex.
 fn entry_digest(
+    mut h: KeyHasher,
     real: &Path,
     md: &std::fs::Metadata,
     name: &str,
     stat: &mut Option<&mut StatCache>,
-) -> Result<Digest, CopyError> {
+) -> Result<[u8; 64], CopyError> {
     let io = |source| CopyError::Io {
         path: real.to_path_buf(),
         source,
@@ -279,13 +357,12 @@ fn entry_digest(
     let (content, xattrs) = match stat.as_deref_mut() {
         Some(c) if ft.is_file() => {
             let (d, x) = c
-                .file_entry(name, real, md, || crate::xattrs::read(real))
+                .file_sha256(name, real, md, || crate::xattrs::read(real))
                 .map_err(io)?;
             (Some(d), x)
         }
         _ => (None, crate::xattrs::read(real).map_err(io)?),
     };
-    let mut h = KeyHasher::new("entry");
     h.field("mode", &md.mode().to_le_bytes())
         .field("uid", &md.uid().to_le_bytes())
         .field("gid", &md.gid().to_le_bytes());
@@ -298,19 +375,22 @@ fn entry_digest(
         let target = std::fs::read_link(real).map_err(io)?;
         h.field("symlink", target.as_os_str().as_bytes());
     } else if ft.is_file() {
-        let digest = match content {
-            Some(d) => d,
+        let mut hex = [0u8; 64];
+        match content {
+            Some(sha) => {
+                let _ = hex::encode_to_slice(sha, &mut hex);
+            }
             None => {
                 let mut f = std::fs::File::open(real).map_err(io)?;
                 let mut hasher = layer_cache::digest::HashingWriter::new(std::io::sink());
                 std::io::copy(&mut f, &mut hasher).map_err(io)?;
-                hasher.finish().1
+                hex.copy_from_slice(hasher.finish().1.hex().as_bytes());
             }
-        };
+        }
         h.field("size", &md.len().to_le_bytes())
-            .field("sha256", digest.hex().as_bytes());
+            .field("sha256", &hex);
     }
-    Ok(h.finish())
+    Ok(h.finish_hex())
 }
 
 #[cfg(test)]
@@ -417,6 +497,25 @@ mod tests {
         assert_ne!(x.finish(), y.finish());
     }
 
+    /// Notes written before `Files` (a list of pairs) still read, and are written
+    /// the same way.
+    #[test]
+    fn files_are_written_as_the_pairs_they_were() {
+        let old: Vec<(String, Digest)> = vec![
+            ("a/b".into(), Digest::of(b"x")),
+            ("mount 0:é".into(), Digest::of(b"y")),
+        ];
+        let json = serde_json::to_string(&old).unwrap();
+        let files: Files = serde_json::from_str(&json).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(serde_json::to_string(&files).unwrap(), json);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a/b", "mount 0:é"]);
+        let mut prefixed = Files::default();
+        prefixed.extend_prefixed(&files, "mount 1:");
+        assert_eq!(prefixed.iter().next().map(|(n, _)| n), Some("mount 1:a/b"));
+    }
+
     fn ctx_filter() -> crate::exec::copy::SourceFilter<'static> {
         crate::exec::copy::SourceFilter {
             from_context: true,
@@ -435,7 +534,7 @@ mod tests {
         let layers = vec![ctx.clone()];
         let sources = vec!["src".to_string()];
         let first = copy_inputs(&layers, &sources, &ctx_filter(), None).unwrap();
-        let names: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
+        let names: Vec<&str> = first.iter().map(|(p, _)| p).collect();
         assert_eq!(names, ["src", "src/link", "src/sub", "src/sub/a.txt"]);
         let f = std::fs::File::options()
             .write(true)

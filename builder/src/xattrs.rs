@@ -92,3 +92,56 @@ pub fn copy(src: &Path, dst: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// [`copy`] between two open files: no path is looked up again.
+pub fn copy_fd(src: &std::fs::File, dst: &std::fs::File) -> io::Result<()> {
+    let mut names = vec![0u8; 256];
+    loop {
+        match rustix::fs::flistxattr(src, &mut names[..]) {
+            Ok(n) => {
+                names.truncate(n);
+                break;
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rustix::fs::flistxattr(src, &mut [0u8; 0][..])?;
+                names.resize(need.max(names.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut list = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if is_overlay(name) {
+            continue;
+        }
+        let name = OsStr::from_bytes(name);
+        let mut value = vec![0u8; 256];
+        loop {
+            match rustix::fs::fgetxattr(src, name, &mut value[..]) {
+                Ok(n) => {
+                    value.truncate(n);
+                    list.push((name, value));
+                    break;
+                }
+                Err(rustix::io::Errno::RANGE) => {
+                    let need = rustix::fs::fgetxattr(src, name, &mut [0u8; 0][..])?;
+                    value.resize(need.max(value.len() * 2), 0);
+                }
+                // Removed between list and get.
+                Err(rustix::io::Errno::NODATA) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // In name order, as `copy` sets them.
+    list.sort();
+    for (name, value) in list {
+        match rustix::fs::fsetxattr(dst, name, &value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(rustix::io::Errno::PERM) if name.as_bytes().starts_with(b"user.") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -29,7 +29,12 @@ impl Hasher {
         self.len == 0
     }
     pub fn finish(self) -> Digest {
-        Digest::from_sha256_bytes(&self.sha.finalize())
+        Digest::from_sha256_bytes(&self.finish_bytes())
+    }
+    /// The sha256 as bytes, for callers hashing many small things that need no
+    /// `Digest` (and its string) for each.
+    pub fn finish_bytes(self) -> [u8; 32] {
+        self.sha.finalize().into()
     }
 }
 

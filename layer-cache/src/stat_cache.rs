@@ -51,7 +51,9 @@ pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Debug, Clone, Deserialize)]
 struct Entry {
     stat: Stat,
-    sha256: Digest,
+    /// Kept as bytes: a cold context holds one entry per file until saved.
+    #[serde(deserialize_with = "digest_bytes")]
+    sha256: [u8; 32],
     /// Setting an xattr changes ctime, so an unchanged stat means unchanged xattrs.
     /// `None`: not read yet (caches written before they were kept).
     #[serde(default)]
@@ -163,6 +165,15 @@ impl Index {
         None
     }
 
+    /// [`Index::find`], trying record `hint` first: a walk asks for names mostly in
+    /// the order they are saved, so most lookups cost one comparison.
+    fn find_from(&self, name: &[u8], hint: usize) -> Option<usize> {
+        if hint < self.count && self.name(hint) == Some(name) {
+            return Some(hint);
+        }
+        self.find(name)
+    }
+
     fn stat(&self, i: usize) -> Stat {
         let r = self.record(i);
         Stat {
@@ -174,8 +185,10 @@ impl Index {
         }
     }
 
-    fn sha256(&self, i: usize) -> Digest {
-        Digest::from_sha256_bytes(&self.record(i)[76..108])
+    fn sha256(&self, i: usize) -> [u8; 32] {
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(&self.record(i)[76..108]);
+        sha
     }
 
     fn xattrs(&self, i: usize) -> Option<Xattrs> {
@@ -208,6 +221,15 @@ impl Index {
     }
 }
 
+/// A `sha256:` digest as the JSON form wrote it, as bytes.
+fn digest_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<[u8; 32], D::Error> {
+    let digest = Digest::deserialize(d)?;
+    let mut sha = [0u8; 32];
+    // A Digest is always 64 hex digits.
+    hex::decode_to_slice(digest.hex(), &mut sha).map_err(serde::de::Error::custom)?;
+    Ok(sha)
+}
+
 /// Where an entry written by [`encode`] comes from.
 enum Src<'a> {
     /// A record of the loaded index, copied as it is.
@@ -215,74 +237,89 @@ enum Src<'a> {
     Fresh(&'a Entry),
 }
 
-/// Writes `entries` (sorted by name) as an index; `Saved` records are read from
-/// `saved` and copied without being decoded.
-fn encode(written: i64, saved: &Index, entries: &[(&[u8], Src)]) -> Vec<u8> {
-    let mut names = Vec::new();
-    let mut xattrs = Vec::new();
-    let mut spans = Vec::with_capacity(entries.len());
+/// Writes `entries` (sorted by name) as an index into `out`; `Saved` records are
+/// read from `saved` and copied without being decoded. Streamed: a context of
+/// many files is never encoded whole in memory beside its entries.
+fn encode(
+    written: i64,
+    saved: &Index,
+    entries: &[(&[u8], Src)],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    // Xattr lengths first, so every record's offsets are known before it is written.
+    let x_len = |src: &Src| -> u32 {
+        match src {
+            Src::Saved(i) => saved.xattr_span(*i).1,
+            Src::Fresh(Entry {
+                xattrs: Some(list), ..
+            }) => list
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>() as u32,
+            Src::Fresh(_) => NOT_READ,
+        }
+    };
+    let names_len: usize = entries.iter().map(|(n, _)| n.len()).sum();
+    let names_at = HEADER + entries.len() * RECORD;
+    let xattrs_at = names_at + names_len;
+    out.write_all(MAGIC)?;
+    out.write_all(&written.to_le_bytes())?;
+    out.write_all(&(entries.len() as u64).to_le_bytes())?;
+    let (mut name_at, mut x_at) = (names_at, xattrs_at);
+    let mut record = [0u8; RECORD];
     for (name, src) in entries {
-        let name_at = names.len();
-        names.extend_from_slice(name);
-        let at = xattrs.len();
-        let x = match src {
-            Src::Saved(i) => match saved.xattr_span(*i) {
-                (_, NOT_READ) => (0, NOT_READ),
-                // Checked to lie inside the file when the index was parsed.
-                (off, len) => {
-                    xattrs.extend_from_slice(&saved.bytes[off..off + len as usize]);
-                    (at, len)
+        record.fill(0);
+        record[0..8].copy_from_slice(&(name_at as u64).to_le_bytes());
+        record[8..12].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        let len = x_len(src);
+        let at = if len == NOT_READ { xattrs_at } else { x_at };
+        record[12..20].copy_from_slice(&(at as u64).to_le_bytes());
+        record[20..24].copy_from_slice(&len.to_le_bytes());
+        match src {
+            // Stat and sha256, bytes 24..108 of the record.
+            Src::Saved(i) => record[24..108].copy_from_slice(&saved.record(*i)[24..108]),
+            Src::Fresh(e) => {
+                let s = &e.stat;
+                let fields = [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64];
+                for (k, v) in fields.into_iter().enumerate() {
+                    record[24 + 8 * k..32 + 8 * k].copy_from_slice(&v.to_le_bytes());
                 }
+                record[56..64].copy_from_slice(&(s.ctime.1 as u64).to_le_bytes());
+                record[64..72].copy_from_slice(&s.ino.to_le_bytes());
+                record[72..76].copy_from_slice(&s.mode.to_le_bytes());
+                record[76..108].copy_from_slice(&e.sha256);
+            }
+        }
+        out.write_all(&record)?;
+        name_at += name.len();
+        if len != NOT_READ {
+            x_at += len as usize;
+        }
+    }
+    for (name, _) in entries {
+        out.write_all(name)?;
+    }
+    for (_, src) in entries {
+        match src {
+            Src::Saved(i) => match saved.xattr_span(*i) {
+                (_, NOT_READ) => {}
+                // Checked to lie inside the file when the index was parsed.
+                (off, len) => out.write_all(&saved.bytes[off..off + len as usize])?,
             },
             Src::Fresh(Entry {
                 xattrs: Some(list), ..
             }) => {
                 for (k, v) in list {
-                    xattrs.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                    xattrs.extend_from_slice(k);
-                    xattrs.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    xattrs.extend_from_slice(v);
+                    out.write_all(&(k.len() as u32).to_le_bytes())?;
+                    out.write_all(k)?;
+                    out.write_all(&(v.len() as u32).to_le_bytes())?;
+                    out.write_all(v)?;
                 }
-                (at, (xattrs.len() - at) as u32)
             }
-            Src::Fresh(_) => (0, NOT_READ),
-        };
-        spans.push((name_at, x));
-    }
-    let names_at = HEADER + entries.len() * RECORD;
-    let xattrs_at = names_at + names.len();
-    let mut out = Vec::with_capacity(xattrs_at + xattrs.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&written.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for ((name, src), (name_at, (x_at, x_len))) in entries.iter().zip(&spans) {
-        let start = out.len();
-        out.extend_from_slice(&((names_at + name_at) as u64).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&((xattrs_at + x_at) as u64).to_le_bytes());
-        out.extend_from_slice(&x_len.to_le_bytes());
-        match src {
-            // Stat and sha256, bytes 24..108 of the record.
-            Src::Saved(i) => out.extend_from_slice(&saved.record(*i)[24..108]),
-            Src::Fresh(e) => {
-                let s = &e.stat;
-                for v in [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                out.extend_from_slice(&(s.ctime.1 as u64).to_le_bytes());
-                out.extend_from_slice(&s.ino.to_le_bytes());
-                out.extend_from_slice(&s.mode.to_le_bytes());
-                let mut sha = [0u8; 32];
-                // A Digest is always 64 hex digits.
-                let _ = hex::decode_to_slice(e.sha256.hex(), &mut sha);
-                out.extend_from_slice(&sha);
-            }
+            Src::Fresh(_) => {}
         }
-        out.resize(start + RECORD, 0);
     }
-    out.extend_from_slice(&names);
-    out.extend_from_slice(&xattrs);
-    out
+    Ok(())
 }
 
 /// One context's stat cache.
@@ -293,6 +330,8 @@ pub struct StatCache {
     /// Entries hashed (or completed) since loading, by name; they win over `saved`.
     fresh: HashMap<Vec<u8>, Entry>,
     hashed: u64,
+    /// The saved record after the last one found, where the next lookup starts.
+    hint: usize,
     /// Entries named by real path (the snapshot cache) rather than the caller's name.
     by_real_path: bool,
 }
@@ -307,6 +346,7 @@ impl Store {
             saved: Index::default(),
             fresh: HashMap::new(),
             hashed: 0,
+            hint: 0,
             by_real_path: false,
         };
         // A missing or unreadable cache only costs re-hashing.
@@ -353,6 +393,19 @@ impl StatCache {
         md: &std::fs::Metadata,
         read_xattrs: impl FnOnce() -> std::io::Result<Xattrs>,
     ) -> std::io::Result<(Digest, Xattrs)> {
+        let (sha, xattrs) = self.file_sha256(rel, real, md, read_xattrs)?;
+        Ok((Digest::from_sha256_bytes(&sha), xattrs))
+    }
+
+    /// [`StatCache::file_entry`] with the sha256 as bytes: a context of many files
+    /// makes no `Digest` for each.
+    pub fn file_sha256(
+        &mut self,
+        rel: &str,
+        real: &Path,
+        md: &std::fs::Metadata,
+        read_xattrs: impl FnOnce() -> std::io::Result<Xattrs>,
+    ) -> std::io::Result<([u8; 32], Xattrs)> {
         let stat = Stat::of(md);
         let name: &[u8] = if self.by_real_path {
             real.as_os_str().as_bytes()
@@ -370,9 +423,10 @@ impl StatCache {
                         x
                     }
                 };
-                return Ok((e.sha256.clone(), xattrs));
+                return Ok((e.sha256, xattrs));
             }
-        } else if let Some(i) = self.saved.find(name) {
+        } else if let Some(i) = self.saved.find_from(name, self.hint) {
+            self.hint = i + 1;
             if trusted(&self.saved.stat(i)) {
                 let sha256 = self.saved.sha256(i);
                 let xattrs = match self.saved.xattrs(i) {
@@ -399,14 +453,14 @@ impl StatCache {
             }
             h.update(&buf[..n]);
         }
-        let sha256 = h.finish();
+        let sha256 = h.finish_bytes();
         let xattrs = read_xattrs()?;
         self.hashed += 1;
         self.fresh.insert(
             name,
             Entry {
                 stat,
-                sha256: sha256.clone(),
+                sha256,
                 xattrs: Some(xattrs.clone()),
             },
         );
@@ -449,13 +503,21 @@ impl StatCache {
             }
         }
         list.extend(fresh.map(|(n, e)| (n, Src::Fresh(e))));
-        let bytes = encode(now, &self.saved, &list);
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir)?;
         }
-        store.replace_file(&self.path, &bytes)?;
-        self.saved = Index::parse(bytes).unwrap_or_default();
-        self.fresh.clear();
+        store.replace_file_with(&self.path, |f| {
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
+            encode(now, &self.saved, &list, &mut w)?;
+            std::io::Write::flush(&mut w)
+        })?;
+        drop(list);
+        // Read back once the entries are gone, so both are never held at once.
+        self.fresh = HashMap::new();
+        self.saved = std::fs::read(&self.path)
+            .ok()
+            .and_then(Index::parse)
+            .unwrap_or_default();
         Ok(())
     }
 }

@@ -119,7 +119,16 @@ impl Store {
     /// Replaces a small metadata file atomically (temp, fsync, rename, fsync dir).
     /// The temp file lives in `ingest/`, locked, so `prune` leaves it.
     pub(crate) fn replace_file(&self, path: &Path, content: &[u8]) -> Result<()> {
-        crate::atomic::write_atomically_in(&self.ingest_dir(), path, |f| f.write_all(content))
+        self.replace_file_with(path, |f| f.write_all(content))
+    }
+
+    /// [`Store::replace_file`] with the content written by `fill`.
+    pub(crate) fn replace_file_with(
+        &self,
+        path: &Path,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<()> {
+        crate::atomic::write_atomically_in(&self.ingest_dir(), path, fill)
     }
 
     /// Held by any operation that adds blobs it has not yet referenced.

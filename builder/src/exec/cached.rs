@@ -62,7 +62,8 @@ impl Exec<'_> {
                                 ignore: self.req.dockerignore.as_ref(),
                                 ..copy::SourceFilter::default()
                             };
-                            inputs.files.extend(self.context_inputs(&[src], &filter)?);
+                            let files = self.context_inputs(&[src], &filter)?;
+                            inputs.files.extend_prefixed(&files, "");
                         }
                         // A named local context, through its own .dockerignore.
                         Some(from @ Source::NamedContext { .. }) if bind => {
@@ -73,20 +74,12 @@ impl Exec<'_> {
                                 ..copy::SourceFilter::default()
                             };
                             let files = self.dir_inputs(dir, &[src], &filter)?;
-                            inputs.files.extend(
-                                files
-                                    .into_iter()
-                                    .map(|(p, d)| (format!("mount {i}:{p}"), d)),
-                            );
+                            inputs.files.extend_prefixed(&files, &format!("mount {i}:"));
                         }
                         Some(Source::Stage { index }) if bind => {
                             let filter = copy::SourceFilter::default();
                             let files = self.stage_inputs(*index, &[src], &filter, done)?;
-                            inputs.files.extend(
-                                files
-                                    .into_iter()
-                                    .map(|(p, d)| (format!("mount {i}:{p}"), d)),
-                            );
+                            inputs.files.extend_prefixed(&files, &format!("mount {i}:"));
                         }
                         None | Some(Source::Context) => {}
                         Some(from) => {
@@ -282,7 +275,7 @@ impl Exec<'_> {
         &self,
         sources: &[String],
         filter: &copy::SourceFilter<'_>,
-    ) -> Option<Vec<(String, Digest)>> {
+    ) -> Option<cache::Files> {
         self.dir_inputs(&self.req.context, sources, filter)
     }
 
@@ -293,7 +286,7 @@ impl Exec<'_> {
         dir: &Path,
         sources: &[String],
         filter: &copy::SourceFilter<'_>,
-    ) -> Option<Vec<(String, Digest)>> {
+    ) -> Option<cache::Files> {
         self.hashed_inputs(&[dir.to_path_buf()], dir, sources, filter)
     }
 
@@ -305,7 +298,7 @@ impl Exec<'_> {
         sources: &[String],
         filter: &copy::SourceFilter<'_>,
         done: &BTreeMap<usize, StageState>,
-    ) -> Option<Vec<(String, Digest)>> {
+    ) -> Option<cache::Files> {
         let layers = done.get(&index)?.topmost_first();
         let mut guard = self.stat.lock().ok()?;
         let stat = guard
@@ -320,7 +313,7 @@ impl Exec<'_> {
         dir: &Path,
         sources: &[String],
         filter: &copy::SourceFilter<'_>,
-    ) -> Option<Vec<(String, Digest)>> {
+    ) -> Option<cache::Files> {
         let mut guard = self.stat.lock().ok()?;
         let stat = guard
             .entry(dir.to_path_buf())

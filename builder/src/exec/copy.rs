@@ -362,6 +362,8 @@ struct View<'a> {
     ignore: Option<&'a Matcher>,
     /// The layers are a build context: a symlink may not lead out of it.
     from_context: bool,
+    /// Lists the directories a walk enters ahead of it, when a second core can.
+    ahead: Option<&'a merged::Ahead<'a>>,
 }
 
 impl View<'_> {
@@ -428,8 +430,12 @@ impl View<'_> {
 
     /// The visible entries of directory `dir`, sorted by name.
     fn children(&self, dir: &Node) -> Vec<Node> {
+        let listed = match self.ahead {
+            Some(a) => a.entries(&dir.rel),
+            None => merged::entries(self.layers, &dir.rel),
+        };
         let mut out = Vec::new();
-        for e in merged::entries(self.layers, &dir.rel) {
+        for e in listed {
             let mut node = Node {
                 rel: dir.rel.join(&e.name),
                 real: e.real,
@@ -449,6 +455,21 @@ impl View<'_> {
                 }
             }
             out.push(node);
+        }
+        out
+    }
+
+    /// [`View::children`] of a directory a walk enters, whose own directories it
+    /// will likely enter next: they are queued to be listed ahead.
+    fn walk_children(&self, dir: &Node) -> Vec<Node> {
+        let out = self.children(dir);
+        if let Some(a) = self.ahead {
+            let dirs: Vec<PathBuf> = out
+                .iter()
+                .filter(|n| n.md.is_dir())
+                .map(|n| n.rel.clone())
+                .collect();
+            a.queue(dirs.into_iter());
         }
         out
     }
@@ -588,16 +609,19 @@ impl View<'_> {
     }
 }
 
-fn entry(node: &Node, dest: PathBuf, whole: bool) -> Selected {
+fn entry(node: Node, dest: PathBuf, whole: bool) -> Selected {
     Selected {
-        src: node.rel.clone(),
-        real: node.real.clone(),
+        kind: node.kind(),
+        src: node.rel,
+        real: node.real,
         dest,
         whole,
-        kind: node.kind(),
-        md: node.md.clone(),
+        md: node.md,
     }
 }
+
+/// Where [`select_each`] hands each entry, in order.
+pub type Sink<'a> = dyn FnMut(Selected) -> Result<(), CopyError> + 'a;
 
 /// Filters that apply below a copy root (`--parents` include pattern, `--exclude`).
 struct Below<'a> {
@@ -605,21 +629,23 @@ struct Below<'a> {
     exclude: Option<&'a Matcher>,
 }
 
-/// Walks directory `dir`, appending what is kept with paths relative to the copy
-/// root (`below`). Entries dropped by a filter are not written, but a directory
-/// holding a kept entry is written first, as its parent. The open directories are
-/// a stack on the heap, so depth costs memory, not call stack.
+/// Walks a directory from its `children`, handing `out` what is kept with paths
+/// relative to the copy root (`below`); returns how many. Entries dropped by a
+/// filter are not written, but a directory holding a kept entry is written first,
+/// as its parent. The open directories are a stack on the heap, so depth costs
+/// memory, not call stack, and only the open directories' entries are held.
 #[allow(clippy::too_many_arguments)]
 fn walk(
     view: &View,
-    dir: &Node,
+    children: Vec<Node>,
     below: &Path,
     f: &Below,
     inc: &MatchInfo,
     exc: &MatchInfo,
     pending: &mut Vec<Selected>,
-    out: &mut Vec<Selected>,
-) {
+    out: &mut Sink,
+) -> Result<usize, CopyError> {
+    let mut kept = 0;
     struct Frame {
         children: std::vec::IntoIter<Node>,
         below: PathBuf,
@@ -629,7 +655,7 @@ fn walk(
         depth: usize,
     }
     let mut stack = vec![Frame {
-        children: view.children(dir).into_iter(),
+        children: children.into_iter(),
         below: below.to_path_buf(),
         inc: inc.clone(),
         exc: exc.clone(),
@@ -642,9 +668,13 @@ fn walk(
             pending.truncate(depth);
             continue;
         };
-        let name = child.rel.file_name().unwrap_or_default().to_owned();
-        let rel = top.below.join(&name);
-        let p = slash(&rel);
+        let rel = top.below.join(child.rel.file_name().unwrap_or_default());
+        // Only the filters match on text.
+        let p = if f.include.is_some() || f.exclude.is_some() {
+            slash(&rel)
+        } else {
+            String::new()
+        };
         let is_dir = child.md.is_dir();
         let mut keep = !child.hidden;
         let mut descend = is_dir;
@@ -665,17 +695,28 @@ fn walk(
                 descend &= m.must_descend(&p);
             }
         }
+        let children = descend.then(|| view.walk_children(&child));
+        // `rel` is the entry's destination, and the frame's when it is entered.
+        let (dest, rel) = if descend {
+            (rel.clone(), rel)
+        } else {
+            (rel, PathBuf::new())
+        };
         if keep {
-            out.append(pending);
-            out.push(entry(&child, rel.clone(), false));
-        }
-        if descend {
-            let depth = pending.len();
-            if !keep {
-                pending.push(entry(&child, rel.clone(), false));
+            for p in pending.drain(..) {
+                out(p)?;
+                kept += 1;
             }
+            out(entry(child, dest, false))?;
+            kept += 1;
+        } else if descend {
+            pending.push(entry(child, dest, false));
+        }
+        if let Some(children) = children {
+            // Entered after `child` was pushed to `pending` when it is not kept.
+            let depth = pending.len() - usize::from(!keep);
             stack.push(Frame {
-                children: view.children(&child).into_iter(),
+                children: children.into_iter(),
                 below: rel,
                 inc: inc_info,
                 exc: exc_info,
@@ -683,6 +724,7 @@ fn walk(
             });
         }
     }
+    Ok(kept)
 }
 
 /// Lists what a COPY of `sources` from `layers` writes, in order (parents before
@@ -693,11 +735,52 @@ pub fn select(
     sources: &[String],
     filter: &SourceFilter,
 ) -> Result<Vec<Selected>, CopyError> {
-    let view = View {
-        layers,
-        ignore: filter.ignore.filter(|m| !m.is_empty()),
-        from_context: filter.from_context,
-    };
+    let mut out = Vec::new();
+    select_each(layers, sources, filter, &mut |s| {
+        out.push(s);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`select`], handing each entry to `out` as the walk finds it instead of
+/// listing them all, so a large context is never held in memory at once.
+pub fn select_each(
+    layers: &[PathBuf],
+    sources: &[String],
+    filter: &SourceFilter,
+    out: &mut Sink,
+) -> Result<(), CopyError> {
+    let ahead = merged::Ahead::new(layers);
+    let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    /// Ends the helper however the walk ends (an error, a panic in `out`).
+    struct Stop<'s, 'a>(&'s merged::Ahead<'a>);
+    impl Drop for Stop<'_, '_> {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+    std::thread::scope(|scope| {
+        if parallel {
+            scope.spawn(|| ahead.help());
+        }
+        let _stop = Stop(&ahead);
+        let view = View {
+            layers,
+            ignore: filter.ignore.filter(|m| !m.is_empty()),
+            from_context: filter.from_context,
+            ahead: parallel.then_some(&ahead),
+        };
+        select_view(&view, sources, filter, out)
+    })
+}
+
+fn select_view(
+    view: &View,
+    sources: &[String],
+    filter: &SourceFilter,
+    out: &mut Sink,
+) -> Result<(), CopyError> {
     let exclude = filter.exclude.filter(|m| !m.is_empty());
     let missing = |src: &str| {
         if filter.from_context {
@@ -706,9 +789,8 @@ pub fn select(
             CopyError::NotFound(src.to_string())
         }
     };
-    let mut out = Vec::new();
     for src in sources {
-        let before = out.len();
+        let mut count = 0;
         let mut pending = Vec::new();
         if filter.parents {
             // BuildKit: the part before the first `/./` is the root the kept path
@@ -728,16 +810,16 @@ pub fn select(
             for (node, _) in view.expand(&root, src)? {
                 if node.md.is_dir() {
                     let empty = MatchInfo::default();
-                    walk(
-                        &view,
-                        &node,
+                    count += walk(
+                        view,
+                        view.walk_children(&node),
                         Path::new(""),
                         &below,
                         &empty,
                         &empty,
                         &mut pending,
-                        &mut out,
-                    );
+                        out,
+                    )?;
                 }
             }
         } else {
@@ -754,18 +836,19 @@ pub fn select(
                 if node.md.is_dir() {
                     // A directory source copies its contents, not itself; this
                     // entry stands for the destination directory it fills.
-                    out.push(entry(&node, PathBuf::new(), false));
                     let empty = MatchInfo::default();
+                    let children = view.walk_children(&node);
+                    out(entry(node, PathBuf::new(), false))?;
                     walk(
-                        &view,
-                        &node,
+                        view,
+                        children,
                         Path::new(""),
                         &below,
                         &empty,
                         &empty,
                         &mut pending,
-                        &mut out,
-                    );
+                        out,
+                    )?;
                     continue;
                 }
                 // Under the name the source gave, also when it was a followed link.
@@ -773,15 +856,15 @@ pub fn select(
                 if exclude.is_some_and(|m| m.matches(&slash(&name))) {
                     continue;
                 }
-                out.push(entry(&node, name, true));
+                out(entry(node, name, true))?;
             }
             continue;
         }
-        if out.len() == before {
+        if count == 0 {
             return Err(missing(src));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The paths of the context at `root` that `.dockerignore` hides (the topmost hidden
@@ -794,6 +877,7 @@ pub fn ignored_paths(root: &Path, ignore: &Matcher) -> Vec<PathBuf> {
         layers: &layers,
         ignore: Some(ignore).filter(|m| !m.is_empty()),
         from_context: true,
+        ahead: None,
     };
     let mut out = Vec::new();
     if view.ignore.is_none() {
@@ -856,11 +940,14 @@ fn place(
         }
         return Ok(());
     }
-    let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
     if let Some(parent) = target_rel.parent() {
         ensure_dirs(spec, parent)?;
     }
     let target = spec.upper.join(target_rel);
+    if e.kind == EntryKind::File {
+        return place_file(spec, e, target, links);
+    }
+    let md = std::fs::symlink_metadata(&e.real).map_err(io(&e.real))?;
     let existing = target.symlink_metadata().ok();
     if e.kind == EntryKind::Dir {
         match existing {
@@ -881,116 +968,309 @@ fn place(
         Some(_) => std::fs::remove_file(&target).map_err(io(&target))?,
         None => {}
     }
-    if e.kind == EntryKind::Symlink {
-        let link = std::fs::read_link(&e.real).map_err(io(&e.real))?;
-        std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
-        set_meta(spec.upper, &target, None, spec.owner, Some(md.mtime()))?;
-    } else {
-        // Two names of one inode stay one inode, as BuildKit's copy keeps hardlinks.
-        let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
-        if let Some(first) = inode.and_then(|i| links.get(&i)).filter(|f| **f != target) {
-            std::fs::hard_link(first, &target).map_err(io(&target))?;
-            return Ok(());
-        }
-        if let Some(i) = inode {
-            links.insert(i, target.clone());
-        }
-        std::fs::copy(&e.real, &target).map_err(io(&target))?;
-        set_meta(
-            spec.upper,
-            &target,
-            Some(mode_for(spec, md.mode(), false)),
-            spec.owner,
-            Some(md.mtime()),
-        )?;
-    }
+    let link = std::fs::read_link(&e.real).map_err(io(&e.real))?;
+    std::os::unix::fs::symlink(&link, &target).map_err(io(&target))?;
+    set_meta(spec.upper, &target, None, spec.owner, Some(md.mtime()))?;
     // After the chown, which drops security.capability.
     crate::xattrs::copy(&e.real, &target).map_err(io(&target))?;
     Ok(())
 }
 
+/// Removes what an earlier entry of this copy left at `target`.
+fn clear(target: &Path) -> Result<(), CopyError> {
+    match target.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(target).map_err(io(target)),
+        Ok(_) => std::fs::remove_file(target).map_err(io(target)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Writes regular file `e` at `target` with its content, the copy's owner and
+/// mode, its mtime and its xattrs, through one descriptor on each side: a large
+/// context costs no path walk per step. `e.md` is the stat the selection just
+/// took.
+fn place_file(
+    spec: &CopySpec,
+    e: &Selected,
+    target: PathBuf,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), CopyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let md = &e.md;
+    // Two names of one inode stay one inode, as BuildKit's copy keeps hardlinks.
+    let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    if let Some(first) = inode.and_then(|i| links.get(&i)).filter(|f| **f != target) {
+        clear(&target)?;
+        std::fs::hard_link(first, &target).map_err(io(&target))?;
+        return Ok(());
+    }
+    let src = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&e.real)
+        .map_err(io(&e.real))?;
+    let create = || {
+        std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target)
+    };
+    // Nearly always new: what is there (from an earlier source) is only looked at
+    // when creating fails.
+    let mut dst = match create() {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            clear(&target)?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(io(&target))?;
+    if let Some(i) = inode {
+        links.insert(i, target.clone());
+    }
+    copy_content(&src, &mut dst).map_err(io(&target))?;
+    rustix::fs::fchown(
+        &dst,
+        Some(rustix::fs::Uid::from_raw(spec.owner.0)),
+        Some(rustix::fs::Gid::from_raw(spec.owner.1)),
+    )
+    .map_err(|errno| {
+        if layer_cache::overlay::is_unmapped_owner(errno.raw_os_error()) {
+            let rel = target.strip_prefix(spec.upper).unwrap_or(&target);
+            return CopyError::UnmappedOwner(layer_cache::overlay::UnmappedOwner {
+                path: Path::new("/").join(rel),
+                uid: spec.owner.0,
+                gid: spec.owner.1,
+            });
+        }
+        io(&target)(errno.into())
+    })?;
+    // After the chown, which clears set-id bits.
+    let mode = mode_for(spec, md.mode(), false);
+    rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| io(&target)(e.into()))?;
+    let t = rustix::fs::Timespec {
+        tv_sec: md.mtime(),
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::futimens(&dst, &times).map_err(|e| io(&target)(e.into()))?;
+    // After the chown, which drops security.capability.
+    crate::xattrs::copy_fd(&src, &dst).map_err(io(&target))
+}
+
+/// `src`'s content into the new file `dst`: in the kernel where it can be.
+fn copy_content(src: &std::fs::File, dst: &mut std::fs::File) -> std::io::Result<()> {
+    let mut copied = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(src, None, &*dst, None, 1 << 30) {
+            Ok(0) => return Ok(()),
+            Ok(n) => copied += n as u64,
+            // Across filesystems or where the kernel cannot: by reads and writes.
+            Err(_) if copied == 0 => {
+                std::io::copy(&mut &*src, dst)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Performs the copy into `spec.upper`.
 pub fn copy(spec: &CopySpec) -> Result<(), CopyError> {
-    let selected = select(spec.src_layers, spec.sources, &spec.filter)?;
-    copy_selection(spec, &selected)
+    // Each entry is written as the walk finds it: a large context is never listed
+    // whole in memory.
+    let mut placer = Placer::new(spec)?;
+    select_each(spec.src_layers, spec.sources, &spec.filter, &mut |e| {
+        placer.place(&e)
+    })?;
+    placer.finish()
 }
 
 /// Writes what [`select`] chose (for `spec`'s sources) and `spec`'s heredoc files
 /// into `spec.upper`.
 pub fn copy_selection(spec: &CopySpec, selected: &[Selected]) -> Result<(), CopyError> {
-    // The destination follows the image's symlinks, never out of its root.
-    let dest_rel = clean_rel(&crate::sandbox::resolve_in_layers(
-        spec.dest_layers,
-        spec.dest,
-    ))
-    .unwrap_or_default();
-    // As BuildKit's copy, each source in turn: a file goes into the destination only
-    // when that is a directory by then (named with a trailing slash, in the image, or
-    // made by an earlier directory source of this step); else the file becomes the
-    // destination and a later one replaces it. Several sources or a glob do not make
-    // it a directory: `COPY target/*.jar app.jar` gives the file app.jar.
-    let dest_is_dir = spec.dest.ends_with('/')
-        || spec.dest.ends_with("/.")
-        || spec.filter.parents
-        || dest_rel.as_os_str().is_empty()
-        || merged::lookup(spec.dest_layers, &dest_rel)
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_some_and(|m| m.is_dir());
-    let dir_by_now = |spec: &CopySpec| {
-        dest_is_dir
-            || spec
+    let mut placer = Placer::new(spec)?;
+    for e in selected {
+        placer.place(e)?;
+    }
+    placer.finish()
+}
+
+/// Writes selected entries one by one, as [`copy_selection`] does for a list.
+struct Placer<'s, 'a> {
+    spec: &'s CopySpec<'a>,
+    dest_rel: PathBuf,
+    dest_is_dir: bool,
+    fresh_dest: bool,
+    dirs: Vec<(PathBuf, u32, i64)>,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<'s, 'a> Placer<'s, 'a> {
+    fn new(spec: &'s CopySpec<'a>) -> Result<Self, CopyError> {
+        // The destination follows the image's symlinks, never out of its root.
+        let dest_rel = clean_rel(&crate::sandbox::resolve_in_layers(
+            spec.dest_layers,
+            spec.dest,
+        ))
+        .unwrap_or_default();
+        // As BuildKit's copy, each source in turn: a file goes into the destination
+        // only when that is a directory by then (named with a trailing slash, in the
+        // image, or made by an earlier directory source of this step); else the file
+        // becomes the destination and a later one replaces it. Several sources or a
+        // glob do not make it a directory: `COPY target/*.jar app.jar` gives the
+        // file app.jar.
+        let dest_is_dir = spec.dest.ends_with('/')
+            || spec.dest.ends_with("/.")
+            || spec.filter.parents
+            || dest_rel.as_os_str().is_empty()
+            || merged::lookup(spec.dest_layers, &dest_rel)
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .is_some_and(|m| m.is_dir());
+        // The destination directory is new: the first directory source gives it its mode.
+        let fresh_dest = spec.upper.join(&dest_rel).symlink_metadata().is_err()
+            && merged::lookup(spec.dest_layers, &dest_rel)
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .is_none();
+        if dest_is_dir {
+            ensure_dirs(spec, &dest_rel)?;
+        }
+        Ok(Placer {
+            spec,
+            dest_rel,
+            dest_is_dir,
+            fresh_dest,
+            dirs: Vec::new(),
+            links: HashMap::new(),
+        })
+    }
+
+    fn dir_by_now(&self) -> bool {
+        self.dest_is_dir
+            || self
+                .spec
                 .upper
-                .join(&dest_rel)
+                .join(&self.dest_rel)
                 .symlink_metadata()
                 .is_ok_and(|m| m.is_dir())
-    };
-    // The destination directory is new: the first directory source gives it its mode.
-    let mut fresh_dest = spec.upper.join(&dest_rel).symlink_metadata().is_err()
-        && merged::lookup(spec.dest_layers, &dest_rel)
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_none();
-    if dest_is_dir {
-        ensure_dirs(spec, &dest_rel)?;
     }
-    let mut dirs = Vec::new();
-    let mut links = HashMap::new();
-    for e in selected {
-        let target_rel = if e.whole && !dir_by_now(spec) {
-            dest_rel.clone()
+
+    fn place(&mut self, e: &Selected) -> Result<(), CopyError> {
+        let target_rel = if e.whole && !self.dir_by_now() {
+            self.dest_rel.clone()
         } else {
-            dest_rel.join(&e.dest)
+            self.dest_rel.join(&e.dest)
         };
-        place(spec, e, &target_rel, &mut dirs, &mut links, &mut fresh_dest)?;
+        place(
+            self.spec,
+            e,
+            &target_rel,
+            &mut self.dirs,
+            &mut self.links,
+            &mut self.fresh_dest,
+        )
     }
-    // Deepest first, so setting a directory's times is not undone by its children.
-    for (dir, mode, mtime) in dirs.iter().rev() {
-        set_meta(spec.upper, dir, Some(*mode), spec.owner, Some(*mtime))?;
-    }
-    for (name, data) in spec.contents {
-        let target_rel = if dir_by_now(spec) {
-            dest_rel.join(name)
-        } else {
-            dest_rel.clone()
-        };
-        if let Some(parent) = target_rel.parent() {
-            ensure_dirs(spec, parent)?;
+
+    fn finish(self) -> Result<(), CopyError> {
+        let spec = self.spec;
+        // Deepest first, so setting a directory's times is not undone by its children.
+        for (dir, mode, mtime) in self.dirs.iter().rev() {
+            set_meta(spec.upper, dir, Some(*mode), spec.owner, Some(*mtime))?;
         }
-        let target = spec.upper.join(&target_rel);
-        std::fs::write(&target, data).map_err(io(&target))?;
-        set_meta(
-            spec.upper,
-            &target,
-            Some(mode_for(spec, 0o644, false)),
-            spec.owner,
-            None,
-        )?;
+        for (name, data) in spec.contents {
+            let target_rel = if self.dir_by_now() {
+                self.dest_rel.join(name)
+            } else {
+                self.dest_rel.clone()
+            };
+            if let Some(parent) = target_rel.parent() {
+                ensure_dirs(spec, parent)?;
+            }
+            let target = spec.upper.join(&target_rel);
+            std::fs::write(&target, data).map_err(io(&target))?;
+            set_meta(
+                spec.upper,
+                &target,
+                Some(mode_for(spec, 0o644, false)),
+                spec.owner,
+                None,
+            )?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::glob_match;
+
+    /// Listing ahead on a second thread changes nothing a walk gives, in order,
+    /// with `.dockerignore`, `--exclude`, whiteouts and an opaque-free lower layer.
+    #[test]
+    fn a_walk_listed_ahead_gives_what_one_thread_gives() {
+        use super::{merged, select_view, SourceFilter, View};
+        let tmp = tempfile::TempDir::new().unwrap();
+        let (upper, lower) = (tmp.path().join("upper"), tmp.path().join("lower"));
+        for d in 0..20 {
+            for f in 0..15 {
+                for layer in [&upper, &lower] {
+                    let p = layer.join(format!("src/d{d:02}/s{}/f{f}", f % 3));
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(p, "x").unwrap();
+                }
+            }
+        }
+        std::fs::write(lower.join("src/d03/only-below"), "x").unwrap();
+        // A whiteout needs mknod: without it the upper file just shadows.
+        let _ = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("src/d04/gone"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        );
+        std::fs::write(lower.join("src/d04/gone"), "x").unwrap();
+        let ignore = crate::ignore::Matcher::new(&["src/d1*", "!src/d15/s1"]).unwrap();
+        let exclude = crate::ignore::Matcher::new(&["d0*/s2"]).unwrap();
+        for layers in [vec![upper.clone()], vec![upper.clone(), lower.clone()]] {
+            let filter = SourceFilter {
+                ignore: Some(&ignore),
+                exclude: Some(&exclude),
+                ..Default::default()
+            };
+            let run = |ahead: Option<&merged::Ahead>| {
+                let view = View {
+                    layers: &layers,
+                    ignore: Some(&ignore),
+                    from_context: false,
+                    ahead,
+                };
+                let mut got = Vec::new();
+                select_view(&view, &["src".to_string()], &filter, &mut |s| {
+                    got.push((s.src, s.dest));
+                    Ok(())
+                })
+                .unwrap();
+                got
+            };
+            let one = run(None);
+            let ahead = merged::Ahead::new(&layers);
+            let two = std::thread::scope(|scope| {
+                scope.spawn(|| ahead.help());
+                let got = run(Some(&ahead));
+                ahead.stop();
+                got
+            });
+            assert!(one.len() > 100, "{}", one.len());
+            assert_eq!(one, two);
+        }
+    }
 
     #[test]
     fn ignored_paths_are_the_topmost_hidden_entries() {

@@ -64,7 +64,7 @@ pub fn list(layers: &[PathBuf], rel: &Path) -> Vec<OsString> {
 }
 
 /// One entry of a merged directory: the file backing it (in the topmost layer that
-/// has it) and that file's metadata.
+/// has it) and that file's metadata (of the entry itself, never a link's target).
 pub struct Entry {
     pub name: OsString,
     pub real: PathBuf,
@@ -74,9 +74,10 @@ pub struct Entry {
 /// The entries of directory `rel` of the merged view, sorted by name. One stat per
 /// entry: walking a context of thousands of files costs no more lookups than that.
 pub fn entries(layers: &[PathBuf], rel: &Path) -> Vec<Entry> {
-    let mut found = std::collections::BTreeMap::new();
-    let mut hidden = BTreeSet::new();
-    for layer in layers {
+    let mut found: Vec<Entry> = Vec::new();
+    // Names an upper layer showed or whited out; only needed with a layer below.
+    let mut seen = BTreeSet::new();
+    for (i, layer) in layers.iter().enumerate() {
         let dir = layer.join(rel);
         let Ok(md) = std::fs::symlink_metadata(&dir) else {
             continue;
@@ -84,27 +85,142 @@ pub fn entries(layers: &[PathBuf], rel: &Path) -> Vec<Entry> {
         if !md.is_dir() {
             break;
         }
+        let more = i + 1 < layers.len();
+        let upper = found.len();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
-                if hidden.contains(&name) || found.contains_key(&name) {
+                if seen.contains(&name) {
                     continue;
                 }
-                let real = e.path();
-                match real.symlink_metadata() {
+                // Stat relative to the open directory, not following links: no
+                // walk of the full path per entry.
+                match e.metadata() {
                     Ok(m) if is_whiteout(&m) => {
-                        hidden.insert(name);
+                        if more {
+                            seen.insert(name);
+                        }
                     }
                     Ok(md) => {
-                        found.insert(name.clone(), Entry { name, real, md });
+                        let real = e.path();
+                        found.push(Entry { name, real, md });
                     }
                     Err(_) => {}
                 }
             }
         }
-        if is_opaque(&dir) {
+        if !more || is_opaque(&dir) {
             break;
         }
+        seen.extend(found[upper..].iter().map(|e| e.name.clone()));
     }
-    found.into_values().collect()
+    found.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// Lists directories of a merged view ahead of a walk, on a second thread: a walk
+/// that would otherwise stat every entry of a large context on one core hands
+/// the directories it is about to enter here ([`Ahead::queue`]) and finds them
+/// listed ([`Ahead::entries`]). The walk thread lists a directory itself when the
+/// helper has not started it, and helps with the queue while it waits, so the
+/// result and its order never depend on the helper. Listings held ahead are
+/// bounded, so memory stays small however far the helper could run.
+pub struct Ahead<'a> {
+    layers: &'a [PathBuf],
+    state: std::sync::Mutex<AheadState>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct AheadState {
+    /// Directories to list, the next the walk enters first.
+    queue: std::collections::VecDeque<PathBuf>,
+    running: BTreeSet<PathBuf>,
+    done: std::collections::HashMap<PathBuf, Vec<Entry>>,
+    /// Entries in `done`.
+    held: usize,
+    stop: bool,
+}
+
+/// Entries listed ahead at most (about 1 MB of metadata; a few directories).
+const AHEAD_MAX: usize = 4 * 1024;
+
+type Guard<'g> = std::sync::MutexGuard<'g, AheadState>;
+
+impl<'a> Ahead<'a> {
+    pub fn new(layers: &'a [PathBuf]) -> Ahead<'a> {
+        Ahead {
+            layers,
+            state: Default::default(),
+            ready: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> Guard<'_> {
+        // A panic while holding the lock leaves only listings behind: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`entries`] of `rel`, listed ahead when it was.
+    pub fn entries(&self, rel: &Path) -> Vec<Entry> {
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = st.done.remove(rel) {
+                st.held -= v.len();
+                self.ready.notify_all();
+                return v;
+            }
+            if !st.running.contains(rel) {
+                st.queue.retain(|q| q != rel);
+                drop(st);
+                return entries(self.layers, rel);
+            }
+            // The helper is listing it: list the next one meanwhile, or wait.
+            st = match st.queue.pop_front() {
+                Some(job) => self.run(st, job),
+                None => self.ready.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Directories the walk will enter, in the order it will: listed before any
+    /// queued earlier.
+    pub fn queue(&self, dirs: impl DoubleEndedIterator<Item = PathBuf>) {
+        let mut st = self.lock();
+        for d in dirs.rev() {
+            st.queue.push_front(d);
+        }
+        self.ready.notify_all();
+    }
+
+    fn run<'g>(&'g self, mut st: Guard<'g>, job: PathBuf) -> Guard<'g> {
+        st.running.insert(job.clone());
+        drop(st);
+        let v = entries(self.layers, &job);
+        let mut st = self.lock();
+        st.running.remove(&job);
+        st.held += v.len();
+        st.done.insert(job, v);
+        self.ready.notify_all();
+        st
+    }
+
+    /// The helper thread's loop, until [`Ahead::stop`].
+    pub fn help(&self) {
+        let mut st = self.lock();
+        while !st.stop {
+            let job = (st.held < AHEAD_MAX)
+                .then(|| st.queue.pop_front())
+                .flatten();
+            st = match job {
+                Some(job) => self.run(st, job),
+                None => self.ready.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.ready.notify_all();
+    }
 }
