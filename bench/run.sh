@@ -488,12 +488,15 @@ fi
 # were), from a copy of the built store: the push compresses the layers and remembers
 # them, which would make a second run a different measurement.
 PUSH_STORE=$W/store-push
-prep_mb_push() {
+# mb_first_push STORE IMAGE REPO:TAG: MBCMD pushes IMAGE from a fresh copy of STORE (no
+# compressed variant remembered) to an empty registry, as REPO:TAG.
+mb_first_push() {
   start_registry target
   mb_reg "$REG_target_PORT"
-  mb_clone "$BSTORE" "$PUSH_STORE"
-  MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-b:gzip "127.0.0.1:$REG_target_PORT/bench/b:1")
+  mb_clone "$1" "$PUSH_STORE"
+  MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" "$2" "127.0.0.1:$REG_target_PORT/$3")
 }
+prep_mb_push() { mb_first_push "$BSTORE" bench-b:gzip bench/b:1; }
 
 # --- B: large binaries -------------------------------------------------------------------
 BSTORE=$W/store-b  # keeps the last gzip build of B, never pushed, for the registry rows
@@ -851,12 +854,7 @@ PY
     G_BYTES=$(reg_bytes "$REG_target_PORT" bench/g 1)
   fi
   MB_NA=${G_NA:-$HAVE_PUSH}
-  prep_mb() {
-    start_registry target
-    mb_reg "$REG_target_PORT"
-    mb_clone "$GSTORE" "$PUSH_STORE"
-    MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-g:1 "127.0.0.1:$REG_target_PORT/bench/g:1")
-  }
+  prep_mb() { mb_first_push "$GSTORE" bench-g:1 bench/g:1; }
   prep_peer() {
     rm -rf "$PUSH_STORE"
     start_registry target
@@ -1022,12 +1020,7 @@ if want E; then
     "$MB" --root "$ESTORE" inspect bench-e:1 >/dev/null 2>&1 || E_BUILT="mybuild: not measured (its build of E failed)"
 
     MB_NA=${E_BUILT:-$HAVE_PUSH}
-    prep_mb() {
-      start_registry target
-      mb_reg "$REG_target_PORT"
-      mb_clone "$ESTORE" "$PUSH_STORE"
-      MBCMD=("$MB" --root "$PUSH_STORE" push "${MB_REG[@]}" bench-e:1 "127.0.0.1:$REG_target_PORT/bench/e:1")
-    }
+    prep_mb() { mb_first_push "$ESTORE" bench-e:1 bench/e:1; }
     prep_peer() {
       rm -rf "$PUSH_STORE"
       start_registry target

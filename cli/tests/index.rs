@@ -15,10 +15,7 @@ fn setup() -> Option<(TempDir, PathBuf)> {
 }
 
 fn skopeo_raw(name: &str) -> serde_json::Value {
-    let (raw, _) = ok(Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{name}")));
-    serde_json::from_str(&raw).expect("json")
+    common::skopeo_raw(&format!("docker://{name}"))
 }
 
 fn platforms(index: &serde_json::Value) -> Vec<String> {

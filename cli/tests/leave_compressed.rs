@@ -6,27 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{context, inspect, mybuild, ok, podman, setup};
+use common::{context, inspect, layer_types, mybuild, ok, podman, setup};
 use testdata::registry::Registry;
 
 const DOCKERFILE: &str = "FROM busybox\n\
     RUN echo deferred > /hello && head -c 300000 /dev/zero > /zeros\n\
     CMD [\"cat\", \"/hello\"]\n";
 
-fn skopeo_raw(r: &str) -> serde_json::Value {
-    let (out, _) = ok(Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{r}")));
-    serde_json::from_str(&out).expect("manifest json")
-}
-
-fn layer_types(m: &serde_json::Value) -> Vec<String> {
-    m["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["mediaType"].as_str().expect("type").to_string())
-        .collect()
+/// The manifest the test registry holds for `r`.
+fn registry_raw(r: &str) -> serde_json::Value {
+    common::skopeo_raw(&format!("docker://{r}"))
 }
 
 fn tools() -> bool {
@@ -71,7 +60,7 @@ fn a_pushed_build_is_compressed_verified_by_skopeo_pulled_by_podman_and_pushed_o
 
     // The registry's manifest has it gzip-compressed, with the same config, and
     // --metadata-file names the registry's digest.
-    let remote = skopeo_raw(&name);
+    let remote = registry_raw(&name);
     assert_eq!(
         layer_types(&remote),
         ["application/vnd.oci.image.layer.v1.tar+gzip"; 2]
@@ -120,7 +109,7 @@ fn the_builds_compression_is_what_a_later_push_sends() {
     ok(mybuild(&root).args(["push", "app:z", &zstd]));
     // The base's gzip layer is sent as pulled; the built one as the build said.
     assert_eq!(
-        layer_types(&skopeo_raw(&zstd)),
+        layer_types(&registry_raw(&zstd)),
         [
             "application/vnd.oci.image.layer.v1.tar+gzip",
             "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -130,7 +119,7 @@ fn the_builds_compression_is_what_a_later_push_sends() {
     let gz = format!("{}/app:gz", reg.addr);
     ok(mybuild(&root).args(["push", "--compression-format", "gzip", "app:z", &gz]));
     assert_eq!(
-        layer_types(&skopeo_raw(&gz)),
+        layer_types(&registry_raw(&gz)),
         ["application/vnd.oci.image.layer.v1.tar+gzip"; 2]
     );
     let forced = format!("{}/app:forced", reg.addr);
@@ -143,7 +132,7 @@ fn the_builds_compression_is_what_a_later_push_sends() {
         &forced,
     ]));
     assert_eq!(
-        layer_types(&skopeo_raw(&forced)),
+        layer_types(&registry_raw(&forced)),
         ["application/vnd.oci.image.layer.v1.tar+zstd"; 2]
     );
     let err =

@@ -45,15 +45,6 @@ fn top(m: &BTreeMap<String, Vec<u8>>) -> (Value, Value) {
     (desc, manifest)
 }
 
-fn layer_types(manifest: &Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["mediaType"].as_str().expect("type").to_string())
-        .collect()
-}
-
 fn layer_digests(manifest: &Value) -> Vec<String> {
     manifest["layers"]
         .as_array()
@@ -96,17 +87,6 @@ fn sha256(data: &[u8]) -> String {
     let mut h = layer_cache::digest::Hasher::new();
     h.update(data);
     h.finish().to_string()
-}
-
-fn skopeo_raw(target: &str) -> Value {
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--raw"]);
-    if target.starts_with("docker://") {
-        // The test registry speaks plain HTTP on 127.0.0.1.
-        cmd.arg("--tls-verify=false");
-    }
-    let (out, _) = ok(cmd.arg(target));
-    serde_json::from_str(&out).expect("skopeo json")
 }
 
 fn setup_with_skopeo() -> Option<(tempfile::TempDir, std::path::PathBuf)> {

@@ -167,6 +167,28 @@ pub fn store_compressed(tmp: &Path, root: &Path, tag: &str) {
     ok(mybuild(root).args(["load", "-i"]).arg(&archive));
 }
 
+/// The manifest skopeo reads raw at `target` (`docker://…` on the plain-HTTP
+/// test registry, `oci-archive:…`, …).
+pub fn skopeo_raw(target: &str) -> serde_json::Value {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw"]);
+    if target.starts_with("docker://") {
+        cmd.arg("--tls-verify=false");
+    }
+    let (out, _) = ok(cmd.arg(target));
+    serde_json::from_str(&out).expect("skopeo json")
+}
+
+/// The media types of a manifest's layers.
+pub fn layer_types(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["mediaType"].as_str().expect("type").to_string())
+        .collect()
+}
+
 /// podman with its storage under `tmp` (the machine's is neither read nor
 /// changed), running `args`.
 pub fn podman(tmp: &Path, args: &[&str]) -> Command {
