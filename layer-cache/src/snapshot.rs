@@ -165,6 +165,9 @@ impl Store {
 /// typically a few KiB to 64 KiB), so a slow disk slows the download instead of
 /// filling memory.
 const FEED_CHUNKS: usize = 64;
+/// Bytes per piece sent to the unpacking thread: at most 64 × 64 KiB (4 MiB) wait
+/// per layer when the unpack is slower than the download.
+const FEED_CHUNK_BYTES: usize = 64 << 10;
 
 /// The writing end of an unpack under way: see [`Store::snapshot_feeder`].
 pub struct SnapshotFeeder {
@@ -199,8 +202,11 @@ impl Write for SnapshotFeeder {
     /// Never fails: if the unpack stopped (bad data), the bytes are dropped here and
     /// `finish` reports why; the download itself goes on.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(tx) = &self.tx {
-            if tx.send(buf.to_vec()).is_err() {
+        // Pieces of at most FEED_CHUNK_BYTES: the channel then holds a bounded number
+        // of bytes, whatever size of read the network hands over.
+        for piece in buf.chunks(FEED_CHUNK_BYTES) {
+            let Some(tx) = &self.tx else { break };
+            if tx.send(piece.to_vec()).is_err() {
                 self.tx = None;
             }
         }
