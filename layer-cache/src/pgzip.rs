@@ -217,7 +217,42 @@ impl<W: Write> Write for ParGzEncoder<W> {
 
 /// Raw deflate of one block; a sync flush ends every block but the last, which ends
 /// the stream.
+/// Bytes of each of a block's three samples deflated at level 1 to judge whether
+/// it compresses at all.
+const TRIAL: usize = 4 * 1024;
+
+/// Whether `data` looks incompressible (random or already compressed): its
+/// first, middle and last TRIAL bytes each fail to shrink at level 1. Such a block
+/// is stored, not searched for matches at full effort: the output is as large
+/// either way.
+fn incompressible(data: &[u8]) -> bool {
+    if data.len() < 4 * TRIAL {
+        return false;
+    }
+    let mid = data.len() / 2;
+    let samples = [
+        &data[..TRIAL],
+        &data[mid..mid + TRIAL],
+        &data[data.len() - TRIAL..],
+    ];
+    let mut out = Vec::with_capacity(TRIAL + 1024);
+    samples.iter().all(|sample| {
+        out.clear();
+        let mut c = Compress::new(Compression::new(1), false);
+        c.compress_vec(sample, &mut out, FlushCompress::Finish)
+            .is_ok()
+            && c.total_in() == TRIAL as u64
+            && out.len() >= TRIAL
+    })
+}
+
 fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    // The choice depends on the data alone, so the output stays reproducible.
+    let level = if level > 1 && incompressible(data) {
+        0
+    } else {
+        level
+    };
     let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
@@ -286,6 +321,31 @@ mod tests {
                 assert_eq!(back, data, "len {len} level {level}");
             }
         }
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_mixed_data_round_trips() {
+        // Random bytes, then text: stored blocks, then compressed ones, in one member.
+        let mut data = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while data.len() < 3 * BLOCK {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        assert!(incompressible(&data[..BLOCK]));
+        assert!(!incompressible(&sample(BLOCK)));
+        data.extend_from_slice(&sample(2 * BLOCK + 17));
+        let one = gz(&data, 1, 6);
+        assert_eq!(one, gz(&data, 3, 6));
+        // Stored: no bigger than the input plus block headers.
+        assert!(one.len() < 3 * BLOCK + 2 * BLOCK / 3, "{}", one.len());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
     }
 
     #[test]
