@@ -1273,6 +1273,38 @@ mod tests {
     }
 
     #[test]
+    fn a_1500_level_tree_is_walked_without_deep_recursion() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let mut deep = tmp.path().join("src");
+        for _ in 0..1500 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("leaf"), "x").unwrap();
+        // A small stack: a walk that recursed per level would overflow it.
+        let layers = vec![tmp.path().to_path_buf()];
+        let found = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut n = 0usize;
+                let mut leaf = false;
+                let filter = crate::exec::copy::SourceFilter::default();
+                crate::exec::copy::select_each(&layers, &["src".to_string()], &filter, &mut |s| {
+                    n += 1;
+                    leaf |= s.src.ends_with("d/leaf");
+                    Ok(())
+                })
+                .unwrap();
+                (n, leaf)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // The source directory, its 1,500 levels and the file.
+        assert_eq!(found, (1502, true));
+    }
+
+    #[test]
     fn ignored_paths_are_the_topmost_hidden_entries() {
         let tmp = tempfile::TempDir::new().unwrap();
         for f in ["a/keep", "a/x.key", "logs/1.log", "logs/keep.me", "top.key"] {
