@@ -13,42 +13,60 @@ pub fn is_overlay(name: &[u8]) -> bool {
     layer_cache::overlay::is_overlay_xattr(name)
 }
 
-fn list_names(path: &Path) -> io::Result<Vec<u8>> {
+/// The bytes a list or get call gives, in a buffer grown until they fit (the
+/// call with an empty buffer says how much is needed).
+fn sized(
+    mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
-        match rustix::fs::llistxattr(path, &mut buf[..]) {
+        match call(&mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
             }
             Err(rustix::io::Errno::RANGE) => {
-                let need = rustix::fs::llistxattr(path, &mut [0u8; 0][..])?;
+                let need = call(&mut [0u8; 0][..])?;
                 buf.resize(need.max(buf.len() * 2), 0);
             }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }
 
+/// A name list's result: no support is no names.
+fn names(r: rustix::io::Result<Vec<u8>>) -> io::Result<Vec<u8>> {
+    match r {
+        Err(rustix::io::Errno::NOTSUP) => Ok(Vec::new()),
+        r => Ok(r?),
+    }
+}
+
+/// A value's result: `None` when it was removed between list and get.
+fn value(r: rustix::io::Result<Vec<u8>>) -> io::Result<Option<Vec<u8>>> {
+    match r {
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        r => Ok(Some(r?)),
+    }
+}
+
+/// A set's result: a filesystem without xattrs, or a symlink refusing `user.*`
+/// (Linux), drops the attribute, as BuildKit does.
+fn set_result(name: &[u8], r: rustix::io::Result<()>) -> io::Result<()> {
+    match r {
+        Ok(()) | Err(rustix::io::Errno::NOTSUP) => Ok(()),
+        Err(rustix::io::Errno::PERM) if name.starts_with(b"user.") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn list_names(path: &Path) -> io::Result<Vec<u8>> {
+    names(sized(|b| rustix::fs::llistxattr(path, b)))
+}
+
 fn get(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let name = OsStr::from_bytes(name);
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let need = rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..])?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            // Removed between list and get.
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    value(sized(|b| rustix::fs::lgetxattr(path, name, b)))
 }
 
 /// All attributes of `path`, sorted by name.
@@ -83,65 +101,34 @@ pub fn copy(src: &Path, dst: &Path) -> io::Result<()> {
             &value,
             rustix::fs::XattrFlags::empty(),
         );
-        match r {
-            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
-            // Symlinks take no user.* attributes on Linux.
-            Err(rustix::io::Errno::PERM) if name.starts_with(b"user.") => {}
-            Err(e) => return Err(e.into()),
-        }
+        set_result(&name, r)?;
     }
     Ok(())
 }
 
 /// [`copy`] between two open files: no path is looked up again.
 pub fn copy_fd(src: &std::fs::File, dst: &std::fs::File) -> io::Result<()> {
-    let mut names = vec![0u8; 256];
-    loop {
-        match rustix::fs::flistxattr(src, &mut names[..]) {
-            Ok(n) => {
-                names.truncate(n);
-                break;
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let need = rustix::fs::flistxattr(src, &mut [0u8; 0][..])?;
-                names.resize(need.max(names.len() * 2), 0);
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let names = names(sized(|b| rustix::fs::flistxattr(src, b)))?;
     let mut list = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         if is_overlay(name) {
             continue;
         }
-        let name = OsStr::from_bytes(name);
-        let mut value = vec![0u8; 256];
-        loop {
-            match rustix::fs::fgetxattr(src, name, &mut value[..]) {
-                Ok(n) => {
-                    value.truncate(n);
-                    list.push((name, value));
-                    break;
-                }
-                Err(rustix::io::Errno::RANGE) => {
-                    let need = rustix::fs::fgetxattr(src, name, &mut [0u8; 0][..])?;
-                    value.resize(need.max(value.len() * 2), 0);
-                }
-                // Removed between list and get.
-                Err(rustix::io::Errno::NODATA) => break,
-                Err(e) => return Err(e.into()),
-            }
+        let key = OsStr::from_bytes(name);
+        if let Some(v) = value(sized(|b| rustix::fs::fgetxattr(src, key, b)))? {
+            list.push((name, v));
         }
     }
     // In name order, as `copy` sets them.
     list.sort();
-    for (name, value) in list {
-        match rustix::fs::fsetxattr(dst, name, &value, rustix::fs::XattrFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
-            Err(rustix::io::Errno::PERM) if name.as_bytes().starts_with(b"user.") => {}
-            Err(e) => return Err(e.into()),
-        }
+    for (name, v) in list {
+        let r = rustix::fs::fsetxattr(
+            dst,
+            OsStr::from_bytes(name),
+            &v,
+            rustix::fs::XattrFlags::empty(),
+        );
+        set_result(name, r)?;
     }
     Ok(())
 }
