@@ -202,7 +202,12 @@ impl Store {
     }
 
     /// Remembers how the image whose manifest is `manifest` should leave the machine.
+    /// Nothing is written when that is already what [`Store::export_codec`] says (a
+    /// rebuild, or the default), so a no-op build writes no file for it.
     pub fn set_export_codec(&self, manifest: &Digest, codec: &ExportCodec) -> Result<()> {
+        if self.export_codec(manifest)? == *codec {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec(codec).map_err(|e| StoreError::json("export codec", e))?;
         let dir = self.root().join(EXPORT_CODECS_DIR);
         fs_err::create_dir_all(&dir)?;
